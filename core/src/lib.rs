@@ -1,0 +1,39 @@
+//! skiff-core: the domain vocabulary every part of skiff shares.
+//!
+//! It owns what a container *is* (its lifecycle states and failure reasons)
+//! and what valid input looks like (cpu, memory, names, image references,
+//! environment). It does no I/O and pulls in no runtime, so the API, the
+//! worker and the billing code can all depend on it.
+//!
+//! Layout:
+//! - [`state`]: container states, restart policies, machine-readable reasons.
+//! - [`resources`]: `CpuMillis` and `MemoryMib`, parsed and bounded.
+//! - [`names`]: container names and POSIX environment keys.
+//! - [`image`]: image references per the distribution grammar.
+
+pub mod image;
+pub mod names;
+pub mod resources;
+pub mod state;
+
+pub use image::ImageRef;
+pub use names::{validate_env, ContainerName, EnvError};
+pub use resources::{CpuMillis, MemoryMib};
+pub use state::{ContainerState, Reason, RestartPolicy};
+
+/// A validation failure that names the offending input field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}

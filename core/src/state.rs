@@ -1,0 +1,179 @@
+//! Container lifecycle states, restart policies and failure reasons.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+/// Where a container is in its life. `Succeeded`, `Failed` and `Stopped` are
+/// terminal until someone asks for a new run (`start`/`restart`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ContainerState {
+    /// Durably stored, not yet placed on a host.
+    Pending,
+    /// Placed on a host; the worker has not reported progress yet.
+    Scheduled,
+    Pulling,
+    Starting,
+    Running,
+    Stopping,
+    Succeeded,
+    Failed,
+    Stopped,
+}
+
+impl ContainerState {
+    pub const ALL: [ContainerState; 9] = [
+        Self::Pending,
+        Self::Scheduled,
+        Self::Pulling,
+        Self::Starting,
+        Self::Running,
+        Self::Stopping,
+        Self::Succeeded,
+        Self::Failed,
+        Self::Stopped,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Scheduled => "scheduled",
+            Self::Pulling => "pulling",
+            Self::Starting => "starting",
+            Self::Running => "running",
+            Self::Stopping => "stopping",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Stopped => "stopped",
+        }
+    }
+
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Failed | Self::Stopped)
+    }
+}
+
+impl fmt::Display for ContainerState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for ContainerState {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|state| state.as_str() == s)
+            .ok_or_else(|| format!("unknown state {s:?}"))
+    }
+}
+
+/// What happens when a container's process exits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RestartPolicy {
+    #[default]
+    Never,
+    OnFailure,
+    Always,
+}
+
+impl RestartPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Never => "never",
+            Self::OnFailure => "on_failure",
+            Self::Always => "always",
+        }
+    }
+
+    /// Whether an exit with `exit_code` calls for another run under this policy.
+    /// A stop the user asked for never does; the caller checks that first.
+    pub fn restarts_after(self, exit_code: i32) -> bool {
+        match self {
+            Self::Never => false,
+            Self::OnFailure => exit_code != 0,
+            Self::Always => true,
+        }
+    }
+}
+
+impl FromStr for RestartPolicy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "never" => Ok(Self::Never),
+            "on_failure" => Ok(Self::OnFailure),
+            "always" => Ok(Self::Always),
+            other => Err(format!("unknown restart policy {other:?}")),
+        }
+    }
+}
+
+/// Machine-readable reasons attached to a container's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Reason {
+    /// The process exited with a non-zero code.
+    Error,
+    /// The process exited with code 0.
+    Completed,
+    /// The image could not be resolved or fetched.
+    ImagePullFailed,
+    /// containerd refused to create or start the container.
+    StartFailed,
+    /// The kernel's OOM killer ended the process.
+    OOMKilled,
+    /// The host stopped heartbeating; the container's fate is unknown.
+    HostLost,
+    /// Stopped because a user asked.
+    StopRequested,
+    /// Waiting out restart back-off before the next run.
+    BackOff,
+    /// No host has room for the container yet.
+    NoCapacity,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Error => "Error",
+            Self::Completed => "Completed",
+            Self::ImagePullFailed => "ImagePullFailed",
+            Self::StartFailed => "StartFailed",
+            Self::OOMKilled => "OOMKilled",
+            Self::HostLost => "HostLost",
+            Self::StopRequested => "StopRequested",
+            Self::BackOff => "BackOff",
+            Self::NoCapacity => "NoCapacity",
+        }
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn states_round_trip_through_strings() {
+        for state in ContainerState::ALL {
+            assert_eq!(state.as_str().parse::<ContainerState>(), Ok(state));
+        }
+        assert!("bogus".parse::<ContainerState>().is_err());
+    }
+
+    #[test]
+    fn restart_policy_decisions() {
+        assert!(!RestartPolicy::Never.restarts_after(1));
+        assert!(RestartPolicy::OnFailure.restarts_after(3));
+        assert!(!RestartPolicy::OnFailure.restarts_after(0));
+        assert!(RestartPolicy::Always.restarts_after(0));
+    }
+}

@@ -1,0 +1,197 @@
+//! The container runtime boundary: everything the agent needs from
+//! containerd, behind one trait so the reconcile logic can be unit-tested
+//! with a fake and the containerd details stay in one place.
+//!
+//! Layout:
+//! - [`containerd`]: `ContainerdRuntime`, the real implementation over containerd-client.
+//! - [`pull`]: fetches images from an OCI registry into containerd's content store and unpacks them.
+//! - [`spec`]: builds the complete OCI runtime spec for a container.
+//! - [`seccomp`]: resolves the containers/common default profile into OCI form.
+//!
+//! Bookkeeping lives in containerd itself (container labels), not in the
+//! worker's memory, so a restarted worker re-adopts what is running.
+
+pub mod containerd;
+pub mod pull;
+pub mod seccomp;
+pub mod spec;
+
+use async_trait::async_trait;
+use skiff_core::{CpuMillis, MemoryMib};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use tokio::sync::mpsc;
+
+/// Container label holding the generation of the run last started.
+pub const LABEL_GENERATION: &str = "skiff.generation";
+/// Container label holding the JSON [`ExitRecord`] of the last finished run.
+pub const LABEL_EXIT: &str = "skiff.exit";
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("pulling image {image}: {message}")]
+    Pull { image: String, message: String },
+    #[error("containerd {op} for {id}: {source}")]
+    Containerd {
+        op: &'static str,
+        id: String,
+        #[source]
+        source: tonic::Status,
+    },
+    #[error("connecting to containerd at {socket}: {message}")]
+    Connect { socket: String, message: String },
+    #[error("building the runtime spec for {id}: {message}")]
+    Spec { id: String, message: String },
+    #[error("{op} for {id}: {source}")]
+    Io {
+        op: &'static str,
+        id: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The parts of an image's config that become a container's defaults.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImageDefaults {
+    pub entrypoint: Vec<String>,
+    pub cmd: Vec<String>,
+    /// `KEY=value` entries, in the image's order.
+    pub env: Vec<String>,
+    pub working_dir: Option<String>,
+    /// `uid[:gid]` (numeric); names are not resolved.
+    pub user: Option<String>,
+}
+
+/// An image present and unpacked in containerd.
+#[derive(Debug, Clone)]
+pub struct ImageInfo {
+    /// The manifest digest (`sha256:...`).
+    pub digest: String,
+    /// The top layer's chain ID: the parent snapshot of a container's rootfs.
+    pub top_chain_id: String,
+    pub defaults: ImageDefaults,
+    /// False when everything was already present and nothing was fetched.
+    pub fetched: bool,
+}
+
+/// Everything needed to create one container.
+#[derive(Debug, Clone)]
+pub struct RunSpec {
+    pub id: String,
+    pub image_ref: String,
+    pub image: ImageInfo,
+    /// Replaces entrypoint+cmd when non-empty.
+    pub command: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    pub secure_env: BTreeMap<String, String>,
+    pub cpu: CpuMillis,
+    pub memory: MemoryMib,
+    pub hostname: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskStatus {
+    Created,
+    Running,
+    Paused,
+    Stopped,
+    Unknown,
+}
+
+/// A task as containerd reports it.
+#[derive(Debug, Clone)]
+pub struct TaskInfo {
+    pub pid: u32,
+    pub status: TaskStatus,
+    /// Set once the task has stopped.
+    pub exit_code: Option<i32>,
+    pub exited_at_unix_ms: Option<i64>,
+}
+
+/// The outcome of a finished run, kept as a container label so a restarted
+/// worker can still report it after the task was deleted.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ExitRecord {
+    pub generation: u64,
+    pub exit_code: i32,
+    pub started_at_unix_ms: i64,
+    pub finished_at_unix_ms: i64,
+    pub oom_killed: bool,
+}
+
+/// A container of ours in containerd, with its bookkeeping labels decoded.
+#[derive(Debug, Clone)]
+pub struct ContainerInfo {
+    pub id: String,
+    /// Generation of the run last started (LABEL_GENERATION), 0 if none.
+    pub generation: u64,
+    pub last_exit: Option<ExitRecord>,
+    pub task: Option<TaskInfo>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TaskStarted {
+    pub pid: u32,
+    pub started_at_unix_ms: i64,
+}
+
+/// Events from containerd's event stream that concern our containers' main tasks.
+#[derive(Debug, Clone)]
+pub enum TaskEvent {
+    Exited {
+        id: String,
+        exit_code: i32,
+        exited_at_unix_ms: i64,
+    },
+    OomKilled {
+        id: String,
+    },
+}
+
+#[async_trait]
+pub trait Runtime: Send + Sync + 'static {
+    /// containerd's version string, for host registration.
+    async fn version(&self) -> Result<String, RuntimeError>;
+
+    /// Makes sure `reference` is in containerd's content store and unpacked
+    /// into snapshots. Does no registry traffic for an image already present.
+    async fn ensure_image(&self, reference: &str) -> Result<ImageInfo, RuntimeError>;
+
+    /// Creates the container record and its rootfs snapshot. Idempotent:
+    /// an existing container with this id is left as it is.
+    async fn create(&self, spec: &RunSpec) -> Result<(), RuntimeError>;
+
+    /// Starts run `generation`: deletes any old (stopped) task, records the
+    /// generation label, creates the task with stdout+stderr appended to
+    /// [`Runtime::log_path`] and starts it.
+    async fn start(&self, id: &str, generation: u64) -> Result<TaskStarted, RuntimeError>;
+
+    /// Sends `signal` to the container's main process. NotFound is not an error.
+    async fn kill(&self, id: &str, signal: u32) -> Result<(), RuntimeError>;
+
+    /// The container's current task, if it has one.
+    async fn task(&self, id: &str) -> Result<Option<TaskInfo>, RuntimeError>;
+
+    /// Whether the kernel OOM-killed a process in the container's cgroup
+    /// during the current task (read before the task is deleted).
+    async fn oom_killed(&self, id: &str) -> bool;
+
+    /// Records a finished run in the container's labels, then deletes the task
+    /// (its shim exits; the container, rootfs and logs stay).
+    async fn finish_task(&self, id: &str, exit: &ExitRecord) -> Result<(), RuntimeError>;
+
+    /// Removes everything of the container from the host: task (killed),
+    /// container record, snapshot and log file. NotFound is not an error.
+    async fn remove(&self, id: &str) -> Result<(), RuntimeError>;
+
+    /// All containers in the worker's namespace.
+    async fn list(&self) -> Result<Vec<ContainerInfo>, RuntimeError>;
+
+    /// A stream of main-task exit and OOM events. The subscription is
+    /// re-established by the implementation if containerd drops it.
+    fn events(&self) -> mpsc::Receiver<TaskEvent>;
+
+    /// The host file where the container's stdout and stderr are appended.
+    fn log_path(&self, id: &str) -> PathBuf;
+}
