@@ -1,0 +1,526 @@
+# shellcheck shell=bash
+# Shared functions of the local stack: deploy/local/up.sh (run the platform)
+# and deploy/local/test.sh (run every test). Source it; do not execute it.
+#
+# Everything started here is private to one state directory (DIR below):
+# its own PostgreSQL cluster, containerd, registry and skiff processes, each
+# with a pid file in DIR. Nothing here touches the system's containerd
+# (/run/containerd/containerd.sock) or the Debian PostgreSQL cluster "main".
+#
+# Conventions:
+#   - log lines go to stderr; functions that "return" a value set a global
+#     (SKIFF_PG_URL, SKIFF_CTR_SOCK, SKIFF_REGISTRY) and also print it on stdout.
+#   - a pid file is trusted only if the process is alive AND its command line
+#     still names our config/data path (pids get reused; zombies have no cmdline).
+#   - Only one up.sh and one test.sh per checkout at a time (each takes a lock).
+
+SKIFF_REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+SKIFF_DEPLOY_DIR="$SKIFF_REPO_ROOT/deploy/local"
+SKIFF_PG_BIN="${SKIFF_PG_BIN:-/usr/lib/postgresql/15/bin}"
+
+SKIFF_APT_PACKAGES=(
+  containerd runc postgresql docker-registry busybox-static protobuf-compiler
+  golang-github-containers-common curl ca-certificates iproute2 wrk
+)
+
+log() { printf '[skiff %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+# short_hash STRING: 8 hex chars, stable for a given string (e.g. a path).
+short_hash() { printf '%s' "$1" | sha256sum | cut -c1-8; }
+
+# ---------------------------------------------------------------------------
+# packages
+# ---------------------------------------------------------------------------
+
+# install_deps: install the Debian packages that are missing (apt-get update
+# only when something is missing), then check the Rust toolchain.
+install_deps() {
+  [[ $(id -u) -eq 0 ]] || die "run as root (it installs Debian packages, runs containerd and runc)"
+  local missing=() p
+  for p in "${SKIFF_APT_PACKAGES[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
+      missing+=("$p")
+    fi
+  done
+  if ((${#missing[@]})); then
+    log "installing Debian packages: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q
+    apt-get install -y -q "${SKIFF_APT_PACKAGES[@]}"
+  fi
+  if ! command -v cargo >/dev/null 2>&1; then
+    if [[ -x "${HOME:-/root}/.cargo/bin/cargo" ]]; then
+      export PATH="${HOME:-/root}/.cargo/bin:$PATH"
+    else
+      die "cargo not found: install Rust (https://rustup.rs) first, e.g. 'curl https://sh.rustup.rs -sSf | sh -s -- -y'"
+    fi
+  fi
+  [[ -x "$SKIFF_PG_BIN/initdb" ]] || die "$SKIFF_PG_BIN/initdb missing (expected PostgreSQL 15 from Debian 12)"
+}
+
+# ---------------------------------------------------------------------------
+# processes, pid files, ports
+# ---------------------------------------------------------------------------
+
+# cmdline_of PID: the process's command line with spaces, empty if gone/zombie.
+cmdline_of() { tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null || true; }
+
+# pid_matches PID NEEDLE: PID is alive and its command line contains NEEDLE.
+pid_matches() {
+  local pid=$1 needle=$2
+  [[ $pid =~ ^[0-9]+$ ]] || return 1
+  kill -0 "$pid" 2>/dev/null || return 1
+  [[ $(cmdline_of "$pid") == *"$needle"* ]]
+}
+
+# pidfile_alive PIDFILE NEEDLE: prints the pid if the pid file names a live
+# process whose command line contains NEEDLE.
+pidfile_alive() {
+  local pid
+  [[ -f $1 ]] || return 1
+  pid=$(head -n1 "$1" 2>/dev/null || true)
+  pid_matches "$pid" "$2" || return 1
+  printf '%s\n' "$pid"
+}
+
+# find_pid_by_cmdline NEEDLE: pids of processes whose command line contains
+# NEEDLE (an absolute path of ours, never a bare program name).
+find_pid_by_cmdline() {
+  local d pid
+  for d in /proc/[0-9]*; do
+    pid=${d#/proc/}
+    [[ $pid == "$$" || $pid == "$BASHPID" ]] && continue
+    if [[ $(cmdline_of "$pid") == *"$1"* ]]; then printf '%s\n' "$pid"; fi
+  done
+}
+
+# spawn_daemon PIDFILE LOGFILE CMD...: start CMD in its own session (so a
+# Ctrl-C in the terminal reaches only the script, which then stops things in
+# order), append its output to LOGFILE, and write its real pid to PIDFILE.
+spawn_daemon() {
+  local pidfile=$1 logfile=$2 i
+  shift 2
+  rm -f "$pidfile"
+  mkdir -p "$(dirname "$logfile")"
+  # shellcheck disable=SC2016 # $$ and $@ are expanded by the inner bash
+  # (fd 9, the lock of up.sh/test.sh, is not inherited: a daemon outliving
+  # a killed script must not keep the next run from taking the lock)
+  setsid -f bash -c 'echo $$ >"$0.tmp" && mv "$0.tmp" "$0" && exec "$@"' "$pidfile" "$@" \
+    </dev/null >>"$logfile" 2>&1 9>&-
+  for ((i = 0; i < 100; i++)); do
+    [[ -s $pidfile ]] && return 0
+    sleep 0.05
+  done
+  die "could not start $1 (see $logfile)"
+}
+
+# stop_pidfile PIDFILE NEEDLE NAME [TIMEOUT_S]: SIGTERM, wait, then SIGKILL.
+stop_pidfile() {
+  local pidfile=$1 needle=$2 name=$3 timeout=${4:-10} pid i
+  if pid=$(pidfile_alive "$pidfile" "$needle"); then
+    log "stopping $name (pid $pid)"
+    kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < timeout * 10; i++)); do
+      pid_matches "$pid" "$needle" || break
+      sleep 0.1
+    done
+    if pid_matches "$pid" "$needle"; then
+      log "$name did not stop within ${timeout}s: SIGKILL"
+      kill -KILL "$pid" 2>/dev/null || true
+    fi
+  fi
+  rm -f "$pidfile"
+}
+
+# port_pids PORT: pids listening on 127.0.0.1:PORT / *:PORT (TCP), one a line.
+port_pids() {
+  ss -ltnpH "( sport = :$1 )" 2>/dev/null | grep -o 'pid=[0-9]*' | cut -d= -f2 | sort -u || true
+}
+
+# port_in_use PORT
+port_in_use() { [[ -n $(ss -ltnH "( sport = :$1 )" 2>/dev/null) ]]; }
+
+# ensure_port_free PORT WHAT [OUR_PID]: fail clearly if PORT is taken by
+# anything but OUR_PID.
+ensure_port_free() {
+  local port=$1 what=$2 ours=${3:-} pid others=()
+  port_in_use "$port" || return 0
+  for pid in $(port_pids "$port"); do
+    [[ -n $ours && $pid == "$ours" ]] || others+=("$pid")
+  done
+  if ((${#others[@]} == 0)) && [[ -n $ours ]]; then return 0; fi
+  local desc=""
+  for pid in "${others[@]}"; do desc+=" pid $pid: $(cmdline_of "$pid");"; done
+  die "port $port (needed for $what) is already in use by something that is not ours:${desc:- unknown process}. Stop it or free the port."
+}
+
+# wait_http URL TIMEOUT_S [PID NEEDLE]: wait for URL to answer 2xx; give up
+# early if the process PID (matching NEEDLE) died.
+wait_http() {
+  local url=$1 timeout=$2 pid=${3:-} needle=${4:-} i
+  for ((i = 0; i < timeout * 5; i++)); do
+    if curl -fsS -o /dev/null --max-time 2 "$url" 2>/dev/null; then return 0; fi
+    if [[ -n $pid ]] && ! pid_matches "$pid" "$needle"; then return 1; fi
+    sleep 0.2
+  done
+  return 1
+}
+
+# socket_dir DIR: where DIR's unix sockets go. sun_path is limited to 108
+# bytes, so when DIR is long they go under /run/skiff-<hash of DIR>/ instead.
+socket_dir() {
+  local dir=$1
+  if ((${#dir} <= 70)); then
+    printf '%s\n' "$dir"
+  else
+    printf '/run/skiff-%s\n' "$(short_hash "$dir")"
+  fi
+}
+
+# unmount_under DIR: unmount everything mounted at or below DIR, deepest first
+# (overlay rootfs mounts left by containerd/runc after a killed run).
+unmount_under() {
+  local dir mp
+  dir=$(realpath -m "$1")
+  # field 5 of mountinfo is the mount point, with spaces etc. octal-escaped
+  awk '{print $5}' /proc/self/mountinfo | while read -r mp; do
+    mp=$(printf '%b' "$mp")
+    if [[ $mp == "$dir" || $mp == "$dir"/* ]]; then printf '%s\n' "$mp"; fi
+  done | sort -r | while read -r mp; do
+    log "unmounting leftover mount $mp"
+    umount "$mp" 2>/dev/null || umount -l "$mp" 2>/dev/null || log "could not unmount $mp"
+  done
+}
+
+# ---------------------------------------------------------------------------
+# PostgreSQL
+# ---------------------------------------------------------------------------
+
+# pg_data_dir DIR: the data directory to use for a cluster meant to live in
+# DIR. PostgreSQL runs as the "postgres" user, which needs to traverse every
+# folder above its data dir. Decision: we never chmod the user's tree; if the
+# postgres user cannot reach DIR's parent (e.g. a checkout under /root, which
+# is mode 700), the cluster lives in /var/tmp/skiff-<hash of DIR>/pgdata and
+# DIR/DATA_DIR_MOVED says where.
+pg_data_dir() {
+  local dir=$1 parent
+  parent=$(dirname "$dir")
+  mkdir -p "$parent"
+  if runuser -u postgres -- test -x "$parent" 2>/dev/null && runuser -u postgres -- test -r "$parent" 2>/dev/null; then
+    printf '%s\n' "$dir"
+  else
+    printf '/var/tmp/skiff-%s/pgdata\n' "$(short_hash "$dir")"
+  fi
+}
+
+pg_ctl_as_postgres() { runuser -u postgres -- "$SKIFF_PG_BIN/pg_ctl" "$@"; }
+
+# psql_url URL ARGS...: run psql (as root, over TCP with trust auth).
+psql_url() { local url=$1; shift; "$SKIFF_PG_BIN/psql" "$url" -v ON_ERROR_STOP=1 -qtAX "$@"; }
+
+# start_postgres DIR PORT: a private cluster in DIR on 127.0.0.1:PORT,
+# database "skiff" created. Sets and prints SKIFF_PG_URL. If DATABASE_URL is
+# set, nothing is started and that URL is used.
+start_postgres() {
+  local dir=$1 port=$2 data sockdir pid url
+  if [[ -n ${DATABASE_URL:-} ]]; then
+    log "DATABASE_URL is set: using it, no private PostgreSQL cluster"
+    SKIFF_PG_URL=$DATABASE_URL
+    printf '%s\n' "$SKIFF_PG_URL"
+    return 0
+  fi
+  data=$(pg_data_dir "$dir")
+  if [[ $data != "$dir" ]]; then
+    log "postgres cannot traverse $(dirname "$dir"); cluster data dir is $data"
+    mkdir -p "$dir" && printf '%s\n' "$data" >"$dir/DATA_DIR_MOVED"
+  fi
+  sockdir=$(socket_dir "$data")
+  mkdir -p "$(dirname "$data")" "$sockdir"
+  [[ $sockdir == "$data" ]] || chown postgres:postgres "$sockdir"
+
+  # already running (ours, with this data dir)?
+  if pid=$(pidfile_alive "$data/postmaster.pid" "$data"); then
+    local running_port
+    running_port=$(sed -n 4p "$data/postmaster.pid")
+    if [[ $running_port == "$port" ]]; then
+      log "postgres already running (pid $pid, $data): reusing it"
+    else
+      log "postgres running on port $running_port instead of $port: restarting it"
+      pg_ctl_as_postgres -D "$data" -m fast -w stop >&2
+      pid=""
+    fi
+  else
+    pid=""
+  fi
+
+  if [[ -z $pid ]]; then
+    ensure_port_free "$port" "PostgreSQL"
+    # initdb into a temporary dir, then rename: a run killed mid-initdb
+    # leaves only the temporary dir, which is wiped next time.
+    if [[ ! -f $data/PG_VERSION || ! -f $data/global/pg_control ]]; then
+      [[ -e $data ]] && log "removing incomplete data dir $data"
+      rm -rf "$data" "$data.initdb"
+      mkdir -p "$data.initdb"
+      chown postgres:postgres "$data.initdb"
+      chmod 700 "$data.initdb"
+      log "initdb $data"
+      runuser -u postgres -- "$SKIFF_PG_BIN/initdb" -D "$data.initdb" -U postgres --auth=trust \
+        -E UTF8 --locale=C.UTF-8 >"$(dirname "$data")/initdb.log" 2>&1 \
+        || die "initdb failed: see $(dirname "$data")/initdb.log"
+      mv "$data.initdb" "$data"
+    fi
+    chown -R postgres:postgres "$data"
+    # a postmaster.pid whose process is gone (or is not our postgres) is stale
+    if [[ -f $data/postmaster.pid ]]; then
+      log "removing stale $data/postmaster.pid"
+      rm -f "$data/postmaster.pid"
+    fi
+    rm -f "$sockdir/.s.PGSQL.$port" "$sockdir/.s.PGSQL.$port.lock"
+    log "starting postgres on 127.0.0.1:$port ($data)"
+    # setsid: the postmaster gets its own session, so Ctrl-C reaches only us.
+    # Retried: right after a kill -9 of the postmaster its backends may still
+    # hold the old shared memory for a moment.
+    local attempt
+    for attempt in 1 2 3; do
+      if setsid -w runuser -u postgres -- "$SKIFF_PG_BIN/pg_ctl" -D "$data" -l "$data/postgres.log" -w -t 60 \
+        -o "-p $port -k $sockdir -c listen_addresses=127.0.0.1" start >&2 9>&-; then
+        break
+      fi
+      ((attempt < 3)) || die "postgres did not start: see $data/postgres.log"
+      rm -f "$data/postmaster.pid"
+      sleep 2
+    done
+  fi
+
+  url="postgres://postgres@127.0.0.1:$port"
+  if [[ $(psql_url "$url/postgres" -c "SELECT 1 FROM pg_database WHERE datname = 'skiff'") != 1 ]]; then
+    psql_url "$url/postgres" -c "CREATE DATABASE skiff" >/dev/null
+  fi
+  SKIFF_PG_URL="$url/skiff"
+  printf '%s\n' "$SKIFF_PG_URL"
+}
+
+# stop_postgres DIR: fast shutdown of the cluster of DIR if it runs.
+stop_postgres() {
+  local dir=$1 data
+  [[ -n ${DATABASE_URL:-} ]] && return 0
+  data=$(pg_data_dir "$dir")
+  if pidfile_alive "$data/postmaster.pid" "$data" >/dev/null; then
+    log "stopping postgres ($data)"
+    pg_ctl_as_postgres -D "$data" -m fast -w -t 30 stop >/dev/null 2>&1 \
+      || pg_ctl_as_postgres -D "$data" -m immediate -w stop >/dev/null 2>&1 || true
+  fi
+}
+
+# ---------------------------------------------------------------------------
+# containerd
+# ---------------------------------------------------------------------------
+
+# containerd_socket DIR: the gRPC socket of the containerd of DIR.
+containerd_socket() { printf '%s/containerd.sock\n' "$(socket_dir "$1")"; }
+
+# ctr_sock ARGS...: ctr against the private containerd (SKIFF_CTR_SOCK).
+ctr_sock() { timeout 30 ctr --address "$SKIFF_CTR_SOCK" "$@"; }
+
+# start_containerd DIR: a private containerd with root/state/config/log in DIR
+# and its sockets in DIR (or /run/skiff-<hash>/ when DIR is long). CRI is
+# disabled, runc via io.containerd.runc.v2, overlayfs is the snapshotter the
+# worker uses. Sets and prints SKIFF_CTR_SOCK. Reuses a live one of ours.
+# (Shim sockets always go to /run/containerd/s/<hash of our socket+ns+id>:
+# that is hard-coded in containerd 1.6; they do not collide with the system's.)
+start_containerd() {
+  local dir=$1 sockdir sock cfg pid i
+  mkdir -p "$dir/root" "$dir/state" "$dir/opt"
+  sockdir=$(socket_dir "$dir")
+  mkdir -p "$sockdir"
+  sock="$sockdir/containerd.sock"
+  cfg="$dir/config.toml"
+  SKIFF_CTR_SOCK=$sock
+
+  if pid=$(pidfile_alive "$dir/containerd.pid" "$cfg") || pid=$(find_pid_by_cmdline "--config $cfg" | head -n1) && [[ -n $pid ]]; then
+    if timeout 5 ctr --address "$sock" version >/dev/null 2>&1; then
+      log "containerd already running (pid $pid, $sock): reusing it"
+      printf '%s\n' "$pid" >"$dir/containerd.pid"
+      printf '%s\n' "$sock"
+      return 0
+    fi
+    log "containerd pid $pid does not answer on $sock: restarting it"
+    kill -TERM "$pid" 2>/dev/null || true
+    sleep 1
+    kill -KILL "$pid" 2>/dev/null || true
+  fi
+
+  cat >"$cfg" <<EOF
+# generated by deploy/local/lib.sh: a private containerd for skiff
+version = 2
+root = "$dir/root"
+state = "$dir/state"
+disabled_plugins = [
+  "io.containerd.grpc.v1.cri",
+  "io.containerd.snapshotter.v1.aufs",
+  "io.containerd.snapshotter.v1.btrfs",
+  "io.containerd.snapshotter.v1.devmapper",
+  "io.containerd.snapshotter.v1.zfs",
+]
+
+[grpc]
+  address = "$sock"
+
+[ttrpc]
+  address = "$sock.ttrpc"
+
+[debug]
+  address = "$sockdir/containerd-debug.sock"
+  level = "info"
+
+[metrics]
+  address = ""
+
+[plugins]
+  [plugins."io.containerd.internal.v1.opt"]
+    path = "$dir/opt"
+  [plugins."io.containerd.runtime.v1.linux"]
+    shim_debug = false
+    runtime = "runc"
+EOF
+  # stale sockets of a killed containerd (containerd would also remove them)
+  rm -f "$sock" "$sock.ttrpc" "$sockdir/containerd-debug.sock"
+  log "starting containerd ($sock)"
+  spawn_daemon "$dir/containerd.pid" "$dir/containerd.log" containerd --config "$cfg"
+  pid=$(head -n1 "$dir/containerd.pid")
+  for ((i = 0; i < 150; i++)); do
+    if timeout 5 ctr --address "$sock" version >/dev/null 2>&1; then
+      printf '%s\n' "$sock"
+      return 0
+    fi
+    pid_matches "$pid" "$cfg" || break
+    sleep 0.1
+  done
+  tail -n 20 "$dir/containerd.log" >&2 || true
+  die "containerd did not come up on $sock (log: $dir/containerd.log)"
+}
+
+# containerd_kill_tasks DIR [NAMESPACE...]: SIGKILL and delete every task in
+# the given namespaces of DIR's containerd (all namespaces if none given); with
+# SKIFF_DELETE_CONTAINERS=1 also delete the containers and their snapshots.
+containerd_kill_tasks() {
+  local dir=$1 ns t c
+  shift
+  local SKIFF_CTR_SOCK
+  SKIFF_CTR_SOCK=$(containerd_socket "$dir")
+  pidfile_alive "$dir/containerd.pid" "$dir/config.toml" >/dev/null || return 0
+  local namespaces=("$@")
+  if ((${#namespaces[@]} == 0)); then
+    mapfile -t namespaces < <(ctr_sock namespaces ls -q 2>/dev/null || true)
+  fi
+  for ns in "${namespaces[@]}"; do
+    [[ -n $ns ]] || continue
+    for t in $(ctr_sock -n "$ns" tasks ls -q 2>/dev/null || true); do
+      log "killing task $ns/$t"
+      ctr_sock -n "$ns" tasks kill -a -s SIGKILL "$t" >/dev/null 2>&1 || true
+    done
+    for t in $(ctr_sock -n "$ns" tasks ls -q 2>/dev/null || true); do
+      ctr_sock -n "$ns" tasks delete -f "$t" >/dev/null 2>&1 || log "could not delete task $ns/$t"
+    done
+    if [[ ${SKIFF_DELETE_CONTAINERS:-0} == 1 ]]; then
+      for c in $(ctr_sock -n "$ns" containers ls -q 2>/dev/null || true); do
+        ctr_sock -n "$ns" containers delete "$c" >/dev/null 2>&1 || log "could not delete container $ns/$c"
+      done
+    fi
+  done
+}
+
+# stop_containerd DIR: stop DIR's containerd (containers' shims keep running
+# unless their tasks were killed first), then unmount leftovers under DIR.
+stop_containerd() {
+  local dir=$1
+  stop_pidfile "$dir/containerd.pid" "$dir/config.toml" containerd 15
+  unmount_under "$dir"
+}
+
+# ---------------------------------------------------------------------------
+# registry
+# ---------------------------------------------------------------------------
+
+# start_registry DIR PORT: Debian's docker-registry (distribution 2.8) on
+# 127.0.0.1:PORT, plain HTTP, storage in DIR/storage, deletes enabled.
+# Sets and prints SKIFF_REGISTRY (host:port).
+start_registry() {
+  local dir=$1 port=$2 cfg pid
+  cfg="$dir/config.yml"
+  mkdir -p "$dir/storage"
+  SKIFF_REGISTRY="127.0.0.1:$port"
+  if pid=$(pidfile_alive "$dir/registry.pid" "$cfg"); then
+    if [[ $(port_pids "$port") == *"$pid"* ]] && curl -fsS -o /dev/null --max-time 2 "http://$SKIFF_REGISTRY/v2/"; then
+      log "registry already running (pid $pid, $SKIFF_REGISTRY): reusing it"
+      printf '%s\n' "$SKIFF_REGISTRY"
+      return 0
+    fi
+    stop_pidfile "$dir/registry.pid" "$cfg" registry 5
+  fi
+  ensure_port_free "$port" "the OCI registry"
+  cat >"$cfg" <<EOF
+# generated by deploy/local/lib.sh: a private registry for skiff
+version: 0.1
+log:
+  level: warn
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: $dir/storage
+  delete:
+    enabled: true
+http:
+  addr: 127.0.0.1:$port
+EOF
+  log "starting registry on $SKIFF_REGISTRY"
+  spawn_daemon "$dir/registry.pid" "$dir/registry.log" docker-registry serve "$cfg"
+  pid=$(head -n1 "$dir/registry.pid")
+  if ! wait_http "http://$SKIFF_REGISTRY/v2/" 30 "$pid" "$cfg"; then
+    tail -n 20 "$dir/registry.log" >&2 || true
+    die "registry did not answer on http://$SKIFF_REGISTRY/v2/ (log: $dir/registry.log)"
+  fi
+  printf '%s\n' "$SKIFF_REGISTRY"
+}
+
+stop_registry() { stop_pidfile "$1/registry.pid" "$1/config.yml" registry 5; }
+
+# ---------------------------------------------------------------------------
+# images
+# ---------------------------------------------------------------------------
+
+# build_and_push_images REGISTRY [WORKDIR]: the busybox sample image, pushed
+# as skiff/busybox:latest and skiff/busybox:1 (see build-image.sh).
+build_and_push_images() {
+  local registry=$1 work=${2:-}
+  local args=("$registry" skiff/busybox:latest skiff/busybox:1)
+  [[ -n $work ]] && args+=(--work "$work")
+  bash "$SKIFF_DEPLOY_DIR/build-image.sh" "${args[@]}" >/dev/null
+}
+
+# ---------------------------------------------------------------------------
+# skiff processes and everything together
+# ---------------------------------------------------------------------------
+
+# stop_skiff DIR: stop the API and the worker started by up.sh in DIR.
+stop_skiff() {
+  local dir=$1
+  stop_pidfile "$dir/api.pid" "skiff-api" "skiff-api" 15
+  stop_pidfile "$dir/worker.pid" "skiff-worker" "skiff-worker" 15
+}
+
+# stop_all DIR [NAMESPACE...]: stop everything up.sh/test.sh started in DIR,
+# in order: API, worker, the containers' tasks in NAMESPACE(s) of our private
+# containerd (all namespaces if none given: this containerd is ours alone),
+# containerd, leftover mounts, registry, PostgreSQL.
+stop_all() {
+  local dir=$1
+  shift
+  stop_skiff "$dir"
+  containerd_kill_tasks "$dir/containerd" "$@"
+  stop_containerd "$dir/containerd"
+  stop_registry "$dir/registry"
+  stop_postgres "$dir/postgres"
+}
