@@ -64,7 +64,7 @@ install_deps() {
 # ---------------------------------------------------------------------------
 
 # cmdline_of PID: the process's command line with spaces, empty if gone/zombie.
-cmdline_of() { tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null || true; }
+cmdline_of() { tr '\0' ' ' 2>/dev/null <"/proc/$1/cmdline" || true; }
 
 # pid_matches PID NEEDLE: PID is alive and its command line contains NEEDLE.
 pid_matches() {
@@ -236,8 +236,11 @@ start_postgres() {
     mkdir -p "$dir" && printf '%s\n' "$data" >"$dir/DATA_DIR_MOVED"
   fi
   sockdir=$(socket_dir "$data")
-  mkdir -p "$(dirname "$data")" "$sockdir"
-  [[ $sockdir == "$data" ]] || chown postgres:postgres "$sockdir"
+  mkdir -p "$(dirname "$data")"
+  if [[ $sockdir != "$data" ]]; then
+    mkdir -p "$sockdir"
+    chown postgres:postgres "$sockdir"
+  fi
 
   # already running (ours, with this data dir)?
   if pid=$(pidfile_alive "$data/postmaster.pid" "$data"); then
@@ -409,7 +412,13 @@ containerd_kill_tasks() {
   shift
   local SKIFF_CTR_SOCK
   SKIFF_CTR_SOCK=$(containerd_socket "$dir")
-  pidfile_alive "$dir/containerd.pid" "$dir/config.toml" >/dev/null || return 0
+  if ! pidfile_alive "$dir/containerd.pid" "$dir/config.toml" >/dev/null; then
+    # containerd died but task bundles (shims, mounted rootfs) may remain:
+    # start it again, it reconnects to the shims, so they can be killed.
+    compgen -G "$dir/state/io.containerd.runtime.v2.task/*/*" >/dev/null || return 0
+    log "containerd of $dir is down but tasks may remain: starting it to clean up"
+    start_containerd "$dir" >/dev/null
+  fi
   local namespaces=("$@")
   if ((${#namespaces[@]} == 0)); then
     mapfile -t namespaces < <(ctr_sock namespaces ls -q 2>/dev/null || true)
