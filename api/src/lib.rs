@@ -1,1 +1,137 @@
+//! skiff-api: the control plane.
+//!
+//! It owns the REST API tenants call, the PostgreSQL state behind it, the
+//! scheduler that places containers on hosts, and the gRPC endpoint that
+//! workers dial to receive assignments and report what containerd did.
+//! Workers are never linked in: they speak `skiff-proto` over gRPC only.
+//!
+//! Layout:
+//! - [`config`]: flags and `SKIFF_*` environment.
+//! - [`http`]: REST routes, auth, problem+json errors ([`error`]), OpenAPI.
+//! - [`model`]: JSON shapes and request validation.
+//! - [`store`]: PostgreSQL access and the container state machine.
+//! - [`grpc`]: the workers' `ControlPlane` service and the log client.
+//! - [`scheduler`]: placement, restart back-off, lost hosts.
+//! - [`notify`]: in-process wake-ups. [`metrics`]: Prometheus.
 
+pub mod config;
+pub mod error;
+pub mod grpc;
+pub mod http;
+pub mod metrics;
+pub mod model;
+pub mod notify;
+pub mod scheduler;
+pub mod store;
+
+use config::ApiConfig;
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// How long in-flight requests may take to finish at shutdown.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Shared by every handler and background task.
+pub struct AppState {
+    pub config: ApiConfig,
+    pub store: store::Store,
+    pub hub: notify::Hub,
+    pub metrics: metrics::Metrics,
+    pub agents: grpc::AgentClients,
+    pub admin_token_sha256: Vec<u8>,
+    /// Token hash -> tenant. Tokens are never revoked yet, so entries never go stale.
+    pub token_cache: TokenCache,
+}
+
+#[derive(Default)]
+pub struct TokenCache(Mutex<HashMap<Vec<u8>, Uuid>>);
+
+impl TokenCache {
+    pub fn get(&self, hash: &[u8]) -> Option<Uuid> {
+        self.0.lock().expect("token cache lock").get(hash).copied()
+    }
+
+    pub fn insert(&self, hash: Vec<u8>, tenant: Uuid) {
+        self.0.lock().expect("token cache lock").insert(hash, tenant);
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    #[error("HTTP server: {0}")]
+    Http(#[source] std::io::Error),
+    #[error("gRPC server: {0}")]
+    Grpc(#[from] tonic::transport::Error),
+}
+
+/// Runs the control plane on bound listeners until `shutdown` resolves.
+pub async fn serve(
+    config: ApiConfig,
+    http_listener: TcpListener,
+    grpc_listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    config.validate().map_err(ServeError::Config)?;
+    let store = store::Store::connect(&config.database_url, config.db_max_connections).await?;
+    let state = Arc::new(AppState {
+        admin_token_sha256: http::hash_token(&config.admin_token),
+        config,
+        store,
+        hub: notify::Hub::default(),
+        metrics: metrics::Metrics::default(),
+        agents: grpc::AgentClients::default(),
+        token_cache: TokenCache::default(),
+    });
+    let cancel = CancellationToken::new();
+    {
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            cancel.cancel();
+        });
+    }
+
+    let scheduler = tokio::spawn(scheduler::run(state.clone(), cancel.clone()));
+
+    let grpc = {
+        let cancel = cancel.clone();
+        let service = skiff_proto::control_plane_server::ControlPlaneServer::new(
+            grpc::ControlPlaneService::new(state.clone()),
+        );
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc_listener);
+        tokio::spawn(async move {
+            tonic::transport::Server::builder()
+                .tcp_nodelay(true)
+                .http2_keepalive_interval(Some(Duration::from_secs(10)))
+                .add_service(service)
+                .serve_with_incoming_shutdown(incoming, cancel.cancelled_owned())
+                .await
+        })
+    };
+
+    tracing::info!(http = %http_listener.local_addr().map_err(ServeError::Http)?, "skiff-api listening");
+    let app = http::router(state.clone());
+    let http_cancel = cancel.clone();
+    let http = axum::serve(http_listener, app)
+        .with_graceful_shutdown(async move { http_cancel.cancelled().await });
+    let http_result = http.await.map_err(ServeError::Http);
+    cancel.cancel();
+    // Streams (watch, follow logs) never end by themselves: bound the drain.
+    let _ = tokio::time::timeout(DRAIN_TIMEOUT, async {
+        let _ = scheduler.await;
+        if let Ok(Err(err)) = grpc.await {
+            tracing::warn!(error = %err, "gRPC server ended with an error");
+        }
+    })
+    .await;
+    http_result
+}

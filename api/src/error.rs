@@ -1,0 +1,126 @@
+//! The one HTTP error type: every failure leaves as `application/problem+json`
+//! (RFC 9457) with `type`, `title`, `status`, `detail` and, for bad input, the
+//! `field` at fault. 5xx bodies stay generic; the cause goes to the log.
+
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use skiff_core::FieldError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{field}: {detail}")]
+    Invalid { field: String, detail: String },
+    #[error("missing or invalid bearer token")]
+    Unauthorized,
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("{detail}")]
+    Conflict {
+        field: Option<String>,
+        detail: String,
+    },
+    #[error("request body larger than 1 MiB")]
+    PayloadTooLarge,
+    #[error("{0}")]
+    Timeout(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Problem {
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+impl ApiError {
+    pub fn invalid(field: impl Into<String>, detail: impl Into<String>) -> Self {
+        Self::Invalid {
+            field: field.into(),
+            detail: detail.into(),
+        }
+    }
+
+    pub fn internal(err: impl std::fmt::Display) -> Self {
+        Self::Internal(err.to_string())
+    }
+
+    fn parts(&self) -> (StatusCode, &'static str, &'static str) {
+        match self {
+            Self::Invalid { .. } => (StatusCode::BAD_REQUEST, "invalid-request", "Invalid request"),
+            Self::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized"),
+            Self::NotFound(_) => (StatusCode::NOT_FOUND, "not-found", "Not found"),
+            Self::Conflict { .. } => (StatusCode::CONFLICT, "conflict", "Conflict"),
+            Self::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large", "Payload too large"),
+            Self::Timeout(_) => (StatusCode::REQUEST_TIMEOUT, "timeout", "Timed out"),
+            Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Service unavailable"),
+            Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal server error"),
+        }
+    }
+
+    pub fn to_problem(&self) -> Problem {
+        let (status, slug, title) = self.parts();
+        let (detail, field) = match self {
+            Self::Invalid { field, detail } => (detail.clone(), Some(field.clone())),
+            Self::Conflict { field, detail } => (detail.clone(), field.clone()),
+            Self::Internal(_) => ("the server failed; the error was logged".into(), None),
+            other => (other.to_string(), None),
+        };
+        Problem {
+            type_: format!("https://skiff.dev/problems/{slug}"),
+            title: title.into(),
+            status: status.as_u16(),
+            detail,
+            field,
+        }
+    }
+}
+
+impl From<FieldError> for ApiError {
+    fn from(err: FieldError) -> Self {
+        Self::Invalid {
+            field: err.field,
+            detail: err.message,
+        }
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(err: crate::store::StoreError) -> Self {
+        use crate::store::StoreError;
+        match err {
+            StoreError::NameTaken(name) => Self::Conflict {
+                field: Some("name".into()),
+                detail: format!("a container named {name:?} already exists"),
+            },
+            StoreError::Database(e) => Self::Internal(e.to_string()),
+            StoreError::Migrate(e) => Self::Internal(e.to_string()),
+            StoreError::Corrupt(e) => Self::Internal(e),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if let Self::Internal(cause) = &self {
+            tracing::error!(%cause, "request failed");
+        }
+        let problem = self.to_problem();
+        let status = StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = serde_json::to_vec(&problem).unwrap_or_default();
+        (
+            status,
+            [(header::CONTENT_TYPE, "application/problem+json")],
+            body,
+        )
+            .into_response()
+    }
+}

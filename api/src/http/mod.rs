@@ -1,0 +1,221 @@
+//! The REST API: routing, authentication, request-body parsing and the
+//! cross-cutting pieces (health, metrics, OpenAPI).
+//!
+//! Layout:
+//! - [`containers`]: the tenant's container routes.
+//! - [`tenants`]: admin routes.
+//! - [`openapi`]: the OpenAPI 3 document, generated from the handlers.
+
+pub mod containers;
+pub mod openapi;
+pub mod tenants;
+
+use crate::error::ApiError;
+use crate::AppState;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, MatchedPath, Request, State};
+use axum::http::request::Parts;
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+use std::time::Instant;
+use uuid::Uuid;
+
+/// Bodies larger than this are refused with 413.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/v1/tenants", post(tenants::create))
+        .route("/v1/containers", post(containers::create).get(containers::list))
+        .route("/v1/containers/{id}", get(containers::get).delete(containers::delete))
+        .route("/v1/containers/{id}/stop", post(containers::stop))
+        .route("/v1/containers/{id}/start", post(containers::start))
+        .route("/v1/containers/{id}/restart", post(containers::restart))
+        .route("/v1/containers/{id}/logs", get(containers::logs))
+        .route("/v1/containers/{id}/events", get(containers::events))
+        .route("/v1/containers/{id}/wait", get(containers::wait))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi::document))
+        .fallback(|| async { ApiError::NotFound("route") })
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// Ready when PostgreSQL answers.
+async fn readyz(State(state): State<Arc<AppState>>) -> Result<&'static str, ApiError> {
+    state
+        .store
+        .ping()
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("database not reachable: {e}")))?;
+    Ok("ready")
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+}
+
+/// Records request latency by route template (never by raw path, which
+/// would make one series per container id).
+async fn observe(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().clone();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".into());
+    let response = next.run(request).await;
+    state
+        .metrics
+        .http_duration
+        .with_label_values(&[method.as_str(), &route, response.status().as_str()])
+        .observe(started.elapsed().as_secs_f64());
+    response
+}
+
+pub fn hash_token(token: &str) -> Vec<u8> {
+    Sha256::digest(token.as_bytes()).to_vec()
+}
+
+fn bearer(parts: &Parts) -> Option<&str> {
+    parts
+        .headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+}
+
+/// The authenticated tenant of a request.
+#[derive(Debug, Clone, Copy)]
+pub struct Tenant(pub Uuid);
+
+impl FromRequestParts<Arc<AppState>> for Tenant {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, ApiError> {
+        let token = bearer(parts).ok_or(ApiError::Unauthorized)?;
+        let hash = hash_token(token);
+        if let Some(tenant) = state.token_cache.get(&hash) {
+            return Ok(Tenant(tenant));
+        }
+        let tenant = state
+            .store
+            .tenant_for_token(&hash)
+            .await?
+            .ok_or(ApiError::Unauthorized)?;
+        state.token_cache.insert(hash, tenant);
+        Ok(Tenant(tenant))
+    }
+}
+
+/// A request made with the admin token.
+pub struct Admin;
+
+impl FromRequestParts<Arc<AppState>> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, ApiError> {
+        let token = bearer(parts).ok_or(ApiError::Unauthorized)?;
+        // Comparing digests keeps the comparison time independent of where
+        // the strings first differ.
+        if hash_token(token) == state.admin_token_sha256 {
+            Ok(Admin)
+        } else {
+            Err(ApiError::Unauthorized)
+        }
+    }
+}
+
+/// A JSON body whose errors name the offending field.
+pub struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::PayloadTooLarge
+            } else {
+                ApiError::invalid("body", rejection.body_text())
+            }
+        })?;
+        parse_json(&bytes).map(JsonBody)
+    }
+}
+
+/// Parses JSON, turning serde's message into a problem naming the field.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(de).map_err(|err| {
+        let path = err.path().to_string();
+        let inner = err.into_inner();
+        let message = inner.to_string();
+        // serde_path_to_error's path already ends in an unknown field's name;
+        // a missing field is named only in the message, under its parent.
+        let missing = message
+            .strip_prefix("missing field `")
+            .and_then(|rest| rest.split('`').next());
+        let field = match (missing, path.as_str()) {
+            (Some(name), "." | "") => name.to_owned(),
+            (Some(name), parent) => format!("{parent}.{name}"),
+            (None, "." | "" | "?") => "body".to_owned(),
+            (None, path) => path.to_owned(),
+        };
+        let detail = if inner.is_syntax() || inner.is_eof() {
+            format!("body is not valid JSON: {message}")
+        } else {
+            message
+        };
+        ApiError::invalid(field, detail)
+    })
+}
+
+/// `Json` with the API's content type conventions.
+pub fn json<T: serde::Serialize>(status: StatusCode, value: T) -> Response {
+    (status, Json(value)).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::CreateContainer;
+
+    fn field_of(body: &str) -> String {
+        match parse_json::<CreateContainer>(body.as_bytes()) {
+            Err(ApiError::Invalid { field, .. }) => field,
+            other => panic!("expected a field error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn json_errors_name_the_field() {
+        assert_eq!(field_of(r#"{"image":"a","cpu":1,"memory_mib":64,"bogus":1}"#), "bogus");
+        assert_eq!(field_of(r#"{"cpu":1,"memory_mib":64}"#), "image");
+        assert_eq!(field_of(r#"{"image":"a","cpu":"x","memory_mib":64}"#), "cpu");
+        assert_eq!(field_of(r#"{"image":"a","cpu":1,"memory_mib":-5}"#), "memory_mib");
+        assert_eq!(field_of(r#"{"image":"a","cpu":1,"memory_mib":64,"env":{"A":1}}"#), "env.A");
+        assert_eq!(field_of(r#"{"image":"a","cpu":1,"memory_mib":64,"restart_policy":"sometimes"}"#), "restart_policy");
+        assert_eq!(field_of("{not json"), "body");
+    }
+}

@@ -1,0 +1,37 @@
+//! The OpenAPI 3 document, generated from the handlers' annotations.
+
+use super::{containers, tenants};
+use crate::error::Problem;
+use crate::model::*;
+use axum::Json;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "skiff", description = "Serverless container instances on your own hosts. \
+        Containers are billed per second of task run time; image pulls and queueing are free."),
+    paths(containers::create, containers::list, containers::get, containers::delete, containers::stop,
+        containers::start, containers::restart, containers::logs, containers::events, containers::wait,
+        tenants::create),
+    components(schemas(CreateContainer, RestartPolicyName, ContainerView, Timings, ContainerList,
+        EventView, EventList, CreateTenant, TenantCreated, Problem)),
+    modifiers(&BearerAuth)
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+pub async fn document() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}

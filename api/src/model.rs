@@ -1,0 +1,273 @@
+//! The REST API's JSON shapes, and the validation that turns a request body
+//! into a [`NewContainer`] the store can keep.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use skiff_core::{
+    validate_env, ContainerName, CpuMillis, FieldError, ImageRef, MemoryMib, RestartPolicy,
+};
+use std::collections::BTreeMap;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+pub const DEFAULT_STOP_TIMEOUT_S: u32 = 10;
+const MAX_STOP_TIMEOUT_S: u32 = 3600;
+const MAX_LABELS: usize = 64;
+const MAX_COMMAND_BYTES: usize = 64 * 1024;
+
+/// Body of `POST /v1/containers`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateContainer {
+    /// Unique within the tenant, `[a-z0-9-]{1,63}`; generated when absent.
+    pub name: Option<String>,
+    /// Image reference, e.g. `127.0.0.1:5000/skiff/busybox:latest`.
+    pub image: String,
+    /// Replaces the image's entrypoint and command.
+    pub command: Option<Vec<String>>,
+    /// Environment variables (POSIX names), returned by the API.
+    pub env: Option<BTreeMap<String, String>>,
+    /// Environment variables that are never returned or logged.
+    pub secure_env: Option<BTreeMap<String, String>>,
+    /// vCPUs, 0.1 to 4 in steps of 0.01.
+    pub cpu: f64,
+    /// Memory limit in MiB, 64 to 16384.
+    pub memory_mib: u64,
+    pub restart_policy: Option<RestartPolicyName>,
+    /// Most restarts the policy may make; unlimited when absent.
+    pub max_restarts: Option<u32>,
+    /// Seconds between SIGTERM and SIGKILL on stop (default 10).
+    pub stop_timeout_s: Option<u32>,
+    pub labels: Option<BTreeMap<String, String>>,
+}
+
+/// `never`, `on_failure` or `always`.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RestartPolicyName {
+    Never,
+    OnFailure,
+    Always,
+}
+
+impl From<RestartPolicyName> for RestartPolicy {
+    fn from(p: RestartPolicyName) -> Self {
+        match p {
+            RestartPolicyName::Never => RestartPolicy::Never,
+            RestartPolicyName::OnFailure => RestartPolicy::OnFailure,
+            RestartPolicyName::Always => RestartPolicy::Always,
+        }
+    }
+}
+
+/// A validated create request.
+#[derive(Debug, Clone)]
+pub struct NewContainer {
+    pub id: Uuid,
+    pub name: String,
+    pub image: String,
+    pub command: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    pub secure_env: BTreeMap<String, String>,
+    pub cpu: CpuMillis,
+    pub memory: MemoryMib,
+    pub restart_policy: RestartPolicy,
+    pub max_restarts: Option<u32>,
+    pub stop_timeout_s: u32,
+    pub labels: BTreeMap<String, String>,
+}
+
+impl CreateContainer {
+    pub fn validate(self) -> Result<NewContainer, FieldError> {
+        let id = Uuid::now_v7();
+        let name = match self.name {
+            Some(name) => ContainerName::parse(&name)?.into_string(),
+            // The tail of a v7 uuid is random, so generated names rarely clash.
+            None => format!("c-{}", &id.simple().to_string()[20..]),
+        };
+        ImageRef::parse(&self.image)?;
+        let cpu = CpuMillis::parse(self.cpu)?;
+        let memory = MemoryMib::parse(self.memory_mib)?;
+        let command = self.command.unwrap_or_default();
+        if command.iter().any(|arg| arg.contains('\0')) {
+            return Err(FieldError::new("command", "arguments must not contain NUL bytes"));
+        }
+        if command.iter().map(String::len).sum::<usize>() > MAX_COMMAND_BYTES {
+            return Err(FieldError::new("command", "must be at most 64 KiB in total"));
+        }
+        let env = self.env.unwrap_or_default();
+        let secure_env = self.secure_env.unwrap_or_default();
+        validate_env([("env", &env), ("secure_env", &secure_env)])?;
+        if let Some(key) = env.keys().find(|k| secure_env.contains_key(*k)) {
+            return Err(FieldError::new(
+                format!("secure_env.{key}"),
+                "is also set in env; set it in one place",
+            ));
+        }
+        let stop_timeout_s = self.stop_timeout_s.unwrap_or(DEFAULT_STOP_TIMEOUT_S);
+        if stop_timeout_s > MAX_STOP_TIMEOUT_S {
+            return Err(FieldError::new("stop_timeout_s", "must be at most 3600 seconds"));
+        }
+        let labels = self.labels.unwrap_or_default();
+        validate_labels(&labels)?;
+        Ok(NewContainer {
+            id,
+            name,
+            image: self.image,
+            command,
+            env,
+            secure_env,
+            cpu,
+            memory,
+            restart_policy: self.restart_policy.map(Into::into).unwrap_or_default(),
+            max_restarts: self.max_restarts,
+            stop_timeout_s,
+            labels,
+        })
+    }
+}
+
+fn validate_labels(labels: &BTreeMap<String, String>) -> Result<(), FieldError> {
+    if labels.len() > MAX_LABELS {
+        return Err(FieldError::new("labels", "at most 64 labels"));
+    }
+    for (key, value) in labels {
+        let key_ok = !key.is_empty()
+            && key.len() <= 63
+            && key.chars().all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c));
+        if !key_ok {
+            return Err(FieldError::new(
+                format!("labels.{key}"),
+                "keys are 1 to 63 characters of letters, digits and -_./",
+            ));
+        }
+        if value.len() > 256 || value.contains('\0') {
+            return Err(FieldError::new(
+                format!("labels.{key}"),
+                "values are at most 256 bytes without NUL",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Where a container's start time went, in milliseconds.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Timings {
+    /// Stored until placed on a host.
+    pub queued_ms: Option<i64>,
+    /// Image pull on the host (0 when cached).
+    pub pull_ms: Option<i64>,
+    /// containerd container and snapshot creation.
+    pub create_ms: Option<i64>,
+    /// Task creation and start (runc).
+    pub start_ms: Option<i64>,
+}
+
+/// A container as the API shows it. `secure_env` is never part of it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ContainerView {
+    pub id: Uuid,
+    pub name: String,
+    pub image: String,
+    pub image_digest: Option<String>,
+    pub command: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    /// Keys of `secure_env` (the values are never shown).
+    pub secure_env_keys: Vec<String>,
+    /// vCPUs.
+    pub cpu: f64,
+    pub memory_mib: u32,
+    pub restart_policy: String,
+    pub max_restarts: Option<u32>,
+    pub stop_timeout_s: u32,
+    pub labels: BTreeMap<String, String>,
+    /// pending, scheduled, pulling, starting, running, stopping, succeeded, failed, stopped.
+    pub state: String,
+    /// Machine-readable: Completed, Error, ImagePullFailed, StartFailed, OOMKilled, HostLost, StopRequested, BackOff.
+    pub reason: Option<String>,
+    pub message: Option<String>,
+    pub exit_code: Option<i32>,
+    pub restart_count: i32,
+    pub host_id: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub timings: Timings,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ContainerList {
+    pub items: Vec<ContainerView>,
+    /// Cursor for the next page; null on the last page.
+    pub next: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventView {
+    /// Pulling, Pulled, Created, Started, Exited, Killing, Restarting, Scheduled, Failed, ...
+    pub kind: String,
+    pub message: String,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventList {
+    pub items: Vec<EventView>,
+}
+
+/// Body of `POST /v1/tenants`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTenant {
+    pub name: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TenantCreated {
+    pub id: Uuid,
+    pub name: String,
+    /// Bearer token for the tenant; shown only here.
+    pub token: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(json: serde_json::Value) -> CreateContainer {
+        serde_json::from_value(json).unwrap()
+    }
+
+    #[test]
+    fn minimal_request_gets_defaults() {
+        let c = request(serde_json::json!({"image": "127.0.0.1:5000/a:1", "cpu": 0.5, "memory_mib": 256}))
+            .validate()
+            .unwrap();
+        assert!(c.name.starts_with("c-"));
+        assert_eq!(c.cpu.millis(), 500);
+        assert_eq!(c.restart_policy, RestartPolicy::Never);
+        assert_eq!(c.stop_timeout_s, 10);
+    }
+
+    #[test]
+    fn the_same_key_in_env_and_secure_env_is_rejected() {
+        let err = request(serde_json::json!({
+            "image": "x", "cpu": 1, "memory_mib": 64,
+            "env": {"A": "1"}, "secure_env": {"A": "2"}
+        }))
+        .validate()
+        .unwrap_err();
+        assert_eq!(err.field, "secure_env.A");
+    }
+
+    #[test]
+    fn label_keys_are_checked() {
+        let err = request(serde_json::json!({
+            "image": "x", "cpu": 1, "memory_mib": 64, "labels": {"a b": "1"}
+        }))
+        .validate()
+        .unwrap_err();
+        assert_eq!(err.field, "labels.a b");
+    }
+}

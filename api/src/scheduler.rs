@@ -1,0 +1,43 @@
+//! The control plane's background loop: places pending containers on hosts,
+//! starts restarts whose back-off has passed, and fails the containers of
+//! hosts that stopped heartbeating.
+//!
+//! It runs at once when woken (a new container, a new host) and otherwise
+//! every second, so a lost wake-up costs a second, never a container.
+
+use crate::AppState;
+use chrono::Utc;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+const TICK: Duration = Duration::from_secs(1);
+
+pub async fn run(state: Arc<AppState>, shutdown: CancellationToken) {
+    loop {
+        if let Err(err) = pass(&state).await {
+            tracing::warn!(error = %err, "scheduler pass failed; retrying");
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = state.hub.scheduler_woken() => {}
+            _ = tokio::time::sleep(TICK) => {}
+        }
+    }
+}
+
+async fn pass(state: &AppState) -> Result<(), crate::store::StoreError> {
+    let lost_after = chrono::Duration::from_std(state.config.host_lost_after()).unwrap_or(chrono::Duration::seconds(30));
+    let cutoff = Utc::now() - lost_after;
+    for host in state.store.place_pending(cutoff).await? {
+        state.hub.host_changed(&host);
+    }
+    for host in state.store.start_due_restarts().await? {
+        state.hub.host_changed(&host);
+    }
+    for id in state.store.fail_lost_hosts(cutoff).await? {
+        tracing::warn!(container = %id, "container failed: its host was lost");
+        state.hub.container_changed(id);
+    }
+    Ok(())
+}
