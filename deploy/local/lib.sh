@@ -448,6 +448,20 @@ stop_containerd() {
   unmount_under "$dir"
 }
 
+# remove_empty_cgroups PATTERN...: rmdir (deepest first) the cgroups matching
+# PATTERN (relative to each hierarchy, e.g. "skiff/skiff-e2e-*") that are
+# empty; the ones still holding processes stay (rmdir refuses them).
+remove_empty_cgroups() {
+  local pattern d
+  for pattern in "$@"; do
+    # shellcheck disable=SC2231 # $pattern is a glob on purpose
+    for d in /sys/fs/cgroup/*/$pattern /sys/fs/cgroup/$pattern; do
+      [[ -d $d ]] || continue
+      find "$d" -depth -type d -exec rmdir {} + 2>/dev/null || true
+    done
+  done
+}
+
 # ---------------------------------------------------------------------------
 # registry
 # ---------------------------------------------------------------------------

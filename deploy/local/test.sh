@@ -23,9 +23,10 @@
 # Leftovers of a killed run are cleaned first: skiff processes the tests
 # started (recognised by SKIFF_TEST_STATE_DIR in their environment), every
 # task and container in the test containerd (all its namespaces are ours; the
-# tests should use namespaces other than up.sh's "skiff-local", since runc's
+# tests use namespaces skiff-e2e-<run>, never up.sh's "skiff-local", since runc's
 # state dir /run/containerd/runc/<namespace> is shared between containerds),
-# mounts under .skiff/test, a stale postmaster.pid, databases of earlier runs.
+# mounts under .skiff/test, a stale postmaster.pid, databases of earlier runs,
+# empty cgroups /sys/fs/cgroup/*/skiff/skiff-e2e-* (the worker's default parent).
 set -euo pipefail
 # shellcheck source=deploy/local/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -65,6 +66,7 @@ cleanup() {
   kill_test_processes || true
   SKIFF_DELETE_CONTAINERS=1 stop_all "$STATE" || true
   unmount_under "$STATE" || true
+  remove_empty_cgroups "skiff/skiff-e2e-*"
   exit "$rc"
 }
 trap cleanup EXIT
@@ -79,6 +81,7 @@ start_containerd "$STATE/containerd" >/dev/null
 SKIFF_DELETE_CONTAINERS=1 containerd_kill_tasks "$STATE/containerd"
 unmount_under "$RUN_DIR"
 rm -rf "$RUN_DIR"
+remove_empty_cgroups "skiff/skiff-e2e-*"
 mkdir -p "$RUN_DIR"
 
 start_postgres "$STATE/postgres" "$PG_PORT" >/dev/null

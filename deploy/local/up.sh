@@ -46,6 +46,7 @@ cleanup() {
   trap - EXIT INT TERM
   log "shutting down"
   stop_all "$STATE" "$NAMESPACE" || true
+  remove_empty_cgroups "skiff/$NAMESPACE"
   rm -f "$ENV_FILE.tmp"
   log "stopped (state kept in $STATE)"
   exit "$rc"
