@@ -520,14 +520,17 @@ impl Store {
     }
 }
 
+/// Locks a container row. With a tenant, only that tenant's visible
+/// containers; without (worker reports), deleted ones too, so a host can
+/// still report their exit and removal.
 async fn lock_container(
     tx: &mut Transaction<'_, Postgres>,
     id: Uuid,
     tenant: Option<Uuid>,
 ) -> Result<Option<ContainerRow>> {
     Ok(sqlx::query_as::<_, ContainerRow>(&format!(
-        "SELECT {CONTAINER_COLUMNS} FROM containers WHERE id = $1 AND deleted_at IS NULL \
-         AND ($2::uuid IS NULL OR tenant_id = $2) FOR UPDATE"
+        "SELECT {CONTAINER_COLUMNS} FROM containers WHERE id = $1 \
+         AND ($2::uuid IS NULL OR (tenant_id = $2 AND deleted_at IS NULL)) FOR UPDATE"
     ))
     .bind(id)
     .bind(tenant)

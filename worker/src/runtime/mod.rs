@@ -75,8 +75,9 @@ pub struct ImageInfo {
     pub fetched: bool,
 }
 
-/// Everything needed to create one container.
-#[derive(Debug, Clone)]
+/// Everything needed to create one container. Its `Debug` output redacts
+/// `secure_env` values, so logging a spec never leaks them.
+#[derive(Clone)]
 pub struct RunSpec {
     pub id: String,
     pub image_ref: String,
@@ -88,6 +89,22 @@ pub struct RunSpec {
     pub cpu: CpuMillis,
     pub memory: MemoryMib,
     pub hostname: String,
+}
+
+impl std::fmt::Debug for RunSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunSpec")
+            .field("id", &self.id)
+            .field("image_ref", &self.image_ref)
+            .field("image", &self.image)
+            .field("command", &self.command)
+            .field("env", &self.env)
+            .field("secure_env_keys", &self.secure_env.keys().collect::<Vec<_>>())
+            .field("cpu", &self.cpu)
+            .field("memory", &self.memory)
+            .field("hostname", &self.hostname)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
