@@ -151,8 +151,8 @@ ensure_port_free() {
   done
   if ((${#others[@]} == 0)) && [[ -n $ours ]]; then return 0; fi
   local desc=""
-  for pid in "${others[@]}"; do desc+=" pid $pid: $(cmdline_of "$pid");"; done
-  die "port $port (needed for $what) is already in use by something that is not ours:${desc:- unknown process}. Stop it or free the port."
+  for pid in "${others[@]}"; do desc+="${desc:+;} pid $pid: $(cmdline_of "$pid")"; done
+  die "port $port (needed for $what) is already in use by something that is not ours:${desc:- an unknown process}. Stop it or free the port."
 }
 
 # wait_http URL TIMEOUT_S [PID NEEDLE]: wait for URL to answer 2xx; give up
@@ -214,7 +214,8 @@ pg_data_dir() {
   fi
 }
 
-pg_ctl_as_postgres() { runuser -u postgres -- "$SKIFF_PG_BIN/pg_ctl" "$@"; }
+# (run from / : the postgres user may not be allowed into the current dir)
+pg_ctl_as_postgres() { (cd / && runuser -u postgres -- "$SKIFF_PG_BIN/pg_ctl" "$@"); }
 
 # psql_url URL ARGS...: run psql (as root, over TCP with trust auth).
 psql_url() { local url=$1; shift; "$SKIFF_PG_BIN/psql" "$url" -v ON_ERROR_STOP=1 -qtAX "$@"; }
@@ -268,8 +269,8 @@ start_postgres() {
       chown postgres:postgres "$data.initdb"
       chmod 700 "$data.initdb"
       log "initdb $data"
-      runuser -u postgres -- "$SKIFF_PG_BIN/initdb" -D "$data.initdb" -U postgres --auth=trust \
-        -E UTF8 --locale=C.UTF-8 >"$(dirname "$data")/initdb.log" 2>&1 \
+      (cd / && runuser -u postgres -- "$SKIFF_PG_BIN/initdb" -D "$data.initdb" -U postgres --auth=trust \
+        -E UTF8 --locale=C.UTF-8) >"$(dirname "$data")/initdb.log" 2>&1 \
         || die "initdb failed: see $(dirname "$data")/initdb.log"
       mv "$data.initdb" "$data"
     fi
@@ -286,8 +287,8 @@ start_postgres() {
     # hold the old shared memory for a moment.
     local attempt
     for attempt in 1 2 3; do
-      if setsid -w runuser -u postgres -- "$SKIFF_PG_BIN/pg_ctl" -D "$data" -l "$data/postgres.log" -w -t 60 \
-        -o "-p $port -k $sockdir -c listen_addresses=127.0.0.1" start >&2 9>&-; then
+      if (cd / && setsid -w runuser -u postgres -- "$SKIFF_PG_BIN/pg_ctl" -D "$data" -l "$data/postgres.log" -w -t 60 \
+        -o "-p $port -k $sockdir -c listen_addresses=127.0.0.1" start >&2 9>&-); then
         break
       fi
       ((attempt < 3)) || die "postgres did not start: see $data/postgres.log"

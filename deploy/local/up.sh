@@ -19,7 +19,8 @@
 # (database, images, admin token) stays in .skiff/local/ for the next run;
 # `rm -rf .skiff` after a stop starts from scratch.
 #
-# Ports can be moved with SKIFF_LOCAL_{PG,REGISTRY,API,GRPC,AGENT}_PORT.
+# Ports can be moved with SKIFF_LOCAL_{PG,REGISTRY,API,GRPC,AGENT}_PORT;
+# SKIFF_LOCAL_PROFILE=dev uses debug binaries (quicker to build).
 set -euo pipefail
 # shellcheck source=deploy/local/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -34,8 +35,14 @@ NAMESPACE=skiff-local
 STATE="$SKIFF_REPO_ROOT/.skiff/local"
 ENV_FILE="$SKIFF_REPO_ROOT/.skiff/local.env"
 API_URL="http://127.0.0.1:$API_PORT"
-API_BIN="$SKIFF_REPO_ROOT/target/release/skiff-api"
-WORKER_BIN="$SKIFF_REPO_ROOT/target/release/skiff-worker"
+# SKIFF_LOCAL_PROFILE=dev builds and runs the debug binaries (faster builds)
+case ${SKIFF_LOCAL_PROFILE:-release} in
+  release) BUILD_ARGS=(--release) TARGET_DIR="$SKIFF_REPO_ROOT/target/release" ;;
+  dev | debug) BUILD_ARGS=() TARGET_DIR="$SKIFF_REPO_ROOT/target/debug" ;;
+  *) die "SKIFF_LOCAL_PROFILE must be release or dev" ;;
+esac
+API_BIN="$TARGET_DIR/skiff-api"
+WORKER_BIN="$TARGET_DIR/skiff-worker"
 
 mkdir -p "$STATE/logs"
 exec 9>"$STATE/lock"
@@ -64,8 +71,8 @@ ensure_port_free "$API_PORT" "skiff-api HTTP"
 ensure_port_free "$GRPC_PORT" "skiff-api gRPC"
 ensure_port_free "$AGENT_PORT" "skiff-worker agent"
 
-log "building skiff-api and skiff-worker (release)"
-(cd "$SKIFF_REPO_ROOT" && cargo build --release --bin skiff-api --bin skiff-worker 9>&-) \
+log "building skiff-api and skiff-worker (${SKIFF_LOCAL_PROFILE:-release})"
+(cd "$SKIFF_REPO_ROOT" && cargo build "${BUILD_ARGS[@]}" --bin skiff-api --bin skiff-worker 9>&-) \
   || die "cargo build failed"
 
 start_postgres "$STATE/postgres" "$PG_PORT" >/dev/null
