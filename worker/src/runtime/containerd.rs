@@ -1,1 +1,822 @@
-//! TODO
+//! `ContainerdRuntime`: the [`Runtime`] trait over containerd's gRPC API
+//! (containerd-client, one shared tonic channel over the unix socket).
+//!
+//! Every request carries the `containerd-namespace` header, so the worker's
+//! containers live in their own namespace. Bookkeeping (the generation being
+//! run, the last exit) is kept in container labels, never in memory: a
+//! restarted worker finds everything by listing containers and tasks. There
+//! are no per-container loops here; exits and OOM kills arrive over one
+//! event subscription ([`Runtime::events`]).
+
+use super::pull::{Puller, SNAPSHOTTER};
+use super::seccomp::{running_kernel, DockerProfile};
+use super::spec::{self, SpecOptions, DEFAULT_CAPABILITIES};
+use super::{
+    ContainerInfo, ExitRecord, ImageInfo, RunSpec, Runtime, RuntimeError, TaskEvent, TaskInfo,
+    TaskStarted, TaskStatus, LABEL_EXIT, LABEL_GENERATION,
+};
+use async_trait::async_trait;
+use containerd_client::events::{TaskExit, TaskOom};
+use containerd_client::services::v1::container::Runtime as ContainerRuntimeInfo;
+use containerd_client::services::v1::snapshots::{
+    snapshots_client::SnapshotsClient, MountsRequest, PrepareSnapshotRequest, RemoveSnapshotRequest,
+};
+use containerd_client::services::v1::{
+    containers_client::ContainersClient, events_client::EventsClient, tasks_client::TasksClient,
+    version_client::VersionClient, Container, CreateContainerRequest, CreateTaskRequest,
+    DeleteContainerRequest, DeleteTaskRequest, GetContainerRequest, GetRequest, KillRequest,
+    ListContainersRequest, ListTasksRequest, StartRequest, SubscribeRequest,
+    UpdateContainerRequest, WaitRequest,
+};
+use containerd_client::types::v1::{Process, Status as ProcessStatus};
+use prost::Message;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tonic::metadata::{AsciiMetadataValue, MetadataValue};
+use tonic::transport::Channel;
+use tonic::{Code, Request, Status};
+use tracing::{debug, info, instrument, warn};
+
+const RUNC_RUNTIME: &str = "io.containerd.runc.v2";
+const SPEC_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/Spec";
+/// How long remove() waits for a SIGKILLed task to be reaped.
+const KILL_WAIT: Duration = Duration::from_secs(10);
+const SIGKILL: u32 = 9;
+
+/// Settings for [`ContainerdRuntime::connect`].
+#[derive(Debug, Clone)]
+pub struct ContainerdConfig {
+    /// containerd's gRPC socket, e.g. `/run/containerd/containerd.sock`.
+    pub socket: PathBuf,
+    /// containerd namespace holding this worker's images and containers.
+    pub namespace: String,
+    /// Worker state; container logs go to `<state_dir>/logs/<id>.log`.
+    pub state_dir: PathBuf,
+    /// Registries (`host` or `host:port`) reached over plain HTTP; all
+    /// others are HTTPS only.
+    pub insecure_registries: Vec<String>,
+    /// Docker-format seccomp profile; `None` runs containers unconfined.
+    pub seccomp_profile: Option<PathBuf>,
+    /// Parent cgroup path; a container's cgroup is `<cgroup_parent>/<id>`.
+    pub cgroup_parent: String,
+    pub pids_limit: i64,
+}
+
+impl ContainerdConfig {
+    /// The defaults for everything but the three required settings.
+    pub fn new(socket: impl Into<PathBuf>, namespace: &str, state_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            socket: socket.into(),
+            namespace: namespace.to_owned(),
+            state_dir: state_dir.into(),
+            insecure_registries: vec!["127.0.0.1".to_owned(), "localhost".to_owned()],
+            seccomp_profile: Some(PathBuf::from("/usr/share/containers/seccomp.json")),
+            cgroup_parent: format!("/skiff/{namespace}"),
+            pids_limit: 4096,
+        }
+    }
+}
+
+impl Default for ContainerdConfig {
+    /// The system containerd, namespace `skiff`, state in /var/lib/skiff-worker.
+    fn default() -> Self {
+        Self::new(
+            "/run/containerd/containerd.sock",
+            "skiff",
+            "/var/lib/skiff-worker",
+        )
+    }
+}
+
+/// The shared channel plus the namespace header every request needs.
+#[derive(Clone)]
+pub(crate) struct Conn {
+    pub channel: Channel,
+    namespace: AsciiMetadataValue,
+}
+
+impl Conn {
+    /// `msg` as a request in our namespace.
+    pub fn req<T>(&self, msg: T) -> Request<T> {
+        let mut req = Request::new(msg);
+        req.metadata_mut()
+            .insert("containerd-namespace", self.namespace.clone());
+        req
+    }
+
+    /// `msg` in our namespace under `lease`, so GC keeps what it creates.
+    pub fn leased<T>(&self, msg: T, lease: &str) -> Request<T> {
+        let mut req = self.req(msg);
+        if let Ok(v) = MetadataValue::try_from(lease) {
+            req.metadata_mut().insert("containerd-lease", v);
+        }
+        req
+    }
+}
+
+pub struct ContainerdRuntime {
+    conn: Conn,
+    config: ContainerdConfig,
+    spec_options: SpecOptions,
+    puller: Puller,
+}
+
+fn containerd_err(op: &'static str, id: &str) -> impl FnOnce(Status) -> RuntimeError {
+    let id = id.to_owned();
+    move |source| RuntimeError::Containerd { op, id, source }
+}
+
+fn ts_ms(ts: &prost_types::Timestamp) -> i64 {
+    ts.seconds * 1000 + i64::from(ts.nanos) / 1_000_000
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// containerd's namespace grammar: `[A-Za-z0-9]+([._-][A-Za-z0-9]+)*`.
+fn valid_namespace(ns: &str) -> bool {
+    !ns.is_empty()
+        && ns
+            .split(['.', '_', '-'])
+            .all(|part| !part.is_empty() && part.chars().all(|c| c.is_ascii_alphanumeric()))
+}
+
+fn task_info(p: &Process) -> TaskInfo {
+    let status = match ProcessStatus::try_from(p.status) {
+        Ok(ProcessStatus::Created) => TaskStatus::Created,
+        Ok(ProcessStatus::Running) => TaskStatus::Running,
+        Ok(ProcessStatus::Paused) | Ok(ProcessStatus::Pausing) => TaskStatus::Paused,
+        Ok(ProcessStatus::Stopped) => TaskStatus::Stopped,
+        _ => TaskStatus::Unknown,
+    };
+    let stopped = status == TaskStatus::Stopped;
+    TaskInfo {
+        pid: p.pid,
+        status,
+        // Exit status is a u32 on the wire; 128+signal fits in i32 anyway.
+        exit_code: stopped.then_some(p.exit_status as i32),
+        exited_at_unix_ms: if stopped {
+            p.exited_at.as_ref().map(ts_ms)
+        } else {
+            None
+        },
+    }
+}
+
+impl ContainerdRuntime {
+    /// Connects to containerd, loads and resolves the seccomp profile, and
+    /// creates the log directory. Fails fast on any of them.
+    pub async fn connect(config: ContainerdConfig) -> Result<Self, RuntimeError> {
+        let socket = config.socket.display().to_string();
+        let connect_err = |message: String| RuntimeError::Connect {
+            socket: socket.clone(),
+            message,
+        };
+        if !valid_namespace(&config.namespace) {
+            return Err(connect_err(format!(
+                "invalid containerd namespace {:?}",
+                config.namespace
+            )));
+        }
+        let namespace = MetadataValue::try_from(config.namespace.as_str())
+            .map_err(|e| connect_err(e.to_string()))?;
+        let channel = containerd_client::connect(&config.socket)
+            .await
+            .map_err(|e| connect_err(format!("{e}: {e:?}")))?;
+        let conn = Conn { channel, namespace };
+
+        let seccomp = match &config.seccomp_profile {
+            None => {
+                warn!("no seccomp profile configured: containers run unconfined");
+                None
+            }
+            Some(path) => {
+                let profile = DockerProfile::load(path).map_err(|e| RuntimeError::Spec {
+                    id: "seccomp".to_owned(),
+                    message: e.to_string(),
+                })?;
+                // Every container gets the same capability set, so the
+                // profile is resolved once.
+                Some(profile.resolve(DEFAULT_CAPABILITIES, running_kernel()))
+            }
+        };
+        let memory_root = PathBuf::from("/sys/fs/cgroup/memory");
+        let spec_options = SpecOptions {
+            cgroup_parent: config.cgroup_parent.clone(),
+            pids_limit: config.pids_limit,
+            seccomp,
+            swap_accounting: memory_root.join("memory.memsw.limit_in_bytes").exists(),
+        };
+
+        let logs = config.state_dir.join("logs");
+        std::fs::create_dir_all(&logs).map_err(|source| RuntimeError::Io {
+            op: "creating the log directory",
+            id: logs.display().to_string(),
+            source,
+        })?;
+
+        let puller = Puller::new(conn.clone(), config.insecure_registries.clone());
+        let runtime = Self {
+            conn,
+            config,
+            spec_options,
+            puller,
+        };
+        let version = runtime.version().await?;
+        info!(%version, namespace = %runtime.config.namespace, "connected to containerd");
+        Ok(runtime)
+    }
+
+    pub fn config(&self) -> &ContainerdConfig {
+        &self.config
+    }
+
+    fn tasks(&self) -> TasksClient<Channel> {
+        TasksClient::new(self.conn.channel.clone())
+    }
+
+    fn containers(&self) -> ContainersClient<Channel> {
+        ContainersClient::new(self.conn.channel.clone())
+    }
+
+    fn snapshots(&self) -> SnapshotsClient<Channel> {
+        SnapshotsClient::new(self.conn.channel.clone())
+    }
+
+    /// The container's cgroup directory under one v1 controller hierarchy.
+    fn cgroup_dir(&self, controller: &str, id: &str) -> PathBuf {
+        PathBuf::from("/sys/fs/cgroup")
+            .join(controller)
+            .join(self.config.cgroup_parent.trim_start_matches('/'))
+            .join(id)
+    }
+
+    async fn get_task(&self, id: &str) -> Result<Option<Process>, RuntimeError> {
+        match self
+            .tasks()
+            .get(self.conn.req(GetRequest {
+                container_id: id.to_owned(),
+                exec_id: String::new(),
+            }))
+            .await
+        {
+            Ok(r) => Ok(r.into_inner().process),
+            Err(s) if s.code() == Code::NotFound => Ok(None),
+            Err(s) => Err(containerd_err("Tasks.Get", id)(s)),
+        }
+    }
+
+    async fn delete_task(&self, id: &str) -> Result<(), RuntimeError> {
+        match self
+            .tasks()
+            .delete(self.conn.req(DeleteTaskRequest {
+                container_id: id.to_owned(),
+            }))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(s) if s.code() == Code::NotFound => Ok(()),
+            Err(s) => Err(containerd_err("Tasks.Delete", id)(s)),
+        }
+    }
+
+    /// SIGKILLs every process of the task and waits until it is reaped.
+    async fn kill_and_wait(&self, id: &str) -> Result<(), RuntimeError> {
+        match self
+            .tasks()
+            .kill(self.conn.req(KillRequest {
+                container_id: id.to_owned(),
+                exec_id: String::new(),
+                signal: SIGKILL,
+                all: true,
+            }))
+            .await
+        {
+            Ok(_) => {}
+            // No task, or its process already exited.
+            Err(s) if matches!(s.code(), Code::NotFound | Code::FailedPrecondition) => {}
+            Err(s) => return Err(containerd_err("Tasks.Kill", id)(s)),
+        }
+        let mut tasks = self.tasks();
+        let wait = tasks.wait(self.conn.req(WaitRequest {
+            container_id: id.to_owned(),
+            exec_id: String::new(),
+        }));
+        match tokio::time::timeout(KILL_WAIT, wait).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(s)) if s.code() == Code::NotFound => Ok(()),
+            Ok(Err(s)) => Err(containerd_err("Tasks.Wait", id)(s)),
+            Err(_) => Err(containerd_err("Tasks.Wait", id)(Status::deadline_exceeded(
+                format!("task not stopped {}s after SIGKILL", KILL_WAIT.as_secs()),
+            ))),
+        }
+    }
+
+    /// Sets one label on the container record, leaving the others alone.
+    async fn set_label(&self, id: &str, key: &str, value: String) -> Result<(), RuntimeError> {
+        let container = Container {
+            id: id.to_owned(),
+            labels: HashMap::from([(key.to_owned(), value)]),
+            ..Default::default()
+        };
+        self.containers()
+            .update(self.conn.req(UpdateContainerRequest {
+                container: Some(container),
+                update_mask: Some(prost_types::FieldMask {
+                    paths: vec![format!("labels.{key}")],
+                }),
+            }))
+            .await
+            .map(|_| ())
+            .map_err(containerd_err("Containers.Update", id))
+    }
+
+    fn container_info(c: &Container, task: Option<&Process>) -> ContainerInfo {
+        ContainerInfo {
+            id: c.id.clone(),
+            generation: c
+                .labels
+                .get(LABEL_GENERATION)
+                .and_then(|g| g.parse().ok())
+                .unwrap_or(0),
+            last_exit: c
+                .labels
+                .get(LABEL_EXIT)
+                .and_then(|e| serde_json::from_str(e).ok()),
+            task: task.map(task_info),
+        }
+    }
+}
+
+#[async_trait]
+impl Runtime for ContainerdRuntime {
+    async fn version(&self) -> Result<String, RuntimeError> {
+        let mut client = VersionClient::new(self.conn.channel.clone());
+        let v = client
+            .version(self.conn.req(()))
+            .await
+            .map_err(|source| RuntimeError::Connect {
+                socket: self.config.socket.display().to_string(),
+                message: format!("Version: {}: {}", source.code(), source.message()),
+            })?
+            .into_inner();
+        Ok(v.version)
+    }
+
+    async fn ensure_image(&self, reference: &str) -> Result<ImageInfo, RuntimeError> {
+        self.puller.ensure_image(reference).await
+    }
+
+    #[instrument(skip_all, fields(container_id = %spec.id, image = %spec.image_ref))]
+    async fn create(&self, spec: &RunSpec) -> Result<(), RuntimeError> {
+        let id = spec.id.as_str();
+        let exists = match self
+            .containers()
+            .get(self.conn.req(GetContainerRequest { id: id.to_owned() }))
+            .await
+        {
+            Ok(_) => true,
+            Err(s) if s.code() == Code::NotFound => false,
+            Err(s) => return Err(containerd_err("Containers.Get", id)(s)),
+        };
+        if !exists {
+            // Holds secure env values: never logged.
+            let oci = spec::build(spec, &self.spec_options)?;
+            let value = serde_json::to_vec(&oci).map_err(|e| RuntimeError::Spec {
+                id: id.to_owned(),
+                message: e.to_string(),
+            })?;
+            let container = Container {
+                id: id.to_owned(),
+                labels: HashMap::new(),
+                image: spec.image_ref.clone(),
+                runtime: Some(ContainerRuntimeInfo {
+                    name: RUNC_RUNTIME.to_owned(),
+                    options: None,
+                }),
+                spec: Some(prost_types::Any {
+                    type_url: SPEC_TYPE_URL.to_owned(),
+                    value,
+                }),
+                snapshotter: SNAPSHOTTER.to_owned(),
+                snapshot_key: id.to_owned(),
+                ..Default::default()
+            };
+            match self
+                .containers()
+                .create(self.conn.req(CreateContainerRequest {
+                    container: Some(container),
+                }))
+                .await
+            {
+                Ok(_) => {}
+                Err(s) if s.code() == Code::AlreadyExists => {}
+                Err(s) => return Err(containerd_err("Containers.Create", id)(s)),
+            }
+        }
+        // After the container record: it is what keeps the snapshot from GC.
+        match self
+            .snapshots()
+            .prepare(self.conn.req(PrepareSnapshotRequest {
+                snapshotter: SNAPSHOTTER.to_owned(),
+                key: id.to_owned(),
+                parent: spec.image.top_chain_id.clone(),
+                labels: HashMap::new(),
+            }))
+            .await
+        {
+            Ok(_) => {}
+            Err(s) if s.code() == Code::AlreadyExists => {}
+            Err(s) => return Err(containerd_err("Snapshots.Prepare", id)(s)),
+        }
+        debug!("container created");
+        Ok(())
+    }
+
+    #[instrument(skip(self), fields(container_id = %id))]
+    async fn start(&self, id: &str, generation: u64) -> Result<TaskStarted, RuntimeError> {
+        if let Some(old) = self.get_task(id).await? {
+            match task_info(&old).status {
+                TaskStatus::Running | TaskStatus::Paused => {
+                    return Err(containerd_err("start", id)(Status::failed_precondition(
+                        "the previous task is still running; stop it first",
+                    )));
+                }
+                TaskStatus::Created => {
+                    // Created but never started (e.g. a crash between
+                    // create and start): it has a live init, kill it first.
+                    self.kill_and_wait(id).await?;
+                    self.delete_task(id).await?;
+                }
+                TaskStatus::Stopped | TaskStatus::Unknown => self.delete_task(id).await?,
+            }
+        }
+        self.set_label(id, LABEL_GENERATION, generation.to_string())
+            .await?;
+
+        let mounts = self
+            .snapshots()
+            .mounts(self.conn.req(MountsRequest {
+                snapshotter: SNAPSHOTTER.to_owned(),
+                key: id.to_owned(),
+            }))
+            .await
+            .map_err(containerd_err("Snapshots.Mounts", id))?
+            .into_inner()
+            .mounts;
+
+        let log = self.log_path(id);
+        if let Some(dir) = log.parent() {
+            std::fs::create_dir_all(dir).map_err(|source| RuntimeError::Io {
+                op: "creating the log directory",
+                id: id.to_owned(),
+                source,
+            })?;
+        }
+        // A file:// URI makes the shim append to the file itself; a plain
+        // path would be taken as a FIFO we would have to keep open.
+        let uri = format!("file://{}", log.display());
+        self.tasks()
+            .create(self.conn.req(CreateTaskRequest {
+                container_id: id.to_owned(),
+                rootfs: mounts,
+                stdout: uri.clone(),
+                stderr: uri,
+                ..Default::default()
+            }))
+            .await
+            .map_err(containerd_err("Tasks.Create", id))?;
+        let started = self
+            .tasks()
+            .start(self.conn.req(StartRequest {
+                container_id: id.to_owned(),
+                exec_id: String::new(),
+            }))
+            .await;
+        let pid = match started {
+            Ok(r) => r.into_inner().pid,
+            Err(s) => {
+                // Leave no half-started task behind: the next start retries cleanly.
+                let _ = self.kill_and_wait(id).await;
+                let _ = self.delete_task(id).await;
+                return Err(containerd_err("Tasks.Start", id)(s));
+            }
+        };
+        let started_at_unix_ms = now_ms();
+        info!(pid, generation, "task started");
+        Ok(TaskStarted {
+            pid,
+            started_at_unix_ms,
+        })
+    }
+
+    #[instrument(skip(self), fields(container_id = %id))]
+    async fn kill(&self, id: &str, signal: u32) -> Result<(), RuntimeError> {
+        match self
+            .tasks()
+            .kill(self.conn.req(KillRequest {
+                container_id: id.to_owned(),
+                exec_id: String::new(),
+                signal,
+                all: false,
+            }))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(s) if s.code() == Code::NotFound => Ok(()),
+            Err(s) => Err(containerd_err("Tasks.Kill", id)(s)),
+        }
+    }
+
+    #[instrument(skip(self), fields(container_id = %id))]
+    async fn task(&self, id: &str) -> Result<Option<TaskInfo>, RuntimeError> {
+        Ok(self.get_task(id).await?.as_ref().map(task_info))
+    }
+
+    async fn oom_killed(&self, id: &str) -> bool {
+        let path = self.cgroup_dir("memory", id).join("memory.oom_control");
+        match tokio::fs::read_to_string(&path).await {
+            Ok(text) => text.lines().any(|line| {
+                line.strip_prefix("oom_kill ")
+                    .and_then(|n| n.trim().parse::<u64>().ok())
+                    .is_some_and(|n| n > 0)
+            }),
+            Err(e) => {
+                debug!(container_id = %id, path = %path.display(), error = %e, "no oom_control");
+                false
+            }
+        }
+    }
+
+    #[instrument(skip(self, exit), fields(container_id = %id, generation = exit.generation))]
+    async fn finish_task(&self, id: &str, exit: &ExitRecord) -> Result<(), RuntimeError> {
+        let record = serde_json::to_string(exit).expect("ExitRecord serializes");
+        // Label first: if the worker dies between the two calls, the exit is
+        // recorded and deleting the task again is harmless.
+        self.set_label(id, LABEL_EXIT, record).await?;
+        self.delete_task(id).await
+    }
+
+    #[instrument(skip(self), fields(container_id = %id))]
+    async fn remove(&self, id: &str) -> Result<(), RuntimeError> {
+        if self.get_task(id).await?.is_some() {
+            self.kill_and_wait(id).await?;
+            self.delete_task(id).await?;
+        }
+        match self
+            .containers()
+            .delete(self.conn.req(DeleteContainerRequest { id: id.to_owned() }))
+            .await
+        {
+            Ok(_) => {}
+            Err(s) if s.code() == Code::NotFound => {}
+            Err(s) => return Err(containerd_err("Containers.Delete", id)(s)),
+        }
+        match self
+            .snapshots()
+            .remove(self.conn.req(RemoveSnapshotRequest {
+                snapshotter: SNAPSHOTTER.to_owned(),
+                key: id.to_owned(),
+            }))
+            .await
+        {
+            Ok(_) => {}
+            // GC may already have taken it once the container record went.
+            Err(s) if s.code() == Code::NotFound => {}
+            Err(s) => return Err(containerd_err("Snapshots.Remove", id)(s)),
+        }
+        match tokio::fs::remove_file(self.log_path(id)).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => {
+                return Err(RuntimeError::Io {
+                    op: "removing the log file",
+                    id: id.to_owned(),
+                    source,
+                })
+            }
+        }
+        // runc removes the cgroups it created with the task; this catches
+        // those left by a crashed shim. rmdir only succeeds on empty ones.
+        if let Ok(mut controllers) = tokio::fs::read_dir("/sys/fs/cgroup").await {
+            while let Ok(Some(entry)) = controllers.next_entry().await {
+                let dir = self.cgroup_dir(&entry.file_name().to_string_lossy(), id);
+                if tokio::fs::remove_dir(&dir).await.is_ok() {
+                    debug!(dir = %dir.display(), "removed leftover cgroup");
+                }
+            }
+        }
+        info!("container removed");
+        Ok(())
+    }
+
+    async fn list(&self) -> Result<Vec<ContainerInfo>, RuntimeError> {
+        let containers = self
+            .containers()
+            .list(self.conn.req(ListContainersRequest { filters: vec![] }))
+            .await
+            .map_err(containerd_err("Containers.List", "*"))?
+            .into_inner()
+            .containers;
+        // One Tasks.List instead of a Get per container.
+        let tasks: HashMap<String, Process> = self
+            .tasks()
+            .list(self.conn.req(ListTasksRequest {
+                filter: String::new(),
+            }))
+            .await
+            .map_err(containerd_err("Tasks.List", "*"))?
+            .into_inner()
+            .tasks
+            .into_iter()
+            .map(|p| {
+                let id = if p.container_id.is_empty() {
+                    p.id.clone()
+                } else {
+                    p.container_id.clone()
+                };
+                (id, p)
+            })
+            .collect();
+        Ok(containers
+            .iter()
+            .map(|c| Self::container_info(c, tasks.get(&c.id)))
+            .collect())
+    }
+
+    fn events(&self) -> mpsc::Receiver<TaskEvent> {
+        let (tx, rx) = mpsc::channel(1024);
+        tokio::spawn(forward_events(
+            self.conn.clone(),
+            self.config.namespace.clone(),
+            tx,
+        ));
+        rx
+    }
+
+    fn log_path(&self, id: &str) -> PathBuf {
+        self.config.state_dir.join("logs").join(format!("{id}.log"))
+    }
+}
+
+/// Subscribes to task exit and OOM events in our namespace and forwards
+/// those of main processes, re-subscribing with back-off when the stream
+/// breaks. Ends when the receiver is dropped. Events that happen while
+/// disconnected are lost; the agent's reconcile reads task state anyway.
+async fn forward_events(conn: Conn, namespace: String, tx: mpsc::Sender<TaskEvent>) {
+    const MIN_BACKOFF: Duration = Duration::from_millis(100);
+    const MAX_BACKOFF: Duration = Duration::from_secs(5);
+    let mut backoff = MIN_BACKOFF;
+    let filters = vec![
+        format!(r#"topic=="/tasks/exit",namespace=="{namespace}""#),
+        format!(r#"topic=="/tasks/oom",namespace=="{namespace}""#),
+    ];
+    loop {
+        let mut client = EventsClient::new(conn.channel.clone());
+        // Subscribe only returns once the first event arrives (containerd
+        // sends headers lazily), so it is awaited here, in its own task.
+        let subscribed = tokio::select! {
+            r = client.subscribe(conn.req(SubscribeRequest { filters: filters.clone() })) => r,
+            _ = tx.closed() => return,
+        };
+        match subscribed {
+            Ok(response) => {
+                backoff = MIN_BACKOFF;
+                let mut stream = response.into_inner();
+                loop {
+                    let next = tokio::select! {
+                        m = stream.message() => m,
+                        _ = tx.closed() => return,
+                    };
+                    match next {
+                        Ok(Some(envelope)) => {
+                            if let Some(event) = decode_event(&envelope, &namespace) {
+                                debug!(?event, "task event");
+                                if tx.send(event).await.is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                        Ok(None) => {
+                            warn!("containerd event stream ended; re-subscribing");
+                            break;
+                        }
+                        Err(s) => {
+                            warn!(error = %s, "containerd event stream failed; re-subscribing");
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(s) => warn!(error = %s, "subscribing to containerd events"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = tx.closed() => return,
+        }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// Event `Any`s carry type URLs without a '/' (`containerd.events.TaskExit`).
+fn decode_event(
+    envelope: &containerd_client::types::Envelope,
+    namespace: &str,
+) -> Option<TaskEvent> {
+    if envelope.namespace != namespace {
+        return None;
+    }
+    let any = envelope.event.as_ref()?;
+    let type_name = any.type_url.rsplit('/').next().unwrap_or_default();
+    match type_name {
+        "containerd.events.TaskExit" => {
+            let exit = TaskExit::decode(any.value.as_slice()).ok()?;
+            // Exec'd processes exit too; only the main process ends the run.
+            if !exit.id.is_empty() && exit.id != exit.container_id {
+                return None;
+            }
+            Some(TaskEvent::Exited {
+                id: exit.container_id,
+                exit_code: exit.exit_status as i32,
+                exited_at_unix_ms: exit.exited_at.as_ref().map_or_else(now_ms, ts_ms),
+            })
+        }
+        "containerd.events.TaskOOM" | "containerd.events.TaskOom" => {
+            let oom = TaskOom::decode(any.value.as_slice()).ok()?;
+            Some(TaskEvent::OomKilled {
+                id: oom.container_id,
+            })
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn envelope<M: Message>(type_url: &str, msg: &M) -> containerd_client::types::Envelope {
+        containerd_client::types::Envelope {
+            timestamp: None,
+            namespace: "skiff-test".into(),
+            topic: "/tasks/exit".into(),
+            event: Some(prost_types::Any {
+                type_url: type_url.into(),
+                value: msg.encode_to_vec(),
+            }),
+        }
+    }
+
+    #[test]
+    fn only_main_process_exits_are_forwarded() {
+        let main = TaskExit {
+            container_id: "c1".into(),
+            id: "c1".into(),
+            pid: 10,
+            exit_status: 3,
+            exited_at: Some(prost_types::Timestamp {
+                seconds: 1,
+                nanos: 500_000_000,
+            }),
+        };
+        match decode_event(&envelope("containerd.events.TaskExit", &main), "skiff-test") {
+            Some(TaskEvent::Exited {
+                id,
+                exit_code,
+                exited_at_unix_ms,
+            }) => {
+                assert_eq!(id, "c1");
+                assert_eq!(exit_code, 3);
+                assert_eq!(exited_at_unix_ms, 1500);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        let exec = TaskExit {
+            id: "exec-1".into(),
+            ..main.clone()
+        };
+        assert!(
+            decode_event(&envelope("containerd.events.TaskExit", &exec), "skiff-test").is_none()
+        );
+        assert!(decode_event(&envelope("containerd.events.TaskExit", &main), "other").is_none());
+        let oom = TaskOom {
+            container_id: "c1".into(),
+        };
+        assert!(matches!(
+            decode_event(&envelope("containerd.events.TaskOOM", &oom), "skiff-test"),
+            Some(TaskEvent::OomKilled { id }) if id == "c1"
+        ));
+    }
+
+    #[test]
+    fn namespaces_are_validated() {
+        assert!(valid_namespace("skiff"));
+        assert!(valid_namespace("skiff-worker_1.a"));
+        assert!(!valid_namespace(""));
+        assert!(!valid_namespace("a--b"));
+        assert!(!valid_namespace("a/b"));
+    }
+}

@@ -1,1 +1,1052 @@
-//! TODO
+//! Pulls images from an OCI registry into containerd and unpacks them.
+//!
+//! containerd 1.6 has no Transfer service, so the client does the pull (as
+//! the Go client's `Pull` does): fetch manifest, config and layers with
+//! `oci-client`, write them into containerd's content store, unpack each
+//! layer into an overlayfs snapshot named by its chain ID, and point the
+//! image record at the manifest. All of it runs under a lease so garbage
+//! collection cannot take half-written content; once the image record exists,
+//! GC labels keep everything alive:
+//! image -> manifest (`gc.ref.content.config`, `gc.ref.content.l.<i>`)
+//! -> config (`gc.ref.snapshot.overlayfs` = top chain ID) -> parent snapshots.
+//!
+//! An image whose record, manifest, config and top snapshot are all present
+//! is resolved from containerd alone: no registry traffic, so a registry
+//! outage does not stop restarts of containers whose image is cached.
+
+use super::containerd::Conn;
+use super::{ImageDefaults, ImageInfo, RuntimeError};
+use containerd_client::services::v1::snapshots::{
+    CommitSnapshotRequest, PrepareSnapshotRequest, RemoveSnapshotRequest, StatSnapshotRequest,
+};
+use containerd_client::services::v1::{
+    content_client::ContentClient, diff_client::DiffClient, images_client::ImagesClient,
+    leases_client::LeasesClient, snapshots::snapshots_client::SnapshotsClient,
+    CreateRequest as CreateLeaseRequest,
+};
+use containerd_client::services::v1::{
+    AbortRequest, ApplyRequest, CreateImageRequest, DeleteRequest as DeleteLeaseRequest,
+    GetImageRequest, Image, InfoRequest, ReadContentRequest, UpdateImageRequest, WriteAction,
+    WriteContentRequest,
+};
+use containerd_client::types::Descriptor;
+use futures::{StreamExt, TryStreamExt};
+use oci_client::client::{ClientConfig, ClientProtocol};
+use oci_client::errors::OciDistributionError;
+use oci_client::secrets::RegistryAuth;
+use oci_client::{Client as RegistryClient, Reference};
+use serde::Deserialize;
+use sha2::{Digest as _, Sha256};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use tonic::Code;
+use tracing::{debug, info, instrument};
+
+pub const SNAPSHOTTER: &str = "overlayfs";
+
+const MEDIA_OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+const MEDIA_OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+const MEDIA_DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+const MEDIA_DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+const ACCEPTED_MANIFESTS: &[&str] = &[
+    MEDIA_OCI_MANIFEST,
+    MEDIA_OCI_INDEX,
+    MEDIA_DOCKER_MANIFEST,
+    MEDIA_DOCKER_LIST,
+];
+
+/// Content.Write message size: well under containerd's 16 MiB gRPC limit,
+/// large enough that per-message overhead does not matter.
+const WRITE_CHUNK: usize = 1 << 20;
+/// Layers fetched at once per image.
+const PARALLEL_LAYERS: usize = 3;
+
+/// Pulls and unpacks images; one per runtime, shared by all callers.
+pub struct Puller {
+    conn: Conn,
+    insecure_registries: Vec<String>,
+    /// Plain HTTP, for registries in `insecure_registries` only.
+    http: RegistryClient,
+    https: RegistryClient,
+    /// One async mutex per image name, so concurrent ensure_image calls for
+    /// the same image wait for one pull instead of racing each other.
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// Manifest and config of an image, parsed.
+struct Resolved {
+    manifest_digest: String,
+    manifest_media_type: String,
+    manifest_bytes: Vec<u8>,
+    manifest: Manifest,
+    config_bytes: Vec<u8>,
+    config: ImageConfig,
+    chain_ids: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Manifest {
+    schema_version: u32,
+    #[serde(default)]
+    media_type: Option<String>,
+    config: Desc,
+    #[serde(default)]
+    layers: Vec<Desc>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Index {
+    manifests: Vec<IndexEntry>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct IndexEntry {
+    #[serde(default)]
+    media_type: String,
+    digest: String,
+    #[serde(default)]
+    platform: Option<Platform>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Platform {
+    architecture: String,
+    os: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Desc {
+    media_type: String,
+    digest: String,
+    size: i64,
+}
+
+impl Desc {
+    fn to_containerd(&self) -> Descriptor {
+        Descriptor {
+            media_type: self.media_type.clone(),
+            digest: self.digest.clone(),
+            size: self.size,
+            annotations: HashMap::new(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct ImageConfig {
+    #[serde(default)]
+    config: Option<ContainerConfig>,
+    rootfs: RootFs,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ContainerConfig {
+    #[serde(default)]
+    entrypoint: Option<Vec<String>>,
+    #[serde(default)]
+    cmd: Option<Vec<String>>,
+    #[serde(default)]
+    env: Option<Vec<String>>,
+    #[serde(default)]
+    working_dir: Option<String>,
+    #[serde(default)]
+    user: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RootFs {
+    diff_ids: Vec<String>,
+}
+
+impl ImageConfig {
+    fn defaults(&self) -> ImageDefaults {
+        let c = self.config.as_ref();
+        ImageDefaults {
+            entrypoint: c.and_then(|c| c.entrypoint.clone()).unwrap_or_default(),
+            cmd: c.and_then(|c| c.cmd.clone()).unwrap_or_default(),
+            env: c.and_then(|c| c.env.clone()).unwrap_or_default(),
+            working_dir: c
+                .and_then(|c| c.working_dir.clone())
+                .filter(|d| !d.is_empty()),
+            user: c.and_then(|c| c.user.clone()).filter(|u| !u.is_empty()),
+        }
+    }
+}
+
+/// chainID[0] = diffID[0]; chainID[n] = sha256("<chainID[n-1]> <diffID[n]>").
+pub fn chain_ids(diff_ids: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::with_capacity(diff_ids.len());
+    for diff in diff_ids {
+        let next = match out.last() {
+            None => diff.clone(),
+            Some(parent) => format!(
+                "sha256:{}",
+                hex::encode(Sha256::digest(format!("{parent} {diff}").as_bytes()))
+            ),
+        };
+        out.push(next);
+    }
+    out
+}
+
+fn sha256_digest(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+}
+
+/// A registry error as a short message ("manifest unknown") rather than
+/// oci-client's debug-ish rendering with URLs and envelopes.
+fn registry_message(e: &OciDistributionError) -> String {
+    match e {
+        OciDistributionError::RegistryError { envelope, .. } => envelope
+            .errors
+            .iter()
+            .map(|e| {
+                if e.message.is_empty() {
+                    format!("{:?}", e.code)
+                } else {
+                    e.message.clone()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("; "),
+        OciDistributionError::ServerError { code, message, .. } => {
+            format!("registry returned HTTP {code}: {message}")
+        }
+        OciDistributionError::UnauthorizedError { .. } => "registry denied access".to_owned(),
+        other => other.to_string(),
+    }
+}
+
+fn status_message(op: &str, s: &tonic::Status) -> String {
+    format!("containerd {op}: {}: {}", s.code(), s.message())
+}
+
+impl Puller {
+    pub(crate) fn new(conn: Conn, insecure_registries: Vec<String>) -> Self {
+        let client = |protocol| {
+            RegistryClient::new(ClientConfig {
+                protocol,
+                // Pick linux/amd64 from image indexes: that is what the hosts run.
+                platform_resolver: Some(Box::new(oci_client::client::linux_amd64_resolver)),
+                connect_timeout: Some(std::time::Duration::from_secs(10)),
+                read_timeout: Some(std::time::Duration::from_secs(60)),
+                ..ClientConfig::default()
+            })
+        };
+        Self {
+            conn,
+            insecure_registries,
+            http: client(ClientProtocol::Http),
+            https: client(ClientProtocol::Https),
+            locks: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// `host:port` or bare `host` entries both match a registry `host:port`.
+    fn registry_client(&self, registry: &str) -> &RegistryClient {
+        let host = registry.rsplit_once(':').map_or(registry, |(h, _)| h);
+        if self
+            .insecure_registries
+            .iter()
+            .any(|r| r == registry || r == host)
+        {
+            &self.http
+        } else {
+            &self.https
+        }
+    }
+
+    #[instrument(skip(self), fields(image = %reference))]
+    pub async fn ensure_image(&self, reference: &str) -> Result<ImageInfo, RuntimeError> {
+        let err = |message: String| RuntimeError::Pull {
+            image: reference.to_owned(),
+            message,
+        };
+        let parsed: Reference = reference
+            .parse()
+            .map_err(|e| err(format!("invalid image reference: {e}")))?;
+        // The canonical name (docker.io/library/x:latest for "x") keys the
+        // lock and the image record, so spellings of one image share both.
+        let name = parsed.whole();
+
+        let lock = {
+            let mut locks = self.locks.lock().expect("image lock map poisoned");
+            locks.entry(name.clone()).or_default().clone()
+        };
+        let result = {
+            let _guard = lock.lock().await;
+            self.ensure_locked(&parsed, &name).await.map_err(err)
+        };
+        // Forget the mutex when nobody else holds or waits for it.
+        let mut locks = self.locks.lock().expect("image lock map poisoned");
+        if Arc::strong_count(&lock) == 2 {
+            locks.remove(&name);
+        }
+        result
+    }
+
+    async fn ensure_locked(&self, parsed: &Reference, name: &str) -> Result<ImageInfo, String> {
+        let started = Instant::now();
+        if let Some(info) = self.from_containerd(name).await? {
+            debug!(
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "image cached"
+            );
+            return Ok(info);
+        }
+        let info = self.pull(parsed, name).await?;
+        info!(
+            digest = %info.digest,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "image pulled"
+        );
+        Ok(info)
+    }
+
+    /// Resolves the image from containerd alone. `None` when something is
+    /// missing that only the registry can provide.
+    async fn from_containerd(&self, name: &str) -> Result<Option<ImageInfo>, String> {
+        let mut images = ImagesClient::new(self.conn.channel.clone());
+        let image = match images
+            .get(self.conn.req(GetImageRequest {
+                name: name.to_owned(),
+            }))
+            .await
+        {
+            Ok(r) => r.into_inner().image,
+            Err(s) if s.code() == Code::NotFound => return Ok(None),
+            Err(s) => return Err(status_message("Images.Get", &s)),
+        };
+        let Some(target) = image.and_then(|i| i.target) else {
+            return Ok(None);
+        };
+        let Some(mut manifest_bytes) = self.read_content(&target.digest).await? else {
+            return Ok(None);
+        };
+        let mut manifest_digest = target.digest.clone();
+        let mut manifest_media_type = target.media_type.clone();
+        // Records written by other clients (ctr) may point at an index.
+        if is_index(&target.media_type, &manifest_bytes) {
+            let entry = pick_platform(&manifest_bytes)?;
+            let Some(bytes) = self.read_content(&entry.digest).await? else {
+                return Ok(None);
+            };
+            manifest_bytes = bytes;
+            manifest_digest = entry.digest;
+            manifest_media_type = entry.media_type;
+        }
+        let manifest = parse_manifest(&manifest_bytes)?;
+        let Some(config_bytes) = self.read_content(&manifest.config.digest).await? else {
+            return Ok(None);
+        };
+        let config = parse_config(&config_bytes, &manifest)?;
+        let chain_ids = chain_ids(&config.rootfs.diff_ids);
+        let resolved = Resolved {
+            manifest_digest,
+            manifest_media_type,
+            manifest_bytes,
+            manifest,
+            config_bytes,
+            config,
+            chain_ids,
+        };
+
+        let top = resolved.chain_ids.last().cloned().unwrap_or_default();
+        if !self.snapshot_exists(&top).await? {
+            // Unpack from the content store if every layer blob is there
+            // (e.g. snapshots were pruned); otherwise fall back to a pull.
+            for layer in &resolved.manifest.layers {
+                if !self.content_exists(&layer.digest).await? {
+                    return Ok(None);
+                }
+            }
+            let lease = self.create_lease().await?;
+            let unpacked = self.unpack(&lease, &resolved).await;
+            self.delete_lease(&lease).await;
+            unpacked?;
+        }
+        Ok(Some(ImageInfo {
+            digest: resolved.manifest_digest,
+            top_chain_id: top,
+            defaults: resolved.config.defaults(),
+            fetched: false,
+        }))
+    }
+
+    async fn pull(&self, parsed: &Reference, name: &str) -> Result<ImageInfo, String> {
+        let client = self.registry_client(parsed.resolve_registry());
+        let auth = RegistryAuth::Anonymous;
+
+        let (mut manifest_bytes, mut manifest_digest) = client
+            .pull_manifest_raw(parsed, &auth, ACCEPTED_MANIFESTS)
+            .await
+            .map_err(|e| registry_message(&e))?;
+        let mut manifest_bytes_vec = manifest_bytes.to_vec();
+        let mut media_type = media_type_of(&manifest_bytes_vec);
+        if is_index(&media_type, &manifest_bytes_vec) {
+            let entry = pick_platform(&manifest_bytes_vec)?;
+            let by_digest = parsed.clone_with_digest(entry.digest.clone());
+            (manifest_bytes, manifest_digest) = client
+                .pull_manifest_raw(&by_digest, &auth, ACCEPTED_MANIFESTS)
+                .await
+                .map_err(|e| registry_message(&e))?;
+            manifest_bytes_vec = manifest_bytes.to_vec();
+            media_type = if entry.media_type.is_empty() {
+                media_type_of(&manifest_bytes_vec)
+            } else {
+                entry.media_type
+            };
+        }
+        if sha256_digest(&manifest_bytes_vec) != manifest_digest {
+            return Err(format!(
+                "manifest digest mismatch: registry said {manifest_digest}"
+            ));
+        }
+        let manifest = parse_manifest(&manifest_bytes_vec)?;
+
+        let mut config_bytes = Vec::new();
+        client
+            .pull_blob(parsed, manifest.config.digest.as_str(), &mut config_bytes)
+            .await
+            .map_err(|e| format!("fetching config: {}", registry_message(&e)))?;
+        let config = parse_config(&config_bytes, &manifest)?;
+        let chain_ids = chain_ids(&config.rootfs.diff_ids);
+        let resolved = Resolved {
+            manifest_digest,
+            manifest_media_type: media_type,
+            manifest_bytes: manifest_bytes_vec,
+            manifest,
+            config_bytes,
+            config,
+            chain_ids,
+        };
+
+        let lease = self.create_lease().await?;
+        let result = self
+            .store_and_unpack(client, parsed, name, &lease, &resolved)
+            .await;
+        self.delete_lease(&lease).await;
+        result?;
+
+        Ok(ImageInfo {
+            digest: resolved.manifest_digest.clone(),
+            top_chain_id: resolved.chain_ids.last().cloned().unwrap_or_default(),
+            defaults: resolved.config.defaults(),
+            fetched: true,
+        })
+    }
+
+    async fn store_and_unpack(
+        &self,
+        client: &RegistryClient,
+        parsed: &Reference,
+        name: &str,
+        lease: &str,
+        r: &Resolved,
+    ) -> Result<(), String> {
+        // Layers: fetch those missing, a few at a time. The futures are
+        // built up front (not in a closure passed to the stream) so the
+        // whole pull future stays `Send`.
+        let fetches: Vec<_> = r
+            .manifest
+            .layers
+            .iter()
+            .zip(&r.config.rootfs.diff_ids)
+            .map(|(layer, diff_id)| self.fetch_layer(client, parsed, lease, layer, diff_id))
+            .collect();
+        futures::stream::iter(fetches)
+            .buffer_unordered(PARALLEL_LAYERS)
+            .try_collect::<()>()
+            .await?;
+
+        let top = r.chain_ids.last().cloned().unwrap_or_default();
+        let config_labels =
+            HashMap::from([(format!("containerd.io/gc.ref.snapshot.{SNAPSHOTTER}"), top)]);
+        self.write_small(
+            lease,
+            &r.manifest.config.digest,
+            &r.config_bytes,
+            config_labels,
+        )
+        .await?;
+
+        let mut manifest_labels = HashMap::from([(
+            "containerd.io/gc.ref.content.config".to_owned(),
+            r.manifest.config.digest.clone(),
+        )]);
+        for (i, layer) in r.manifest.layers.iter().enumerate() {
+            manifest_labels.insert(
+                format!("containerd.io/gc.ref.content.l.{i}"),
+                layer.digest.clone(),
+            );
+        }
+        self.write_small(
+            lease,
+            &r.manifest_digest,
+            &r.manifest_bytes,
+            manifest_labels,
+        )
+        .await?;
+
+        self.unpack(lease, r).await?;
+
+        let image = Image {
+            name: name.to_owned(),
+            labels: HashMap::new(),
+            target: Some(Descriptor {
+                media_type: r.manifest_media_type.clone(),
+                digest: r.manifest_digest.clone(),
+                size: r.manifest_bytes.len() as i64,
+                annotations: HashMap::new(),
+            }),
+            created_at: None,
+            updated_at: None,
+        };
+        let mut images = ImagesClient::new(self.conn.channel.clone());
+        match images
+            .create(self.conn.leased(
+                CreateImageRequest {
+                    image: Some(image.clone()),
+                    source_date_epoch: None,
+                },
+                lease,
+            ))
+            .await
+        {
+            Ok(_) => Ok(()),
+            // A tag that moved: point the record at the new manifest.
+            Err(s) if s.code() == Code::AlreadyExists => images
+                .update(self.conn.leased(
+                    UpdateImageRequest {
+                        image: Some(image),
+                        update_mask: Some(prost_types::FieldMask {
+                            paths: vec!["target".to_owned()],
+                        }),
+                        source_date_epoch: None,
+                    },
+                    lease,
+                ))
+                .await
+                .map(|_| ())
+                .map_err(|s| status_message("Images.Update", &s)),
+            Err(s) => Err(status_message("Images.Create", &s)),
+        }
+    }
+
+    /// Streams one layer from the registry into the content store, unless
+    /// it is there already.
+    async fn fetch_layer(
+        &self,
+        client: &RegistryClient,
+        parsed: &Reference,
+        lease: &str,
+        layer: &Desc,
+        diff_id: &str,
+    ) -> Result<(), String> {
+        if self.content_exists(&layer.digest).await? {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let stream = client
+            .pull_blob_stream(parsed, layer.digest.as_str())
+            .await
+            .map_err(|e| format!("fetching layer {}: {}", layer.digest, registry_message(&e)))?;
+        let labels = HashMap::from([("containerd.io/uncompressed".to_owned(), diff_id.to_owned())]);
+        self.write_content(
+            lease,
+            &layer.digest,
+            layer.size,
+            labels,
+            stream.map_err(|e| e.to_string()),
+        )
+        .await?;
+        debug!(
+            layer = %layer.digest,
+            size = layer.size,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "layer stored"
+        );
+        Ok(())
+    }
+
+    /// Unpacks every layer whose chain ID has no committed snapshot yet.
+    async fn unpack(&self, lease: &str, r: &Resolved) -> Result<(), String> {
+        let mut snapshots = SnapshotsClient::new(self.conn.channel.clone());
+        let mut diff = DiffClient::new(self.conn.channel.clone());
+        for (i, layer) in r.manifest.layers.iter().enumerate() {
+            let chain_id = &r.chain_ids[i];
+            if self.snapshot_exists(chain_id).await? {
+                continue;
+            }
+            let started = Instant::now();
+            let parent = if i == 0 {
+                String::new()
+            } else {
+                r.chain_ids[i - 1].clone()
+            };
+            // A unique key: two pulls sharing a base layer may unpack it at once.
+            let key = format!("skiff-extract-{}-{chain_id}", uuid::Uuid::new_v4());
+            let mounts = snapshots
+                .prepare(self.conn.leased(
+                    PrepareSnapshotRequest {
+                        snapshotter: SNAPSHOTTER.to_owned(),
+                        key: key.clone(),
+                        parent,
+                        labels: HashMap::new(),
+                    },
+                    lease,
+                ))
+                .await
+                .map_err(|s| status_message("Snapshots.Prepare", &s))?
+                .into_inner()
+                .mounts;
+
+            let applied = diff
+                .apply(self.conn.leased(
+                    ApplyRequest {
+                        diff: Some(layer.to_containerd()),
+                        mounts,
+                        payloads: HashMap::new(),
+                        sync_fs: false,
+                    },
+                    lease,
+                ))
+                .await
+                .map_err(|s| status_message("Diff.Apply", &s))
+                .and_then(|r| {
+                    r.into_inner()
+                        .applied
+                        .ok_or_else(|| "Diff.Apply returned no descriptor".to_owned())
+                });
+            let applied = match applied {
+                Ok(a) => a,
+                Err(e) => {
+                    self.remove_snapshot(&key, lease).await;
+                    return Err(e);
+                }
+            };
+            if applied.digest != r.config.rootfs.diff_ids[i] {
+                self.remove_snapshot(&key, lease).await;
+                return Err(format!(
+                    "layer {} unpacked to {}, but the config says {}",
+                    layer.digest, applied.digest, r.config.rootfs.diff_ids[i]
+                ));
+            }
+            match snapshots
+                .commit(self.conn.leased(
+                    CommitSnapshotRequest {
+                        snapshotter: SNAPSHOTTER.to_owned(),
+                        name: chain_id.clone(),
+                        key: key.clone(),
+                        labels: HashMap::new(),
+                    },
+                    lease,
+                ))
+                .await
+            {
+                Ok(_) => {}
+                // Someone else committed the same layer meanwhile: theirs is as good.
+                Err(s) if s.code() == Code::AlreadyExists => {
+                    self.remove_snapshot(&key, lease).await;
+                }
+                Err(s) => {
+                    self.remove_snapshot(&key, lease).await;
+                    return Err(status_message("Snapshots.Commit", &s));
+                }
+            }
+            debug!(
+                %chain_id,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "layer unpacked"
+            );
+        }
+        Ok(())
+    }
+
+    async fn remove_snapshot(&self, key: &str, lease: &str) {
+        let mut snapshots = SnapshotsClient::new(self.conn.channel.clone());
+        let _ = snapshots
+            .remove(self.conn.leased(
+                RemoveSnapshotRequest {
+                    snapshotter: SNAPSHOTTER.to_owned(),
+                    key: key.to_owned(),
+                },
+                lease,
+            ))
+            .await;
+    }
+
+    async fn snapshot_exists(&self, key: &str) -> Result<bool, String> {
+        if key.is_empty() {
+            // An image without layers has nothing to unpack.
+            return Ok(true);
+        }
+        let mut snapshots = SnapshotsClient::new(self.conn.channel.clone());
+        match snapshots
+            .stat(self.conn.req(StatSnapshotRequest {
+                snapshotter: SNAPSHOTTER.to_owned(),
+                key: key.to_owned(),
+            }))
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(s) if s.code() == Code::NotFound => Ok(false),
+            Err(s) => Err(status_message("Snapshots.Stat", &s)),
+        }
+    }
+
+    async fn content_exists(&self, digest: &str) -> Result<bool, String> {
+        let mut content = ContentClient::new(self.conn.channel.clone());
+        match content
+            .info(self.conn.req(InfoRequest {
+                digest: digest.to_owned(),
+            }))
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(s) if s.code() == Code::NotFound => Ok(false),
+            Err(s) => Err(status_message("Content.Info", &s)),
+        }
+    }
+
+    /// A whole blob from the content store; `None` if it is not there.
+    async fn read_content(&self, digest: &str) -> Result<Option<Vec<u8>>, String> {
+        let mut content = ContentClient::new(self.conn.channel.clone());
+        let mut stream = match content
+            .read(self.conn.req(ReadContentRequest {
+                digest: digest.to_owned(),
+                offset: 0,
+                size: 0,
+            }))
+            .await
+        {
+            Ok(r) => r.into_inner(),
+            Err(s) if s.code() == Code::NotFound => return Ok(None),
+            Err(s) => return Err(status_message("Content.Read", &s)),
+        };
+        let mut out = Vec::new();
+        loop {
+            match stream.message().await {
+                Ok(Some(chunk)) => out.extend_from_slice(&chunk.data),
+                Ok(None) => break,
+                Err(s) if s.code() == Code::NotFound => return Ok(None),
+                Err(s) => return Err(status_message("Content.Read", &s)),
+            }
+        }
+        Ok(Some(out))
+    }
+
+    async fn write_small(
+        &self,
+        lease: &str,
+        digest: &str,
+        bytes: &[u8],
+        labels: HashMap<String, String>,
+    ) -> Result<(), String> {
+        if self.content_exists(digest).await? {
+            return Ok(());
+        }
+        let chunk = bytes::Bytes::copy_from_slice(bytes);
+        self.write_content(
+            lease,
+            digest,
+            bytes.len() as i64,
+            labels,
+            futures::stream::iter([Ok(chunk)]),
+        )
+        .await
+    }
+
+    /// Streams `data` into the content store as blob `digest` (verified by
+    /// containerd on commit) with `labels`.
+    async fn write_content<S>(
+        &self,
+        lease: &str,
+        digest: &str,
+        size: i64,
+        labels: HashMap<String, String>,
+        data: S,
+    ) -> Result<(), String>
+    where
+        S: futures::Stream<Item = Result<bytes::Bytes, String>> + Send,
+    {
+        // A unique ref per attempt: containerd locks refs, and two pulls
+        // sharing a layer would otherwise fail with "ref locked".
+        let write_ref = format!("skiff-{digest}-{}", uuid::Uuid::new_v4());
+        let result = self
+            .write_content_inner(lease, &write_ref, digest, size, labels, data)
+            .await;
+        match result {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let mut content = ContentClient::new(self.conn.channel.clone());
+                let _ = content
+                    .abort(self.conn.leased(
+                        AbortRequest {
+                            r#ref: write_ref.clone(),
+                        },
+                        lease,
+                    ))
+                    .await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn write_content_inner<S>(
+        &self,
+        lease: &str,
+        write_ref: &str,
+        digest: &str,
+        size: i64,
+        labels: HashMap<String, String>,
+        data: S,
+    ) -> Result<(), String>
+    where
+        S: futures::Stream<Item = Result<bytes::Bytes, String>> + Send,
+    {
+        let (tx, rx) = tokio::sync::mpsc::channel::<WriteContentRequest>(2);
+        let message = |action: WriteAction, offset: i64, data: Vec<u8>| WriteContentRequest {
+            action: action as i32,
+            r#ref: write_ref.to_owned(),
+            total: size,
+            expected: digest.to_owned(),
+            // Offset 0 on the first message truncates a stale partial
+            // ingest; later ones must match containerd's running offset.
+            offset,
+            data,
+            labels: HashMap::new(),
+        };
+        let already = |s: &tonic::Status| s.code() == Code::AlreadyExists;
+
+        // containerd answers every request with one response and sends
+        // headers only once it has read the first request: queue that
+        // request before awaiting the call.
+        tx.send(message(WriteAction::Stat, 0, Vec::new()))
+            .await
+            .map_err(|_| "content writer closed".to_owned())?;
+        let mut content = ContentClient::new(self.conn.channel.clone());
+        let mut responses = match content
+            .write(
+                self.conn
+                    .leased(tokio_stream::wrappers::ReceiverStream::new(rx), lease),
+            )
+            .await
+        {
+            Ok(r) => r.into_inner(),
+            Err(s) if already(&s) => return Ok(()),
+            Err(s) => return Err(status_message("Content.Write", &s)),
+        };
+        macro_rules! exchange {
+            ($msg:expr) => {{
+                if tx.send($msg).await.is_err() {
+                    // The server ended the stream; its status says why.
+                    match responses.message().await {
+                        Err(s) if already(&s) => return Ok(()),
+                        Err(s) => return Err(status_message("Content.Write", &s)),
+                        Ok(_) => return Err("content write stream closed".to_owned()),
+                    }
+                }
+                match responses.message().await {
+                    Ok(Some(r)) => r,
+                    Ok(None) => return Err("content write stream closed".to_owned()),
+                    Err(s) if already(&s) => return Ok(()),
+                    Err(s) => return Err(status_message("Content.Write", &s)),
+                }
+            }};
+        }
+        // The Stat response.
+        match responses.message().await {
+            Ok(Some(_)) => {}
+            Ok(None) => return Err("content write stream closed".to_owned()),
+            Err(s) if already(&s) => return Ok(()),
+            Err(s) => return Err(status_message("Content.Write", &s)),
+        }
+
+        let mut offset: i64 = 0;
+        let mut buf: Vec<u8> = Vec::with_capacity(WRITE_CHUNK);
+        let mut data = std::pin::pin!(data);
+        while let Some(chunk) = data.next().await {
+            let chunk = chunk.map_err(|e| format!("fetching {digest}: {e}"))?;
+            buf.extend_from_slice(&chunk);
+            if buf.len() >= WRITE_CHUNK {
+                let len = buf.len() as i64;
+                let send = std::mem::replace(&mut buf, Vec::with_capacity(WRITE_CHUNK));
+                exchange!(message(WriteAction::Write, offset, send));
+                offset += len;
+            }
+        }
+        let len = buf.len() as i64;
+        if len > 0 {
+            exchange!(message(WriteAction::Write, offset, buf));
+            offset += len;
+        }
+        if offset != size {
+            return Err(format!(
+                "blob {digest}: got {offset} bytes, manifest says {size}"
+            ));
+        }
+        let mut commit = message(WriteAction::Commit, offset, Vec::new());
+        commit.labels = labels;
+        let done = exchange!(commit);
+        drop(tx);
+        if !done.digest.is_empty() && done.digest != digest {
+            return Err(format!("blob {digest} committed as {}", done.digest));
+        }
+        Ok(())
+    }
+
+    async fn create_lease(&self) -> Result<String, String> {
+        let id = format!("skiff-pull-{}", uuid::Uuid::new_v4());
+        // If the worker dies mid-pull, GC may reclaim the partial work after this.
+        let expire = (chrono::Utc::now() + chrono::Duration::hours(1))
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let mut leases = LeasesClient::new(self.conn.channel.clone());
+        leases
+            .create(self.conn.req(CreateLeaseRequest {
+                id: id.clone(),
+                labels: HashMap::from([("containerd.io/gc.expire".to_owned(), expire)]),
+            }))
+            .await
+            .map_err(|s| status_message("Leases.Create", &s))?;
+        Ok(id)
+    }
+
+    async fn delete_lease(&self, id: &str) {
+        let mut leases = LeasesClient::new(self.conn.channel.clone());
+        if let Err(s) = leases
+            .delete(self.conn.req(DeleteLeaseRequest {
+                id: id.to_owned(),
+                sync: false,
+            }))
+            .await
+        {
+            // It expires on its own; nothing is lost but some disk for a while.
+            tracing::warn!(lease = id, error = %s, "deleting pull lease");
+        }
+    }
+}
+
+fn media_type_of(bytes: &[u8]) -> String {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Probe {
+        #[serde(default)]
+        media_type: Option<String>,
+        #[serde(default)]
+        manifests: Option<serde_json::Value>,
+    }
+    match serde_json::from_slice::<Probe>(bytes) {
+        Ok(Probe {
+            media_type: Some(m),
+            ..
+        }) => m,
+        Ok(Probe {
+            manifests: Some(_), ..
+        }) => MEDIA_OCI_INDEX.to_owned(),
+        _ => MEDIA_OCI_MANIFEST.to_owned(),
+    }
+}
+
+fn is_index(media_type: &str, bytes: &[u8]) -> bool {
+    media_type == MEDIA_OCI_INDEX
+        || media_type == MEDIA_DOCKER_LIST
+        || media_type_of(bytes) == MEDIA_OCI_INDEX
+}
+
+/// The linux/amd64 entry of an image index.
+fn pick_platform(bytes: &[u8]) -> Result<IndexEntry, String> {
+    let index: Index =
+        serde_json::from_slice(bytes).map_err(|e| format!("parsing image index: {e}"))?;
+    index
+        .manifests
+        .into_iter()
+        .find(|m| {
+            m.platform
+                .as_ref()
+                .is_some_and(|p| p.os == "linux" && p.architecture == "amd64")
+        })
+        .ok_or_else(|| "image index has no linux/amd64 manifest".to_owned())
+}
+
+fn parse_manifest(bytes: &[u8]) -> Result<Manifest, String> {
+    let manifest: Manifest =
+        serde_json::from_slice(bytes).map_err(|e| format!("parsing manifest: {e}"))?;
+    if manifest.schema_version != 2 {
+        return Err(format!(
+            "unsupported manifest schema version {}",
+            manifest.schema_version
+        ));
+    }
+    if let Some(m) = &manifest.media_type {
+        if m != MEDIA_OCI_MANIFEST && m != MEDIA_DOCKER_MANIFEST {
+            return Err(format!("unsupported manifest media type {m}"));
+        }
+    }
+    Ok(manifest)
+}
+
+fn parse_config(bytes: &[u8], manifest: &Manifest) -> Result<ImageConfig, String> {
+    if sha256_digest(bytes) != manifest.config.digest {
+        return Err(format!(
+            "config does not match its digest {}",
+            manifest.config.digest
+        ));
+    }
+    let config: ImageConfig =
+        serde_json::from_slice(bytes).map_err(|e| format!("parsing image config: {e}"))?;
+    if config.rootfs.diff_ids.len() != manifest.layers.len() {
+        return Err(format!(
+            "image config lists {} layers, the manifest {}",
+            config.rootfs.diff_ids.len(),
+            manifest.layers.len()
+        ));
+    }
+    Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chain_ids_follow_the_oci_definition() {
+        let diffs = vec!["sha256:aaa".to_owned(), "sha256:bbb".to_owned()];
+        let chain = chain_ids(&diffs);
+        assert_eq!(chain[0], "sha256:aaa");
+        assert_eq!(
+            chain[1],
+            format!(
+                "sha256:{}",
+                hex::encode(Sha256::digest(b"sha256:aaa sha256:bbb"))
+            )
+        );
+        assert!(chain_ids(&[]).is_empty());
+    }
+
+    #[test]
+    fn index_picks_linux_amd64() {
+        let index = br#"{"schemaVersion":2,"manifests":[
+            {"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:arm","size":1,
+             "platform":{"architecture":"arm64","os":"linux"}},
+            {"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:amd","size":1,
+             "platform":{"architecture":"amd64","os":"linux"}}]}"#;
+        assert!(is_index("", index));
+        assert_eq!(pick_platform(index).unwrap().digest, "sha256:amd");
+    }
+
+    #[test]
+    fn config_defaults_tolerate_nulls() {
+        let cfg = br#"{"config":{"Env":null,"Cmd":["sh"],"WorkingDir":""},"rootfs":{"type":"layers","diff_ids":[]}}"#;
+        let config: ImageConfig = serde_json::from_slice(cfg).unwrap();
+        let d = config.defaults();
+        assert_eq!(d.cmd, vec!["sh"]);
+        assert!(d.env.is_empty());
+        assert_eq!(d.working_dir, None);
+    }
+}

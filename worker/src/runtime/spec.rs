@@ -1,1 +1,447 @@
-//! TODO
+//! Builds the complete OCI runtime spec (config.json) for one container.
+//!
+//! containerd adds no defaults on the server side (the Go client does that),
+//! so everything runc needs is here: process, mounts, namespaces, cgroup
+//! resources, masked paths and seccomp. The values follow Docker's defaults
+//! (moby `oci/defaults.go` and `daemon/oci_linux.go`), minus NET_RAW.
+//!
+//! The spec is plain `serde_json` rather than the `oci-spec` builders: it
+//! reads like the config.json it becomes, and a unit test checks that it
+//! parses as `oci_spec::runtime::Spec`. It holds secure env values: never log it.
+
+use super::{RunSpec, RuntimeError};
+use serde_json::{json, Value};
+
+/// Docker's default capability set without CAP_NET_RAW (no raw sockets:
+/// ping spoofing and ARP tricks are not something tenants need).
+pub const DEFAULT_CAPABILITIES: &[&str] = &[
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
+];
+
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+pub const CPU_PERIOD_US: u64 = 100_000;
+pub const NOFILE_LIMIT: u64 = 1_048_576;
+
+const MASKED_PATHS: &[&str] = &[
+    "/proc/asound",
+    "/proc/acpi",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+];
+
+const READONLY_PATHS: &[&str] = &[
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+
+/// Host-level settings that are the same for every container.
+#[derive(Debug, Clone)]
+pub struct SpecOptions {
+    /// Parent cgroup path, e.g. `/skiff/<namespace>`; the container's is `<parent>/<id>`.
+    pub cgroup_parent: String,
+    pub pids_limit: i64,
+    /// The resolved OCI `linux.seccomp` object; `None` runs unconfined.
+    pub seccomp: Option<Value>,
+    /// Whether cgroup v1 swap accounting exists (memory.memsw.*). Without it
+    /// runc fails to write a memory+swap limit, so it is left out.
+    pub swap_accounting: bool,
+}
+
+/// The full runtime spec for `run` as JSON.
+pub fn build(run: &RunSpec, opts: &SpecOptions) -> Result<Value, RuntimeError> {
+    let spec_err = |message: String| RuntimeError::Spec {
+        id: run.id.clone(),
+        message,
+    };
+
+    let args = if run.command.is_empty() {
+        let d = &run.image.defaults;
+        d.entrypoint.iter().chain(d.cmd.iter()).cloned().collect()
+    } else {
+        run.command.clone()
+    };
+    if args.is_empty() {
+        return Err(spec_err(
+            "no command: the request has none and the image has neither entrypoint nor cmd".into(),
+        ));
+    }
+
+    let (uid, gid) = parse_user(run.image.defaults.user.as_deref()).map_err(spec_err)?;
+    let cwd = run
+        .image
+        .defaults
+        .working_dir
+        .clone()
+        .filter(|d| d.starts_with('/'))
+        .unwrap_or_else(|| "/".to_owned());
+
+    let caps = DEFAULT_CAPABILITIES;
+    let quota = run.cpu.cfs_quota_us(CPU_PERIOD_US);
+    // Docker's conversion of CPUs to relative weight: 1 vCPU = 1024 shares.
+    let shares = (u64::from(run.cpu.millis()) * 1024 / 1000).max(2);
+    let memory_bytes = run.memory.bytes();
+
+    let mut memory = json!({ "limit": memory_bytes });
+    if opts.swap_accounting {
+        // memory+swap equal to memory: the container gets no swap at all.
+        memory["swap"] = json!(memory_bytes);
+    }
+
+    let mut linux = json!({
+        "cgroupsPath": format!("{}/{}", opts.cgroup_parent.trim_end_matches('/'), run.id),
+        "resources": {
+            "devices": allowed_devices(),
+            "memory": memory,
+            "cpu": { "shares": shares, "quota": quota, "period": CPU_PERIOD_US },
+            "pids": { "limit": opts.pids_limit },
+        },
+        // A new network namespace without a path: runc creates it and brings
+        // up loopback only. Never join the host's network.
+        "namespaces": [
+            { "type": "pid" },
+            { "type": "ipc" },
+            { "type": "uts" },
+            { "type": "mount" },
+            { "type": "network" },
+        ],
+        "maskedPaths": MASKED_PATHS,
+        "readonlyPaths": READONLY_PATHS,
+    });
+    if let Some(seccomp) = &opts.seccomp {
+        linux["seccomp"] = seccomp.clone();
+    }
+
+    Ok(json!({
+        "ociVersion": "1.0.2",
+        "process": {
+            "terminal": false,
+            "user": { "uid": uid, "gid": gid },
+            "args": args,
+            "env": merged_env(run),
+            "cwd": cwd,
+            "capabilities": {
+                "bounding": caps,
+                "effective": caps,
+                "permitted": caps,
+            },
+            "rlimits": [
+                { "type": "RLIMIT_NOFILE", "hard": NOFILE_LIMIT, "soft": NOFILE_LIMIT },
+            ],
+            "noNewPrivileges": true,
+        },
+        "root": { "path": "rootfs", "readonly": false },
+        "hostname": run.hostname,
+        "mounts": default_mounts(),
+        "linux": linux,
+    }))
+}
+
+/// `KEY=value` entries: PATH default, then the image's env, the request's
+/// env and the secure env, each overriding earlier entries with the same key
+/// (in place, so the image's order is kept).
+fn merged_env(run: &RunSpec) -> Vec<String> {
+    let mut env: Vec<(String, String)> = vec![("PATH".to_owned(), DEFAULT_PATH.to_owned())];
+    let mut set = |key: &str, value: &str| match env.iter_mut().find(|(k, _)| k == key) {
+        Some(entry) => entry.1 = value.to_owned(),
+        None => env.push((key.to_owned(), value.to_owned())),
+    };
+    for entry in &run.image.defaults.env {
+        let (k, v) = entry.split_once('=').unwrap_or((entry, ""));
+        set(k, v);
+    }
+    for (k, v) in &run.env {
+        set(k, v);
+    }
+    for (k, v) in &run.secure_env {
+        set(k, v);
+    }
+    env.into_iter().map(|(k, v)| format!("{k}={v}")).collect()
+}
+
+/// `uid[:gid]`, numeric only: resolving names would need the image's
+/// /etc/passwd, which is not mounted when the spec is built.
+fn parse_user(user: Option<&str>) -> Result<(u32, u32), String> {
+    let Some(user) = user.map(str::trim).filter(|u| !u.is_empty()) else {
+        return Ok((0, 0));
+    };
+    let (u, g) = match user.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (user, None),
+    };
+    let parse = |s: &str| {
+        s.parse::<u32>().map_err(|_| {
+            format!("image user {user:?} is not numeric (uid[:gid]); user names are not supported")
+        })
+    };
+    let uid = parse(u)?;
+    let gid = g.map(parse).transpose()?.unwrap_or(0);
+    Ok((uid, gid))
+}
+
+/// Deny all devices, then allow Docker's defaults: mknod of any char/block
+/// node, and read/write on the harmless character devices.
+fn allowed_devices() -> Value {
+    let rwm = |major: i64, minor: Option<i64>| {
+        let mut d = json!({ "allow": true, "type": "c", "major": major, "access": "rwm" });
+        if let Some(minor) = minor {
+            d["minor"] = json!(minor);
+        }
+        d
+    };
+    json!([
+        { "allow": false, "access": "rwm" },
+        { "allow": true, "type": "c", "access": "m" },
+        { "allow": true, "type": "b", "access": "m" },
+        rwm(1, Some(3)),   // /dev/null
+        rwm(1, Some(5)),   // /dev/zero
+        rwm(1, Some(7)),   // /dev/full
+        rwm(1, Some(8)),   // /dev/random
+        rwm(1, Some(9)),   // /dev/urandom
+        rwm(5, Some(0)),   // /dev/tty
+        rwm(5, Some(2)),   // /dev/ptmx
+        rwm(136, None),    // /dev/pts/*
+    ])
+}
+
+fn default_mounts() -> Value {
+    json!([
+        { "destination": "/proc", "type": "proc", "source": "proc",
+          "options": ["nosuid", "noexec", "nodev"] },
+        { "destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+          "options": ["nosuid", "strictatime", "mode=755", "size=65536k"] },
+        { "destination": "/dev/pts", "type": "devpts", "source": "devpts",
+          "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"] },
+        { "destination": "/dev/shm", "type": "tmpfs", "source": "shm",
+          "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"] },
+        { "destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
+          "options": ["nosuid", "noexec", "nodev"] },
+        { "destination": "/sys", "type": "sysfs", "source": "sysfs",
+          "options": ["nosuid", "noexec", "nodev", "ro"] },
+        { "destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
+          "options": ["nosuid", "noexec", "nodev", "relatime", "ro"] },
+    ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::{ImageDefaults, ImageInfo};
+    use skiff_core::{CpuMillis, MemoryMib};
+    use std::collections::BTreeMap;
+
+    fn run_spec() -> RunSpec {
+        RunSpec {
+            id: "0b7c6f1e-3f0a-4c39-9a57-6f0f0c3e1a11".into(),
+            image_ref: "127.0.0.1:5000/busybox:1".into(),
+            image: ImageInfo {
+                digest: "sha256:aa".into(),
+                top_chain_id: "sha256:bb".into(),
+                defaults: ImageDefaults {
+                    entrypoint: vec!["/bin/sh".into(), "-c".into()],
+                    cmd: vec!["echo hi".into()],
+                    env: vec![
+                        "PATH=/image/bin".into(),
+                        "IMAGE_ONLY=1".into(),
+                        "SHARED=image".into(),
+                    ],
+                    working_dir: Some("/app".into()),
+                    user: Some("1000:1001".into()),
+                },
+                fetched: false,
+            },
+            command: vec![],
+            env: BTreeMap::from([
+                ("SHARED".into(), "request".into()),
+                ("TOKEN".into(), "plain".into()),
+            ]),
+            secure_env: BTreeMap::from([("TOKEN".into(), "s3cret".into())]),
+            cpu: CpuMillis::parse(0.5).unwrap(),
+            memory: MemoryMib::parse(256).unwrap(),
+            hostname: "web-1".into(),
+        }
+    }
+
+    fn opts() -> SpecOptions {
+        SpecOptions {
+            cgroup_parent: "/skiff/test".into(),
+            pids_limit: 4096,
+            seccomp: None,
+            swap_accounting: true,
+        }
+    }
+
+    #[test]
+    fn resources_follow_the_request() {
+        let s = build(&run_spec(), &opts()).unwrap();
+        let r = &s["linux"]["resources"];
+        assert_eq!(r["cpu"]["quota"], 50_000);
+        assert_eq!(r["cpu"]["period"], 100_000);
+        assert_eq!(r["cpu"]["shares"], 512);
+        assert_eq!(r["memory"]["limit"], 268_435_456_i64);
+        assert_eq!(r["memory"]["swap"], 268_435_456_i64);
+        assert_eq!(r["pids"]["limit"], 4096);
+        assert_eq!(r["devices"][0], json!({ "allow": false, "access": "rwm" }));
+        assert_eq!(
+            s["linux"]["cgroupsPath"],
+            "/skiff/test/0b7c6f1e-3f0a-4c39-9a57-6f0f0c3e1a11"
+        );
+        let no_swap = build(
+            &run_spec(),
+            &SpecOptions {
+                swap_accounting: false,
+                ..opts()
+            },
+        )
+        .unwrap();
+        assert!(no_swap["linux"]["resources"]["memory"]
+            .get("swap")
+            .is_none());
+    }
+
+    #[test]
+    fn capabilities_lack_net_raw() {
+        let s = build(&run_spec(), &opts()).unwrap();
+        let caps = &s["process"]["capabilities"];
+        for set in ["bounding", "effective", "permitted"] {
+            let list: Vec<&str> = caps[set]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c.as_str().unwrap())
+                .collect();
+            assert!(list.contains(&"CAP_CHOWN"), "{set}");
+            assert!(!list.contains(&"CAP_NET_RAW"), "{set}");
+            assert!(!list.contains(&"CAP_SYS_ADMIN"), "{set}");
+        }
+        assert_eq!(s["process"]["noNewPrivileges"], true);
+    }
+
+    #[test]
+    fn network_namespace_is_new_never_the_hosts() {
+        let s = build(&run_spec(), &opts()).unwrap();
+        let ns = s["linux"]["namespaces"].as_array().unwrap();
+        let net = ns.iter().find(|n| n["type"] == "network").unwrap();
+        assert!(net.get("path").is_none());
+        for t in ["pid", "ipc", "uts", "mount"] {
+            assert!(ns.iter().any(|n| n["type"] == t), "{t}");
+        }
+    }
+
+    #[test]
+    fn env_layers_with_secure_env_on_top() {
+        let s = build(&run_spec(), &opts()).unwrap();
+        let env: Vec<&str> = s["process"]["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e.as_str().unwrap())
+            .collect();
+        assert_eq!(
+            env,
+            vec![
+                "PATH=/image/bin",
+                "IMAGE_ONLY=1",
+                "SHARED=request",
+                "TOKEN=s3cret"
+            ]
+        );
+    }
+
+    #[test]
+    fn process_comes_from_image_unless_command_given() {
+        let mut run = run_spec();
+        let s = build(&run, &opts()).unwrap();
+        assert_eq!(s["process"]["args"], json!(["/bin/sh", "-c", "echo hi"]));
+        assert_eq!(s["process"]["cwd"], "/app");
+        assert_eq!(s["process"]["user"], json!({ "uid": 1000, "gid": 1001 }));
+        assert_eq!(s["hostname"], "web-1");
+        assert_eq!(s["root"]["path"], "rootfs");
+
+        run.command = vec!["sleep".into(), "1".into()];
+        run.image.defaults.user = None;
+        run.image.defaults.working_dir = None;
+        let s = build(&run, &opts()).unwrap();
+        assert_eq!(s["process"]["args"], json!(["sleep", "1"]));
+        assert_eq!(s["process"]["cwd"], "/");
+        assert_eq!(s["process"]["user"], json!({ "uid": 0, "gid": 0 }));
+
+        run.image.defaults.user = Some("nginx".into());
+        assert!(matches!(
+            build(&run, &opts()),
+            Err(RuntimeError::Spec { .. })
+        ));
+        run.image.defaults.user = Some("33".into());
+        let s = build(&run, &opts()).unwrap();
+        assert_eq!(s["process"]["user"], json!({ "uid": 33, "gid": 0 }));
+    }
+
+    #[test]
+    fn mounts_and_paths_match_docker_defaults() {
+        let s = build(&run_spec(), &opts()).unwrap();
+        let mounts = s["mounts"].as_array().unwrap();
+        let cgroup = mounts
+            .iter()
+            .find(|m| m["destination"] == "/sys/fs/cgroup")
+            .unwrap();
+        assert_eq!(
+            cgroup["options"],
+            json!(["nosuid", "noexec", "nodev", "relatime", "ro"])
+        );
+        assert_eq!(mounts.len(), 7);
+        assert!(s["linux"]["maskedPaths"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("/proc/kcore")));
+        assert!(s["linux"]["readonlyPaths"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("/proc/sys")));
+        assert_eq!(s["process"]["rlimits"][0]["hard"], 1_048_576);
+    }
+
+    #[test]
+    fn spec_parses_as_oci_runtime_spec() {
+        let mut o = opts();
+        let profile_path = std::path::Path::new("/usr/share/containers/seccomp.json");
+        if profile_path.exists() {
+            let profile = crate::runtime::seccomp::DockerProfile::load(profile_path).unwrap();
+            o.seccomp = Some(profile.resolve(DEFAULT_CAPABILITIES, None));
+        }
+        let s = build(&run_spec(), &o).unwrap();
+        let parsed: oci_spec::runtime::Spec = serde_json::from_value(s).unwrap();
+        let linux = parsed.linux().as_ref().unwrap();
+        assert_eq!(
+            linux
+                .resources()
+                .as_ref()
+                .unwrap()
+                .cpu()
+                .as_ref()
+                .unwrap()
+                .quota(),
+            Some(50_000)
+        );
+    }
+}
