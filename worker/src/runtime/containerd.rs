@@ -209,7 +209,14 @@ impl ContainerdRuntime {
             pids_limit: config.pids_limit,
             seccomp,
             swap_accounting: memory_root.join("memory.memsw.limit_in_bytes").exists(),
+            nofile_limit: spec::host_nofile_limit(),
         };
+        if spec_options.nofile_limit < spec::NOFILE_LIMIT {
+            warn!(
+                nofile = spec_options.nofile_limit,
+                "no CAP_SYS_RESOURCE: containers get the host's open-files limit"
+            );
+        }
 
         let logs = config.state_dir.join("logs");
         std::fs::create_dir_all(&logs).map_err(|source| RuntimeError::Io {
@@ -436,7 +443,7 @@ impl Runtime for ContainerdRuntime {
         Ok(())
     }
 
-    #[instrument(skip(self), fields(container_id = %id))]
+    #[instrument(skip_all, fields(container_id = %id))]
     async fn start(&self, id: &str, generation: u64) -> Result<TaskStarted, RuntimeError> {
         if let Some(old) = self.get_task(id).await? {
             match task_info(&old).status {
@@ -513,7 +520,7 @@ impl Runtime for ContainerdRuntime {
         })
     }
 
-    #[instrument(skip(self), fields(container_id = %id))]
+    #[instrument(skip_all, fields(container_id = %id))]
     async fn kill(&self, id: &str, signal: u32) -> Result<(), RuntimeError> {
         match self
             .tasks()
@@ -531,7 +538,7 @@ impl Runtime for ContainerdRuntime {
         }
     }
 
-    #[instrument(skip(self), fields(container_id = %id))]
+    #[instrument(skip_all, fields(container_id = %id))]
     async fn task(&self, id: &str) -> Result<Option<TaskInfo>, RuntimeError> {
         Ok(self.get_task(id).await?.as_ref().map(task_info))
     }
@@ -551,7 +558,7 @@ impl Runtime for ContainerdRuntime {
         }
     }
 
-    #[instrument(skip(self, exit), fields(container_id = %id, generation = exit.generation))]
+    #[instrument(skip_all, fields(container_id = %id, generation = exit.generation))]
     async fn finish_task(&self, id: &str, exit: &ExitRecord) -> Result<(), RuntimeError> {
         let record = serde_json::to_string(exit).expect("ExitRecord serializes");
         // Label first: if the worker dies between the two calls, the exit is
@@ -560,7 +567,7 @@ impl Runtime for ContainerdRuntime {
         self.delete_task(id).await
     }
 
-    #[instrument(skip(self), fields(container_id = %id))]
+    #[instrument(skip_all, fields(container_id = %id))]
     async fn remove(&self, id: &str) -> Result<(), RuntimeError> {
         if self.get_task(id).await?.is_some() {
             self.kill_and_wait(id).await?;

@@ -261,7 +261,7 @@ impl Puller {
         }
     }
 
-    #[instrument(skip(self), fields(image = %reference))]
+    #[instrument(skip_all, fields(image = %reference))]
     pub async fn ensure_image(&self, reference: &str) -> Result<ImageInfo, RuntimeError> {
         let err = |message: String| RuntimeError::Pull {
             image: reference.to_owned(),
@@ -292,7 +292,7 @@ impl Puller {
 
     async fn ensure_locked(&self, parsed: &Reference, name: &str) -> Result<ImageInfo, String> {
         let started = Instant::now();
-        if let Some(info) = self.from_containerd(name).await? {
+        if let Some(info) = self.resolve_cached(name).await? {
             debug!(
                 elapsed_ms = started.elapsed().as_millis() as u64,
                 "image cached"
@@ -310,7 +310,7 @@ impl Puller {
 
     /// Resolves the image from containerd alone. `None` when something is
     /// missing that only the registry can provide.
-    async fn from_containerd(&self, name: &str) -> Result<Option<ImageInfo>, String> {
+    async fn resolve_cached(&self, name: &str) -> Result<Option<ImageInfo>, String> {
         let mut images = ImagesClient::new(self.conn.channel.clone());
         let image = match images
             .get(self.conn.req(GetImageRequest {

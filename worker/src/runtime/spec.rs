@@ -32,6 +32,8 @@ pub const DEFAULT_CAPABILITIES: &[&str] = &[
 
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 pub const CPU_PERIOD_US: u64 = 100_000;
+/// The open-files limit containers get, unless the host cannot grant it
+/// (see [`SpecOptions::nofile_limit`]).
 pub const NOFILE_LIMIT: u64 = 1_048_576;
 
 const MASKED_PATHS: &[&str] = &[
@@ -67,6 +69,11 @@ pub struct SpecOptions {
     /// Whether cgroup v1 swap accounting exists (memory.memsw.*). Without it
     /// runc fails to write a memory+swap limit, so it is left out.
     pub swap_accounting: bool,
+    /// RLIMIT_NOFILE (soft and hard). Raising a hard limit above the one
+    /// runc inherits needs CAP_SYS_RESOURCE, which some hosts (sandboxed
+    /// VMs) withhold even from root; runc then fails with EPERM. So this is
+    /// [`NOFILE_LIMIT`] capped at the host's hard limit.
+    pub nofile_limit: u64,
 }
 
 /// The full runtime spec for `run` as JSON.
@@ -147,7 +154,7 @@ pub fn build(run: &RunSpec, opts: &SpecOptions) -> Result<Value, RuntimeError> {
                 "permitted": caps,
             },
             "rlimits": [
-                { "type": "RLIMIT_NOFILE", "hard": NOFILE_LIMIT, "soft": NOFILE_LIMIT },
+                { "type": "RLIMIT_NOFILE", "hard": opts.nofile_limit, "soft": opts.nofile_limit },
             ],
             "noNewPrivileges": true,
         },
@@ -225,6 +232,41 @@ fn allowed_devices() -> Value {
     ])
 }
 
+/// [`NOFILE_LIMIT`], or the hard open-files limit of this process if that
+/// is lower and raising it is not possible. containerd and its shims run
+/// under the same host limits as the worker, so this is a good proxy.
+pub fn host_nofile_limit() -> u64 {
+    let hard = std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|limits| parse_nofile_hard(&limits));
+    match hard {
+        Some(hard) if hard < NOFILE_LIMIT && !can_raise_rlimits() => hard,
+        _ => NOFILE_LIMIT,
+    }
+}
+
+/// The hard "Max open files" value of a /proc/<pid>/limits text.
+fn parse_nofile_hard(limits: &str) -> Option<u64> {
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    let mut fields = line["Max open files".len()..].split_whitespace();
+    let _soft = fields.next()?;
+    match fields.next()? {
+        "unlimited" => Some(u64::MAX),
+        n => n.parse().ok(),
+    }
+}
+
+/// Whether this process has CAP_SYS_RESOURCE (bit 24) in its effective set.
+fn can_raise_rlimits() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?;
+            u64::from_str_radix(hex.trim(), 16).ok()
+        })
+        .is_some_and(|caps| caps & (1 << 24) != 0)
+}
+
 fn default_mounts() -> Value {
     json!([
         { "destination": "/proc", "type": "proc", "source": "proc",
@@ -289,6 +331,7 @@ mod tests {
             pids_limit: 4096,
             seccomp: None,
             swap_accounting: true,
+            nofile_limit: NOFILE_LIMIT,
         }
     }
 
@@ -419,6 +462,18 @@ mod tests {
             .unwrap()
             .contains(&json!("/proc/sys")));
         assert_eq!(s["process"]["rlimits"][0]["hard"], 1_048_576);
+    }
+
+    #[test]
+    fn nofile_hard_limit_parses() {
+        let limits = "Limit                     Soft Limit           Hard Limit           Units\n\
+                      Max open files            1024                 20000                files\n";
+        assert_eq!(parse_nofile_hard(limits), Some(20000));
+        assert!(host_nofile_limit() <= NOFILE_LIMIT);
+        let mut o = opts();
+        o.nofile_limit = 20000;
+        let s = build(&run_spec(), &o).unwrap();
+        assert_eq!(s["process"]["rlimits"][0]["soft"], 20000);
     }
 
     #[test]

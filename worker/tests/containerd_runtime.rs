@@ -1,0 +1,286 @@
+//! ContainerdRuntime against a real containerd and registry.
+//!
+//! Runs only when `SKIFF_TEST_CONTAINERD_SOCKET` (a containerd gRPC socket)
+//! and `SKIFF_TEST_IMAGE` (a busybox-like image reachable over plain HTTP on
+//! loopback, e.g. `127.0.0.1:5099/busybox:1`) are set; otherwise it prints
+//! "skipped". `SKIFF_TEST_NAMESPACE` overrides the containerd namespace
+//! (default `skiff-rt-test`; containers in it are removed first, so give it
+//! one no one else uses). Every container gets a fresh uuid and is
+//! removed at the end. Timings are printed; run with `--nocapture`.
+
+use skiff_core::{CpuMillis, MemoryMib};
+use skiff_worker::runtime::containerd::{ContainerdConfig, ContainerdRuntime};
+use skiff_worker::runtime::{
+    ExitRecord, ImageInfo, RunSpec, Runtime, RuntimeError, TaskEvent, TaskStatus,
+};
+use std::collections::{BTreeMap, HashSet};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+struct Env {
+    socket: String,
+    image: String,
+    namespace: String,
+}
+
+fn env() -> Option<Env> {
+    Some(Env {
+        socket: std::env::var("SKIFF_TEST_CONTAINERD_SOCKET").ok()?,
+        image: std::env::var("SKIFF_TEST_IMAGE").ok()?,
+        namespace: std::env::var("SKIFF_TEST_NAMESPACE")
+            .unwrap_or_else(|_| "skiff-rt-test".to_owned()),
+    })
+}
+
+fn run_spec(image_ref: &str, image: &ImageInfo, command: &[&str], memory_mib: u64) -> RunSpec {
+    RunSpec {
+        id: uuid::Uuid::new_v4().to_string(),
+        image_ref: image_ref.to_owned(),
+        image: image.clone(),
+        command: command.iter().map(|s| s.to_string()).collect(),
+        env: BTreeMap::from([("GREETING".to_owned(), "hello".to_owned())]),
+        secure_env: BTreeMap::from([("SECRET_TOKEN".to_owned(), "s3cret".to_owned())]),
+        cpu: CpuMillis::parse(0.5).unwrap(),
+        memory: MemoryMib::parse(memory_mib).unwrap(),
+        hostname: "rt-test".to_owned(),
+    }
+}
+
+/// Reads events until `id`'s main task exits; returns its exit code and
+/// whether an OomKilled event for it was seen on the way.
+async fn wait_exit(events: &mut mpsc::Receiver<TaskEvent>, id: &str) -> (i32, bool) {
+    let mut oom = HashSet::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let event = tokio::time::timeout(left, events.recv())
+            .await
+            .unwrap_or_else(|_| panic!("no exit event for {id} within 30s"))
+            .expect("event stream closed");
+        match event {
+            TaskEvent::OomKilled { id: oid } => {
+                oom.insert(oid);
+            }
+            TaskEvent::Exited {
+                id: eid, exit_code, ..
+            } if eid == id => {
+                return (exit_code, oom.contains(id));
+            }
+            TaskEvent::Exited { .. } => {}
+        }
+    }
+}
+
+fn read_log(rt: &ContainerdRuntime, id: &str) -> String {
+    std::fs::read_to_string(rt.log_path(id)).unwrap_or_default()
+}
+
+fn exit_record(generation: u64, exit_code: i32, oom_killed: bool) -> ExitRecord {
+    ExitRecord {
+        generation,
+        exit_code,
+        started_at_unix_ms: 0,
+        finished_at_unix_ms: 1,
+        oom_killed,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn containerd_runtime_end_to_end() {
+    let Some(env) = env() else {
+        println!("skipped: set SKIFF_TEST_CONTAINERD_SOCKET and SKIFF_TEST_IMAGE to run");
+        return;
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    let state_dir = std::env::temp_dir().join(format!("skiff-rt-test-{}", uuid::Uuid::new_v4()));
+    let mut config = ContainerdConfig::new(&env.socket, &env.namespace, &state_dir);
+    config.cgroup_parent = format!("/skiff-rt-test/{}", env.namespace);
+    let rt = ContainerdRuntime::connect(config).await.expect("connect");
+    println!("containerd {}", rt.version().await.unwrap());
+    // The namespace is the test's own: clear what a failed earlier run left.
+    for stale in rt.list().await.unwrap() {
+        rt.remove(&stale.id).await.unwrap();
+    }
+    let mut events = rt.events();
+    // Subscribe is in flight in its own task; let it reach containerd.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // --- images ---
+    let t = Instant::now();
+    let first = rt
+        .ensure_image(&env.image)
+        .await
+        .expect("first ensure_image");
+    let first_ms = t.elapsed().as_millis();
+    let t = Instant::now();
+    let second = rt
+        .ensure_image(&env.image)
+        .await
+        .expect("second ensure_image");
+    let second_ms = t.elapsed().as_millis();
+    println!(
+        "ensure_image: first {first_ms} ms (fetched={}), second {second_ms} ms (fetched={})",
+        first.fetched, second.fetched
+    );
+    assert!(!second.fetched, "a cached image must not be fetched again");
+    assert_eq!(first.digest, second.digest);
+    assert_eq!(first.top_chain_id, second.top_chain_id);
+    assert!(first.digest.starts_with("sha256:"));
+
+    // Concurrent calls for one image share the work and agree.
+    let (a, b) = tokio::join!(rt.ensure_image(&env.image), rt.ensure_image(&env.image));
+    assert_eq!(a.unwrap().digest, b.unwrap().digest);
+
+    let registry = env.image.split('/').next().unwrap();
+    let missing = format!("{registry}/skiff-rt-test-nope:1");
+    match rt.ensure_image(&missing).await {
+        Err(e @ RuntimeError::Pull { .. }) => {
+            let msg = e.to_string();
+            println!("missing image error: {msg}");
+            assert!(msg.contains(&missing), "{msg}");
+            assert!(msg.contains("unknown"), "{msg}");
+        }
+        other => panic!("expected a pull error, got {other:?}"),
+    }
+
+    // --- run, exit code, logs, generations ---
+    let spec = run_spec(
+        &env.image,
+        &second,
+        &["sh", "-c", "echo hello $GREETING; exit 3"],
+        128,
+    );
+    let id = spec.id.clone();
+    let t = Instant::now();
+    rt.create(&spec).await.expect("create");
+    let create_ms = t.elapsed().as_millis();
+    rt.create(&spec).await.expect("create is idempotent");
+    let t = Instant::now();
+    let started = rt.start(&id, 1).await.expect("start");
+    let start_ms = t.elapsed().as_millis();
+    println!(
+        "create {create_ms} ms, start {start_ms} ms (pid {})",
+        started.pid
+    );
+    assert!(started.pid > 0);
+
+    let (code, _) = wait_exit(&mut events, &id).await;
+    assert_eq!(code, 3);
+    let task = rt
+        .task(&id)
+        .await
+        .unwrap()
+        .expect("stopped task still present");
+    assert_eq!(task.status, TaskStatus::Stopped);
+    assert_eq!(task.exit_code, Some(3));
+    assert!(task.exited_at_unix_ms.unwrap() >= started.started_at_unix_ms - 1000);
+    assert!(!rt.oom_killed(&id).await);
+
+    rt.finish_task(&id, &exit_record(1, 3, false))
+        .await
+        .expect("finish_task");
+    assert!(rt.task(&id).await.unwrap().is_none());
+    let listed = rt.list().await.unwrap();
+    let mine = listed.iter().find(|c| c.id == id).expect("listed");
+    assert_eq!(mine.generation, 1);
+    assert_eq!(mine.last_exit, Some(exit_record(1, 3, false)));
+    assert!(mine.task.is_none());
+    assert_eq!(read_log(&rt, &id).matches("hello hello").count(), 1);
+
+    rt.start(&id, 2).await.expect("second generation starts");
+    let (code, _) = wait_exit(&mut events, &id).await;
+    assert_eq!(code, 3);
+    let mine = rt
+        .list()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|c| c.id == id)
+        .unwrap();
+    assert_eq!(mine.generation, 2);
+    assert_eq!(mine.task.unwrap().status, TaskStatus::Stopped);
+    assert_eq!(read_log(&rt, &id).matches("hello hello").count(), 2);
+
+    // --- limits and isolation seen from inside ---
+    let probe = run_spec(
+        &env.image,
+        &second,
+        &[
+            "sh",
+            "-c",
+            "echo quota=$(cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us); \
+             echo nets=$(ls /sys/class/net | tr '\\n' ' '); \
+             echo secret=$SECRET_TOKEN; echo host=$(hostname); \
+             ping -c1 -W1 127.0.0.1 >/dev/null 2>&1 && echo raw=yes || echo raw=no",
+        ],
+        128,
+    );
+    rt.create(&probe).await.unwrap();
+    rt.start(&probe.id, 1).await.unwrap();
+    let (code, _) = wait_exit(&mut events, &probe.id).await;
+    let log = read_log(&rt, &probe.id);
+    println!("probe output:\n{log}");
+    assert_eq!(code, 0);
+    assert!(log.contains("quota=50000"), "{log}");
+    assert!(
+        log.lines().any(|l| l.trim() == "nets=lo"),
+        "only loopback expected: {log}"
+    );
+    assert!(log.contains("secret=s3cret"), "{log}");
+    assert!(log.contains("host=rt-test"), "{log}");
+    assert!(log.contains("raw=no"), "NET_RAW must be dropped: {log}");
+
+    // --- OOM ---
+    let hog = run_spec(
+        &env.image,
+        &second,
+        &[
+            "sh",
+            "-c",
+            "x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo ${#x}",
+        ],
+        64,
+    );
+    rt.create(&hog).await.unwrap();
+    rt.start(&hog.id, 1).await.unwrap();
+    let (code, oom_event) = wait_exit(&mut events, &hog.id).await;
+    let oom_cgroup = rt.oom_killed(&hog.id).await;
+    println!("oom: exit {code}, OomKilled event {oom_event}, oom_control {oom_cgroup}");
+    assert!(oom_cgroup, "memory.oom_control must report the kill");
+    assert_ne!(code, 0);
+
+    // --- a running container: start refuses, remove kills ---
+    let sleeper = run_spec(&env.image, &second, &["sleep", "1000"], 64);
+    rt.create(&sleeper).await.unwrap();
+    rt.start(&sleeper.id, 1).await.unwrap();
+    let task = rt.task(&sleeper.id).await.unwrap().unwrap();
+    assert_eq!(task.status, TaskStatus::Running);
+    assert!(rt.start(&sleeper.id, 2).await.is_err());
+    // SIGTERM would be ignored: `sleep` is PID 1 in its namespace and has no handler.
+    rt.kill(&sleeper.id, 9).await.unwrap();
+    let (code, _) = wait_exit(&mut events, &sleeper.id).await;
+    assert_eq!(code, 137);
+
+    // --- cleanup ---
+    let ids = [&id, &probe.id, &hog.id, &sleeper.id];
+    let t = Instant::now();
+    for cid in ids {
+        rt.remove(cid).await.expect("remove");
+    }
+    println!("remove: {} ms for {}", t.elapsed().as_millis(), ids.len());
+    rt.remove(&id).await.expect("remove is idempotent");
+    let left = rt.list().await.unwrap();
+    for cid in ids {
+        assert!(left.iter().all(|c| &c.id != cid), "{cid} still listed");
+        assert!(!rt.log_path(cid).exists());
+        let cgroup = format!(
+            "/sys/fs/cgroup/memory/skiff-rt-test/{}/{cid}",
+            env.namespace
+        );
+        assert!(!std::path::Path::new(&cgroup).exists(), "{cgroup} left");
+    }
+    let _ = std::fs::remove_dir_all(&state_dir);
+}
