@@ -40,6 +40,7 @@ use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 use tokio::sync::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -65,6 +66,7 @@ exit "$rc"
 "#;
 
 static PLATFORM: OnceLock<Result<Platform, String>> = OnceLock::new();
+static START_ERROR_REPORTED: AtomicBool = AtomicBool::new(false);
 
 /// The services under test, started once per test binary.
 pub struct Platform {
@@ -128,7 +130,11 @@ impl Platform {
         });
         match started {
             Ok(platform) => Some(platform),
-            Err(e) => panic!("end-to-end platform did not start: {e}"),
+            // The whole error once; the other tests point at it.
+            Err(e) if !START_ERROR_REPORTED.swap(true, Ordering::SeqCst) => {
+                panic!("end-to-end platform did not start: {e}")
+            }
+            Err(_) => panic!("end-to-end platform did not start: see the first failing test"),
         }
     }
 
@@ -172,6 +178,7 @@ impl Platform {
             ("SKIFF_DATABASE_URL".into(), database_url),
             ("SKIFF_ADMIN_TOKEN".into(), admin_token.clone()),
             ("RUST_LOG".into(), "info".into()),
+            ("NO_COLOR".into(), "1".into()),
         ];
         let api = Service::spawn("api", &api_bin, &api_env, &run_dir)?;
         let api = std::sync::Mutex::new(api);
@@ -201,6 +208,7 @@ impl Platform {
             ("SKIFF_CPU_MILLIS".into(), "64000".into()),
             ("SKIFF_MEMORY_MIB".into(), "65536".into()),
             ("RUST_LOG".into(), "info".into()),
+            ("NO_COLOR".into(), "1".into()),
         ];
         let worker = Service::spawn("worker", &worker_bin, &worker_env, &run_dir)?;
 
