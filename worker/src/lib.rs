@@ -1,1 +1,91 @@
+//! skiff-worker: the host agent.
+//!
+//! It owns everything that happens on one host: registering with the
+//! control plane, turning assignments into containerd containers, reporting
+//! what actually happened (with containerd's timestamps), and serving logs.
+//! It talks to the control plane only through `skiff-proto` over gRPC, and to
+//! containerd only through the [`runtime`] boundary.
+//!
+//! Layout:
+//! - [`config`]: flags and `SKIFF_*` environment.
+//! - [`agent`]: registration, heartbeats, per-container supervisors (reconcile).
+//! - [`runtime`]: the containerd boundary (pull, spec, seccomp, tasks).
+//! - [`logs`]: the `WorkerAgent` gRPC service that serves log files.
 
+pub mod agent;
+pub mod config;
+pub mod logs;
+pub mod runtime;
+
+use agent::{Agent, AgentError, HostInfo};
+use config::WorkerConfig;
+use runtime::containerd::{ContainerdConfig, ContainerdRuntime};
+use std::future::Future;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error(transparent)]
+    Agent(#[from] AgentError),
+    #[error(transparent)]
+    Runtime(#[from] runtime::RuntimeError),
+    #[error("agent endpoint: {0}")]
+    Serve(#[from] tonic::transport::Error),
+    #[error("agent endpoint address: {0}")]
+    Listen(#[source] std::io::Error),
+}
+
+/// Runs the worker until `shutdown` resolves. Containers keep running after.
+pub async fn serve(
+    config: WorkerConfig,
+    agent_listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), WorkerError> {
+    let runtime = Arc::new(
+        ContainerdRuntime::connect(ContainerdConfig {
+            socket: config.containerd_socket.clone(),
+            namespace: config.containerd_namespace.clone(),
+            state_dir: config.state_dir.clone(),
+            insecure_registries: config.insecure_registries.clone(),
+            seccomp_profile: Some(config.seccomp_profile.clone()),
+            cgroup_parent: config.cgroup_parent(),
+            ..ContainerdConfig::default()
+        })
+        .await?,
+    );
+    let agent_addr = agent_listener.local_addr().map_err(WorkerError::Listen)?;
+    let host = HostInfo {
+        host_id: config.host_id(),
+        agent_addr: agent_addr.to_string(),
+        cpu_millis: config.cpu_millis(),
+        memory_mib: config.memory_mib(),
+    };
+    tracing::info!(host = %host.host_id, agent = %agent_addr, cpu_millis = host.cpu_millis,
+        memory_mib = host.memory_mib, "skiff-worker starting");
+
+    let cancel = CancellationToken::new();
+    {
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            cancel.cancel();
+        });
+    }
+    let logs = skiff_proto::worker_agent_server::WorkerAgentServer::new(logs::LogService::new(runtime.clone()));
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(agent_listener);
+    let server_cancel = cancel.clone();
+    let server = tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(logs)
+            .serve_with_incoming_shutdown(incoming, server_cancel.cancelled_owned())
+            .await
+    });
+
+    let agent = Agent::new(runtime, host, config.control_plane.clone(), cancel.clone());
+    let result = agent.run().await;
+    cancel.cancel();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), server).await;
+    Ok(result?)
+}

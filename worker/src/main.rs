@@ -1,1 +1,32 @@
-fn main() {}
+//! `skiff-worker`: parse config, set up tracing, run until SIGINT/SIGTERM.
+//! Stopping the worker leaves containers running; a new worker re-adopts them.
+
+use anyhow::Context;
+use clap::Parser;
+use skiff_worker::config::WorkerConfig;
+use tokio::net::TcpListener;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let config = WorkerConfig::parse();
+    let listener = TcpListener::bind(config.agent_listen)
+        .await
+        .with_context(|| format!("binding the agent endpoint on {}", config.agent_listen))?;
+    skiff_worker::serve(config, listener, shutdown_signal()).await?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing the SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down");
+}

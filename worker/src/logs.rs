@@ -1,0 +1,165 @@
+//! The worker's `WorkerAgent` gRPC service: serves a container's log file
+//! (stdout and stderr of every run, appended by containerd's shim) to the
+//! control plane, from any point, optionally following new output.
+
+use crate::runtime::{Runtime, TaskStatus};
+use skiff_proto as pb;
+use skiff_proto::worker_agent_server::WorkerAgent;
+use std::io::SeekFrom;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+const CHUNK: usize = 64 * 1024;
+const FOLLOW_POLL: Duration = Duration::from_millis(200);
+
+pub struct LogService<R: Runtime> {
+    runtime: Arc<R>,
+}
+
+impl<R: Runtime> LogService<R> {
+    pub fn new(runtime: Arc<R>) -> Self {
+        Self { runtime }
+    }
+}
+
+type LogStream = Pin<Box<dyn Stream<Item = Result<pb::LogChunk, Status>> + Send>>;
+
+/// Byte offset where the last `lines` lines of the file start.
+async fn tail_offset(file: &mut tokio::fs::File, len: u64, lines: u32) -> std::io::Result<u64> {
+    let mut newlines_seen = 0u32;
+    let mut end = len;
+    let mut buf = vec![0u8; CHUNK];
+    while end > 0 {
+        let start = end.saturating_sub(CHUNK as u64);
+        let n = (end - start) as usize;
+        file.seek(SeekFrom::Start(start)).await?;
+        file.read_exact(&mut buf[..n]).await?;
+        for i in (0..n).rev() {
+            // A newline that ends the file does not start another line.
+            if buf[i] == b'\n' && start + i as u64 != len - 1 {
+                newlines_seen += 1;
+                if newlines_seen == lines {
+                    return Ok(start + i as u64 + 1);
+                }
+            }
+        }
+        end = start;
+    }
+    Ok(0)
+}
+
+#[tonic::async_trait]
+impl<R: Runtime> WorkerAgent for LogService<R> {
+    type ReadLogsStream = LogStream;
+
+    async fn read_logs(&self, request: Request<pb::LogsRequest>) -> Result<Response<LogStream>, Status> {
+        let req = request.into_inner();
+        // Ids are uuids; checking keeps the path inside the logs directory.
+        let id = uuid::Uuid::parse_str(&req.container_id)
+            .map_err(|_| Status::invalid_argument("container_id must be a uuid"))?
+            .to_string();
+        let path = self.runtime.log_path(&id);
+        let runtime = self.runtime.clone();
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        tokio::spawn(async move {
+            if let Err(status) = stream_file(&path, &id, req, runtime, &tx).await {
+                let _ = tx.send(Err(status)).await;
+            }
+        });
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+    }
+}
+
+async fn stream_file<R: Runtime>(
+    path: &Path,
+    id: &str,
+    req: pb::LogsRequest,
+    runtime: Arc<R>,
+    tx: &tokio::sync::mpsc::Sender<Result<pb::LogChunk, Status>>,
+) -> Result<(), Status> {
+    let io_err = |e: std::io::Error| Status::internal(format!("reading logs: {e}"));
+    let mut file = match tokio::fs::File::open(path).await {
+        Ok(file) => Some(file),
+        // No output yet (or never started): an empty log.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(io_err(e)),
+    };
+    let mut offset = 0u64;
+    if let Some(file) = file.as_mut() {
+        let len = file.metadata().await.map_err(io_err)?.len();
+        if req.tail_lines > 0 && len > 0 {
+            offset = tail_offset(file, len, req.tail_lines).await.map_err(io_err)?;
+        }
+        file.seek(SeekFrom::Start(offset)).await.map_err(io_err)?;
+    }
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        if let Some(file) = file.as_mut() {
+            loop {
+                let n = file.read(&mut buf).await.map_err(io_err)?;
+                if n == 0 {
+                    break;
+                }
+                if tx.send(Ok(pb::LogChunk { data: buf[..n].to_vec() })).await.is_err() {
+                    return Ok(()); // the reader went away
+                }
+            }
+        }
+        if !req.follow {
+            return Ok(());
+        }
+        let running = runtime
+            .task(id)
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?
+            .is_some_and(|t| t.status != TaskStatus::Stopped);
+        if !running {
+            // One last read catches output written just before the exit.
+            if let Some(file) = file.as_mut() {
+                loop {
+                    let n = file.read(&mut buf).await.map_err(io_err)?;
+                    if n == 0 {
+                        return Ok(());
+                    }
+                    if tx.send(Ok(pb::LogChunk { data: buf[..n].to_vec() })).await.is_err() {
+                        return Ok(());
+                    }
+                }
+            }
+            return Ok(());
+        }
+        tokio::time::sleep(FOLLOW_POLL).await;
+        if file.is_none() {
+            file = tokio::fs::File::open(path).await.ok();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn tail(content: &str, lines: u32) -> String {
+        let dir = std::env::temp_dir().join(format!("skiff-tail-{}", uuid::Uuid::new_v4()));
+        std::fs::write(&dir, content).unwrap();
+        let mut file = tokio::fs::File::open(&dir).await.unwrap();
+        let off = tail_offset(&mut file, content.len() as u64, lines).await.unwrap();
+        std::fs::remove_file(&dir).unwrap();
+        content[off as usize..].to_owned()
+    }
+
+    #[tokio::test]
+    async fn tails_whole_lines() {
+        assert_eq!(tail("a\nb\nc\n", 1).await, "c\n");
+        assert_eq!(tail("a\nb\nc\n", 2).await, "b\nc\n");
+        assert_eq!(tail("a\nb\nc", 1).await, "c");
+        assert_eq!(tail("a\nb\nc\n", 10).await, "a\nb\nc\n");
+        let long = "x\n".repeat(100_000);
+        assert_eq!(tail(&long, 3).await, "x\nx\nx\n");
+    }
+}
