@@ -121,6 +121,7 @@ async fn containerd_runtime_end_to_end() {
         .await
         .expect("second ensure_image");
     let second_ms = t.elapsed().as_millis();
+    println!("image {} manifest {}", env.image, first.digest);
     println!(
         "ensure_image: first {first_ms} ms (fetched={}), second {second_ms} ms (fetched={})",
         first.fetched, second.fetched
@@ -204,6 +205,18 @@ async fn containerd_runtime_end_to_end() {
     assert_eq!(mine.task.unwrap().status, TaskStatus::Stopped);
     assert_eq!(read_log(&rt, &id).matches("hello hello").count(), 2);
 
+    // --- the image's own entrypoint/cmd, env and working dir ---
+    let defaults = run_spec(&env.image, &second, &[], 64);
+    rt.create(&defaults).await.unwrap();
+    rt.start(&defaults.id, 1).await.unwrap();
+    let (code, _) = wait_exit(&mut events, &defaults.id).await;
+    println!(
+        "image defaults {:?} exited {code}: {:?}",
+        second.defaults,
+        read_log(&rt, &defaults.id)
+    );
+    assert_eq!(code, 0);
+
     // --- limits and isolation seen from inside ---
     let probe = run_spec(
         &env.image,
@@ -265,7 +278,7 @@ async fn containerd_runtime_end_to_end() {
     assert_eq!(code, 137);
 
     // --- cleanup ---
-    let ids = [&id, &probe.id, &hog.id, &sleeper.id];
+    let ids = [&id, &defaults.id, &probe.id, &hog.id, &sleeper.id];
     let t = Instant::now();
     for cid in ids {
         rt.remove(cid).await.expect("remove");

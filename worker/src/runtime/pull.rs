@@ -218,7 +218,20 @@ fn registry_message(e: &OciDistributionError) -> String {
             format!("registry returned HTTP {code}: {message}")
         }
         OciDistributionError::UnauthorizedError { .. } => "registry denied access".to_owned(),
-        other => other.to_string(),
+        // Transport errors hide the useful part ("Connection refused") in
+        // their source chain.
+        other => {
+            let mut message = other.to_string();
+            let mut source = std::error::Error::source(other);
+            while let Some(cause) = source {
+                let text = cause.to_string();
+                if !message.contains(&text) {
+                    message = format!("{message}: {text}");
+                }
+                source = cause.source();
+            }
+            message
+        }
     }
 }
 
