@@ -5,7 +5,10 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 #[derive(Debug, Clone, Parser)]
-#[command(name = "skiff-api", about = "skiff control plane: REST API, scheduler, worker gRPC endpoint")]
+#[command(
+    name = "skiff-api",
+    about = "skiff control plane: REST API, scheduler, worker gRPC endpoint"
+)]
 pub struct ApiConfig {
     /// Address of the REST API.
     #[arg(long, env = "SKIFF_LISTEN", default_value = "127.0.0.1:8080")]

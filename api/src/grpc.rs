@@ -67,10 +67,15 @@ type AssignmentStream = Pin<Box<dyn Stream<Item = Result<pb::AssignmentSet, Stat
 
 #[tonic::async_trait]
 impl ControlPlane for ControlPlaneService {
-    async fn register(&self, request: Request<pb::RegisterRequest>) -> Result<Response<pb::RegisterResponse>, Status> {
+    async fn register(
+        &self,
+        request: Request<pb::RegisterRequest>,
+    ) -> Result<Response<pb::RegisterResponse>, Status> {
         let req = request.into_inner();
         if req.host_id.is_empty() || req.agent_addr.is_empty() {
-            return Err(Status::invalid_argument("host_id and agent_addr are required"));
+            return Err(Status::invalid_argument(
+                "host_id and agent_addr are required",
+            ));
         }
         self.state.store.register_host(&req).await?;
         tracing::info!(host = %req.host_id, agent = %req.agent_addr, cpu_millis = req.cpu_millis,
@@ -81,7 +86,10 @@ impl ControlPlane for ControlPlaneService {
         }))
     }
 
-    async fn heartbeat(&self, request: Request<pb::HeartbeatRequest>) -> Result<Response<pb::HeartbeatResponse>, Status> {
+    async fn heartbeat(
+        &self,
+        request: Request<pb::HeartbeatRequest>,
+    ) -> Result<Response<pb::HeartbeatResponse>, Status> {
         let host = request.into_inner().host_id;
         if !self.state.store.heartbeat(&host).await? {
             return Err(Status::not_found("unknown host: register first"));
@@ -91,7 +99,10 @@ impl ControlPlane for ControlPlaneService {
 
     type WatchAssignmentsStream = AssignmentStream;
 
-    async fn watch_assignments(&self, request: Request<pb::WatchRequest>) -> Result<Response<AssignmentStream>, Status> {
+    async fn watch_assignments(
+        &self,
+        request: Request<pb::WatchRequest>,
+    ) -> Result<Response<AssignmentStream>, Status> {
         let host = request.into_inner().host_id;
         if self.state.store.host(&host).await?.is_none() {
             return Err(Status::not_found("unknown host: register first"));
@@ -120,11 +131,15 @@ impl ControlPlane for ControlPlaneService {
         Ok(Response::new(stream))
     }
 
-    async fn report_status(&self, request: Request<pb::StatusReport>) -> Result<Response<pb::ReportAck>, Status> {
+    async fn report_status(
+        &self,
+        request: Request<pb::StatusReport>,
+    ) -> Result<Response<pb::ReportAck>, Status> {
         let report = request.into_inner();
         let span = tracing::debug_span!("report", container = %report.container_id, generation = report.generation);
         let _enter = span.enter();
-        let observed = pb::ObservedState::try_from(report.state).unwrap_or(pb::ObservedState::Unspecified);
+        let observed =
+            pb::ObservedState::try_from(report.state).unwrap_or(pb::ObservedState::Unspecified);
         self.state
             .metrics
             .reports
@@ -169,7 +184,10 @@ pub struct AgentClients {
 }
 
 impl AgentClients {
-    pub fn client(&self, addr: &str) -> Result<pb::worker_agent_client::WorkerAgentClient<Channel>, Status> {
+    pub fn client(
+        &self,
+        addr: &str,
+    ) -> Result<pb::worker_agent_client::WorkerAgentClient<Channel>, Status> {
         let mut channels = self.channels.lock().expect("agent clients lock");
         let channel = match channels.get(addr) {
             Some(channel) => channel.clone(),

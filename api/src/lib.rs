@@ -57,7 +57,10 @@ impl TokenCache {
     }
 
     pub fn insert(&self, hash: Vec<u8>, tenant: Uuid) {
-        self.0.lock().expect("token cache lock").insert(hash, tenant);
+        self.0
+            .lock()
+            .expect("token cache lock")
+            .insert(hash, tenant);
     }
 }
 

@@ -2,7 +2,9 @@
 //! a container's start (queue, pull, create, start), so operators see the
 //! same figures the benchmark prints.
 
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
+};
 
 pub struct Metrics {
     registry: Registry,
@@ -15,19 +17,32 @@ impl Default for Metrics {
     fn default() -> Self {
         let registry = Registry::new();
         let http_duration = HistogramVec::new(
-            HistogramOpts::new("skiff_api_request_duration_seconds", "REST API request latency")
-                .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0]),
+            HistogramOpts::new(
+                "skiff_api_request_duration_seconds",
+                "REST API request latency",
+            )
+            .buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+            ]),
             &["method", "route", "status"],
         )
         .expect("valid metric");
         let phase_duration = HistogramVec::new(
-            HistogramOpts::new("skiff_container_phase_seconds", "Time a container spent in each start phase")
-                .buckets(vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
+            HistogramOpts::new(
+                "skiff_container_phase_seconds",
+                "Time a container spent in each start phase",
+            )
+            .buckets(vec![
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            ]),
             &["phase"],
         )
         .expect("valid metric");
         let reports = IntCounterVec::new(
-            Opts::new("skiff_worker_reports_total", "Status reports received from workers"),
+            Opts::new(
+                "skiff_worker_reports_total",
+                "Status reports received from workers",
+            ),
             &["state"],
         )
         .expect("valid metric");
@@ -50,7 +65,9 @@ impl Default for Metrics {
 impl Metrics {
     pub fn observe_phase_ms(&self, phase: &str, ms: i64) {
         if ms >= 0 {
-            self.phase_duration.with_label_values(&[phase]).observe(ms as f64 / 1000.0);
+            self.phase_duration
+                .with_label_values(&[phase])
+                .observe(ms as f64 / 1000.0);
         }
     }
 

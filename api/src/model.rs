@@ -90,10 +90,16 @@ impl CreateContainer {
         let memory = MemoryMib::parse(self.memory_mib)?;
         let command = self.command.unwrap_or_default();
         if command.iter().any(|arg| arg.contains('\0')) {
-            return Err(FieldError::new("command", "arguments must not contain NUL bytes"));
+            return Err(FieldError::new(
+                "command",
+                "arguments must not contain NUL bytes",
+            ));
         }
         if command.iter().map(String::len).sum::<usize>() > MAX_COMMAND_BYTES {
-            return Err(FieldError::new("command", "must be at most 64 KiB in total"));
+            return Err(FieldError::new(
+                "command",
+                "must be at most 64 KiB in total",
+            ));
         }
         let env = self.env.unwrap_or_default();
         let secure_env = self.secure_env.unwrap_or_default();
@@ -106,7 +112,10 @@ impl CreateContainer {
         }
         let stop_timeout_s = self.stop_timeout_s.unwrap_or(DEFAULT_STOP_TIMEOUT_S);
         if stop_timeout_s > MAX_STOP_TIMEOUT_S {
-            return Err(FieldError::new("stop_timeout_s", "must be at most 3600 seconds"));
+            return Err(FieldError::new(
+                "stop_timeout_s",
+                "must be at most 3600 seconds",
+            ));
         }
         let labels = self.labels.unwrap_or_default();
         validate_labels(&labels)?;
@@ -134,7 +143,9 @@ fn validate_labels(labels: &BTreeMap<String, String>) -> Result<(), FieldError> 
     for (key, value) in labels {
         let key_ok = !key.is_empty()
             && key.len() <= 63
-            && key.chars().all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c));
+            && key
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c));
         if !key_ok {
             return Err(FieldError::new(
                 format!("labels.{key}"),
@@ -241,9 +252,11 @@ mod tests {
 
     #[test]
     fn minimal_request_gets_defaults() {
-        let c = request(serde_json::json!({"image": "127.0.0.1:5000/a:1", "cpu": 0.5, "memory_mib": 256}))
-            .validate()
-            .unwrap();
+        let c = request(
+            serde_json::json!({"image": "127.0.0.1:5000/a:1", "cpu": 0.5, "memory_mib": 256}),
+        )
+        .validate()
+        .unwrap();
         assert!(c.name.starts_with("c-"));
         assert_eq!(c.cpu.millis(), 500);
         assert_eq!(c.restart_policy, RestartPolicy::Never);

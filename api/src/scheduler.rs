@@ -27,7 +27,8 @@ pub async fn run(state: Arc<AppState>, shutdown: CancellationToken) {
 }
 
 async fn pass(state: &AppState) -> Result<(), crate::store::StoreError> {
-    let lost_after = chrono::Duration::from_std(state.config.host_lost_after()).unwrap_or(chrono::Duration::seconds(30));
+    let lost_after = chrono::Duration::from_std(state.config.host_lost_after())
+        .unwrap_or(chrono::Duration::seconds(30));
     let cutoff = Utc::now() - lost_after;
     for host in state.store.place_pending(cutoff).await? {
         state.hub.host_changed(&host);

@@ -255,7 +255,12 @@ impl Store {
 
     /// Applies a user's lifecycle request. Returns the updated row, or None
     /// when the container does not exist for this tenant.
-    pub async fn request(&self, tenant: Uuid, id: Uuid, action: Action) -> Result<Option<ContainerRow>> {
+    pub async fn request(
+        &self,
+        tenant: Uuid,
+        id: Uuid,
+        action: Action,
+    ) -> Result<Option<ContainerRow>> {
         let mut tx = self.pool.begin().await?;
         let Some(row) = lock_container(&mut tx, id, Some(tenant)).await? else {
             return Ok(None);
@@ -305,7 +310,15 @@ impl Store {
         if let Some(sql) = sql {
             sqlx::query(sql).bind(id).execute(&mut *tx).await?;
             if action == Action::Restart {
-                insert_event(&mut tx, id, &format!("restart-{}", row.generation + 1), "Restarting", "restart requested", Utc::now()).await?;
+                insert_event(
+                    &mut tx,
+                    id,
+                    &format!("restart-{}", row.generation + 1),
+                    "Restarting",
+                    "restart requested",
+                    Utc::now(),
+                )
+                .await?;
             }
         }
         let row = lock_container(&mut tx, id, None).await?;
@@ -315,11 +328,13 @@ impl Store {
 
     /// Whether the worker has removed a deleted container from its host.
     pub async fn is_removed(&self, id: Uuid) -> Result<bool> {
-        Ok(sqlx::query_scalar::<_, bool>("SELECT removed_at IS NOT NULL FROM containers WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?
-            .unwrap_or(true))
+        Ok(sqlx::query_scalar::<_, bool>(
+            "SELECT removed_at IS NOT NULL FROM containers WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        .unwrap_or(true))
     }
 
     // ---- hosts ----
@@ -378,7 +393,9 @@ impl Store {
     pub async fn place_pending(&self, live_after: DateTime<Utc>) -> Result<Vec<String>> {
         let mut tx = self.pool.begin().await?;
         // One placer at a time, so two passes never overcommit a host.
-        sqlx::query("SELECT pg_advisory_xact_lock(7301)").execute(&mut *tx).await?;
+        sqlx::query("SELECT pg_advisory_xact_lock(7301)")
+            .execute(&mut *tx)
+            .await?;
         let pending: Vec<(Uuid, i32, i32)> = sqlx::query_as(
             "SELECT id, cpu_millis, memory_mib FROM containers \
              WHERE state = 'pending' AND desired = 'running' AND deleted_at IS NULL \
@@ -405,10 +422,9 @@ impl Store {
         for (id, cpu, mem) in pending {
             // Most free cpu first spreads load across hosts.
             hosts.sort_by_key(|(_, free_cpu, _)| std::cmp::Reverse(*free_cpu));
-            let Some(host) = hosts
-                .iter_mut()
-                .find(|(_, free_cpu, free_mem)| *free_cpu >= i64::from(cpu) && *free_mem >= i64::from(mem))
-            else {
+            let Some(host) = hosts.iter_mut().find(|(_, free_cpu, free_mem)| {
+                *free_cpu >= i64::from(cpu) && *free_mem >= i64::from(mem)
+            }) else {
                 sqlx::query(
                     "UPDATE containers SET reason = 'NoCapacity', \
                      message = 'waiting for a host with enough free cpu and memory' WHERE id = $1",
@@ -429,7 +445,15 @@ impl Store {
             .bind(&host.0)
             .execute(&mut *tx)
             .await?;
-            insert_event(&mut tx, id, "scheduled", "Scheduled", &format!("placed on host {}", host.0), Utc::now()).await?;
+            insert_event(
+                &mut tx,
+                id,
+                "scheduled",
+                "Scheduled",
+                &format!("placed on host {}", host.0),
+                Utc::now(),
+            )
+            .await?;
             if !touched.contains(&host.0) {
                 touched.push(host.0.clone());
             }
@@ -452,7 +476,15 @@ impl Store {
         let mut touched = Vec::new();
         for (id, host, generation) in hosts {
             let mut tx = self.pool.begin().await?;
-            insert_event(&mut tx, id, &format!("restart-{generation}"), "Restarting", "restart policy", Utc::now()).await?;
+            insert_event(
+                &mut tx,
+                id,
+                &format!("restart-{generation}"),
+                "Restarting",
+                "restart policy",
+                Utc::now(),
+            )
+            .await?;
             tx.commit().await?;
             if let Some(host) = host {
                 if !touched.contains(&host) {
@@ -494,14 +526,17 @@ impl Store {
             let at = DateTime::from_timestamp_millis(event.at_unix_ms).unwrap_or_else(Utc::now);
             insert_event(&mut tx, id, &event.key, &event.kind, &event.message, at).await?;
         }
-        let observed = pb::ObservedState::try_from(report.state).unwrap_or(pb::ObservedState::Unspecified);
+        let observed =
+            pb::ObservedState::try_from(report.state).unwrap_or(pb::ObservedState::Unspecified);
         let current_generation = report.generation == row.generation as u64;
         let mut timings = None;
         if observed == pb::ObservedState::Removed {
-            sqlx::query("UPDATE containers SET removed_at = now() WHERE id = $1 AND desired = 'deleted'")
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "UPDATE containers SET removed_at = now() WHERE id = $1 AND desired = 'deleted'",
+            )
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
         } else if current_generation && row.host_id.as_deref() == Some(report.host_id.as_str()) {
             timings = report.timings;
             apply_observation(&mut tx, &row, report, observed).await?;
@@ -590,7 +625,10 @@ async fn apply_observation(
             // Progress only moves forward; a stop in flight stays "stopping".
             let allowed = match observed {
                 O::Stopping => !state.is_terminal(),
-                _ => matches!(state, ContainerState::Pending | ContainerState::Scheduled | ContainerState::Pulling),
+                _ => matches!(
+                    state,
+                    ContainerState::Pending | ContainerState::Scheduled | ContainerState::Pulling
+                ),
             };
             if allowed {
                 sqlx::query(
@@ -600,14 +638,22 @@ async fn apply_observation(
                 .bind(row.id)
                 .bind(next)
                 .bind(digest)
-                .bind(if observed == O::Starting { Some(t.pull_ms as i64) } else { None })
+                .bind(if observed == O::Starting {
+                    Some(t.pull_ms as i64)
+                } else {
+                    None
+                })
                 .execute(&mut **tx)
                 .await?;
             }
         }
         O::Running => {
             // A stop requested while the task was starting keeps the container "stopping".
-            let next = if row.desired == "running" { "running" } else { "stopping" };
+            let next = if row.desired == "running" {
+                "running"
+            } else {
+                "stopping"
+            };
             sqlx::query(
                 "UPDATE containers SET state = $2, started_at = COALESCE($3, started_at, now()), \
                  image_digest = COALESCE($4, image_digest), pull_ms = COALESCE($5, pull_ms), \
@@ -628,7 +674,11 @@ async fn apply_observation(
         }
         O::Exited => apply_exit(tx, row, report).await?,
         O::Failed => {
-            let reason = if report.reason.is_empty() { Reason::StartFailed.as_str() } else { report.reason.as_str() };
+            let reason = if report.reason.is_empty() {
+                Reason::StartFailed.as_str()
+            } else {
+                report.reason.as_str()
+            };
             sqlx::query(
                 "UPDATE containers SET state = 'failed', reason = $2, message = $3, finished_at = now(), \
                  image_digest = COALESCE($4, image_digest) WHERE id = $1",
@@ -645,7 +695,11 @@ async fn apply_observation(
     Ok(())
 }
 
-async fn apply_exit(tx: &mut Transaction<'_, Postgres>, row: &ContainerRow, report: &pb::StatusReport) -> Result<()> {
+async fn apply_exit(
+    tx: &mut Transaction<'_, Postgres>,
+    row: &ContainerRow,
+    report: &pb::StatusReport,
+) -> Result<()> {
     let finished_at = ms_to_time(report.finished_at_unix_ms).unwrap_or_else(Utc::now);
     let started_at = ms_to_time(report.started_at_unix_ms).or(row.started_at);
     let Some(code) = report.exit_code else {
@@ -698,7 +752,9 @@ async fn apply_exit(tx: &mut Transaction<'_, Postgres>, row: &ContainerRow, repo
         )
         .bind(row.id)
         .bind(code)
-        .bind(format!("exited with code {code} ({exit_reason}); restarting in {delay} s"))
+        .bind(format!(
+            "exited with code {code} ({exit_reason}); restarting in {delay} s"
+        ))
         .bind(started_at)
         .bind(finished_at)
         .bind(delay as f64)
@@ -707,9 +763,16 @@ async fn apply_exit(tx: &mut Transaction<'_, Postgres>, row: &ContainerRow, repo
         .await?;
         return Ok(());
     }
-    let state = if code == 0 && !oom { "succeeded" } else { "failed" };
+    let state = if code == 0 && !oom {
+        "succeeded"
+    } else {
+        "failed"
+    };
     let message = if oom {
-        format!("the process exceeded its memory limit of {} MiB and was killed", row.memory_mib)
+        format!(
+            "the process exceeded its memory limit of {} MiB and was killed",
+            row.memory_mib
+        )
     } else {
         format!("exited with code {code}")
     };

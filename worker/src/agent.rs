@@ -120,7 +120,12 @@ pub struct Agent<R: Runtime> {
 }
 
 impl<R: Runtime> Agent<R> {
-    pub fn new(runtime: Arc<R>, host: HostInfo, control_plane: String, shutdown: CancellationToken) -> Arc<Self> {
+    pub fn new(
+        runtime: Arc<R>,
+        host: HostInfo,
+        control_plane: String,
+        shutdown: CancellationToken,
+    ) -> Arc<Self> {
         Arc::new(Self {
             runtime,
             host,
@@ -139,7 +144,10 @@ impl<R: Runtime> Agent<R> {
         *self.adopted.lock().await = existing.into_iter().map(|c| (c.id.clone(), c)).collect();
 
         let endpoint = Endpoint::from_shared(self.control_plane.clone())
-            .map_err(|source| AgentError::Endpoint { addr: self.control_plane.clone(), source })?
+            .map_err(|source| AgentError::Endpoint {
+                addr: self.control_plane.clone(),
+                source,
+            })?
             .connect_timeout(Duration::from_secs(3))
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))
@@ -172,7 +180,11 @@ impl<R: Runtime> Agent<R> {
     }
 
     /// One connection's life: register, heartbeat, follow assignments.
-    async fn session(self: &Arc<Self>, mut client: ControlPlaneClient<Channel>, reporter: &Reporter) -> Result<(), tonic::Status> {
+    async fn session(
+        self: &Arc<Self>,
+        mut client: ControlPlaneClient<Channel>,
+        reporter: &Reporter,
+    ) -> Result<(), tonic::Status> {
         let version = self
             .runtime
             .version()
@@ -194,7 +206,8 @@ impl<R: Runtime> Agent<R> {
         let heartbeat = {
             let mut client = client.clone();
             let host_id = self.host.host_id.clone();
-            let interval = Duration::from_millis(u64::from(registered.heartbeat_interval_ms.max(500)));
+            let interval =
+                Duration::from_millis(u64::from(registered.heartbeat_interval_ms.max(500)));
             let done = session_done.clone();
             tokio::spawn(async move {
                 loop {
@@ -202,7 +215,12 @@ impl<R: Runtime> Agent<R> {
                         _ = done.cancelled() => return,
                         _ = tokio::time::sleep(interval) => {}
                     }
-                    if let Err(status) = client.heartbeat(pb::HeartbeatRequest { host_id: host_id.clone() }).await {
+                    if let Err(status) = client
+                        .heartbeat(pb::HeartbeatRequest {
+                            host_id: host_id.clone(),
+                        })
+                        .await
+                    {
                         tracing::warn!(%status, "heartbeat failed");
                         if status.code() == tonic::Code::NotFound {
                             // The control plane forgot us: end the session to re-register.
@@ -216,7 +234,9 @@ impl<R: Runtime> Agent<R> {
         let _stop_heartbeat = session_done.clone().drop_guard();
 
         let mut stream = client
-            .watch_assignments(pb::WatchRequest { host_id: self.host.host_id.clone() })
+            .watch_assignments(pb::WatchRequest {
+                host_id: self.host.host_id.clone(),
+            })
             .await?
             .into_inner();
         loop {
@@ -267,8 +287,18 @@ impl<R: Runtime> Agent<R> {
                 last_sent: None,
                 oom_seen: false,
             };
-            tokio::spawn(supervisor.run().instrument(tracing::info_span!("container", id = %id)));
-            supervisors.insert(id, Supervisor { desired: desired_tx, events: events_tx });
+            tokio::spawn(
+                supervisor
+                    .run()
+                    .instrument(tracing::info_span!("container", id = %id)),
+            );
+            supervisors.insert(
+                id,
+                Supervisor {
+                    desired: desired_tx,
+                    events: events_tx,
+                },
+            );
         }
     }
 
@@ -374,9 +404,15 @@ impl<R: Runtime> ContainerSupervisor<R> {
 
     /// One reconcile step towards the assignment.
     async fn step(&mut self, a: &pb::Assignment) -> Result<Next, RuntimeError> {
-        let desired = pb::DesiredState::try_from(a.desired).unwrap_or(pb::DesiredState::Unspecified);
+        let desired =
+            pb::DesiredState::try_from(a.desired).unwrap_or(pb::DesiredState::Unspecified);
         let task = self.runtime.task(&self.id).await?;
-        let running = task.as_ref().is_some_and(|t| matches!(t.status, TaskStatus::Running | TaskStatus::Paused | TaskStatus::Created));
+        let running = task.as_ref().is_some_and(|t| {
+            matches!(
+                t.status,
+                TaskStatus::Running | TaskStatus::Paused | TaskStatus::Created
+            )
+        });
 
         // A task that has stopped is recorded and reported first, whatever is desired.
         if let Some(t) = task.as_ref().filter(|t| t.status == TaskStatus::Stopped) {
@@ -392,7 +428,11 @@ impl<R: Runtime> ContainerSupervisor<R> {
                 }
                 self.runtime.remove(&self.id).await?;
                 let mut r = report(&self.id, a.generation, pb::ObservedState::Removed);
-                r.events.push(event(a.generation, "Removed", "container removed from the host"));
+                r.events.push(event(
+                    a.generation,
+                    "Removed",
+                    "container removed from the host",
+                ));
                 self.send(r).await;
                 tracing::info!(container = %self.id, "removed");
                 Ok(Next::Exit)
@@ -402,7 +442,9 @@ impl<R: Runtime> ContainerSupervisor<R> {
                     self.stop(a).await?;
                     return Ok(Next::Again);
                 }
-                if self.observed.generation < a.generation && self.last_sent != Some((a.generation, pb::ObservedState::Exited)) {
+                if self.observed.generation < a.generation
+                    && self.last_sent != Some((a.generation, pb::ObservedState::Exited))
+                {
                     // This generation never ran: say so, so the control plane settles it.
                     let mut r = report(&self.id, a.generation, pb::ObservedState::Exited);
                     r.finished_at_unix_ms = Some(now_ms());
@@ -422,7 +464,12 @@ impl<R: Runtime> ContainerSupervisor<R> {
                         }
                         return Ok(Next::Wait);
                     }
-                    if let Some(exit) = self.observed.last_exit.clone().filter(|e| e.generation == a.generation) {
+                    if let Some(exit) = self
+                        .observed
+                        .last_exit
+                        .clone()
+                        .filter(|e| e.generation == a.generation)
+                    {
                         if self.last_sent != Some((a.generation, pb::ObservedState::Exited)) {
                             self.report_exit(&exit).await;
                         }
@@ -450,7 +497,11 @@ impl<R: Runtime> ContainerSupervisor<R> {
         let generation = a.generation;
         let spec = a.spec.clone().unwrap_or_default();
         let mut r = report(&self.id, generation, pb::ObservedState::Pulling);
-        r.events.push(event(generation, "Pulling", format!("pulling image {}", spec.image)));
+        r.events.push(event(
+            generation,
+            "Pulling",
+            format!("pulling image {}", spec.image),
+        ));
         self.send(r).await;
 
         let pull_started = Instant::now();
@@ -458,14 +509,18 @@ impl<R: Runtime> ContainerSupervisor<R> {
             Ok(image) => image,
             Err(err) => {
                 tracing::warn!(container = %self.id, image = %spec.image, error = %err, "image pull failed");
-                self.fail(generation, Reason::ImagePullFailed, err.to_string()).await;
+                self.fail(generation, Reason::ImagePullFailed, err.to_string())
+                    .await;
                 return;
             }
         };
         let pull_ms = pull_started.elapsed().as_millis() as u64;
         let mut r = report(&self.id, generation, pb::ObservedState::Starting);
         r.image_digest = image.digest.clone();
-        r.timings = Some(pb::Timings { pull_ms, ..Default::default() });
+        r.timings = Some(pb::Timings {
+            pull_ms,
+            ..Default::default()
+        });
         let pulled = if image.fetched {
             format!("pulled {} ({}) in {pull_ms} ms", spec.image, image.digest)
         } else {
@@ -487,7 +542,8 @@ impl<R: Runtime> ContainerSupervisor<R> {
         };
         let create_started = Instant::now();
         if let Err(err) = self.runtime.create(&run).await {
-            self.fail(generation, Reason::StartFailed, err.to_string()).await;
+            self.fail(generation, Reason::StartFailed, err.to_string())
+                .await;
             return;
         }
         let create_ms = create_started.elapsed().as_millis() as u64;
@@ -495,7 +551,8 @@ impl<R: Runtime> ContainerSupervisor<R> {
         let started = match self.runtime.start(&self.id, generation).await {
             Ok(started) => started,
             Err(err) => {
-                self.fail(generation, Reason::StartFailed, err.to_string()).await;
+                self.fail(generation, Reason::StartFailed, err.to_string())
+                    .await;
                 return;
             }
         };
@@ -508,9 +565,21 @@ impl<R: Runtime> ContainerSupervisor<R> {
         r.pid = started.pid;
         r.image_digest = image.digest;
         r.started_at_unix_ms = Some(started.started_at_unix_ms);
-        r.timings = Some(pb::Timings { pull_ms, create_ms, start_ms });
-        r.events.push(event(generation, "Created", format!("container created in {create_ms} ms")));
-        let mut started_event = event(generation, "Started", format!("process {} started in {start_ms} ms", started.pid));
+        r.timings = Some(pb::Timings {
+            pull_ms,
+            create_ms,
+            start_ms,
+        });
+        r.events.push(event(
+            generation,
+            "Created",
+            format!("container created in {create_ms} ms"),
+        ));
+        let mut started_event = event(
+            generation,
+            "Started",
+            format!("process {} started in {start_ms} ms", started.pid),
+        );
         started_event.at_unix_ms = started.started_at_unix_ms;
         r.events.push(started_event);
         self.send(r).await;
@@ -529,10 +598,17 @@ impl<R: Runtime> ContainerSupervisor<R> {
     async fn stop(&mut self, a: &pb::Assignment) -> Result<(), RuntimeError> {
         let generation = self.observed.generation;
         let mut r = report(&self.id, generation, pb::ObservedState::Stopping);
-        r.events.push(event(generation, "Killing", format!("sending SIGTERM; SIGKILL after {} s", a.stop_timeout_s)));
+        r.events.push(event(
+            generation,
+            "Killing",
+            format!("sending SIGTERM; SIGKILL after {} s", a.stop_timeout_s),
+        ));
         self.send(r).await;
         self.runtime.kill(&self.id, SIGTERM).await?;
-        if self.wait_stopped(Duration::from_secs(u64::from(a.stop_timeout_s))).await? {
+        if self
+            .wait_stopped(Duration::from_secs(u64::from(a.stop_timeout_s)))
+            .await?
+        {
             return Ok(());
         }
         tracing::info!(container = %self.id, "stop timeout passed; sending SIGKILL");
@@ -545,7 +621,12 @@ impl<R: Runtime> ContainerSupervisor<R> {
     async fn wait_stopped(&mut self, limit: Duration) -> Result<bool, RuntimeError> {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
-            if self.runtime.task(&self.id).await?.is_none_or(|t| t.status == TaskStatus::Stopped) {
+            if self
+                .runtime
+                .task(&self.id)
+                .await?
+                .is_none_or(|t| t.status == TaskStatus::Stopped)
+            {
                 return Ok(true);
             }
             let poll = tokio::time::Instant::now() + Duration::from_millis(500);
@@ -554,7 +635,11 @@ impl<R: Runtime> ContainerSupervisor<R> {
                 _ = tokio::time::sleep_until(poll.min(deadline)) => {}
             }
             if tokio::time::Instant::now() >= deadline {
-                return Ok(self.runtime.task(&self.id).await?.is_none_or(|t| t.status == TaskStatus::Stopped));
+                return Ok(self
+                    .runtime
+                    .task(&self.id)
+                    .await?
+                    .is_none_or(|t| t.status == TaskStatus::Stopped));
             }
         }
     }

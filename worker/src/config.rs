@@ -5,10 +5,17 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 #[derive(Debug, Clone, Parser)]
-#[command(name = "skiff-worker", about = "skiff host agent: runs assigned containers through containerd")]
+#[command(
+    name = "skiff-worker",
+    about = "skiff host agent: runs assigned containers through containerd"
+)]
 pub struct WorkerConfig {
     /// gRPC address of the control plane.
-    #[arg(long, env = "SKIFF_CONTROL_PLANE", default_value = "http://127.0.0.1:8081")]
+    #[arg(
+        long,
+        env = "SKIFF_CONTROL_PLANE",
+        default_value = "http://127.0.0.1:8081"
+    )]
     pub control_plane: String,
 
     /// Where this worker serves logs to the control plane.
@@ -19,7 +26,11 @@ pub struct WorkerConfig {
     #[arg(long, env = "SKIFF_HOST_ID")]
     pub host_id: Option<String>,
 
-    #[arg(long, env = "SKIFF_CONTAINERD_SOCKET", default_value = "/run/containerd/containerd.sock")]
+    #[arg(
+        long,
+        env = "SKIFF_CONTAINERD_SOCKET",
+        default_value = "/run/containerd/containerd.sock"
+    )]
     pub containerd_socket: PathBuf,
 
     /// containerd namespace holding this worker's containers.
@@ -40,10 +51,19 @@ pub struct WorkerConfig {
     pub memory_mib: Option<u64>,
 
     /// Registries reached over plain HTTP (host or host:port), comma-separated.
-    #[arg(long, env = "SKIFF_INSECURE_REGISTRIES", default_value = "127.0.0.1,localhost", value_delimiter = ',')]
+    #[arg(
+        long,
+        env = "SKIFF_INSECURE_REGISTRIES",
+        default_value = "127.0.0.1,localhost",
+        value_delimiter = ','
+    )]
     pub insecure_registries: Vec<String>,
 
-    #[arg(long, env = "SKIFF_SECCOMP_PROFILE", default_value = "/usr/share/containers/seccomp.json")]
+    #[arg(
+        long,
+        env = "SKIFF_SECCOMP_PROFILE",
+        default_value = "/usr/share/containers/seccomp.json"
+    )]
     pub seccomp_profile: PathBuf,
 
     /// Parent cgroup of every container (default: /skiff/<namespace>).

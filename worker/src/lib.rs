@@ -73,7 +73,9 @@ pub async fn serve(
             cancel.cancel();
         });
     }
-    let logs = skiff_proto::worker_agent_server::WorkerAgentServer::new(logs::LogService::new(runtime.clone()));
+    let logs = skiff_proto::worker_agent_server::WorkerAgentServer::new(logs::LogService::new(
+        runtime.clone(),
+    ));
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(agent_listener);
     let server_cancel = cancel.clone();
     let server = tokio::spawn(async move {

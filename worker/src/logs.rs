@@ -57,7 +57,10 @@ async fn tail_offset(file: &mut tokio::fs::File, len: u64, lines: u32) -> std::i
 impl<R: Runtime> WorkerAgent for LogService<R> {
     type ReadLogsStream = LogStream;
 
-    async fn read_logs(&self, request: Request<pb::LogsRequest>) -> Result<Response<LogStream>, Status> {
+    async fn read_logs(
+        &self,
+        request: Request<pb::LogsRequest>,
+    ) -> Result<Response<LogStream>, Status> {
         let req = request.into_inner();
         // Ids are uuids; checking keeps the path inside the logs directory.
         let id = uuid::Uuid::parse_str(&req.container_id)
@@ -71,7 +74,9 @@ impl<R: Runtime> WorkerAgent for LogService<R> {
                 let _ = tx.send(Err(status)).await;
             }
         });
-        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 }
 
@@ -93,7 +98,9 @@ async fn stream_file<R: Runtime>(
     if let Some(file) = file.as_mut() {
         let len = file.metadata().await.map_err(io_err)?.len();
         if req.tail_lines > 0 && len > 0 {
-            offset = tail_offset(file, len, req.tail_lines).await.map_err(io_err)?;
+            offset = tail_offset(file, len, req.tail_lines)
+                .await
+                .map_err(io_err)?;
         }
         file.seek(SeekFrom::Start(offset)).await.map_err(io_err)?;
     }
@@ -105,7 +112,13 @@ async fn stream_file<R: Runtime>(
                 if n == 0 {
                     break;
                 }
-                if tx.send(Ok(pb::LogChunk { data: buf[..n].to_vec() })).await.is_err() {
+                if tx
+                    .send(Ok(pb::LogChunk {
+                        data: buf[..n].to_vec(),
+                    }))
+                    .await
+                    .is_err()
+                {
                     return Ok(()); // the reader went away
                 }
             }
@@ -126,7 +139,13 @@ async fn stream_file<R: Runtime>(
                     if n == 0 {
                         return Ok(());
                     }
-                    if tx.send(Ok(pb::LogChunk { data: buf[..n].to_vec() })).await.is_err() {
+                    if tx
+                        .send(Ok(pb::LogChunk {
+                            data: buf[..n].to_vec(),
+                        }))
+                        .await
+                        .is_err()
+                    {
                         return Ok(());
                     }
                 }
@@ -148,7 +167,9 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("skiff-tail-{}", uuid::Uuid::new_v4()));
         std::fs::write(&dir, content).unwrap();
         let mut file = tokio::fs::File::open(&dir).await.unwrap();
-        let off = tail_offset(&mut file, content.len() as u64, lines).await.unwrap();
+        let off = tail_offset(&mut file, content.len() as u64, lines)
+            .await
+            .unwrap();
         std::fs::remove_file(&dir).unwrap();
         content[off as usize..].to_owned()
     }

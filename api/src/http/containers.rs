@@ -161,7 +161,12 @@ pub async fn list(
     ))
 }
 
-async fn act(state: &AppState, tenant: Uuid, raw_id: &str, action: Action) -> Result<ContainerRow, ApiError> {
+async fn act(
+    state: &AppState,
+    tenant: Uuid,
+    raw_id: &str,
+    action: Action,
+) -> Result<ContainerRow, ApiError> {
     let id = parse_id(raw_id)?;
     let row = state
         .store
@@ -180,33 +185,59 @@ async fn act(state: &AppState, tenant: Uuid, raw_id: &str, action: Action) -> Re
 /// Stop: SIGTERM, then SIGKILL after `stop_timeout_s`. Ends `stopped`.
 #[utoipa::path(post, path = "/v1/containers/{id}/stop", params(("id" = Uuid, Path)),
     responses((status = 202, body = ContainerView), (status = 404, body = Problem)), security(("bearer" = [])))]
-pub async fn stop(State(state): State<Arc<AppState>>, Tenant(tenant): Tenant, Path(id): Path<String>) -> Result<Response, ApiError> {
-    Ok(json(StatusCode::ACCEPTED, view(act(&state, tenant, &id, Action::Stop).await?)))
+pub async fn stop(
+    State(state): State<Arc<AppState>>,
+    Tenant(tenant): Tenant,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    Ok(json(
+        StatusCode::ACCEPTED,
+        view(act(&state, tenant, &id, Action::Stop).await?),
+    ))
 }
 
 /// Start a new run of a stopped or finished container (no-op if it runs).
 #[utoipa::path(post, path = "/v1/containers/{id}/start", params(("id" = Uuid, Path)),
     responses((status = 202, body = ContainerView), (status = 404, body = Problem)), security(("bearer" = [])))]
-pub async fn start(State(state): State<Arc<AppState>>, Tenant(tenant): Tenant, Path(id): Path<String>) -> Result<Response, ApiError> {
-    Ok(json(StatusCode::ACCEPTED, view(act(&state, tenant, &id, Action::Start).await?)))
+pub async fn start(
+    State(state): State<Arc<AppState>>,
+    Tenant(tenant): Tenant,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    Ok(json(
+        StatusCode::ACCEPTED,
+        view(act(&state, tenant, &id, Action::Start).await?),
+    ))
 }
 
 /// Stop the current run (if any) and start a new one.
 #[utoipa::path(post, path = "/v1/containers/{id}/restart", params(("id" = Uuid, Path)),
     responses((status = 202, body = ContainerView), (status = 404, body = Problem)), security(("bearer" = [])))]
-pub async fn restart(State(state): State<Arc<AppState>>, Tenant(tenant): Tenant, Path(id): Path<String>) -> Result<Response, ApiError> {
-    Ok(json(StatusCode::ACCEPTED, view(act(&state, tenant, &id, Action::Restart).await?)))
+pub async fn restart(
+    State(state): State<Arc<AppState>>,
+    Tenant(tenant): Tenant,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    Ok(json(
+        StatusCode::ACCEPTED,
+        view(act(&state, tenant, &id, Action::Restart).await?),
+    ))
 }
 
 /// Delete: stops the container if needed and removes its runtime state and
 /// logs from the host. Waits (bounded) for the host to confirm.
 #[utoipa::path(delete, path = "/v1/containers/{id}", params(("id" = Uuid, Path)),
     responses((status = 204), (status = 404, body = Problem)), security(("bearer" = [])))]
-pub async fn delete(State(state): State<Arc<AppState>>, Tenant(tenant): Tenant, Path(raw): Path<String>) -> Result<Response, ApiError> {
+pub async fn delete(
+    State(state): State<Arc<AppState>>,
+    Tenant(tenant): Tenant,
+    Path(raw): Path<String>,
+) -> Result<Response, ApiError> {
     let id = parse_id(&raw)?;
     let mut changes = state.hub.watch_containers();
     let row = act(&state, tenant, &raw, Action::Delete).await?;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(row.stop_timeout_s as u64 + 15);
+    let deadline =
+        tokio::time::Instant::now() + Duration::from_secs(row.stop_timeout_s as u64 + 15);
     while !state.store.is_removed(id).await? {
         match tokio::time::timeout_at(deadline, next_change(&mut changes, id)).await {
             Ok(()) => {}
@@ -285,7 +316,11 @@ pub async fn wait(
 /// The container's events, oldest first.
 #[utoipa::path(get, path = "/v1/containers/{id}/events", params(("id" = Uuid, Path)),
     responses((status = 200, body = EventList), (status = 404, body = Problem)), security(("bearer" = [])))]
-pub async fn events(State(state): State<Arc<AppState>>, Tenant(tenant): Tenant, Path(id): Path<String>) -> Result<Response, ApiError> {
+pub async fn events(
+    State(state): State<Arc<AppState>>,
+    Tenant(tenant): Tenant,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     let row = load(&state, tenant, &id).await?;
     let items = state
         .store
@@ -345,7 +380,10 @@ pub async fn logs(
         .await
         .map_err(|status| {
             tracing::warn!(container = %row.id, host = host_id, %status, "reading logs failed");
-            ApiError::Unavailable(format!("host {host_id} did not serve the logs: {}", status.message()))
+            ApiError::Unavailable(format!(
+                "host {host_id} did not serve the logs: {}",
+                status.message()
+            ))
         })?
         .into_inner();
     let body = Body::from_stream(stream.map(|chunk| chunk.map(|c| c.data)));

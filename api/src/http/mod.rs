@@ -32,8 +32,14 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/v1/tenants", post(tenants::create))
-        .route("/v1/containers", post(containers::create).get(containers::list))
-        .route("/v1/containers/{id}", get(containers::get).delete(containers::delete))
+        .route(
+            "/v1/containers",
+            post(containers::create).get(containers::list),
+        )
+        .route(
+            "/v1/containers/{id}",
+            get(containers::get).delete(containers::delete),
+        )
         .route("/v1/containers/{id}/stop", post(containers::stop))
         .route("/v1/containers/{id}/start", post(containers::start))
         .route("/v1/containers/{id}/restart", post(containers::restart))
@@ -112,7 +118,10 @@ pub struct Tenant(pub Uuid);
 impl FromRequestParts<Arc<AppState>> for Tenant {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, ApiError> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, ApiError> {
         let token = bearer(parts).ok_or(ApiError::Unauthorized)?;
         let hash = hash_token(token);
         if let Some(tenant) = state.token_cache.get(&hash) {
@@ -134,7 +143,10 @@ pub struct Admin;
 impl FromRequestParts<Arc<AppState>> for Admin {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, ApiError> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, ApiError> {
         let token = bearer(parts).ok_or(ApiError::Unauthorized)?;
         // Comparing digests keeps the comparison time independent of where
         // the strings first differ.
@@ -210,12 +222,27 @@ mod tests {
 
     #[test]
     fn json_errors_name_the_field() {
-        assert_eq!(field_of(r#"{"image":"a","cpu":1,"memory_mib":64,"bogus":1}"#), "bogus");
+        assert_eq!(
+            field_of(r#"{"image":"a","cpu":1,"memory_mib":64,"bogus":1}"#),
+            "bogus"
+        );
         assert_eq!(field_of(r#"{"cpu":1,"memory_mib":64}"#), "image");
-        assert_eq!(field_of(r#"{"image":"a","cpu":"x","memory_mib":64}"#), "cpu");
-        assert_eq!(field_of(r#"{"image":"a","cpu":1,"memory_mib":-5}"#), "memory_mib");
-        assert_eq!(field_of(r#"{"image":"a","cpu":1,"memory_mib":64,"env":{"A":1}}"#), "env.A");
-        assert_eq!(field_of(r#"{"image":"a","cpu":1,"memory_mib":64,"restart_policy":"sometimes"}"#), "restart_policy");
+        assert_eq!(
+            field_of(r#"{"image":"a","cpu":"x","memory_mib":64}"#),
+            "cpu"
+        );
+        assert_eq!(
+            field_of(r#"{"image":"a","cpu":1,"memory_mib":-5}"#),
+            "memory_mib"
+        );
+        assert_eq!(
+            field_of(r#"{"image":"a","cpu":1,"memory_mib":64,"env":{"A":1}}"#),
+            "env.A"
+        );
+        assert_eq!(
+            field_of(r#"{"image":"a","cpu":1,"memory_mib":64,"restart_policy":"sometimes"}"#),
+            "restart_policy"
+        );
         assert_eq!(field_of("{not json"), "body");
     }
 }

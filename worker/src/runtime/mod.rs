@@ -99,7 +99,10 @@ impl std::fmt::Debug for RunSpec {
             .field("image", &self.image)
             .field("command", &self.command)
             .field("env", &self.env)
-            .field("secure_env_keys", &self.secure_env.keys().collect::<Vec<_>>())
+            .field(
+                "secure_env_keys",
+                &self.secure_env.keys().collect::<Vec<_>>(),
+            )
             .field("cpu", &self.cpu)
             .field("memory", &self.memory)
             .field("hostname", &self.hostname)
