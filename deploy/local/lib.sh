@@ -528,15 +528,17 @@ build_and_push_images() {
 # skiff processes and everything together
 # ---------------------------------------------------------------------------
 
-# stop_skiff DIR: stop the API and the worker started by up.sh in DIR.
+# stop_skiff DIR: stop the worker, then the API, started by up.sh in DIR.
+# (Worker first: its open gRPC stream would otherwise hold up the API's
+# graceful shutdown. Stopping the worker leaves containers running.)
 stop_skiff() {
   local dir=$1
-  stop_pidfile "$dir/api.pid" "skiff-api" "skiff-api" 15
   stop_pidfile "$dir/worker.pid" "skiff-worker" "skiff-worker" 15
+  stop_pidfile "$dir/api.pid" "skiff-api" "skiff-api" 15
 }
 
 # stop_all DIR [NAMESPACE...]: stop everything up.sh/test.sh started in DIR,
-# in order: API, worker, the containers' tasks in NAMESPACE(s) of our private
+# in order: worker, API, the containers' tasks in NAMESPACE(s) of our private
 # containerd (all namespaces if none given: this containerd is ours alone),
 # containerd, leftover mounts, registry, PostgreSQL.
 stop_all() {

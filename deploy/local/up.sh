@@ -94,7 +94,7 @@ spawn_daemon "$STATE/api.pid" "$STATE/logs/api.log" env \
   SKIFF_GRPC_LISTEN="127.0.0.1:$GRPC_PORT" \
   SKIFF_DATABASE_URL="$SKIFF_PG_URL" \
   SKIFF_ADMIN_TOKEN="$ADMIN_TOKEN" \
-  RUST_LOG="${RUST_LOG:-info}" \
+  RUST_LOG="${RUST_LOG:-info}" NO_COLOR=1 \
   "$API_BIN"
 API_PID=$(<"$STATE/api.pid")
 
@@ -107,7 +107,7 @@ spawn_daemon "$STATE/worker.pid" "$STATE/logs/worker.log" env \
   SKIFF_CONTAINERD_NAMESPACE="$NAMESPACE" \
   SKIFF_STATE_DIR="$STATE/worker" \
   SKIFF_INSECURE_REGISTRIES="127.0.0.1,localhost" \
-  RUST_LOG="${RUST_LOG:-info}" \
+  RUST_LOG="${RUST_LOG:-info}" NO_COLOR=1 \
   "$WORKER_BIN"
 WORKER_PID=$(<"$STATE/worker.pid")
 
