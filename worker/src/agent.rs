@@ -24,8 +24,12 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::{Channel, Endpoint};
 use tracing::Instrument;
 
-/// How often a supervisor re-checks containerd without being woken.
+/// How often a supervisor re-checks containerd without being woken; also
+/// the meter checkpoint interval of a running container (the issue asks
+/// for at least one every 10 s).
 const RESYNC: Duration = Duration::from_secs(5);
+/// Checkpoints closer together than this add nothing but load.
+const CHECKPOINT_MIN_GAP_MS: i64 = 2_000;
 /// After SIGKILL, how long to wait for the task to be reaped.
 const KILL_GRACE: Duration = Duration::from_secs(10);
 const SIGTERM: u32 = 15;
@@ -66,6 +70,15 @@ struct Reporter {
 }
 
 impl Reporter {
+    /// Meter checkpoints are sent once: the next one, a few seconds later,
+    /// supersedes a lost one, and the run's end is reported reliably anyway.
+    async fn checkpoint(&self, mut checkpoint: pb::UsageCheckpoint) {
+        checkpoint.host_id = self.host_id.clone();
+        if let Err(status) = self.client.clone().report_usage(checkpoint).await {
+            tracing::debug!(%status, "meter checkpoint not delivered");
+        }
+    }
+
     async fn send(&self, mut report: pb::StatusReport) {
         report.host_id = self.host_id.clone();
         let mut delay = Duration::from_millis(100);
@@ -286,6 +299,7 @@ impl<R: Runtime> Agent<R> {
                 observed: Observed::from(adopted),
                 last_sent: None,
                 oom_seen: false,
+                last_checkpoint_ms: None,
             };
             tokio::spawn(
                 supervisor
@@ -359,6 +373,7 @@ struct ContainerSupervisor<R: Runtime> {
     /// The last (generation, state) reported, so a steady state is not re-sent on every tick.
     last_sent: Option<(u64, pb::ObservedState)>,
     oom_seen: bool,
+    last_checkpoint_ms: Option<i64>,
 }
 
 impl<R: Runtime> ContainerSupervisor<R> {
@@ -462,6 +477,7 @@ impl<R: Runtime> ContainerSupervisor<R> {
                             r.started_at_unix_ms = self.observed.started_at_unix_ms;
                             self.send(r).await;
                         }
+                        self.checkpoint(a.generation, observed_at).await;
                         return Ok(Next::Wait);
                     }
                     if let Some(exit) = self
@@ -490,6 +506,29 @@ impl<R: Runtime> ContainerSupervisor<R> {
                 Ok(Next::Wait)
             }
         }
+    }
+
+    /// Tells the meter the task of `generation` was running at `observed_at`.
+    async fn checkpoint(&mut self, generation: u64, observed_at: i64) {
+        if self
+            .last_checkpoint_ms
+            .is_some_and(|last| observed_at - last < CHECKPOINT_MIN_GAP_MS)
+        {
+            return;
+        }
+        self.last_checkpoint_ms = Some(observed_at);
+        let usage = self.runtime.usage(&self.id).await.unwrap_or_default();
+        self.reporter
+            .checkpoint(pb::UsageCheckpoint {
+                report_id: format!("{}:{generation}:{observed_at}", self.id),
+                host_id: String::new(),
+                container_id: self.id.clone(),
+                generation,
+                observed_at_unix_ms: observed_at,
+                cpu_usage_ns: usage.cpu_usage_ns,
+                peak_memory_bytes: usage.peak_memory_bytes,
+            })
+            .await;
     }
 
     /// Pulls, creates and starts run `a.generation`, reporting each phase.

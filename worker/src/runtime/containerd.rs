@@ -12,8 +12,8 @@ use super::pull::{Puller, SNAPSHOTTER};
 use super::seccomp::{running_kernel, DockerProfile};
 use super::spec::{self, SpecOptions, DEFAULT_CAPABILITIES};
 use super::{
-    ContainerInfo, ExitRecord, ImageInfo, RunSpec, Runtime, RuntimeError, TaskEvent, TaskInfo,
-    TaskStarted, TaskStatus, LABEL_EXIT, LABEL_GENERATION,
+    CgroupUsage, ContainerInfo, ExitRecord, ImageInfo, RunSpec, Runtime, RuntimeError, TaskEvent,
+    TaskInfo, TaskStarted, TaskStatus, LABEL_EXIT, LABEL_GENERATION,
 };
 use async_trait::async_trait;
 use containerd_client::events::{TaskExit, TaskOom};
@@ -541,6 +541,28 @@ impl Runtime for ContainerdRuntime {
     #[instrument(skip_all, fields(container_id = %id))]
     async fn task(&self, id: &str) -> Result<Option<TaskInfo>, RuntimeError> {
         Ok(self.get_task(id).await?.as_ref().map(task_info))
+    }
+
+    async fn usage(&self, id: &str) -> Option<CgroupUsage> {
+        // cgroup v1 files: cheaper than containerd's Metrics call and
+        // without its protobuf types (which containerd-client lacks).
+        let read = |controller: &'static str, file: &'static str| {
+            let path = self.cgroup_dir(controller, id).join(file);
+            async move {
+                tokio::fs::read_to_string(path)
+                    .await
+                    .ok()
+                    .and_then(|text| text.trim().parse::<u64>().ok())
+            }
+        };
+        let cpu_usage_ns = read("cpuacct", "cpuacct.usage").await?;
+        let peak_memory_bytes = read("memory", "memory.max_usage_in_bytes")
+            .await
+            .unwrap_or(0);
+        Some(CgroupUsage {
+            cpu_usage_ns,
+            peak_memory_bytes,
+        })
     }
 
     async fn oom_killed(&self, id: &str) -> bool {

@@ -150,6 +150,13 @@ pub struct ContainerInfo {
     pub task: Option<TaskInfo>,
 }
 
+/// Measured consumption of a running container, for usage reports.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CgroupUsage {
+    pub cpu_usage_ns: u64,
+    pub peak_memory_bytes: u64,
+}
+
 #[derive(Debug, Clone)]
 pub struct TaskStarted {
     pub pid: u32,
@@ -192,6 +199,10 @@ pub trait Runtime: Send + Sync + 'static {
 
     /// The container's current task, if it has one.
     async fn task(&self, id: &str) -> Result<Option<TaskInfo>, RuntimeError>;
+
+    /// cpu time and peak memory of the container's cgroup so far (None when
+    /// the cgroup is gone or unreadable).
+    async fn usage(&self, id: &str) -> Option<CgroupUsage>;
 
     /// Whether the kernel OOM-killed a process in the container's cgroup
     /// during the current task (read before the task is deleted).
