@@ -289,6 +289,15 @@ impl<R: Runtime> Agent<R> {
             let adopted = self.adopted.lock().await.remove(&id);
             let (desired_tx, desired_rx) = watch::channel(assignment);
             let (events_tx, events_rx) = mpsc::unbounded_channel();
+            let (outbox, mut queued) = mpsc::unbounded_channel::<pb::StatusReport>();
+            {
+                let reporter = reporter.clone();
+                tokio::spawn(async move {
+                    while let Some(report) = queued.recv().await {
+                        reporter.send(report).await;
+                    }
+                });
+            }
             let supervisor = ContainerSupervisor {
                 id: id.clone(),
                 runtime: self.runtime.clone(),
@@ -300,6 +309,7 @@ impl<R: Runtime> Agent<R> {
                 last_sent: None,
                 oom_seen: false,
                 last_checkpoint_ms: None,
+                outbox,
             };
             tokio::spawn(
                 supervisor
@@ -374,6 +384,8 @@ struct ContainerSupervisor<R: Runtime> {
     last_sent: Option<(u64, pb::ObservedState)>,
     oom_seen: bool,
     last_checkpoint_ms: Option<i64>,
+    /// Reports waiting for delivery, in order (see [`ContainerSupervisor::send`]).
+    outbox: mpsc::UnboundedSender<pb::StatusReport>,
 }
 
 impl<R: Runtime> ContainerSupervisor<R> {
@@ -411,16 +423,22 @@ impl<R: Runtime> ContainerSupervisor<R> {
         }
     }
 
-    async fn send(&mut self, report: pb::StatusReport) {
+    /// Queues a report for in-order delivery. The supervisor does not wait
+    /// for the control plane: the facts are already recorded in containerd,
+    /// and waiting would put a database round trip on the start path.
+    fn send(&mut self, report: pb::StatusReport) {
         let state = pb::ObservedState::try_from(report.state).unwrap_or_default();
         self.last_sent = Some((report.generation, state));
-        self.reporter.send(report).await;
+        let _ = self.outbox.send(report);
     }
 
     /// One reconcile step towards the assignment.
     async fn step(&mut self, a: &pb::Assignment) -> Result<Next, RuntimeError> {
         let desired =
             pb::DesiredState::try_from(a.desired).unwrap_or(pb::DesiredState::Unspecified);
+        // Taken before asking containerd, so a checkpoint never claims more
+        // running time than was observed.
+        let observed_at = now_ms();
         let task = self.runtime.task(&self.id).await?;
         let running = task.as_ref().is_some_and(|t| {
             matches!(
@@ -448,7 +466,7 @@ impl<R: Runtime> ContainerSupervisor<R> {
                     "Removed",
                     "container removed from the host",
                 ));
-                self.send(r).await;
+                self.send(r);
                 tracing::info!(container = %self.id, "removed");
                 Ok(Next::Exit)
             }
@@ -463,7 +481,7 @@ impl<R: Runtime> ContainerSupervisor<R> {
                     // This generation never ran: say so, so the control plane settles it.
                     let mut r = report(&self.id, a.generation, pb::ObservedState::Exited);
                     r.finished_at_unix_ms = Some(now_ms());
-                    self.send(r).await;
+                    self.send(r);
                 }
                 Ok(Next::Wait)
             }
@@ -475,7 +493,7 @@ impl<R: Runtime> ContainerSupervisor<R> {
                             let mut r = report(&self.id, a.generation, pb::ObservedState::Running);
                             r.pid = task.as_ref().map_or(0, |t| t.pid);
                             r.started_at_unix_ms = self.observed.started_at_unix_ms;
-                            self.send(r).await;
+                            self.send(r);
                         }
                         self.checkpoint(a.generation, observed_at).await;
                         return Ok(Next::Wait);
@@ -541,7 +559,7 @@ impl<R: Runtime> ContainerSupervisor<R> {
             "Pulling",
             format!("pulling image {}", spec.image),
         ));
-        self.send(r).await;
+        self.send(r);
 
         let pull_started = Instant::now();
         let image = match self.runtime.ensure_image(&spec.image).await {
@@ -566,7 +584,7 @@ impl<R: Runtime> ContainerSupervisor<R> {
             format!("image {} ({}) already present", spec.image, image.digest)
         };
         r.events.push(event(generation, "Pulled", pulled));
-        self.send(r).await;
+        self.send(r);
 
         let run = RunSpec {
             id: self.id.clone(),
@@ -621,7 +639,7 @@ impl<R: Runtime> ContainerSupervisor<R> {
         );
         started_event.at_unix_ms = started.started_at_unix_ms;
         r.events.push(started_event);
-        self.send(r).await;
+        self.send(r);
     }
 
     async fn fail(&mut self, generation: u64, reason: Reason, message: String) {
@@ -630,7 +648,7 @@ impl<R: Runtime> ContainerSupervisor<R> {
         r.reason = reason.as_str().to_owned();
         r.events.push(event(generation, "Failed", message.clone()));
         r.message = message;
-        self.send(r).await;
+        self.send(r);
     }
 
     /// SIGTERM, then SIGKILL after the assignment's stop timeout.
@@ -642,7 +660,7 @@ impl<R: Runtime> ContainerSupervisor<R> {
             "Killing",
             format!("sending SIGTERM; SIGKILL after {} s", a.stop_timeout_s),
         ));
-        self.send(r).await;
+        self.send(r);
         self.runtime.kill(&self.id, SIGTERM).await?;
         if self
             .wait_stopped(Duration::from_secs(u64::from(a.stop_timeout_s)))
@@ -716,6 +734,6 @@ impl<R: Runtime> ContainerSupervisor<R> {
         let mut e = event(exit.generation, "Exited", message);
         e.at_unix_ms = exit.finished_at_unix_ms;
         r.events.push(e);
-        self.send(r).await;
+        self.send(r);
     }
 }
