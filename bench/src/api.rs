@@ -1,0 +1,175 @@
+//! A small client of skiff's REST API (only what the benchmark needs).
+
+use anyhow::{bail, Context, Result};
+use reqwest::StatusCode;
+use serde::Deserialize;
+use serde_json::json;
+use std::time::Duration;
+
+/// The label every container of a benchmark run carries (value: the run id),
+/// so a failed or interrupted run can delete what it left behind.
+pub const RUN_LABEL: &str = "skiff-bench-run";
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, serde::Serialize)]
+pub struct Timings {
+    pub queued_ms: Option<i64>,
+    pub pull_ms: Option<i64>,
+    pub create_ms: Option<i64>,
+    pub start_ms: Option<i64>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Container {
+    pub id: String,
+    pub state: String,
+    #[serde(default)]
+    pub reason: Option<String>,
+    #[serde(default)]
+    pub message: Option<String>,
+    #[serde(default)]
+    pub timings: Timings,
+}
+
+#[derive(Debug, Deserialize)]
+struct ContainerList {
+    items: Vec<Container>,
+    next: Option<String>,
+}
+
+#[derive(Clone)]
+pub struct Api {
+    http: reqwest::Client,
+    pub base: String,
+    pub token: String,
+}
+
+impl Api {
+    pub fn new(base: &str, token: &str) -> Result<Self> {
+        let http = reqwest::Client::builder()
+            .no_proxy() // 127.0.0.1 only, whatever HTTP_PROXY says
+            .timeout(Duration::from_secs(660))
+            .connect_timeout(Duration::from_secs(5))
+            .pool_max_idle_per_host(512)
+            .build()?;
+        Ok(Self {
+            http,
+            base: base.trim_end_matches('/').to_owned(),
+            token: token.to_owned(),
+        })
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// GET /readyz answers 2xx within 2 s.
+    pub async fn ready(&self) -> bool {
+        let req = self
+            .http
+            .get(self.url("/readyz"))
+            .timeout(Duration::from_secs(2));
+        matches!(req.send().await, Ok(r) if r.status().is_success())
+    }
+
+    /// POST /v1/containers: `command` in `image` with 0.1 cpu and 64 MiB,
+    /// SIGKILLed at once on delete (stop_timeout_s 0: `sleep` as pid 1
+    /// ignores SIGTERM, and the raw baselines SIGKILL too).
+    pub async fn create(&self, image: &str, command: &[&str], run_id: &str) -> Result<Container> {
+        let body = json!({
+            "image": image,
+            "command": command,
+            "cpu": 0.1,
+            "memory_mib": 64,
+            "stop_timeout_s": 0,
+            "labels": { RUN_LABEL: run_id },
+        });
+        let resp = self
+            .http
+            .post(self.url("/v1/containers"))
+            .bearer_auth(&self.token)
+            .timeout(Duration::from_secs(60))
+            .json(&body)
+            .send()
+            .await
+            .context("POST /v1/containers")?;
+        let status = resp.status();
+        if status != StatusCode::CREATED {
+            let text = resp.text().await.unwrap_or_default();
+            bail!("POST /v1/containers -> {status}: {text}");
+        }
+        Ok(resp.json().await?)
+    }
+
+    /// GET /v1/containers/{id}/wait?for=running; fails unless it is running.
+    pub async fn wait_running(&self, id: &str, timeout_s: u64) -> Result<Container> {
+        let resp = self
+            .http
+            .get(self.url(&format!(
+                "/v1/containers/{id}/wait?for=running&timeout_s={timeout_s}"
+            )))
+            .bearer_auth(&self.token)
+            .timeout(Duration::from_secs(timeout_s + 15))
+            .send()
+            .await
+            .with_context(|| format!("GET /v1/containers/{id}/wait"))?;
+        let status = resp.status();
+        if status != StatusCode::OK {
+            let text = resp.text().await.unwrap_or_default();
+            bail!("wait for {id} -> {status}: {text}");
+        }
+        let c: Container = resp.json().await?;
+        if c.state != "running" {
+            bail!(
+                "container {id} is {} ({}: {}), not running",
+                c.state,
+                c.reason.as_deref().unwrap_or("-"),
+                c.message.as_deref().unwrap_or("-")
+            );
+        }
+        Ok(c)
+    }
+
+    /// DELETE /v1/containers/{id}: the status code (204 expected).
+    pub async fn delete(&self, id: &str) -> Result<StatusCode> {
+        let resp = self
+            .http
+            .delete(self.url(&format!("/v1/containers/{id}")))
+            .bearer_auth(&self.token)
+            .timeout(Duration::from_secs(60))
+            .send()
+            .await
+            .with_context(|| format!("DELETE /v1/containers/{id}"))?;
+        Ok(resp.status())
+    }
+
+    /// Every container of this tenant labelled with `run_id` (all pages).
+    pub async fn list_run(&self, run_id: &str) -> Result<Vec<Container>> {
+        let mut out = Vec::new();
+        let mut cursor: Option<String> = None;
+        for _ in 0..100 {
+            let mut req = self
+                .http
+                .get(self.url("/v1/containers"))
+                .bearer_auth(&self.token)
+                .timeout(Duration::from_secs(30))
+                .query(&[
+                    ("label", format!("{RUN_LABEL}={run_id}")),
+                    ("limit", "1000".into()),
+                ]);
+            if let Some(c) = &cursor {
+                req = req.query(&[("cursor", c)]);
+            }
+            let resp = req.send().await?;
+            if !resp.status().is_success() {
+                bail!("GET /v1/containers -> {}", resp.status());
+            }
+            let page: ContainerList = resp.json().await?;
+            out.extend(page.items);
+            match page.next {
+                Some(n) => cursor = Some(n),
+                None => break,
+            }
+        }
+        Ok(out)
+    }
+}
