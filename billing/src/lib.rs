@@ -27,7 +27,7 @@
 //! - [`rates`]: rate cards (validation, lookup, `rate_cards` SQL).
 //! - [`ledger`]: runs, report dedup and appends to the ledger (SQL).
 //! - [`report`]: report queries, CSV, per-container totals (SQL).
-//! - [`error`]: [`BillingError`].
+//! - [`error`]: the crate's error type, [`BillingError`].
 //!
 //! Binaries: `skiff-billing` (a tenant's monthly statement from PostgreSQL)
 //! and `billing-bench` (report timings over a million records).
