@@ -451,7 +451,10 @@ async fn run(args: &Args, env: &HashMap<String, String>) -> Result<()> {
         .and_then(|d| d.get("timings_median_ms"))
     {
         println!("\nstart, cached image: medians of the platform's timings (ms): {t}");
-        if let Some(o) = report.details["start"].get("platform_p50_outside_phases_ms") {
+        if let Some(o) = report.details["start"]
+            .get("platform_p50_outside_phases_ms")
+            .and_then(serde_json::Value::as_f64)
+        {
             println!("  p50 end to end minus those phases (API, scheduling, notification, state report, wait): {o:.1} ms");
         }
     }

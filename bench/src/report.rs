@@ -53,7 +53,7 @@ impl Row {
             Some(r) => (">=", r >= limit),
             None => (if at_most { "<=" } else { ">=" }, false),
         };
-        self.target = format!("ratio {sym} {limit}x");
+        self.target = format!("ratio {sym} {limit:.1}x");
         self.meets = self.ratio.map(|_| ok);
         self
     }

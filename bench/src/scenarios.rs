@@ -70,12 +70,12 @@ fn progress(msg: &str) {
 
 impl Ctx {
     /// The worker library on the same containerd, in its own namespace.
-    async fn worker_lib(&self) -> Result<ContainerdRuntime> {
+    /// With `seccomp` false the containers run unconfined (a diagnostic:
+    /// `ctr run` applies no seccomp profile either).
+    async fn worker_lib(&self, seccomp: bool) -> Result<ContainerdRuntime> {
         let mut config = ContainerdConfig::new(&self.socket, NS_RAW, self.work.join("raw-state"));
-        if let Some(p) = &config.seccomp_profile {
-            if !p.exists() {
-                config.seccomp_profile = None;
-            }
+        if !seccomp || config.seccomp_profile.as_ref().is_some_and(|p| !p.exists()) {
+            config.seccomp_profile = None;
         }
         ContainerdRuntime::connect(config)
             .await
@@ -124,7 +124,8 @@ pub async fn start_latency(ctx: &Ctx) -> Result<Outcome> {
     let n = ctx.samples;
     progress(&format!("start latency: warming up (image {})", ctx.image));
     ctx.ctr.pull(NS_CTR, &ctx.image).await?;
-    let rt = ctx.worker_lib().await?;
+    let rt = ctx.worker_lib(true).await?;
+    let rt_unconfined = ctx.worker_lib(false).await?;
     rt.ensure_image(&ctx.image).await?;
     // warm-up (untimed): the worker's image cache, shims' binaries, ...
     let (c, _) = ctx.platform_start(&ctx.image).await?;
@@ -133,7 +134,8 @@ pub async fn start_latency(ctx: &Ctx) -> Result<Outcome> {
     ctx.ctr.run_detached(NS_CTR, &ctx.image, &id, SLEEP).await?;
     ctx.ctr.remove(NS_CTR, &id).await?;
 
-    let (mut plat, mut raw_ctr, mut lib) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut plat, mut raw_ctr, mut lib, mut lib_unconfined) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut timings = Vec::new();
     for i in 0..n {
         if i % 10 == 0 {
@@ -157,7 +159,18 @@ pub async fn start_latency(ctx: &Ctx) -> Result<Outcome> {
         rt.start(&id, 1).await?;
         lib.push(ms(t.elapsed()));
         rt.remove(&id).await?;
+
+        let id = new_id();
+        let t = Instant::now();
+        let info = rt_unconfined.ensure_image(&ctx.image).await?;
+        rt_unconfined
+            .create(&run_spec(&id, &ctx.image, info))
+            .await?;
+        rt_unconfined.start(&id, 1).await?;
+        lib_unconfined.push(ms(t.elapsed()));
+        rt_unconfined.remove(&id).await?;
     }
+    let lu = summarize(&lib_unconfined);
     let (p, c, l) = (summarize(&plat), summarize(&raw_ctr), summarize(&lib));
     let med = |f: fn(&crate::api::Timings) -> Option<i64>| median_of(timings.iter().map(f));
     let queued = med(|t| t.queued_ms);
@@ -188,12 +201,20 @@ pub async fn start_latency(ctx: &Ctx) -> Result<Outcome> {
             "worker lib",
             l.p99,
         ),
+        Row::vs_raw(
+            "start, cached image: p50 vs worker library without seccomp (diagnostic)",
+            "ms",
+            p.p50,
+            "worker lib, unconfined",
+            lu.p50,
+        ),
     ];
     let details = json!({
         "samples": n,
         "platform_ms": summary_json(&p),
         "ctr_run_ms": summary_json(&c),
         "worker_library_ms": summary_json(&l),
+        "worker_library_no_seccomp_ms": summary_json(&lu),
         "timings_median_ms": {"queued_ms": queued, "pull_ms": pull, "create_ms": create, "start_ms": start},
         "timings_p99_ms": {
             "queued_ms": summarize(&timings.iter().filter_map(|t| t.queued_ms).map(|v| v as f64).collect::<Vec<_>>()).p99,
