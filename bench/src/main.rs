@@ -486,6 +486,7 @@ async fn population(
         "burst: {n} containers, {} POSTs in flight",
         ctx.in_flight
     ));
+    let before = ctx.worker_pid.and_then(machine::rss_kib);
     let (ids, wall, failures) = scenarios::platform_burst(ctx, n).await?;
     if !failures.is_empty() {
         bail!(
@@ -499,7 +500,10 @@ async fn population(
         "burst: platform {n} running in {wall:.2} s ({plat_rate:.1}/s)"
     ));
     if memory {
-        out.push(("memory", scenarios::memory(ctx, ids.len(), idle_rss)?));
+        out.push((
+            "memory",
+            scenarios::memory(ctx, ids.len(), before, idle_rss)?,
+        ));
     }
     let (td_wall, td_errors) = scenarios::platform_teardown(ctx, &ids).await?;
     if !td_errors.is_empty() {

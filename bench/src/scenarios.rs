@@ -343,7 +343,14 @@ pub async fn ctr_teardown(ctx: &Ctx, ids: &[String]) -> Result<f64> {
 }
 
 /// Scenario 5, worker memory (containers running now), plus shims and containerd for context.
-pub fn memory(ctx: &Ctx, running: usize, idle_rss_kib: Option<u64>) -> Result<Outcome> {
+/// `before_kib`: the worker's RSS just before the containers were started;
+/// `run_start_kib`: when the benchmark started.
+pub fn memory(
+    ctx: &Ctx,
+    running: usize,
+    before_kib: Option<u64>,
+    run_start_kib: Option<u64>,
+) -> Result<Outcome> {
     let pid = ctx
         .worker_pid
         .context("skiff-worker process of the local stack not found")?;
@@ -353,9 +360,9 @@ pub fn memory(ctx: &Ctx, running: usize, idle_rss_kib: Option<u64>) -> Result<Ou
         .and_then(machine::rss_kib);
     let mb = |kib: u64| kib as f64 / 1024.0;
     progress(&format!(
-        "memory: worker {:.1} MB RSS with {running} containers (idle {:?} MB); {shims} shims {:.0} MB; containerd {:?} MB",
+        "memory: worker {:.1} MB RSS with {running} containers ({:?} MB before them); {shims} shims {:.0} MB; containerd {:?} MB",
         mb(rss),
-        idle_rss_kib.map(mb),
+        before_kib.map(mb),
         mb(shim_kib),
         containerd_kib.map(mb)
     ));
@@ -369,7 +376,8 @@ pub fn memory(ctx: &Ctx, running: usize, idle_rss_kib: Option<u64>) -> Result<Ou
         "containers": running,
         "worker_pid": pid,
         "worker_rss_mb": mb(rss),
-        "worker_rss_idle_mb": idle_rss_kib.map(mb),
+        "worker_rss_before_burst_mb": before_kib.map(mb),
+        "worker_rss_at_run_start_mb": run_start_kib.map(mb),
         "shims": shims,
         "shims_rss_total_mb": mb(shim_kib),
         "containerd_rss_mb": containerd_kib.map(mb),
