@@ -240,7 +240,17 @@ async fn cleanup(ctx: &Ctx) {
 }
 
 #[tokio::main]
-async fn main() -> Result<()> {
+async fn main() -> std::process::ExitCode {
+    match bench().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("skiff-bench: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn bench() -> Result<()> {
     let args = Args::parse();
     let (env, started) = ensure_platform(&args).await?;
     let result = tokio::select! {
