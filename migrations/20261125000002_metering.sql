@@ -99,6 +99,34 @@ CREATE INDEX usage_records_start ON usage_records (start_at);
 CREATE INDEX usage_records_container ON usage_records (container_id)
     INCLUDE (seconds, cpu_millis, memory_mib, nano_per_vcpu_second, nano_per_gib_second);
 
+-- Hourly rollup of usage_records, maintained in the same statement as each
+-- record insert (billing/src/ledger.rs), so it is always consistent with the
+-- ledger it summarises. Reports read whole hours from here and only the
+-- partial hours at a window's edges from usage_records: a month is a few
+-- thousand rollup rows instead of a million records. Derived data: the
+-- ledger stays the source of truth (skiff_billing::report_from_records
+-- recomputes any report from the records alone).
+CREATE TABLE usage_hourly (
+    tenant_id           uuid NOT NULL REFERENCES tenants (id),
+    hour_start          timestamptz NOT NULL
+                        CHECK (mod(extract(epoch FROM hour_start), 3600) = 0),
+    container_id        uuid NOT NULL,
+    labels              jsonb NOT NULL,
+    container_name      text NOT NULL,
+    records             bigint NOT NULL,
+    seconds             bigint NOT NULL,
+    milli_vcpu_seconds  bigint NOT NULL,
+    mib_seconds         bigint NOT NULL,
+    -- sum(seconds * cpu_millis * nano_per_vcpu_second) and
+    -- sum(seconds * memory_mib * nano_per_gib_second): exact cost parts.
+    cpu_cost            numeric NOT NULL,
+    mem_cost            numeric NOT NULL,
+    PRIMARY KEY (tenant_id, hour_start, container_id, labels)
+);
+
+-- Admin reports across tenants.
+CREATE INDEX usage_hourly_start ON usage_hourly (hour_start);
+
 -- Per-tenant chain head. Appends lock it FOR UPDATE, which serialises a
 -- tenant's appends and lets verify_chain notice removed trailing records.
 CREATE TABLE usage_chain_heads (

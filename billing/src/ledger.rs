@@ -17,7 +17,9 @@
 use crate::chain::{ChainVerifier, RecordKind, UsageRecord, Verification, GENESIS};
 use crate::error::BillingError;
 use crate::rates::{rate_at, rates, RateCard};
-use crate::rules::{run_origin, truncate_to_micros, truncate_to_millis, RunMeter, UsageInterval};
+use crate::rules::{
+    run_origin, truncate_to_micros, truncate_to_millis, RunMeter, UsageInterval, SECONDS_PER_HOUR,
+};
 use chrono::{DateTime, Utc};
 use skiff_core::FieldError;
 use sqlx::types::Json;
@@ -536,13 +538,31 @@ async fn insert_record(
     r: &UsageRecord,
     recorded_at: DateTime<Utc>,
 ) -> Result<(), BillingError> {
+    // The record and its hour's rollup row in one statement (one round trip).
     sqlx::query(
-        "INSERT INTO usage_records (tenant_id, seq, record_id, kind, container_id, generation,
-                                    container_name, labels, start_at, end_at, seconds,
-                                    cpu_millis, memory_mib, nano_per_vcpu_second,
-                                    nano_per_gib_second, note, prev_hash, hash, recorded_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,
-                 $12, $13, $14, $15, $16, $17, $18, $19)",
+        "WITH r AS (
+            INSERT INTO usage_records (tenant_id, seq, record_id, kind, container_id, generation,
+                                       container_name, labels, start_at, end_at, seconds,
+                                       cpu_millis, memory_mib, nano_per_vcpu_second,
+                                       nano_per_gib_second, note, prev_hash, hash, recorded_at)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,
+                    $12, $13, $14, $15, $16, $17, $18, $19)
+            RETURNING *)
+         INSERT INTO usage_hourly AS h (tenant_id, hour_start, container_id, labels,
+                                        container_name, records, seconds, milli_vcpu_seconds,
+                                        mib_seconds, cpu_cost, mem_cost)
+         SELECT tenant_id, $20, container_id, labels, container_name, 1, seconds,
+                seconds::bigint * cpu_millis, seconds::bigint * memory_mib,
+                seconds::numeric * cpu_millis * nano_per_vcpu_second,
+                seconds::numeric * memory_mib * nano_per_gib_second
+           FROM r
+         ON CONFLICT (tenant_id, hour_start, container_id, labels) DO UPDATE
+            SET records = h.records + 1,
+                seconds = h.seconds + excluded.seconds,
+                milli_vcpu_seconds = h.milli_vcpu_seconds + excluded.milli_vcpu_seconds,
+                mib_seconds = h.mib_seconds + excluded.mib_seconds,
+                cpu_cost = h.cpu_cost + excluded.cpu_cost,
+                mem_cost = h.mem_cost + excluded.mem_cost",
     )
     .bind(r.tenant_id)
     .bind(r.seq)
@@ -563,6 +583,10 @@ async fn insert_record(
     .bind(r.prev_hash.as_slice())
     .bind(r.hash.as_slice())
     .bind(recorded_at)
+    .bind(DateTime::from_timestamp(
+        r.start_s - r.start_s.rem_euclid(SECONDS_PER_HOUR),
+        0,
+    ))
     .execute(conn)
     .await?;
     Ok(())

@@ -47,6 +47,7 @@ pub use ledger::{
 };
 pub use rates::{add_rate, ensure_default_rate, rates, RateCard, DEFAULT_RATE};
 pub use report::{
-    container_usage, report, report_csv, GroupBy, Report, ReportQuery, ReportRow, UsageTotals,
+    container_usage, report, report_csv, report_from_records, GroupBy, Report, ReportQuery,
+    ReportRow, UsageTotals,
 };
 pub use rules::{billed_seconds, Rate};

@@ -17,12 +17,12 @@
 //! renders exact decimals.
 
 use crate::error::BillingError;
-use crate::rules::{exact_decimal, micros_from_numerator, numerator_from_parts};
+use crate::rules::{exact_decimal, micros_from_numerator, numerator_from_parts, SECONDS_PER_HOUR};
 use chrono::{DateTime, Duration, Utc};
 use serde::ser::{Serialize, SerializeStruct, Serializer};
 use skiff_core::FieldError;
 use sqlx::PgConnection;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use uuid::Uuid;
 
@@ -261,33 +261,118 @@ fn parse_i128(what: &str, v: &str) -> Result<i128, BillingError> {
         .map_err(|e| BillingError::corrupt("usage_records", what, format!("sum {v:?}: {e}")))
 }
 
-/// `(grouping expression, key expression over g)` for the report SQL.
-fn group_sql(g: &GroupBy) -> (&'static str, &'static str) {
-    match g {
-        GroupBy::Container => ("container_id", "g::text"),
-        GroupBy::Label(_) => ("labels ->> $4", "g"),
+/// Exact sums of one group, before the single rounding of its cost.
+#[derive(Debug, Default, Clone, Copy)]
+struct Acc {
+    seconds: i64,
+    milli: i64,
+    mib: i64,
+    numerator: i128,
+}
+
+impl Acc {
+    fn add(&mut self, o: &Acc) {
+        self.seconds += o.seconds;
+        self.milli += o.milli;
+        self.mib += o.mib;
+        self.numerator += o.numerator;
+    }
+
+    fn totals(&self) -> UsageTotals {
+        UsageTotals {
+            billed_seconds: self.seconds,
+            milli_vcpu_seconds: self.milli,
+            mib_seconds: self.mib,
+            cost_micros: micros_from_numerator(self.numerator),
+        }
+    }
+}
+
+/// Grouping expressions over `usage_records` and over `usage_hourly`, and
+/// the key expression over the grouped `g` (the same for both, so groups
+/// from the two sources merge by key).
+struct GroupSql {
+    records: &'static str,
+    hourly: &'static str,
+    key: &'static str,
+}
+
+fn group_sql(g: &GroupBy) -> GroupSql {
+    let (records, hourly, key) = match g {
+        GroupBy::Container => ("container_id", "container_id", "g::text"),
+        GroupBy::Label(_) => ("labels ->> $4", "labels ->> $4", "g"),
         GroupBy::Hour => (
             "date_trunc('hour', start_at AT TIME ZONE 'UTC')",
+            "hour_start AT TIME ZONE 'UTC'",
             r#"to_char(g, 'YYYY-MM-DD"T"HH24:00:00"Z"')"#,
         ),
         GroupBy::Day => (
             "date_trunc('day', start_at AT TIME ZONE 'UTC')",
+            "date_trunc('day', hour_start AT TIME ZONE 'UTC')",
             "to_char(g, 'YYYY-MM-DD')",
         ),
-        GroupBy::Tenant => ("tenant_id", "g::text"),
+        GroupBy::Tenant => ("tenant_id", "tenant_id", "g::text"),
+    };
+    GroupSql {
+        records,
+        hourly,
+        key,
     }
 }
 
-/// Runs a report. Records are clipped exactly to `[from, to)`.
-pub async fn report(conn: &mut PgConnection, q: &ReportQuery) -> Result<Report, BillingError> {
-    let (group, key) = group_sql(&q.group_by);
-    // Records lie within one UTC hour, so those overlapping [from, to)
-    // start in [from - 1 h, to): a range scan of usage_records_window.
-    let tenant_filter = if q.tenant.is_some() {
+fn tenant_filter(q: &ReportQuery) -> &'static str {
+    if q.tenant.is_some() {
         "tenant_id = $1 AND"
     } else {
         "$1::uuid IS NULL AND"
-    };
+    }
+}
+
+/// Runs one grouped query with parameters ($1 tenant, $2 from, $3 to,
+/// [$4 label]) and adds its groups into `acc`.
+async fn add_groups(
+    conn: &mut PgConnection,
+    q: &ReportQuery,
+    sql: &str,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    acc: &mut BTreeMap<String, Acc>,
+) -> Result<(), BillingError> {
+    let mut query = sqlx::query_as::<_, GroupRow>(sql)
+        .bind(q.tenant)
+        .bind(from)
+        .bind(to);
+    if let GroupBy::Label(label) = &q.group_by {
+        query = query.bind(label);
+    }
+    for row in query.fetch_all(&mut *conn).await? {
+        let key = row.key.unwrap_or_default();
+        let numerator = numerator_from_parts(
+            parse_i128(&key, &row.cpu_cost)?,
+            parse_i128(&key, &row.mem_cost)?,
+        );
+        acc.entry(key).or_default().add(&Acc {
+            seconds: row.seconds,
+            milli: row.milli,
+            mib: row.mib,
+            numerator,
+        });
+    }
+    Ok(())
+}
+
+/// Groups of the records overlapping `[from, to)`, each clipped exactly.
+async fn add_record_groups(
+    conn: &mut PgConnection,
+    q: &ReportQuery,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    acc: &mut BTreeMap<String, Acc>,
+) -> Result<(), BillingError> {
+    let GroupSql { records, key, .. } = group_sql(&q.group_by);
+    let tenant = tenant_filter(q);
+    // Records lie within one UTC hour, so those overlapping [from, to)
+    // start in [from - 1 h, to): a range scan of usage_records_window.
     let sql = format!(
         "SELECT {key} AS key,
                 sum(s)::bigint AS seconds,
@@ -295,53 +380,96 @@ pub async fn report(conn: &mut PgConnection, q: &ReportQuery) -> Result<Report, 
                 sum(s * memory_mib)::bigint AS mib,
                 sum(s * cpu_millis * nano_per_vcpu_second)::text AS cpu_cost,
                 sum(s * memory_mib * nano_per_gib_second)::text AS mem_cost
-           FROM (SELECT {group} AS g, cpu_millis, memory_mib,
+           FROM (SELECT {records} AS g, cpu_millis, memory_mib,
                         nano_per_vcpu_second, nano_per_gib_second,
                         CASE WHEN start_at >= $2 AND end_at <= $3 THEN seconds::bigint
                              ELSE sign(seconds)::bigint
                                   * extract(epoch FROM least(end_at, $3) - greatest(start_at, $2))::bigint
                         END AS s
                    FROM usage_records
-                  WHERE {tenant_filter} start_at >= $2 - interval '1 hour'
+                  WHERE {tenant} start_at >= $2 - interval '1 hour'
                     AND start_at < $3 AND end_at > $2) r
           GROUP BY g"
     );
-    let mut query = sqlx::query_as::<_, GroupRow>(&sql)
-        .bind(q.tenant)
-        .bind(q.from)
-        .bind(q.to);
-    if let GroupBy::Label(label) = &q.group_by {
-        query = query.bind(label);
-    }
-    let groups = query.fetch_all(&mut *conn).await?;
+    add_groups(conn, q, &sql, from, to, acc).await
+}
 
-    let mut total = UsageTotals::default();
-    let mut total_numerator = 0i128;
-    let mut items = Vec::with_capacity(groups.len());
-    for row in groups {
-        let key = row.key.unwrap_or_default();
-        let numerator = numerator_from_parts(
-            parse_i128(&key, &row.cpu_cost)?,
-            parse_i128(&key, &row.mem_cost)?,
-        );
-        let totals = UsageTotals {
-            billed_seconds: row.seconds,
-            milli_vcpu_seconds: row.milli,
-            mib_seconds: row.mib,
-            cost_micros: micros_from_numerator(numerator),
-        };
-        total.billed_seconds += totals.billed_seconds;
-        total.milli_vcpu_seconds += totals.milli_vcpu_seconds;
-        total.mib_seconds += totals.mib_seconds;
-        total_numerator += numerator;
+/// Groups of the hourly rollup for the whole hours `[from, to)`.
+async fn add_hourly_groups(
+    conn: &mut PgConnection,
+    q: &ReportQuery,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    acc: &mut BTreeMap<String, Acc>,
+) -> Result<(), BillingError> {
+    let GroupSql { hourly, key, .. } = group_sql(&q.group_by);
+    let tenant = tenant_filter(q);
+    let sql = format!(
+        "SELECT {key} AS key,
+                sum(seconds)::bigint AS seconds,
+                sum(milli_vcpu_seconds)::bigint AS milli,
+                sum(mib_seconds)::bigint AS mib,
+                sum(cpu_cost)::text AS cpu_cost,
+                sum(mem_cost)::text AS mem_cost
+           FROM (SELECT {hourly} AS g, seconds, milli_vcpu_seconds, mib_seconds,
+                        cpu_cost, mem_cost
+                   FROM usage_hourly
+                  WHERE {tenant} hour_start >= $2 AND hour_start < $3) r
+          GROUP BY g"
+    );
+    add_groups(conn, q, &sql, from, to, acc).await
+}
+
+/// Runs a report. Records are clipped exactly to `[from, to)`: whole hours
+/// come from the hourly rollup, the partial hours at the edges from the
+/// records themselves.
+pub async fn report(conn: &mut PgConnection, q: &ReportQuery) -> Result<Report, BillingError> {
+    let mut acc = BTreeMap::new();
+    let (from_s, to_s) = (q.from.timestamp(), q.to.timestamp());
+    let first_hour =
+        from_s + (SECONDS_PER_HOUR - from_s.rem_euclid(SECONDS_PER_HOUR)) % SECONDS_PER_HOUR;
+    let last_hour = to_s - to_s.rem_euclid(SECONDS_PER_HOUR);
+    let at = |s: i64| DateTime::from_timestamp(s, 0).unwrap_or_default();
+    if first_hour < last_hour {
+        if from_s < first_hour {
+            add_record_groups(conn, q, q.from, at(first_hour), &mut acc).await?;
+        }
+        add_hourly_groups(conn, q, at(first_hour), at(last_hour), &mut acc).await?;
+        if last_hour < to_s {
+            add_record_groups(conn, q, at(last_hour), q.to, &mut acc).await?;
+        }
+    } else {
+        add_record_groups(conn, q, q.from, q.to, &mut acc).await?;
+    }
+    finish_report(conn, q, acc).await
+}
+
+/// The same report computed from the ledger's records alone (no rollup):
+/// slower, for audits and for checking the rollup.
+pub async fn report_from_records(
+    conn: &mut PgConnection,
+    q: &ReportQuery,
+) -> Result<Report, BillingError> {
+    let mut acc = BTreeMap::new();
+    add_record_groups(conn, q, q.from, q.to, &mut acc).await?;
+    finish_report(conn, q, acc).await
+}
+
+async fn finish_report(
+    conn: &mut PgConnection,
+    q: &ReportQuery,
+    acc: BTreeMap<String, Acc>,
+) -> Result<Report, BillingError> {
+    let mut total = Acc::default();
+    let mut items = Vec::with_capacity(acc.len());
+    for (key, a) in acc {
+        total.add(&a);
         items.push(ReportRow {
             key,
             name: None,
-            totals,
+            totals: a.totals(),
         });
     }
-    total.cost_micros = micros_from_numerator(total_numerator);
-
     if q.group_by == GroupBy::Container && !items.is_empty() {
         let ids: Vec<Uuid> = items.iter().filter_map(|r| r.key.parse().ok()).collect();
         let names = container_names(conn, &ids).await?;
@@ -349,15 +477,13 @@ pub async fn report(conn: &mut PgConnection, q: &ReportQuery) -> Result<Report, 
             item.name = item.key.parse().ok().and_then(|id| names.get(&id).cloned());
         }
         items.sort_by(|a, b| (&a.name, &a.key).cmp(&(&b.name, &b.key)));
-    } else {
-        items.sort_by(|a, b| a.key.cmp(&b.key));
     }
     Ok(Report {
         items,
         total: ReportRow {
             key: "total".into(),
             name: None,
-            totals: total,
+            totals: total.totals(),
         },
     })
 }

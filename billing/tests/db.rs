@@ -376,6 +376,25 @@ async fn windows_split_runs_exactly_and_add_up_to_the_total() -> Result<()> {
     assert_eq!(sum.billed_seconds, 106);
     assert_eq!(sum.milli_vcpu_seconds, wide.total.totals.milli_vcpu_seconds);
     assert_eq!(sum.mib_seconds, wide.total.totals.mib_seconds);
+    // The rollup path (whole hours) and the records-only path agree on any
+    // window, aligned to hours or not.
+    for (a, b) in [
+        (-7200, 7200),
+        (-3600, 0),
+        (-31, 3600),
+        (-3599, 3601),
+        (0, 86_400),
+        (-86_400, 1),
+    ] {
+        for g in ["container", "hour", "day", "label:team"] {
+            let w = q(hour + Duration::seconds(a), hour + Duration::seconds(b), g);
+            assert_eq!(
+                report(&mut c, &w).await?,
+                report_from_records(&mut c, &w).await?,
+                "{a}..{b} by {g}"
+            );
+        }
+    }
     let narrow = report(
         &mut c,
         &q(
