@@ -30,6 +30,14 @@ pub struct ApiConfig {
     #[arg(long, env = "SKIFF_HOST_LOST_AFTER_S", default_value_t = 30)]
     pub host_lost_after_s: u64,
 
+    /// Default price per vCPU-second in nano-units (used when the rate card is empty).
+    #[arg(long, env = "SKIFF_PRICE_VCPU_SECOND_NANO", default_value_t = 11_300)]
+    pub price_vcpu_second_nano: i64,
+
+    /// Default price per GiB-second in nano-units (used when the rate card is empty).
+    #[arg(long, env = "SKIFF_PRICE_GIB_SECOND_NANO", default_value_t = 1_240)]
+    pub price_gib_second_nano: i64,
+
     /// Maximum PostgreSQL connections.
     #[arg(long, env = "SKIFF_DB_MAX_CONNECTIONS", default_value_t = 16)]
     pub db_max_connections: u32,

@@ -20,6 +20,8 @@ pub enum ApiError {
         field: Option<String>,
         detail: String,
     },
+    #[error("method not allowed on this route")]
+    MethodNotAllowed,
     #[error("request body larger than 1 MiB")]
     PayloadTooLarge,
     #[error("{0}")]
@@ -63,6 +65,11 @@ impl ApiError {
             Self::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized"),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not-found", "Not found"),
             Self::Conflict { .. } => (StatusCode::CONFLICT, "conflict", "Conflict"),
+            Self::MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method-not-allowed",
+                "Method not allowed",
+            ),
             Self::PayloadTooLarge => (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "payload-too-large",
@@ -120,6 +127,16 @@ impl From<crate::store::StoreError> for ApiError {
             StoreError::Database(e) => Self::Internal(e.to_string()),
             StoreError::Migrate(e) => Self::Internal(e.to_string()),
             StoreError::Corrupt(e) => Self::Internal(e),
+            StoreError::Billing(e) => e.into(),
+        }
+    }
+}
+
+impl From<skiff_billing::BillingError> for ApiError {
+    fn from(err: skiff_billing::BillingError) -> Self {
+        match err {
+            skiff_billing::BillingError::Invalid(field) => field.into(),
+            other => Self::Internal(other.to_string()),
         }
     }
 }

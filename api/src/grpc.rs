@@ -125,7 +125,12 @@ impl ControlPlane for ControlPlaneService {
                 if tx.send(Ok(set)).await.is_err() {
                     return; // the worker went away
                 }
-                let _ = tokio::time::timeout(RESYNC_INTERVAL, changed.changed()).await;
+                tokio::select! {
+                    // Ending the stream lets the server shut down; the
+                    // worker reconnects to the next control plane.
+                    _ = state.shutdown.cancelled() => return,
+                    _ = tokio::time::timeout(RESYNC_INTERVAL, changed.changed()) => {}
+                }
             }
         });
         Ok(Response::new(stream))
@@ -163,6 +168,30 @@ impl ControlPlane for ControlPlaneService {
             None => tracing::debug!("report for an unknown container ignored"),
         }
         Ok(Response::new(pb::ReportAck {}))
+    }
+
+    async fn report_usage(
+        &self,
+        request: Request<pb::UsageCheckpoint>,
+    ) -> Result<Response<pb::ReportAck>, Status> {
+        self.checkpoint(request.into_inner()).await?;
+        Ok(Response::new(pb::ReportAck {}))
+    }
+}
+
+impl ControlPlaneService {
+    async fn checkpoint(&self, checkpoint: pb::UsageCheckpoint) -> Result<(), Status> {
+        let applied = self.state.store.apply_checkpoint(&checkpoint).await?;
+        self.state
+            .metrics
+            .checkpoints
+            .with_label_values(&[if applied {
+                "applied"
+            } else {
+                "duplicate_or_closed"
+            }])
+            .inc();
+        Ok(())
     }
 }
 

@@ -46,6 +46,8 @@ pub struct AppState {
     pub admin_token_sha256: Vec<u8>,
     /// Token hash -> tenant. Tokens are never revoked yet, so entries never go stale.
     pub token_cache: TokenCache,
+    /// Cancelled at shutdown, so long-lived streams end instead of holding it up.
+    pub shutdown: CancellationToken,
 }
 
 #[derive(Default)]
@@ -85,6 +87,13 @@ pub async fn serve(
 ) -> Result<(), ServeError> {
     config.validate().map_err(ServeError::Config)?;
     let store = store::Store::connect(&config.database_url, config.db_max_connections).await?;
+    store
+        .ensure_default_rate(skiff_billing::Rate {
+            nano_per_vcpu_second: config.price_vcpu_second_nano,
+            nano_per_gib_second: config.price_gib_second_nano,
+        })
+        .await?;
+    let cancel = CancellationToken::new();
     let state = Arc::new(AppState {
         admin_token_sha256: http::hash_token(&config.admin_token),
         config,
@@ -93,8 +102,8 @@ pub async fn serve(
         metrics: metrics::Metrics::default(),
         agents: grpc::AgentClients::default(),
         token_cache: TokenCache::default(),
+        shutdown: cancel.clone(),
     });
-    let cancel = CancellationToken::new();
     {
         let cancel = cancel.clone();
         tokio::spawn(async move {

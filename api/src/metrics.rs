@@ -3,7 +3,7 @@
 //! same figures the benchmark prints.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
 };
 
 pub struct Metrics {
@@ -11,6 +11,12 @@ pub struct Metrics {
     pub http_duration: HistogramVec,
     pub phase_duration: HistogramVec,
     pub reports: IntCounterVec,
+    pub checkpoints: IntCounterVec,
+    /// Set from PostgreSQL at each scrape (the meter's state lives there).
+    pub open_runs: IntGauge,
+    /// Counter semantics (it only grows); a gauge type because it is set
+    /// from the ledger's running total rather than incremented here.
+    pub metered_seconds: IntGauge,
 }
 
 impl Default for Metrics {
@@ -46,10 +52,28 @@ impl Default for Metrics {
             &["state"],
         )
         .expect("valid metric");
+        let checkpoints = IntCounterVec::new(
+            Opts::new(
+                "skiff_meter_checkpoints_total",
+                "Meter checkpoints received from workers, by outcome",
+            ),
+            &["result"],
+        )
+        .expect("valid metric");
+        let open_runs =
+            IntGauge::new("skiff_meter_open_runs", "Runs being metered now").expect("valid metric");
+        let metered_seconds = IntGauge::new(
+            "skiff_metered_seconds_total",
+            "Billed container seconds recorded in the usage ledger",
+        )
+        .expect("valid metric");
         for collector in [
             Box::new(http_duration.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(phase_duration.clone()),
             Box::new(reports.clone()),
+            Box::new(checkpoints.clone()),
+            Box::new(open_runs.clone()),
+            Box::new(metered_seconds.clone()),
         ] {
             registry.register(collector).expect("unique metric");
         }
@@ -58,6 +82,9 @@ impl Default for Metrics {
             http_duration,
             phase_duration,
             reports,
+            checkpoints,
+            open_runs,
+            metered_seconds,
         }
     }
 }

@@ -175,6 +175,29 @@ pub struct Timings {
     pub start_ms: Option<i64>,
 }
 
+/// What a container has been billed so far (all runs; see the billing rule
+/// in the README: task run time only, each run rounded up to a second).
+#[derive(Debug, Default, Serialize, ToSchema)]
+pub struct UsageView {
+    pub billed_seconds: i64,
+    pub vcpu_seconds: f64,
+    pub gib_seconds: f64,
+    /// Micro-units of the currency of the rate card.
+    pub cost: i64,
+}
+
+impl From<&skiff_billing::UsageTotals> for UsageView {
+    fn from(t: &skiff_billing::UsageTotals) -> Self {
+        // Display only: the integers stay the source of truth.
+        Self {
+            billed_seconds: t.billed_seconds,
+            vcpu_seconds: t.milli_vcpu_seconds as f64 / 1000.0,
+            gib_seconds: t.mib_seconds as f64 / 1024.0,
+            cost: t.cost_micros,
+        }
+    }
+}
+
 /// A container as the API shows it. `secure_env` is never part of it.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ContainerView {
@@ -205,6 +228,7 @@ pub struct ContainerView {
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
     pub timings: Timings,
+    pub usage: UsageView,
 }
 
 #[derive(Debug, Serialize, ToSchema)]

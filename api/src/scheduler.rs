@@ -40,5 +40,12 @@ async fn pass(state: &AppState) -> Result<(), crate::store::StoreError> {
         tracing::warn!(container = %id, "container failed: its host was lost");
         state.hub.container_changed(id);
     }
+    let closed = state.store.close_runs_of_lost_hosts(cutoff).await?;
+    if closed > 0 {
+        tracing::warn!(
+            runs = closed,
+            "closed the meter runs of lost hosts at their last checkpoint"
+        );
+    }
     Ok(())
 }

@@ -28,6 +28,8 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("corrupt row: {0}")]
     Corrupt(String),
+    #[error("metering: {0}")]
+    Billing(#[from] skiff_billing::BillingError),
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -511,6 +513,58 @@ impl Store {
         .await?)
     }
 
+    // ---- metering ----
+
+    /// Applies a meter checkpoint; false for a duplicate or an unknown run.
+    pub async fn apply_checkpoint(&self, c: &pb::UsageCheckpoint) -> Result<bool> {
+        let id = Uuid::parse_str(&c.container_id)
+            .map_err(|e| StoreError::Corrupt(format!("checkpoint container id: {e}")))?;
+        let observed_at = DateTime::from_timestamp_millis(c.observed_at_unix_ms)
+            .ok_or_else(|| StoreError::Corrupt("checkpoint time out of range".into()))?;
+        let usage = skiff_billing::MeasuredUsage {
+            cpu_usage_ns: c.cpu_usage_ns,
+            peak_memory_bytes: c.peak_memory_bytes,
+        };
+        let mut conn = self.pool.acquire().await?;
+        Ok(skiff_billing::checkpoint(
+            &mut conn,
+            &c.report_id,
+            id,
+            c.generation as i64,
+            observed_at,
+            Some(usage),
+        )
+        .await?)
+    }
+
+    /// Closes the open runs of hosts silent since `cutoff` at the last
+    /// checkpoint that saw them running: unobserved time is never billed.
+    pub async fn close_runs_of_lost_hosts(&self, cutoff: DateTime<Utc>) -> Result<u64> {
+        let hosts: Vec<String> =
+            sqlx::query_scalar("SELECT id FROM hosts WHERE last_heartbeat_at < $1")
+                .bind(cutoff)
+                .fetch_all(&self.pool)
+                .await?;
+        let mut closed = 0;
+        for host in hosts {
+            let mut tx = self.pool.begin().await?;
+            closed += skiff_billing::close_runs_of_host(&mut tx, &host).await?;
+            tx.commit().await?;
+        }
+        Ok(closed)
+    }
+
+    /// Seeds the rate card from config when it is empty.
+    pub async fn ensure_default_rate(&self, rate: skiff_billing::Rate) -> Result<()> {
+        let mut conn = self.pool.acquire().await?;
+        skiff_billing::ensure_default_rate(&mut conn, rate).await?;
+        Ok(())
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
     // ---- worker reports ----
 
     /// Applies one worker report. Stale reports (older generation) only add
@@ -529,6 +583,7 @@ impl Store {
         let observed =
             pb::ObservedState::try_from(report.state).unwrap_or(pb::ObservedState::Unspecified);
         let current_generation = report.generation == row.generation as u64;
+        meter_observation(&mut tx, &row, report, observed).await?;
         let mut timings = None;
         if observed == pb::ObservedState::Removed {
             sqlx::query(
@@ -558,6 +613,73 @@ impl Store {
 /// Locks a container row. With a tenant, only that tenant's visible
 /// containers; without (worker reports), deleted ones too, so a host can
 /// still report their exit and removal.
+/// The meter's view of a run, from the container row.
+fn run_facts(
+    row: &ContainerRow,
+    generation: i64,
+    host_id: &str,
+    started_at: DateTime<Utc>,
+) -> skiff_billing::RunFacts {
+    skiff_billing::RunFacts {
+        tenant_id: row.tenant_id,
+        container_id: row.id,
+        container_name: row.name.clone(),
+        generation,
+        host_id: host_id.to_owned(),
+        cpu_millis: row.cpu_millis,
+        memory_mib: row.memory_mib,
+        labels: row.labels.0.clone(),
+        started_at,
+    }
+}
+
+/// Opens a run when its task is reported running and closes it when the
+/// task's exit is reported, in the same transaction as the state change.
+/// Exits of older generations (a restart replaced them) close their runs too.
+async fn meter_observation(
+    tx: &mut Transaction<'_, Postgres>,
+    row: &ContainerRow,
+    report: &pb::StatusReport,
+    observed: pb::ObservedState,
+) -> Result<()> {
+    let generation = report.generation as i64;
+    let started_at = ms_to_time(report.started_at_unix_ms).or(if generation == row.generation {
+        row.started_at
+    } else {
+        None
+    });
+    match observed {
+        pb::ObservedState::Running if generation == row.generation => {
+            if let Some(started_at) = started_at {
+                let facts = run_facts(row, generation, &report.host_id, started_at);
+                skiff_billing::open_run(tx, &facts).await?;
+            }
+        }
+        pb::ObservedState::Exited if report.exit_code.is_some() => {
+            let ended_at = ms_to_time(report.finished_at_unix_ms).unwrap_or_else(Utc::now);
+            // Without a known start (never opened, start unknown) there is
+            // nothing observed to bill.
+            let facts = run_facts(
+                row,
+                generation,
+                &report.host_id,
+                started_at.unwrap_or(ended_at),
+            );
+            let reason = if report.reason.is_empty() {
+                "exited"
+            } else {
+                report.reason.as_str()
+            };
+            let report_id = format!("{}:{generation}:exit", row.id);
+            if started_at.is_some() {
+                skiff_billing::close_run(tx, &report_id, &facts, ended_at, reason).await?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
 async fn lock_container(
     tx: &mut Transaction<'_, Postgres>,
     id: Uuid,

@@ -9,9 +9,11 @@
 //! - `isolation`: cgroup limits, OOM kills, network namespace, tenants,
 //!   secure environment.
 //! - `api`: bad input, listing and pagination, service endpoints.
+//! - `billing`: per-second metering, reports, ledger verification.
 //! - `worker_restart`: the worker SIGKILLed and re-adopting its containers.
 
 mod api;
+mod billing;
 mod isolation;
 mod lifecycle;
 mod run;

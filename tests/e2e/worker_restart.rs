@@ -53,5 +53,35 @@ async fn sigkilled_worker_readopts_running_containers() {
         "{}",
         t.diag(&sleeper).await
     );
+    // Metering saw one continuous run: billed exactly its duration rounded
+    // up (no gap while the worker was away, nothing counted twice), and the
+    // ledger's stretches of it are contiguous.
+    let started =
+        chrono::DateTime::parse_from_rfc3339(stopped["started_at"].as_str().unwrap()).unwrap();
+    let finished =
+        chrono::DateTime::parse_from_rfc3339(stopped["finished_at"].as_str().unwrap()).unwrap();
+    let run_ms = (finished - started).num_milliseconds();
+    let expected = ((run_ms + 999) / 1000).max(1);
+    assert_eq!(
+        stopped["usage"]["billed_seconds"].as_i64(),
+        Some(expected),
+        "run of {run_ms} ms\n{}",
+        t.diag(&sleeper).await
+    );
+    let pool = sqlx::PgPool::connect(&platform.database_url).await.unwrap();
+    let stretches: Vec<(chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>)> = sqlx::query_as(
+        "SELECT start_at, end_at FROM usage_records WHERE container_id = $1::uuid ORDER BY start_at",
+    )
+    .bind(&sleeper)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert!(!stretches.is_empty());
+    for pair in stretches.windows(2) {
+        assert_eq!(
+            pair[0].1, pair[1].0,
+            "gap or overlap in the ledger: {stretches:?}"
+        );
+    }
     t.delete(&sleeper).await;
 }

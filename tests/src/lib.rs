@@ -74,6 +74,10 @@ pub struct Platform {
     pub api_url: String,
     /// Port of the REST API (tests check a container cannot reach it).
     pub api_port: u16,
+    /// The run's own database (tests that tamper with rows use it).
+    pub database_url: String,
+    /// The control plane's worker endpoint (tests that re-send reports use it).
+    pub grpc_url: String,
     admin_token: String,
     /// Identifies this run in names: database, namespace, host id.
     pub run_id: String,
@@ -175,7 +179,7 @@ impl Platform {
         let api_env = vec![
             ("SKIFF_LISTEN".into(), format!("127.0.0.1:{api_port}")),
             ("SKIFF_GRPC_LISTEN".into(), format!("127.0.0.1:{grpc_port}")),
-            ("SKIFF_DATABASE_URL".into(), database_url),
+            ("SKIFF_DATABASE_URL".into(), database_url.clone()),
             ("SKIFF_ADMIN_TOKEN".into(), admin_token.clone()),
             ("RUST_LOG".into(), "info".into()),
             ("NO_COLOR".into(), "1".into()),
@@ -215,6 +219,8 @@ impl Platform {
         let mut platform = Platform {
             api_url,
             api_port,
+            database_url,
+            grpc_url: format!("http://127.0.0.1:{grpc_port}"),
             admin_token,
             run_id,
             run_dir,

@@ -3,7 +3,9 @@
 
 use super::{json, JsonBody, Tenant};
 use crate::error::{ApiError, Problem};
-use crate::model::{ContainerList, ContainerView, CreateContainer, EventList, EventView, Timings};
+use crate::model::{
+    ContainerList, ContainerView, CreateContainer, EventList, EventView, Timings, UsageView,
+};
 use crate::store::{Action, ContainerRow, ListFilter};
 use crate::AppState;
 use axum::body::Body;
@@ -24,7 +26,33 @@ const MAX_PAGE: i64 = 1000;
 const DEFAULT_WAIT_S: u64 = 30;
 const MAX_WAIT_S: u64 = 600;
 
-pub fn view(row: ContainerRow) -> ContainerView {
+/// Renders rows with their usage so far (one query for all of them).
+async fn views(state: &AppState, rows: Vec<ContainerRow>) -> Result<Vec<ContainerView>, ApiError> {
+    let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
+    let mut conn = state
+        .store
+        .pool()
+        .acquire()
+        .await
+        .map_err(ApiError::internal)?;
+    let usage = skiff_billing::container_usage(&mut conn, &ids).await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| {
+            let u = usage.get(&row.id).map(UsageView::from).unwrap_or_default();
+            view(row, u)
+        })
+        .collect())
+}
+
+async fn view_one(state: &AppState, row: ContainerRow) -> Result<ContainerView, ApiError> {
+    Ok(views(state, vec![row])
+        .await?
+        .pop()
+        .expect("one row in, one view out"))
+}
+
+pub fn view(row: ContainerRow, usage: UsageView) -> ContainerView {
     ContainerView {
         id: row.id,
         name: row.name,
@@ -54,6 +82,7 @@ pub fn view(row: ContainerRow) -> ContainerView {
             create_ms: row.create_ms,
             start_ms: row.start_ms,
         },
+        usage,
     }
 }
 
@@ -85,7 +114,7 @@ pub async fn create(
     let row = state.store.insert_container(tenant, &new).await?;
     tracing::info!(container = %row.id, tenant = %tenant, image = %row.image, "container created");
     state.hub.wake_scheduler();
-    Ok(json(StatusCode::CREATED, view(row)))
+    Ok(json(StatusCode::CREATED, view(row, UsageView::default())))
 }
 
 /// Get one container.
@@ -98,7 +127,8 @@ pub async fn get(
     Tenant(tenant): Tenant,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    Ok(json(StatusCode::OK, view(load(&state, tenant, &id).await?)))
+    let row = load(&state, tenant, &id).await?;
+    Ok(json(StatusCode::OK, view_one(&state, row).await?))
 }
 
 /// List containers: `state=` and `label=key=value` filters (repeatable),
@@ -111,8 +141,9 @@ pub async fn get(
 pub async fn list(
     State(state): State<Arc<AppState>>,
     Tenant(tenant): Tenant,
-    Query(query): Query<Vec<(String, String)>>,
+    query: Result<Query<Vec<(String, String)>>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::invalid("query", e.body_text()))?;
     let mut filter = ListFilter {
         limit: DEFAULT_PAGE,
         ..Default::default()
@@ -155,7 +186,7 @@ pub async fn list(
     Ok(json(
         StatusCode::OK,
         ContainerList {
-            items: rows.into_iter().map(view).collect(),
+            items: views(&state, rows).await?,
             next,
         },
     ))
@@ -190,10 +221,8 @@ pub async fn stop(
     Tenant(tenant): Tenant,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    Ok(json(
-        StatusCode::ACCEPTED,
-        view(act(&state, tenant, &id, Action::Stop).await?),
-    ))
+    let row = act(&state, tenant, &id, Action::Stop).await?;
+    Ok(json(StatusCode::ACCEPTED, view_one(&state, row).await?))
 }
 
 /// Start a new run of a stopped or finished container (no-op if it runs).
@@ -204,10 +233,8 @@ pub async fn start(
     Tenant(tenant): Tenant,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    Ok(json(
-        StatusCode::ACCEPTED,
-        view(act(&state, tenant, &id, Action::Start).await?),
-    ))
+    let row = act(&state, tenant, &id, Action::Start).await?;
+    Ok(json(StatusCode::ACCEPTED, view_one(&state, row).await?))
 }
 
 /// Stop the current run (if any) and start a new one.
@@ -218,10 +245,8 @@ pub async fn restart(
     Tenant(tenant): Tenant,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    Ok(json(
-        StatusCode::ACCEPTED,
-        view(act(&state, tenant, &id, Action::Restart).await?),
-    ))
+    let row = act(&state, tenant, &id, Action::Restart).await?;
+    Ok(json(StatusCode::ACCEPTED, view_one(&state, row).await?))
 }
 
 /// Delete: stops the container if needed and removes its runtime state and
@@ -300,7 +325,7 @@ pub async fn wait(
         let row = load(&state, tenant, &raw).await?;
         let s = row.state();
         if s.is_terminal() || (want_running && s == ContainerState::Running) {
-            return Ok(json(StatusCode::OK, view(row)));
+            return Ok(json(StatusCode::OK, view_one(&state, row).await?));
         }
         // Also re-check every few seconds in case a wake-up was missed.
         let tick = tokio::time::Instant::now() + Duration::from_secs(2);

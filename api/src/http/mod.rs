@@ -4,11 +4,13 @@
 //! Layout:
 //! - [`containers`]: the tenant's container routes.
 //! - [`tenants`]: admin routes.
+//! - [`usage`]: usage reports, ledger verification, rate card.
 //! - [`openapi`]: the OpenAPI 3 document, generated from the handlers.
 
 pub mod containers;
 pub mod openapi;
 pub mod tenants;
+pub mod usage;
 
 use crate::error::ApiError;
 use crate::AppState;
@@ -46,11 +48,16 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/containers/{id}/logs", get(containers::logs))
         .route("/v1/containers/{id}/events", get(containers::events))
         .route("/v1/containers/{id}/wait", get(containers::wait))
+        .route("/v1/usage", get(usage::tenant_report))
+        .route("/v1/usage/verify", get(usage::verify))
+        .route("/v1/admin/usage", get(usage::admin_report))
+        .route("/v1/admin/rates", get(usage::rates).post(usage::add_rate))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi::document))
         .fallback(|| async { ApiError::NotFound("route") })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
@@ -71,6 +78,14 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Result<&'static str, ApiE
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    if let Ok(mut conn) = state.store.pool().acquire().await {
+        if let Ok(n) = skiff_billing::open_runs(&mut conn).await {
+            state.metrics.open_runs.set(n);
+        }
+        if let Ok(n) = skiff_billing::metered_seconds_total(&mut conn).await {
+            state.metrics.metered_seconds.set(n);
+        }
+    }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(),

@@ -1,0 +1,152 @@
+//! Usage and billing routes: a tenant's reports and chain verification, and
+//! the admin's cross-tenant reports and rate card. The rules themselves
+//! (what is billed, splitting, pricing) live in `skiff-billing`.
+
+use super::{json, Admin, JsonBody, Tenant};
+use crate::error::{ApiError, Problem};
+use crate::AppState;
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use std::sync::Arc;
+use uuid::Uuid;
+
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct UsageQuery {
+    /// Start of the window (RFC 3339, inclusive).
+    pub from: Option<String>,
+    /// End of the window (RFC 3339, exclusive); at most 366 days after `from`.
+    pub to: Option<String>,
+    /// `container`, `label:<key>`, `hour` or `day` (admins also `tenant`).
+    pub group_by: Option<String>,
+}
+
+fn wants_csv(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.contains("text/csv"))
+}
+
+async fn usage_report(
+    state: &AppState,
+    tenant: Option<Uuid>,
+    query: Result<Query<UsageQuery>, axum::extract::rejection::QueryRejection>,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::invalid("query", e.body_text()))?;
+    let admin = tenant.is_none();
+    let query = skiff_billing::ReportQuery::new(
+        tenant,
+        q.from.as_deref(),
+        q.to.as_deref(),
+        q.group_by.as_deref(),
+        admin,
+    )?;
+    let mut conn = state
+        .store
+        .pool()
+        .acquire()
+        .await
+        .map_err(ApiError::internal)?;
+    let report = skiff_billing::report(&mut conn, &query).await?;
+    if wants_csv(headers) {
+        return Ok((
+            [(header::CONTENT_TYPE, "text/csv; charset=utf-8")],
+            skiff_billing::report_csv(&report),
+        )
+            .into_response());
+    }
+    Ok(json(StatusCode::OK, report))
+}
+
+/// The tenant's usage in `[from, to)`, grouped. Runs are billed per second of
+/// task run time (containerd's task start to exit), each run rounded up to a
+/// whole second, minimum 1 s; queueing, image pulls and container creation are
+/// free. A run crossing a window boundary is split exactly there, so the
+/// windows of any partition add up to the total. `cost` is in micro-units.
+/// `Accept: text/csv` returns CSV.
+#[utoipa::path(get, path = "/v1/usage", params(UsageQuery),
+    responses((status = 200, description = "report: {items: [{key, vcpu_seconds, gib_seconds, billed_seconds, cost}], total}"),
+        (status = 400, body = Problem), (status = 401, body = Problem)),
+    security(("bearer" = [])))]
+pub async fn tenant_report(
+    State(state): State<Arc<AppState>>,
+    Tenant(tenant): Tenant,
+    headers: HeaderMap,
+    query: Result<Query<UsageQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    usage_report(&state, Some(tenant), query, &headers).await
+}
+
+/// The same report across all tenants (admin token); `group_by=tenant` allowed.
+#[utoipa::path(get, path = "/v1/admin/usage", params(UsageQuery),
+    responses((status = 200, description = "report across tenants"), (status = 400, body = Problem),
+        (status = 401, body = Problem)),
+    security(("bearer" = [])))]
+pub async fn admin_report(
+    State(state): State<Arc<AppState>>,
+    _admin: Admin,
+    headers: HeaderMap,
+    query: Result<Query<UsageQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    usage_report(&state, None, query, &headers).await
+}
+
+/// Verifies the tenant's hash-chained usage ledger: `{"ok": true, "records": N}`,
+/// or `ok: false` with the first record that breaks the chain.
+#[utoipa::path(get, path = "/v1/usage/verify",
+    responses((status = 200, description = "verification result"), (status = 401, body = Problem)),
+    security(("bearer" = [])))]
+pub async fn verify(
+    State(state): State<Arc<AppState>>,
+    Tenant(tenant): Tenant,
+) -> Result<Response, ApiError> {
+    let mut conn = state
+        .store
+        .pool()
+        .acquire()
+        .await
+        .map_err(ApiError::internal)?;
+    let verification = skiff_billing::verify_chain(&mut conn, tenant).await?;
+    Ok(json(StatusCode::OK, verification))
+}
+
+/// The rate card: prices per vCPU-second and per GiB-second, each effective from a date.
+#[utoipa::path(get, path = "/v1/admin/rates",
+    responses((status = 200, description = "rate cards, oldest first"), (status = 401, body = Problem)),
+    security(("bearer" = [])))]
+pub async fn rates(
+    State(state): State<Arc<AppState>>,
+    _admin: Admin,
+) -> Result<Response, ApiError> {
+    let mut conn = state
+        .store
+        .pool()
+        .acquire()
+        .await
+        .map_err(ApiError::internal)?;
+    let items = skiff_billing::rates(&mut conn).await?;
+    Ok(json(StatusCode::OK, serde_json::json!({ "items": items })))
+}
+
+/// Adds a rate effective from a future whole UTC hour.
+#[utoipa::path(post, path = "/v1/admin/rates",
+    responses((status = 201, description = "the rate card added"), (status = 400, body = Problem),
+        (status = 401, body = Problem)),
+    security(("bearer" = [])))]
+pub async fn add_rate(
+    State(state): State<Arc<AppState>>,
+    _admin: Admin,
+    JsonBody(rate): JsonBody<skiff_billing::RateCard>,
+) -> Result<Response, ApiError> {
+    let mut conn = state
+        .store
+        .pool()
+        .acquire()
+        .await
+        .map_err(ApiError::internal)?;
+    skiff_billing::add_rate(&mut conn, &rate).await?;
+    Ok(json(StatusCode::CREATED, rate))
+}
