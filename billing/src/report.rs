@@ -6,6 +6,9 @@
 //! `[start_at, end_at)` inside the window (with its sign, for adjustments).
 //! `from` and `to` must be whole seconds, so every window of a partition
 //! gets whole seconds and the windows add up to the total to the second.
+//! Whole hours of a window are read from the hourly rollup (`usage_hourly`,
+//! upserted with every record), the partial hours at its edges from the
+//! records; [`report_from_records`] recomputes from the records alone.
 //! Quantities are summed as integers; money is summed as an exact numerator
 //! and divided and rounded once per row (and once for the total, so item
 //! costs may differ from the total by their rounding: under 1 micro-unit
