@@ -51,6 +51,11 @@ pub async fn serve(
             insecure_registries: config.insecure_registries.clone(),
             seccomp_profile: Some(config.seccomp_profile.clone()),
             cgroup_parent: config.cgroup_parent(),
+            seccomp_arches: if config.seccomp_compat_arches {
+                runtime::seccomp::ArchScope::WithCompat
+            } else {
+                runtime::seccomp::ArchScope::Native
+            },
             ..ContainerdConfig::default()
         })
         .await?,

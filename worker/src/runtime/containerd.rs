@@ -9,7 +9,7 @@
 //! event subscription ([`Runtime::events`]).
 
 use super::pull::{Puller, SNAPSHOTTER};
-use super::seccomp::{running_kernel, DockerProfile};
+use super::seccomp::{running_kernel, ArchScope, DockerProfile};
 use super::spec::{self, SpecOptions, DEFAULT_CAPABILITIES};
 use super::{
     CgroupUsage, ContainerInfo, ExitRecord, ImageInfo, RunSpec, Runtime, RuntimeError, TaskEvent,
@@ -62,6 +62,8 @@ pub struct ContainerdConfig {
     /// Parent cgroup path; a container's cgroup is `<cgroup_parent>/<id>`.
     pub cgroup_parent: String,
     pub pids_limit: i64,
+    /// Syscall ABIs the seccomp filter admits.
+    pub seccomp_arches: ArchScope,
 }
 
 impl ContainerdConfig {
@@ -75,6 +77,7 @@ impl ContainerdConfig {
             seccomp_profile: Some(PathBuf::from("/usr/share/containers/seccomp.json")),
             cgroup_parent: format!("/skiff/{namespace}"),
             pids_limit: 4096,
+            seccomp_arches: ArchScope::Native,
         }
     }
 }
@@ -200,7 +203,11 @@ impl ContainerdRuntime {
                 })?;
                 // Every container gets the same capability set, so the
                 // profile is resolved once.
-                Some(profile.resolve(DEFAULT_CAPABILITIES, running_kernel()))
+                Some(profile.resolve(
+                    DEFAULT_CAPABILITIES,
+                    running_kernel(),
+                    config.seccomp_arches,
+                ))
             }
         };
         let memory_root = PathBuf::from("/sys/fs/cgroup/memory");

@@ -482,7 +482,11 @@ mod tests {
         let profile_path = std::path::Path::new("/usr/share/containers/seccomp.json");
         if profile_path.exists() {
             let profile = crate::runtime::seccomp::DockerProfile::load(profile_path).unwrap();
-            o.seccomp = Some(profile.resolve(DEFAULT_CAPABILITIES, None));
+            o.seccomp = Some(profile.resolve(
+                DEFAULT_CAPABILITIES,
+                None,
+                crate::runtime::seccomp::ArchScope::Native,
+            ));
         }
         let s = build(&run_spec(), &o).unwrap();
         let parsed: oci_spec::runtime::Spec = serde_json::from_value(s).unwrap();
