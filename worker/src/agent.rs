@@ -604,6 +604,7 @@ impl<R: Runtime> ContainerSupervisor<R> {
             return;
         }
         let create_ms = create_started.elapsed().as_millis() as u64;
+        let created_at = now_ms();
         let start_started = Instant::now();
         let started = match self.runtime.start(&self.id, generation).await {
             Ok(started) => started,
@@ -627,11 +628,13 @@ impl<R: Runtime> ContainerSupervisor<R> {
             create_ms,
             start_ms,
         });
-        r.events.push(event(
+        let mut created = event(
             generation,
             "Created",
             format!("container created in {create_ms} ms"),
-        ));
+        );
+        created.at_unix_ms = created_at;
+        r.events.push(created);
         let mut started_event = event(
             generation,
             "Started",

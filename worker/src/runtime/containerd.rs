@@ -503,6 +503,10 @@ impl Runtime for ContainerdRuntime {
             }))
             .await
             .map_err(containerd_err("Tasks.Create", id))?;
+        // Stamped before Start: the process begins during that call, so this
+        // is never after a fast process's exit time (which containerd stamps),
+        // and it over-states a run by at most the call's few milliseconds.
+        let started_at_unix_ms = now_ms();
         let started = self
             .tasks()
             .start(self.conn.req(StartRequest {
@@ -519,7 +523,6 @@ impl Runtime for ContainerdRuntime {
                 return Err(containerd_err("Tasks.Start", id)(s));
             }
         };
-        let started_at_unix_ms = now_ms();
         info!(pid, generation, "task started");
         Ok(TaskStarted {
             pid,
