@@ -19,7 +19,7 @@ use skiff_proto::control_plane_client::ControlPlaneClient;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, watch, Mutex};
+use tokio::sync::{mpsc, watch, Mutex, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Channel, Endpoint};
 use tracing::Instrument;
@@ -124,6 +124,10 @@ struct Supervisor {
 
 pub struct Agent<R: Runtime> {
     runtime: Arc<R>,
+    /// Bounds container creations+starts in flight: each spawns a shim and
+    /// runc, and a burst of hundreds at once on a small host thrashes the
+    /// CPU and finishes later than a steady queue.
+    start_slots: Arc<Semaphore>,
     host: HostInfo,
     control_plane: String,
     supervisors: Mutex<HashMap<String, Supervisor>>,
@@ -135,12 +139,14 @@ pub struct Agent<R: Runtime> {
 impl<R: Runtime> Agent<R> {
     pub fn new(
         runtime: Arc<R>,
+        max_concurrent_starts: usize,
         host: HostInfo,
         control_plane: String,
         shutdown: CancellationToken,
     ) -> Arc<Self> {
         Arc::new(Self {
             runtime,
+            start_slots: Arc::new(Semaphore::new(max_concurrent_starts.max(1))),
             host,
             control_plane,
             supervisors: Mutex::new(HashMap::new()),
@@ -301,6 +307,7 @@ impl<R: Runtime> Agent<R> {
             let supervisor = ContainerSupervisor {
                 id: id.clone(),
                 runtime: self.runtime.clone(),
+                start_slots: self.start_slots.clone(),
                 reporter: reporter.clone(),
                 desired: desired_rx,
                 events: events_rx,
@@ -375,6 +382,7 @@ enum Next {
 struct ContainerSupervisor<R: Runtime> {
     id: String,
     runtime: Arc<R>,
+    start_slots: Arc<Semaphore>,
     reporter: Reporter,
     desired: watch::Receiver<pb::Assignment>,
     events: mpsc::UnboundedReceiver<TaskEvent>,
@@ -597,6 +605,8 @@ impl<R: Runtime> ContainerSupervisor<R> {
             memory: MemoryMib::from_mib(spec.memory_mib),
             hostname: spec.hostname,
         };
+        // Held through create and start; released before reporting.
+        let _slot = self.start_slots.clone().acquire_owned().await.ok();
         let create_started = Instant::now();
         if let Err(err) = self.runtime.create(&run).await {
             self.fail(generation, Reason::StartFailed, err.to_string())

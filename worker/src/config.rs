@@ -71,6 +71,11 @@ pub struct WorkerConfig {
     #[arg(long, env = "SKIFF_SECCOMP_COMPAT_ARCHES", default_value_t = false)]
     pub seccomp_compat_arches: bool,
 
+    /// Container creations+starts in flight at once (default: 4 per core).
+    /// More only adds contention: each one spawns a shim and runc.
+    #[arg(long, env = "SKIFF_MAX_CONCURRENT_STARTS")]
+    pub max_concurrent_starts: Option<usize>,
+
     /// Parent cgroup of every container (default: /skiff/<namespace>).
     #[arg(long, env = "SKIFF_CGROUP_PARENT")]
     pub cgroup_parent: Option<String>,
@@ -104,6 +109,11 @@ impl WorkerConfig {
                 .unwrap_or(2 * 1024 * 1024);
             (total_kib / 1024).saturating_sub(1024)
         })
+    }
+
+    pub fn max_concurrent_starts(&self) -> usize {
+        self.max_concurrent_starts
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()) * 4)
     }
 
     pub fn cgroup_parent(&self) -> String {

@@ -90,7 +90,13 @@ pub async fn serve(
             .await
     });
 
-    let agent = Agent::new(runtime, host, config.control_plane.clone(), cancel.clone());
+    let agent = Agent::new(
+        runtime,
+        config.max_concurrent_starts(),
+        host,
+        config.control_plane.clone(),
+        cancel.clone(),
+    );
     let result = agent.run().await;
     cancel.cancel();
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), server).await;
