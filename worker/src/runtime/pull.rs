@@ -465,17 +465,48 @@ impl Puller {
         // Layers: fetch those missing, a few at a time. The futures are
         // built up front (not in a closure passed to the stream) so the
         // whole pull future stays `Send`.
+        //
+        // Each layer is unpacked as soon as it and every layer below it are
+        // in the content store, while later layers are still downloading:
+        // a cold pull then costs about the download plus the last unpack.
+        let layers = r.manifest.layers.len();
+        let (fetched_tx, mut fetched_rx) = tokio::sync::mpsc::unbounded_channel::<usize>();
         let fetches: Vec<_> = r
             .manifest
             .layers
             .iter()
             .zip(&r.config.rootfs.diff_ids)
-            .map(|(layer, diff_id)| self.fetch_layer(client, parsed, lease, layer, diff_id))
+            .enumerate()
+            .map(|(i, (layer, diff_id))| {
+                let fetched = fetched_tx.clone();
+                async move {
+                    self.fetch_layer(client, parsed, lease, layer, diff_id)
+                        .await?;
+                    let _ = fetched.send(i);
+                    Ok::<(), String>(())
+                }
+            })
             .collect();
-        futures::stream::iter(fetches)
+        drop(fetched_tx);
+        let fetching = futures::stream::iter(fetches)
             .buffer_unordered(PARALLEL_LAYERS)
-            .try_collect::<()>()
-            .await?;
+            .try_collect::<()>();
+        let unpacking = async {
+            let mut fetched = vec![false; layers];
+            let mut next = 0;
+            while next < layers {
+                let Some(i) = fetched_rx.recv().await else {
+                    return Err("layer download ended early".to_owned());
+                };
+                fetched[i] = true;
+                while next < layers && fetched[next] {
+                    self.unpack_layer(lease, r, next).await?;
+                    next += 1;
+                }
+            }
+            Ok(())
+        };
+        futures::try_join!(fetching, unpacking)?;
 
         let top = r.chain_ids.last().cloned().unwrap_or_default();
         let config_labels =
@@ -505,8 +536,6 @@ impl Puller {
             manifest_labels,
         )
         .await?;
-
-        self.unpack(lease, r).await?;
 
         let image = Image {
             name: name.to_owned(),
@@ -589,12 +618,22 @@ impl Puller {
 
     /// Unpacks every layer whose chain ID has no committed snapshot yet.
     async fn unpack(&self, lease: &str, r: &Resolved) -> Result<(), String> {
+        for i in 0..r.manifest.layers.len() {
+            self.unpack_layer(lease, r, i).await?;
+        }
+        Ok(())
+    }
+
+    /// Unpacks layer `i` onto its parent's snapshot (which must exist),
+    /// unless its snapshot exists already.
+    async fn unpack_layer(&self, lease: &str, r: &Resolved, i: usize) -> Result<(), String> {
         let mut snapshots = SnapshotsClient::new(self.conn.channel.clone());
         let mut diff = DiffClient::new(self.conn.channel.clone());
-        for (i, layer) in r.manifest.layers.iter().enumerate() {
+        let layer = &r.manifest.layers[i];
+        {
             let chain_id = &r.chain_ids[i];
             if self.snapshot_exists(chain_id).await? {
-                continue;
+                return Ok(());
             }
             let started = Instant::now();
             let parent = if i == 0 {
