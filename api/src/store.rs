@@ -328,6 +328,25 @@ impl Store {
         Ok(row)
     }
 
+    /// A container of any tenant, deleted ones included (admin corrections).
+    pub async fn container_for_admin(&self, id: Uuid) -> Result<Option<ContainerRow>> {
+        Ok(sqlx::query_as::<_, ContainerRow>(&format!(
+            "SELECT {CONTAINER_COLUMNS} FROM containers WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// Appends a correction to the container's tenant's ledger; false when
+    /// an adjustment with this id was already applied.
+    pub async fn append_adjustment(&self, adjustment: &skiff_billing::Adjustment) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let applied = skiff_billing::append_adjustment(&mut tx, adjustment).await?;
+        tx.commit().await?;
+        Ok(applied)
+    }
+
     /// Whether the worker has removed a deleted container from its host.
     pub async fn is_removed(&self, id: Uuid) -> Result<bool> {
         Ok(sqlx::query_scalar::<_, bool>(

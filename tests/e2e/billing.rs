@@ -346,3 +346,44 @@ async fn usage_record_count(platform: &Platform, tenant: &str) -> i64 {
         .await
         .unwrap()
 }
+
+#[tokio::test]
+async fn adjustments_are_new_chained_records_applied_once() {
+    let Some(t) = tenant().await else { return };
+    let id = t.create_id(&t.platform.spec(&["sleep", "1"])).await;
+    let done = t.wait_exited_in(&id, "succeeded").await;
+    let before = total_billed(&report(&t, "container").await);
+    let started = chrono::DateTime::parse_from_rfc3339(done["started_at"].as_str().unwrap())
+        .unwrap()
+        .timestamp();
+    let body = json!({
+        "adjustment_id": format!("credit-{id}"),
+        "container_id": id,
+        "start_at": chrono::DateTime::from_timestamp(started, 0).unwrap().to_rfc3339(),
+        "seconds": 10,
+        "note": "e2e: billed too little",
+    });
+    let admin = |body: Value| {
+        t.client
+            .post(format!("{}/v1/admin/adjustments", t.platform.api_url))
+            .bearer_auth(t.platform.admin_token())
+            .json(&body)
+            .send()
+    };
+    let first: Value = admin(body.clone()).await.unwrap().json().await.unwrap();
+    assert_eq!(first["applied"], true, "{first}");
+    let again: Value = admin(body.clone()).await.unwrap().json().await.unwrap();
+    assert_eq!(
+        again["applied"], false,
+        "the same adjustment id applies once: {again}"
+    );
+    assert_eq!(total_billed(&report(&t, "container").await), before + 10);
+    let verified = t.call(Method::GET, "/v1/usage/verify", None).await.json();
+    assert_eq!(verified["ok"], true, "{verified}");
+
+    // A tenant token cannot correct bills.
+    let forbidden = t
+        .call(Method::POST, "/v1/admin/adjustments", Some(&body))
+        .await;
+    assert_eq!(forbidden.status, 401, "{forbidden:?}");
+}

@@ -52,6 +52,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/usage/verify", get(usage::verify))
         .route("/v1/admin/usage", get(usage::admin_report))
         .route("/v1/admin/rates", get(usage::rates).post(usage::add_rate))
+        .route("/v1/admin/adjustments", post(usage::add_adjustment))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

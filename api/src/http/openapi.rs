@@ -14,9 +14,9 @@ use utoipa::{Modify, OpenApi};
     paths(containers::create, containers::list, containers::get, containers::delete, containers::stop,
         containers::start, containers::restart, containers::logs, containers::events, containers::wait,
         tenants::create, usage::tenant_report, usage::admin_report, usage::verify, usage::rates,
-        usage::add_rate),
+        usage::add_rate, usage::add_adjustment),
     components(schemas(CreateContainer, RestartPolicyName, ContainerView, Timings, ContainerList,
-        EventView, EventList, CreateTenant, TenantCreated, Problem)),
+        EventView, EventList, CreateTenant, TenantCreated, Problem, usage::CreateAdjustment)),
     modifiers(&BearerAuth)
 )]
 pub struct ApiDoc;

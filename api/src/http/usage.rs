@@ -150,3 +150,64 @@ pub async fn add_rate(
     skiff_billing::add_rate(&mut conn, &rate).await?;
     Ok(json(StatusCode::CREATED, rate))
 }
+
+/// Body of `POST /v1/admin/adjustments`: a correction to a container's bill.
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateAdjustment {
+    /// Idempotency key: an id already applied changes nothing.
+    pub adjustment_id: String,
+    pub container_id: Uuid,
+    /// Where the correction sits in time (a whole second, RFC 3339).
+    pub start_at: chrono::DateTime<chrono::Utc>,
+    /// Seconds to add (negative to credit), at the container's size.
+    pub seconds: i64,
+    /// Why; kept in the hash-chained ledger for auditors.
+    pub note: String,
+}
+
+/// Appends an adjustment record (usage records are never edited: corrections
+/// are new records in the tenant's hash chain).
+#[utoipa::path(post, path = "/v1/admin/adjustments", request_body = CreateAdjustment,
+    responses((status = 201, description = "{\"applied\": true|false}"), (status = 400, body = Problem),
+        (status = 401, body = Problem), (status = 404, body = Problem)),
+    security(("bearer" = [])))]
+pub async fn add_adjustment(
+    State(state): State<Arc<AppState>>,
+    _admin: Admin,
+    JsonBody(body): JsonBody<CreateAdjustment>,
+) -> Result<Response, ApiError> {
+    if body.adjustment_id.is_empty() || body.adjustment_id.len() > 128 {
+        return Err(ApiError::invalid(
+            "adjustment_id",
+            "must be 1 to 128 characters",
+        ));
+    }
+    if body.note.trim().is_empty() {
+        return Err(ApiError::invalid("note", "say why the bill is corrected"));
+    }
+    let row = state
+        .store
+        .container_for_admin(body.container_id)
+        .await?
+        .ok_or(ApiError::NotFound("container"))?;
+    let adjustment = skiff_billing::Adjustment {
+        adjustment_id: body.adjustment_id,
+        tenant_id: row.tenant_id,
+        container_id: row.id,
+        generation: row.generation,
+        container_name: row.name,
+        labels: row.labels.0,
+        start_at: body.start_at,
+        seconds: body.seconds,
+        cpu_millis: row.cpu_millis,
+        memory_mib: row.memory_mib,
+        note: body.note,
+    };
+    let applied = state.store.append_adjustment(&adjustment).await?;
+    tracing::info!(container = %row.id, applied, "billing adjustment");
+    Ok(json(
+        StatusCode::CREATED,
+        serde_json::json!({ "applied": applied }),
+    ))
+}
