@@ -580,8 +580,9 @@ impl Store {
         Ok(())
     }
 
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
+    /// A pooled connection, for the billing crate's queries.
+    pub async fn conn(&self) -> Result<sqlx::pool::PoolConnection<Postgres>> {
+        Ok(self.pool.acquire().await?)
     }
 
     // ---- worker reports ----

@@ -29,12 +29,7 @@ const MAX_WAIT_S: u64 = 600;
 /// Renders rows with their usage so far (one query for all of them).
 async fn views(state: &AppState, rows: Vec<ContainerRow>) -> Result<Vec<ContainerView>, ApiError> {
     let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
-    let mut conn = state
-        .store
-        .pool()
-        .acquire()
-        .await
-        .map_err(ApiError::internal)?;
+    let mut conn = state.store.conn().await?;
     let usage = skiff_billing::container_usage(&mut conn, &ids).await?;
     Ok(rows
         .into_iter()

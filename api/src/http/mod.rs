@@ -79,7 +79,7 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Result<&'static str, ApiE
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
-    if let Ok(mut conn) = state.store.pool().acquire().await {
+    if let Ok(mut conn) = state.store.conn().await {
         if let Ok(n) = skiff_billing::open_runs(&mut conn).await {
             state.metrics.open_runs.set(n);
         }

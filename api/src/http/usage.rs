@@ -44,12 +44,7 @@ async fn usage_report(
         q.group_by.as_deref(),
         admin,
     )?;
-    let mut conn = state
-        .store
-        .pool()
-        .acquire()
-        .await
-        .map_err(ApiError::internal)?;
+    let mut conn = state.store.conn().await?;
     let report = skiff_billing::report(&mut conn, &query).await?;
     if wants_csv(headers) {
         return Ok((
@@ -103,12 +98,7 @@ pub async fn verify(
     State(state): State<Arc<AppState>>,
     Tenant(tenant): Tenant,
 ) -> Result<Response, ApiError> {
-    let mut conn = state
-        .store
-        .pool()
-        .acquire()
-        .await
-        .map_err(ApiError::internal)?;
+    let mut conn = state.store.conn().await?;
     let verification = skiff_billing::verify_chain(&mut conn, tenant).await?;
     Ok(json(StatusCode::OK, verification))
 }
@@ -121,12 +111,7 @@ pub async fn rates(
     State(state): State<Arc<AppState>>,
     _admin: Admin,
 ) -> Result<Response, ApiError> {
-    let mut conn = state
-        .store
-        .pool()
-        .acquire()
-        .await
-        .map_err(ApiError::internal)?;
+    let mut conn = state.store.conn().await?;
     let items = skiff_billing::rates(&mut conn).await?;
     Ok(json(StatusCode::OK, serde_json::json!({ "items": items })))
 }
@@ -141,12 +126,7 @@ pub async fn add_rate(
     _admin: Admin,
     JsonBody(rate): JsonBody<skiff_billing::RateCard>,
 ) -> Result<Response, ApiError> {
-    let mut conn = state
-        .store
-        .pool()
-        .acquire()
-        .await
-        .map_err(ApiError::internal)?;
+    let mut conn = state.store.conn().await?;
     skiff_billing::add_rate(&mut conn, &rate).await?;
     Ok(json(StatusCode::CREATED, rate))
 }

@@ -630,93 +630,91 @@ impl Puller {
         let mut snapshots = SnapshotsClient::new(self.conn.channel.clone());
         let mut diff = DiffClient::new(self.conn.channel.clone());
         let layer = &r.manifest.layers[i];
-        {
-            let chain_id = &r.chain_ids[i];
-            if self.snapshot_exists(chain_id).await? {
-                return Ok(());
-            }
-            let started = Instant::now();
-            let parent = if i == 0 {
-                String::new()
-            } else {
-                r.chain_ids[i - 1].clone()
-            };
-            // A unique key: two pulls sharing a base layer may unpack it at once.
-            let key = format!("skiff-extract-{}-{chain_id}", uuid::Uuid::new_v4());
-            let mounts = snapshots
-                .prepare(self.conn.leased(
-                    PrepareSnapshotRequest {
-                        snapshotter: SNAPSHOTTER.to_owned(),
-                        key: key.clone(),
-                        parent,
-                        labels: HashMap::new(),
-                    },
-                    lease,
-                ))
-                .await
-                .map_err(|s| status_message("Snapshots.Prepare", &s))?
-                .into_inner()
-                .mounts;
-
-            let applied = diff
-                .apply(self.conn.leased(
-                    ApplyRequest {
-                        diff: Some(layer.to_containerd()),
-                        mounts,
-                        payloads: HashMap::new(),
-                        sync_fs: false,
-                    },
-                    lease,
-                ))
-                .await
-                .map_err(|s| status_message("Diff.Apply", &s))
-                .and_then(|r| {
-                    r.into_inner()
-                        .applied
-                        .ok_or_else(|| "Diff.Apply returned no descriptor".to_owned())
-                });
-            let applied = match applied {
-                Ok(a) => a,
-                Err(e) => {
-                    self.remove_snapshot(&key, lease).await;
-                    return Err(e);
-                }
-            };
-            if applied.digest != r.config.rootfs.diff_ids[i] {
-                self.remove_snapshot(&key, lease).await;
-                return Err(format!(
-                    "layer {} unpacked to {}, but the config says {}",
-                    layer.digest, applied.digest, r.config.rootfs.diff_ids[i]
-                ));
-            }
-            match snapshots
-                .commit(self.conn.leased(
-                    CommitSnapshotRequest {
-                        snapshotter: SNAPSHOTTER.to_owned(),
-                        name: chain_id.clone(),
-                        key: key.clone(),
-                        labels: HashMap::new(),
-                    },
-                    lease,
-                ))
-                .await
-            {
-                Ok(_) => {}
-                // Someone else committed the same layer meanwhile: theirs is as good.
-                Err(s) if s.code() == Code::AlreadyExists => {
-                    self.remove_snapshot(&key, lease).await;
-                }
-                Err(s) => {
-                    self.remove_snapshot(&key, lease).await;
-                    return Err(status_message("Snapshots.Commit", &s));
-                }
-            }
-            debug!(
-                %chain_id,
-                elapsed_ms = started.elapsed().as_millis() as u64,
-                "layer unpacked"
-            );
+        let chain_id = &r.chain_ids[i];
+        if self.snapshot_exists(chain_id).await? {
+            return Ok(());
         }
+        let started = Instant::now();
+        let parent = if i == 0 {
+            String::new()
+        } else {
+            r.chain_ids[i - 1].clone()
+        };
+        // A unique key: two pulls sharing a base layer may unpack it at once.
+        let key = format!("skiff-extract-{}-{chain_id}", uuid::Uuid::new_v4());
+        let mounts = snapshots
+            .prepare(self.conn.leased(
+                PrepareSnapshotRequest {
+                    snapshotter: SNAPSHOTTER.to_owned(),
+                    key: key.clone(),
+                    parent,
+                    labels: HashMap::new(),
+                },
+                lease,
+            ))
+            .await
+            .map_err(|s| status_message("Snapshots.Prepare", &s))?
+            .into_inner()
+            .mounts;
+
+        let applied = diff
+            .apply(self.conn.leased(
+                ApplyRequest {
+                    diff: Some(layer.to_containerd()),
+                    mounts,
+                    payloads: HashMap::new(),
+                    sync_fs: false,
+                },
+                lease,
+            ))
+            .await
+            .map_err(|s| status_message("Diff.Apply", &s))
+            .and_then(|r| {
+                r.into_inner()
+                    .applied
+                    .ok_or_else(|| "Diff.Apply returned no descriptor".to_owned())
+            });
+        let applied = match applied {
+            Ok(a) => a,
+            Err(e) => {
+                self.remove_snapshot(&key, lease).await;
+                return Err(e);
+            }
+        };
+        if applied.digest != r.config.rootfs.diff_ids[i] {
+            self.remove_snapshot(&key, lease).await;
+            return Err(format!(
+                "layer {} unpacked to {}, but the config says {}",
+                layer.digest, applied.digest, r.config.rootfs.diff_ids[i]
+            ));
+        }
+        match snapshots
+            .commit(self.conn.leased(
+                CommitSnapshotRequest {
+                    snapshotter: SNAPSHOTTER.to_owned(),
+                    name: chain_id.clone(),
+                    key: key.clone(),
+                    labels: HashMap::new(),
+                },
+                lease,
+            ))
+            .await
+        {
+            Ok(_) => {}
+            // Someone else committed the same layer meanwhile: theirs is as good.
+            Err(s) if s.code() == Code::AlreadyExists => {
+                self.remove_snapshot(&key, lease).await;
+            }
+            Err(s) => {
+                self.remove_snapshot(&key, lease).await;
+                return Err(status_message("Snapshots.Commit", &s));
+            }
+        }
+        debug!(
+            %chain_id,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "layer unpacked"
+        );
         Ok(())
     }
 
