@@ -136,17 +136,21 @@ impl CreateContainer {
     }
 }
 
+/// Label keys: 1 to 63 characters of letters, digits and `-_./`.
+pub fn is_label_key(key: &str) -> bool {
+    !key.is_empty()
+        && key.len() <= 63
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c))
+}
+
 fn validate_labels(labels: &BTreeMap<String, String>) -> Result<(), FieldError> {
     if labels.len() > MAX_LABELS {
         return Err(FieldError::new("labels", "at most 64 labels"));
     }
     for (key, value) in labels {
-        let key_ok = !key.is_empty()
-            && key.len() <= 63
-            && key
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c));
-        if !key_ok {
+        if !is_label_key(key) {
             return Err(FieldError::new(
                 format!("labels.{key}"),
                 "keys are 1 to 63 characters of letters, digits and -_./",

@@ -14,8 +14,13 @@ use tokio_util::sync::CancellationToken;
 const TICK: Duration = Duration::from_secs(1);
 
 pub async fn run(state: Arc<AppState>, shutdown: CancellationToken) {
+    let booted = std::time::Instant::now();
     loop {
-        if let Err(err) = pass(&state).await {
+        // A host's silence only means something once this control plane has
+        // been up long enough to hear from it: after an outage longer than
+        // the timeout, every host would otherwise look lost at boot.
+        let judge_hosts = booted.elapsed() >= state.config.host_lost_after();
+        if let Err(err) = pass(&state, judge_hosts).await {
             tracing::warn!(error = %err, "scheduler pass failed; retrying");
         }
         tokio::select! {
@@ -26,7 +31,7 @@ pub async fn run(state: Arc<AppState>, shutdown: CancellationToken) {
     }
 }
 
-async fn pass(state: &AppState) -> Result<(), crate::store::StoreError> {
+async fn pass(state: &AppState, judge_hosts: bool) -> Result<(), crate::store::StoreError> {
     let lost_after = chrono::Duration::from_std(state.config.host_lost_after())
         .unwrap_or(chrono::Duration::seconds(30));
     let cutoff = Utc::now() - lost_after;
@@ -35,6 +40,9 @@ async fn pass(state: &AppState) -> Result<(), crate::store::StoreError> {
     }
     for host in state.store.start_due_restarts().await? {
         state.hub.host_changed(&host);
+    }
+    if !judge_hosts {
+        return Ok(());
     }
     for id in state.store.fail_lost_hosts(cutoff).await? {
         tracing::warn!(container = %id, "container failed: its host was lost");

@@ -136,6 +136,21 @@ const CONTAINER_COLUMNS: &str = "id, tenant_id, name, image, image_digest, comma
     restart_at, state, reason, message, exit_code, restart_count, backoff_step, host_id, created_at, \
     scheduled_at, started_at, finished_at, queued_ms, pull_ms, create_ms, start_ms, deleted_at, removed_at";
 
+/// A new run of a container (start or restart): the next generation, on
+/// the same host if it is alive ($2: seconds since its last heartbeat that
+/// still count as alive), else back to the scheduler. A task still running
+/// is stopped first by the worker ("stopping").
+const NEW_RUN_SQL: &str =
+    "UPDATE containers SET desired = 'running', generation = generation + 1, \
+     restart_at = NULL, backoff_step = 0, \
+     host_id = CASE WHEN EXISTS (SELECT 1 FROM hosts h WHERE h.id = containers.host_id \
+         AND h.last_heartbeat_at > now() - make_interval(secs => $2)) THEN host_id END, \
+     state = CASE WHEN NOT EXISTS (SELECT 1 FROM hosts h WHERE h.id = containers.host_id \
+         AND h.last_heartbeat_at > now() - make_interval(secs => $2)) THEN 'pending' \
+       WHEN state IN ('running', 'stopping') THEN 'stopping' ELSE 'scheduled' END, \
+     reason = NULL, message = NULL, exit_code = NULL, started_at = NULL, finished_at = NULL \
+     WHERE id = $1";
+
 #[derive(Clone)]
 pub struct Store {
     pool: PgPool,
@@ -262,6 +277,7 @@ impl Store {
         tenant: Uuid,
         id: Uuid,
         action: Action,
+        live_within: Duration,
     ) -> Result<Option<ContainerRow>> {
         let mut tx = self.pool.begin().await?;
         let Some(row) = lock_container(&mut tx, id, Some(tenant)).await? else {
@@ -285,23 +301,11 @@ impl Store {
                     )
                 }
             }
-            Action::Start => {
-                if state.is_terminal() {
-                    Some(
-                        "UPDATE containers SET desired = 'running', generation = generation + 1, restart_at = NULL, \
-                         backoff_step = 0, state = CASE WHEN host_id IS NULL THEN 'pending' ELSE 'scheduled' END, \
-                         reason = NULL, message = NULL, exit_code = NULL, finished_at = NULL WHERE id = $1",
-                    )
-                } else {
-                    None
-                }
-            }
-            Action::Restart => Some(
-                "UPDATE containers SET desired = 'running', generation = generation + 1, restart_at = NULL, \
-                 backoff_step = 0, state = CASE WHEN host_id IS NULL THEN 'pending' \
-                   WHEN state IN ('running', 'stopping') THEN 'stopping' ELSE 'scheduled' END, \
-                 reason = NULL, message = NULL, exit_code = NULL, finished_at = NULL WHERE id = $1",
-            ),
+            // A stop in flight followed by start is a restart: the user's
+            // latest word wins instead of being dropped.
+            Action::Start if state.is_terminal() || row.desired == "stopped" => Some(NEW_RUN_SQL),
+            Action::Start => None,
+            Action::Restart => Some(NEW_RUN_SQL),
             Action::Delete => Some(
                 "UPDATE containers SET desired = 'deleted', deleted_at = now(), restart_at = NULL, \
                  removed_at = CASE WHEN host_id IS NULL THEN now() END, \
@@ -310,7 +314,13 @@ impl Store {
             ),
         };
         if let Some(sql) = sql {
-            sqlx::query(sql).bind(id).execute(&mut *tx).await?;
+            let query = sqlx::query(sql).bind(id);
+            let query = if sql == NEW_RUN_SQL {
+                query.bind(live_within.as_secs_f64())
+            } else {
+                query
+            };
+            query.execute(&mut *tx).await?;
             if action == Action::Restart {
                 insert_event(
                     &mut tx,
@@ -488,7 +498,7 @@ impl Store {
     pub async fn start_due_restarts(&self) -> Result<Vec<String>> {
         let hosts: Vec<(Uuid, Option<String>, i64)> = sqlx::query_as(
             "UPDATE containers SET generation = generation + 1, restart_count = restart_count + 1, \
-               restart_at = NULL, state = 'scheduled', reason = NULL, message = NULL, finished_at = NULL \
+               restart_at = NULL, state = 'scheduled', reason = NULL, message = NULL, started_at = NULL, finished_at = NULL \
              WHERE restart_at <= now() AND desired = 'running' AND deleted_at IS NULL \
              RETURNING id, host_id, generation",
         )
@@ -544,16 +554,21 @@ impl Store {
             cpu_usage_ns: c.cpu_usage_ns,
             peak_memory_bytes: c.peak_memory_bytes,
         };
-        let mut conn = self.pool.acquire().await?;
-        Ok(skiff_billing::checkpoint(
-            &mut conn,
+        // The ledger's appends are several statements (claim the report id,
+        // lock the run and the chain head, insert, advance both): one
+        // transaction, or an interrupted checkpoint breaks the tenant's chain.
+        let mut tx = self.pool.begin().await?;
+        let applied = skiff_billing::checkpoint(
+            &mut tx,
             &c.report_id,
             id,
             c.generation as i64,
             observed_at,
             Some(usage),
         )
-        .await?)
+        .await?;
+        tx.commit().await?;
+        Ok(applied)
     }
 
     /// Closes the open runs of hosts silent since `cutoff` at the last
@@ -677,6 +692,18 @@ async fn meter_observation(
         }
         pb::ObservedState::Exited if report.exit_code.is_some() => {
             let ended_at = ms_to_time(report.finished_at_unix_ms).unwrap_or_else(Utc::now);
+            // The meter's own record of the start, when the report lacks it
+            // (e.g. the exit of an older generation re-sent by a restarted worker).
+            let started_at = match started_at {
+                Some(at) => Some(at),
+                None => sqlx::query_scalar(
+                    "SELECT started_at FROM metering_runs WHERE container_id = $1 AND generation = $2",
+                )
+                .bind(row.id)
+                .bind(generation)
+                .fetch_optional(&mut **tx)
+                .await?,
+            };
             // Without a known start (never opened, start unknown) there is
             // nothing observed to bill.
             let facts = run_facts(
@@ -693,6 +720,28 @@ async fn meter_observation(
             let report_id = format!("{}:{generation}:exit", row.id);
             if started_at.is_some() {
                 skiff_billing::close_run(tx, &report_id, &facts, ended_at, reason).await?;
+            }
+        }
+        pb::ObservedState::Failed => {
+            // A run that was going when it failed (its task vanished) closes
+            // at the last checkpoint that saw it: unseen time is not billed.
+            let last_seen: Option<DateTime<Utc>> = sqlx::query_scalar(
+                "SELECT last_seen_at FROM metering_runs \
+                 WHERE container_id = $1 AND generation = $2 AND ended_at IS NULL",
+            )
+            .bind(row.id)
+            .bind(generation)
+            .fetch_optional(&mut **tx)
+            .await?;
+            if let Some(last_seen) = last_seen {
+                let facts = run_facts(row, generation, &report.host_id, last_seen);
+                let report_id = format!("{}:{generation}:failed", row.id);
+                let reason = if report.reason.is_empty() {
+                    "failed"
+                } else {
+                    report.reason.as_str()
+                };
+                skiff_billing::close_run(tx, &report_id, &facts, last_seen, reason).await?;
             }
         }
         _ => {}
@@ -797,7 +846,7 @@ async fn apply_observation(
                 "stopping"
             };
             sqlx::query(
-                "UPDATE containers SET state = $2, started_at = COALESCE($3, started_at, now()), \
+                "UPDATE containers SET state = $2, started_at = COALESCE(started_at, $3, now()), \
                  image_digest = COALESCE($4, image_digest), pull_ms = COALESCE($5, pull_ms), \
                  create_ms = COALESCE($6, create_ms), start_ms = COALESCE($7, start_ms), \
                  exit_code = NULL, finished_at = NULL, \
@@ -856,8 +905,9 @@ async fn apply_exit(
         .await?;
         return Ok(());
     };
-    if row.state().is_terminal() {
-        // Already settled (a repeated report); keep the first outcome.
+    if row.state().is_terminal() || row.restart_at.is_some() {
+        // Already settled, or already waiting out back-off for this exit (a
+        // repeated report): keep the first outcome and its timer.
         return Ok(());
     }
     let oom = report.reason == Reason::OOMKilled.as_str();
@@ -871,7 +921,7 @@ async fn apply_exit(
     if row.desired != "running" {
         sqlx::query(
             "UPDATE containers SET state = 'stopped', reason = 'StopRequested', exit_code = $2, \
-             started_at = COALESCE($3, started_at), finished_at = $4, message = NULL WHERE id = $1",
+             started_at = COALESCE(started_at, $3), finished_at = $4, message = NULL WHERE id = $1",
         )
         .bind(row.id)
         .bind(code)
@@ -889,7 +939,7 @@ async fn apply_exit(
         let delay = (1i64 << step.min(9)).min(BACKOFF_MAX_SECS);
         sqlx::query(
             "UPDATE containers SET state = 'starting', reason = 'BackOff', exit_code = $2, \
-             message = $3, started_at = COALESCE($4, started_at), finished_at = $5, \
+             message = $3, started_at = COALESCE(started_at, $4), finished_at = $5, \
              restart_at = now() + make_interval(secs => $6), backoff_step = $7 WHERE id = $1",
         )
         .bind(row.id)
@@ -920,7 +970,7 @@ async fn apply_exit(
     };
     sqlx::query(
         "UPDATE containers SET state = $2, reason = $3, exit_code = $4, message = $5, \
-         started_at = COALESCE($6, started_at), finished_at = $7 WHERE id = $1",
+         started_at = COALESCE(started_at, $6), finished_at = $7 WHERE id = $1",
     )
     .bind(row.id)
     .bind(state)

@@ -127,6 +127,9 @@ pub enum Reason {
     OOMKilled,
     /// The host stopped heartbeating; the container's fate is unknown.
     HostLost,
+    /// The run's task vanished from containerd without an exit (a host or
+    /// containerd restart, or a worker crash in the middle of a start).
+    TaskLost,
     /// Stopped because a user asked.
     StopRequested,
     /// Waiting out restart back-off before the next run.
@@ -144,6 +147,7 @@ impl Reason {
             Self::StartFailed => "StartFailed",
             Self::OOMKilled => "OOMKilled",
             Self::HostLost => "HostLost",
+            Self::TaskLost => "TaskLost",
             Self::StopRequested => "StopRequested",
             Self::BackOff => "BackOff",
             Self::NoCapacity => "NoCapacity",

@@ -316,6 +316,7 @@ impl<R: Runtime> Agent<R> {
                 last_sent: None,
                 oom_seen: false,
                 last_checkpoint_ms: None,
+                resent_last_exit: false,
                 outbox,
             };
             tokio::spawn(
@@ -364,12 +365,32 @@ impl From<Option<ContainerInfo>> for Observed {
             Some(info) => Self {
                 generation: info.generation,
                 last_exit: info.last_exit,
-                started_at_unix_ms: None,
+                // The worker that started the run is gone; the kernel still
+                // knows when the process began.
+                started_at_unix_ms: info
+                    .task
+                    .as_ref()
+                    .filter(|t| t.pid > 0)
+                    .and_then(|t| process_started_unix_ms(t.pid)),
                 failed_generation: None,
             },
             None => Self::default(),
         }
     }
+}
+
+/// When process `pid` started, from /proc: `starttime` (field 22 of
+/// /proc/<pid>/stat) counts USER_HZ ticks since boot, and USER_HZ is 100 on
+/// Linux/x86; boot time comes from /proc/uptime's centiseconds.
+fn process_started_unix_ms(pid: u32) -> Option<i64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may contain spaces: fields count from after its ')'.
+    let after_comm = &stat[stat.rfind(')')? + 2..];
+    let start_ticks: i64 = after_comm.split_whitespace().nth(19)?.parse().ok()?;
+    let uptime = std::fs::read_to_string("/proc/uptime").ok()?;
+    let uptime_s: f64 = uptime.split_whitespace().next()?.parse().ok()?;
+    let boot_ms = now_ms() - (uptime_s * 1000.0) as i64;
+    Some(boot_ms + start_ticks * 10)
 }
 
 /// Whether the supervisor should keep going after a step.
@@ -392,6 +413,8 @@ struct ContainerSupervisor<R: Runtime> {
     last_sent: Option<(u64, pb::ObservedState)>,
     oom_seen: bool,
     last_checkpoint_ms: Option<i64>,
+    /// Whether this supervisor has re-sent the last run's exit (see step()).
+    resent_last_exit: bool,
     /// Reports waiting for delivery, in order (see [`ContainerSupervisor::send`]).
     outbox: mpsc::UnboundedSender<pb::StatusReport>,
 }
@@ -455,10 +478,29 @@ impl<R: Runtime> ContainerSupervisor<R> {
             )
         });
 
+        // Created but never started (the worker died between create and
+        // start): not running, whatever containerd's status suggests.
+        let never_started = task
+            .as_ref()
+            .is_some_and(|t| t.status == TaskStatus::Created);
+
         // A task that has stopped is recorded and reported first, whatever is desired.
         if let Some(t) = task.as_ref().filter(|t| t.status == TaskStatus::Stopped) {
             self.finish(t).await?;
             return Ok(Next::Again);
+        }
+        // A new supervisor (the worker restarted) re-sends the last run's
+        // exit once: its report may have been queued when the worker died.
+        if !self.resent_last_exit {
+            self.resent_last_exit = true;
+            if let Some(exit) = self
+                .observed
+                .last_exit
+                .clone()
+                .filter(|e| e.generation == self.observed.generation && !running)
+            {
+                self.report_exit(&exit).await;
+            }
         }
 
         match desired {
@@ -494,6 +536,11 @@ impl<R: Runtime> ContainerSupervisor<R> {
                 Ok(Next::Wait)
             }
             pb::DesiredState::Running => {
+                if self.observed.generation == a.generation && never_started {
+                    // runtime.start replaces a Created task.
+                    self.start(a).await;
+                    return Ok(Next::Wait);
+                }
                 if self.observed.generation == a.generation {
                     if running {
                         if self.last_sent != Some((a.generation, pb::ObservedState::Running)) {
@@ -517,10 +564,19 @@ impl<R: Runtime> ContainerSupervisor<R> {
                         }
                         return Ok(Next::Wait);
                     }
-                    if self.observed.failed_generation == Some(a.generation) {
-                        return Ok(Next::Wait);
+                    if self.observed.failed_generation != Some(a.generation) {
+                        // Labelled as started, yet no task and no recorded
+                        // exit: the task vanished (host or containerd restart,
+                        // or a crash mid-start). Running it again under the
+                        // same generation would hide that and bill unseen time.
+                        self.fail(
+                            a.generation,
+                            Reason::TaskLost,
+                            "the task of this run vanished from containerd without an exit".into(),
+                        )
+                        .await;
                     }
-                    // Labelled but never got a task (the worker died mid-start): start it.
+                    return Ok(Next::Wait);
                 } else if running {
                     // An older run is still going: a restart was asked for.
                     self.stop(a).await?;
@@ -532,6 +588,13 @@ impl<R: Runtime> ContainerSupervisor<R> {
                 Ok(Next::Wait)
             }
         }
+    }
+
+    /// Whether a newer assignment (stop, delete, another run) replaced `a`
+    /// while it was being started: the next step acts on that one instead.
+    fn superseded(&self, a: &pb::Assignment) -> bool {
+        let current = self.desired.borrow();
+        current.generation != a.generation || current.desired != a.desired
     }
 
     /// Tells the meter the task of `generation` was running at `observed_at`.
@@ -580,6 +643,9 @@ impl<R: Runtime> ContainerSupervisor<R> {
             }
         };
         let pull_ms = pull_started.elapsed().as_millis() as u64;
+        if self.superseded(a) {
+            return;
+        }
         let mut r = report(&self.id, generation, pb::ObservedState::Starting);
         r.image_digest = image.digest.clone();
         r.timings = Some(pb::Timings {
@@ -607,6 +673,9 @@ impl<R: Runtime> ContainerSupervisor<R> {
         };
         // Held through create and start; released before reporting.
         let _slot = self.start_slots.clone().acquire_owned().await.ok();
+        if self.superseded(a) {
+            return;
+        }
         let create_started = Instant::now();
         if let Err(err) = self.runtime.create(&run).await {
             self.fail(generation, Reason::StartFailed, err.to_string())

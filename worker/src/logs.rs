@@ -152,6 +152,9 @@ async fn stream_file<R: Runtime>(
             }
             return Ok(());
         }
+        if tx.is_closed() {
+            return Ok(()); // the reader left while nothing was written
+        }
         tokio::time::sleep(FOLLOW_POLL).await;
         if file.is_none() {
             file = tokio::fs::File::open(path).await.ok();

@@ -155,6 +155,12 @@ pub async fn list(
                 let (k, v) = value
                     .split_once('=')
                     .ok_or_else(|| ApiError::invalid("label", "must be key=value"))?;
+                if v.contains('\0') || !crate::model::is_label_key(k) {
+                    return Err(ApiError::invalid(
+                        "label",
+                        "key: 1 to 63 of letters, digits and -_./; value without NUL",
+                    ));
+                }
                 labels.insert(k.to_owned(), v.to_owned());
             }
             "limit" => {
@@ -196,7 +202,7 @@ async fn act(
     let id = parse_id(raw_id)?;
     let row = state
         .store
-        .request(tenant, id, action)
+        .request(tenant, id, action, state.config.host_lost_after())
         .await?
         .ok_or(ApiError::NotFound("container"))?;
     tracing::info!(container = %id, ?action, "lifecycle request");
