@@ -324,7 +324,14 @@ async fn bad_report_queries_are_problems_naming_the_field() {
         ),
     ];
     let mut failures = Vec::new();
-    for (path, field) in cases {
+    let extra = [
+        (
+            "/v1/usage?from=2026-11-01T00:00:00Z&to=2026-11-02T00:00:00Z&group_by=label:%00",
+            "group_by",
+        ),
+        ("/v1/containers?label=team=%00", "label"),
+    ];
+    for (path, field) in cases.into_iter().chain(extra) {
         let reply = t.call(Method::GET, path, None).await;
         if reply.status != 400
             || reply.content_type != "application/problem+json"

@@ -210,3 +210,24 @@ async fn delete_removes_the_container_and_its_runtime_state() {
         .await;
     assert_eq!(gone.status, StatusCode::NOT_FOUND, "{gone:?}");
 }
+
+#[tokio::test]
+async fn start_during_a_stop_runs_the_container_again() {
+    let Some(t) = crate::tenant().await else {
+        return;
+    };
+    let mut spec = t.platform.spec(&["sleep", "300"]);
+    spec["stop_timeout_s"] = serde_json::json!(1);
+    let id = t.create_id(&spec).await;
+    let first = t.wait(&id, "running", 60).await;
+    t.stop(&id).await;
+    // The user's latest word wins: start while the stop is in flight.
+    t.start(&id).await;
+    let again = t
+        .poll_until(&id, 60, "a new run after stop+start", |c| {
+            c["state"] == "running" && c["started_at"] != first["started_at"]
+        })
+        .await;
+    assert_eq!(again["restart_count"], 0, "{}", t.diag(&id).await);
+    t.delete(&id).await;
+}
