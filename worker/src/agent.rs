@@ -28,6 +28,9 @@ use tracing::Instrument;
 /// the meter checkpoint interval of a running container (the issue asks
 /// for at least one every 10 s).
 const RESYNC: Duration = Duration::from_secs(5);
+/// Re-check interval of a container with no running task: exits, stops and
+/// new runs arrive as events or assignments, so this is only a safety net.
+const IDLE_RESYNC: Duration = Duration::from_secs(60);
 /// Checkpoints closer together than this add nothing but load.
 const CHECKPOINT_MIN_GAP_MS: i64 = 2_000;
 /// After SIGKILL, how long to wait for the task to be reaped.
@@ -317,6 +320,7 @@ impl<R: Runtime> Agent<R> {
                 oom_seen: false,
                 last_checkpoint_ms: None,
                 resent_last_exit: false,
+                task_running: false,
                 outbox,
             };
             tokio::spawn(
@@ -415,6 +419,8 @@ struct ContainerSupervisor<R: Runtime> {
     last_checkpoint_ms: Option<i64>,
     /// Whether this supervisor has re-sent the last run's exit (see step()).
     resent_last_exit: bool,
+    /// Whether the last step saw a live task (sets the re-check interval).
+    task_running: bool,
     /// Reports waiting for delivery, in order (see [`ContainerSupervisor::send`]).
     outbox: mpsc::UnboundedSender<pb::StatusReport>,
 }
@@ -443,7 +449,7 @@ impl<R: Runtime> ContainerSupervisor<R> {
                     }
                 }
                 Some(event) = self.events.recv() => self.note_event(&event),
-                _ = tokio::time::sleep(RESYNC) => {}
+                _ = tokio::time::sleep(if self.task_running { RESYNC } else { IDLE_RESYNC }) => {}
             }
         }
     }
@@ -478,6 +484,7 @@ impl<R: Runtime> ContainerSupervisor<R> {
             )
         });
 
+        self.task_running = running;
         // Created but never started (the worker died between create and
         // start): not running, whatever containerd's status suggests.
         let never_started = task
@@ -696,6 +703,7 @@ impl<R: Runtime> ContainerSupervisor<R> {
         let start_ms = start_started.elapsed().as_millis() as u64;
         self.observed.generation = generation;
         self.observed.started_at_unix_ms = Some(started.started_at_unix_ms);
+        self.task_running = true;
         self.oom_seen = false;
         tracing::info!(container = %self.id, generation, pid = started.pid, pull_ms, create_ms, start_ms, "started");
         let mut r = report(&self.id, generation, pb::ObservedState::Running);
