@@ -1,5 +1,9 @@
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto/worker.proto");
-    tonic_prost_build::configure().compile_protos(&["proto/worker.proto"], &["proto"])?;
+    // ContainerSpec carries secure_env: its Debug is written by hand (lib.rs)
+    // so that logging an assignment never prints the values.
+    tonic_prost_build::configure()
+        .skip_debug(["skiff.worker.v1.ContainerSpec"])
+        .compile_protos(&["proto/worker.proto"], &["proto"])?;
     Ok(())
 }

@@ -54,7 +54,7 @@ pub fn assignment(row: &ContainerRow) -> pb::Assignment {
             image: row.image.clone(),
             command: row.command.0.clone(),
             env: row.env.0.clone().into_iter().collect(),
-            secure_env: row.secure_env.0.clone().into_iter().collect(),
+            secure_env: row.secure_env.0 .0.clone().into_iter().collect(),
             cpu_millis: row.cpu_millis as u32,
             memory_mib: row.memory_mib as u32,
             hostname: row.name.clone(),

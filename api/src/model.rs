@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use skiff_core::{
     validate_env, ContainerName, CpuMillis, FieldError, ImageRef, MemoryMib, RestartPolicy,
+    SecretEnv,
 };
 use std::collections::BTreeMap;
 use utoipa::ToSchema;
@@ -28,7 +29,8 @@ pub struct CreateContainer {
     /// Environment variables (POSIX names), returned by the API.
     pub env: Option<BTreeMap<String, String>>,
     /// Environment variables that are never returned or logged.
-    pub secure_env: Option<BTreeMap<String, String>>,
+    #[schema(value_type = Option<BTreeMap<String, String>>)]
+    pub secure_env: Option<SecretEnv>,
     /// vCPUs, 0.1 to 4 in steps of 0.01.
     pub cpu: f64,
     /// Memory limit in MiB, 64 to 16384.
@@ -68,7 +70,7 @@ pub struct NewContainer {
     pub image: String,
     pub command: Vec<String>,
     pub env: BTreeMap<String, String>,
-    pub secure_env: BTreeMap<String, String>,
+    pub secure_env: SecretEnv,
     pub cpu: CpuMillis,
     pub memory: MemoryMib,
     pub restart_policy: RestartPolicy,
@@ -103,8 +105,8 @@ impl CreateContainer {
         }
         let env = self.env.unwrap_or_default();
         let secure_env = self.secure_env.unwrap_or_default();
-        validate_env([("env", &env), ("secure_env", &secure_env)])?;
-        if let Some(key) = env.keys().find(|k| secure_env.contains_key(*k)) {
+        validate_env([("env", &env), ("secure_env", &secure_env.0)])?;
+        if let Some(key) = env.keys().find(|k| secure_env.0.contains_key(*k)) {
             return Err(FieldError::new(
                 format!("secure_env.{key}"),
                 "is also set in env; set it in one place",

@@ -48,7 +48,7 @@ pub struct ContainerRow {
     pub image_digest: Option<String>,
     pub command: Json<Vec<String>>,
     pub env: Json<BTreeMap<String, String>>,
-    pub secure_env: Json<BTreeMap<String, String>>,
+    pub secure_env: Json<skiff_core::SecretEnv>,
     pub cpu_millis: i32,
     pub memory_mib: i32,
     pub restart_policy: String,

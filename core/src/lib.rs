@@ -17,7 +17,7 @@ pub mod resources;
 pub mod state;
 
 pub use image::ImageRef;
-pub use names::{validate_env, ContainerName, EnvError};
+pub use names::{validate_env, ContainerName, EnvError, SecretEnv};
 pub use resources::{CpuMillis, MemoryMib};
 pub use state::{ContainerState, Reason, RestartPolicy};
 

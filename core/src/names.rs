@@ -11,6 +11,21 @@ static POSIX_ENV_KEY: Lazy<Regex> = Lazy::new(|| Regex::new(r"^[A-Za-z_][A-Za-z0
 /// Total size of a request's environment (keys, values, and `=` separators).
 pub const MAX_ENV_BYTES: usize = 64 * 1024;
 
+/// Environment values that must never be shown: `Debug` prints the keys
+/// only, so a stray `{:?}` in a log line cannot leak them. Serializes as the
+/// plain map (for storage and for the worker).
+#[derive(Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub struct SecretEnv(pub BTreeMap<String, String>);
+
+impl std::fmt::Debug for SecretEnv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map()
+            .entries(self.0.keys().map(|k| (k, "<redacted>")))
+            .finish()
+    }
+}
+
 /// A container name, unique within its tenant: `[a-z0-9-]{1,63}`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ContainerName(String);
@@ -81,6 +96,20 @@ pub fn validate_env<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secret_env_debug_shows_keys_only() {
+        let secret = SecretEnv([("TOKEN".into(), "s3cret".into())].into());
+        let shown = format!("{secret:?}");
+        assert!(
+            shown.contains("TOKEN") && !shown.contains("s3cret"),
+            "{shown}"
+        );
+        assert_eq!(
+            serde_json::to_string(&secret).unwrap(),
+            r#"{"TOKEN":"s3cret"}"#
+        );
+    }
 
     #[test]
     fn container_names() {

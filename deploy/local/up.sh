@@ -72,7 +72,7 @@ ensure_port_free "$GRPC_PORT" "skiff-api gRPC"
 ensure_port_free "$AGENT_PORT" "skiff-worker agent"
 
 log "building skiff-api and skiff-worker (${SKIFF_LOCAL_PROFILE:-release})"
-(cd "$SKIFF_REPO_ROOT" && cargo build "${BUILD_ARGS[@]}" --bin skiff-api --bin skiff-worker 9>&-) \
+(cd "$SKIFF_REPO_ROOT" && cargo build "${BUILD_ARGS[@]}" --bin skiff-api --bin skiff-worker --bin skiff-logger 9>&-) \
   || die "cargo build failed"
 
 start_postgres "$STATE/postgres" "$PG_PORT" >/dev/null

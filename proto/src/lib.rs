@@ -12,3 +12,20 @@ pub mod v1 {
 }
 
 pub use v1::*;
+
+impl std::fmt::Debug for v1::ContainerSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ContainerSpec")
+            .field("image", &self.image)
+            .field("command", &self.command)
+            .field("env", &self.env)
+            .field(
+                "secure_env_keys",
+                &self.secure_env.keys().collect::<Vec<_>>(),
+            )
+            .field("cpu_millis", &self.cpu_millis)
+            .field("memory_mib", &self.memory_mib)
+            .field("hostname", &self.hostname)
+            .finish()
+    }
+}

@@ -76,6 +76,10 @@ pub struct WorkerConfig {
     #[arg(long, env = "SKIFF_MAX_CONCURRENT_STARTS")]
     pub max_concurrent_starts: Option<usize>,
 
+    /// The skiff-logger binary the shim runs to write logs (default: beside skiff-worker).
+    #[arg(long, env = "SKIFF_LOGGER")]
+    pub logger: Option<PathBuf>,
+
     /// Parent cgroup of every container (default: /skiff/<namespace>).
     #[arg(long, env = "SKIFF_CGROUP_PARENT")]
     pub cgroup_parent: Option<String>,

@@ -51,6 +51,10 @@ pub async fn serve(
             insecure_registries: config.insecure_registries.clone(),
             seccomp_profile: Some(config.seccomp_profile.clone()),
             cgroup_parent: config.cgroup_parent(),
+            logger: config
+                .logger
+                .clone()
+                .unwrap_or_else(runtime::containerd::default_logger),
             seccomp_arches: if config.seccomp_compat_arches {
                 runtime::seccomp::ArchScope::WithCompat
             } else {

@@ -31,7 +31,7 @@ use containerd_client::services::v1::{
 use containerd_client::types::v1::{Process, Status as ProcessStatus};
 use prost::Message;
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tonic::metadata::{AsciiMetadataValue, MetadataValue};
@@ -64,6 +64,8 @@ pub struct ContainerdConfig {
     pub pids_limit: i64,
     /// Syscall ABIs the seccomp filter admits.
     pub seccomp_arches: ArchScope,
+    /// The `skiff-logger` binary the shim runs to write a container's log.
+    pub logger: PathBuf,
 }
 
 impl ContainerdConfig {
@@ -78,8 +80,23 @@ impl ContainerdConfig {
             cgroup_parent: format!("/skiff/{namespace}"),
             pids_limit: 4096,
             seccomp_arches: ArchScope::Native,
+            logger: default_logger(),
         }
     }
+}
+
+/// `skiff-logger` beside the running binary (the worker and the logger are
+/// built and installed together; a test binary in `target/*/deps` finds it
+/// one level up).
+pub fn default_logger() -> PathBuf {
+    let exe_dir = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(Path::to_path_buf));
+    exe_dir
+        .iter()
+        .flat_map(|dir| [dir.join("skiff-logger"), dir.join("../skiff-logger")])
+        .find(|candidate| candidate.is_file())
+        .unwrap_or_else(|| PathBuf::from("/usr/local/bin/skiff-logger"))
 }
 
 impl Default for ContainerdConfig {
@@ -182,6 +199,12 @@ impl ContainerdRuntime {
             return Err(connect_err(format!(
                 "invalid containerd namespace {:?}",
                 config.namespace
+            )));
+        }
+        if !config.logger.is_file() {
+            return Err(connect_err(format!(
+                "the log driver {} does not exist (build the skiff-logger binary, or set SKIFF_LOGGER)",
+                config.logger.display()
             )));
         }
         let namespace = MetadataValue::try_from(config.namespace.as_str())
@@ -490,9 +513,14 @@ impl Runtime for ContainerdRuntime {
                 source,
             })?;
         }
-        // A file:// URI makes the shim append to the file itself; a plain
-        // path would be taken as a FIFO we would have to keep open.
-        let uri = format!("file://{}", log.display());
+        // The shim runs skiff-logger (containerd's binary:// driver), which
+        // outlives a worker restart like the shim does. Not file://: see
+        // worker/src/bin/skiff-logger.rs for how that loses stderr.
+        let uri = format!(
+            "binary://{}?file={}",
+            self.config.logger.display(),
+            log.display()
+        );
         self.tasks()
             .create(self.conn.req(CreateTaskRequest {
                 container_id: id.to_owned(),
