@@ -160,6 +160,10 @@ impl Store {
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self> {
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
+            // sqlx pings a pooled connection before every use by default: a
+            // second round trip on every query. A broken connection fails
+            // its query instead, and the pool replaces it.
+            .test_before_acquire(false)
             .acquire_timeout(Duration::from_secs(10))
             .connect(url)
             .await?;
