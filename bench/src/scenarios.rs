@@ -106,7 +106,7 @@ fn run_spec(id: &str, image_ref: &str, image: skiff_worker::runtime::ImageInfo) 
         image,
         command: SLEEP.iter().map(|s| (*s).to_owned()).collect(),
         env: BTreeMap::new(),
-        secure_env: BTreeMap::new(),
+        secure_env: Default::default(),
         cpu: CpuMillis::from_millis(100),
         memory: MemoryMib::from_mib(64),
         hostname: id.chars().take(12).collect(),

@@ -673,7 +673,7 @@ impl<R: Runtime> ContainerSupervisor<R> {
             image: image.clone(),
             command: spec.command,
             env: spec.env.into_iter().collect(),
-            secure_env: spec.secure_env.into_iter().collect(),
+            secure_env: skiff_core::SecretEnv(spec.secure_env.into_iter().collect()),
             cpu: CpuMillis::from_millis(spec.cpu_millis),
             memory: MemoryMib::from_mib(spec.memory_mib),
             hostname: spec.hostname,

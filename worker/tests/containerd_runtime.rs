@@ -39,7 +39,10 @@ fn run_spec(image_ref: &str, image: &ImageInfo, command: &[&str], memory_mib: u6
         image: image.clone(),
         command: command.iter().map(|s| s.to_string()).collect(),
         env: BTreeMap::from([("GREETING".to_owned(), "hello".to_owned())]),
-        secure_env: BTreeMap::from([("SECRET_TOKEN".to_owned(), "s3cret".to_owned())]),
+        secure_env: skiff_core::SecretEnv(BTreeMap::from([(
+            "SECRET_TOKEN".to_owned(),
+            "s3cret".to_owned(),
+        )])),
         cpu: CpuMillis::parse(0.5).unwrap(),
         memory: MemoryMib::parse(memory_mib).unwrap(),
         hostname: "rt-test".to_owned(),

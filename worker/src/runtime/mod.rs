@@ -17,7 +17,7 @@ pub mod seccomp;
 pub mod spec;
 
 use async_trait::async_trait;
-use skiff_core::{CpuMillis, MemoryMib};
+use skiff_core::{CpuMillis, MemoryMib, SecretEnv};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use tokio::sync::mpsc;
@@ -75,9 +75,9 @@ pub struct ImageInfo {
     pub fetched: bool,
 }
 
-/// Everything needed to create one container. Its `Debug` output redacts
-/// `secure_env` values, so logging a spec never leaks them.
-#[derive(Clone)]
+/// Everything needed to create one container. `secure_env` is a
+/// [`SecretEnv`], so logging a spec never leaks its values.
+#[derive(Debug, Clone)]
 pub struct RunSpec {
     pub id: String,
     pub image_ref: String,
@@ -85,29 +85,10 @@ pub struct RunSpec {
     /// Replaces entrypoint+cmd when non-empty.
     pub command: Vec<String>,
     pub env: BTreeMap<String, String>,
-    pub secure_env: BTreeMap<String, String>,
+    pub secure_env: SecretEnv,
     pub cpu: CpuMillis,
     pub memory: MemoryMib,
     pub hostname: String,
-}
-
-impl std::fmt::Debug for RunSpec {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RunSpec")
-            .field("id", &self.id)
-            .field("image_ref", &self.image_ref)
-            .field("image", &self.image)
-            .field("command", &self.command)
-            .field("env", &self.env)
-            .field(
-                "secure_env_keys",
-                &self.secure_env.keys().collect::<Vec<_>>(),
-            )
-            .field("cpu", &self.cpu)
-            .field("memory", &self.memory)
-            .field("hostname", &self.hostname)
-            .finish()
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -181,7 +181,7 @@ fn merged_env(run: &RunSpec) -> Vec<String> {
     for (k, v) in &run.env {
         set(k, v);
     }
-    for (k, v) in &run.secure_env {
+    for (k, v) in &run.secure_env.0 {
         set(k, v);
     }
     env.into_iter().map(|(k, v)| format!("{k}={v}")).collect()
@@ -318,7 +318,7 @@ mod tests {
                 ("SHARED".into(), "request".into()),
                 ("TOKEN".into(), "plain".into()),
             ]),
-            secure_env: BTreeMap::from([("TOKEN".into(), "s3cret".into())]),
+            secure_env: skiff_core::SecretEnv(BTreeMap::from([("TOKEN".into(), "s3cret".into())])),
             cpu: CpuMillis::parse(0.5).unwrap(),
             memory: MemoryMib::parse(256).unwrap(),
             hostname: "web-1".into(),
