@@ -1,6 +1,9 @@
-//! The API server's configuration: flags, with `SKIFF_*` environment variables.
+//! The API server's configuration: flags, with `SKIFF_*` environment
+//! variables. Every timer is here, so tests can run with short ones and
+//! assert against the configuration rather than the wall clock.
 
 use clap::Parser;
+use skiff_core::PlacementPolicy;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -18,17 +21,48 @@ pub struct ApiConfig {
     #[arg(long, env = "SKIFF_GRPC_LISTEN", default_value = "127.0.0.1:8081")]
     pub grpc_listen: SocketAddr,
 
-    /// PostgreSQL URL; migrations run at start.
+    /// PostgreSQL URL; migrations run at start. Every replica of the API
+    /// uses the same database and nothing else to coordinate.
     #[arg(long, env = "SKIFF_DATABASE_URL")]
     pub database_url: String,
 
-    /// Token for admin routes (creating tenants).
+    /// Token for admin routes (tenants, hosts, rates, adjustments).
     #[arg(long, env = "SKIFF_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: String,
 
-    /// A host that has not heartbeated for this long is lost; its containers fail with HostLost.
-    #[arg(long, env = "SKIFF_HOST_LOST_AFTER_S", default_value_t = 30)]
-    pub host_lost_after_s: u64,
+    /// How often workers heartbeat (seconds; told to them at registration).
+    #[arg(long, env = "SKIFF_HEARTBEAT_INTERVAL_S", default_value_t = 2.0)]
+    pub heartbeat_interval_s: f64,
+
+    /// A host silent for this long is lost: its containers fail with
+    /// HostLost or, when their restart policy says so, run elsewhere.
+    #[arg(long, env = "SKIFF_HOST_LOST_AFTER_S", default_value_t = 10.0)]
+    pub host_lost_after_s: f64,
+
+    /// The scheduler's fallback period: it also runs at once on every
+    /// wake-up (a new container, freed capacity, a new host).
+    #[arg(long, env = "SKIFF_SCHEDULER_TICK_S", default_value_t = 1.0)]
+    pub scheduler_tick_s: f64,
+
+    /// Among hosts that fit (after image locality): `binpack` fills the
+    /// fullest host, `spread` the emptiest.
+    #[arg(long, env = "SKIFF_PLACEMENT", default_value = "binpack")]
+    pub placement: PlacementPolicy,
+
+    /// Default `max_pending_s` of a request: how long it may wait for
+    /// capacity before it fails with NoCapacity.
+    #[arg(long, env = "SKIFF_MAX_PENDING_S", default_value_t = 600)]
+    pub max_pending_s: u32,
+
+    /// How long a request waits for a database connection before it is
+    /// answered 503 (while PostgreSQL is down or overloaded).
+    #[arg(long, env = "SKIFF_DB_ACQUIRE_TIMEOUT_S", default_value_t = 2.0)]
+    pub db_acquire_timeout_s: f64,
+
+    /// How long assignment changes are kept for workers to resume from;
+    /// one that was away longer gets a snapshot.
+    #[arg(long, env = "SKIFF_ASSIGNMENT_LOG_KEEP_S", default_value_t = 3600.0)]
+    pub assignment_log_keep_s: f64,
 
     /// Default price per vCPU-second in nano-units (used when the rate card is empty).
     #[arg(long, env = "SKIFF_PRICE_VCPU_SECOND_NANO", default_value_t = 11_300)]
@@ -43,19 +77,121 @@ pub struct ApiConfig {
     pub db_max_connections: u32,
 }
 
+/// A setting that would only break later.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("SKIFF_ADMIN_TOKEN must be at least 16 characters")]
+    AdminTokenTooShort,
+    #[error("{name} must be a positive number of seconds, not {value}")]
+    NotPositive { name: &'static str, value: f64 },
+    #[error(
+        "SKIFF_HOST_LOST_AFTER_S ({lost_after}) must be at least twice \
+         SKIFF_HEARTBEAT_INTERVAL_S ({heartbeat}): one late heartbeat must not lose a host"
+    )]
+    LostAfterTooShort { lost_after: f64, heartbeat: f64 },
+    #[error("SKIFF_MAX_PENDING_S must be 1 to 86400, not {0}")]
+    MaxPending(u32),
+}
+
+fn secs(s: f64) -> Duration {
+    Duration::from_secs_f64(s.max(0.0))
+}
+
 impl ApiConfig {
     pub fn host_lost_after(&self) -> Duration {
-        Duration::from_secs(self.host_lost_after_s)
+        secs(self.host_lost_after_s)
     }
 
-    /// Fails fast on settings that would only break later.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn heartbeat_interval(&self) -> Duration {
+        secs(self.heartbeat_interval_s)
+    }
+
+    pub fn scheduler_tick(&self) -> Duration {
+        secs(self.scheduler_tick_s)
+    }
+
+    pub fn db_acquire_timeout(&self) -> Duration {
+        secs(self.db_acquire_timeout_s)
+    }
+
+    pub fn assignment_log_keep(&self) -> Duration {
+        secs(self.assignment_log_keep_s)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
         if self.admin_token.len() < 16 {
-            return Err("SKIFF_ADMIN_TOKEN must be at least 16 characters".into());
+            return Err(ConfigError::AdminTokenTooShort);
         }
-        if self.host_lost_after_s < 5 {
-            return Err("SKIFF_HOST_LOST_AFTER_S must be at least 5".into());
+        for (name, value) in [
+            ("SKIFF_HEARTBEAT_INTERVAL_S", self.heartbeat_interval_s),
+            ("SKIFF_HOST_LOST_AFTER_S", self.host_lost_after_s),
+            ("SKIFF_SCHEDULER_TICK_S", self.scheduler_tick_s),
+            ("SKIFF_DB_ACQUIRE_TIMEOUT_S", self.db_acquire_timeout_s),
+            ("SKIFF_ASSIGNMENT_LOG_KEEP_S", self.assignment_log_keep_s),
+        ] {
+            if !(value.is_finite() && value > 0.0) {
+                return Err(ConfigError::NotPositive { name, value });
+            }
+        }
+        if self.host_lost_after_s < 2.0 * self.heartbeat_interval_s {
+            return Err(ConfigError::LostAfterTooShort {
+                lost_after: self.host_lost_after_s,
+                heartbeat: self.heartbeat_interval_s,
+            });
+        }
+        if !(1..=86_400).contains(&self.max_pending_s) {
+            return Err(ConfigError::MaxPending(self.max_pending_s));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(args: &[&str]) -> ApiConfig {
+        let mut argv = vec![
+            "skiff-api",
+            "--database-url",
+            "postgres://x",
+            "--admin-token",
+            "0123456789abcdef",
+        ];
+        argv.extend_from_slice(args);
+        ApiConfig::try_parse_from(argv).unwrap()
+    }
+
+    #[test]
+    fn defaults_are_valid_and_documented_values() {
+        let c = config(&[]);
+        assert_eq!(c.validate(), Ok(()));
+        assert_eq!(c.heartbeat_interval(), Duration::from_secs(2));
+        assert_eq!(c.host_lost_after(), Duration::from_secs(10));
+        assert_eq!(c.placement, PlacementPolicy::Binpack);
+        assert_eq!(c.max_pending_s, 600);
+    }
+
+    #[test]
+    fn bad_timers_are_refused() {
+        let c = config(&["--heartbeat-interval-s", "2", "--host-lost-after-s", "3"]);
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::LostAfterTooShort { .. })
+        ));
+        let c = config(&["--scheduler-tick-s", "0"]);
+        assert!(matches!(c.validate(), Err(ConfigError::NotPositive { .. })));
+        let c = config(&["--heartbeat-interval-s", "0.5", "--host-lost-after-s", "3"]);
+        assert_eq!(c.validate(), Ok(()), "short test timers are fine");
+        assert!(ApiConfig::try_parse_from([
+            "skiff-api",
+            "--database-url",
+            "x",
+            "--admin-token",
+            "0123456789abcdef",
+            "--placement",
+            "random"
+        ])
+        .is_err());
     }
 }

@@ -20,6 +20,16 @@ pub enum ApiError {
         field: Option<String>,
         detail: String,
     },
+    /// No host could ever take the request: `field` names the resource,
+    /// `max` the largest value any host offers.
+    #[error("{detail}")]
+    NoHostFits {
+        field: &'static str,
+        max: serde_json::Value,
+        detail: String,
+    },
+    #[error("the admin token is required")]
+    Forbidden,
     #[error("method not allowed on this route")]
     MethodNotAllowed,
     #[error("request body larger than 1 MiB")]
@@ -41,7 +51,14 @@ pub struct Problem {
     pub detail: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
+    /// With `no-host-fits`: the largest value any host offers for `field`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<f64>)]
+    pub max: Option<serde_json::Value>,
 }
+
+/// Seconds a client should wait before retrying a 503.
+pub const RETRY_AFTER_S: u32 = 2;
 
 impl ApiError {
     pub fn invalid(field: impl Into<String>, detail: impl Into<String>) -> Self {
@@ -65,6 +82,12 @@ impl ApiError {
             Self::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized"),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not-found", "Not found"),
             Self::Conflict { .. } => (StatusCode::CONFLICT, "conflict", "Conflict"),
+            Self::NoHostFits { .. } => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "no-host-fits",
+                "No host can run a container this large",
+            ),
+            Self::Forbidden => (StatusCode::FORBIDDEN, "forbidden", "Forbidden"),
             Self::MethodNotAllowed => (
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method-not-allowed",
@@ -94,8 +117,13 @@ impl ApiError {
         let (detail, field) = match self {
             Self::Invalid { field, detail } => (detail.clone(), Some(field.clone())),
             Self::Conflict { field, detail } => (detail.clone(), field.clone()),
+            Self::NoHostFits { field, detail, .. } => (detail.clone(), Some((*field).to_owned())),
             Self::Internal(_) => ("the server failed; the error was logged".into(), None),
             other => (other.to_string(), None),
+        };
+        let max = match self {
+            Self::NoHostFits { max, .. } => Some(max.clone()),
+            _ => None,
         };
         Problem {
             type_: format!("https://skiff.dev/problems/{slug}"),
@@ -103,6 +131,7 @@ impl ApiError {
             status: status.as_u16(),
             detail,
             field,
+            max,
         }
     }
 }
@@ -119,6 +148,12 @@ impl From<FieldError> for ApiError {
 impl From<crate::store::StoreError> for ApiError {
     fn from(err: crate::store::StoreError) -> Self {
         use crate::store::StoreError;
+        if err.is_unavailable() {
+            tracing::warn!(error = %err, "database unavailable");
+            return Self::Unavailable(
+                "the database is unavailable; retry after the time in Retry-After".into(),
+            );
+        }
         match err {
             StoreError::NameTaken(name) => Self::Conflict {
                 field: Some("name".into()),
@@ -127,7 +162,8 @@ impl From<crate::store::StoreError> for ApiError {
             StoreError::Database(e) => Self::Internal(e.to_string()),
             StoreError::Migrate(e) => Self::Internal(e.to_string()),
             StoreError::Corrupt(e) => Self::Internal(e),
-            StoreError::Billing(e) => e.into(),
+            StoreError::Billing(skiff_billing::BillingError::Invalid(field)) => field.into(),
+            StoreError::Billing(e) => Self::Internal(e.to_string()),
         }
     }
 }
@@ -136,7 +172,7 @@ impl From<skiff_billing::BillingError> for ApiError {
     fn from(err: skiff_billing::BillingError) -> Self {
         match err {
             skiff_billing::BillingError::Invalid(field) => field.into(),
-            other => Self::Internal(other.to_string()),
+            other => crate::store::StoreError::Billing(other).into(),
         }
     }
 }
@@ -150,11 +186,17 @@ impl IntoResponse for ApiError {
         let status =
             StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body = serde_json::to_vec(&problem).unwrap_or_default();
-        (
+        let mut response = (
             status,
             [(header::CONTENT_TYPE, "application/problem+json")],
             body,
         )
-            .into_response()
+            .into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, RETRY_AFTER_S.into());
+        }
+        response
     }
 }

@@ -2,8 +2,12 @@
 //! dial (register, heartbeat, assignments, reports), and the client for the
 //! workers' `WorkerAgent` service (logs).
 
+use crate::store::assignments::AssignmentStep;
+use crate::store::hosts::{Heartbeat, HeldImage};
 use crate::store::{ContainerRow, StoreError};
 use crate::AppState;
+use prost::Message as _;
+use skiff_core::DesiredState;
 use skiff_proto as pb;
 use skiff_proto::control_plane_server::ControlPlane;
 use std::collections::HashMap;
@@ -14,14 +18,19 @@ use tokio_stream::Stream;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
 
-/// How often a worker should heartbeat.
-pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(2);
-/// An assignment stream re-sends the full set at least this often, so a
-/// missed wake-up costs at most this much.
-const RESYNC_INTERVAL: Duration = Duration::from_secs(15);
+/// Largest encoded size of one stream message: tonic refuses messages over
+/// 4 MiB by default, and a container spec can be a few hundred KiB.
+const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
+/// When a change is not readable yet (an older transaction is still open),
+/// how soon to look again.
+const PENDING_RETRY: Duration = Duration::from_millis(50);
 
 impl From<StoreError> for Status {
     fn from(err: StoreError) -> Self {
+        if err.is_unavailable() {
+            tracing::warn!(error = %err, "database unavailable in gRPC handler");
+            return Status::unavailable("control plane database unavailable; retry");
+        }
         tracing::error!(error = %err, "store error in gRPC handler");
         Status::internal("control plane storage error")
     }
@@ -38,10 +47,10 @@ impl ControlPlaneService {
 }
 
 fn desired(row: &ContainerRow) -> pb::DesiredState {
-    match row.desired.as_str() {
-        "running" => pb::DesiredState::Running,
-        "stopped" => pb::DesiredState::Stopped,
-        _ => pb::DesiredState::Deleted,
+    match row.desired {
+        DesiredState::Running => pb::DesiredState::Running,
+        DesiredState::Stopped => pb::DesiredState::Stopped,
+        DesiredState::Deleted => pb::DesiredState::Deleted,
     }
 }
 
@@ -63,7 +72,39 @@ pub fn assignment(row: &ContainerRow) -> pb::Assignment {
     }
 }
 
-type AssignmentStream = Pin<Box<dyn Stream<Item = Result<pb::AssignmentSet, Status>> + Send>>;
+type AssignmentStream = Pin<Box<dyn Stream<Item = Result<pb::AssignmentUpdate, Status>> + Send>>;
+
+/// Splits a step into messages under [`MAX_MESSAGE_BYTES`]; all but the
+/// last have `more` set. A step with nothing in it is one empty message (it
+/// still carries the revision).
+pub fn messages(step: &AssignmentStep) -> Vec<pb::AssignmentUpdate> {
+    let new = |assignments: Vec<pb::Assignment>, removed: Vec<String>| pb::AssignmentUpdate {
+        revision: step.revision,
+        snapshot: step.snapshot,
+        more: true,
+        assignments,
+        removed,
+    };
+    let mut out = Vec::new();
+    let mut batch = Vec::new();
+    let mut size = 0;
+    for row in &step.assignments {
+        let a = assignment(row);
+        let len = a.encoded_len();
+        if !batch.is_empty() && size + len > MAX_MESSAGE_BYTES {
+            out.push(new(std::mem::take(&mut batch), Vec::new()));
+            size = 0;
+        }
+        size += len;
+        batch.push(a);
+    }
+    let removed = step.removed.iter().map(|id| id.to_string()).collect();
+    out.push(new(batch, removed));
+    if let Some(last) = out.last_mut() {
+        last.more = false;
+    }
+    out
+}
 
 #[tonic::async_trait]
 impl ControlPlane for ControlPlaneService {
@@ -79,10 +120,10 @@ impl ControlPlane for ControlPlaneService {
         }
         self.state.store.register_host(&req).await?;
         tracing::info!(host = %req.host_id, agent = %req.agent_addr, cpu_millis = req.cpu_millis,
-            memory_mib = req.memory_mib, containerd = %req.containerd_version, "host registered");
-        self.state.hub.wake_scheduler();
+            memory_mib = req.memory_mib, containerd = %req.containerd_version, labels = ?req.labels,
+            "host registered");
         Ok(Response::new(pb::RegisterResponse {
-            heartbeat_interval_ms: HEARTBEAT_INTERVAL.as_millis() as u32,
+            heartbeat_interval_ms: self.state.config.heartbeat_interval().as_millis() as u32,
         }))
     }
 
@@ -90,8 +131,21 @@ impl ControlPlane for ControlPlaneService {
         &self,
         request: Request<pb::HeartbeatRequest>,
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
-        let host = request.into_inner().host_id;
-        if !self.state.store.heartbeat(&host).await? {
+        let req = request.into_inner();
+        let heartbeat = Heartbeat {
+            host_id: &req.host_id,
+            applied_revision: req.applied_revision,
+            images: req
+                .images
+                .into_iter()
+                .map(|i| HeldImage {
+                    reference: i.reference,
+                    digest: i.digest,
+                })
+                .collect(),
+            running: req.running,
+        };
+        if self.state.store.heartbeat(&heartbeat).await?.is_none() {
             return Err(Status::not_found("unknown host: register first"));
         }
         Ok(Response::new(pb::HeartbeatResponse {}))
@@ -103,33 +157,61 @@ impl ControlPlane for ControlPlaneService {
         &self,
         request: Request<pb::WatchRequest>,
     ) -> Result<Response<AssignmentStream>, Status> {
-        let host = request.into_inner().host_id;
+        let req = request.into_inner();
+        let host = req.host_id;
         if self.state.store.host(&host).await?.is_none() {
             return Err(Status::not_found("unknown host: register first"));
         }
         let state = self.state.clone();
         let mut changed = state.hub.watch_host(&host);
         let stream = async_stream(move |tx| async move {
+            // The worker's revision, if it can be resumed from; else a snapshot.
+            let mut revision = req.from_revision;
+            let mut first = true;
+            let mut last_sent = tokio::time::Instant::now();
+            let keepalive = state.config.heartbeat_interval();
             loop {
                 changed.borrow_and_update();
-                let rows = match state.store.assignments(&host).await {
-                    Ok(rows) => rows,
-                    Err(err) => {
-                        let _ = tx.send(Err(err.into())).await;
+                let step = match next_step(&state, &host, revision).await {
+                    Ok(step) => step,
+                    Err(status) => {
+                        let _ = tx.send(Err(status)).await;
                         return;
                     }
                 };
-                let set = pb::AssignmentSet {
-                    assignments: rows.iter().map(assignment).collect(),
-                };
-                if tx.send(Ok(set)).await.is_err() {
-                    return; // the worker went away
+                // Empty steps go out now and then only: they carry the
+                // watermark a host lost earlier needs to become ready again.
+                let send = first
+                    || step.snapshot
+                    || !step.assignments.is_empty()
+                    || !step.removed.is_empty()
+                    || (step.revision > revision && last_sent.elapsed() >= keepalive);
+                if send {
+                    let kind = if step.snapshot { "snapshot" } else { "delta" };
+                    state
+                        .metrics
+                        .assignments_sent
+                        .with_label_values(&[kind])
+                        .inc_by(step.assignments.len() as u64);
+                    for message in messages(&step) {
+                        if tx.send(Ok(message)).await.is_err() {
+                            return; // the worker went away
+                        }
+                    }
+                    last_sent = tokio::time::Instant::now();
+                    revision = step.revision;
                 }
+                first = false;
+                let wait = if step.pending {
+                    PENDING_RETRY
+                } else {
+                    keepalive
+                };
                 tokio::select! {
                     // Ending the stream lets the server shut down; the
                     // worker reconnects to the next control plane.
                     _ = state.shutdown.cancelled() => return,
-                    _ = tokio::time::timeout(RESYNC_INTERVAL, changed.changed()) => {}
+                    _ = tokio::time::timeout(wait, changed.changed()) => {}
                 }
             }
         });
@@ -163,7 +245,7 @@ impl ControlPlane for ControlPlaneService {
                         m.observe_phase_ms("start", t.start_ms as i64);
                     }
                 }
-                self.state.hub.container_changed(outcome.container_id);
+                tracing::trace!(container = %outcome.container_id, state = %outcome.state, "report applied");
             }
             None => tracing::debug!("report for an unknown container ignored"),
         }
@@ -195,10 +277,19 @@ impl ControlPlaneService {
     }
 }
 
+/// The next step of a host's stream: the changes since `revision`, or a
+/// snapshot when it cannot be resumed from.
+async fn next_step(state: &AppState, host: &str, revision: u64) -> Result<AssignmentStep, Status> {
+    if let Some(step) = state.store.assignment_delta(host, revision).await? {
+        return Ok(step);
+    }
+    Ok(state.store.assignment_snapshot(host).await?)
+}
+
 /// A stream fed by a spawned task through a bounded channel.
 fn async_stream<F, Fut>(produce: F) -> AssignmentStream
 where
-    F: FnOnce(tokio::sync::mpsc::Sender<Result<pb::AssignmentSet, Status>>) -> Fut,
+    F: FnOnce(tokio::sync::mpsc::Sender<Result<pb::AssignmentUpdate, Status>>) -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
     let (tx, rx) = tokio::sync::mpsc::channel(4);

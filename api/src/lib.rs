@@ -9,15 +9,21 @@
 //! - [`config`]: flags and `SKIFF_*` environment.
 //! - [`http`]: REST routes, auth, problem+json errors ([`error`]), OpenAPI.
 //! - [`model`]: JSON shapes and request validation.
-//! - [`store`]: PostgreSQL access and the container state machine.
+//! - [`lifecycle`]: the container lifecycle as pure decisions (table-tested).
+//! - [`store`]: PostgreSQL access, one module per resource.
 //! - [`grpc`]: the workers' `ControlPlane` service and the log client.
-//! - [`scheduler`]: placement, restart back-off, lost hosts.
-//! - [`notify`]: in-process wake-ups. [`metrics`]: Prometheus.
+//! - [`scheduler`]: the background loop; [`scheduler::place`], placement as a pure function.
+//! - [`notify`]: wake-ups from PostgreSQL's LISTEN/NOTIFY. [`metrics`]: Prometheus.
+//!
+//! Any number of replicas may serve one database: they share nothing but
+//! PostgreSQL (placement under an advisory lock, rows locked `FOR UPDATE`,
+//! wake-ups as `NOTIFY`s).
 
 pub mod config;
 pub mod error;
 pub mod grpc;
 pub mod http;
+pub mod lifecycle;
 pub mod metrics;
 pub mod model;
 pub mod notify;
@@ -40,7 +46,7 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct AppState {
     pub config: ApiConfig,
     pub store: store::Store,
-    pub hub: notify::Hub,
+    pub hub: Arc<notify::Hub>,
     pub metrics: metrics::Metrics,
     pub agents: grpc::AgentClients,
     pub admin_token_sha256: Vec<u8>,
@@ -69,7 +75,7 @@ impl TokenCache {
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error("invalid configuration: {0}")]
-    Config(String),
+    Config(#[from] config::ConfigError),
     #[error(transparent)]
     Store(#[from] store::StoreError),
     #[error("HTTP server: {0}")]
@@ -85,8 +91,13 @@ pub async fn serve(
     grpc_listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    config.validate().map_err(ServeError::Config)?;
-    let store = store::Store::connect(&config.database_url, config.db_max_connections).await?;
+    config.validate()?;
+    let store = store::Store::connect(
+        &config.database_url,
+        config.db_max_connections,
+        config.db_acquire_timeout(),
+    )
+    .await?;
     store
         .ensure_default_rate(skiff_billing::Rate {
             nano_per_vcpu_second: config.price_vcpu_second_nano,
@@ -98,7 +109,7 @@ pub async fn serve(
         admin_token_sha256: http::hash_token(&config.admin_token),
         config,
         store,
-        hub: notify::Hub::default(),
+        hub: Arc::new(notify::Hub::default()),
         metrics: metrics::Metrics::default(),
         agents: grpc::AgentClients::default(),
         token_cache: TokenCache::default(),
@@ -112,6 +123,11 @@ pub async fn serve(
         });
     }
 
+    let listener = tokio::spawn(notify::listen(
+        state.store.pool().clone(),
+        state.hub.clone(),
+        cancel.clone(),
+    ));
     let scheduler = tokio::spawn(scheduler::run(state.clone(), cancel.clone()));
 
     let grpc = {
@@ -140,6 +156,7 @@ pub async fn serve(
     // Streams (watch, follow logs) never end by themselves: bound the drain.
     let _ = tokio::time::timeout(DRAIN_TIMEOUT, async {
         let _ = scheduler.await;
+        let _ = listener.await;
         if let Ok(Err(err)) = grpc.await {
             tracing::warn!(error = %err, "gRPC server ended with an error");
         }

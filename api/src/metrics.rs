@@ -3,7 +3,8 @@
 //! same figures the benchmark prints.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
 };
 
 pub struct Metrics {
@@ -17,6 +18,12 @@ pub struct Metrics {
     /// Counter semantics (it only grows); a gauge type because it is set
     /// from the ledger's running total rather than incremented here.
     pub metered_seconds: IntGauge,
+    /// Containers placed on a host by this replica's scheduler.
+    pub placements: IntCounter,
+    /// Hosts this replica judged lost.
+    pub hosts_lost: IntCounter,
+    /// Assignments sent to workers (one per container in a snapshot or delta).
+    pub assignments_sent: IntCounterVec,
 }
 
 impl Default for Metrics {
@@ -67,6 +74,24 @@ impl Default for Metrics {
             "Billed container seconds recorded in the usage ledger",
         )
         .expect("valid metric");
+        let placements = IntCounter::new(
+            "skiff_placements_total",
+            "Containers placed on a host by this replica",
+        )
+        .expect("valid metric");
+        let hosts_lost = IntCounter::new(
+            "skiff_hosts_lost_total",
+            "Hosts judged lost by this replica",
+        )
+        .expect("valid metric");
+        let assignments_sent = IntCounterVec::new(
+            Opts::new(
+                "skiff_assignments_sent_total",
+                "Assignments sent to workers, by kind of step",
+            ),
+            &["kind"],
+        )
+        .expect("valid metric");
         for collector in [
             Box::new(http_duration.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(phase_duration.clone()),
@@ -74,6 +99,9 @@ impl Default for Metrics {
             Box::new(checkpoints.clone()),
             Box::new(open_runs.clone()),
             Box::new(metered_seconds.clone()),
+            Box::new(placements.clone()),
+            Box::new(hosts_lost.clone()),
+            Box::new(assignments_sent.clone()),
         ] {
             registry.register(collector).expect("unique metric");
         }
@@ -85,6 +113,9 @@ impl Default for Metrics {
             checkpoints,
             open_runs,
             metered_seconds,
+            placements,
+            hosts_lost,
+            assignments_sent,
         }
     }
 }

@@ -4,8 +4,8 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use skiff_core::{
-    validate_env, ContainerName, CpuMillis, FieldError, ImageRef, MemoryMib, RestartPolicy,
-    SecretEnv,
+    validate_env, ContainerName, ContainerState, CpuMillis, FieldError, ImageRef, MemoryMib,
+    Reason, RestartPolicy, SecretEnv,
 };
 use std::collections::BTreeMap;
 use utoipa::ToSchema;
@@ -15,6 +15,7 @@ pub const DEFAULT_STOP_TIMEOUT_S: u32 = 10;
 const MAX_STOP_TIMEOUT_S: u32 = 3600;
 const MAX_LABELS: usize = 64;
 const MAX_COMMAND_BYTES: usize = 64 * 1024;
+const MAX_PENDING_S: u32 = 86_400;
 
 /// Body of `POST /v1/containers`.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -41,6 +42,18 @@ pub struct CreateContainer {
     /// Seconds between SIGTERM and SIGKILL on stop (default 10).
     pub stop_timeout_s: Option<u32>,
     pub labels: Option<BTreeMap<String, String>>,
+    /// Seconds the container may wait for a host with room before it fails
+    /// with `NoCapacity` (1 to 86400; default from the server's config).
+    pub max_pending_s: Option<u32>,
+    pub placement: Option<PlacementRequest>,
+}
+
+/// Constraints on where a container may run.
+#[derive(Debug, Default, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PlacementRequest {
+    /// Only hosts carrying every one of these labels.
+    pub host_labels: Option<BTreeMap<String, String>>,
 }
 
 /// `never`, `on_failure` or `always`.
@@ -77,10 +90,13 @@ pub struct NewContainer {
     pub max_restarts: Option<u32>,
     pub stop_timeout_s: u32,
     pub labels: BTreeMap<String, String>,
+    pub max_pending_s: u32,
+    pub host_labels: BTreeMap<String, String>,
 }
 
 impl CreateContainer {
-    pub fn validate(self) -> Result<NewContainer, FieldError> {
+    /// `default_max_pending_s`: the server's `SKIFF_MAX_PENDING_S`.
+    pub fn validate(self, default_max_pending_s: u32) -> Result<NewContainer, FieldError> {
         let id = Uuid::now_v7();
         let name = match self.name {
             Some(name) => ContainerName::parse(&name)?.into_string(),
@@ -120,7 +136,19 @@ impl CreateContainer {
             ));
         }
         let labels = self.labels.unwrap_or_default();
-        validate_labels(&labels)?;
+        validate_labels("labels", &labels)?;
+        let max_pending_s = self.max_pending_s.unwrap_or(default_max_pending_s);
+        if !(1..=MAX_PENDING_S).contains(&max_pending_s) {
+            return Err(FieldError::new(
+                "max_pending_s",
+                "must be 1 to 86400 seconds",
+            ));
+        }
+        let host_labels = self
+            .placement
+            .and_then(|p| p.host_labels)
+            .unwrap_or_default();
+        validate_labels("placement.host_labels", &host_labels)?;
         Ok(NewContainer {
             id,
             name,
@@ -134,6 +162,8 @@ impl CreateContainer {
             max_restarts: self.max_restarts,
             stop_timeout_s,
             labels,
+            max_pending_s,
+            host_labels,
         })
     }
 }
@@ -147,20 +177,20 @@ pub fn is_label_key(key: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c))
 }
 
-fn validate_labels(labels: &BTreeMap<String, String>) -> Result<(), FieldError> {
+fn validate_labels(field: &str, labels: &BTreeMap<String, String>) -> Result<(), FieldError> {
     if labels.len() > MAX_LABELS {
-        return Err(FieldError::new("labels", "at most 64 labels"));
+        return Err(FieldError::new(field, "at most 64 labels"));
     }
     for (key, value) in labels {
         if !is_label_key(key) {
             return Err(FieldError::new(
-                format!("labels.{key}"),
+                format!("{field}.{key}"),
                 "keys are 1 to 63 characters of letters, digits and -_./",
             ));
         }
         if value.len() > 256 || value.contains('\0') {
             return Err(FieldError::new(
-                format!("labels.{key}"),
+                format!("{field}.{key}"),
                 "values are at most 256 bytes without NUL",
             ));
         }
@@ -218,17 +248,25 @@ pub struct ContainerView {
     /// vCPUs.
     pub cpu: f64,
     pub memory_mib: u32,
-    pub restart_policy: String,
+    #[schema(value_type = RestartPolicyName)]
+    pub restart_policy: RestartPolicy,
     pub max_restarts: Option<u32>,
     pub stop_timeout_s: u32,
     pub labels: BTreeMap<String, String>,
+    /// Seconds it may wait for capacity before failing with NoCapacity.
+    pub max_pending_s: u32,
+    pub placement: PlacementRequest,
     /// pending, scheduled, pulling, starting, running, stopping, succeeded, failed, stopped.
-    pub state: String,
-    /// Machine-readable: Completed, Error, ImagePullFailed, StartFailed, OOMKilled, HostLost, StopRequested, BackOff.
-    pub reason: Option<String>,
+    #[schema(value_type = String)]
+    pub state: ContainerState,
+    /// Machine-readable: Completed, Error, ImagePullFailed, StartFailed, OOMKilled, HostLost,
+    /// TaskLost, StopRequested, BackOff, WaitingForCapacity (pending), NoCapacity (failed).
+    #[schema(value_type = Option<String>)]
+    pub reason: Option<Reason>,
     pub message: Option<String>,
     pub exit_code: Option<i32>,
     pub restart_count: i32,
+    /// The host of the current run (null while pending).
     pub host_id: Option<String>,
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
@@ -285,9 +323,10 @@ mod tests {
         let c = request(
             serde_json::json!({"image": "127.0.0.1:5000/a:1", "cpu": 0.5, "memory_mib": 256}),
         )
-        .validate()
+        .validate(600)
         .unwrap();
         assert!(c.name.starts_with("c-"));
+        assert_eq!(c.max_pending_s, 600);
         assert_eq!(c.cpu.millis(), 500);
         assert_eq!(c.restart_policy, RestartPolicy::Never);
         assert_eq!(c.stop_timeout_s, 10);
@@ -299,7 +338,7 @@ mod tests {
             "image": "x", "cpu": 1, "memory_mib": 64,
             "env": {"A": "1"}, "secure_env": {"A": "2"}
         }))
-        .validate()
+        .validate(600)
         .unwrap_err();
         assert_eq!(err.field, "secure_env.A");
     }
@@ -309,8 +348,35 @@ mod tests {
         let err = request(serde_json::json!({
             "image": "x", "cpu": 1, "memory_mib": 64, "labels": {"a b": "1"}
         }))
-        .validate()
+        .validate(600)
         .unwrap_err();
         assert_eq!(err.field, "labels.a b");
+    }
+
+    #[test]
+    fn placement_and_queueing_fields_are_checked() {
+        let base = serde_json::json!({"image": "x", "cpu": 1, "memory_mib": 64});
+        let with = |key: &str, value: serde_json::Value| {
+            let mut body = base.clone();
+            body[key] = value;
+            request(body).validate(600)
+        };
+        assert_eq!(
+            with("max_pending_s", 0.into()).unwrap_err().field,
+            "max_pending_s"
+        );
+        assert_eq!(with("max_pending_s", 30.into()).unwrap().max_pending_s, 30);
+        let err = with(
+            "placement",
+            serde_json::json!({"host_labels": {"a b": "1"}}),
+        )
+        .unwrap_err();
+        assert_eq!(err.field, "placement.host_labels.a b");
+        let ok = with(
+            "placement",
+            serde_json::json!({"host_labels": {"zone": "b"}}),
+        )
+        .unwrap();
+        assert_eq!(ok.host_labels.get("zone").map(String::as_str), Some("b"));
     }
 }

@@ -19,7 +19,7 @@ pub mod state;
 pub use image::ImageRef;
 pub use names::{validate_env, ContainerName, EnvError, SecretEnv};
 pub use resources::{CpuMillis, MemoryMib};
-pub use state::{ContainerState, Reason, RestartPolicy};
+pub use state::{ContainerState, DesiredState, HostState, PlacementPolicy, Reason, RestartPolicy};
 
 /// A validation failure that names the offending input field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

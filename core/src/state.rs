@@ -1,4 +1,8 @@
-//! Container lifecycle states, restart policies and failure reasons.
+//! Container lifecycle states, desired states, restart policies, failure
+//! reasons, host states and the placement policy: the enums every side
+//! carries end to end. With the `sqlx` feature they map to PostgreSQL enum
+//! types of the same names (see the migrations), so no state is ever
+//! compared as text.
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -8,6 +12,11 @@ use std::str::FromStr;
 /// terminal until someone asks for a new run (`start`/`restart`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(
+    feature = "sqlx",
+    derive(sqlx::Type),
+    sqlx(type_name = "container_state", rename_all = "snake_case")
+)]
 pub enum ContainerState {
     /// Durably stored, not yet placed on a host.
     Pending,
@@ -70,9 +79,31 @@ impl FromStr for ContainerState {
     }
 }
 
+/// What the user wants of a container; the worker converges on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(
+    feature = "sqlx",
+    derive(sqlx::Type),
+    sqlx(type_name = "desired_state", rename_all = "snake_case")
+)]
+pub enum DesiredState {
+    /// A task of the current generation should run (or have run to its exit).
+    Running,
+    /// No task should run; the container and its logs stay.
+    Stopped,
+    /// Stop, then remove every trace from the host.
+    Deleted,
+}
+
 /// What happens when a container's process exits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(
+    feature = "sqlx",
+    derive(sqlx::Type),
+    sqlx(type_name = "restart_policy", rename_all = "snake_case")
+)]
 pub enum RestartPolicy {
     #[default]
     Never,
@@ -98,6 +129,12 @@ impl RestartPolicy {
             Self::Always => true,
         }
     }
+
+    /// Whether losing the host (a failure with no exit code) calls for a
+    /// new run elsewhere.
+    pub fn restarts_after_host_loss(self) -> bool {
+        !matches!(self, Self::Never)
+    }
 }
 
 impl FromStr for RestartPolicy {
@@ -113,7 +150,12 @@ impl FromStr for RestartPolicy {
 }
 
 /// Machine-readable reasons attached to a container's state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(
+    feature = "sqlx",
+    derive(sqlx::Type),
+    sqlx(type_name = "container_reason")
+)]
 pub enum Reason {
     /// The process exited with a non-zero code.
     Error,
@@ -134,7 +176,10 @@ pub enum Reason {
     StopRequested,
     /// Waiting out restart back-off before the next run.
     BackOff,
-    /// No host has room for the container yet.
+    /// Pending: no ready host has room for the container yet; it is placed
+    /// as soon as one has.
+    WaitingForCapacity,
+    /// Terminal: it waited `max_pending_s` and no host had room.
     NoCapacity,
 }
 
@@ -150,7 +195,77 @@ impl Reason {
             Self::TaskLost => "TaskLost",
             Self::StopRequested => "StopRequested",
             Self::BackOff => "BackOff",
+            Self::WaitingForCapacity => "WaitingForCapacity",
             Self::NoCapacity => "NoCapacity",
+        }
+    }
+
+    pub const ALL: [Reason; 11] = [
+        Self::Error,
+        Self::Completed,
+        Self::ImagePullFailed,
+        Self::StartFailed,
+        Self::OOMKilled,
+        Self::HostLost,
+        Self::TaskLost,
+        Self::StopRequested,
+        Self::BackOff,
+        Self::WaitingForCapacity,
+        Self::NoCapacity,
+    ];
+}
+
+impl FromStr for Reason {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| format!("unknown reason {s:?}"))
+    }
+}
+
+/// A host as placement sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HostState {
+    /// Heartbeating and taking new containers.
+    Ready,
+    /// Heartbeating; keeps what runs but takes nothing new (an operator drain).
+    Draining,
+    /// Silent for longer than the lost-after timeout, or back but not yet
+    /// fenced: takes nothing new; its containers were failed or moved.
+    Lost,
+}
+
+impl HostState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ready => "ready",
+            Self::Draining => "draining",
+            Self::Lost => "lost",
+        }
+    }
+}
+
+/// How placement chooses among hosts that fit, after image locality.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PlacementPolicy {
+    /// The fullest host that fits: keeps whole hosts free for big requests.
+    #[default]
+    Binpack,
+    /// The emptiest host: spreads load and failure.
+    Spread,
+}
+
+impl FromStr for PlacementPolicy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "binpack" => Ok(Self::Binpack),
+            "spread" => Ok(Self::Spread),
+            other => Err(format!("unknown placement policy {other:?} (binpack or spread)")),
         }
     }
 }
@@ -171,6 +286,14 @@ mod tests {
             assert_eq!(state.as_str().parse::<ContainerState>(), Ok(state));
         }
         assert!("bogus".parse::<ContainerState>().is_err());
+    }
+
+    #[test]
+    fn reasons_round_trip_through_strings() {
+        for reason in Reason::ALL {
+            assert_eq!(reason.as_str().parse::<Reason>(), Ok(reason));
+        }
+        assert!("Bogus".parse::<Reason>().is_err());
     }
 
     #[test]

@@ -3,10 +3,12 @@
 
 use super::{json, JsonBody, Tenant};
 use crate::error::{ApiError, Problem};
+use crate::lifecycle::Action;
 use crate::model::{
-    ContainerList, ContainerView, CreateContainer, EventList, EventView, Timings, UsageView,
+    ContainerList, ContainerView, CreateContainer, EventList, EventView, NewContainer,
+    PlacementRequest, Timings, UsageView,
 };
-use crate::store::{Action, ContainerRow, ListFilter};
+use crate::store::{ContainerRow, ListFilter};
 use crate::AppState;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
@@ -62,6 +64,10 @@ pub fn view(row: ContainerRow, usage: UsageView) -> ContainerView {
         max_restarts: row.max_restarts.map(|n| n as u32),
         stop_timeout_s: row.stop_timeout_s as u32,
         labels: row.labels.0,
+        max_pending_s: row.max_pending_s as u32,
+        placement: PlacementRequest {
+            host_labels: (!row.host_labels.0.is_empty()).then_some(row.host_labels.0),
+        },
         state: row.state,
         reason: row.reason,
         message: row.message,
@@ -98,18 +104,55 @@ async fn load(state: &AppState, tenant: Uuid, raw_id: &str) -> Result<ContainerR
 /// Run a container. Returns 201 once the request is durably stored.
 #[utoipa::path(post, path = "/v1/containers", request_body = CreateContainer,
     responses((status = 201, body = ContainerView), (status = 400, body = Problem),
-        (status = 401, body = Problem), (status = 409, body = Problem), (status = 413, body = Problem)),
+        (status = 401, body = Problem), (status = 409, body = Problem), (status = 413, body = Problem),
+        (status = 422, body = Problem, description = "no host could ever take it (`field`, `max`)"),
+        (status = 503, body = Problem, description = "database unavailable; see Retry-After")),
     security(("bearer" = [])))]
 pub async fn create(
     State(state): State<Arc<AppState>>,
     Tenant(tenant): Tenant,
     JsonBody(body): JsonBody<CreateContainer>,
 ) -> Result<Response, ApiError> {
-    let new = body.validate()?;
+    let new = body.validate(state.config.max_pending_s)?;
+    admit(&state, &new).await?;
     let row = state.store.insert_container(tenant, &new).await?;
     tracing::info!(container = %row.id, tenant = %tenant, image = %row.image, "container created");
-    state.hub.wake_scheduler();
     Ok(json(StatusCode::CREATED, view(row, UsageView::default())))
+}
+
+/// Refuses at once a request bigger than every live host (ready or
+/// draining) that carries its labels; queues it when there is no such host
+/// at all (one may register).
+async fn admit(state: &AppState, new: &NewContainer) -> Result<(), ApiError> {
+    let Some((max_cpu, max_memory)) = state
+        .store
+        .largest_fit(state.config.host_lost_after(), &new.host_labels)
+        .await?
+    else {
+        return Ok(());
+    };
+    if i64::from(new.cpu.millis()) > max_cpu {
+        let max = max_cpu as f64 / 1000.0;
+        return Err(ApiError::NoHostFits {
+            field: "cpu",
+            max: serde_json::json!(max),
+            detail: format!(
+                "no host offers {} vCPU; the largest offers {max}",
+                new.cpu.as_vcpus()
+            ),
+        });
+    }
+    if i64::from(new.memory.mib()) > max_memory {
+        return Err(ApiError::NoHostFits {
+            field: "memory_mib",
+            max: serde_json::json!(max_memory),
+            detail: format!(
+                "no host offers {} MiB; the largest offers {max_memory} MiB",
+                new.memory.mib()
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// Get one container.
@@ -205,12 +248,9 @@ async fn act(
         .request(tenant, id, action, state.config.host_lost_after())
         .await?
         .ok_or(ApiError::NotFound("container"))?;
+    // The host's stream, the scheduler and waiters on every replica are
+    // woken by the database's NOTIFY triggers.
     tracing::info!(container = %id, ?action, "lifecycle request");
-    match &row.host_id {
-        Some(host) => state.hub.host_changed(host),
-        None => state.hub.wake_scheduler(),
-    }
-    state.hub.container_changed(id);
     Ok(row)
 }
 
@@ -280,7 +320,8 @@ pub async fn delete(
 async fn next_change(changes: &mut tokio::sync::broadcast::Receiver<Uuid>, id: Uuid) {
     loop {
         match changes.recv().await {
-            Ok(changed) if changed == id => return,
+            // nil: notifications may have been missed, look again.
+            Ok(changed) if changed == id || changed.is_nil() => return,
             Ok(_) => {}
             // Missed some: re-read to be safe.
             Err(RecvError::Lagged(_)) => return,
@@ -324,7 +365,7 @@ pub async fn wait(
     let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout_s);
     loop {
         let row = load(&state, tenant, &raw).await?;
-        let s = row.state();
+        let s = row.state;
         if s.is_terminal() || (want_running && s == ContainerState::Running) {
             return Ok(json(StatusCode::OK, view_one(&state, row).await?));
         }

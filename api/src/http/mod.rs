@@ -3,11 +3,13 @@
 //!
 //! Layout:
 //! - [`containers`]: the tenant's container routes.
-//! - [`tenants`]: admin routes.
+//! - [`tenants`]: admin routes for tenants.
+//! - [`hosts`]: admin routes for the pool's hosts (list, drain, undrain).
 //! - [`usage`]: usage reports, ledger verification, rate card.
 //! - [`openapi`]: the OpenAPI 3 document, generated from the handlers.
 
 pub mod containers;
+pub mod hosts;
 pub mod openapi;
 pub mod tenants;
 pub mod usage;
@@ -48,6 +50,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/containers/{id}/logs", get(containers::logs))
         .route("/v1/containers/{id}/events", get(containers::events))
         .route("/v1/containers/{id}/wait", get(containers::wait))
+        .route("/v1/hosts", get(hosts::list))
+        .route("/v1/hosts/{id}/drain", post(hosts::drain))
+        .route("/v1/hosts/{id}/undrain", post(hosts::undrain))
         .route("/v1/usage", get(usage::tenant_report))
         .route("/v1/usage/verify", get(usage::verify))
         .route("/v1/admin/usage", get(usage::admin_report))
@@ -166,11 +171,17 @@ impl FromRequestParts<Arc<AppState>> for Admin {
         let token = bearer(parts).ok_or(ApiError::Unauthorized)?;
         // Comparing digests keeps the comparison time independent of where
         // the strings first differ.
-        if hash_token(token) == state.admin_token_sha256 {
-            Ok(Admin)
-        } else {
-            Err(ApiError::Unauthorized)
+        let hash = hash_token(token);
+        if hash == state.admin_token_sha256 {
+            return Ok(Admin);
         }
+        // A tenant's own token is known but not enough: 403, not 401.
+        if state.token_cache.get(&hash).is_some()
+            || state.store.tenant_for_token(&hash).await?.is_some()
+        {
+            return Err(ApiError::Forbidden);
+        }
+        Err(ApiError::Unauthorized)
     }
 }
 

@@ -1,0 +1,116 @@
+//! Admin routes for the pool's hosts: list them with their state and
+//! allocation, drain and undrain.
+
+use super::{json, Admin};
+use crate::error::{ApiError, Problem};
+use crate::store::hosts::HostStatus;
+use crate::AppState;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use utoipa::ToSchema;
+
+/// A host of the pool.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HostView {
+    pub id: String,
+    /// `ready` (takes new containers), `draining` (keeps what runs, takes
+    /// nothing new) or `lost` (silent, or back but not yet fenced).
+    pub state: String,
+    /// Capacity in vCPUs.
+    pub cpu: f64,
+    pub memory_mib: i64,
+    /// vCPUs reserved by its unfinished containers.
+    pub allocated_cpu: f64,
+    pub allocated_memory_mib: i64,
+    /// Containers running on it.
+    pub running: i64,
+    /// Digests of the images it holds.
+    pub images: Vec<String>,
+    pub labels: BTreeMap<String, String>,
+    pub last_heartbeat_at: DateTime<Utc>,
+    pub containerd_version: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HostList {
+    pub items: Vec<HostView>,
+}
+
+fn view(h: HostStatus) -> HostView {
+    let mut images: Vec<String> = h.images.0.iter().map(|i| i.digest.clone()).collect();
+    images.sort();
+    images.dedup();
+    HostView {
+        state: h.state().as_str().to_owned(),
+        id: h.id,
+        cpu: h.cpu_millis as f64 / 1000.0,
+        memory_mib: h.memory_mib,
+        allocated_cpu: h.allocated_cpu_millis as f64 / 1000.0,
+        allocated_memory_mib: h.allocated_memory_mib,
+        running: h.running,
+        images,
+        labels: h.labels.0,
+        last_heartbeat_at: h.last_heartbeat_at,
+        containerd_version: h.containerd_version,
+    }
+}
+
+/// Every host of the pool (admin token).
+#[utoipa::path(get, path = "/v1/hosts",
+    responses((status = 200, body = HostList), (status = 401, body = Problem), (status = 403, body = Problem)),
+    security(("bearer" = [])))]
+pub async fn list(State(state): State<Arc<AppState>>, _: Admin) -> Result<Response, ApiError> {
+    let hosts = state
+        .store
+        .host_statuses(state.config.host_lost_after(), None)
+        .await?;
+    Ok(json(
+        StatusCode::OK,
+        HostList {
+            items: hosts.into_iter().map(view).collect(),
+        },
+    ))
+}
+
+async fn set_draining(state: &AppState, id: &str, draining: bool) -> Result<Response, ApiError> {
+    if !state.store.set_draining(id, draining).await? {
+        return Err(ApiError::NotFound("host"));
+    }
+    tracing::info!(host = id, draining, "host drain changed");
+    let host = state
+        .store
+        .host_statuses(state.config.host_lost_after(), Some(id))
+        .await?
+        .pop()
+        .ok_or(ApiError::NotFound("host"))?;
+    Ok(json(StatusCode::OK, view(host)))
+}
+
+/// Stop placing new containers on the host; running ones stay (admin token).
+#[utoipa::path(post, path = "/v1/hosts/{id}/drain", params(("id" = String, Path)),
+    responses((status = 200, body = HostView), (status = 404, body = Problem)),
+    security(("bearer" = [])))]
+pub async fn drain(
+    State(state): State<Arc<AppState>>,
+    _: Admin,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    set_draining(&state, &id, true).await
+}
+
+/// Take new containers on the host again (admin token).
+#[utoipa::path(post, path = "/v1/hosts/{id}/undrain", params(("id" = String, Path)),
+    responses((status = 200, body = HostView), (status = 404, body = Problem)),
+    security(("bearer" = [])))]
+pub async fn undrain(
+    State(state): State<Arc<AppState>>,
+    _: Admin,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    set_draining(&state, &id, false).await
+}

@@ -1,0 +1,80 @@
+//! The control plane's background loop: expires containers that waited too
+//! long, places pending ones ([`place`], a pure function, under a database
+//! lock shared by every replica), starts restarts whose back-off has
+//! passed, and judges silent hosts lost.
+//!
+//! It runs at once when woken (a `NOTIFY` from any replica: a new
+//! container, freed capacity, a new or recovered host) and otherwise every
+//! `SKIFF_SCHEDULER_TICK_S`, so a lost wake-up costs a tick, never a container.
+//!
+//! Layout:
+//! - [`place`]: placement and fair ordering, pure, with table tests.
+
+pub mod place;
+
+use crate::AppState;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+/// How often old assignment changes are pruned.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+
+pub async fn run(state: Arc<AppState>, shutdown: CancellationToken) {
+    let booted = Instant::now();
+    let mut last_prune = Instant::now();
+    loop {
+        // A host's silence only means something once this control plane has
+        // been up long enough to hear from it: after an outage longer than
+        // the timeout, every host would otherwise look lost at boot.
+        let judge_hosts = booted.elapsed() >= state.config.host_lost_after();
+        if let Err(err) = pass(&state, judge_hosts).await {
+            tracing::warn!(error = %err, "scheduler pass failed; retrying");
+        }
+        if last_prune.elapsed() >= PRUNE_EVERY {
+            last_prune = Instant::now();
+            match state
+                .store
+                .prune_assignment_changes(state.config.assignment_log_keep())
+                .await
+            {
+                Ok(n) if n > 0 => tracing::debug!(pruned = n, "old assignment changes pruned"),
+                Ok(_) => {}
+                Err(err) => tracing::warn!(error = %err, "pruning assignment changes failed"),
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = state.hub.scheduler_woken() => {}
+            _ = tokio::time::sleep(state.config.scheduler_tick()) => {}
+        }
+    }
+}
+
+async fn pass(state: &AppState, judge_hosts: bool) -> Result<(), crate::store::StoreError> {
+    let store = &state.store;
+    let live_within = state.config.host_lost_after();
+    for id in store.expire_pending().await? {
+        tracing::info!(container = %id, "container failed: no capacity within max_pending_s");
+    }
+    if judge_hosts {
+        for lost in store.handle_lost_hosts(live_within).await? {
+            tracing::warn!(host = %lost.id, failed = lost.failed.len(), replaced = lost.replaced.len(),
+                runs_closed = lost.runs_closed, "host lost: its containers failed or were queued for another host");
+            state.metrics.hosts_lost.inc();
+        }
+    }
+    let round = store
+        .place_pending(live_within, state.config.placement)
+        .await?;
+    if round.placed > 0 || round.waiting > 0 {
+        tracing::debug!(
+            placed = round.placed,
+            waiting = round.waiting,
+            "placement round"
+        );
+        state.metrics.placements.inc_by(round.placed as u64);
+    }
+    store.start_due_restarts().await?;
+    Ok(())
+}

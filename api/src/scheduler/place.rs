@@ -1,0 +1,397 @@
+//! Placement as a pure function: pending requests and the hosts' free
+//! capacity in, placements and the reasons the rest must wait out. No I/O;
+//! the store loads the input under a lock and commits the output.
+//!
+//! Rules, in order:
+//! 1. Only a host whose free cpu and memory both cover the request, and
+//!    that carries every label of `placement.host_labels`. Never
+//!    oversubscribed: each placement is subtracted before the next.
+//! 2. Among those, the host the container ran on before (its logs are
+//!    there), then a host that already holds the image (no pull), then the
+//!    policy: `binpack` takes the fullest host, `spread` the emptiest.
+//!    Ties go to the smaller host id, so a decision is reproducible.
+//! 3. Requests are taken round-robin across tenants, oldest first within a
+//!    tenant ([`fair_order`]), and FIFO within a tenant: once one of a
+//!    tenant's requests waits, its later ones wait this round too.
+
+use skiff_core::PlacementPolicy;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use uuid::Uuid;
+
+/// A container waiting for a host.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PendingRequest {
+    pub id: Uuid,
+    pub tenant: Uuid,
+    pub cpu_millis: i64,
+    pub memory_mib: i64,
+    pub image: String,
+    pub host_labels: BTreeMap<String, String>,
+    pub prefer_host: Option<String>,
+}
+
+/// A placeable host (ready, heartbeating) and what it has left.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostCapacity {
+    pub id: String,
+    pub cpu_millis: i64,
+    pub memory_mib: i64,
+    pub free_cpu_millis: i64,
+    pub free_memory_mib: i64,
+    /// Image references held (pulled and unpacked).
+    pub images: BTreeSet<String>,
+    pub labels: BTreeMap<String, String>,
+}
+
+impl HostCapacity {
+    fn fits(&self, r: &PendingRequest) -> bool {
+        self.free_cpu_millis >= r.cpu_millis
+            && self.free_memory_mib >= r.memory_mib
+            && self.matches(&r.host_labels)
+    }
+
+    pub fn matches(&self, wanted: &BTreeMap<String, String>) -> bool {
+        wanted.iter().all(|(k, v)| self.labels.get(k) == Some(v))
+    }
+
+    /// Share of the host left free after placing `r`, cpu and memory
+    /// weighed alike, in parts per million (integers keep ties exact).
+    fn free_after_ppm(&self, r: &PendingRequest) -> i64 {
+        let share = |free: i64, total: i64| {
+            if total <= 0 {
+                0
+            } else {
+                free * 1_000_000 / total
+            }
+        };
+        share(self.free_cpu_millis - r.cpu_millis, self.cpu_millis)
+            + share(self.free_memory_mib - r.memory_mib, self.memory_mib)
+    }
+}
+
+/// Why a request was not placed this round.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Wait {
+    /// No placeable host has room for it now.
+    NoRoom,
+    /// No placeable host carries the requested labels.
+    NoMatchingHost,
+    /// An older request of the same tenant waits (FIFO within a tenant).
+    BehindOlder,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Decision {
+    /// (container, host), in placement order.
+    pub placements: Vec<(Uuid, String)>,
+    pub waiting: Vec<(Uuid, Wait)>,
+}
+
+/// Orders requests (given oldest first) round-robin across tenants: every
+/// tenant's oldest, then every tenant's second oldest, and so on. A tenant
+/// with a thousand queued delays another's single request by at most one
+/// request per round.
+pub fn fair_order(oldest_first: Vec<PendingRequest>) -> Vec<PendingRequest> {
+    let mut rank: HashMap<Uuid, usize> = HashMap::new();
+    let mut keyed: Vec<(usize, usize, PendingRequest)> = oldest_first
+        .into_iter()
+        .enumerate()
+        .map(|(age, r)| {
+            let n = rank.entry(r.tenant).or_default();
+            *n += 1;
+            (*n, age, r)
+        })
+        .collect();
+    keyed.sort_by_key(|(rank, age, _)| (*rank, *age));
+    keyed.into_iter().map(|(_, _, r)| r).collect()
+}
+
+/// Places `requests` (in the order to consider them, see [`fair_order`]).
+pub fn place(
+    requests: &[PendingRequest],
+    mut hosts: Vec<HostCapacity>,
+    policy: PlacementPolicy,
+) -> Decision {
+    hosts.sort_by(|a, b| a.id.cmp(&b.id));
+    let mut decision = Decision::default();
+    let mut blocked: HashSet<Uuid> = HashSet::new();
+    for r in requests {
+        if blocked.contains(&r.tenant) {
+            decision.waiting.push((r.id, Wait::BehindOlder));
+            continue;
+        }
+        let Some(index) = choose(r, &hosts, policy) else {
+            let wait = if hosts.iter().any(|h| h.matches(&r.host_labels)) {
+                Wait::NoRoom
+            } else {
+                Wait::NoMatchingHost
+            };
+            decision.waiting.push((r.id, wait));
+            blocked.insert(r.tenant);
+            continue;
+        };
+        let host = &mut hosts[index];
+        host.free_cpu_millis -= r.cpu_millis;
+        host.free_memory_mib -= r.memory_mib;
+        // The image is not counted as held until the host reports it: a
+        // burst of one new image must not pull spread onto a single host.
+        decision.placements.push((r.id, host.id.clone()));
+    }
+    decision
+}
+
+fn choose(r: &PendingRequest, hosts: &[HostCapacity], policy: PlacementPolicy) -> Option<usize> {
+    hosts
+        .iter()
+        .enumerate()
+        .filter(|(_, h)| h.fits(r))
+        // min_by_key keeps the first of equals: hosts are sorted by id.
+        .min_by_key(|(_, h)| {
+            let preferred = r.prefer_host.as_deref() == Some(h.id.as_str());
+            let has_image = h.images.contains(&r.image);
+            let free_after = h.free_after_ppm(r);
+            let policy_key = match policy {
+                PlacementPolicy::Binpack => free_after,
+                PlacementPolicy::Spread => -free_after,
+            };
+            (!preferred, !has_image, policy_key)
+        })
+        .map(|(i, _)| i)
+}
+
+/// The largest request any of `hosts` could ever take (its whole capacity),
+/// among hosts carrying `labels`: (cpu millis, memory MiB). None when no
+/// host matches (then the request queues: such a host may register).
+pub fn largest_fit(
+    hosts: &[HostCapacity],
+    labels: &BTreeMap<String, String>,
+) -> Option<(i64, i64)> {
+    let matching: Vec<&HostCapacity> = hosts.iter().filter(|h| h.matches(labels)).collect();
+    if matching.is_empty() {
+        return None;
+    }
+    Some((
+        matching.iter().map(|h| h.cpu_millis).max().unwrap_or(0),
+        matching.iter().map(|h| h.memory_mib).max().unwrap_or(0),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: Uuid = Uuid::from_u128(0xa);
+    const B: Uuid = Uuid::from_u128(0xb);
+
+    fn req(n: u128, tenant: Uuid, cpu: i64, mem: i64) -> PendingRequest {
+        PendingRequest {
+            id: Uuid::from_u128(n),
+            tenant,
+            cpu_millis: cpu,
+            memory_mib: mem,
+            image: "r/img:1".into(),
+            host_labels: BTreeMap::new(),
+            prefer_host: None,
+        }
+    }
+
+    fn host(id: &str, free_cpu: i64, free_mem: i64) -> HostCapacity {
+        HostCapacity {
+            id: id.into(),
+            cpu_millis: 4000,
+            memory_mib: 4096,
+            free_cpu_millis: free_cpu,
+            free_memory_mib: free_mem,
+            images: BTreeSet::new(),
+            labels: BTreeMap::new(),
+        }
+    }
+
+    fn hosts_of(decision: &Decision) -> Vec<&str> {
+        decision
+            .placements
+            .iter()
+            .map(|(_, h)| h.as_str())
+            .collect()
+    }
+
+    #[test]
+    fn policy_table() {
+        // (case, hosts, policy, requests, expected hosts in order)
+        type Row<'a> = (
+            &'a str,
+            Vec<HostCapacity>,
+            PlacementPolicy,
+            Vec<PendingRequest>,
+            Vec<&'a str>,
+        );
+        let rows: Vec<Row> = vec![
+            (
+                "binpack fills the fullest host that fits",
+                vec![
+                    host("h1", 4000, 4096),
+                    host("h2", 1000, 1024),
+                    host("h3", 2000, 2048),
+                ],
+                PlacementPolicy::Binpack,
+                vec![req(1, A, 500, 256), req(2, A, 500, 256)],
+                vec!["h2", "h2"],
+            ),
+            (
+                "spread takes the emptiest",
+                vec![
+                    host("h1", 2000, 2048),
+                    host("h2", 2600, 2600),
+                    host("h3", 2500, 2500),
+                ],
+                PlacementPolicy::Spread,
+                vec![
+                    req(1, A, 500, 256),
+                    req(2, A, 500, 256),
+                    req(3, A, 500, 256),
+                ],
+                vec!["h2", "h3", "h2"],
+            ),
+            (
+                "spread over equal hosts goes round",
+                vec![
+                    host("h1", 4000, 4096),
+                    host("h2", 4000, 4096),
+                    host("h3", 4000, 4096),
+                ],
+                PlacementPolicy::Spread,
+                vec![
+                    req(1, A, 1000, 1024),
+                    req(2, A, 1000, 1024),
+                    req(3, A, 1000, 1024),
+                ],
+                vec!["h1", "h2", "h3"],
+            ),
+            (
+                "binpack over equal hosts stays on the first",
+                vec![host("h1", 4000, 4096), host("h2", 4000, 4096)],
+                PlacementPolicy::Binpack,
+                vec![req(1, A, 1000, 1024), req(2, A, 1000, 1024)],
+                vec!["h1", "h1"],
+            ),
+            (
+                "memory counts as much as cpu",
+                vec![host("h1", 4000, 100), host("h2", 500, 4096)],
+                PlacementPolicy::Binpack,
+                vec![req(1, A, 400, 200)],
+                vec!["h2"],
+            ),
+        ];
+        for (case, hosts, policy, requests, want) in rows {
+            let d = place(&requests, hosts, policy);
+            assert_eq!(hosts_of(&d), want, "{case}: {d:?}");
+        }
+    }
+
+    #[test]
+    fn never_oversubscribes() {
+        let requests: Vec<_> = (0..10).map(|n| req(n, A, 1000, 512)).collect();
+        let d = place(
+            &requests,
+            vec![host("h1", 2500, 4096), host("h2", 1000, 4096)],
+            PlacementPolicy::Binpack,
+        );
+        assert_eq!(d.placements.len(), 3, "{d:?}");
+        assert_eq!(hosts_of(&d), vec!["h2", "h1", "h1"]);
+        assert_eq!(d.waiting[0].1, Wait::NoRoom);
+        assert!(d.waiting[1..].iter().all(|(_, w)| *w == Wait::BehindOlder));
+    }
+
+    #[test]
+    fn image_locality_beats_the_policy_and_the_previous_host_beats_both() {
+        let mut with_image = host("h3", 4000, 4096);
+        with_image.images.insert("r/img:1".into());
+        let hosts = vec![host("h1", 1000, 1024), host("h2", 4000, 4096), with_image];
+        let d = place(
+            &[req(1, A, 500, 256)],
+            hosts.clone(),
+            PlacementPolicy::Binpack,
+        );
+        assert_eq!(hosts_of(&d), vec!["h3"]);
+        let mut other_image = req(2, A, 500, 256);
+        other_image.image = "r/other:1".into();
+        let d = place(&[other_image], hosts.clone(), PlacementPolicy::Binpack);
+        assert_eq!(hosts_of(&d), vec!["h1"], "no host holds it: policy decides");
+        let mut back_home = req(3, A, 500, 256);
+        back_home.prefer_host = Some("h2".into());
+        let d = place(&[back_home], hosts, PlacementPolicy::Binpack);
+        assert_eq!(hosts_of(&d), vec!["h2"]);
+    }
+
+    #[test]
+    fn host_labels_restrict_and_explain() {
+        let mut gpu = host("h2", 4000, 4096);
+        gpu.labels.insert("zone".into(), "b".into());
+        let hosts = vec![host("h1", 4000, 4096), gpu];
+        let mut wants_b = req(1, A, 500, 256);
+        wants_b.host_labels.insert("zone".into(), "b".into());
+        let mut wants_c = req(2, B, 500, 256);
+        wants_c.host_labels.insert("zone".into(), "c".into());
+        let d = place(&[wants_b, wants_c], hosts, PlacementPolicy::Binpack);
+        assert_eq!(hosts_of(&d), vec!["h2"]);
+        assert_eq!(d.waiting, vec![(Uuid::from_u128(2), Wait::NoMatchingHost)]);
+    }
+
+    #[test]
+    fn fifo_within_a_tenant_but_others_go_on() {
+        let requests = vec![
+            req(1, A, 3000, 256),
+            req(2, A, 500, 256),
+            req(3, B, 500, 256),
+        ];
+        let d = place(
+            &requests,
+            vec![host("h1", 1000, 4096)],
+            PlacementPolicy::Binpack,
+        );
+        assert_eq!(d.placements, vec![(Uuid::from_u128(3), "h1".to_string())]);
+        assert_eq!(
+            d.waiting,
+            vec![
+                (Uuid::from_u128(1), Wait::NoRoom),
+                (Uuid::from_u128(2), Wait::BehindOlder)
+            ]
+        );
+    }
+
+    #[test]
+    fn fair_order_interleaves_tenants() {
+        let mut queue: Vec<_> = (0..1000).map(|n| req(n, A, 100, 64)).collect();
+        queue.push(req(5000, B, 100, 64));
+        let ordered = fair_order(queue);
+        assert_eq!(ordered[0].id, Uuid::from_u128(0));
+        assert_eq!(
+            ordered[1].id,
+            Uuid::from_u128(5000),
+            "B's only request comes second"
+        );
+        // One round of room: A's oldest and B's single request both go.
+        let d = place(
+            &ordered,
+            vec![host("h1", 200, 4096)],
+            PlacementPolicy::Binpack,
+        );
+        assert_eq!(
+            d.placements.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+            vec![Uuid::from_u128(0), Uuid::from_u128(5000)]
+        );
+    }
+
+    #[test]
+    fn largest_fit_considers_matching_hosts_only() {
+        let mut big = host("h2", 0, 0);
+        big.cpu_millis = 8000;
+        big.memory_mib = 16384;
+        big.labels.insert("size".into(), "big".into());
+        let hosts = vec![host("h1", 4000, 4096), big];
+        assert_eq!(largest_fit(&hosts, &BTreeMap::new()), Some((8000, 16384)));
+        let small: BTreeMap<_, _> = [("size".to_string(), "small".to_string())].into();
+        assert_eq!(largest_fit(&hosts, &small), None);
+        assert_eq!(largest_fit(&[], &BTreeMap::new()), None);
+    }
+}

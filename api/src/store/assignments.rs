@@ -1,0 +1,154 @@
+//! Each host's assignment set, revisioned. A trigger records every change
+//! of a container's assignment to a host in `assignment_changes` (see the
+//! pool migration); a host's stream sends a snapshot once, then only what
+//! changed.
+//!
+//! The revision is a watermark: the snapshot's `xmin`, below which every
+//! transaction has finished. A step reads the changes of transactions in
+//! `[from, upto)`, so a change is delivered exactly once in order of
+//! completion, even when a transaction with a lower id commits after one
+//! with a higher id (a plain sequence would skip it). Each step reads in one
+//! REPEATABLE READ snapshot, so the rows it sends match its watermark.
+
+use super::{ContainerRow, Result, Store, StoreError, CONTAINER_COLUMNS};
+use sqlx::PgConnection;
+use std::collections::HashSet;
+use std::time::Duration;
+use uuid::Uuid;
+
+/// One step of a host's assignment stream.
+#[derive(Debug, Clone)]
+pub struct AssignmentStep {
+    /// The watermark this step brings the host to.
+    pub revision: u64,
+    /// `assignments` is the complete set.
+    pub snapshot: bool,
+    pub assignments: Vec<ContainerRow>,
+    /// Containers no longer assigned to the host (deltas only).
+    pub removed: Vec<Uuid>,
+    /// Changes exist that finished transactions cannot show yet (an older
+    /// transaction is still open): read again shortly.
+    pub pending: bool,
+}
+
+async fn begin_snapshot(conn: &mut PgConnection) -> Result<u64> {
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .execute(&mut *conn)
+        .await?;
+    let upto: String = sqlx::query_scalar("SELECT pg_snapshot_xmin(pg_current_snapshot())::text")
+        .fetch_one(&mut *conn)
+        .await?;
+    parse_revision(&upto)
+}
+
+fn parse_revision(text: &str) -> Result<u64> {
+    text.parse()
+        .map_err(|e| StoreError::Corrupt(format!("revision {text:?}: {e}")))
+}
+
+impl Store {
+    /// The host's complete set: every container placed there that still has
+    /// something on the host.
+    pub async fn assignment_snapshot(&self, host_id: &str) -> Result<AssignmentStep> {
+        let mut tx = self.pool.begin().await?;
+        let revision = begin_snapshot(&mut tx).await?;
+        let assignments = sqlx::query_as::<_, ContainerRow>(&format!(
+            "SELECT {CONTAINER_COLUMNS} FROM containers WHERE host_id = $1 AND removed_at IS NULL ORDER BY id"
+        ))
+        .bind(host_id)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(AssignmentStep {
+            revision,
+            snapshot: true,
+            assignments,
+            removed: Vec::new(),
+            pending: false,
+        })
+    }
+
+    /// What changed for the host since revision `from`; None when the
+    /// changes since then are no longer kept (the host needs a snapshot).
+    pub async fn assignment_delta(
+        &self,
+        host_id: &str,
+        from: u64,
+    ) -> Result<Option<AssignmentStep>> {
+        let mut tx = self.pool.begin().await?;
+        let upto = begin_snapshot(&mut tx).await?;
+        let pruned_below: String =
+            sqlx::query_scalar("SELECT pruned_below::text FROM assignment_log")
+                .fetch_one(&mut *tx)
+                .await?;
+        if from == 0 || from <= parse_revision(&pruned_below)? || from > upto {
+            return Ok(None);
+        }
+        let from = from.min(upto);
+        let changed: Vec<Uuid> = sqlx::query_scalar(
+            "SELECT DISTINCT container_id FROM assignment_changes \
+             WHERE host_id = $1 AND xid >= $2::text::xid8 AND xid < $3::text::xid8",
+        )
+        .bind(host_id)
+        .bind(from.to_string())
+        .bind(upto.to_string())
+        .fetch_all(&mut *tx)
+        .await?;
+        let pending: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM assignment_changes WHERE host_id = $1 AND xid >= $2::text::xid8)",
+        )
+        .bind(host_id)
+        .bind(upto.to_string())
+        .fetch_one(&mut *tx)
+        .await?;
+        let assignments = if changed.is_empty() {
+            Vec::new()
+        } else {
+            sqlx::query_as::<_, ContainerRow>(&format!(
+                "SELECT {CONTAINER_COLUMNS} FROM containers \
+                 WHERE id = ANY($1) AND host_id = $2 AND removed_at IS NULL ORDER BY id"
+            ))
+            .bind(&changed)
+            .bind(host_id)
+            .fetch_all(&mut *tx)
+            .await?
+        };
+        tx.commit().await?;
+        let kept: HashSet<Uuid> = assignments.iter().map(|r| r.id).collect();
+        let removed = changed
+            .into_iter()
+            .filter(|id| !kept.contains(id))
+            .collect();
+        Ok(Some(AssignmentStep {
+            revision: upto,
+            snapshot: false,
+            assignments,
+            removed,
+            pending,
+        }))
+    }
+
+    /// Forgets changes older than `keep`; a host resuming from before them
+    /// gets a snapshot instead.
+    pub async fn prune_assignment_changes(&self, keep: Duration) -> Result<u64> {
+        let mut tx = self.pool.begin().await?;
+        let (deleted, max_xid): (i64, Option<String>) = sqlx::query_as(
+            "WITH gone AS (DELETE FROM assignment_changes WHERE at < now() - make_interval(secs => $1) \
+                           RETURNING xid) \
+             SELECT count(*), max(xid::text::numeric)::text FROM gone",
+        )
+        .bind(keep.as_secs_f64())
+        .fetch_one(&mut *tx)
+        .await?;
+        if let Some(max_xid) = max_xid {
+            sqlx::query(
+                "UPDATE assignment_log SET pruned_below = GREATEST(pruned_below, $1::text::xid8)",
+            )
+            .bind(max_xid)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(deleted as u64)
+    }
+}

@@ -1,0 +1,209 @@
+//! A tenant's containers: create, read, list, events, and lifecycle
+//! requests (stop, start, restart, delete) decided by [`crate::lifecycle`].
+
+use super::{
+    apply_transition, insert_event, lock_container, ContainerRow, Result, Store, StoreError,
+    CONTAINER_COLUMNS,
+};
+use crate::lifecycle::{self, Action, NewRunTarget, Request};
+use crate::model::NewContainer;
+use chrono::{DateTime, Utc};
+use skiff_core::ContainerState;
+use sqlx::types::Json;
+use std::collections::BTreeMap;
+use std::time::Duration;
+use uuid::Uuid;
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct EventRow {
+    pub kind: String,
+    pub message: String,
+    pub at: DateTime<Utc>,
+}
+
+/// Filters for listing a tenant's containers.
+#[derive(Debug, Default, Clone)]
+pub struct ListFilter {
+    pub states: Vec<ContainerState>,
+    pub labels: BTreeMap<String, String>,
+    pub after: Option<Uuid>,
+    pub limit: i64,
+}
+
+impl Store {
+    /// Stores a new container as `pending`. Returns once committed.
+    pub async fn insert_container(&self, tenant: Uuid, c: &NewContainer) -> Result<ContainerRow> {
+        let result = sqlx::query_as::<_, ContainerRow>(&format!(
+            "INSERT INTO containers (id, tenant_id, name, image, command, env, secure_env, cpu_millis, \
+             memory_mib, restart_policy, max_restarts, stop_timeout_s, labels, max_pending_s, host_labels, \
+             pending_since) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, now()) \
+             RETURNING {CONTAINER_COLUMNS}"
+        ))
+        .bind(c.id)
+        .bind(tenant)
+        .bind(&c.name)
+        .bind(&c.image)
+        .bind(Json(&c.command))
+        .bind(Json(&c.env))
+        .bind(Json(&c.secure_env))
+        .bind(c.cpu.millis() as i32)
+        .bind(c.memory.mib() as i32)
+        .bind(c.restart_policy)
+        .bind(c.max_restarts.map(|n| n.min(i32::MAX as u32) as i32))
+        .bind(c.stop_timeout_s as i32)
+        .bind(Json(&c.labels))
+        .bind(c.max_pending_s as i32)
+        .bind(Json(&c.host_labels))
+        .fetch_one(&self.pool)
+        .await;
+        match result {
+            Err(sqlx::Error::Database(db)) if db.constraint() == Some("containers_tenant_name") => {
+                Err(StoreError::NameTaken(c.name.clone()))
+            }
+            other => Ok(other?),
+        }
+    }
+
+    pub async fn get_container(&self, tenant: Uuid, id: Uuid) -> Result<Option<ContainerRow>> {
+        Ok(sqlx::query_as::<_, ContainerRow>(&format!(
+            "SELECT {CONTAINER_COLUMNS} FROM containers WHERE id = $1 AND tenant_id = $2 AND deleted_at IS NULL"
+        ))
+        .bind(id)
+        .bind(tenant)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    pub async fn list_containers(&self, tenant: Uuid, f: &ListFilter) -> Result<Vec<ContainerRow>> {
+        Ok(sqlx::query_as::<_, ContainerRow>(&format!(
+            "SELECT {CONTAINER_COLUMNS} FROM containers \
+             WHERE tenant_id = $1 AND deleted_at IS NULL \
+               AND (cardinality($2::container_state[]) = 0 OR state = ANY($2)) \
+               AND labels @> $3 \
+               AND ($4::uuid IS NULL OR id > $4) \
+             ORDER BY id LIMIT $5"
+        ))
+        .bind(tenant)
+        .bind(&f.states)
+        .bind(Json(&f.labels))
+        .bind(f.after)
+        .bind(f.limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    pub async fn events(&self, container: Uuid) -> Result<Vec<EventRow>> {
+        Ok(sqlx::query_as::<_, EventRow>(
+            "SELECT kind, message, at FROM container_events WHERE container_id = $1 ORDER BY at, seq",
+        )
+        .bind(container)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// A container of any tenant, deleted ones included (admin corrections).
+    pub async fn container_for_admin(&self, id: Uuid) -> Result<Option<ContainerRow>> {
+        Ok(sqlx::query_as::<_, ContainerRow>(&format!(
+            "SELECT {CONTAINER_COLUMNS} FROM containers WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// Whether the worker has removed a deleted container from its host.
+    pub async fn is_removed(&self, id: Uuid) -> Result<bool> {
+        Ok(sqlx::query_scalar::<_, bool>(
+            "SELECT removed_at IS NOT NULL FROM containers WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        .unwrap_or(true))
+    }
+
+    /// Applies a user's lifecycle request. Returns the updated row, or None
+    /// when the container does not exist for this tenant. `live_within`: a
+    /// host heard from within it is alive.
+    pub async fn request(
+        &self,
+        tenant: Uuid,
+        id: Uuid,
+        action: Action,
+        live_within: Duration,
+    ) -> Result<Option<ContainerRow>> {
+        let mut tx = self.pool.begin().await?;
+        if matches!(action, Action::Start | Action::Restart) {
+            // A new run may claim capacity on its old host: one placer at a time.
+            super::placement::lock_placement(&mut tx).await?;
+        }
+        let Some(row) = lock_container(&mut tx, id, Some(tenant)).await? else {
+            return Ok(None);
+        };
+        match lifecycle::request(&row.facts(), action, Utc::now()) {
+            Request::Nothing => {}
+            Request::Update(t) => apply_transition(&mut tx, id, &t).await?,
+            Request::Delete => {
+                sqlx::query(
+                    "UPDATE containers SET desired = 'deleted', deleted_at = now(), restart_at = NULL, \
+                     removed_at = CASE WHEN host_id IS NULL THEN now() END, \
+                     state = CASE WHEN state IN ('succeeded', 'failed', 'stopped') THEN state ELSE 'stopped' END, \
+                     finished_at = COALESCE(finished_at, now()) WHERE id = $1",
+                )
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            }
+            Request::NewRun => {
+                let host = match row.host_id.as_deref() {
+                    Some(host) => super::placement::host_room(&mut tx, host, live_within).await?,
+                    None => None,
+                };
+                let (alive, fits) = host.map_or((false, false), |h| {
+                    (
+                        h.alive,
+                        h.placeable
+                            && h.free_cpu_millis >= i64::from(row.cpu_millis)
+                            && h.free_memory_mib >= i64::from(row.memory_mib),
+                    )
+                });
+                let target = lifecycle::new_run_target(&row.facts(), alive, fits);
+                let (state, requeue) = match target {
+                    NewRunTarget::SameHostAfterStop => (ContainerState::Stopping, false),
+                    NewRunTarget::SameHost => (ContainerState::Scheduled, false),
+                    NewRunTarget::Queue => (ContainerState::Pending, true),
+                };
+                sqlx::query(
+                    "UPDATE containers SET desired = 'running', generation = generation + 1, \
+                     restart_at = NULL, backoff_step = 0, state = $2, \
+                     reason = NULL, message = NULL, exit_code = NULL, started_at = NULL, finished_at = NULL, \
+                     prefer_host_id = CASE WHEN $3 THEN host_id ELSE prefer_host_id END, \
+                     host_id = CASE WHEN $3 THEN NULL ELSE host_id END, \
+                     pending_since = CASE WHEN $3 THEN now() ELSE pending_since END, \
+                     scheduled_at = CASE WHEN $3 THEN NULL ELSE scheduled_at END \
+                     WHERE id = $1",
+                )
+                .bind(id)
+                .bind(state)
+                .bind(requeue)
+                .execute(&mut *tx)
+                .await?;
+                if action == Action::Restart {
+                    insert_event(
+                        &mut tx,
+                        id,
+                        &format!("restart-{}", row.generation + 1),
+                        "Restarting",
+                        "restart requested",
+                        Utc::now(),
+                    )
+                    .await?;
+                }
+            }
+        }
+        let row = lock_container(&mut tx, id, None).await?;
+        tx.commit().await?;
+        Ok(row)
+    }
+}

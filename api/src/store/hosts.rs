@@ -1,0 +1,316 @@
+//! Hosts: registration, heartbeats (with the images they hold and the
+//! assignment revision they have applied), drain, and loss.
+//!
+//! A host's lifecycle: `ready` once registered and heartbeating; `draining`
+//! when an operator says so (keeps what runs, takes nothing new); `lost`
+//! when silent for the lost-after timeout. Losing a host fails its
+//! unfinished containers with `HostLost`, or queues a new run elsewhere when
+//! their restart policy says so, and closes their meter runs at the last
+//! checkpoint that saw them. A lost host that comes back stays `lost` until
+//! its worker reports an applied revision past the loss (it has fenced
+//! everything moved away); only then does it take work again.
+//!
+//! Registration is the one place a host's identity enters the control
+//! plane: the next issue (a trusted worker channel) puts the credential
+//! check here.
+
+use super::{insert_event, lock_container, ContainerRow, Result, Store, TERMINAL_STATES};
+use crate::lifecycle::{self, HostLoss};
+use chrono::{DateTime, Utc};
+use skiff_core::{ContainerState, HostState};
+use skiff_proto as pb;
+use sqlx::types::Json;
+use std::collections::BTreeMap;
+use std::time::Duration;
+use uuid::Uuid;
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct HostRow {
+    pub id: String,
+    pub agent_addr: String,
+    pub cpu_millis: i32,
+    pub memory_mib: i64,
+    pub last_heartbeat_at: DateTime<Utc>,
+}
+
+/// A host as `GET /v1/hosts` shows it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct HostStatus {
+    pub id: String,
+    pub cpu_millis: i64,
+    pub memory_mib: i64,
+    pub allocated_cpu_millis: i64,
+    pub allocated_memory_mib: i64,
+    pub running: i64,
+    pub images: Json<Vec<HeldImage>>,
+    pub labels: Json<BTreeMap<String, String>>,
+    pub last_heartbeat_at: DateTime<Utc>,
+    pub draining: bool,
+    pub lost: bool,
+    pub containerd_version: String,
+}
+
+impl HostStatus {
+    pub fn state(&self) -> HostState {
+        if self.lost {
+            HostState::Lost
+        } else if self.draining {
+            HostState::Draining
+        } else {
+            HostState::Ready
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct HeldImage {
+    pub reference: String,
+    pub digest: String,
+}
+
+/// What a heartbeat reports.
+#[derive(Debug, Clone)]
+pub struct Heartbeat<'a> {
+    pub host_id: &'a str,
+    pub applied_revision: u64,
+    pub images: Vec<HeldImage>,
+    pub running: u32,
+}
+
+/// A host judged lost by [`Store::handle_lost_hosts`].
+#[derive(Debug, Clone)]
+pub struct LostHost {
+    pub id: String,
+    pub failed: Vec<Uuid>,
+    pub replaced: Vec<Uuid>,
+    pub runs_closed: u64,
+}
+
+impl Store {
+    pub async fn register_host(&self, req: &pb::RegisterRequest) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO hosts (id, agent_addr, cpu_millis, memory_mib, containerd_version, hostname, labels) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) \
+             ON CONFLICT (id) DO UPDATE SET agent_addr = $2, cpu_millis = $3, memory_mib = $4, \
+               containerd_version = $5, hostname = $6, labels = $7, last_heartbeat_at = now()",
+        )
+        .bind(&req.host_id)
+        .bind(&req.agent_addr)
+        .bind(req.cpu_millis.min(i32::MAX as u32) as i32)
+        .bind(req.memory_mib.min(i64::MAX as u64) as i64)
+        .bind(&req.containerd_version)
+        .bind(&req.hostname)
+        .bind(Json(req.labels.iter().collect::<BTreeMap<_, _>>()))
+        .execute(&self.pool)
+        .await?;
+        self.notify_scheduler().await
+    }
+
+    /// Records a heartbeat; None when the host is unknown (it must
+    /// register), else whether the host is placeable again after a loss.
+    pub async fn heartbeat(&self, hb: &Heartbeat<'_>) -> Result<Option<bool>> {
+        let recovered: Option<bool> = sqlx::query_scalar(
+            "WITH before AS (SELECT id, lost_at FROM hosts WHERE id = $1 FOR UPDATE) \
+             UPDATE hosts h SET last_heartbeat_at = now(), applied_revision = $2, images = $3, running = $4, \
+               lost_at = CASE WHEN h.lost_revision IS NOT NULL AND $2 >= h.lost_revision THEN NULL ELSE h.lost_at END, \
+               lost_revision = CASE WHEN h.lost_revision IS NOT NULL AND $2 >= h.lost_revision THEN NULL \
+                                    ELSE h.lost_revision END \
+             FROM before WHERE h.id = before.id \
+             RETURNING before.lost_at IS NOT NULL AND h.lost_at IS NULL",
+        )
+        .bind(hb.host_id)
+        .bind(hb.applied_revision.min(i64::MAX as u64) as i64)
+        .bind(Json(&hb.images))
+        .bind(hb.running as i32)
+        .fetch_optional(&self.pool)
+        .await?;
+        if recovered == Some(true) {
+            tracing::info!(
+                host = hb.host_id,
+                "host fenced what moved away while it was lost: ready again"
+            );
+            self.notify_scheduler().await?;
+        }
+        Ok(recovered)
+    }
+
+    pub async fn host(&self, host_id: &str) -> Result<Option<HostRow>> {
+        Ok(sqlx::query_as::<_, HostRow>(
+            "SELECT id, agent_addr, cpu_millis, memory_mib, last_heartbeat_at FROM hosts WHERE id = $1",
+        )
+        .bind(host_id)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// Every host with its allocation; `live_within`: silence that still counts as alive.
+    pub async fn host_statuses(
+        &self,
+        live_within: Duration,
+        only: Option<&str>,
+    ) -> Result<Vec<HostStatus>> {
+        Ok(sqlx::query_as::<_, HostStatus>(&format!(
+            "SELECT h.id, h.cpu_millis::bigint AS cpu_millis, h.memory_mib, \
+               COALESCE(a.cpu, 0) AS allocated_cpu_millis, COALESCE(a.mem, 0) AS allocated_memory_mib, \
+               COALESCE(a.running, 0) AS running, h.images, h.labels, h.last_heartbeat_at, h.draining, \
+               (h.lost_at IS NOT NULL OR h.last_heartbeat_at <= now() - make_interval(secs => $1)) AS lost, \
+               h.containerd_version \
+             FROM hosts h LEFT JOIN ( \
+               SELECT host_id, SUM(cpu_millis)::bigint AS cpu, SUM(memory_mib)::bigint AS mem, \
+                      count(*) FILTER (WHERE state = 'running') AS running \
+                 FROM containers WHERE host_id IS NOT NULL AND removed_at IS NULL \
+                  AND state NOT IN {TERMINAL_STATES} GROUP BY host_id) a ON a.host_id = h.id \
+             WHERE $2::text IS NULL OR h.id = $2 ORDER BY h.id"
+        ))
+        .bind(live_within.as_secs_f64())
+        .bind(only)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Sets or clears a host's drain; false when the host is unknown.
+    pub async fn set_draining(&self, host_id: &str, draining: bool) -> Result<bool> {
+        let done = sqlx::query("UPDATE hosts SET draining = $2 WHERE id = $1")
+            .bind(host_id)
+            .bind(draining)
+            .execute(&self.pool)
+            .await?;
+        if !draining {
+            self.notify_scheduler().await?;
+        }
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Judges hosts silent for `lost_after` lost: each in one transaction,
+    /// its unfinished containers failed or queued again, its meter runs
+    /// closed at their last checkpoint.
+    pub async fn handle_lost_hosts(&self, lost_after: Duration) -> Result<Vec<LostHost>> {
+        let silent: Vec<String> = sqlx::query_scalar(
+            "SELECT id FROM hosts WHERE lost_at IS NULL \
+               AND last_heartbeat_at < now() - make_interval(secs => $1) ORDER BY id",
+        )
+        .bind(lost_after.as_secs_f64())
+        .fetch_all(&self.pool)
+        .await?;
+        let mut lost = Vec::new();
+        for host in silent {
+            let mut tx = self.pool.begin().await?;
+            // Re-checked under the row lock: another replica may have judged
+            // it, or a heartbeat arrived since.
+            let marked: Option<i64> = sqlx::query_scalar(
+                "UPDATE hosts SET lost_at = now(), \
+                   lost_revision = pg_current_xact_id()::text::bigint + 1 \
+                 WHERE id = $1 AND lost_at IS NULL \
+                   AND last_heartbeat_at < now() - make_interval(secs => $2) \
+                 RETURNING lost_revision",
+            )
+            .bind(&host)
+            .bind(lost_after.as_secs_f64())
+            .fetch_optional(&mut *tx)
+            .await?;
+            if marked.is_none() {
+                continue;
+            }
+            let runs_closed = skiff_billing::close_runs_of_host(&mut tx, &host).await?;
+            let ids: Vec<Uuid> = sqlx::query_scalar(&format!(
+                "SELECT id FROM containers WHERE host_id = $1 AND deleted_at IS NULL \
+                   AND state NOT IN {TERMINAL_STATES} ORDER BY id"
+            ))
+            .bind(&host)
+            .fetch_all(&mut *tx)
+            .await?;
+            let mut outcome = LostHost {
+                id: host.clone(),
+                failed: Vec::new(),
+                replaced: Vec::new(),
+                runs_closed,
+            };
+            for id in ids {
+                let Some(row) = lock_container(&mut tx, id, None).await? else {
+                    continue;
+                };
+                match lifecycle::on_host_lost(&row.facts()) {
+                    HostLoss::Fail => {
+                        fail_host_lost(&mut tx, &row, &host).await?;
+                        outcome.failed.push(id);
+                    }
+                    HostLoss::Replace => {
+                        replace_elsewhere(&mut tx, &row, &host).await?;
+                        outcome.replaced.push(id);
+                    }
+                }
+            }
+            // Wakes the host's assignment stream: the watermark past the loss
+            // is what lets it become ready again.
+            sqlx::query("SELECT pg_notify('skiff_host', $1)")
+                .bind(&host)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            lost.push(outcome);
+        }
+        Ok(lost)
+    }
+
+    pub async fn notify_scheduler(&self) -> Result<()> {
+        sqlx::query("SELECT pg_notify('skiff_scheduler', '')")
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}
+
+/// Nothing will run it again: failed, and desired stopped, so a host that
+/// comes back stops its copy instead of running it unseen.
+async fn fail_host_lost(
+    conn: &mut sqlx::PgConnection,
+    row: &ContainerRow,
+    host: &str,
+) -> Result<()> {
+    sqlx::query(
+        "UPDATE containers SET state = 'failed', reason = 'HostLost', desired = 'stopped', \
+           restart_at = NULL, message = 'host ' || host_id || ' stopped heartbeating', finished_at = now() \
+         WHERE id = $1",
+    )
+    .bind(row.id)
+    .execute(&mut *conn)
+    .await?;
+    insert_event(
+        conn,
+        row.id,
+        &format!("hostlost-{}", row.generation),
+        "HostLost",
+        &format!("host {host} stopped heartbeating; the container failed"),
+        Utc::now(),
+    )
+    .await
+}
+
+/// A new run, queued for another host (the lost one is not placeable).
+async fn replace_elsewhere(
+    conn: &mut sqlx::PgConnection,
+    row: &ContainerRow,
+    host: &str,
+) -> Result<()> {
+    sqlx::query(
+        "UPDATE containers SET state = $2, generation = generation + 1, restart_count = restart_count + 1, \
+           host_id = NULL, prefer_host_id = NULL, pending_since = now(), scheduled_at = NULL, \
+           restart_at = NULL, backoff_step = 0, reason = 'HostLost', \
+           message = 'host ' || host_id || ' stopped heartbeating; placing the container on another host', \
+           exit_code = NULL, started_at = NULL, finished_at = NULL \
+         WHERE id = $1",
+    )
+    .bind(row.id)
+    .bind(ContainerState::Pending)
+    .execute(&mut *conn)
+    .await?;
+    insert_event(
+        conn,
+        row.id,
+        &format!("hostlost-{}", row.generation),
+        "HostLost",
+        &format!("host {host} stopped heartbeating; placing a new run on another host"),
+        Utc::now(),
+    )
+    .await
+}

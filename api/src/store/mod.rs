@@ -1,0 +1,292 @@
+//! Everything the control plane keeps in PostgreSQL. PostgreSQL is the only
+//! shared state between API replicas: placement runs under an advisory lock,
+//! rows are locked `FOR UPDATE` (queues with `SKIP LOCKED`), and wake-ups
+//! travel as `NOTIFY`s written by triggers (see the migrations).
+//!
+//! Decisions are not made here: the lifecycle ([`crate::lifecycle`]) and
+//! placement ([`crate::scheduler::place`]) are pure functions; this module
+//! loads their input and writes their output, one transaction per change, so
+//! an acknowledged request or report is never half-applied.
+//!
+//! Layout, one module per resource:
+//! - [`tenants`]: tenants and their tokens.
+//! - [`containers`]: a tenant's containers: create, read, list, lifecycle requests.
+//! - [`hosts`]: registration, heartbeats, drain, loss (fail or re-place, billing).
+//! - [`placement`]: the placement round, queue expiry, restarts after back-off, admission.
+//! - [`reports`]: worker status reports through the lifecycle, and meter checkpoints.
+//! - [`assignments`]: each host's revisioned assignment set (snapshots and deltas).
+
+pub mod assignments;
+pub mod containers;
+pub mod hosts;
+pub mod placement;
+pub mod reports;
+pub mod tenants;
+
+use crate::lifecycle::{Facts, Transition};
+use chrono::{DateTime, Utc};
+use skiff_core::{ContainerState, DesiredState, Reason, RestartPolicy};
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::types::Json;
+use sqlx::{PgConnection, Postgres};
+use std::collections::BTreeMap;
+use std::time::Duration;
+use uuid::Uuid;
+
+pub use containers::ListFilter;
+pub use hosts::HostRow;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("a container named {0:?} already exists")]
+    NameTaken(String),
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+    #[error("metering: {0}")]
+    Billing(#[from] skiff_billing::BillingError),
+}
+
+impl StoreError {
+    /// The database cannot be reached right now (down, restarting, pool
+    /// exhausted): worth retrying later, not a bug.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            Self::Database(e) => database_unavailable(e),
+            Self::Billing(skiff_billing::BillingError::Database(e)) => database_unavailable(e),
+            _ => false,
+        }
+    }
+}
+
+fn database_unavailable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::Tls(_) => true,
+        // Class 08 (connection exception) and 57P01..57P03 (shutting down,
+        // cannot connect now).
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|c| c.starts_with("08") || c.starts_with("57P")),
+        _ => false,
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// One row of `containers`, as the API and scheduler read it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ContainerRow {
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    pub name: String,
+    pub image: String,
+    pub image_digest: Option<String>,
+    pub command: Json<Vec<String>>,
+    pub env: Json<BTreeMap<String, String>>,
+    pub secure_env: Json<skiff_core::SecretEnv>,
+    pub cpu_millis: i32,
+    pub memory_mib: i32,
+    pub restart_policy: RestartPolicy,
+    pub max_restarts: Option<i32>,
+    pub stop_timeout_s: i32,
+    pub labels: Json<BTreeMap<String, String>>,
+    pub desired: DesiredState,
+    pub generation: i64,
+    pub restart_at: Option<DateTime<Utc>>,
+    pub state: ContainerState,
+    pub reason: Option<Reason>,
+    pub message: Option<String>,
+    pub exit_code: Option<i32>,
+    pub restart_count: i32,
+    pub backoff_step: i32,
+    pub host_id: Option<String>,
+    pub max_pending_s: i32,
+    pub pending_since: Option<DateTime<Utc>>,
+    pub host_labels: Json<BTreeMap<String, String>>,
+    pub prefer_host_id: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub scheduled_at: Option<DateTime<Utc>>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub queued_ms: Option<i64>,
+    pub pull_ms: Option<i64>,
+    pub create_ms: Option<i64>,
+    pub start_ms: Option<i64>,
+    pub deleted_at: Option<DateTime<Utc>>,
+    pub removed_at: Option<DateTime<Utc>>,
+}
+
+impl ContainerRow {
+    /// The facts the lifecycle decides on.
+    pub fn facts(&self) -> Facts {
+        Facts {
+            state: self.state,
+            desired: self.desired,
+            restart_policy: self.restart_policy,
+            max_restarts: self.max_restarts,
+            restart_count: self.restart_count,
+            backoff_step: self.backoff_step,
+            in_backoff: self.restart_at.is_some(),
+            placed: self.host_id.is_some(),
+            started_at: self.started_at,
+            memory_mib: self.memory_mib,
+        }
+    }
+}
+
+const CONTAINER_COLUMNS: &str = "id, tenant_id, name, image, image_digest, command, env, secure_env, \
+    cpu_millis, memory_mib, restart_policy, max_restarts, stop_timeout_s, labels, desired, generation, \
+    restart_at, state, reason, message, exit_code, restart_count, backoff_step, host_id, \
+    max_pending_s, pending_since, host_labels, prefer_host_id, created_at, \
+    scheduled_at, started_at, finished_at, queued_ms, pull_ms, create_ms, start_ms, deleted_at, removed_at";
+
+/// The states that hold a host's resources (everything not finished).
+const TERMINAL_STATES: &str = "('succeeded', 'failed', 'stopped')";
+
+#[derive(Clone)]
+pub struct Store {
+    pool: PgPool,
+}
+
+impl Store {
+    pub async fn connect(
+        url: &str,
+        max_connections: u32,
+        acquire_timeout: Duration,
+    ) -> Result<Self> {
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            // sqlx pings a pooled connection before every use by default: a
+            // second round trip on every query. A broken connection fails
+            // its query instead, and the pool replaces it.
+            .test_before_acquire(false)
+            // Short: while PostgreSQL is down a request should answer 503
+            // promptly rather than hang.
+            .acquire_timeout(acquire_timeout)
+            .connect(url)
+            .await?;
+        sqlx::migrate!("../migrations").run(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// A pooled connection, for the billing crate's queries.
+    pub async fn conn(&self) -> Result<sqlx::pool::PoolConnection<Postgres>> {
+        Ok(self.pool.acquire().await?)
+    }
+
+    /// Seeds the rate card from config when it is empty.
+    pub async fn ensure_default_rate(&self, rate: skiff_billing::Rate) -> Result<()> {
+        let mut conn = self.pool.acquire().await?;
+        skiff_billing::ensure_default_rate(&mut conn, rate).await?;
+        Ok(())
+    }
+
+    /// Appends a correction to the container's tenant's ledger; false when
+    /// an adjustment with this id was already applied.
+    pub async fn append_adjustment(&self, adjustment: &skiff_billing::Adjustment) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let applied = skiff_billing::append_adjustment(&mut tx, adjustment).await?;
+        tx.commit().await?;
+        Ok(applied)
+    }
+}
+
+/// Locks a container row. With a tenant, only that tenant's visible
+/// containers; without (worker reports), deleted ones too, so a host can
+/// still report their exit and removal.
+async fn lock_container(
+    conn: &mut PgConnection,
+    id: Uuid,
+    tenant: Option<Uuid>,
+) -> Result<Option<ContainerRow>> {
+    Ok(sqlx::query_as::<_, ContainerRow>(&format!(
+        "SELECT {CONTAINER_COLUMNS} FROM containers WHERE id = $1 \
+         AND ($2::uuid IS NULL OR (tenant_id = $2 AND deleted_at IS NULL)) FOR UPDATE"
+    ))
+    .bind(id)
+    .bind(tenant)
+    .fetch_optional(conn)
+    .await?)
+}
+
+async fn insert_event(
+    conn: &mut PgConnection,
+    id: Uuid,
+    key: &str,
+    kind: &str,
+    message: &str,
+    at: DateTime<Utc>,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO container_events (container_id, event_key, kind, message, at) VALUES ($1, $2, $3, $4, $5) \
+         ON CONFLICT (container_id, event_key) DO NOTHING",
+    )
+    .bind(id)
+    .bind(key)
+    .bind(kind)
+    .bind(message)
+    .bind(at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Writes a lifecycle [`Transition`]: each column only where the transition
+/// says so (`started_at` only where none is recorded: the first start wins).
+async fn apply_transition(conn: &mut PgConnection, id: Uuid, t: &Transition) -> Result<()> {
+    if t.is_none() {
+        return Ok(());
+    }
+    sqlx::query(
+        "UPDATE containers SET \
+           state = COALESCE($2, state), \
+           desired = COALESCE($3, desired), \
+           reason = CASE WHEN $4 THEN $5 ELSE reason END, \
+           message = CASE WHEN $6 THEN $7 ELSE message END, \
+           exit_code = CASE WHEN $8 THEN $9 ELSE exit_code END, \
+           started_at = COALESCE(started_at, $10), \
+           finished_at = CASE WHEN $11 THEN $12 ELSE finished_at END, \
+           restart_at = CASE WHEN $13::float8 IS NOT NULL THEN now() + make_interval(secs => $13) \
+                             WHEN $15 THEN NULL ELSE restart_at END, \
+           backoff_step = COALESCE($14, backoff_step) \
+         WHERE id = $1",
+    )
+    .bind(id)
+    .bind(t.state)
+    .bind(t.desired)
+    .bind(t.reason.is_some())
+    .bind(t.reason.flatten())
+    .bind(t.message.is_some())
+    .bind(t.message.clone().flatten())
+    .bind(t.exit_code.is_some())
+    .bind(t.exit_code.flatten())
+    .bind(t.started_at)
+    .bind(t.finished_at.is_some())
+    .bind(t.finished_at.flatten())
+    .bind(t.restart_in.map(|(delay, _)| delay as f64))
+    .bind(t.restart_in.map(|(_, step)| step))
+    .bind(t.cancel_restart)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+fn ms_to_time(ms: Option<i64>) -> Option<DateTime<Utc>> {
+    ms.and_then(DateTime::from_timestamp_millis)
+}

@@ -1,0 +1,305 @@
+//! The placement round's I/O: load pending containers and placeable hosts
+//! under one advisory lock (so replicas never place on stale numbers), call
+//! [`crate::scheduler::place`], commit the result. Also the queue's expiry
+//! (`max_pending_s`), restarts whose back-off has passed, and the admission
+//! check that refuses requests no host could ever take.
+
+use super::{Result, Store, TERMINAL_STATES};
+use crate::scheduler::place::{self, HostCapacity, PendingRequest, Wait};
+use skiff_core::PlacementPolicy;
+use sqlx::types::Json;
+use sqlx::PgConnection;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+use uuid::Uuid;
+
+/// Key of the transaction-scoped advisory lock every placer holds.
+const PLACEMENT_LOCK: i64 = 7301;
+/// Pending containers considered per round.
+const ROUND_LIMIT: i64 = 1000;
+
+/// Serializes everything that claims host capacity (placement rounds, new
+/// runs on a container's old host) across all API replicas, until the
+/// transaction ends.
+pub(super) async fn lock_placement(conn: &mut PgConnection) -> Result<()> {
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(PLACEMENT_LOCK)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// A host's liveness and room, for a new run on it.
+#[derive(Debug, Clone)]
+pub struct HostRoom {
+    /// Heard from within the lost-after timeout and not judged lost.
+    pub alive: bool,
+    /// Alive and not draining: may take new work.
+    pub placeable: bool,
+    pub free_cpu_millis: i64,
+    pub free_memory_mib: i64,
+}
+
+#[derive(sqlx::FromRow)]
+struct HostLoad {
+    id: String,
+    cpu_millis: i64,
+    memory_mib: i64,
+    free_cpu_millis: i64,
+    free_memory_mib: i64,
+    labels: Json<BTreeMap<String, String>>,
+    images: Vec<String>,
+    alive: bool,
+    placeable: bool,
+}
+
+impl From<HostLoad> for HostCapacity {
+    fn from(h: HostLoad) -> Self {
+        HostCapacity {
+            id: h.id,
+            cpu_millis: h.cpu_millis,
+            memory_mib: h.memory_mib,
+            free_cpu_millis: h.free_cpu_millis,
+            free_memory_mib: h.free_memory_mib,
+            images: h.images.into_iter().collect::<BTreeSet<_>>(),
+            labels: h.labels.0,
+        }
+    }
+}
+
+/// Hosts with what their unfinished containers reserve subtracted.
+fn host_load_sql(filter: &str) -> String {
+    format!(
+        "SELECT h.id, h.cpu_millis::bigint AS cpu_millis, h.memory_mib, \
+           h.cpu_millis::bigint - COALESCE(a.cpu, 0) AS free_cpu_millis, \
+           h.memory_mib - COALESCE(a.mem, 0) AS free_memory_mib, h.labels, \
+           ARRAY(SELECT i->>'reference' FROM jsonb_array_elements(h.images) i) AS images, \
+           (h.last_heartbeat_at > now() - make_interval(secs => $1) AND h.lost_at IS NULL) AS alive, \
+           (h.last_heartbeat_at > now() - make_interval(secs => $1) AND h.lost_at IS NULL \
+              AND NOT h.draining) AS placeable \
+         FROM hosts h LEFT JOIN ( \
+           SELECT host_id, SUM(cpu_millis)::bigint AS cpu, SUM(memory_mib)::bigint AS mem \
+             FROM containers WHERE host_id IS NOT NULL AND removed_at IS NULL \
+              AND state NOT IN {TERMINAL_STATES} GROUP BY host_id) a ON a.host_id = h.id \
+         WHERE {filter} ORDER BY h.id"
+    )
+}
+
+async fn load_hosts(
+    conn: &mut PgConnection,
+    live_within: Duration,
+    filter: &str,
+) -> Result<Vec<HostLoad>> {
+    Ok(sqlx::query_as::<_, HostLoad>(&host_load_sql(filter))
+        .bind(live_within.as_secs_f64())
+        .fetch_all(conn)
+        .await?)
+}
+
+/// Liveness and room of one host.
+pub(super) async fn host_room(
+    conn: &mut PgConnection,
+    host: &str,
+    live_within: Duration,
+) -> Result<Option<HostRoom>> {
+    let rows = sqlx::query_as::<_, HostLoad>(&host_load_sql("h.id = $2"))
+        .bind(live_within.as_secs_f64())
+        .bind(host)
+        .fetch_all(conn)
+        .await?;
+    Ok(rows.into_iter().next().map(|h| HostRoom {
+        alive: h.alive,
+        placeable: h.placeable,
+        free_cpu_millis: h.free_cpu_millis,
+        free_memory_mib: h.free_memory_mib,
+    }))
+}
+
+#[derive(sqlx::FromRow)]
+struct PendingLoad {
+    id: Uuid,
+    tenant_id: Uuid,
+    cpu_millis: i32,
+    memory_mib: i32,
+    image: String,
+    host_labels: Json<BTreeMap<String, String>>,
+    prefer_host_id: Option<String>,
+}
+
+/// What a placement round did.
+#[derive(Debug, Default)]
+pub struct RoundOutcome {
+    pub placed: usize,
+    pub waiting: usize,
+}
+
+impl Store {
+    /// One placement round: places what fits, tells the rest why it waits.
+    pub async fn place_pending(
+        &self,
+        live_within: Duration,
+        policy: PlacementPolicy,
+    ) -> Result<RoundOutcome> {
+        let mut tx = self.pool.begin().await?;
+        lock_placement(&mut tx).await?;
+        // The oldest of every tenant first (see place::fair_order); the
+        // window runs in a subquery because FOR UPDATE refuses window functions.
+        let pending: Vec<PendingLoad> = sqlx::query_as(
+            "SELECT id, tenant_id, cpu_millis, memory_mib, image, host_labels, prefer_host_id \
+               FROM containers WHERE id IN ( \
+                 SELECT id FROM ( \
+                   SELECT id, created_at, \
+                          row_number() OVER (PARTITION BY tenant_id ORDER BY created_at, id) AS rank \
+                     FROM containers \
+                    WHERE state = 'pending' AND desired = 'running' AND deleted_at IS NULL) q \
+                  ORDER BY rank, created_at LIMIT $1) \
+              ORDER BY created_at, id FOR UPDATE SKIP LOCKED",
+        )
+        .bind(ROUND_LIMIT)
+        .fetch_all(&mut *tx)
+        .await?;
+        if pending.is_empty() {
+            return Ok(RoundOutcome::default());
+        }
+        let requests = place::fair_order(
+            pending
+                .into_iter()
+                .map(|p| PendingRequest {
+                    id: p.id,
+                    tenant: p.tenant_id,
+                    cpu_millis: i64::from(p.cpu_millis),
+                    memory_mib: i64::from(p.memory_mib),
+                    image: p.image,
+                    host_labels: p.host_labels.0,
+                    prefer_host: p.prefer_host_id,
+                })
+                .collect(),
+        );
+        let hosts: Vec<HostCapacity> = load_hosts(&mut tx, live_within, "true")
+            .await?
+            .into_iter()
+            .filter(|h| h.placeable)
+            .map(HostCapacity::from)
+            .collect();
+        let any_host = !hosts.is_empty();
+        let decision = place::place(&requests, hosts, policy);
+
+        let (ids, hosts): (Vec<Uuid>, Vec<String>) = decision.placements.iter().cloned().unzip();
+        if !ids.is_empty() {
+            sqlx::query(
+                "WITH placed AS ( \
+                   UPDATE containers c SET state = 'scheduled', host_id = p.host, scheduled_at = now(), \
+                     reason = NULL, message = NULL, \
+                     queued_ms = (EXTRACT(EPOCH FROM (now() - COALESCE(c.pending_since, c.created_at))) * 1000)::bigint, \
+                     pending_since = NULL \
+                   FROM unnest($1::uuid[], $2::text[]) AS p(id, host) WHERE c.id = p.id \
+                   RETURNING c.id, c.generation, p.host) \
+                 INSERT INTO container_events (container_id, event_key, kind, message, at) \
+                 SELECT id, 'scheduled-' || generation, 'Scheduled', 'placed on host ' || host, now() FROM placed \
+                 ON CONFLICT (container_id, event_key) DO NOTHING",
+            )
+            .bind(&ids)
+            .bind(&hosts)
+            .execute(&mut *tx)
+            .await?;
+        }
+
+        let by_id: std::collections::HashMap<Uuid, &PendingRequest> =
+            requests.iter().map(|r| (r.id, r)).collect();
+        let (wait_ids, messages): (Vec<Uuid>, Vec<String>) = decision
+            .waiting
+            .iter()
+            .map(|(id, wait)| (*id, wait_message(by_id[id], wait, any_host)))
+            .unzip();
+        if !wait_ids.is_empty() {
+            // Only rows whose reason or message changes are written: a long
+            // queue is not rewritten every round.
+            sqlx::query(
+                "UPDATE containers c SET reason = 'WaitingForCapacity', message = w.message \
+                   FROM unnest($1::uuid[], $2::text[]) AS w(id, message) \
+                  WHERE c.id = w.id AND (c.reason IS DISTINCT FROM 'WaitingForCapacity' \
+                        OR c.message IS DISTINCT FROM w.message)",
+            )
+            .bind(&wait_ids)
+            .bind(&messages)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(RoundOutcome {
+            placed: ids.len(),
+            waiting: wait_ids.len(),
+        })
+    }
+
+    /// Fails containers that waited longer than their `max_pending_s`.
+    pub async fn expire_pending(&self) -> Result<Vec<Uuid>> {
+        Ok(sqlx::query_scalar(
+            "UPDATE containers SET state = 'failed', reason = 'NoCapacity', finished_at = now(), \
+               message = format('no host had room for %s vCPU and %s MiB within max_pending_s (%s s)', \
+                                cpu_millis / 1000.0, memory_mib, max_pending_s), \
+               pending_since = NULL \
+             WHERE state = 'pending' AND desired = 'running' AND deleted_at IS NULL \
+               AND pending_since + make_interval(secs => max_pending_s) < now() \
+             RETURNING id",
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Starts the next run of containers whose restart back-off has passed,
+    /// on the host that still holds their resources.
+    pub async fn start_due_restarts(&self) -> Result<u64> {
+        let done = sqlx::query(
+            "WITH due AS ( \
+               UPDATE containers SET generation = generation + 1, restart_count = restart_count + 1, \
+                 restart_at = NULL, state = 'scheduled', reason = NULL, message = NULL, \
+                 started_at = NULL, finished_at = NULL \
+               WHERE restart_at <= now() AND desired = 'running' AND deleted_at IS NULL \
+               RETURNING id, generation) \
+             INSERT INTO container_events (container_id, event_key, kind, message, at) \
+             SELECT id, 'restart-' || generation, 'Restarting', 'restart policy', now() FROM due \
+             ON CONFLICT (container_id, event_key) DO NOTHING",
+        )
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// The largest (cpu millis, memory MiB) any live host (ready or
+    /// draining) carrying `labels` could ever take; None when there is no
+    /// such host yet (then requests queue instead of being refused).
+    pub async fn largest_fit(
+        &self,
+        live_within: Duration,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<Option<(i64, i64)>> {
+        let mut conn = self.pool.acquire().await?;
+        let hosts: Vec<HostCapacity> = load_hosts(&mut conn, live_within, "true")
+            .await?
+            .into_iter()
+            .filter(|h| h.alive)
+            .map(HostCapacity::from)
+            .collect();
+        Ok(place::largest_fit(&hosts, labels))
+    }
+}
+
+fn wait_message(r: &PendingRequest, wait: &Wait, any_host: bool) -> String {
+    let size = format!(
+        "{} vCPU and {} MiB",
+        r.cpu_millis as f64 / 1000.0,
+        r.memory_mib
+    );
+    match wait {
+        _ if !any_host => format!("waiting for a ready host to take {size} (none is ready)"),
+        Wait::NoRoom => format!("waiting for a ready host with {size} free"),
+        Wait::NoMatchingHost => format!(
+            "waiting for a ready host with labels {} and {size} free",
+            serde_json::to_string(&r.host_labels).unwrap_or_default()
+        ),
+        Wait::BehindOlder => format!(
+            "waiting behind this tenant's older pending containers (first in, first out); needs {size}"
+        ),
+    }
+}

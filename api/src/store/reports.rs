@@ -1,0 +1,259 @@
+//! Worker reports: status reports run through the lifecycle
+//! ([`crate::lifecycle::observe`]) and the meter in one transaction, and
+//! meter checkpoints. Reports are facts keyed by (container, generation):
+//! applying one twice changes nothing.
+
+use super::{
+    apply_transition, insert_event, lock_container, ms_to_time, ContainerRow, Result, Store,
+    StoreError,
+};
+use crate::lifecycle::{self, Observation};
+use chrono::{DateTime, Utc};
+use skiff_core::{ContainerState, Reason};
+use skiff_proto as pb;
+use sqlx::{Postgres, Transaction};
+use uuid::Uuid;
+
+/// What a worker report changed, for metrics.
+#[derive(Debug, Clone)]
+pub struct ReportOutcome {
+    pub container_id: Uuid,
+    pub state: ContainerState,
+    /// Phase durations newly known from this report (for metrics).
+    pub timings: Option<pb::Timings>,
+    pub queued_ms: Option<i64>,
+}
+
+impl Store {
+    /// Applies one worker report. Reports of another generation, or from a
+    /// host the container is no longer on, only add their events (and close
+    /// their meter run). Returns None when the container is unknown.
+    pub async fn apply_report(&self, report: &pb::StatusReport) -> Result<Option<ReportOutcome>> {
+        let id = Uuid::parse_str(&report.container_id)
+            .map_err(|e| StoreError::Corrupt(format!("report container id: {e}")))?;
+        let mut tx = self.pool.begin().await?;
+        let Some(row) = lock_container(&mut tx, id, None).await? else {
+            return Ok(None);
+        };
+        for event in &report.events {
+            let at = DateTime::from_timestamp_millis(event.at_unix_ms).unwrap_or_else(Utc::now);
+            insert_event(&mut tx, id, &event.key, &event.kind, &event.message, at).await?;
+        }
+        let observed =
+            pb::ObservedState::try_from(report.state).unwrap_or(pb::ObservedState::Unspecified);
+        let current_generation = report.generation == row.generation as u64;
+        meter_observation(&mut tx, &row, report, observed).await?;
+        let mut timings = None;
+        let mut state = row.state;
+        if observed == pb::ObservedState::Removed {
+            sqlx::query(
+                "UPDATE containers SET removed_at = now() WHERE id = $1 AND desired = 'deleted'",
+            )
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        } else if current_generation && row.host_id.as_deref() == Some(report.host_id.as_str()) {
+            timings = report.timings;
+            if let Some(observation) = observation(report, observed) {
+                let transition = lifecycle::observe(&row.facts(), &observation, Utc::now());
+                apply_transition(&mut tx, id, &transition).await?;
+                state = transition.state.unwrap_or(state);
+            }
+            record_facts(&mut tx, id, report, observed).await?;
+        }
+        tx.commit().await?;
+        Ok(Some(ReportOutcome {
+            container_id: id,
+            state,
+            timings,
+            queued_ms: row.queued_ms,
+        }))
+    }
+
+    /// Applies a meter checkpoint; false for a duplicate or an unknown run.
+    pub async fn apply_checkpoint(&self, c: &pb::UsageCheckpoint) -> Result<bool> {
+        let id = Uuid::parse_str(&c.container_id)
+            .map_err(|e| StoreError::Corrupt(format!("checkpoint container id: {e}")))?;
+        let observed_at = DateTime::from_timestamp_millis(c.observed_at_unix_ms)
+            .ok_or_else(|| StoreError::Corrupt("checkpoint time out of range".into()))?;
+        let usage = skiff_billing::MeasuredUsage {
+            cpu_usage_ns: c.cpu_usage_ns,
+            peak_memory_bytes: c.peak_memory_bytes,
+        };
+        // The ledger's appends are several statements (claim the report id,
+        // lock the run and the chain head, insert, advance both): one
+        // transaction, or an interrupted checkpoint breaks the tenant's chain.
+        let mut tx = self.pool.begin().await?;
+        let applied = skiff_billing::checkpoint(
+            &mut tx,
+            &c.report_id,
+            id,
+            c.generation as i64,
+            observed_at,
+            Some(usage),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(applied)
+    }
+}
+
+/// The lifecycle's view of a report about the current generation.
+fn observation(report: &pb::StatusReport, observed: pb::ObservedState) -> Option<Observation> {
+    use pb::ObservedState as O;
+    Some(match observed {
+        O::Pulling => Observation::Pulling,
+        O::Starting => Observation::Starting,
+        O::Stopping => Observation::Stopping,
+        O::Running => Observation::Running {
+            started_at: ms_to_time(report.started_at_unix_ms),
+        },
+        O::Exited => Observation::Exited {
+            exit_code: report.exit_code,
+            oom_killed: report.reason == Reason::OOMKilled.as_str(),
+            started_at: ms_to_time(report.started_at_unix_ms),
+            finished_at: ms_to_time(report.finished_at_unix_ms).unwrap_or_else(Utc::now),
+        },
+        O::Failed => Observation::Failed {
+            // An unknown reason from a newer worker still fails the run.
+            reason: report.reason.parse().unwrap_or(Reason::StartFailed),
+            message: report.message.clone(),
+        },
+        O::Removed | O::Unspecified => return None,
+    })
+}
+
+/// Facts a report carries besides the state: image digest and phase timings.
+async fn record_facts(
+    tx: &mut Transaction<'_, Postgres>,
+    id: Uuid,
+    report: &pb::StatusReport,
+    observed: pb::ObservedState,
+) -> Result<()> {
+    let digest = (!report.image_digest.is_empty()).then_some(report.image_digest.as_str());
+    let t = report.timings.unwrap_or_default();
+    let nonzero = |v: u64| (v > 0).then_some(v as i64);
+    let pull_ms = match observed {
+        pb::ObservedState::Starting | pb::ObservedState::Running => {
+            report.timings.map(|t| t.pull_ms as i64)
+        }
+        _ => None,
+    };
+    if digest.is_none() && pull_ms.is_none() && t.create_ms == 0 && t.start_ms == 0 {
+        return Ok(());
+    }
+    sqlx::query(
+        "UPDATE containers SET image_digest = COALESCE($2, image_digest), \
+         pull_ms = COALESCE($3, pull_ms), create_ms = COALESCE($4, create_ms), \
+         start_ms = COALESCE($5, start_ms) WHERE id = $1",
+    )
+    .bind(id)
+    .bind(digest)
+    .bind(pull_ms)
+    .bind(nonzero(t.create_ms))
+    .bind(nonzero(t.start_ms))
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// The meter's view of a run, from the container row.
+fn run_facts(
+    row: &ContainerRow,
+    generation: i64,
+    host_id: &str,
+    started_at: DateTime<Utc>,
+) -> skiff_billing::RunFacts {
+    skiff_billing::RunFacts {
+        tenant_id: row.tenant_id,
+        container_id: row.id,
+        container_name: row.name.clone(),
+        generation,
+        host_id: host_id.to_owned(),
+        cpu_millis: row.cpu_millis,
+        memory_mib: row.memory_mib,
+        labels: row.labels.0.clone(),
+        started_at,
+    }
+}
+
+/// Opens a run when its task is reported running and closes it when the
+/// task's exit is reported, in the same transaction as the state change.
+/// Exits of older generations (a restart replaced them) close their runs too.
+async fn meter_observation(
+    tx: &mut Transaction<'_, Postgres>,
+    row: &ContainerRow,
+    report: &pb::StatusReport,
+    observed: pb::ObservedState,
+) -> Result<()> {
+    let generation = report.generation as i64;
+    let started_at = ms_to_time(report.started_at_unix_ms).or(if generation == row.generation {
+        row.started_at
+    } else {
+        None
+    });
+    match observed {
+        pb::ObservedState::Running if generation == row.generation => {
+            if let Some(started_at) = started_at {
+                let facts = run_facts(row, generation, &report.host_id, started_at);
+                skiff_billing::open_run(tx, &facts).await?;
+            }
+        }
+        pb::ObservedState::Exited if report.exit_code.is_some() => {
+            let ended_at = ms_to_time(report.finished_at_unix_ms).unwrap_or_else(Utc::now);
+            // The meter's own record of the start, when the report lacks it
+            // (e.g. the exit of an older generation re-sent by a restarted worker).
+            let started_at = match started_at {
+                Some(at) => Some(at),
+                None => sqlx::query_scalar(
+                    "SELECT started_at FROM metering_runs WHERE container_id = $1 AND generation = $2",
+                )
+                .bind(row.id)
+                .bind(generation)
+                .fetch_optional(&mut **tx)
+                .await?,
+            };
+            // Without a known start (never opened, start unknown) there is
+            // nothing observed to bill.
+            let facts = run_facts(
+                row,
+                generation,
+                &report.host_id,
+                started_at.unwrap_or(ended_at),
+            );
+            let reason = if report.reason.is_empty() {
+                "exited"
+            } else {
+                report.reason.as_str()
+            };
+            let report_id = format!("{}:{generation}:exit", row.id);
+            if started_at.is_some() {
+                skiff_billing::close_run(tx, &report_id, &facts, ended_at, reason).await?;
+            }
+        }
+        pb::ObservedState::Failed => {
+            // A run that was going when it failed (its task vanished) closes
+            // at the last checkpoint that saw it: unseen time is not billed.
+            let last_seen: Option<DateTime<Utc>> = sqlx::query_scalar(
+                "SELECT last_seen_at FROM metering_runs \
+                 WHERE container_id = $1 AND generation = $2 AND ended_at IS NULL",
+            )
+            .bind(row.id)
+            .bind(generation)
+            .fetch_optional(&mut **tx)
+            .await?;
+            if let Some(last_seen) = last_seen {
+                let facts = run_facts(row, generation, &report.host_id, last_seen);
+                let report_id = format!("{}:{generation}:failed", row.id);
+                let reason = if report.reason.is_empty() {
+                    "failed"
+                } else {
+                    report.reason.as_str()
+                };
+                skiff_billing::close_run(tx, &report_id, &facts, last_seen, reason).await?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
