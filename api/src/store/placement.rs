@@ -237,7 +237,7 @@ impl Store {
         Ok(sqlx::query_scalar(
             "UPDATE containers SET state = 'failed', reason = 'NoCapacity', finished_at = now(), \
                message = format('no host had room for %s vCPU and %s MiB within max_pending_s (%s s)', \
-                                cpu_millis / 1000.0, memory_mib, max_pending_s), \
+                                (cpu_millis / 1000.0)::float8, memory_mib, max_pending_s), \
                pending_since = NULL \
              WHERE state = 'pending' AND desired = 'running' AND deleted_at IS NULL \
                AND pending_since + make_interval(secs => max_pending_s) < now() \
