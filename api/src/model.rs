@@ -199,7 +199,7 @@ fn validate_labels(field: &str, labels: &BTreeMap<String, String>) -> Result<(),
 }
 
 /// Where a container's start time went, in milliseconds.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, ToSchema)]
 pub struct Timings {
     /// Stored until placed on a host.
     pub queued_ms: Option<i64>,
@@ -213,7 +213,7 @@ pub struct Timings {
 
 /// What a container has been billed so far (all runs; see the billing rule
 /// in the README: task run time only, each run rounded up to a second).
-#[derive(Debug, Default, Serialize, ToSchema)]
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
 pub struct UsageView {
     pub billed_seconds: i64,
     pub vcpu_seconds: f64,
@@ -235,7 +235,9 @@ impl From<&skiff_billing::UsageTotals> for UsageView {
 }
 
 /// A container as the API shows it. `secure_env` is never part of it.
-#[derive(Debug, Serialize, ToSchema)]
+/// (Deserialize: clients in this workspace, e.g. the benchmark, read it
+/// with this very type.)
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ContainerView {
     pub id: Uuid,
     pub name: String,
@@ -275,7 +277,7 @@ pub struct ContainerView {
     pub usage: UsageView,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ContainerList {
     pub items: Vec<ContainerView>,
     /// Cursor for the next page; null on the last page.

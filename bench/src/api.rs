@@ -2,39 +2,18 @@
 
 use anyhow::{bail, Context, Result};
 use reqwest::StatusCode;
-use serde::Deserialize;
 use serde_json::json;
+use skiff_core::ContainerState;
 use std::time::Duration;
 
 /// The label every container of a benchmark run carries (value: the run id),
 /// so a failed or interrupted run can delete what it left behind.
 pub const RUN_LABEL: &str = "skiff-bench-run";
 
-#[derive(Debug, Clone, Copy, Default, Deserialize, serde::Serialize)]
-pub struct Timings {
-    pub queued_ms: Option<i64>,
-    pub pull_ms: Option<i64>,
-    pub create_ms: Option<i64>,
-    pub start_ms: Option<i64>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct Container {
-    pub id: String,
-    pub state: String,
-    #[serde(default)]
-    pub reason: Option<String>,
-    #[serde(default)]
-    pub message: Option<String>,
-    #[serde(default)]
-    pub timings: Timings,
-}
-
-#[derive(Debug, Deserialize)]
-struct ContainerList {
-    items: Vec<Container>,
-    next: Option<String>,
-}
+// The API's own types: a change to the API's JSON breaks this build, not a
+// benchmark run.
+pub use skiff_api::http::hosts::{HostList, HostView as Host};
+pub use skiff_api::model::{ContainerList, ContainerView as Container, Timings};
 
 #[derive(Clone)]
 pub struct Api {
@@ -75,11 +54,23 @@ impl Api {
     /// SIGKILLed at once on delete (stop_timeout_s 0: `sleep` as pid 1
     /// ignores SIGTERM, and the raw baselines SIGKILL too).
     pub async fn create(&self, image: &str, command: &[&str], run_id: &str) -> Result<Container> {
+        self.create_sized(image, command, run_id, 0.1, 64).await
+    }
+
+    /// [`Api::create`] with a given size.
+    pub async fn create_sized(
+        &self,
+        image: &str,
+        command: &[&str],
+        run_id: &str,
+        cpu: f64,
+        memory_mib: u64,
+    ) -> Result<Container> {
         let body = json!({
             "image": image,
             "command": command,
-            "cpu": 0.1,
-            "memory_mib": 64,
+            "cpu": cpu,
+            "memory_mib": memory_mib,
             "stop_timeout_s": 0,
             "labels": { RUN_LABEL: run_id },
         });
@@ -118,15 +109,53 @@ impl Api {
             bail!("wait for {id} -> {status}: {text}");
         }
         let c: Container = resp.json().await?;
-        if c.state != "running" {
+        if c.state != ContainerState::Running {
             bail!(
                 "container {id} is {} ({}: {}), not running",
                 c.state,
-                c.reason.as_deref().unwrap_or("-"),
+                c.reason.map_or("-", |r| r.as_str()),
                 c.message.as_deref().unwrap_or("-")
             );
         }
         Ok(c)
+    }
+
+    /// GET /v1/containers/{id}/wait?for=exited: the finished container.
+    pub async fn wait_exited(&self, id: &str, timeout_s: u64) -> Result<Container> {
+        let resp = self
+            .http
+            .get(self.url(&format!(
+                "/v1/containers/{id}/wait?for=exited&timeout_s={timeout_s}"
+            )))
+            .bearer_auth(&self.token)
+            .timeout(Duration::from_secs(timeout_s + 15))
+            .send()
+            .await
+            .with_context(|| format!("GET /v1/containers/{id}/wait"))?;
+        let status = resp.status();
+        if status != StatusCode::OK {
+            let text = resp.text().await.unwrap_or_default();
+            bail!("wait for {id} to exit -> {status}: {text}");
+        }
+        Ok(resp.json().await?)
+    }
+
+    /// GET /v1/hosts with `admin_token`.
+    pub async fn hosts(&self, admin_token: &str) -> Result<Vec<Host>> {
+        let resp = self
+            .http
+            .get(self.url("/v1/hosts"))
+            .bearer_auth(admin_token)
+            .timeout(Duration::from_secs(30))
+            .send()
+            .await
+            .context("GET /v1/hosts")?;
+        let status = resp.status();
+        if status != StatusCode::OK {
+            let text = resp.text().await.unwrap_or_default();
+            bail!("GET /v1/hosts -> {status}: {text}");
+        }
+        Ok(resp.json::<HostList>().await?.items)
     }
 
     /// DELETE /v1/containers/{id}: the status code (204 expected).

@@ -78,6 +78,20 @@ impl Ctr {
         self.run(ns, &args).await.map(drop)
     }
 
+    /// `ctr run --rm --snapshotter overlayfs <image> <id> <command...>`: runs
+    /// to the exit, then removes the container (the raw pool baseline).
+    pub async fn run_to_exit(
+        &self,
+        ns: &str,
+        image: &str,
+        id: &str,
+        command: &[&str],
+    ) -> Result<()> {
+        let mut args = vec!["run", "--rm", "--snapshotter", "overlayfs", image, id];
+        args.extend_from_slice(command);
+        self.run(ns, &args).await.map(drop)
+    }
+
     /// Raw teardown of one container: `ctr tasks delete -f` (SIGKILL, wait
     /// for the exit, delete the task) and `ctr containers delete` (container
     /// and its snapshot). A task must be deleted before its container.

@@ -8,6 +8,7 @@ mod api;
 mod cold;
 mod ctr;
 mod machine;
+mod pool;
 mod report;
 mod scenarios;
 mod stats;
@@ -37,6 +38,9 @@ enum Scenario {
     Cold,
     /// GET /v1/containers/{id} under load
     Reads,
+    /// a burst of short containers through the queue of the whole pool
+    /// (every ready host at its own capacity) vs `ctr run --rm`
+    Pool,
 }
 
 /// Benchmarks the local skiff platform against raw containerd on the same
@@ -63,7 +67,7 @@ struct Args {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "start,burst,memory,teardown,cold,reads"
+        default_value = "start,burst,memory,teardown,cold,reads,pool"
     )]
     scenarios: Vec<Scenario>,
     /// Samples of the start-latency scenario [default: 50, quick: 5].
@@ -72,6 +76,9 @@ struct Args {
     /// Containers in the burst, memory and teardown scenarios [default: 200, quick: 20].
     #[arg(long)]
     burst: Option<usize>,
+    /// Short containers of the pool scenario [default: 300, quick: 30].
+    #[arg(long)]
+    pool_burst: Option<usize>,
     /// Concurrent API requests in burst and teardown.
     #[arg(long, default_value_t = 32)]
     in_flight: usize,
@@ -220,7 +227,7 @@ async fn cleanup(ctx: &Ctx) {
                 "cleanup: deleting {} platform containers of this run",
                 left.len()
             ));
-            let ids: Vec<String> = left.into_iter().map(|c| c.id).collect();
+            let ids: Vec<String> = left.into_iter().map(|c| c.id.to_string()).collect();
             if let Err(e) = scenarios::platform_teardown(ctx, &ids).await {
                 progress(&format!("cleanup: {e:#}"));
             }
@@ -418,6 +425,11 @@ async fn run(args: &Args, env: &HashMap<String, String>) -> Result<()> {
     if want(Scenario::Reads) {
         let r = scenarios::api_reads(&ctx).await;
         record("reads", r, &mut rows);
+    }
+    if want(Scenario::Pool) {
+        let n = args.pool_burst.unwrap_or(if q { 30 } else { 300 });
+        let r = pool::pool_burst(&ctx, n, &get("SKIFF_ADMIN_TOKEN")?).await;
+        record("pool", r, &mut rows);
     }
     cleanup(&ctx).await;
     let _ = std::fs::remove_dir_all(&work);

@@ -86,7 +86,7 @@ impl Ctx {
     async fn platform_start(&self, image: &str) -> Result<(Container, f64)> {
         let t = Instant::now();
         let c = self.api.create(image, SLEEP, &self.run_id).await?;
-        let w = self.api.wait_running(&c.id, WAIT_S).await?;
+        let w = self.api.wait_running(&c.id.to_string(), WAIT_S).await?;
         Ok((w, ms(t.elapsed())))
     }
 
@@ -129,7 +129,7 @@ pub async fn start_latency(ctx: &Ctx) -> Result<Outcome> {
     rt.ensure_image(&ctx.image).await?;
     // warm-up (untimed): the worker's image cache, shims' binaries, ...
     let (c, _) = ctx.platform_start(&ctx.image).await?;
-    ctx.platform_delete(&c.id).await?;
+    ctx.platform_delete(&c.id.to_string()).await?;
     let id = format!("bench-{}", uuid::Uuid::new_v4().simple());
     ctx.ctr.run_detached(NS_CTR, &ctx.image, &id, SLEEP).await?;
     ctx.ctr.remove(NS_CTR, &id).await?;
@@ -144,7 +144,7 @@ pub async fn start_latency(ctx: &Ctx) -> Result<Outcome> {
         let (c, e2e) = ctx.platform_start(&ctx.image).await?;
         plat.push(e2e);
         timings.push(c.timings);
-        ctx.platform_delete(&c.id).await?;
+        ctx.platform_delete(&c.id.to_string()).await?;
 
         let id = format!("bench-{}", uuid::Uuid::new_v4().simple());
         let t = Instant::now();
@@ -243,8 +243,8 @@ pub async fn platform_burst(ctx: &Ctx, n: usize) -> Result<(Vec<String>, f64, Ve
             let permit = sem.acquire_owned().await.expect("semaphore");
             let c = api.create(&image, SLEEP, &run_id).await?;
             drop(permit);
-            api.wait_running(&c.id, WAIT_S).await?;
-            anyhow::Ok((c.id, t0.elapsed()))
+            api.wait_running(&c.id.to_string(), WAIT_S).await?;
+            anyhow::Ok((c.id.to_string(), t0.elapsed()))
         });
     }
     let (mut ids, mut errors, mut last) = (Vec::new(), Vec::new(), Duration::ZERO);
@@ -405,7 +405,7 @@ pub async fn cold_pull(ctx: &Ctx) -> Result<Outcome> {
         let (c, t) = ctx.platform_start(&a.reference).await?;
         e2e.push(t);
         pulls.push(c.timings.pull_ms.map_or(f64::NAN, |v| v as f64));
-        ctx.platform_delete(&c.id).await?;
+        ctx.platform_delete(&c.id.to_string()).await?;
         // the image is the benchmark's alone: drop it from the worker's namespace
         ctx.ctr.remove_image(&ctx.namespace, &a.reference).await?;
 
@@ -585,7 +585,7 @@ pub async fn api_reads(ctx: &Ctx) -> Result<Outcome> {
         progress("API reads: wrk not found, using an in-process reqwest load loop");
         reqwest_load(ctx, &url, ctx.read_seconds).await?
     };
-    ctx.platform_delete(&c.id).await?;
+    ctx.platform_delete(&c.id.to_string()).await?;
     let (rps, p50, p99, total, bad) = result;
     progress(&format!(
         "API reads: {rps:.0} req/s, p50 {p50:.2} ms, p99 {p99:.2} ms ({total} requests, {bad} not 2xx)"

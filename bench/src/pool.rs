@@ -1,0 +1,180 @@
+//! The pool scenario: a burst of short containers through the queue of a
+//! pool of hosts at their honest capacity (each worker offers its share of
+//! the machine, as `SKIFF_LOCAL_WORKERS=3 deploy/local/up.sh` sets it), against
+//! raw `ctr run --rm` at the same total concurrency: as many at once as the
+//! pool has slots. Reports containers/s and how placement spread them.
+
+use crate::report::Row;
+use crate::scenarios::{Ctx, Outcome};
+use anyhow::{bail, Result};
+use serde_json::json;
+use skiff_core::ContainerState;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+/// Namespace of the raw pool baseline.
+pub const NS_POOL: &str = "skiff-bench-pool";
+/// The short container: exits at once with 0.
+const SHORT: &[&str] = &["true"];
+const CPU: f64 = 0.1;
+const MEMORY_MIB: u64 = 64;
+const WAIT_S: u64 = 600;
+
+fn progress(msg: &str) {
+    eprintln!(
+        "[skiff-bench {}] {msg}",
+        chrono::Local::now().format("%H:%M:%S")
+    );
+}
+
+pub async fn pool_burst(ctx: &Ctx, n: usize, admin_token: &str) -> Result<Outcome> {
+    let hosts: Vec<_> = ctx
+        .api
+        .hosts(admin_token)
+        .await?
+        .into_iter()
+        .filter(|h| h.state == "ready")
+        .collect();
+    if hosts.is_empty() {
+        bail!("no ready host in GET /v1/hosts");
+    }
+    // Containers of 0.1 vCPU / 64 MiB that fit at once: the pool's slots.
+    let slots: usize = hosts
+        .iter()
+        .map(|h| {
+            ((h.cpu * 1000.0 + 0.5) as i64 / (CPU * 1000.0) as i64)
+                .min(h.memory_mib / MEMORY_MIB as i64)
+                .max(0) as usize
+        })
+        .sum();
+    let capacity: Vec<String> = hosts
+        .iter()
+        .map(|h| format!("{} {} vCPU/{} MiB", h.id, h.cpu, h.memory_mib))
+        .collect();
+    progress(&format!(
+        "pool: {n} short containers through the queue of {} hosts ({}), {slots} slots",
+        hosts.len(),
+        capacity.join(", ")
+    ));
+
+    // The platform: every POST at once (in_flight at a time), each waited
+    // for to its exit. The queue holds what does not fit.
+    let sem = Arc::new(Semaphore::new(ctx.in_flight));
+    let t0 = Instant::now();
+    let mut set = JoinSet::new();
+    for _ in 0..n {
+        let (api, sem, image, run_id) = (
+            ctx.api.clone(),
+            sem.clone(),
+            ctx.image.clone(),
+            ctx.run_id.clone(),
+        );
+        set.spawn(async move {
+            let permit = sem.acquire_owned().await.expect("semaphore");
+            let c = api
+                .create_sized(&image, SHORT, &run_id, CPU, MEMORY_MIB)
+                .await?;
+            drop(permit);
+            let done = api.wait_exited(&c.id.to_string(), WAIT_S).await?;
+            anyhow::Ok((done, t0.elapsed()))
+        });
+    }
+    let mut per_host: BTreeMap<String, usize> = BTreeMap::new();
+    let (mut ids, mut failures, mut last) = (Vec::new(), Vec::new(), Duration::ZERO);
+    while let Some(r) = set.join_next().await {
+        match r? {
+            Ok((c, at)) => {
+                last = last.max(at);
+                if c.state != ContainerState::Succeeded {
+                    failures.push(format!(
+                        "{} ended {} ({}: {})",
+                        c.id,
+                        c.state,
+                        c.reason.map_or("-", |r| r.as_str()),
+                        c.message.as_deref().unwrap_or("-")
+                    ));
+                }
+                *per_host
+                    .entry(c.host_id.clone().unwrap_or_else(|| "(none)".into()))
+                    .or_default() += 1;
+                ids.push(c.id.to_string());
+            }
+            Err(e) => failures.push(format!("{e:#}")),
+        }
+    }
+    let wall = last.as_secs_f64();
+    let _ = crate::scenarios::platform_teardown(ctx, &ids).await;
+    if !failures.is_empty() {
+        bail!(
+            "{} of {n} pool containers did not succeed; first: {}",
+            failures.len(),
+            failures[0]
+        );
+    }
+    let rate = n as f64 / wall;
+    progress(&format!(
+        "pool: platform {n} done in {wall:.2} s ({rate:.1}/s), per host {per_host:?}"
+    ));
+
+    // Raw: `ctr run --rm`, as many at once as the pool has slots, on one
+    // containerd (the machine is the same; containerd instances share it).
+    let _ = ctx.ctr.clean_namespace(NS_POOL).await;
+    let sem = Arc::new(Semaphore::new(slots.max(1)));
+    let t0 = Instant::now();
+    let mut set = JoinSet::new();
+    for _ in 0..n {
+        let (ctr, sem, image) = (ctx.ctr.clone(), sem.clone(), ctx.image.clone());
+        set.spawn(async move {
+            let _permit = sem.acquire_owned().await.expect("semaphore");
+            let id = format!("pool-{}", uuid::Uuid::new_v4().simple());
+            ctr.run_to_exit(NS_POOL, &image, &id, SHORT).await
+        });
+    }
+    let mut raw_error = None;
+    while let Some(r) = set.join_next().await {
+        if let Err(e) = r? {
+            raw_error = raw_error.or(Some(e));
+        }
+    }
+    let raw_wall = t0.elapsed().as_secs_f64();
+    let _ = ctx.ctr.clean_namespace(NS_POOL).await;
+    if let Some(e) = raw_error {
+        return Err(e.context("raw pool baseline"));
+    }
+    let raw_rate = n as f64 / raw_wall;
+    progress(&format!(
+        "pool: ctr run --rm {n} done in {raw_wall:.2} s ({raw_rate:.1}/s), {slots} at a time"
+    ));
+
+    let spread: Vec<String> = per_host.iter().map(|(h, c)| format!("{h} {c}")).collect();
+    let rows = vec![
+        Row::vs_raw(
+            &format!(
+                "pool: {n} short containers through the queue, {} hosts, {slots} slots",
+                hosts.len()
+            ),
+            "containers/s",
+            rate,
+            &format!("ctr run --rm, {slots} at a time"),
+            raw_rate,
+        )
+        .ratio_target(1.0, false),
+        Row::alone(
+            &format!("pool: placements per host ({})", spread.join(", ")),
+            "on the busiest host",
+            per_host.values().copied().max().unwrap_or(0) as f64,
+        ),
+    ];
+    Ok(Outcome {
+        rows,
+        details: json!({
+            "containers": n, "slots": slots, "hosts": capacity,
+            "platform_wall_s": wall, "platform_rate": rate,
+            "ctr_wall_s": raw_wall, "ctr_rate": raw_rate,
+            "placements_per_host": per_host,
+        }),
+    })
+}
