@@ -1,8 +1,13 @@
 //! The worker's configuration: flags, with `SKIFF_*` environment variables.
+//! Values that need checking (labels, intervals) are parsed into validated
+//! types here, so a bad setting stops the worker at start with a message
+//! naming it.
 
 use clap::Parser;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 #[derive(Debug, Clone, Parser)]
 #[command(
@@ -83,6 +88,130 @@ pub struct WorkerConfig {
     /// Parent cgroup of every container (default: /skiff/<namespace>).
     #[arg(long, env = "SKIFF_CGROUP_PARENT")]
     pub cgroup_parent: Option<String>,
+
+    /// Seconds between re-checks of a running container, each of which
+    /// sends a meter checkpoint. The control plane expects one at least
+    /// every 10 s, so at most 10.
+    #[arg(
+        long,
+        env = "SKIFF_CHECKPOINT_INTERVAL_S",
+        default_value = "5",
+        value_parser = CheckpointInterval::parse
+    )]
+    pub checkpoint_interval_s: CheckpointInterval,
+
+    /// Operator labels of this host, `key=value` pairs separated by commas;
+    /// containers whose placement names host labels land only on hosts with them.
+    #[arg(long, env = "SKIFF_HOST_LABELS", default_value = "", value_parser = HostLabels::parse)]
+    pub host_labels: HostLabels,
+
+    /// Where to serve Prometheus metrics (GET /metrics); none when unset.
+    #[arg(long, env = "SKIFF_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("checkpoint interval {value:?}: {problem}")]
+    CheckpointInterval {
+        value: String,
+        problem: &'static str,
+    },
+    #[error("host label {entry:?}: {problem}")]
+    HostLabel {
+        entry: String,
+        problem: &'static str,
+    },
+    #[error("host labels: at most {MAX_HOST_LABELS}")]
+    TooManyHostLabels,
+}
+
+/// The running-container re-check and meter checkpoint interval.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CheckpointInterval(Duration);
+
+impl CheckpointInterval {
+    /// Shorter than this would only load containerd and the control plane.
+    const MIN_S: f64 = 0.05;
+    /// The control plane closes a run at its last checkpoint when the task
+    /// vanishes, and expects one at least this often.
+    const MAX_S: f64 = 10.0;
+
+    pub fn parse(value: &str) -> Result<Self, ConfigError> {
+        let error = |problem| ConfigError::CheckpointInterval {
+            value: value.to_owned(),
+            problem,
+        };
+        let seconds: f64 = value
+            .trim()
+            .parse()
+            .map_err(|_| error("not a number of seconds"))?;
+        if !(Self::MIN_S..=Self::MAX_S).contains(&seconds) {
+            return Err(error("must be between 0.05 and 10 seconds"));
+        }
+        Ok(Self(Duration::from_secs_f64(seconds)))
+    }
+
+    pub fn get(self) -> Duration {
+        self.0
+    }
+}
+
+pub const MAX_HOST_LABELS: usize = 64;
+
+/// Validated operator labels of this host. Keys and values follow the rules
+/// the API applies to container labels, so every label a host has can be
+/// asked for in a placement.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HostLabels(BTreeMap<String, String>);
+
+impl HostLabels {
+    /// Parses `k=v,k2=v2`; blanks around entries are ignored, an empty
+    /// string is no labels.
+    pub fn parse(value: &str) -> Result<Self, ConfigError> {
+        let mut labels = BTreeMap::new();
+        for entry in value.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+            let error = |problem| ConfigError::HostLabel {
+                entry: entry.to_owned(),
+                problem,
+            };
+            let (key, label_value) = entry
+                .split_once('=')
+                .ok_or_else(|| error("not key=value"))?;
+            let key = key.trim();
+            if !is_label_key(key) {
+                return Err(error(
+                    "keys are 1 to 63 characters of letters, digits and -_./",
+                ));
+            }
+            if label_value.len() > 256 || label_value.contains('\0') {
+                return Err(error("values are at most 256 bytes without NUL"));
+            }
+            if labels
+                .insert(key.to_owned(), label_value.to_owned())
+                .is_some()
+            {
+                return Err(error("key given twice"));
+            }
+        }
+        if labels.len() > MAX_HOST_LABELS {
+            return Err(ConfigError::TooManyHostLabels);
+        }
+        Ok(Self(labels))
+    }
+
+    pub fn as_map(&self) -> &BTreeMap<String, String> {
+        &self.0
+    }
+}
+
+/// The API's rule for label keys (api `model::is_label_key`).
+fn is_label_key(key: &str) -> bool {
+    !key.is_empty()
+        && key.len() <= 63
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c))
 }
 
 impl WorkerConfig {
@@ -124,5 +253,81 @@ impl WorkerConfig {
         self.cgroup_parent
             .clone()
             .unwrap_or_else(|| format!("/skiff/{}", self.containerd_namespace))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_labels_parse_and_validate() {
+        assert_eq!(HostLabels::parse("").unwrap(), HostLabels::default());
+        let labels = HostLabels::parse(" zone=a , disk=ssd,empty=").unwrap();
+        assert_eq!(
+            labels.as_map(),
+            &BTreeMap::from([
+                ("disk".to_owned(), "ssd".to_owned()),
+                ("empty".to_owned(), String::new()),
+                ("zone".to_owned(), "a".to_owned()),
+            ])
+        );
+        for bad in ["zone", "=a", "zo ne=a", "zone=a,zone=b", "k=\0"] {
+            assert!(
+                matches!(HostLabels::parse(bad), Err(ConfigError::HostLabel { .. })),
+                "{bad:?} accepted"
+            );
+        }
+        let many: Vec<String> = (0..=MAX_HOST_LABELS).map(|i| format!("k{i}=v")).collect();
+        assert_eq!(
+            HostLabels::parse(&many.join(",")),
+            Err(ConfigError::TooManyHostLabels)
+        );
+    }
+
+    #[test]
+    fn checkpoint_interval_is_bounded() {
+        assert_eq!(
+            CheckpointInterval::parse("5").unwrap().get(),
+            Duration::from_secs(5)
+        );
+        assert_eq!(
+            CheckpointInterval::parse("0.25").unwrap().get(),
+            Duration::from_millis(250)
+        );
+        for bad in ["0", "-1", "10.5", "NaN", "inf", "five"] {
+            assert!(CheckpointInterval::parse(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn flags_reach_the_config() {
+        let config = WorkerConfig::try_parse_from([
+            "skiff-worker",
+            "--checkpoint-interval-s",
+            "1.5",
+            "--host-labels",
+            "zone=a",
+            "--metrics-listen",
+            "127.0.0.1:9100",
+        ])
+        .unwrap();
+        assert_eq!(
+            config.checkpoint_interval_s.get(),
+            Duration::from_millis(1500)
+        );
+        assert_eq!(
+            config.host_labels.as_map().get("zone").map(String::as_str),
+            Some("a")
+        );
+        assert_eq!(
+            config.metrics_listen,
+            Some("127.0.0.1:9100".parse().unwrap())
+        );
+        let defaults = WorkerConfig::try_parse_from(["skiff-worker"]).unwrap();
+        assert_eq!(defaults.checkpoint_interval_s.get(), Duration::from_secs(5));
+        assert!(defaults.host_labels.as_map().is_empty());
+        assert_eq!(defaults.metrics_listen, None);
+        assert!(WorkerConfig::try_parse_from(["skiff-worker", "--host-labels", "x"]).is_err());
     }
 }

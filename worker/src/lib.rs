@@ -8,22 +8,30 @@
 //!
 //! Layout:
 //! - [`config`]: flags and `SKIFF_*` environment.
-//! - [`agent`]: registration, heartbeats, per-container supervisors (reconcile).
+//! - [`agent`]: registration, heartbeats, the assignment stream and fencing,
+//!   per-container supervisors (reconcile).
 //! - [`runtime`]: the containerd boundary (pull, spec, seccomp, tasks).
 //! - [`logs`]: the `WorkerAgent` gRPC service that serves log files.
+//! - [`metrics`]: Prometheus metrics and their optional HTTP endpoint.
 
 pub mod agent;
 pub mod config;
 pub mod logs;
+pub mod metrics;
 pub mod runtime;
 
-use agent::{Agent, AgentError, HostInfo};
+use agent::{Agent, AgentError, AgentSettings, HostInfo};
 use config::WorkerConfig;
+use metrics::WorkerMetrics;
 use runtime::containerd::{ContainerdConfig, ContainerdRuntime};
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+
+/// How long the endpoints get to finish their requests after shutdown.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
@@ -35,6 +43,12 @@ pub enum WorkerError {
     Serve(#[from] tonic::transport::Error),
     #[error("agent endpoint address: {0}")]
     Listen(#[source] std::io::Error),
+    #[error("metrics endpoint {addr}: {source}")]
+    MetricsListen {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Runs the worker until `shutdown` resolves. Containers keep running after.
@@ -70,9 +84,21 @@ pub async fn serve(
         agent_addr: agent_addr.to_string(),
         cpu_millis: config.cpu_millis(),
         memory_mib: config.memory_mib(),
+        labels: config.host_labels.as_map().clone(),
     };
     tracing::info!(host = %host.host_id, agent = %agent_addr, cpu_millis = host.cpu_millis,
-        memory_mib = host.memory_mib, "skiff-worker starting");
+        memory_mib = host.memory_mib, labels = ?host.labels, "skiff-worker starting");
+    let client = agent::control_plane_client(&config.control_plane)?;
+    let metrics = Arc::new(WorkerMetrics::default());
+    // Bound before anything runs, so a taken port fails the start.
+    let metrics_listener = match config.metrics_listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| WorkerError::MetricsListen { addr, source })?,
+        ),
+        None => None,
+    };
 
     let cancel = CancellationToken::new();
     {
@@ -94,15 +120,34 @@ pub async fn serve(
             .await
     });
 
+    let metrics_server = metrics_listener.map(|listener| {
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!(%addr, "serving metrics at /metrics");
+        }
+        tokio::spawn(metrics::serve_metrics(
+            listener,
+            metrics.clone(),
+            cancel.clone(),
+        ))
+    });
+
     let agent = Agent::new(
         runtime,
-        config.max_concurrent_starts(),
         host,
-        config.control_plane.clone(),
+        AgentSettings {
+            max_concurrent_starts: config.max_concurrent_starts(),
+            checkpoint_interval: config.checkpoint_interval_s.get(),
+        },
+        client.clone(),
+        Arc::new(client),
+        metrics,
         cancel.clone(),
     );
     let result = agent.run().await;
     cancel.cancel();
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), server).await;
+    let _ = tokio::time::timeout(DRAIN_TIMEOUT, server).await;
+    if let Some(metrics_server) = metrics_server {
+        let _ = tokio::time::timeout(DRAIN_TIMEOUT, metrics_server).await;
+    }
     Ok(result?)
 }

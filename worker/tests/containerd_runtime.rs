@@ -134,6 +134,15 @@ async fn containerd_runtime_end_to_end() {
     assert_eq!(first.top_chain_id, second.top_chain_id);
     assert!(first.digest.starts_with("sha256:"));
 
+    // The image is listed for the heartbeat under the name it was pulled as.
+    let held = rt.images().await.expect("images");
+    assert!(
+        held.iter()
+            .any(|i| i.reference == env.image && i.digest == first.digest),
+        "{} not among {held:?}",
+        env.image
+    );
+
     // Concurrent calls for one image share the work and agree.
     let (a, b) = tokio::join!(rt.ensure_image(&env.image), rt.ensure_image(&env.image));
     assert_eq!(a.unwrap().digest, b.unwrap().digest);
@@ -279,6 +288,20 @@ async fn containerd_runtime_end_to_end() {
     rt.kill(&sleeper.id, 9).await.unwrap();
     let (code, _) = wait_exit(&mut events, &sleeper.id).await;
     assert_eq!(code, 137);
+
+    // --- fencing: remove() SIGKILLs a running task, whatever it ignores ---
+    let fenced = run_spec(&env.image, &second, &["sleep", "1000"], 64);
+    rt.create(&fenced).await.unwrap();
+    rt.start(&fenced.id, 1).await.unwrap();
+    assert_eq!(
+        rt.task(&fenced.id).await.unwrap().unwrap().status,
+        TaskStatus::Running
+    );
+    rt.remove(&fenced.id)
+        .await
+        .expect("remove a running container");
+    assert!(rt.task(&fenced.id).await.unwrap().is_none());
+    assert!(rt.list().await.unwrap().iter().all(|c| c.id != fenced.id));
 
     // --- cleanup ---
     let ids = [&id, &defaults.id, &probe.id, &hog.id, &sleeper.id];

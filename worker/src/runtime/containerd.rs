@@ -12,21 +12,22 @@ use super::pull::{Puller, SNAPSHOTTER};
 use super::seccomp::{running_kernel, ArchScope, DockerProfile};
 use super::spec::{self, SpecOptions, DEFAULT_CAPABILITIES};
 use super::{
-    CgroupUsage, ContainerInfo, ExitRecord, ImageInfo, RunSpec, Runtime, RuntimeError, TaskEvent,
-    TaskInfo, TaskStarted, TaskStatus, LABEL_EXIT, LABEL_GENERATION,
+    CgroupUsage, ContainerInfo, ExitRecord, HeldImage, ImageInfo, RunSpec, Runtime, RuntimeError,
+    TaskEvent, TaskInfo, TaskStarted, TaskStatus, LABEL_EXIT, LABEL_GENERATION,
 };
 use async_trait::async_trait;
+use backon::{BackoffBuilder, ExponentialBuilder};
 use containerd_client::events::{TaskExit, TaskOom};
 use containerd_client::services::v1::container::Runtime as ContainerRuntimeInfo;
 use containerd_client::services::v1::snapshots::{
     snapshots_client::SnapshotsClient, MountsRequest, PrepareSnapshotRequest, RemoveSnapshotRequest,
 };
 use containerd_client::services::v1::{
-    containers_client::ContainersClient, events_client::EventsClient, tasks_client::TasksClient,
-    version_client::VersionClient, Container, CreateContainerRequest, CreateTaskRequest,
-    DeleteContainerRequest, DeleteTaskRequest, GetContainerRequest, GetRequest, KillRequest,
-    ListContainersRequest, ListTasksRequest, StartRequest, SubscribeRequest,
-    UpdateContainerRequest, WaitRequest,
+    containers_client::ContainersClient, events_client::EventsClient, images_client::ImagesClient,
+    tasks_client::TasksClient, version_client::VersionClient, Container, CreateContainerRequest,
+    CreateTaskRequest, DeleteContainerRequest, DeleteTaskRequest, GetContainerRequest, GetRequest,
+    KillRequest, ListContainersRequest, ListImagesRequest, ListTasksRequest, StartRequest,
+    SubscribeRequest, UpdateContainerRequest, WaitRequest,
 };
 use containerd_client::types::v1::{Process, Status as ProcessStatus};
 use prost::Message;
@@ -714,6 +715,26 @@ impl Runtime for ContainerdRuntime {
             .collect())
     }
 
+    async fn images(&self) -> Result<Vec<HeldImage>, RuntimeError> {
+        let images = ImagesClient::new(self.conn.channel.clone())
+            .list(self.conn.req(ListImagesRequest { filters: vec![] }))
+            .await
+            .map_err(containerd_err("Images.List", "*"))?
+            .into_inner()
+            .images;
+        // The puller creates an image record only once every layer is
+        // unpacked, so a listed image is one a container can start from.
+        Ok(images
+            .into_iter()
+            .filter_map(|image| {
+                Some(HeldImage {
+                    digest: image.target?.digest,
+                    reference: image.name,
+                })
+            })
+            .collect())
+    }
+
     fn events(&self) -> mpsc::Receiver<TaskEvent> {
         let (tx, rx) = mpsc::channel(1024);
         tokio::spawn(forward_events(
@@ -734,9 +755,14 @@ impl Runtime for ContainerdRuntime {
 /// breaks. Ends when the receiver is dropped. Events that happen while
 /// disconnected are lost; the agent's reconcile reads task state anyway.
 async fn forward_events(conn: Conn, namespace: String, tx: mpsc::Sender<TaskEvent>) {
-    const MIN_BACKOFF: Duration = Duration::from_millis(100);
-    const MAX_BACKOFF: Duration = Duration::from_secs(5);
-    let mut backoff = MIN_BACKOFF;
+    // Re-subscribing: soon at first, at most every few seconds; a
+    // subscription that worked starts the back-off afresh.
+    const RESUBSCRIBE: ExponentialBuilder = ExponentialBuilder::new()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(5))
+        .with_jitter()
+        .without_max_times();
+    let mut backoff = RESUBSCRIBE.build();
     let filters = vec![
         format!(r#"topic=="/tasks/exit",namespace=="{namespace}""#),
         format!(r#"topic=="/tasks/oom",namespace=="{namespace}""#),
@@ -751,7 +777,7 @@ async fn forward_events(conn: Conn, namespace: String, tx: mpsc::Sender<TaskEven
         };
         match subscribed {
             Ok(response) => {
-                backoff = MIN_BACKOFF;
+                backoff = RESUBSCRIBE.build();
                 let mut stream = response.into_inner();
                 loop {
                     let next = tokio::select! {
@@ -780,11 +806,12 @@ async fn forward_events(conn: Conn, namespace: String, tx: mpsc::Sender<TaskEven
             }
             Err(s) => warn!(error = %s, "subscribing to containerd events"),
         }
+        // Without a max_times the back-off never runs out.
+        let delay = backoff.next().unwrap_or(Duration::from_secs(5));
         tokio::select! {
-            _ = tokio::time::sleep(backoff) => {}
+            _ = tokio::time::sleep(delay) => {}
             _ = tx.closed() => return,
         }
-        backoff = (backoff * 2).min(MAX_BACKOFF);
     }
 }
 

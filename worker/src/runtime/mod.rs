@@ -7,11 +7,14 @@
 //! - [`pull`]: fetches images from an OCI registry into containerd's content store and unpacks them.
 //! - [`spec`]: builds the complete OCI runtime spec for a container.
 //! - [`seccomp`]: resolves the containers/common default profile into OCI form.
+//! - `fake` (tests only): an in-memory `Runtime` for the agent's unit tests.
 //!
 //! Bookkeeping lives in containerd itself (container labels), not in the
 //! worker's memory, so a restarted worker re-adopts what is running.
 
 pub mod containerd;
+#[cfg(test)]
+pub(crate) mod fake;
 pub mod pull;
 pub mod seccomp;
 pub mod spec;
@@ -100,6 +103,15 @@ pub enum TaskStatus {
     Unknown,
 }
 
+impl TaskStatus {
+    /// Whether the task holds a process (and the host's resources): a paused
+    /// task or one created but not yet started is as much in the way of a
+    /// new run as a running one.
+    pub fn is_live(self) -> bool {
+        matches!(self, Self::Running | Self::Paused | Self::Created)
+    }
+}
+
 /// A task as containerd reports it.
 #[derive(Debug, Clone)]
 pub struct TaskInfo {
@@ -129,6 +141,15 @@ pub struct ContainerInfo {
     pub generation: u64,
     pub last_exit: Option<ExitRecord>,
     pub task: Option<TaskInfo>,
+}
+
+/// An image present in the worker's containerd namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldImage {
+    /// The name it was pulled as, e.g. `127.0.0.1:5000/skiff/busybox:latest`.
+    pub reference: String,
+    /// The manifest digest the name points to (`sha256:...`).
+    pub digest: String,
 }
 
 /// Measured consumption of a running container, for usage reports.
@@ -199,6 +220,10 @@ pub trait Runtime: Send + Sync + 'static {
 
     /// All containers in the worker's namespace.
     async fn list(&self) -> Result<Vec<ContainerInfo>, RuntimeError>;
+
+    /// All images in the worker's namespace, for the control plane's
+    /// placement (hosts that hold a container's image start it sooner).
+    async fn images(&self) -> Result<Vec<HeldImage>, RuntimeError>;
 
     /// A stream of main-task exit and OOM events. The subscription is
     /// re-established by the implementation if containerd drops it.
