@@ -11,9 +11,13 @@
 //!    policy: `binpack` takes the fullest host, `spread` the emptiest.
 //!    Ties go to the smaller host id, so a decision is reproducible.
 //! 3. Requests are taken round-robin across tenants, oldest first within a
-//!    tenant ([`fair_order`]), and FIFO within a tenant: once one of a
-//!    tenant's requests waits, its later ones wait this round too.
+//!    tenant ([`fair_order`]): every tenant's oldest, then every tenant's
+//!    second oldest, and so on; at equal depth the tenant placed least
+//!    recently goes first, so the rotation carries over from one round to
+//!    the next. FIFO within a tenant: once one of a tenant's requests waits,
+//!    its later ones wait this round too.
 
+use chrono::{DateTime, Utc};
 use skiff_core::PlacementPolicy;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use uuid::Uuid;
@@ -88,22 +92,27 @@ pub struct Decision {
 }
 
 /// Orders requests (given oldest first) round-robin across tenants: every
-/// tenant's oldest, then every tenant's second oldest, and so on. A tenant
-/// with a thousand queued delays another's single request by at most one
-/// request per round.
-pub fn fair_order(oldest_first: Vec<PendingRequest>) -> Vec<PendingRequest> {
+/// tenant's oldest, then every tenant's second oldest, and so on; at equal
+/// depth, the tenant whose last placement is oldest (`last_placed`; never
+/// placed comes first) goes first. A tenant with a thousand queued delays
+/// another's single request by at most one placement.
+pub fn fair_order(
+    oldest_first: Vec<PendingRequest>,
+    last_placed: &HashMap<Uuid, DateTime<Utc>>,
+) -> Vec<PendingRequest> {
     let mut rank: HashMap<Uuid, usize> = HashMap::new();
-    let mut keyed: Vec<(usize, usize, PendingRequest)> = oldest_first
+    let mut keyed: Vec<_> = oldest_first
         .into_iter()
         .enumerate()
         .map(|(age, r)| {
             let n = rank.entry(r.tenant).or_default();
             *n += 1;
-            (*n, age, r)
+            ((*n, last_placed.get(&r.tenant).copied(), age), r)
         })
         .collect();
-    keyed.sort_by_key(|(rank, age, _)| (*rank, *age));
-    keyed.into_iter().map(|(_, _, r)| r).collect()
+    // None (never placed) sorts before any time.
+    keyed.sort_by_key(|(key, _)| *key);
+    keyed.into_iter().map(|(_, r)| r).collect()
 }
 
 /// Places `requests` (in the order to consider them, see [`fair_order`]).
@@ -363,13 +372,21 @@ mod tests {
     fn fair_order_interleaves_tenants() {
         let mut queue: Vec<_> = (0..1000).map(|n| req(n, A, 100, 64)).collect();
         queue.push(req(5000, B, 100, 64));
-        let ordered = fair_order(queue);
+        let never = HashMap::new();
+        let ordered = fair_order(queue.clone(), &never);
         assert_eq!(ordered[0].id, Uuid::from_u128(0));
         assert_eq!(
             ordered[1].id,
             Uuid::from_u128(5000),
             "B's only request comes second"
         );
+        // A was placed a moment ago, B never: B goes first at equal depth,
+        // so one freed slot per round still reaches B in the next round.
+        let a_served: HashMap<Uuid, DateTime<Utc>> =
+            [(A, DateTime::from_timestamp(1_800_000_000, 0).unwrap())].into();
+        let reordered = fair_order(queue, &a_served);
+        assert_eq!(reordered[0].id, Uuid::from_u128(5000));
+        assert_eq!(reordered[1].id, Uuid::from_u128(0));
         // One round of room: A's oldest and B's single request both go.
         let d = place(
             &ordered,

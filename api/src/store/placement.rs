@@ -6,6 +6,7 @@
 
 use super::{Result, Store, TERMINAL_STATES};
 use crate::scheduler::place::{self, HostCapacity, PendingRequest, Wait};
+use chrono::{DateTime, Utc};
 use skiff_core::PlacementPolicy;
 use sqlx::types::Json;
 use sqlx::PgConnection;
@@ -161,6 +162,20 @@ impl Store {
         if pending.is_empty() {
             return Ok(RoundOutcome::default());
         }
+        let tenants: Vec<Uuid> = {
+            let mut t: Vec<Uuid> = pending.iter().map(|p| p.tenant_id).collect();
+            t.sort();
+            t.dedup();
+            t
+        };
+        let last_placed: std::collections::HashMap<Uuid, DateTime<Utc>> = sqlx::query_as(
+            "SELECT id, last_placed_at FROM tenants WHERE id = ANY($1) AND last_placed_at IS NOT NULL",
+        )
+        .bind(&tenants)
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .collect();
         let requests = place::fair_order(
             pending
                 .into_iter()
@@ -174,6 +189,7 @@ impl Store {
                     prefer_host: p.prefer_host_id,
                 })
                 .collect(),
+            &last_placed,
         );
         let hosts: Vec<HostCapacity> = load_hosts(&mut tx, live_within, "true")
             .await?
@@ -184,6 +200,8 @@ impl Store {
         let any_host = !hosts.is_empty();
         let decision = place::place(&requests, hosts, policy);
 
+        let by_id: std::collections::HashMap<Uuid, &PendingRequest> =
+            requests.iter().map(|r| (r.id, r)).collect();
         let (ids, hosts): (Vec<Uuid>, Vec<String>) = decision.placements.iter().cloned().unzip();
         if !ids.is_empty() {
             sqlx::query(
@@ -202,10 +220,17 @@ impl Store {
             .bind(&hosts)
             .execute(&mut *tx)
             .await?;
+            let served: Vec<Uuid> = decision
+                .placements
+                .iter()
+                .filter_map(|(id, _)| by_id.get(id).map(|r| r.tenant))
+                .collect();
+            sqlx::query("UPDATE tenants SET last_placed_at = clock_timestamp() WHERE id = ANY($1)")
+                .bind(&served)
+                .execute(&mut *tx)
+                .await?;
         }
 
-        let by_id: std::collections::HashMap<Uuid, &PendingRequest> =
-            requests.iter().map(|r| (r.id, r)).collect();
         let (wait_ids, messages): (Vec<Uuid>, Vec<String>) = decision
             .waiting
             .iter()
