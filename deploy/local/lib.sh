@@ -10,8 +10,15 @@
 # Conventions:
 #   - log lines go to stderr; functions that "return" a value set a global
 #     (SKIFF_PG_URL, SKIFF_CTR_SOCK, SKIFF_REGISTRY) and also print it on stdout.
-#   - a pid file is trusted only if the process is alive AND its command line
-#     still names our config/data path (pids get reused; zombies have no cmdline).
+#   - a pid file is trusted only if it still names the very process that was
+#     started: every pid file written here (PIDFILE, the pid alone, as other
+#     tools read it) has a companion PIDFILE.start with "PID STARTTIME BOOT_ID"
+#     (STARTTIME = field 22 of /proc/PID/stat, set at fork and unchanged by
+#     exec), so a reused pid never matches and no check depends on a command
+#     line, which changes (or is briefly empty) while the process execs.
+#     Pid files without that companion (postgres's postmaster.pid, files of
+#     older runs) are trusted only if the process is alive, not a zombie, AND
+#     its command line still names our config/data path.
 #   - Only one up.sh and one test.sh per checkout at a time (each takes a lock).
 
 SKIFF_REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -66,7 +73,31 @@ install_deps() {
 # cmdline_of PID: the process's command line with spaces, empty if gone/zombie.
 cmdline_of() { tr '\0' ' ' 2>/dev/null <"/proc/$1/cmdline" || true; }
 
+# this boot's id: a process start time is only meaningful within one boot
+read -r SKIFF_BOOT_ID </proc/sys/kernel/random/boot_id || SKIFF_BOOT_ID=unknown
+
+# proc_start PID: prints PID's start time (field 22 of /proc/PID/stat, clock
+# ticks since boot: set at fork, unchanged by exec). Fails if PID is gone or
+# a zombie (a dead daemon reparented to an init that does not reap).
+proc_start() {
+  local stat f
+  [[ $1 =~ ^[0-9]+$ ]] || return 1
+  read -r stat 2>/dev/null <"/proc/$1/stat" || return 1
+  # field 2 (comm) may contain spaces and parentheses: skip past the last ") "
+  read -r -a f <<<"${stat##*") "}"
+  [[ ${f[0]:-Z} != [ZX] && -n ${f[19]:-} ]] || return 1
+  printf '%s\n' "${f[19]}"
+}
+
+# proc_alive PID START: PID is alive (not a zombie) and started at START.
+proc_alive() {
+  local s
+  s=$(proc_start "$1") || return 1
+  [[ $s == "$2" ]]
+}
+
 # pid_matches PID NEEDLE: PID is alive and its command line contains NEEDLE.
+# (Only for processes that finished exec'ing long ago: see pidfile_alive.)
 pid_matches() {
   local pid=$1 needle=$2
   [[ $pid =~ ^[0-9]+$ ]] || return 1
@@ -74,13 +105,32 @@ pid_matches() {
   [[ $(cmdline_of "$pid") == *"$needle"* ]]
 }
 
-# pidfile_alive PIDFILE NEEDLE: prints the pid if the pid file names a live
+# record_pid PIDFILE PID [START]: write PIDFILE.start ("PID START BOOT_ID")
+# then PIDFILE (the pid alone), each atomically. START defaults to PID's
+# start time read now (right for a process that is certainly still the one
+# meant, e.g. found by its full command line).
+record_pid() {
+  local pidfile=$1 pid=$2 start=${3:-}
+  [[ -n $start ]] || start=$(proc_start "$pid") || start=gone
+  printf '%s %s %s\n' "$pid" "$start" "$SKIFF_BOOT_ID" >"$pidfile.start.tmp" && mv -f "$pidfile.start.tmp" "$pidfile.start"
+  printf '%s\n' "$pid" >"$pidfile.tmp" && mv -f "$pidfile.tmp" "$pidfile"
+}
+
+# pidfile_alive PIDFILE NEEDLE: prints the pid if PIDFILE names a live
+# process that is still the one recorded: same start time and boot per
+# PIDFILE.start; without PIDFILE.start (postmaster.pid, older runs), a live
 # process whose command line contains NEEDLE.
 pidfile_alive() {
-  local pid
+  local pid id_pid="" id_start="" id_boot=""
   [[ -f $1 ]] || return 1
   pid=$(head -n1 "$1" 2>/dev/null || true)
-  pid_matches "$pid" "$2" || return 1
+  [[ $pid =~ ^[0-9]+$ ]] || return 1
+  if [[ -f $1.start ]] && read -r id_pid id_start id_boot 2>/dev/null <"$1.start" && [[ $id_pid == "$pid" ]]; then
+    [[ $id_boot == "$SKIFF_BOOT_ID" ]] || return 1
+    proc_alive "$pid" "$id_start" || return 1
+  else
+    pid_matches "$pid" "$2" || return 1
+  fi
   printf '%s\n' "$pid"
 }
 
@@ -95,18 +145,25 @@ find_pid_by_cmdline() {
   done
 }
 
+# The first thing a spawned process does, in a bash that then execs the
+# command (same pid, same start time): record its own pid, start time and
+# boot id in "$0.start", then its pid in "$0" (the pid file).
+# shellcheck disable=SC2016 # expanded by the inner bash
+SKIFF_RECORD_SELF='read -r s </proc/$$/stat && read -r -a f <<<"${s##*") "}" && read -r b </proc/sys/kernel/random/boot_id && printf "%s %s %s\n" $$ "${f[19]}" "$b" >"$0.start.tmp" && mv -f "$0.start.tmp" "$0.start" && echo $$ >"$0.tmp" && mv -f "$0.tmp" "$0"'
+
 # spawn_daemon PIDFILE LOGFILE CMD...: start CMD in its own session (so a
 # Ctrl-C in the terminal reaches only the script, which then stops things in
-# order), append its output to LOGFILE, and write its real pid to PIDFILE.
+# order), append its output to LOGFILE, and write its real pid to PIDFILE
+# (and PIDFILE.start, see above) before it execs CMD. Not a child of the
+# caller: it outlives it.
 spawn_daemon() {
   local pidfile=$1 logfile=$2 i
   shift 2
-  rm -f "$pidfile"
-  mkdir -p "$(dirname "$logfile")"
-  # shellcheck disable=SC2016 # $$ and $@ are expanded by the inner bash
+  rm -f "$pidfile" "$pidfile.start"
+  mkdir -p "$(dirname "$logfile")" "$(dirname "$pidfile")"
   # (fd 9, the lock of up.sh/test.sh, is not inherited: a daemon outliving
   # a killed script must not keep the next run from taking the lock)
-  setsid -f bash -c 'echo $$ >"$0.tmp" && mv "$0.tmp" "$0" && exec "$@"' "$pidfile" "$@" \
+  setsid -f bash -c "$SKIFF_RECORD_SELF"' && exec "$@"' "$pidfile" "$@" \
     </dev/null >>"$logfile" 2>&1 9>&-
   for ((i = 0; i < 100; i++)); do
     [[ -s $pidfile ]] && return 0
@@ -115,23 +172,61 @@ spawn_daemon() {
   die "could not start $1 (see $logfile)"
 }
 
-# stop_pidfile PIDFILE NEEDLE NAME [TIMEOUT_S]: SIGTERM, wait, then SIGKILL.
-stop_pidfile() {
-  local pidfile=$1 needle=$2 name=$3 timeout=${4:-10} pid i
-  if pid=$(pidfile_alive "$pidfile" "$needle"); then
-    log "stopping $name (pid $pid)"
-    kill -TERM "$pid" 2>/dev/null || true
-    for ((i = 0; i < timeout * 10; i++)); do
-      pid_matches "$pid" "$needle" || break
-      sleep 0.1
+# spawn_child PIDFILE LOGFILE CMD...: like spawn_daemon (own session, output
+# to LOGFILE, PIDFILE + PIDFILE.start), but CMD stays a child of this shell,
+# so `wait $SKIFF_CHILD_PID` gives its exit status. Sets SKIFF_CHILD_PID and
+# SKIFF_CHILD_START; call it directly, never in $(...).
+# (An asynchronous command of a shell without job control is not a process
+# group leader, so setsid(1) calls setsid() and execs without forking: the
+# pid of the background job is CMD's pid.)
+spawn_child() {
+  local pidfile=$1 logfile=$2
+  shift 2
+  rm -f "$pidfile" "$pidfile.start"
+  mkdir -p "$(dirname "$logfile")" "$(dirname "$pidfile")"
+  setsid "$@" </dev/null >>"$logfile" 2>&1 9>&- &
+  SKIFF_CHILD_PID=$!
+  # read at once: the start time is the fork's, whatever exec is under way
+  SKIFF_CHILD_START=$(proc_start "$SKIFF_CHILD_PID") || SKIFF_CHILD_START=gone
+  record_pid "$pidfile" "$SKIFF_CHILD_PID" "$SKIFF_CHILD_START"
+}
+
+# stop_pidfiles NAME NEEDLE TIMEOUT_S PIDFILE...: SIGTERM every live process
+# of the pid files at once, wait up to TIMEOUT_S for all, then SIGKILL those
+# left. Removes the pid files.
+stop_pidfiles() {
+  local name=$1 needle=$2 timeout=$3 f pid i alive
+  shift 3
+  local files=()
+  for f in "$@"; do
+    if pid=$(pidfile_alive "$f" "$needle"); then
+      log "stopping $name (pid $pid, ${f#"$SKIFF_REPO_ROOT"/})"
+      kill -TERM "$pid" 2>/dev/null || true
+      files+=("$f")
+    else
+      rm -f "$f" "$f.start"
+    fi
+  done
+  ((${#files[@]})) || return 0
+  for ((i = 0; i < timeout * 10; i++)); do
+    alive=0
+    for f in "${files[@]}"; do
+      if pidfile_alive "$f" "$needle" >/dev/null; then alive=1 && break; fi
     done
-    if pid_matches "$pid" "$needle"; then
-      log "$name did not stop within ${timeout}s: SIGKILL"
+    ((alive)) || break
+    sleep 0.1
+  done
+  for f in "${files[@]}"; do
+    if pid=$(pidfile_alive "$f" "$needle"); then
+      log "$name (pid $pid) did not stop within ${timeout}s: SIGKILL"
       kill -KILL "$pid" 2>/dev/null || true
     fi
-  fi
-  rm -f "$pidfile"
+    rm -f "$f" "$f.start"
+  done
 }
+
+# stop_pidfile PIDFILE NEEDLE NAME [TIMEOUT_S]: SIGTERM, wait, then SIGKILL.
+stop_pidfile() { stop_pidfiles "$3" "$2" "${4:-10}" "$1"; }
 
 # port_pids PORT: pids listening on 127.0.0.1:PORT / *:PORT (TCP), one a line.
 port_pids() {
@@ -155,13 +250,19 @@ ensure_port_free() {
   die "port $port (needed for $what) is already in use by something that is not ours:${desc:- an unknown process}. Stop it or free the port."
 }
 
-# wait_http URL TIMEOUT_S [PID NEEDLE]: wait for URL to answer 2xx; give up
-# early if the process PID (matching NEEDLE) died.
+# wait_http URL TIMEOUT_S [PIDFILE [NEEDLE]]: wait for URL to answer 2xx;
+# give up early if the process of PIDFILE died (pidfile_alive: by start time,
+# never by a command line that changes while the process execs).
+# (Legacy form: a numeric PID instead of PIDFILE is checked by NEEDLE.)
 wait_http() {
-  local url=$1 timeout=$2 pid=${3:-} needle=${4:-} i
+  local url=$1 timeout=$2 pidfile=${3:-} needle=${4:-} i
   for ((i = 0; i < timeout * 5; i++)); do
     if curl -fsS -o /dev/null --max-time 2 "$url" 2>/dev/null; then return 0; fi
-    if [[ -n $pid ]] && ! pid_matches "$pid" "$needle"; then return 1; fi
+    if [[ $pidfile =~ ^[0-9]+$ ]]; then
+      pid_matches "$pidfile" "$needle" || return 1
+    elif [[ -n $pidfile ]]; then
+      pidfile_alive "$pidfile" "$needle" >/dev/null || return 1
+    fi
     sleep 0.2
   done
   return 1
@@ -221,10 +322,16 @@ pg_ctl_as_postgres() { (cd / && runuser -u postgres -- "$SKIFF_PG_BIN/pg_ctl" "$
 psql_url() { local url=$1; shift; "$SKIFF_PG_BIN/psql" "$url" -v ON_ERROR_STOP=1 -qtAX "$@"; }
 
 # start_postgres DIR PORT: a private cluster in DIR on 127.0.0.1:PORT,
-# database "skiff" created. Sets and prints SKIFF_PG_URL. If DATABASE_URL is
-# set, nothing is started and that URL is used.
+# database "skiff" created. Sets and prints SKIFF_PG_URL; also sets
+# SKIFF_PG_SOCKET_DIR (its unix-socket directory: reachable from a network
+# namespace too, postgres://postgres@/postgres?host=<dir>&port=PORT). If
+# DATABASE_URL is set, nothing is started and that URL is used. Can be called
+# for several clusters (other DIR and PORT), also from a fresh shell:
+#   bash -c 'source deploy/local/lib.sh; start_postgres DIR PORT'
 start_postgres() {
   local dir=$1 port=$2 data sockdir pid url
+  # shellcheck disable=SC2034 # for the callers
+  SKIFF_PG_SOCKET_DIR=""
   if [[ -n ${DATABASE_URL:-} ]]; then
     log "DATABASE_URL is set: using it, no private PostgreSQL cluster"
     SKIFF_PG_URL=$DATABASE_URL
@@ -237,6 +344,8 @@ start_postgres() {
     mkdir -p "$dir" && printf '%s\n' "$data" >"$dir/DATA_DIR_MOVED"
   fi
   sockdir=$(socket_dir "$data")
+  # shellcheck disable=SC2034 # for the callers
+  SKIFF_PG_SOCKET_DIR=$sockdir
   mkdir -p "$(dirname "$data")"
   if [[ $sockdir != "$data" ]]; then
     mkdir -p "$sockdir"
@@ -307,14 +416,25 @@ start_postgres() {
 
 # stop_postgres DIR: fast shutdown of the cluster of DIR if it runs.
 stop_postgres() {
-  local dir=$1 data
+  local dir=$1
   [[ -n ${DATABASE_URL:-} ]] && return 0
-  data=$(pg_data_dir "$dir")
-  if pidfile_alive "$data/postmaster.pid" "$data" >/dev/null; then
-    log "stopping postgres ($data)"
-    pg_ctl_as_postgres -D "$data" -m fast -w -t 30 stop >/dev/null 2>&1 \
-      || pg_ctl_as_postgres -D "$data" -m immediate -w stop >/dev/null 2>&1 || true
-  fi
+  stop_postgres_data "$(pg_data_dir "$dir")"
+}
+
+# stop_postgres_data DATA [PID]: stop the postmaster of the data dir DATA
+# (fast, then immediate, then SIGKILL of PID or of postmaster.pid's pid).
+stop_postgres_data() {
+  local data=$1 pid=${2:-} i
+  [[ -n $pid ]] || pid=$(pidfile_alive "$data/postmaster.pid" "$data") || return 0
+  log "stopping postgres ($data)"
+  pg_ctl_as_postgres -D "$data" -m fast -w -t 30 stop >/dev/null 2>&1 \
+    || pg_ctl_as_postgres -D "$data" -m immediate -w -t 10 stop >/dev/null 2>&1 || true
+  for ((i = 0; i < 50; i++)); do
+    pid_matches "$pid" "$data" || return 0
+    sleep 0.1
+  done
+  log "postgres (pid $pid, $data) still runs: SIGKILL"
+  kill -KILL "$pid" 2>/dev/null || true
 }
 
 # ---------------------------------------------------------------------------
@@ -331,6 +451,10 @@ ctr_sock() { timeout 30 ctr --address "$SKIFF_CTR_SOCK" "$@"; }
 # and its sockets in DIR (or /run/skiff-<hash>/ when DIR is long). CRI is
 # disabled, runc via io.containerd.runc.v2, overlayfs is the snapshotter the
 # worker uses. Sets and prints SKIFF_CTR_SOCK. Reuses a live one of ours.
+# Works from a fresh shell too (the containerd outlives it):
+#   bash -c 'source deploy/local/lib.sh; start_containerd DIR'
+# Several containerds side by side must use different containerd namespaces:
+# runc keeps its state in /run/containerd/runc/<namespace> for all of them.
 # (Shim sockets always go to /run/containerd/s/<hash of our socket+ns+id>:
 # that is hard-coded in containerd 1.6; they do not collide with the system's.)
 start_containerd() {
@@ -345,7 +469,7 @@ start_containerd() {
   if pid=$(pidfile_alive "$dir/containerd.pid" "$cfg") || pid=$(find_pid_by_cmdline "--config $cfg" | head -n1) && [[ -n $pid ]]; then
     if timeout 5 ctr --address "$sock" version >/dev/null 2>&1; then
       log "containerd already running (pid $pid, $sock): reusing it"
-      printf '%s\n' "$pid" >"$dir/containerd.pid"
+      [[ $(head -n1 "$dir/containerd.pid" 2>/dev/null) == "$pid" ]] || record_pid "$dir/containerd.pid" "$pid"
       printf '%s\n' "$sock"
       return 0
     fi
@@ -392,13 +516,12 @@ EOF
   rm -f "$sock" "$sock.ttrpc" "$sockdir/containerd-debug.sock"
   log "starting containerd ($sock)"
   spawn_daemon "$dir/containerd.pid" "$dir/containerd.log" containerd --config "$cfg"
-  pid=$(head -n1 "$dir/containerd.pid")
   for ((i = 0; i < 150; i++)); do
     if timeout 5 ctr --address "$sock" version >/dev/null 2>&1; then
       printf '%s\n' "$sock"
       return 0
     fi
-    pid_matches "$pid" "$cfg" || break
+    pidfile_alive "$dir/containerd.pid" "$cfg" >/dev/null || break
     sleep 0.1
   done
   tail -n 20 "$dir/containerd.log" >&2 || true
@@ -443,10 +566,27 @@ containerd_kill_tasks() {
 
 # stop_containerd DIR: stop DIR's containerd (containers' shims keep running
 # unless their tasks were killed first), then unmount leftovers under DIR.
+# Without a valid pid file, the containerd running with DIR's config is found
+# by its command line.
 stop_containerd() {
-  local dir=$1
+  local dir=$1 pid
+  if ! pidfile_alive "$dir/containerd.pid" "$dir/config.toml" >/dev/null; then
+    pid=$(find_pid_by_cmdline "--config $dir/config.toml" | head -n1)
+    if [[ -n $pid ]]; then record_pid "$dir/containerd.pid" "$pid"; fi
+  fi
   stop_pidfile "$dir/containerd.pid" "$dir/config.toml" containerd 15
   unmount_under "$dir"
+}
+
+# containerd_dirs_of DIR: the containerd dirs of a stack in DIR, one a line:
+# DIR/containerd (host 1) and DIR/hosts/<n>/containerd (more hosts), those
+# that exist.
+containerd_dirs_of() {
+  local d
+  for d in "$1/containerd" "$1"/hosts/*/containerd; do
+    [[ -f $d/config.toml ]] && printf '%s\n' "$d"
+  done
+  return 0
 }
 
 # remove_empty_cgroups PATTERN...: rmdir (deepest first) the cgroups matching
@@ -501,8 +641,7 @@ http:
 EOF
   log "starting registry on $SKIFF_REGISTRY"
   spawn_daemon "$dir/registry.pid" "$dir/registry.log" docker-registry serve "$cfg"
-  pid=$(head -n1 "$dir/registry.pid")
-  if ! wait_http "http://$SKIFF_REGISTRY/v2/" 30 "$pid" "$cfg"; then
+  if ! wait_http "http://$SKIFF_REGISTRY/v2/" 30 "$dir/registry.pid" "$cfg"; then
     tail -n 20 "$dir/registry.log" >&2 || true
     die "registry did not answer on http://$SKIFF_REGISTRY/v2/ (log: $dir/registry.log)"
   fi
@@ -528,25 +667,29 @@ build_and_push_images() {
 # skiff processes and everything together
 # ---------------------------------------------------------------------------
 
-# stop_skiff DIR: stop the worker, then the API, started by up.sh in DIR.
-# (Worker first: its open gRPC stream would otherwise hold up the API's
-# graceful shutdown. Stopping the worker leaves containers running.)
+# stop_skiff DIR: stop the workers, then the API replicas, started by up.sh
+# in DIR (pid files DIR/worker.pid, DIR/hosts/<n>/worker.pid, DIR/api.pid,
+# DIR/api-<n>.pid), each group all at once. (Workers first: their open gRPC
+# streams would otherwise hold up the APIs' graceful shutdown. Stopping a
+# worker leaves its containers running.)
 stop_skiff() {
   local dir=$1
-  stop_pidfile "$dir/worker.pid" "skiff-worker" "skiff-worker" 15
-  stop_pidfile "$dir/api.pid" "skiff-api" "skiff-api" 15
+  stop_pidfiles "skiff-worker" "skiff-worker" 15 "$dir/worker.pid" "$dir"/hosts/*/worker.pid
+  stop_pidfiles "skiff-api" "skiff-api" 15 "$dir/api.pid" "$dir"/api-*.pid
 }
 
 # stop_all DIR [NAMESPACE...]: stop everything up.sh/test.sh started in DIR,
-# in order: worker, API, the containers' tasks in NAMESPACE(s) of our private
-# containerd (all namespaces if none given: this containerd is ours alone),
-# containerd, leftover mounts, registry, PostgreSQL.
+# in order: workers, APIs, the containers' tasks in NAMESPACE(s) of every
+# private containerd of DIR (all namespaces if none given: those containerds
+# are ours alone), the containerds, leftover mounts, registry, PostgreSQL.
 stop_all() {
-  local dir=$1
+  local dir=$1 c
   shift
+  local dirs=()
   stop_skiff "$dir"
-  containerd_kill_tasks "$dir/containerd" "$@"
-  stop_containerd "$dir/containerd"
+  mapfile -t dirs < <(containerd_dirs_of "$dir")
+  for c in "${dirs[@]}"; do containerd_kill_tasks "$c" "$@"; done
+  for c in "${dirs[@]}"; do stop_containerd "$c"; done
   stop_registry "$dir/registry"
   stop_postgres "$dir/postgres"
 }
