@@ -17,6 +17,9 @@
 #     (own namespaces: runc's state dir /run/containerd/runc/<namespace> is
 #     shared by every containerd). Each worker offers its share of the machine:
 #     SKIFF_CPU_MILLIS = nproc*1000/N, SKIFF_MEMORY_MIB = (MemTotal - 1 GiB)/N.
+#     Setting SKIFF_CPU_MILLIS / SKIFF_MEMORY_MIB in up.sh's environment
+#     declares that capacity for every worker instead (an oversubscribed pool,
+#     e.g. for the benchmark's sleeping-container scenarios); it is logged.
 # pushes the sample image skiff/busybox:{latest,1}, creates (or reuses) a tenant
 # and writes .skiff/local.env. Logs: .skiff/local/logs/ and each daemon's dir.
 #
@@ -194,9 +197,13 @@ done
 # Each worker's share of the machine, so the pool's capacity stays honest.
 NPROC=$(nproc)
 MEM_TOTAL_MIB=$(($(awk '/^MemTotal:/ {print $2}' /proc/meminfo) / 1024))
-CPU_MILLIS=$((NPROC * 1000 / WORKERS))
-MEMORY_MIB=$(((MEM_TOTAL_MIB - 1024) / WORKERS))
+CPU_MILLIS=${SKIFF_CPU_MILLIS:-$((NPROC * 1000 / WORKERS))}
+MEMORY_MIB=${SKIFF_MEMORY_MIB:-$(((MEM_TOTAL_MIB - 1024) / WORKERS))}
+[[ $CPU_MILLIS =~ ^[0-9]+$ && $MEMORY_MIB =~ ^[0-9]+$ ]] || die "SKIFF_CPU_MILLIS and SKIFF_MEMORY_MIB must be whole numbers"
 ((CPU_MILLIS > 0 && MEMORY_MIB > 0)) || die "$WORKERS workers leave no capacity each"
+if [[ -n ${SKIFF_CPU_MILLIS:-}${SKIFF_MEMORY_MIB:-} ]]; then
+  log "declared capacity from the environment (not the machine's share): each worker cpu_millis=$CPU_MILLIS memory_mib=$MEMORY_MIB"
+fi
 
 start_postgres "$STATE/postgres" "$PG_PORT" >/dev/null
 
