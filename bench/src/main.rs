@@ -359,6 +359,11 @@ async fn run(args: &Args, env: &HashMap<String, String>) -> Result<()> {
         read_seconds: args.read_seconds.unwrap_or(if q { 3 } else { 10 }),
         extra_layers: args.extra_layers.clone(),
         cold_samples: args.cold_samples.unwrap_or(if q { 1 } else { 3 }).max(1),
+        declared: format!(
+            "worker declares {} vCPU / {} MiB",
+            cpu_cap as f64 / 1000.0,
+            mem_cap
+        ),
     };
     progress(&format!(
         "run {run_id}: {} cores, {} MiB, kernel {}, containerd {}, worker {} (pid {:?}), load {:.2}",
@@ -554,7 +559,7 @@ async fn population(
             "burst",
             scenarios::Outcome {
                 rows: vec![Row::vs_raw(
-                    &format!("burst: {n} posted -> all running"),
+                    &format!("burst: {n} posted -> all running ({})", ctx.declared),
                     "containers/s",
                     plat_rate,
                     &format!("ctr run -d, {} parallel", ctx.raw_parallel),
@@ -574,7 +579,7 @@ async fn population(
             "teardown",
             scenarios::Outcome {
                 rows: vec![Row::vs_raw(
-                    &format!("teardown: delete {n}"),
+                    &format!("teardown: delete {n} ({})", ctx.declared),
                     "s",
                     td_wall,
                     &format!(

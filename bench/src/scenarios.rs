@@ -46,6 +46,10 @@ pub struct Ctx {
     pub read_seconds: u64,
     pub extra_layers: Vec<u64>,
     pub cold_samples: usize,
+    /// The first worker's capacity as it declares it, printed beside the
+    /// figures of scenarios that may oversubscribe the machine (burst,
+    /// memory, teardown: sleeping containers use no cpu).
+    pub declared: String,
 }
 
 pub struct Outcome {
@@ -367,7 +371,10 @@ pub fn memory(
         containerd_kib.map(mb)
     ));
     let rows = vec![Row::alone(
-        &format!("worker RSS, {running} sleeping containers"),
+        &format!(
+            "worker RSS, {running} sleeping containers ({})",
+            ctx.declared
+        ),
         "MB",
         mb(rss),
     )
