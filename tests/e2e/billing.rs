@@ -8,6 +8,7 @@ use skiff_proto as pb;
 use std::time::Duration;
 
 use crate::tenant;
+use skiff_e2e::{limit, secs};
 
 /// A window of whole hours around now, wide enough for any test's runs.
 fn window() -> (String, String) {
@@ -57,217 +58,231 @@ fn sum_items(report: &Value) -> i64 {
 
 #[tokio::test]
 async fn a_five_second_run_is_billed_five_or_six_seconds() {
-    let Some(t) = tenant().await else { return };
-    let mut spec = t.platform.spec(&["sleep", "5"]);
-    spec["cpu"] = json!(0.5);
-    spec["memory_mib"] = json!(256);
-    let id = t.create_id(&spec).await;
-    let done = t.wait_exited_in(&id, "succeeded").await;
-    let seconds = billed(&done);
-    assert!(
-        (5..=6).contains(&seconds),
-        "billed {seconds} s\n{}",
-        t.diag(&id).await
-    );
-    // Quantities follow from seconds and the size: 0.5 vCPU, 0.25 GiB.
-    let usage = &done["usage"];
-    assert_eq!(
-        usage["vcpu_seconds"].as_f64().unwrap(),
-        seconds as f64 * 0.5,
-        "{usage}"
-    );
-    assert_eq!(
-        usage["gib_seconds"].as_f64().unwrap(),
-        seconds as f64 * 0.25,
-        "{usage}"
-    );
-    assert!(usage["cost"].as_i64().unwrap() > 0, "{usage}");
+    limit(secs(90), async {
+        let t = tenant().await;
+        let mut spec = t.platform.spec(&["sleep", "5"]);
+        spec["cpu"] = json!(0.5);
+        spec["memory_mib"] = json!(256);
+        let id = t.create_id(&spec).await;
+        let done = t.wait_exited_in(&id, "succeeded").await;
+        let seconds = billed(&done);
+        assert!(
+            (5..=6).contains(&seconds),
+            "billed {seconds} s\n{}",
+            t.diag(&id).await
+        );
+        // Quantities follow from seconds and the size: 0.5 vCPU, 0.25 GiB.
+        let usage = &done["usage"];
+        assert_eq!(
+            usage["vcpu_seconds"].as_f64().unwrap(),
+            seconds as f64 * 0.5,
+            "{usage}"
+        );
+        assert_eq!(
+            usage["gib_seconds"].as_f64().unwrap(),
+            seconds as f64 * 0.25,
+            "{usage}"
+        );
+        assert!(usage["cost"].as_i64().unwrap() > 0, "{usage}");
 
-    let by_container = report(&t, "container").await;
-    assert_eq!(total_billed(&by_container), seconds, "{by_container}");
-    let items = by_container["items"].as_array().unwrap();
-    assert_eq!(items.len(), 1, "{by_container}");
-    assert!(
-        items[0]["key"].as_str().unwrap().contains(&id) || items[0]["key"] == done["name"],
-        "{by_container}"
-    );
-    assert_eq!(items[0]["cost"], usage["cost"], "{by_container} vs {usage}");
+        let by_container = report(&t, "container").await;
+        assert_eq!(total_billed(&by_container), seconds, "{by_container}");
+        let items = by_container["items"].as_array().unwrap();
+        assert_eq!(items.len(), 1, "{by_container}");
+        assert!(
+            items[0]["key"].as_str().unwrap().contains(&id) || items[0]["key"] == done["name"],
+            "{by_container}"
+        );
+        assert_eq!(items[0]["cost"], usage["cost"], "{by_container} vs {usage}");
+    })
+    .await
 }
 
 #[tokio::test]
 async fn usage_shows_while_running_and_stops_accruing_after_stop() {
-    let Some(t) = tenant().await else { return };
-    let mut spec = t.platform.spec(&["sleep", "300"]);
-    spec["stop_timeout_s"] = json!(1);
-    let id = t.create_id(&spec).await;
-    t.wait(&id, "running", 60).await;
-    // Checkpoints bill a running container as it goes (the issue asks for
-    // within 15 s; the bound here only keeps a broken build from hanging).
-    let running = t
-        .poll_until(&id, 60, "usage while running", |c| billed(c) > 0)
-        .await;
-    assert_eq!(running["state"], "running");
+    limit(secs(120), async {
+        let t = tenant().await;
+        let mut spec = t.platform.spec(&["sleep", "300"]);
+        spec["stop_timeout_s"] = json!(1);
+        let id = t.create_id(&spec).await;
+        t.wait(&id, "running", 60).await;
+        // Checkpoints bill a running container as it goes (the issue asks for
+        // within 15 s; the bound here only keeps a broken build from hanging).
+        let running = t
+            .poll_until(&id, 60, "usage while running", |c| billed(c) > 0)
+            .await;
+        assert_eq!(running["state"], "running");
 
-    t.stop(&id).await;
-    let stopped = t.wait_exited_in(&id, "stopped").await;
-    let at_stop = billed(&stopped);
-    assert!(at_stop >= billed(&running), "{stopped}");
-    tokio::time::sleep(Duration::from_secs(6)).await;
-    let later = t.get(&id).await;
-    assert_eq!(
-        billed(&later),
-        at_stop,
-        "a stopped container accrues nothing\n{}",
-        t.diag(&id).await
-    );
-    assert_eq!(total_billed(&report(&t, "container").await), at_stop);
+        t.stop(&id).await;
+        let stopped = t.wait_exited_in(&id, "stopped").await;
+        let at_stop = billed(&stopped);
+        assert!(at_stop >= billed(&running), "{stopped}");
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        let later = t.get(&id).await;
+        assert_eq!(
+            billed(&later),
+            at_stop,
+            "a stopped container accrues nothing\n{}",
+            t.diag(&id).await
+        );
+        assert_eq!(total_billed(&report(&t, "container").await), at_stop);
+    })
+    .await
 }
 
 #[tokio::test]
 async fn reports_split_by_hour_and_day_add_up_to_the_total() {
-    let Some(t) = tenant().await else { return };
-    let mut labelled = t.platform.spec(&["sleep", "2"]);
-    labelled["labels"] = json!({"team": "blue"});
-    let a = t.create_id(&labelled).await;
-    let b = t.create_id(&t.platform.spec(&["sleep", "1"])).await;
-    let a_done = t.wait_exited_in(&a, "succeeded").await;
-    let b_done = t.wait_exited_in(&b, "succeeded").await;
-    let expected = billed(&a_done) + billed(&b_done);
+    limit(secs(90), async {
+        let t = tenant().await;
+        let mut labelled = t.platform.spec(&["sleep", "2"]);
+        labelled["labels"] = json!({"team": "blue"});
+        let a = t.create_id(&labelled).await;
+        let b = t.create_id(&t.platform.spec(&["sleep", "1"])).await;
+        let a_done = t.wait_exited_in(&a, "succeeded").await;
+        let b_done = t.wait_exited_in(&b, "succeeded").await;
+        let expected = billed(&a_done) + billed(&b_done);
 
-    for group_by in ["container", "hour", "day", "label:team"] {
-        let r = report(&t, group_by).await;
-        assert_eq!(total_billed(&r), expected, "{group_by}: {r}");
+        for group_by in ["container", "hour", "day", "label:team"] {
+            let r = report(&t, group_by).await;
+            assert_eq!(total_billed(&r), expected, "{group_by}: {r}");
+            assert_eq!(
+                sum_items(&r),
+                expected,
+                "{group_by}: items add up to the total: {r}"
+            );
+        }
+        let by_label = report(&t, "label:team").await;
+        let blue = by_label["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["key"] == "blue")
+            .unwrap_or_else(|| panic!("no blue group: {by_label}"))
+            .clone();
         assert_eq!(
-            sum_items(&r),
-            expected,
-            "{group_by}: items add up to the total: {r}"
+            blue["billed_seconds"].as_i64().unwrap(),
+            billed(&a_done),
+            "{by_label}"
         );
-    }
-    let by_label = report(&t, "label:team").await;
-    let blue = by_label["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|i| i["key"] == "blue")
-        .unwrap_or_else(|| panic!("no blue group: {by_label}"))
-        .clone();
-    assert_eq!(
-        blue["billed_seconds"].as_i64().unwrap(),
-        billed(&a_done),
-        "{by_label}"
-    );
 
-    let csv = {
+        let csv = {
+            let (from, to) = window();
+            let response = t
+                .client
+                .get(format!("{}/v1/usage", t.platform.api_url))
+                .query(&[
+                    ("from", from.as_str()),
+                    ("to", to.as_str()),
+                    ("group_by", "hour"),
+                ])
+                .bearer_auth(&t.token)
+                .header("accept", "text/csv")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200);
+            assert!(response.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/csv"));
+            response.text().await.unwrap()
+        };
+        assert!(
+            csv.lines().next().unwrap().contains("billed_seconds"),
+            "{csv}"
+        );
+        assert!(csv.lines().count() >= 2, "{csv}");
+
+        // The admin sees this tenant's total in the cross-tenant report.
         let (from, to) = window();
-        let response = t
+        let admin = t
             .client
-            .get(format!("{}/v1/usage", t.platform.api_url))
+            .get(format!("{}/v1/admin/usage", t.platform.api_url))
             .query(&[
                 ("from", from.as_str()),
                 ("to", to.as_str()),
-                ("group_by", "hour"),
+                ("group_by", "tenant"),
             ])
-            .bearer_auth(&t.token)
-            .header("accept", "text/csv")
+            .bearer_auth(t.platform.admin_token())
             .send()
             .await
             .unwrap();
-        assert_eq!(response.status(), 200);
-        assert!(response.headers()["content-type"]
-            .to_str()
+        assert_eq!(admin.status(), 200);
+        let admin: Value = admin.json().await.unwrap();
+        let mine = admin["items"]
+            .as_array()
             .unwrap()
-            .starts_with("text/csv"));
-        response.text().await.unwrap()
-    };
-    assert!(
-        csv.lines().next().unwrap().contains("billed_seconds"),
-        "{csv}"
-    );
-    assert!(csv.lines().count() >= 2, "{csv}");
-
-    // The admin sees this tenant's total in the cross-tenant report.
-    let (from, to) = window();
-    let admin = t
-        .client
-        .get(format!("{}/v1/admin/usage", t.platform.api_url))
-        .query(&[
-            ("from", from.as_str()),
-            ("to", to.as_str()),
-            ("group_by", "tenant"),
-        ])
-        .bearer_auth(t.platform.admin_token())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(admin.status(), 200);
-    let admin: Value = admin.json().await.unwrap();
-    let mine = admin["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|i| i["key"] == t.id.as_str())
-        .unwrap_or_else(|| panic!("tenant {} missing from {admin}", t.id))
-        .clone();
-    assert_eq!(mine["billed_seconds"].as_i64().unwrap(), expected);
+            .iter()
+            .find(|i| i["key"] == t.id.as_str())
+            .unwrap_or_else(|| panic!("tenant {} missing from {admin}", t.id))
+            .clone();
+        assert_eq!(mine["billed_seconds"].as_i64().unwrap(), expected);
+    })
+    .await
 }
 
 #[tokio::test]
 async fn resent_reports_change_nothing() {
-    let Some(t) = tenant().await else { return };
-    let id = t.create_id(&t.platform.spec(&["sleep", "2"])).await;
-    let done = t.wait_exited_in(&id, "succeeded").await;
-    let before = report(&t, "container").await;
-    let records_before = usage_record_count(t.platform, &t.id).await;
+    limit(secs(90), async {
+        let t = tenant().await;
+        let id = t.create_id(&t.platform.spec(&["sleep", "2"])).await;
+        let done = t.wait_exited_in(&id, "succeeded").await;
+        let host_id = t.host_of(&id).await.id.clone();
+        let before = report(&t, "container").await;
+        let records_before = usage_record_count(t.platform, &t.id).await;
 
-    // Replay what a worker would re-send after a reconnect: the exit report
-    // and checkpoints (one twice under the same id) inside the closed run.
-    let mut client =
-        pb::control_plane_client::ControlPlaneClient::connect(t.platform.grpc_url.clone())
-            .await
-            .expect("connect to the control plane");
-    let started = chrono::DateTime::parse_from_rfc3339(done["started_at"].as_str().unwrap())
-        .unwrap()
-        .timestamp_millis();
-    let finished = chrono::DateTime::parse_from_rfc3339(done["finished_at"].as_str().unwrap())
-        .unwrap()
-        .timestamp_millis();
-    for _ in 0..2 {
-        let checkpoint = pb::UsageCheckpoint {
-            report_id: format!("{id}:1:{}", started + 1500),
-            host_id: t.platform.host_id.clone(),
-            container_id: id.clone(),
-            generation: 1,
-            observed_at_unix_ms: started + 1500,
-            ..Default::default()
-        };
-        client
-            .report_usage(checkpoint)
-            .await
-            .expect("checkpoint accepted");
-        let exit = pb::StatusReport {
-            host_id: t.platform.host_id.clone(),
-            container_id: id.clone(),
-            generation: 1,
-            state: pb::ObservedState::Exited as i32,
-            exit_code: Some(0),
-            started_at_unix_ms: Some(started),
-            finished_at_unix_ms: Some(finished),
-            ..Default::default()
-        };
-        client
-            .report_status(exit)
-            .await
-            .expect("exit report accepted");
-    }
-    let after = report(&t, "container").await;
-    assert_eq!(after, before, "re-sent reports must not change the bill");
-    assert_eq!(usage_record_count(t.platform, &t.id).await, records_before);
-    assert_eq!(billed(&t.get(&id).await), billed(&done));
+        // Replay what a worker would re-send after a reconnect: the exit report
+        // and checkpoints (one twice under the same id) inside the closed run.
+        let mut client =
+            pb::control_plane_client::ControlPlaneClient::connect(t.platform.grpc_url.clone())
+                .await
+                .expect("connect to the control plane");
+        let started = chrono::DateTime::parse_from_rfc3339(done["started_at"].as_str().unwrap())
+            .unwrap()
+            .timestamp_millis();
+        let finished = chrono::DateTime::parse_from_rfc3339(done["finished_at"].as_str().unwrap())
+            .unwrap()
+            .timestamp_millis();
+        for _ in 0..2 {
+            let checkpoint = pb::UsageCheckpoint {
+                report_id: format!("{id}:1:{}", started + 1500),
+                host_id: host_id.clone(),
+                container_id: id.clone(),
+                generation: 1,
+                observed_at_unix_ms: started + 1500,
+                ..Default::default()
+            };
+            client
+                .report_usage(checkpoint)
+                .await
+                .expect("checkpoint accepted");
+            let exit = pb::StatusReport {
+                host_id: host_id.clone(),
+                container_id: id.clone(),
+                generation: 1,
+                state: pb::ObservedState::Exited as i32,
+                exit_code: Some(0),
+                started_at_unix_ms: Some(started),
+                finished_at_unix_ms: Some(finished),
+                ..Default::default()
+            };
+            client
+                .report_status(exit)
+                .await
+                .expect("exit report accepted");
+        }
+        let after = report(&t, "container").await;
+        assert_eq!(after, before, "re-sent reports must not change the bill");
+        assert_eq!(usage_record_count(t.platform, &t.id).await, records_before);
+        assert_eq!(billed(&t.get(&id).await), billed(&done));
+    })
+    .await
 }
 
 #[tokio::test]
 async fn a_tampered_usage_row_is_caught_by_verify() {
-    let Some(t) = tenant().await else { return };
+    limit(secs(60), async {
+    let t = tenant().await;
     let id = t.create_id(&t.platform.spec(&["sleep", "1"])).await;
     t.wait_exited_in(&id, "succeeded").await;
     let intact = t.call(Method::GET, "/v1/usage/verify", None).await;
@@ -294,55 +309,60 @@ async fn a_tampered_usage_row_is_caught_by_verify() {
         broken.to_string().contains(&id) || broken.to_string().contains("seq"),
         "names the record: {broken}"
     );
+    })
+    .await
 }
 
 #[tokio::test]
 async fn bad_report_queries_are_problems_naming_the_field() {
-    let Some(t) = tenant().await else { return };
-    let cases = [
-        (
-            "/v1/usage?from=2026-11-02T00:00:00Z&to=2026-11-01T00:00:00Z&group_by=day",
-            "to",
-        ),
-        ("/v1/usage?from=2026-11-01T00:00:00Z&group_by=day", "to"),
-        ("/v1/usage?to=2026-11-01T00:00:00Z&group_by=day", "from"),
-        (
-            "/v1/usage?from=2024-01-01T00:00:00Z&to=2026-01-01T00:00:00Z&group_by=day",
-            "to",
-        ),
-        (
-            "/v1/usage?from=2026-11-01T00:00:00Z&to=2026-11-02T00:00:00Z&group_by=week",
-            "group_by",
-        ),
-        (
-            "/v1/usage?from=2026-11-01T00:00:00Z&to=2026-11-02T00:00:00Z&group_by=tenant",
-            "group_by",
-        ),
-        (
-            "/v1/usage?from=yesterday&to=2026-11-02T00:00:00Z&group_by=day",
-            "from",
-        ),
-    ];
-    let mut failures = Vec::new();
-    let extra = [
-        (
-            "/v1/usage?from=2026-11-01T00:00:00Z&to=2026-11-02T00:00:00Z&group_by=label:%00",
-            "group_by",
-        ),
-        ("/v1/containers?label=team=%00", "label"),
-    ];
-    for (path, field) in cases.into_iter().chain(extra) {
-        let reply = t.call(Method::GET, path, None).await;
-        if reply.status != 400
-            || reply.content_type != "application/problem+json"
-            || reply.problem()["field"] != field
-        {
-            failures.push(format!(
-                "{path}: expected 400 naming {field}, got {reply:?}"
-            ));
+    limit(secs(30), async {
+        let t = tenant().await;
+        let cases = [
+            (
+                "/v1/usage?from=2026-11-02T00:00:00Z&to=2026-11-01T00:00:00Z&group_by=day",
+                "to",
+            ),
+            ("/v1/usage?from=2026-11-01T00:00:00Z&group_by=day", "to"),
+            ("/v1/usage?to=2026-11-01T00:00:00Z&group_by=day", "from"),
+            (
+                "/v1/usage?from=2024-01-01T00:00:00Z&to=2026-01-01T00:00:00Z&group_by=day",
+                "to",
+            ),
+            (
+                "/v1/usage?from=2026-11-01T00:00:00Z&to=2026-11-02T00:00:00Z&group_by=week",
+                "group_by",
+            ),
+            (
+                "/v1/usage?from=2026-11-01T00:00:00Z&to=2026-11-02T00:00:00Z&group_by=tenant",
+                "group_by",
+            ),
+            (
+                "/v1/usage?from=yesterday&to=2026-11-02T00:00:00Z&group_by=day",
+                "from",
+            ),
+        ];
+        let mut failures = Vec::new();
+        let extra = [
+            (
+                "/v1/usage?from=2026-11-01T00:00:00Z&to=2026-11-02T00:00:00Z&group_by=label:%00",
+                "group_by",
+            ),
+            ("/v1/containers?label=team=%00", "label"),
+        ];
+        for (path, field) in cases.into_iter().chain(extra) {
+            let reply = t.call(Method::GET, path, None).await;
+            if reply.status != 400
+                || reply.content_type != "application/problem+json"
+                || reply.problem()["field"] != field
+            {
+                failures.push(format!(
+                    "{path}: expected 400 naming {field}, got {reply:?}"
+                ));
+            }
         }
-    }
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
+    })
+    .await
 }
 
 async fn usage_record_count(platform: &Platform, tenant: &str) -> i64 {
@@ -356,41 +376,48 @@ async fn usage_record_count(platform: &Platform, tenant: &str) -> i64 {
 
 #[tokio::test]
 async fn adjustments_are_new_chained_records_applied_once() {
-    let Some(t) = tenant().await else { return };
-    let id = t.create_id(&t.platform.spec(&["sleep", "1"])).await;
-    let done = t.wait_exited_in(&id, "succeeded").await;
-    let before = total_billed(&report(&t, "container").await);
-    let started = chrono::DateTime::parse_from_rfc3339(done["started_at"].as_str().unwrap())
-        .unwrap()
-        .timestamp();
-    let body = json!({
-        "adjustment_id": format!("credit-{id}"),
-        "container_id": id,
-        "start_at": chrono::DateTime::from_timestamp(started, 0).unwrap().to_rfc3339(),
-        "seconds": 10,
-        "note": "e2e: billed too little",
-    });
-    let admin = |body: Value| {
-        t.client
-            .post(format!("{}/v1/admin/adjustments", t.platform.api_url))
-            .bearer_auth(t.platform.admin_token())
-            .json(&body)
-            .send()
-    };
-    let first: Value = admin(body.clone()).await.unwrap().json().await.unwrap();
-    assert_eq!(first["applied"], true, "{first}");
-    let again: Value = admin(body.clone()).await.unwrap().json().await.unwrap();
-    assert_eq!(
-        again["applied"], false,
-        "the same adjustment id applies once: {again}"
-    );
-    assert_eq!(total_billed(&report(&t, "container").await), before + 10);
-    let verified = t.call(Method::GET, "/v1/usage/verify", None).await.json();
-    assert_eq!(verified["ok"], true, "{verified}");
+    limit(secs(60), async {
+        let t = tenant().await;
+        let id = t.create_id(&t.platform.spec(&["sleep", "1"])).await;
+        let done = t.wait_exited_in(&id, "succeeded").await;
+        let before = total_billed(&report(&t, "container").await);
+        let started = chrono::DateTime::parse_from_rfc3339(done["started_at"].as_str().unwrap())
+            .unwrap()
+            .timestamp();
+        let body = json!({
+            "adjustment_id": format!("credit-{id}"),
+            "container_id": id,
+            "start_at": chrono::DateTime::from_timestamp(started, 0).unwrap().to_rfc3339(),
+            "seconds": 10,
+            "note": "e2e: billed too little",
+        });
+        let admin = |body: Value| {
+            t.client
+                .post(format!("{}/v1/admin/adjustments", t.platform.api_url))
+                .bearer_auth(t.platform.admin_token())
+                .json(&body)
+                .send()
+        };
+        let first: Value = admin(body.clone()).await.unwrap().json().await.unwrap();
+        assert_eq!(first["applied"], true, "{first}");
+        let again: Value = admin(body.clone()).await.unwrap().json().await.unwrap();
+        assert_eq!(
+            again["applied"], false,
+            "the same adjustment id applies once: {again}"
+        );
+        assert_eq!(total_billed(&report(&t, "container").await), before + 10);
+        let verified = t.call(Method::GET, "/v1/usage/verify", None).await.json();
+        assert_eq!(verified["ok"], true, "{verified}");
 
-    // A tenant token cannot correct bills.
-    let forbidden = t
-        .call(Method::POST, "/v1/admin/adjustments", Some(&body))
-        .await;
-    assert_eq!(forbidden.status, 401, "{forbidden:?}");
+        // A tenant token cannot correct bills.
+        let forbidden = t
+            .call(Method::POST, "/v1/admin/adjustments", Some(&body))
+            .await;
+        assert!(
+            matches!(forbidden.status.as_u16(), 401 | 403),
+            "a tenant token is refused: {forbidden:?}"
+        );
+        forbidden.problem();
+    })
+    .await
 }

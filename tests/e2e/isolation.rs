@@ -5,38 +5,45 @@ use crate::tenant;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 use skiff_e2e::{id_of, unique};
+use skiff_e2e::{limit, secs};
 
 #[tokio::test]
 async fn cgroup_cpu_and_memory_limits_are_applied() {
-    let Some(t) = tenant().await else { return };
-    let mut spec = t
-        .platform
-        .sh("echo quota=$(cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us); \
+    limit(secs(60), async {
+        let t = tenant().await;
+        let mut spec = t
+            .platform
+            .sh("echo quota=$(cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us); \
          echo period=$(cat /sys/fs/cgroup/cpu/cpu.cfs_period_us); \
          echo memory=$(cat /sys/fs/cgroup/memory/memory.limit_in_bytes)");
-    spec["cpu"] = json!(0.5);
-    spec["memory_mib"] = json!(256);
-    let id = t.create_id(&spec).await;
-    t.wait_exited_in(&id, "succeeded").await;
-    let logs = t.logs(&id).await;
-    let lines: Vec<&str> = logs.lines().collect();
-    for expected in ["quota=50000", "period=100000", "memory=268435456"] {
-        assert!(
-            lines.contains(&expected),
-            "{expected} in the container's own cgroup: {logs:?}\n{}",
-            t.diag(&id).await
-        );
-    }
+        spec["cpu"] = json!(0.5);
+        spec["memory_mib"] = json!(256);
+        let id = t.create_id(&spec).await;
+        t.wait_exited_in(&id, "succeeded").await;
+        let logs = t.logs(&id).await;
+        let lines: Vec<&str> = logs.lines().collect();
+        for expected in ["quota=50000", "period=100000", "memory=268435456"] {
+            assert!(
+                lines.contains(&expected),
+                "{expected} in the container's own cgroup: {logs:?}\n{}",
+                t.diag(&id).await
+            );
+        }
+    })
+    .await
 }
 
 #[tokio::test]
 async fn memory_hog_is_oom_killed() {
-    let Some(t) = tenant().await else { return };
-    let mut spec = t.platform.sh("x=a; while true; do x=\"$x$x\"; done");
-    spec["memory_mib"] = json!(64);
-    let id = t.create_id(&spec).await;
-    let done = t.wait_exited_in(&id, "failed").await;
-    assert_eq!(done["reason"], "OOMKilled", "{}", t.diag(&id).await);
+    limit(secs(90), async {
+        let t = tenant().await;
+        let mut spec = t.platform.sh("x=a; while true; do x=\"$x$x\"; done");
+        spec["memory_mib"] = json!(64);
+        let id = t.create_id(&spec).await;
+        let done = t.wait_exited_in(&id, "failed").await;
+        assert_eq!(done["reason"], "OOMKilled", "{}", t.diag(&id).await);
+    })
+    .await
 }
 
 /// Devices every new network namespace gets when their kernel modules are
@@ -47,218 +54,230 @@ const FALLBACK_TUNNELS: &[&str] = &[
 
 #[tokio::test]
 async fn network_namespace_has_only_loopback() {
-    let Some(t) = tenant().await else { return };
-    // The API listens on the host's loopback: a container must not reach it.
-    let script = format!(
-        "cat /proc/net/dev; \
+    limit(secs(60), async {
+        let t = tenant().await;
+        // The API listens on the host's loopback: a container must not reach it.
+        let script = format!(
+            "cat /proc/net/dev; \
          if wget -q -T 3 -O /dev/null http://127.0.0.1:{}/healthz; \
          then echo host-api=reached; else echo host-api=unreachable; fi",
-        t.platform.api_port
-    );
-    let id = t.create_id(&t.platform.sh(&script)).await;
-    t.wait_exited_in(&id, "succeeded").await;
-    let logs = t.logs(&id).await;
-    let interfaces: Vec<&str> = logs
-        .lines()
-        .filter_map(|line| line.split_once(':'))
-        .map(|(name, _)| name.trim())
-        .filter(|name| !name.contains('=') && !name.is_empty())
-        .collect();
-    assert!(interfaces.contains(&"lo"), "loopback present: {logs}");
-    let others: Vec<&&str> = interfaces
-        .iter()
-        .filter(|name| **name != "lo" && !FALLBACK_TUNNELS.contains(name))
-        .collect();
-    assert!(
-        others.is_empty(),
-        "interfaces besides lo: {others:?}\n{logs}"
-    );
-    assert!(
-        logs.contains("host-api=unreachable"),
-        "{logs}\n{}",
-        t.diag(&id).await
-    );
+            t.platform.api_port
+        );
+        let id = t.create_id(&t.platform.sh(&script)).await;
+        t.wait_exited_in(&id, "succeeded").await;
+        let logs = t.logs(&id).await;
+        let interfaces: Vec<&str> = logs
+            .lines()
+            .filter_map(|line| line.split_once(':'))
+            .map(|(name, _)| name.trim())
+            .filter(|name| !name.contains('=') && !name.is_empty())
+            .collect();
+        assert!(interfaces.contains(&"lo"), "loopback present: {logs}");
+        let others: Vec<&&str> = interfaces
+            .iter()
+            .filter(|name| **name != "lo" && !FALLBACK_TUNNELS.contains(name))
+            .collect();
+        assert!(
+            others.is_empty(),
+            "interfaces besides lo: {others:?}\n{logs}"
+        );
+        assert!(
+            logs.contains("host-api=unreachable"),
+            "{logs}\n{}",
+            t.diag(&id).await
+        );
+    })
+    .await
 }
 
 #[tokio::test]
 async fn process_runs_sandboxed() {
-    let Some(t) = tenant().await else { return };
-    let id = t
-        .create_id(&t.platform.sh("echo pid=$$; echo hostname=$(hostname); \
+    limit(secs(60), async {
+        let t = tenant().await;
+        let id = t
+            .create_id(&t.platform.sh("echo pid=$$; echo hostname=$(hostname); \
              grep -E '^(NoNewPrivs|Seccomp|CapEff|CapBnd):' /proc/self/status; \
              if touch /sys/fs/cgroup/memory/probe 2>/dev/null; \
              then echo cgroupfs=writable; else echo cgroupfs=read-only; fi"))
-        .await;
-    t.wait_exited_in(&id, "succeeded").await;
-    let logs = t.logs(&id).await;
-    let value = |key: &str| {
-        logs.lines()
-            .find_map(|line| {
-                let (k, v) = line.split_once(['=', ':'])?;
-                (k == key).then(|| v.trim().to_string())
-            })
-            .unwrap_or_else(|| panic!("no {key} in {logs:?}"))
-    };
-    assert_eq!(value("pid"), "1", "own PID namespace: {logs}");
-    let host_name = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    assert_ne!(value("hostname"), host_name.trim(), "own hostname: {logs}");
-    assert_eq!(value("NoNewPrivs"), "1", "{logs}");
-    assert_eq!(value("Seccomp"), "2", "a seccomp filter: {logs}");
-    // Docker's default set (CHOWN, DAC_OVERRIDE, FOWNER, FSETID, KILL,
-    // SETGID, SETUID, SETPCAP, NET_BIND_SERVICE, SYS_CHROOT, MKNOD,
-    // AUDIT_WRITE, SETFCAP) without NET_RAW (bit 13).
-    let docker_minus_net_raw = 0xa804_05fb_u64;
-    for key in ["CapEff", "CapBnd"] {
-        let caps = u64::from_str_radix(&value(key), 16).expect("hex capabilities");
-        assert_eq!(caps, docker_minus_net_raw, "{key} {caps:#x}: {logs}");
-    }
-    assert_eq!(value("cgroupfs"), "read-only", "{logs}");
+            .await;
+        t.wait_exited_in(&id, "succeeded").await;
+        let logs = t.logs(&id).await;
+        let value = |key: &str| {
+            logs.lines()
+                .find_map(|line| {
+                    let (k, v) = line.split_once(['=', ':'])?;
+                    (k == key).then(|| v.trim().to_string())
+                })
+                .unwrap_or_else(|| panic!("no {key} in {logs:?}"))
+        };
+        assert_eq!(value("pid"), "1", "own PID namespace: {logs}");
+        let host_name = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        assert_ne!(value("hostname"), host_name.trim(), "own hostname: {logs}");
+        assert_eq!(value("NoNewPrivs"), "1", "{logs}");
+        assert_eq!(value("Seccomp"), "2", "a seccomp filter: {logs}");
+        // Docker's default set (CHOWN, DAC_OVERRIDE, FOWNER, FSETID, KILL,
+        // SETGID, SETUID, SETPCAP, NET_BIND_SERVICE, SYS_CHROOT, MKNOD,
+        // AUDIT_WRITE, SETFCAP) without NET_RAW (bit 13).
+        let docker_minus_net_raw = 0xa804_05fb_u64;
+        for key in ["CapEff", "CapBnd"] {
+            let caps = u64::from_str_radix(&value(key), 16).expect("hex capabilities");
+            assert_eq!(caps, docker_minus_net_raw, "{key} {caps:#x}: {logs}");
+        }
+        assert_eq!(value("cgroupfs"), "read-only", "{logs}");
+    })
+    .await
 }
 
 #[tokio::test]
 async fn tenants_see_only_their_own_containers() {
-    let Some(a) = tenant().await else { return };
-    let b = a.another().await;
-    let name = unique("shared-name");
-    let mut spec = a.platform.spec(&["sleep", "300"]);
-    spec["name"] = json!(name);
-    spec["stop_timeout_s"] = json!(1);
-    let a_id = a.create_id(&spec).await;
-    a.wait(&a_id, "running", 60).await;
+    limit(secs(90), async {
+        let a = tenant().await;
+        let b = a.another().await;
+        let name = unique("shared-name");
+        let mut spec = a.platform.spec(&["sleep", "300"]);
+        spec["name"] = json!(name);
+        spec["stop_timeout_s"] = json!(1);
+        let a_id = a.create_id(&spec).await;
+        a.wait(&a_id, "running", 60).await;
 
-    let path = format!("/v1/containers/{a_id}");
-    let attempts = [
-        (Method::GET, path.clone()),
-        (Method::DELETE, path.clone()),
-        (Method::POST, format!("{path}/stop")),
-        (Method::POST, format!("{path}/start")),
-        (Method::POST, format!("{path}/restart")),
-        (Method::GET, format!("{path}/logs")),
-        (Method::GET, format!("{path}/events")),
-        (Method::GET, format!("{path}/wait?for=exited&timeout_s=1")),
-    ];
-    for (method, route) in attempts {
-        let reply = b.call(method.clone(), &route, None).await;
-        assert_eq!(
-            reply.status,
-            StatusCode::NOT_FOUND,
-            "tenant B {method} {route}: {reply:?}"
+        let path = format!("/v1/containers/{a_id}");
+        let attempts = [
+            (Method::GET, path.clone()),
+            (Method::DELETE, path.clone()),
+            (Method::POST, format!("{path}/stop")),
+            (Method::POST, format!("{path}/start")),
+            (Method::POST, format!("{path}/restart")),
+            (Method::GET, format!("{path}/logs")),
+            (Method::GET, format!("{path}/events")),
+            (Method::GET, format!("{path}/wait?for=exited&timeout_s=1")),
+        ];
+        for (method, route) in attempts {
+            let reply = b.call(method.clone(), &route, None).await;
+            assert_eq!(
+                reply.status,
+                StatusCode::NOT_FOUND,
+                "tenant B {method} {route}: {reply:?}"
+            );
+            reply.problem();
+        }
+
+        // The same name is free in another tenant.
+        let b_id = b.create_id(&spec).await;
+        let ids = |list: serde_json::Value| -> Vec<String> {
+            list["items"]
+                .as_array()
+                .expect("items")
+                .iter()
+                .map(id_of)
+                .collect()
+        };
+        assert_eq!(ids(a.list(&[]).await), vec![a_id.clone()]);
+        assert_eq!(ids(b.list(&[]).await), vec![b_id.clone()]);
+
+        // B's delete and stop did nothing to A's container.
+        let still = a.get(&a_id).await;
+        assert_eq!(still["state"], "running", "{}", a.diag(&a_id).await);
+        assert_eq!(still["restart_count"], 0, "{still}");
+
+        // No token, or a wrong one: 401 problem.
+        let anonymous = a
+            .client
+            .get(format!("{}{path}", a.platform.api_url))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+        let wrong = a
+            .client
+            .get(format!("{}/v1/containers", a.platform.api_url))
+            .bearer_auth("not-a-token")
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+        let content_type = wrong.headers()[reqwest::header::CONTENT_TYPE]
+            .to_str()
+            .unwrap_or("");
+        assert!(
+            content_type.starts_with("application/problem+json"),
+            "{content_type}"
         );
-        reply.problem();
-    }
 
-    // The same name is free in another tenant.
-    let b_id = b.create_id(&spec).await;
-    let ids = |list: serde_json::Value| -> Vec<String> {
-        list["items"]
-            .as_array()
-            .expect("items")
-            .iter()
-            .map(id_of)
-            .collect()
-    };
-    assert_eq!(ids(a.list(&[]).await), vec![a_id.clone()]);
-    assert_eq!(ids(b.list(&[]).await), vec![b_id.clone()]);
-
-    // B's delete and stop did nothing to A's container.
-    let still = a.get(&a_id).await;
-    assert_eq!(still["state"], "running", "{}", a.diag(&a_id).await);
-    assert_eq!(still["restart_count"], 0, "{still}");
-
-    // No token, or a wrong one: 401 problem.
-    let anonymous = a
-        .client
-        .get(format!("{}{path}", a.platform.api_url))
-        .send()
-        .await
-        .expect("request");
-    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
-    let wrong = a
-        .client
-        .get(format!("{}/v1/containers", a.platform.api_url))
-        .bearer_auth("not-a-token")
-        .send()
-        .await
-        .expect("request");
-    assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
-    let content_type = wrong.headers()[reqwest::header::CONTENT_TYPE]
-        .to_str()
-        .unwrap_or("");
-    assert!(
-        content_type.starts_with("application/problem+json"),
-        "{content_type}"
-    );
-
-    a.delete(&a_id).await;
-    b.delete(&b_id).await;
+        a.delete(&a_id).await;
+        b.delete(&b_id).await;
+    })
+    .await
 }
 
 #[tokio::test]
 async fn secure_env_values_are_never_returned_or_logged() {
-    let Some(t) = tenant().await else { return };
-    let secret = format!("s3cr3t-{}", uuid::Uuid::new_v4().simple());
-    // The container proves it got the value without printing it.
-    let mut spec = t.platform.sh(
-        "case \"$SKIFF_SECRET\" in s3cr3t-*) echo secret-prefix-ok;; esac; \
+    limit(secs(90), async {
+        let t = tenant().await;
+        let secret = format!("s3cr3t-{}", uuid::Uuid::new_v4().simple());
+        // The container proves it got the value without printing it.
+        let mut spec = t.platform.sh(
+            "case \"$SKIFF_SECRET\" in s3cr3t-*) echo secret-prefix-ok;; esac; \
          echo secret-length=${#SKIFF_SECRET}; echo plain=$PLAIN",
-    );
-    spec["name"] = json!(unique("secret"));
-    spec["env"] = json!({ "PLAIN": "visible" });
-    spec["secure_env"] = json!({ "SKIFF_SECRET": secret });
-    spec["labels"] = json!({ "kind": "secret" });
-
-    let mut bodies = Vec::new();
-    let created = t.create(&spec).await;
-    assert_eq!(created.status, StatusCode::CREATED, "{created:?}");
-    let id = id_of(&created.json());
-    bodies.push(("create", created.text));
-
-    let done = t.wait_exited_in(&id, "succeeded").await;
-    assert_eq!(done["env"]["PLAIN"], "visible", "{done}");
-    bodies.push(("wait", done.to_string()));
-    let logs = t.logs(&id).await;
-    assert!(
-        logs.contains("secret-prefix-ok"),
-        "secret delivered: {logs:?}"
-    );
-    assert!(
-        logs.contains(&format!("secret-length={}", secret.len())),
-        "{logs:?}"
-    );
-    assert!(logs.contains("plain=visible"), "{logs:?}");
-    bodies.push(("logs", logs));
-
-    let container = format!("/v1/containers/{id}");
-    for route in [
-        container.clone(),
-        format!("{container}/events"),
-        "/v1/containers".to_string(),
-        "/v1/containers?label=kind=secret".to_string(),
-        format!("{container}/wait?for=exited&timeout_s=1"),
-    ] {
-        let reply = t.call(Method::GET, &route, None).await;
-        assert_eq!(reply.status, StatusCode::OK, "{route}: {reply:?}");
-        bodies.push(("GET", reply.text));
-    }
-    let started = t
-        .call(Method::POST, &format!("{container}/start"), None)
-        .await;
-    assert_eq!(started.status, StatusCode::ACCEPTED, "{started:?}");
-    bodies.push(("start", started.text));
-    t.poll_until(&id, 60, "the second run to finish", |c| {
-        c["state"] == "succeeded" && c["finished_at"] != done["finished_at"]
-    })
-    .await;
-
-    for (route, body) in &bodies {
-        assert!(
-            !body.contains(&secret),
-            "secret value in the {route} response: {body}"
         );
-    }
-    assert!(
-        !t.platform.service_logs().contains(&secret),
-        "secret value in the api or worker log under {}",
-        t.platform.run_dir.display()
-    );
+        spec["name"] = json!(unique("secret"));
+        spec["env"] = json!({ "PLAIN": "visible" });
+        spec["secure_env"] = json!({ "SKIFF_SECRET": secret });
+        spec["labels"] = json!({ "kind": "secret" });
+
+        let mut bodies = Vec::new();
+        let created = t.create(&spec).await;
+        assert_eq!(created.status, StatusCode::CREATED, "{created:?}");
+        let id = id_of(&created.json());
+        bodies.push(("create", created.text));
+
+        let done = t.wait_exited_in(&id, "succeeded").await;
+        assert_eq!(done["env"]["PLAIN"], "visible", "{done}");
+        bodies.push(("wait", done.to_string()));
+        let logs = t.logs(&id).await;
+        assert!(
+            logs.contains("secret-prefix-ok"),
+            "secret delivered: {logs:?}"
+        );
+        assert!(
+            logs.contains(&format!("secret-length={}", secret.len())),
+            "{logs:?}"
+        );
+        assert!(logs.contains("plain=visible"), "{logs:?}");
+        bodies.push(("logs", logs));
+
+        let container = format!("/v1/containers/{id}");
+        for route in [
+            container.clone(),
+            format!("{container}/events"),
+            "/v1/containers".to_string(),
+            "/v1/containers?label=kind=secret".to_string(),
+            format!("{container}/wait?for=exited&timeout_s=1"),
+        ] {
+            let reply = t.call(Method::GET, &route, None).await;
+            assert_eq!(reply.status, StatusCode::OK, "{route}: {reply:?}");
+            bodies.push(("GET", reply.text));
+        }
+        let started = t
+            .call(Method::POST, &format!("{container}/start"), None)
+            .await;
+        assert_eq!(started.status, StatusCode::ACCEPTED, "{started:?}");
+        bodies.push(("start", started.text));
+        t.poll_until(&id, 60, "the second run to finish", |c| {
+            c["state"] == "succeeded" && c["finished_at"] != done["finished_at"]
+        })
+        .await;
+
+        for (route, body) in &bodies {
+            assert!(
+                !body.contains(&secret),
+                "secret value in the {route} response: {body}"
+            );
+        }
+        assert!(
+            !t.platform.service_logs().contains(&secret),
+            "secret value in the api or worker log under {}",
+            t.platform.run_dir.display()
+        );
+    })
+    .await
 }

@@ -3,231 +3,252 @@
 use crate::tenant;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
+use skiff_e2e::{limit, secs};
 use std::time::{Duration, Instant};
 
 #[tokio::test]
 async fn stop_then_start_then_restart_a_running_container() {
-    let Some(t) = tenant().await else { return };
-    // `sleep` as PID 1 ignores SIGTERM: each stop ends in SIGKILL after 2 s.
-    let mut spec = t.platform.spec(&["sleep", "300"]);
-    spec["stop_timeout_s"] = json!(2);
-    let id = t.create_id(&spec).await;
+    limit(secs(120), async {
+        let t = tenant().await;
+        // `sleep` as PID 1 ignores SIGTERM: each stop ends in SIGKILL after 2 s.
+        let mut spec = t.platform.spec(&["sleep", "300"]);
+        spec["stop_timeout_s"] = json!(2);
+        let id = t.create_id(&spec).await;
 
-    let running = t.wait(&id, "running", 60).await;
-    assert_eq!(running["state"], "running", "{}", t.diag(&id).await);
-    let first_start = running["started_at"].clone();
-    assert!(first_start.is_string(), "{running}");
+        let running = t.wait(&id, "running", 60).await;
+        assert_eq!(running["state"], "running", "{}", t.diag(&id).await);
+        let first_start = running["started_at"].clone();
+        assert!(first_start.is_string(), "{running}");
 
-    // wait gives up with 408 while the state is not reached.
-    let timeout = t.wait_reply(&id, "exited", 1).await;
-    assert_eq!(timeout.status, StatusCode::REQUEST_TIMEOUT, "{timeout:?}");
-    timeout.problem();
+        // wait gives up with 408 while the state is not reached.
+        let timeout = t.wait_reply(&id, "exited", 1).await;
+        assert_eq!(timeout.status, StatusCode::REQUEST_TIMEOUT, "{timeout:?}");
+        timeout.problem();
 
-    let accepted = t.stop(&id).await;
-    assert_eq!(accepted["id"], id.as_str(), "{accepted}");
-    let stopped = t.wait_exited_in(&id, "stopped").await;
-    assert_eq!(stopped["reason"], "StopRequested", "{}", t.diag(&id).await);
-    assert!(stopped["finished_at"].is_string(), "{stopped}");
+        let accepted = t.stop(&id).await;
+        assert_eq!(accepted["id"], id.as_str(), "{accepted}");
+        let stopped = t.wait_exited_in(&id, "stopped").await;
+        assert_eq!(stopped["reason"], "StopRequested", "{}", t.diag(&id).await);
+        assert!(stopped["finished_at"].is_string(), "{stopped}");
 
-    t.start(&id).await;
-    let again = t
-        .poll_until(&id, 60, "running again after start", |c| {
-            c["state"] == "running" && c["started_at"] != first_start
+        t.start(&id).await;
+        let again = t
+            .poll_until(&id, 60, "running again after start", |c| {
+                c["state"] == "running" && c["started_at"] != first_start
+            })
+            .await;
+        let second_start = again["started_at"].clone();
+
+        t.restart(&id).await;
+        t.poll_until(&id, 60, "a new run after restart", |c| {
+            c["state"] == "running" && c["started_at"] != second_start
         })
         .await;
-    let second_start = again["started_at"].clone();
-
-    t.restart(&id).await;
-    t.poll_until(&id, 60, "a new run after restart", |c| {
-        c["state"] == "running" && c["started_at"] != second_start
+        assert_eq!(
+            t.count_events(&id, "Started").await,
+            3,
+            "three runs: {}",
+            t.diag(&id).await
+        );
+        t.delete(&id).await;
     })
-    .await;
-    assert_eq!(
-        t.count_events(&id, "Started").await,
-        3,
-        "three runs: {}",
-        t.diag(&id).await
-    );
-    t.delete(&id).await;
+    .await
 }
 
 #[tokio::test]
 async fn stop_kills_a_process_that_ignores_sigterm_after_stop_timeout() {
-    let Some(t) = tenant().await else { return };
-    let mut spec = t.platform.sh("trap '' TERM; echo ignoring-term; sleep 300");
-    spec["stop_timeout_s"] = json!(2);
-    let created = t.create_ok(&spec).await;
-    assert_eq!(created["stop_timeout_s"], 2, "{created}");
-    let id = skiff_e2e::id_of(&created);
-    t.wait(&id, "running", 60).await;
-    t.stop(&id).await;
-    t.wait_exited_in(&id, "stopped").await;
-    let events = t.events(&id).await;
-    assert!(
-        events.iter().any(|e| e["kind"] == "Killing"),
-        "a Killing event: {}",
-        t.diag(&id).await
-    );
-    t.delete(&id).await;
+    limit(secs(90), async {
+        let t = tenant().await;
+        let mut spec = t.platform.sh("trap '' TERM; echo ignoring-term; sleep 300");
+        spec["stop_timeout_s"] = json!(2);
+        let created = t.create_ok(&spec).await;
+        assert_eq!(created["stop_timeout_s"], 2, "{created}");
+        let id = skiff_e2e::id_of(&created);
+        t.wait(&id, "running", 60).await;
+        t.stop(&id).await;
+        t.wait_exited_in(&id, "stopped").await;
+        let events = t.events(&id).await;
+        assert!(
+            events.iter().any(|e| e["kind"] == "Killing"),
+            "a Killing event: {}",
+            t.diag(&id).await
+        );
+        t.delete(&id).await;
+    })
+    .await
 }
 
 #[tokio::test]
 async fn stop_sends_sigterm_first() {
-    let Some(t) = tenant().await else { return };
-    // A long stop timeout: only a SIGTERM can end it within the wait below.
-    let mut spec = t
-        .platform
-        .sh("trap 'echo got-term; exit 0' TERM; echo ready; while true; do sleep 1; done");
-    spec["stop_timeout_s"] = json!(90);
-    let id = t.create_id(&spec).await;
-    t.wait(&id, "running", 60).await;
-    t.stop(&id).await;
-    t.wait_exited_in(&id, "stopped").await;
-    let logs = t.logs(&id).await;
-    assert!(logs.contains("got-term"), "{logs:?}\n{}", t.diag(&id).await);
-    t.delete(&id).await;
+    limit(secs(90), async {
+        let t = tenant().await;
+        // A long stop timeout: only a SIGTERM can end it within the wait below.
+        let mut spec = t
+            .platform
+            .sh("trap 'echo got-term; exit 0' TERM; echo ready; while true; do sleep 1; done");
+        spec["stop_timeout_s"] = json!(90);
+        let id = t.create_id(&spec).await;
+        t.wait(&id, "running", 60).await;
+        t.stop(&id).await;
+        t.wait_exited_in(&id, "stopped").await;
+        let logs = t.logs(&id).await;
+        assert!(logs.contains("got-term"), "{logs:?}\n{}", t.diag(&id).await);
+        t.delete(&id).await;
+    })
+    .await
 }
 
 #[tokio::test]
 async fn on_failure_restarts_until_max_restarts() {
-    let Some(t) = tenant().await else { return };
-    let mut spec = t.platform.sh("echo run; exit 1");
-    spec["restart_policy"] = json!("on_failure");
-    spec["max_restarts"] = json!(2);
-    let created = t.create_ok(&spec).await;
-    assert_eq!(created["restart_policy"], "on_failure", "{created}");
-    assert_eq!(created["max_restarts"], 2, "{created}");
-    let id = skiff_e2e::id_of(&created);
+    limit(secs(120), async {
+        let t = tenant().await;
+        let mut spec = t.platform.sh("echo run; exit 1");
+        spec["restart_policy"] = json!("on_failure");
+        spec["max_restarts"] = json!(2);
+        let created = t.create_ok(&spec).await;
+        assert_eq!(created["restart_policy"], "on_failure", "{created}");
+        assert_eq!(created["max_restarts"], 2, "{created}");
+        let id = skiff_e2e::id_of(&created);
 
-    // Back-off is 1 s then 2 s; the wait route may return at the first exit
-    // (a failed state between restarts), so poll for the final outcome.
-    t.poll_until(&id, 60, "failed after two restarts", |c| {
-        c["state"] == "failed" && c["restart_count"].as_u64() >= Some(2)
+        // Back-off is 1 s then 2 s; the wait route may return at the first exit
+        // (a failed state between restarts), so poll for the final outcome.
+        t.poll_until(&id, 60, "failed after two restarts", |c| {
+            c["state"] == "failed" && c["restart_count"].as_u64() >= Some(2)
+        })
+        .await;
+        // Longer than the next back-off (4 s): no third restart comes.
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        let done = t.get(&id).await;
+        let diag = t.diag(&id).await;
+        assert_eq!(done["state"], "failed", "{diag}");
+        assert_eq!(done["restart_count"], 2, "{diag}");
+        assert_eq!(done["exit_code"], 1, "{diag}");
+        assert_eq!(t.count_events(&id, "Started").await, 3, "{diag}");
+
+        // on_failure does not restart a success.
+        let mut ok = t.platform.spec(&["echo", "fine"]);
+        ok["restart_policy"] = json!("on_failure");
+        ok["max_restarts"] = json!(2);
+        let ok_id = t.create_id(&ok).await;
+        let done = t.wait_exited_in(&ok_id, "succeeded").await;
+        assert_eq!(done["restart_count"], 0, "{}", t.diag(&ok_id).await);
     })
-    .await;
-    // Longer than the next back-off (4 s): no third restart comes.
-    tokio::time::sleep(Duration::from_secs(6)).await;
-    let done = t.get(&id).await;
-    let diag = t.diag(&id).await;
-    assert_eq!(done["state"], "failed", "{diag}");
-    assert_eq!(done["restart_count"], 2, "{diag}");
-    assert_eq!(done["exit_code"], 1, "{diag}");
-    assert_eq!(t.count_events(&id, "Started").await, 3, "{diag}");
-
-    // on_failure does not restart a success.
-    let mut ok = t.platform.spec(&["echo", "fine"]);
-    ok["restart_policy"] = json!("on_failure");
-    ok["max_restarts"] = json!(2);
-    let ok_id = t.create_id(&ok).await;
-    let done = t.wait_exited_in(&ok_id, "succeeded").await;
-    assert_eq!(done["restart_count"], 0, "{}", t.diag(&ok_id).await);
+    .await
 }
 
 #[tokio::test]
 async fn always_restarts_a_success_until_max_restarts() {
-    let Some(t) = tenant().await else { return };
-    let mut spec = t.platform.spec(&["echo", "again"]);
-    spec["restart_policy"] = json!("always");
-    spec["max_restarts"] = json!(1);
-    let id = t.create_id(&spec).await;
-    t.poll_until(&id, 60, "succeeded after one restart", |c| {
-        c["state"] == "succeeded" && c["restart_count"].as_u64() >= Some(1)
+    limit(secs(90), async {
+        let t = tenant().await;
+        let mut spec = t.platform.spec(&["echo", "again"]);
+        spec["restart_policy"] = json!("always");
+        spec["max_restarts"] = json!(1);
+        let id = t.create_id(&spec).await;
+        t.poll_until(&id, 60, "succeeded after one restart", |c| {
+            c["state"] == "succeeded" && c["restart_count"].as_u64() >= Some(1)
+        })
+        .await;
+        // Longer than the next back-off (2 s): no second restart comes.
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        let done = t.get(&id).await;
+        let diag = t.diag(&id).await;
+        assert_eq!(done["state"], "succeeded", "{diag}");
+        assert_eq!(done["restart_count"], 1, "{diag}");
+        assert_eq!(t.count_events(&id, "Started").await, 2, "{diag}");
     })
-    .await;
-    // Longer than the next back-off (2 s): no second restart comes.
-    tokio::time::sleep(Duration::from_secs(4)).await;
-    let done = t.get(&id).await;
-    let diag = t.diag(&id).await;
-    assert_eq!(done["state"], "succeeded", "{diag}");
-    assert_eq!(done["restart_count"], 1, "{diag}");
-    assert_eq!(t.count_events(&id, "Started").await, 2, "{diag}");
+    .await
 }
 
 #[tokio::test]
 async fn delete_removes_the_container_and_its_runtime_state() {
-    let Some(t) = tenant().await else { return };
-    let platform = t.platform;
-    let mut spec = t.platform.spec(&["sleep", "300"]);
-    spec["stop_timeout_s"] = json!(1);
-    let id = t.create_id(&spec).await;
-    t.wait(&id, "running", 60).await;
-    let in_containerd = |ids: &[String]| ids.iter().any(|c| c.contains(&id));
-    assert!(
-        in_containerd(&platform.ctr_container_ids().await),
-        "the running container is in containerd (ids contain the skiff id): {:?}\n{}",
-        platform.ctr_container_ids().await,
-        t.diag(&id).await
-    );
-
-    t.delete(&id).await;
-    let path = format!("/v1/containers/{id}");
-    for sub in ["", "/logs", "/events"] {
-        let reply = t.call(Method::GET, &format!("{path}{sub}"), None).await;
-        assert_eq!(
-            reply.status,
-            StatusCode::NOT_FOUND,
-            "GET {path}{sub}: {reply:?}"
-        );
-        reply.problem();
-    }
-    let again = t.call(Method::DELETE, &path, None).await;
-    assert_eq!(
-        again.status,
-        StatusCode::NOT_FOUND,
-        "second delete: {again:?}"
-    );
-    let listed = t.list(&[]).await;
-    assert!(
-        !listed["items"]
-            .as_array()
-            .expect("items")
-            .iter()
-            .any(|c| c["id"] == id.as_str()),
-        "deleted container listed: {listed}"
-    );
-
-    // The runtime state goes too (the worker may finish after the 204).
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let ids = platform.ctr_container_ids().await;
-        if !in_containerd(&ids) {
-            break;
-        }
+    limit(secs(120), async {
+        let t = tenant().await;
+        let platform = t.platform;
+        let mut spec = t.platform.spec(&["sleep", "300"]);
+        spec["stop_timeout_s"] = json!(1);
+        let id = t.create_id(&spec).await;
+        t.wait(&id, "running", 60).await;
+        let host = t.host_of(&id).await;
+        let in_containerd = |ids: &[String]| ids.iter().any(|c| c.contains(&id));
         assert!(
-            Instant::now() < deadline,
-            "still in containerd 30 s after delete: {ids:?}\n{}",
-            platform.logs_dump_matching(Some(&id))
+            in_containerd(&host.container_ids().await),
+            "the running container is in its host's containerd (ids contain the skiff id): {:?}\n{}",
+            host.container_ids().await,
+            t.diag(&id).await
         );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
 
-    // An exited container deletes the same way.
-    let exited = t.create_id(&t.platform.spec(&["echo", "bye"])).await;
-    t.wait_exited_in(&exited, "succeeded").await;
-    t.delete(&exited).await;
-    let gone = t
-        .call(Method::GET, &format!("/v1/containers/{exited}"), None)
-        .await;
-    assert_eq!(gone.status, StatusCode::NOT_FOUND, "{gone:?}");
+        t.delete(&id).await;
+        let path = format!("/v1/containers/{id}");
+        for sub in ["", "/logs", "/events"] {
+            let reply = t.call(Method::GET, &format!("{path}{sub}"), None).await;
+            assert_eq!(
+                reply.status,
+                StatusCode::NOT_FOUND,
+                "GET {path}{sub}: {reply:?}"
+            );
+            reply.problem();
+        }
+        let again = t.call(Method::DELETE, &path, None).await;
+        assert_eq!(
+            again.status,
+            StatusCode::NOT_FOUND,
+            "second delete: {again:?}"
+        );
+        let listed = t.list(&[]).await;
+        assert!(
+            !listed["items"]
+                .as_array()
+                .expect("items")
+                .iter()
+                .any(|c| c["id"] == id.as_str()),
+            "deleted container listed: {listed}"
+        );
+
+        // The runtime state goes too (the worker may finish after the 204).
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let ids = host.container_ids().await;
+            if !in_containerd(&ids) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "still in containerd 30 s after delete: {ids:?}\n{}",
+                platform.logs_dump_matching(Some(&id))
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+
+        // An exited container deletes the same way.
+        let exited = t.create_id(&t.platform.spec(&["echo", "bye"])).await;
+        t.wait_exited_in(&exited, "succeeded").await;
+        t.delete(&exited).await;
+        let gone = t
+            .call(Method::GET, &format!("/v1/containers/{exited}"), None)
+            .await;
+        assert_eq!(gone.status, StatusCode::NOT_FOUND, "{gone:?}");
+    })
+    .await
 }
 
 #[tokio::test]
 async fn start_during_a_stop_runs_the_container_again() {
-    let Some(t) = crate::tenant().await else {
-        return;
-    };
-    let mut spec = t.platform.spec(&["sleep", "300"]);
-    spec["stop_timeout_s"] = serde_json::json!(1);
-    let id = t.create_id(&spec).await;
-    let first = t.wait(&id, "running", 60).await;
-    t.stop(&id).await;
-    // The user's latest word wins: start while the stop is in flight.
-    t.start(&id).await;
-    let again = t
-        .poll_until(&id, 60, "a new run after stop+start", |c| {
-            c["state"] == "running" && c["started_at"] != first["started_at"]
-        })
-        .await;
-    assert_eq!(again["restart_count"], 0, "{}", t.diag(&id).await);
-    t.delete(&id).await;
+    limit(secs(90), async {
+        let t = crate::tenant().await;
+        let mut spec = t.platform.spec(&["sleep", "300"]);
+        spec["stop_timeout_s"] = serde_json::json!(1);
+        let id = t.create_id(&spec).await;
+        let first = t.wait(&id, "running", 60).await;
+        t.stop(&id).await;
+        // The user's latest word wins: start while the stop is in flight.
+        t.start(&id).await;
+        let again = t
+            .poll_until(&id, 60, "a new run after stop+start", |c| {
+                c["state"] == "running" && c["started_at"] != first["started_at"]
+            })
+            .await;
+        assert_eq!(again["restart_count"], 0, "{}", t.diag(&id).await);
+        t.delete(&id).await;
+    })
+    .await
 }

@@ -1,6 +1,7 @@
-//! End-to-end tests of skiff: real PostgreSQL, containerd, registry, API and
-//! worker (see `skiff_e2e` for the harness). Run them with
-//! `deploy/local/test.sh`; each test makes its own tenant.
+//! End-to-end tests of skiff: real PostgreSQL, containerds, registry, API
+//! replicas and workers (see `skiff_e2e` for the harness and its pools). Run
+//! them with `deploy/local/test.sh`; each test makes its own tenant and runs
+//! within its own time limit (`skiff_e2e::limit`).
 //!
 //! Layout:
 //! - `run`: a container's life from create to exit (exit codes, logs,
@@ -10,19 +11,34 @@
 //!   secure environment.
 //! - `api`: bad input, listing and pagination, service endpoints.
 //! - `billing`: per-second metering, reports, ledger verification.
-//! - `worker_restart`: the worker SIGKILLed and re-adopting its containers.
+//! - `hosts`: the hosts route, drain and undrain.
+//! - `placement`: binpack and spread, image locality, host labels, requests
+//!   no host can ever take.
+//! - `queueing`: waiting for capacity, fairness across tenants, expiry.
+//! - `replicas`: two API replicas placing one burst; a replica SIGKILLed
+//!   during a burst of creates.
+//! - `worker_restart`: a worker SIGKILLed again and again, a containerd
+//!   SIGKILLed and restarted, while containers run on that host.
+//! - `postgres_restart`: PostgreSQL stopped and started under a pool.
+//! - `partition`: a host cut off by its network link, declared lost, its
+//!   containers moved, and fenced when the link returns.
 
 mod api;
 mod billing;
+mod hosts;
 mod isolation;
 mod lifecycle;
+mod partition;
+mod placement;
+mod postgres_restart;
+mod queueing;
+mod replicas;
 mod run;
 mod worker_restart;
 
 use skiff_e2e::{Platform, Tenant};
 
-/// A fresh tenant on the shared platform, or `None` when the run skips the
-/// end-to-end tests (`SKIFF_E2E_SKIP=1`).
-async fn tenant() -> Option<Tenant> {
-    Some(Platform::get().await?.new_tenant().await)
+/// A fresh tenant on the main pool, holding it shared.
+async fn tenant() -> Tenant {
+    Platform::get().await.new_tenant().await
 }

@@ -3,7 +3,8 @@
 
 use crate::tenant;
 use serde_json::{json, Value};
-use skiff_e2e::{id_of, unique};
+use skiff_e2e::{id_of, registry_digest, unique};
+use skiff_e2e::{limit, secs};
 use std::time::Duration;
 
 /// The kinds of a container's events, in order.
@@ -14,216 +15,214 @@ fn kinds(events: &[Value]) -> Vec<String> {
         .collect()
 }
 
-/// The digest the registry serves for `image` (`host:port/repo:tag`).
-async fn registry_digest(image: &str) -> String {
-    let (host, rest) = image.split_once('/').expect("image has a registry host");
-    let (repo, tag) = rest.rsplit_once(':').unwrap_or((rest, "latest"));
-    let response = reqwest::Client::new()
-        .head(format!("http://{host}/v2/{repo}/manifests/{tag}"))
-        .header(
-            reqwest::header::ACCEPT,
-            "application/vnd.oci.image.manifest.v1+json, \
-             application/vnd.docker.distribution.manifest.v2+json, \
-             application/vnd.oci.image.index.v1+json, \
-             application/vnd.docker.distribution.manifest.list.v2+json",
-        )
-        .send()
-        .await
-        .expect("registry HEAD manifest");
-    assert!(response.status().is_success(), "registry: {response:?}");
-    response.headers()["docker-content-digest"]
-        .to_str()
-        .expect("digest header")
-        .to_string()
-}
-
 #[tokio::test]
 async fn echo_succeeds_with_output_events_and_timings() {
-    let Some(t) = tenant().await else { return };
-    let name = unique("echo");
-    let mut spec = t.platform.sh("echo \"$GREETING\"; echo to-stderr >&2");
-    spec["name"] = json!(name);
-    spec["env"] = json!({ "GREETING": "hello-from-skiff" });
-    spec["labels"] = json!({ "suite": "e2e" });
-    let created = t.create_ok(&spec).await;
-    let id = id_of(&created);
+    limit(secs(60), async {
+        let t = tenant().await;
+        let name = unique("echo");
+        let mut spec = t.platform.sh("echo \"$GREETING\"; echo to-stderr >&2");
+        spec["name"] = json!(name);
+        spec["env"] = json!({ "GREETING": "hello-from-skiff" });
+        spec["labels"] = json!({ "suite": "e2e" });
+        let created = t.create_ok(&spec).await;
+        let id = id_of(&created);
 
-    // The stored object echoes the request, with defaults filled in.
-    assert_eq!(created["name"], name.as_str(), "{created}");
-    assert_eq!(created["image"], t.platform.image(), "{created}");
-    assert_eq!(created["cpu"], 0.5, "{created}");
-    assert_eq!(created["memory_mib"], 128, "{created}");
-    assert_eq!(created["restart_policy"], "never", "{created}");
-    assert_eq!(created["stop_timeout_s"], 10, "{created}");
-    assert_eq!(created["restart_count"], 0, "{created}");
-    assert_eq!(created["labels"], json!({ "suite": "e2e" }), "{created}");
-    assert_eq!(created["env"]["GREETING"], "hello-from-skiff", "{created}");
-    assert!(created["created_at"].is_string(), "{created}");
-    assert!(
-        matches!(created["state"].as_str(), Some("pending" | "scheduled")),
-        "a new container is pending or scheduled: {created}"
-    );
-
-    let done = t.wait_exited_in(&id, "succeeded").await;
-    let diag = t.diag(&id).await;
-    assert_eq!(done["exit_code"], 0, "{diag}");
-    assert_eq!(done["reason"], "Completed", "{diag}");
-    assert_eq!(done["restart_count"], 0, "{diag}");
-    assert_eq!(done["host_id"], t.platform.host_id.as_str(), "{diag}");
-    for key in ["created_at", "started_at", "finished_at"] {
-        assert!(done[key].is_string(), "{key} missing: {diag}");
-    }
-    for key in ["queued_ms", "pull_ms", "create_ms", "start_ms"] {
+        // The stored object echoes the request, with defaults filled in.
+        assert_eq!(created["name"], name.as_str(), "{created}");
+        assert_eq!(created["image"], t.platform.image(), "{created}");
+        assert_eq!(created["cpu"], 0.5, "{created}");
+        assert_eq!(created["memory_mib"], 128, "{created}");
+        assert_eq!(created["restart_policy"], "never", "{created}");
+        assert_eq!(created["stop_timeout_s"], 10, "{created}");
+        assert_eq!(created["restart_count"], 0, "{created}");
+        assert_eq!(created["labels"], json!({ "suite": "e2e" }), "{created}");
+        assert_eq!(created["env"]["GREETING"], "hello-from-skiff", "{created}");
+        assert!(created["created_at"].is_string(), "{created}");
         assert!(
-            done["timings"][key].is_u64(),
-            "timings.{key} missing: {diag}"
+            matches!(created["state"].as_str(), Some("pending" | "scheduled")),
+            "a new container is pending or scheduled: {created}"
         );
-    }
-    assert_eq!(
-        done["image_digest"].as_str(),
-        Some(registry_digest(t.platform.image()).await.as_str()),
-        "image_digest is the registry's digest: {diag}"
-    );
 
-    let logs = t.logs(&id).await;
-    assert!(
-        logs.contains("hello-from-skiff\n"),
-        "stdout in logs: {logs:?}\n{diag}"
-    );
-    assert!(
-        logs.contains("to-stderr\n"),
-        "stderr in logs: {logs:?}\n{diag}"
-    );
-
-    let events = t.events(&id).await;
-    for event in &events {
+        let done = t.wait_exited_in(&id, "succeeded").await;
+        let diag = t.diag(&id).await;
+        assert_eq!(done["exit_code"], 0, "{diag}");
+        assert_eq!(done["reason"], "Completed", "{diag}");
+        assert_eq!(done["restart_count"], 0, "{diag}");
         assert!(
-            event["kind"].is_string() && event["at"].is_string(),
-            "event shape {event}"
+            t.platform
+                .hosts
+                .iter()
+                .any(|h| done["host_id"] == h.id.as_str()),
+            "host_id names a host of the pool: {diag}"
         );
-        assert!(event.get("message").is_some(), "event shape {event}");
-    }
-    let kinds = kinds(&events);
-    let position = |kind: &str| {
-        kinds
-            .iter()
-            .position(|k| k == kind)
-            .unwrap_or_else(|| panic!("no {kind} event in {kinds:?}\n{diag}"))
-    };
-    assert!(
-        position("Pulled") < position("Started") && position("Started") < position("Exited"),
-        "events in order Pulled, Started, Exited: {kinds:?}"
-    );
+        for key in ["created_at", "started_at", "finished_at"] {
+            assert!(done[key].is_string(), "{key} missing: {diag}");
+        }
+        for key in ["queued_ms", "pull_ms", "create_ms", "start_ms"] {
+            assert!(
+                done["timings"][key].is_u64(),
+                "timings.{key} missing: {diag}"
+            );
+        }
+        assert_eq!(
+            done["image_digest"].as_str(),
+            Some(registry_digest(t.platform.image()).await.as_str()),
+            "image_digest is the registry's digest: {diag}"
+        );
+
+        let logs = t.logs(&id).await;
+        assert!(
+            logs.contains("hello-from-skiff\n"),
+            "stdout in logs: {logs:?}\n{diag}"
+        );
+        assert!(
+            logs.contains("to-stderr\n"),
+            "stderr in logs: {logs:?}\n{diag}"
+        );
+
+        let events = t.events(&id).await;
+        for event in &events {
+            assert!(
+                event["kind"].is_string() && event["at"].is_string(),
+                "event shape {event}"
+            );
+            assert!(event.get("message").is_some(), "event shape {event}");
+        }
+        let kinds = kinds(&events);
+        let position = |kind: &str| {
+            kinds
+                .iter()
+                .position(|k| k == kind)
+                .unwrap_or_else(|| panic!("no {kind} event in {kinds:?}\n{diag}"))
+        };
+        assert!(
+            position("Pulled") < position("Started") && position("Started") < position("Exited"),
+            "events in order Pulled, Started, Exited: {kinds:?}"
+        );
+    })
+    .await
 }
 
 #[tokio::test]
 async fn nonzero_exit_fails_with_exit_code_and_reason() {
-    let Some(t) = tenant().await else { return };
-    let id = t
-        .create_id(&t.platform.sh("echo about-to-fail; exit 3"))
-        .await;
-    let done = t.wait_exited_in(&id, "failed").await;
-    let diag = t.diag(&id).await;
-    assert_eq!(done["exit_code"], 3, "{diag}");
-    assert_eq!(done["reason"], "Error", "{diag}");
-    assert_eq!(done["restart_count"], 0, "restart_policy never: {diag}");
-    assert!(t.logs(&id).await.contains("about-to-fail"), "{diag}");
+    limit(secs(60), async {
+        let t = tenant().await;
+        let id = t
+            .create_id(&t.platform.sh("echo about-to-fail; exit 3"))
+            .await;
+        let done = t.wait_exited_in(&id, "failed").await;
+        let diag = t.diag(&id).await;
+        assert_eq!(done["exit_code"], 3, "{diag}");
+        assert_eq!(done["reason"], "Error", "{diag}");
+        assert_eq!(done["restart_count"], 0, "restart_policy never: {diag}");
+        assert!(t.logs(&id).await.contains("about-to-fail"), "{diag}");
+    })
+    .await
 }
 
 #[tokio::test]
 async fn missing_image_fails_with_image_pull_failed() {
-    let Some(t) = tenant().await else { return };
-    let image = format!("{}/skiff/nope:1", t.platform.registry());
-    let mut spec = t.platform.spec(&["echo", "never"]);
-    spec["image"] = json!(image);
-    let id = t.create_id(&spec).await;
-    let done = t.wait_exited_in(&id, "failed").await;
-    let diag = t.diag(&id).await;
-    assert_eq!(done["reason"], "ImagePullFailed", "{diag}");
-    let message = done["message"].as_str().unwrap_or_default();
-    assert!(
-        message.contains("skiff/nope"),
-        "message names the image: {diag}"
-    );
-    assert!(done["image_digest"].is_null(), "{diag}");
-    assert!(done["started_at"].is_null(), "never started: {diag}");
+    limit(secs(60), async {
+        let t = tenant().await;
+        let image = format!("{}/skiff/nope:1", t.platform.registry());
+        let mut spec = t.platform.spec(&["echo", "never"]);
+        spec["image"] = json!(image);
+        let id = t.create_id(&spec).await;
+        let done = t.wait_exited_in(&id, "failed").await;
+        let diag = t.diag(&id).await;
+        assert_eq!(done["reason"], "ImagePullFailed", "{diag}");
+        let message = done["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains("skiff/nope"),
+            "message names the image: {diag}"
+        );
+        assert!(done["image_digest"].is_null(), "{diag}");
+        assert!(done["started_at"].is_null(), "never started: {diag}");
+    })
+    .await
 }
 
 #[tokio::test]
 async fn logs_are_kept_after_exit_whole_and_tailed() {
-    let Some(t) = tenant().await else { return };
-    // About 1.9 MB of output: no small size cliff in capture or serving.
-    let pad = "x".repeat(80);
-    let script = format!(
-        "echo first-line; echo on-stderr >&2; i=0; \
+    limit(secs(90), async {
+        let t = tenant().await;
+        // About 1.9 MB of output: no small size cliff in capture or serving.
+        let pad = "x".repeat(80);
+        let script = format!(
+            "echo first-line; echo on-stderr >&2; i=0; \
          while [ $i -lt 20000 ]; do echo \"line-$i {pad}\"; i=$((i+1)); done; \
          echo last-line"
-    );
-    let id = t.create_id(&t.platform.sh(&script)).await;
-    t.wait_exited_in(&id, "succeeded").await;
+        );
+        let id = t.create_id(&t.platform.sh(&script)).await;
+        t.wait_exited_in(&id, "succeeded").await;
 
-    let logs = t.logs(&id).await;
-    let lines: Vec<&str> = logs.lines().collect();
-    let summary = format!(
-        "{} bytes, {} lines, first {:?}, last {:?}",
-        logs.len(),
-        lines.len(),
-        lines.first(),
-        lines.last()
-    );
-    // stdout and stderr are two pipes copied into one file by the shim, so
-    // their relative order is not defined; stdout's own order is.
-    let stdout_first = lines.iter().find(|l| **l != "on-stderr");
-    assert_eq!(stdout_first, Some(&"first-line"), "{summary}");
-    assert!(logs.contains("on-stderr\n"), "{summary}");
-    assert_eq!(
-        lines.iter().filter(|l| l.starts_with("line-")).count(),
-        20000,
-        "{summary}"
-    );
-    assert!(logs.contains(&format!("\nline-19999 {pad}\n")), "{summary}");
-    assert_eq!(lines.last(), Some(&"last-line"), "{summary}");
+        let logs = t.logs(&id).await;
+        let lines: Vec<&str> = logs.lines().collect();
+        let summary = format!(
+            "{} bytes, {} lines, first {:?}, last {:?}",
+            logs.len(),
+            lines.len(),
+            lines.first(),
+            lines.last()
+        );
+        // stdout and stderr are two pipes copied into one file by the shim, so
+        // their relative order is not defined; stdout's own order is.
+        let stdout_first = lines.iter().find(|l| **l != "on-stderr");
+        assert_eq!(stdout_first, Some(&"first-line"), "{summary}");
+        assert!(logs.contains("on-stderr\n"), "{summary}");
+        assert_eq!(
+            lines.iter().filter(|l| l.starts_with("line-")).count(),
+            20000,
+            "{summary}"
+        );
+        assert!(logs.contains(&format!("\nline-19999 {pad}\n")), "{summary}");
+        assert_eq!(lines.last(), Some(&"last-line"), "{summary}");
 
-    let tail1 = t.logs_query(&id, &[("tail", "1")]).await;
-    assert_eq!(tail1.trim_end(), "last-line");
-    let tail3 = t.logs_query(&id, &[("tail", "3")]).await;
-    assert_eq!(
-        tail3.lines().collect::<Vec<_>>(),
-        vec![
-            format!("line-19998 {pad}").as_str(),
-            format!("line-19999 {pad}").as_str(),
-            "last-line"
-        ]
-    );
+        let tail1 = t.logs_query(&id, &[("tail", "1")]).await;
+        assert_eq!(tail1.trim_end(), "last-line");
+        let tail3 = t.logs_query(&id, &[("tail", "3")]).await;
+        assert_eq!(
+            tail3.lines().collect::<Vec<_>>(),
+            vec![
+                format!("line-19998 {pad}").as_str(),
+                format!("line-19999 {pad}").as_str(),
+                "last-line"
+            ]
+        );
+    })
+    .await
 }
 
 #[tokio::test]
 async fn logs_follow_streams_until_the_container_exits() {
-    let Some(t) = tenant().await else { return };
-    let id = t
-        .create_id(
-            &t.platform
-                .sh("for i in 1 2 3 4 5; do echo follow-$i; sleep 1; done; echo follow-end"),
-        )
-        .await;
-    t.wait(&id, "running", 60).await;
-    let response = t
-        .client
-        .get(format!("{}/v1/containers/{id}/logs", t.platform.api_url))
-        .query(&[("follow", "true")])
-        .bearer_auth(&t.token)
-        .timeout(Duration::from_secs(60))
-        .send()
-        .await
-        .expect("logs follow request");
-    assert_eq!(response.status(), 200, "{}", t.diag(&id).await);
-    // Ends by itself when the container exits (else the timeout fails it).
-    let text = response
-        .text()
-        .await
-        .unwrap_or_else(|e| panic!("follow stream: {e}"));
-    let expected = "follow-1\nfollow-2\nfollow-3\nfollow-4\nfollow-5\nfollow-end\n";
-    assert_eq!(text, expected, "{}", t.diag(&id).await);
-    let done = t.wait_exited_in(&id, "succeeded").await;
-    assert_eq!(done["exit_code"], 0);
+    limit(secs(90), async {
+        let t = tenant().await;
+        let id = t
+            .create_id(
+                &t.platform
+                    .sh("for i in 1 2 3 4 5; do echo follow-$i; sleep 1; done; echo follow-end"),
+            )
+            .await;
+        t.wait(&id, "running", 60).await;
+        let response = t
+            .client
+            .get(format!("{}/v1/containers/{id}/logs", t.platform.api_url))
+            .query(&[("follow", "true")])
+            .bearer_auth(&t.token)
+            .timeout(Duration::from_secs(60))
+            .send()
+            .await
+            .expect("logs follow request");
+        assert_eq!(response.status(), 200, "{}", t.diag(&id).await);
+        // Ends by itself when the container exits (else the timeout fails it).
+        let text = response
+            .text()
+            .await
+            .unwrap_or_else(|e| panic!("follow stream: {e}"));
+        let expected = "follow-1\nfollow-2\nfollow-3\nfollow-4\nfollow-5\nfollow-end\n";
+        assert_eq!(text, expected, "{}", t.diag(&id).await);
+        let done = t.wait_exited_in(&id, "succeeded").await;
+        assert_eq!(done["exit_code"], 0);
+    })
+    .await
 }

@@ -1,87 +1,167 @@
-//! The worker is SIGKILLed while containers run: containerd's shims keep
-//! them alive and the respawned worker re-adopts them without a restart.
+//! A host's worker SIGKILLed again and again, and a host's containerd
+//! SIGKILLed and restarted, while containers run there: containerd's shims
+//! keep them alive, and the worker re-adopts them without a restart, a second
+//! copy or a gap in billing.
 
-use serde_json::json;
-use skiff_e2e::Platform;
+use serde_json::{json, Value};
+use skiff_e2e::{id_of, limit, secs, Platform, Tenant, HOST_LABEL};
+use std::collections::BTreeMap;
 
-#[tokio::test]
-async fn sigkilled_worker_readopts_running_containers() {
-    let Some(platform) = Platform::get().await else {
-        return;
-    };
-    // Exclusive: no other test runs while the worker is down.
-    let t = platform.new_exclusive_tenant().await;
+/// Three sleepers and one container that exits with 4 a few seconds in
+/// (while its host is disturbed: its exit must still be reported). Returns
+/// (sleeper ids, the short one's id), all running.
+async fn start_workload(t: &Tenant) -> (Vec<String>, String) {
+    let mut spec = t.platform.spec(&["sleep", "600"]);
+    spec["stop_timeout_s"] = json!(1);
+    let mut sleepers = Vec::new();
+    for _ in 0..3 {
+        sleepers.push(t.create_id(&spec).await);
+    }
+    let short = t.create_id(&t.platform.sh("sleep 4; exit 4")).await;
+    for id in sleepers.iter().chain([&short]) {
+        t.wait(id, "running", 60).await;
+    }
+    (sleepers, short)
+}
 
-    let mut spec = platform.spec(&["sleep", "300"]);
-    spec["stop_timeout_s"] = json!(2);
-    let sleeper = t.create_id(&spec).await;
-    // This one exits with 4 around the time the worker is away: its exit
-    // must still be reported once the worker is back.
-    let short = t.create_id(&platform.sh("sleep 2; exit 4")).await;
-    let before = t.wait(&sleeper, "running", 60).await;
-    t.wait(&short, "running", 60).await;
-    let pid_before = platform.ctr_task_pid(&sleeper).await;
-
-    platform.restart_worker_with_sigkill().await;
-
-    let pid_after = platform.ctr_task_pid(&sleeper).await;
-    assert_eq!(
-        pid_after,
-        pid_before,
-        "the same process keeps running across the worker restart\n{}",
-        t.diag(&sleeper).await
-    );
-    let after = t.get(&sleeper).await;
-    let diag = t.diag(&sleeper).await;
-    assert_eq!(after["state"], "running", "{diag}");
-    assert_eq!(
-        after["started_at"], before["started_at"],
-        "not restarted: {diag}"
-    );
-    assert_eq!(after["restart_count"], 0, "{diag}");
-    assert_eq!(t.count_events(&sleeper, "Started").await, 1, "{diag}");
-
-    let short_done = t.wait_exited_in(&short, "failed").await;
-    assert_eq!(short_done["exit_code"], 4, "{}", t.diag(&short).await);
-
-    // The new worker controls the adopted container: stop works as usual.
-    t.stop(&sleeper).await;
-    let stopped = t.wait_exited_in(&sleeper, "stopped").await;
-    assert_eq!(
-        stopped["reason"],
-        "StopRequested",
-        "{}",
-        t.diag(&sleeper).await
-    );
-    // Metering saw one continuous run: billed exactly its duration rounded
-    // up (no gap while the worker was away, nothing counted twice), and the
-    // ledger's stretches of it are contiguous.
-    let started =
-        chrono::DateTime::parse_from_rfc3339(stopped["started_at"].as_str().unwrap()).unwrap();
-    let finished =
-        chrono::DateTime::parse_from_rfc3339(stopped["finished_at"].as_str().unwrap()).unwrap();
-    let run_ms = (finished - started).num_milliseconds();
-    let expected = ((run_ms + 999) / 1000).max(1);
-    assert_eq!(
-        stopped["usage"]["billed_seconds"].as_i64(),
-        Some(expected),
-        "run of {run_ms} ms\n{}",
-        t.diag(&sleeper).await
-    );
-    let pool = sqlx::PgPool::connect(&platform.database_url).await.unwrap();
-    let stretches: Vec<(chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>)> = sqlx::query_as(
-        "SELECT start_at, end_at FROM usage_records WHERE container_id = $1::uuid ORDER BY start_at",
-    )
-    .bind(&sleeper)
-    .fetch_all(&pool)
-    .await
-    .unwrap();
-    assert!(!stretches.is_empty());
-    for pair in stretches.windows(2) {
-        assert_eq!(
-            pair[0].1, pair[1].0,
-            "gap or overlap in the ledger: {stretches:?}"
+/// Each container's (started_at, host id, task pid) now.
+async fn snapshot(t: &Tenant, ids: &[String]) -> BTreeMap<String, (Value, String, u32)> {
+    let mut seen = BTreeMap::new();
+    for id in ids {
+        let object = t.get(id).await;
+        let host = t.platform.host_of(&object);
+        let pid = host.task_pid(id).await;
+        seen.insert(
+            id.clone(),
+            (object["started_at"].clone(), host.id.clone(), pid),
         );
     }
-    t.delete(&sleeper).await;
+    seen
+}
+
+/// The sleepers are the same runs as before: same host, same pid, same
+/// start, restart_count 0, one Started event, still running.
+async fn assert_same_runs(t: &Tenant, before: &BTreeMap<String, (Value, String, u32)>, when: &str) {
+    let ids: Vec<String> = before.keys().cloned().collect();
+    let after = snapshot(t, &ids).await;
+    for id in &ids {
+        let object = t.get(id).await;
+        let diag = || async { t.diag(id).await };
+        assert_eq!(
+            after[id],
+            before[id],
+            "{when}: same host, pid and start\n{}",
+            diag().await
+        );
+        assert_eq!(object["state"], "running", "{when}\n{}", diag().await);
+        assert_eq!(object["restart_count"], 0, "{when}\n{}", diag().await);
+        assert_eq!(
+            t.count_events(id, "Started").await,
+            1,
+            "{when}\n{}",
+            diag().await
+        );
+    }
+}
+
+/// Stops every sleeper and checks each was metered as one continuous run.
+async fn stop_and_check_billing(t: &Tenant, sleepers: &[String]) {
+    for id in sleepers {
+        t.stop(id).await;
+    }
+    for id in sleepers {
+        let stopped = t.wait_exited_in(id, "stopped").await;
+        assert_eq!(stopped["reason"], "StopRequested", "{}", t.diag(id).await);
+        t.assert_billed_as_one_run(&stopped).await;
+        t.delete(id).await;
+    }
+}
+
+#[tokio::test]
+async fn sigkilled_worker_readopts_running_containers_ten_times() {
+    limit(secs(300), async {
+        let platform = Platform::get().await;
+        // Exclusive: no other test runs while a worker is down.
+        let t = platform.new_exclusive_tenant().await;
+        let (sleepers, short) = start_workload(&t).await;
+        let before = snapshot(&t, &sleepers).await;
+        let host = t.host_of(&sleepers[0]).await;
+        let on_host = before.values().filter(|(_, h, _)| *h == host.id).count();
+        eprintln!(
+            "{on_host} of 3 sleepers on {}, whose worker dies 10 times",
+            host.name
+        );
+
+        for round in 1..=10 {
+            let old_pid = host.worker_pid();
+            platform.restart_worker_with_sigkill(host).await;
+            assert_ne!(
+                host.worker_pid(),
+                old_pid,
+                "round {round}: a new worker process"
+            );
+            // The new worker has its assignment set (and so reconciles
+            // against a current one, not an empty one).
+            host.wait_metric_at_least(
+                "skiff_worker_assignments_received_total",
+                1.0,
+                std::time::Duration::from_secs(30),
+            )
+            .await;
+            assert_same_runs(&t, &before, &format!("after worker SIGKILL round {round}")).await;
+        }
+
+        let short_done = t.wait_exited_in(&short, "failed").await;
+        assert_eq!(short_done["exit_code"], 4, "{}", t.diag(&short).await);
+        assert_eq!(short_done["restart_count"], 0, "{}", t.diag(&short).await);
+
+        // The last worker controls the adopted containers: stop works, and
+        // each was billed as the one run it was.
+        stop_and_check_billing(&t, &sleepers).await;
+    })
+    .await
+}
+
+#[tokio::test]
+async fn containerd_restart_keeps_containers_and_the_worker_resubscribes() {
+    limit(secs(240), async {
+        let platform = Platform::get().await;
+        let t = platform.new_exclusive_tenant().await;
+        let (sleepers, short) = start_workload(&t).await;
+        let before = snapshot(&t, &sleepers).await;
+        let host = t.host_of(&sleepers[0]).await;
+        let old_containerd = host.containerd_pid();
+
+        host.kill_containerd().await;
+        // Down for a few heartbeats: the worker notices its event stream
+        // broke while containerd is away.
+        tokio::time::sleep(std::time::Duration::from_secs_f64(
+            platform.timers.heartbeat_interval_s * 4.0,
+        ))
+        .await;
+        host.start_containerd().await;
+        assert_ne!(
+            host.containerd_pid(),
+            old_containerd,
+            "a new containerd process"
+        );
+
+        assert_same_runs(&t, &before, "after the containerd restart").await;
+        // Exits are still seen: the short one's, and a new container's on
+        // the same host.
+        let short_done = t.wait_exited_in(&short, "failed").await;
+        assert_eq!(short_done["exit_code"], 4, "{}", t.diag(&short).await);
+        let mut pinned = platform.sh("echo after-restart; exit 5");
+        pinned["placement"] = json!({ "host_labels": { HOST_LABEL: host.name } });
+        let fresh = t.create_id(&pinned).await;
+        let done = t.wait_exited_in(&fresh, "failed").await;
+        let diag = t.diag(&fresh).await;
+        assert_eq!(done["host_id"], host.id.as_str(), "{diag}");
+        assert_eq!(done["exit_code"], 5, "{diag}");
+        assert!(t.logs(&fresh).await.contains("after-restart"), "{diag}");
+
+        stop_and_check_billing(&t, &sleepers).await;
+        assert_eq!(id_of(&short_done), short);
+    })
+    .await
 }

@@ -21,14 +21,19 @@ use tokio_util::sync::CancellationToken;
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
 pub async fn run(state: Arc<AppState>, shutdown: CancellationToken) {
-    let booted = Instant::now();
+    // Since when this replica has reached the database without a failure.
+    let mut healthy_since = Instant::now();
     let mut last_prune = Instant::now();
     loop {
         // A host's silence only means something once this control plane has
-        // been up long enough to hear from it: after an outage longer than
-        // the timeout, every host would otherwise look lost at boot.
-        let judge_hosts = booted.elapsed() >= state.config.host_lost_after();
+        // been able to hear from it for the whole timeout: after an API
+        // restart, or a database outage during which no heartbeat could be
+        // recorded, every host would otherwise look lost.
+        let judge_hosts = healthy_since.elapsed() >= state.config.host_lost_after();
         if let Err(err) = pass(&state, judge_hosts).await {
+            if err.is_unavailable() {
+                healthy_since = Instant::now();
+            }
             tracing::warn!(error = %err, "scheduler pass failed; retrying");
         }
         if last_prune.elapsed() >= PRUNE_EVERY {
