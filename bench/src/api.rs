@@ -91,12 +91,12 @@ impl Api {
         Ok(resp.json().await?)
     }
 
-    /// GET /v1/containers/{id}/wait?for=running; fails unless it is running.
-    pub async fn wait_running(&self, id: &str, timeout_s: u64) -> Result<Container> {
+    /// GET /v1/containers/{id}/wait?for=`what`: the container once it got there.
+    async fn wait(&self, id: &str, what: &str, timeout_s: u64) -> Result<Container> {
         let resp = self
             .http
             .get(self.url(&format!(
-                "/v1/containers/{id}/wait?for=running&timeout_s={timeout_s}"
+                "/v1/containers/{id}/wait?for={what}&timeout_s={timeout_s}"
             )))
             .bearer_auth(&self.token)
             .timeout(Duration::from_secs(timeout_s + 15))
@@ -106,9 +106,14 @@ impl Api {
         let status = resp.status();
         if status != StatusCode::OK {
             let text = resp.text().await.unwrap_or_default();
-            bail!("wait for {id} -> {status}: {text}");
+            bail!("wait for {id} ({what}) -> {status}: {text}");
         }
-        let c: Container = resp.json().await?;
+        Ok(resp.json().await?)
+    }
+
+    /// Waits until the container runs; fails unless it is running.
+    pub async fn wait_running(&self, id: &str, timeout_s: u64) -> Result<Container> {
+        let c = self.wait(id, "running", timeout_s).await?;
         if c.state != ContainerState::Running {
             bail!(
                 "container {id} is {} ({}: {}), not running",
@@ -120,24 +125,9 @@ impl Api {
         Ok(c)
     }
 
-    /// GET /v1/containers/{id}/wait?for=exited: the finished container.
+    /// Waits until the container has finished.
     pub async fn wait_exited(&self, id: &str, timeout_s: u64) -> Result<Container> {
-        let resp = self
-            .http
-            .get(self.url(&format!(
-                "/v1/containers/{id}/wait?for=exited&timeout_s={timeout_s}"
-            )))
-            .bearer_auth(&self.token)
-            .timeout(Duration::from_secs(timeout_s + 15))
-            .send()
-            .await
-            .with_context(|| format!("GET /v1/containers/{id}/wait"))?;
-        let status = resp.status();
-        if status != StatusCode::OK {
-            let text = resp.text().await.unwrap_or_default();
-            bail!("wait for {id} to exit -> {status}: {text}");
-        }
-        Ok(resp.json().await?)
+        self.wait(id, "exited", timeout_s).await
     }
 
     /// GET /v1/hosts with `admin_token`.

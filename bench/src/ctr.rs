@@ -73,13 +73,11 @@ impl Ctr {
         id: &str,
         command: &[&str],
     ) -> Result<()> {
-        let mut args = vec!["run", "-d", "--snapshotter", "overlayfs", image, id];
-        args.extend_from_slice(command);
-        self.run(ns, &args).await.map(drop)
+        self.run_container(ns, "-d", image, id, command).await
     }
 
-    /// `ctr run --rm --snapshotter overlayfs <image> <id> <command...>`: runs
-    /// to the exit, then removes the container (the raw pool baseline).
+    /// `ctr run --rm ...`: runs to the exit, then removes the container
+    /// (the raw pool baseline).
     pub async fn run_to_exit(
         &self,
         ns: &str,
@@ -87,7 +85,18 @@ impl Ctr {
         id: &str,
         command: &[&str],
     ) -> Result<()> {
-        let mut args = vec!["run", "--rm", "--snapshotter", "overlayfs", image, id];
+        self.run_container(ns, "--rm", image, id, command).await
+    }
+
+    async fn run_container(
+        &self,
+        ns: &str,
+        mode: &str,
+        image: &str,
+        id: &str,
+        command: &[&str],
+    ) -> Result<()> {
+        let mut args = vec!["run", mode, "--snapshotter", "overlayfs", image, id];
         args.extend_from_slice(command);
         self.run(ns, &args).await.map(drop)
     }
