@@ -17,6 +17,8 @@
 //! - `queueing`: waiting for capacity, fairness across tenants, expiry.
 //! - `replicas`: two API replicas placing one burst; a replica SIGKILLed
 //!   during a burst of creates.
+//! - `assignments`: one changed assignment sends one; a broken stream
+//!   resumes from its revision.
 //! - `worker_restart`: a worker SIGKILLed again and again, a containerd
 //!   SIGKILLed and restarted, while containers run on that host.
 //! - `postgres_restart`: PostgreSQL stopped and started under a pool.
@@ -24,6 +26,7 @@
 //!   containers moved, and fenced when the link returns.
 
 mod api;
+mod assignments;
 mod billing;
 mod hosts;
 mod isolation;

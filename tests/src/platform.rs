@@ -70,10 +70,6 @@ pub struct Timers {
     pub host_lost_after_s: f64,
     pub scheduler_tick_s: f64,
     pub checkpoint_interval_s: f64,
-    /// Whether the API binary knows the pool settings (`SKIFF_HEARTBEAT_
-    /// INTERVAL_S` etc.). Until it does, the host-loss timer stays at the
-    /// binary's default, which its validation requires.
-    pub pool_settings: bool,
 }
 
 impl Timers {
@@ -152,6 +148,7 @@ impl Platform {
             &MAIN,
             PoolSpec {
                 name: "main",
+                host_lost_after_s: 10.0,
                 hosts: 3,
                 api_replicas: 2,
                 placement: "binpack",
@@ -167,6 +164,7 @@ impl Platform {
             &SPREAD,
             PoolSpec {
                 name: "spread",
+                host_lost_after_s: 10.0,
                 hosts: 2,
                 api_replicas: 1,
                 placement: "spread",
@@ -182,6 +180,7 @@ impl Platform {
             &OWN_POSTGRES,
             PoolSpec {
                 name: "pg",
+                host_lost_after_s: 3.0,
                 hosts: 2,
                 api_replicas: 1,
                 placement: "binpack",
@@ -197,6 +196,7 @@ impl Platform {
             &PARTITIONED,
             PoolSpec {
                 name: "partition",
+                host_lost_after_s: 3.0,
                 hosts: 2,
                 api_replicas: 2,
                 placement: "binpack",
@@ -213,6 +213,7 @@ impl Platform {
             &HOSTLESS,
             PoolSpec {
                 name: "hostless",
+                host_lost_after_s: 10.0,
                 hosts: 0,
                 api_replicas: 1,
                 placement: "binpack",

@@ -42,6 +42,10 @@ pub(crate) struct PoolSpec {
     pub(crate) own_postgres: bool,
     /// The last replica and the last host live in network namespaces.
     pub(crate) partition: bool,
+    /// `SKIFF_HOST_LOST_AFTER_S`: short where a test waits for a host's
+    /// loss; the production default where tests restart replicas and
+    /// workers and a host must not be lost meanwhile.
+    pub(crate) host_lost_after_s: f64,
 }
 
 impl Platform {
@@ -76,7 +80,12 @@ impl Platform {
         std::fs::create_dir_all(&run_dir)
             .with_context(|| format!("creating {}", run_dir.display()))?;
         let mut reapers = Vec::new();
-        let timers = timers_of(&api_bin).await?;
+        let timers = Timers {
+            heartbeat_interval_s: 0.5,
+            host_lost_after_s: spec.host_lost_after_s,
+            scheduler_tick_s: 0.2,
+            checkpoint_interval_s: 1.0,
+        };
 
         // --- the database -------------------------------------------------
         let (postgres, database_url, pg_socket_dir, pg_port, db_name) = if spec.own_postgres {
@@ -217,12 +226,10 @@ impl Platform {
                 // Lets test.sh recognise leftovers of this run.
                 ("SKIFF_E2E_RUN_DIR".into(), run_dir.display().to_string()),
             ];
-            if timers.pool_settings {
-                env_vars.push((
-                    "SKIFF_HOST_LOST_AFTER_S".into(),
-                    timers.host_lost_after_s.to_string(),
-                ));
-            }
+            env_vars.push((
+                "SKIFF_HOST_LOST_AFTER_S".into(),
+                timers.host_lost_after_s.to_string(),
+            ));
             let mut command = Vec::new();
             if let Some(p) = in_netns {
                 command.extend(["ip", "netns", "exec", &p.api_netns].map(String::from));
@@ -541,26 +548,6 @@ pub(crate) fn pool(cell: &'static Cell, spec: PoolSpec) -> &'static Platform {
             panic!("end-to-end pool {name} did not start: {e}")
         }
     }
-}
-
-/// Reads the timers the pool runs with; the short ones only when the API
-/// binary knows the pool settings (see [`Timers::pool_settings`]).
-async fn timers_of(api_bin: &Path) -> Result<Timers> {
-    let help = tokio::process::Command::new(api_bin)
-        .arg("--help")
-        .env_remove("SKIFF_DATABASE_URL")
-        .output()
-        .await
-        .with_context(|| format!("{} --help", api_bin.display()))?;
-    let text = String::from_utf8_lossy(&help.stdout);
-    let pool_settings = text.contains("SKIFF_HEARTBEAT_INTERVAL_S");
-    Ok(Timers {
-        heartbeat_interval_s: 0.5,
-        host_lost_after_s: if pool_settings { 3.0 } else { 30.0 },
-        scheduler_tick_s: 0.2,
-        checkpoint_interval_s: 1.0,
-        pool_settings,
-    })
 }
 
 /// Polls GET /readyz of a replica until 200, failing early if it exits.
