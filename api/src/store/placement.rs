@@ -206,14 +206,16 @@ impl Store {
         if !ids.is_empty() {
             sqlx::query(
                 "WITH placed AS ( \
-                   UPDATE containers c SET state = 'scheduled', host_id = p.host, scheduled_at = now(), \
-                     reason = NULL, message = NULL, \
-                     queued_ms = (EXTRACT(EPOCH FROM (now() - COALESCE(c.pending_since, c.created_at))) * 1000)::bigint, \
+                   UPDATE containers c SET state = 'scheduled', host_id = p.host, \
+                     scheduled_at = clock_timestamp(), reason = NULL, message = NULL, \
+                     queued_ms = GREATEST(0, (EXTRACT(EPOCH FROM \
+                       (clock_timestamp() - COALESCE(c.pending_since, c.created_at))) * 1000)::bigint), \
                      pending_since = NULL \
                    FROM unnest($1::uuid[], $2::text[]) AS p(id, host) WHERE c.id = p.id \
                    RETURNING c.id, c.generation, p.host) \
                  INSERT INTO container_events (container_id, event_key, kind, message, at) \
-                 SELECT id, 'scheduled-' || generation, 'Scheduled', 'placed on host ' || host, now() FROM placed \
+                 SELECT id, 'scheduled-' || generation, 'Scheduled', 'placed on host ' || host, clock_timestamp() \
+                   FROM placed \
                  ON CONFLICT (container_id, event_key) DO NOTHING",
             )
             .bind(&ids)
