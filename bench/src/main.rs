@@ -322,7 +322,10 @@ async fn run(args: &Args, env: &HashMap<String, String>) -> Result<()> {
     let mut burst = args.burst.unwrap_or(if q { 20 } else { 200 });
     let (cpu_cap, mem_cap) = host_capacity(worker_pid, machine.cores, machine.memory_mib);
     let fit = ((cpu_cap / 100).saturating_sub(2)).min((mem_cap / 64).saturating_sub(2)) as usize;
-    if burst > fit {
+    let population_wanted = [Scenario::Burst, Scenario::Memory, Scenario::Teardown]
+        .iter()
+        .any(|s| args.scenarios.contains(s));
+    if population_wanted && burst > fit {
         let n = format!(
             "the local worker offers {cpu_cap} millicpu and {mem_cap} MiB: {burst} containers of 0.1 cpu / 64 MiB need {} millicpu and {} MiB. \
              Running the burst with {fit}. For the full figure restart the stack with more allocatable cpu \

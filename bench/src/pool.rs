@@ -122,6 +122,8 @@ pub async fn pool_burst(ctx: &Ctx, n: usize, admin_token: &str) -> Result<Outcom
     // Raw: `ctr run --rm`, as many at once as the pool has slots, on one
     // containerd (the machine is the same; containerd instances share it).
     let _ = ctx.ctr.clean_namespace(NS_POOL).await;
+    // The image is in place before the clock starts, as on the pool's hosts.
+    ctx.ctr.pull(NS_POOL, &ctx.image).await?;
     let sem = Arc::new(Semaphore::new(slots.max(1)));
     let t0 = Instant::now();
     let mut set = JoinSet::new();
