@@ -275,15 +275,7 @@ async fn fail_host_lost(
     .bind(row.id)
     .execute(&mut *conn)
     .await?;
-    insert_event(
-        conn,
-        row.id,
-        &format!("hostlost-{}", row.generation),
-        "HostLost",
-        &format!("host {host} stopped heartbeating; the container failed"),
-        Utc::now(),
-    )
-    .await
+    host_lost_event(conn, row, host, "the container failed").await
 }
 
 /// A new run, queued for another host (the lost one is not placeable).
@@ -304,12 +296,22 @@ async fn replace_elsewhere(
     .bind(ContainerState::Pending)
     .execute(&mut *conn)
     .await?;
+    host_lost_event(conn, row, host, "placing a new run on another host").await
+}
+
+/// The container's `HostLost` event, once per run.
+async fn host_lost_event(
+    conn: &mut sqlx::PgConnection,
+    row: &ContainerRow,
+    host: &str,
+    outcome: &str,
+) -> Result<()> {
     insert_event(
         conn,
         row.id,
         &format!("hostlost-{}", row.generation),
         "HostLost",
-        &format!("host {host} stopped heartbeating; placing a new run on another host"),
+        &format!("host {host} stopped heartbeating; {outcome}"),
         Utc::now(),
     )
     .await
