@@ -29,7 +29,8 @@
 #                   (1: 8080/8081, 2: 8180/8181, 3: 8280/8281, ...)
 #   worker i        agent 8082+S*(i-1), metrics 8083+S*(i-1) (SKIFF_METRICS_LISTEN)
 #                   (1: 8082/8083, 2: 8182/8183, 3: 8282/8283, ...)
-# Worker i talks to the gRPC endpoint of replica ((i-1) mod M)+1 (round robin).
+# Worker i talks to the gRPC endpoint of replica ((i-1) mod M)+1 (round robin)
+# and fails over to the others in turn (SKIFF_CONTROL_PLANE lists them all).
 # The bases move with SKIFF_LOCAL_{PG,REGISTRY,API,GRPC,AGENT,METRICS}_PORT.
 #
 # .skiff/local.env (a contract; `set -a; . .skiff/local.env; set +a`):
@@ -255,11 +256,15 @@ start_api() {
 
 # start_worker I: spawn the worker of host I against its containerd.
 start_worker() {
-  local i=$1 replica
-  replica=$(((i - 1) % REPLICAS + 1))
+  local i=$1 k replica control_planes=""
+  # every replica, this worker's own first: it moves on when one fails
+  for ((k = 0; k < REPLICAS; k++)); do
+    replica=$(((i - 1 + k) % REPLICAS + 1))
+    control_planes+="${control_planes:+,}http://127.0.0.1:$(api_grpc_port "$replica")"
+  done
   mkdir -p "$(worker_state_dir "$i")"
   spawn_child "$(worker_pidfile "$i")" "$(worker_log "$i")" env \
-    SKIFF_CONTROL_PLANE="http://127.0.0.1:$(api_grpc_port "$replica")" \
+    SKIFF_CONTROL_PLANE="$control_planes" \
     SKIFF_AGENT_LISTEN="127.0.0.1:$(worker_agent_port "$i")" \
     SKIFF_METRICS_LISTEN="127.0.0.1:$(worker_metrics_port "$i")" \
     SKIFF_HOST_ID="$(host_id "$i")" \

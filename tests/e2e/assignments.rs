@@ -1,7 +1,8 @@
 //! Assignments travel as changes, not as the whole set: changing one of a
 //! host's many containers sends that one, and a worker whose stream breaks
-//! (its API replica killed) resumes from its revision instead of taking a
-//! snapshot again. Read from the worker's own `/metrics`.
+//! (its API replica killed) fails over to the other replica and resumes
+//! there from its revision instead of taking a snapshot again. Read from the
+//! worker's own `/metrics`.
 
 use serde_json::json;
 use skiff_e2e::{limit, secs, Platform, HOST_LABEL};
@@ -63,9 +64,9 @@ async fn changing_one_of_many_assignments_sends_one_and_a_broken_stream_resumes(
             );
         }
 
-        // The stream breaks (its replica is SIGKILLed and comes back): the
-        // worker resumes from its revision, with no new snapshot, and a
-        // change made after the reconnect still arrives as one assignment.
+        // The stream breaks (its replica is SIGKILLed): the worker moves to
+        // the other replica and resumes there from its revision, with no new
+        // snapshot, and a change made meanwhile arrives as one assignment.
         let snapshots = updates_of_kind(host, "snapshot").await;
         let received = host.metric(RECEIVED).await;
         platform.kill_api(2);

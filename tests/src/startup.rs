@@ -276,8 +276,22 @@ impl Platform {
             .into();
             let metrics_addr = format!("{}:{}", "127.0.0.1", free_port()?);
             let id = format!("e2e-{run_id}-{}-{name}", spec.name);
+            // Every reachable replica, this host's own first: a worker moves
+            // to the next when its replica fails (the partitioned host
+            // reaches only the replica beside it).
+            let control_planes = if in_netns.is_some() {
+                api.grpc_url.clone()
+            } else {
+                let reachable: Vec<&ApiReplica> =
+                    apis.iter().filter(|a| a.netns.is_none()).collect();
+                let n = reachable.len();
+                (0..n)
+                    .map(|k| reachable[(i + k) % n].grpc_url.clone())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            };
             let env_vars = vec![
-                ("SKIFF_CONTROL_PLANE".to_string(), api.grpc_url.clone()),
+                ("SKIFF_CONTROL_PLANE".to_string(), control_planes),
                 (
                     "SKIFF_AGENT_LISTEN".into(),
                     format!("{ip}:{}", free_port()?),

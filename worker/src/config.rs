@@ -15,13 +15,15 @@ use std::time::Duration;
     about = "skiff host agent: runs assigned containers through containerd"
 )]
 pub struct WorkerConfig {
-    /// gRPC address of the control plane.
+    /// gRPC address of the control plane; several replicas comma-separated
+    /// (the worker stays on one and moves to the next when it fails).
     #[arg(
         long,
         env = "SKIFF_CONTROL_PLANE",
-        default_value = "http://127.0.0.1:8081"
+        default_value = "http://127.0.0.1:8081",
+        value_delimiter = ','
     )]
-    pub control_plane: String,
+    pub control_plane: Vec<String>,
 
     /// Where this worker serves logs to the control plane.
     #[arg(long, env = "SKIFF_AGENT_LISTEN", default_value = "127.0.0.1:8082")]

@@ -88,7 +88,7 @@ pub async fn serve(
     };
     tracing::info!(host = %host.host_id, agent = %agent_addr, cpu_millis = host.cpu_millis,
         memory_mib = host.memory_mib, labels = ?host.labels, "skiff-worker starting");
-    let client = agent::control_plane_client(&config.control_plane)?;
+    let control = Arc::new(agent::ControlPlanes::new(&config.control_plane)?);
     let metrics = Arc::new(WorkerMetrics::default());
     // Bound before anything runs, so a taken port fails the start.
     let metrics_listener = match config.metrics_listen {
@@ -138,8 +138,8 @@ pub async fn serve(
             max_concurrent_starts: config.max_concurrent_starts(),
             checkpoint_interval: config.checkpoint_interval_s.get(),
         },
-        client.clone(),
-        Arc::new(client),
+        control.clone(),
+        control,
         metrics,
         cancel.clone(),
     );

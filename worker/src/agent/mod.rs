@@ -20,6 +20,7 @@
 //! - [`reconcile`]: the pure decision of a container's next step.
 //! - [`report`]: status reports (ordered, retried) and meter checkpoints.
 
+mod control_plane;
 mod reconcile;
 mod report;
 mod supervisor;
@@ -27,6 +28,7 @@ mod supervisor;
 mod tests;
 mod updates;
 
+pub use control_plane::{control_plane_client, ControlPlanes};
 pub use report::{now_ms, ReportSink};
 pub use updates::{AssignmentStep, StepError};
 
@@ -44,7 +46,7 @@ use std::time::Duration;
 use supervisor::{Shared, SupervisorHandle};
 use tokio::sync::{Mutex, Semaphore};
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use updates::StepAssembler;
 
 /// Reconnecting to the control plane: soon at first, at most every few
@@ -70,6 +72,8 @@ pub enum AgentError {
         #[source]
         source: tonic::transport::Error,
     },
+    #[error("no control plane address (SKIFF_CONTROL_PLANE is empty)")]
+    NoControlPlane,
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
 }
@@ -138,22 +142,6 @@ pub struct AgentSettings {
     pub checkpoint_interval: Duration,
 }
 
-/// A client of the control plane at `addr` that connects on first use (and
-/// reconnects by itself), so a control plane that is down at the worker's
-/// start delays nothing but the session.
-pub fn control_plane_client(addr: &str) -> Result<ControlPlaneClient<Channel>, AgentError> {
-    let endpoint = Endpoint::from_shared(addr.to_owned())
-        .map_err(|source| AgentError::Endpoint {
-            addr: addr.to_owned(),
-            source,
-        })?
-        .connect_timeout(Duration::from_secs(3))
-        .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(10))
-        .keep_alive_while_idle(true);
-    Ok(ControlPlaneClient::new(endpoint.connect_lazy()))
-}
-
 /// containerd's figures sent with every heartbeat (placement hints).
 #[derive(Debug, Default, Clone)]
 struct Inventory {
@@ -164,7 +152,7 @@ struct Inventory {
 pub struct Agent<R: Runtime> {
     shared: Shared<R>,
     host: HostInfo,
-    client: ControlPlaneClient<Channel>,
+    control: Arc<ControlPlanes>,
     supervisors: Mutex<HashMap<String, SupervisorHandle>>,
     /// What containerd held when the worker started: supervisors adopt from it.
     adopted: Mutex<HashMap<String, ContainerInfo>>,
@@ -182,12 +170,12 @@ pub struct Agent<R: Runtime> {
 
 impl<R: Runtime> Agent<R> {
     /// `sink` receives status reports and meter checkpoints (in production
-    /// the `client` itself).
+    /// `control` itself).
     pub fn new(
         runtime: Arc<R>,
         host: HostInfo,
         settings: AgentSettings,
-        client: ControlPlaneClient<Channel>,
+        control: Arc<ControlPlanes>,
         sink: Arc<dyn ReportSink>,
         metrics: Arc<WorkerMetrics>,
         shutdown: CancellationToken,
@@ -200,7 +188,7 @@ impl<R: Runtime> Agent<R> {
                 checkpoint_interval: settings.checkpoint_interval,
             },
             host,
-            client,
+            control,
             supervisors: Mutex::new(HashMap::new()),
             adopted: Mutex::new(HashMap::new()),
             stream: Mutex::new(StepAssembler::default()),
@@ -246,12 +234,27 @@ impl<R: Runtime> Agent<R> {
         Ok(())
     }
 
-    /// One connection's life: register, heartbeat, follow assignments.
+    /// One session on the replica in use; a failed one moves the next
+    /// session to the next replica.
     async fn session(self: &Arc<Self>) -> Result<(), SessionError> {
+        let (addr, client) = self.control.current();
+        let addr = addr.to_owned();
+        let result = self.session_on(client).await;
+        if let Err(error) = &result {
+            tracing::warn!(control_plane = %addr, %error, "session ended");
+            self.control.rotate();
+        }
+        result
+    }
+
+    /// One connection's life: register, heartbeat, follow assignments.
+    async fn session_on(
+        self: &Arc<Self>,
+        mut client: ControlPlaneClient<Channel>,
+    ) -> Result<(), SessionError> {
         if self.shutdown.is_cancelled() {
             return Ok(());
         }
-        let mut client = self.client.clone();
         let version = self.shared.runtime.version().await?;
         let registered = client
             .register(pb::RegisterRequest {
@@ -270,7 +273,11 @@ impl<R: Runtime> Agent<R> {
         let session_done = self.shutdown.child_token();
         let interval =
             Duration::from_millis(u64::from(registered.heartbeat_interval_ms)).max(MIN_HEARTBEAT);
-        let heartbeat = tokio::spawn(self.clone().heartbeat(interval, session_done.clone()));
+        let heartbeat = tokio::spawn(self.clone().heartbeat(
+            client.clone(),
+            interval,
+            session_done.clone(),
+        ));
         let _stop_heartbeat = session_done.clone().drop_guard();
 
         // A step half-received on an earlier stream is never completed by
@@ -305,8 +312,12 @@ impl<R: Runtime> Agent<R> {
     /// Heartbeats every `interval` until `done`; cancels `done` itself when
     /// the control plane no longer knows this host (the session then ends
     /// and registers again).
-    async fn heartbeat(self: Arc<Self>, interval: Duration, done: CancellationToken) {
-        let mut client = self.client.clone();
+    async fn heartbeat(
+        self: Arc<Self>,
+        mut client: ControlPlaneClient<Channel>,
+        interval: Duration,
+        done: CancellationToken,
+    ) {
         let mut inventory = Inventory::default();
         loop {
             tokio::select! {

@@ -96,7 +96,7 @@ async fn harness(runtime: Arc<FakeRuntime>) -> Harness {
             checkpoint_interval: Duration::from_secs(5),
         },
         // Never dialed: these tests drive apply_update directly.
-        control_plane_client("http://127.0.0.1:1").unwrap(),
+        Arc::new(ControlPlanes::new(&["http://127.0.0.1:1".to_owned()]).unwrap()),
         sink.clone(),
         metrics.clone(),
         shutdown.clone(),
