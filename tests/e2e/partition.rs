@@ -1,7 +1,8 @@
 //! A host cut off for real (see `Platform::partitioned`: its worker and the
 //! API replica it talks to sit in network namespaces joined by a veth pair):
 //! after the configured silence it is `lost`; its `never` container fails
-//! `HostLost`, its `always` container runs again on another host; the
+//! `HostLost`, its `always` and `on_failure` containers run again on another
+//! host (losing the host is a failure); the
 //! cut-off copies keep running (an unreachable API never makes a worker kill
 //! anything) until the link returns, when the worker fences the moved one
 //! before its host is `ready` again (and kills the failed one); and the bill
@@ -32,16 +33,20 @@ async fn a_cut_off_host_is_lost_its_containers_move_and_the_old_copies_are_fence
         always["restart_policy"] = json!("always");
         always["stop_timeout_s"] = json!(1);
         let mover = t.create_id(&always).await;
+        let mut on_failure = always.clone();
+        on_failure["restart_policy"] = json!("on_failure");
+        let failure_mover = t.create_id(&on_failure).await;
         let mut never = platform.spec(&["sleep", "600"]);
         never["stop_timeout_s"] = json!(1);
         let stayer = t.create_id(&never).await;
-        for id in [&mover, &stayer] {
+        for id in [&mover, &failure_mover, &stayer] {
             let running = t.wait(id, "running", 60).await;
             assert_eq!(running["host_id"], h2.id.as_str(), "{}", t.diag(id).await);
         }
         platform.set_draining(&h1.id, false).await;
         drop(drain);
         let old_mover = h2.task_pid(&mover).await;
+        let old_failure_mover = h2.task_pid(&failure_mover).await;
         let old_stayer = h2.task_pid(&stayer).await;
         // A few checkpoints, so the first run has metered seconds.
         tokio::time::sleep(Duration::from_secs_f64(timers.checkpoint_interval_s * 3.0)).await;
@@ -60,6 +65,12 @@ async fn a_cut_off_host_is_lost_its_containers_move_and_the_old_copies_are_fence
             .await;
         assert_ne!(moved["started_at"], serde_json::Value::Null);
         let new_mover = h1.task_pid(&mover).await;
+        let moved_on_failure = t
+            .poll_until(&failure_mover, 60, "the on_failure container running on h1", |c| {
+                c["state"] == "running" && c["host_id"] == h1.id.as_str()
+            })
+            .await;
+        assert_eq!(moved_on_failure["restart_count"], 1, "{}", t.diag(&failure_mover).await);
 
         // Cut off, h2's worker kills nothing: both old copies still run, and
         // h2 stays lost.
@@ -82,12 +93,14 @@ async fn a_cut_off_host_is_lost_its_containers_move_and_the_old_copies_are_fence
         platform
             .wait_host_state(&h2.id, "ready", timers.lost_within() * 3)
             .await;
-        let leftover = h2.task_of(&mover).await;
-        assert!(
-            leftover.is_none() && !alive(old_mover),
-            "h2 is ready while the moved container's old copy is still there: {leftover:?}\n{}",
-            platform.logs_dump_matching(Some(&h2.id))
-        );
+        for (id, old_pid) in [(&mover, old_mover), (&failure_mover, old_failure_mover)] {
+            let leftover = h2.task_of(id).await;
+            assert!(
+                leftover.is_none() && !alive(old_pid),
+                "h2 is ready while a moved container's old copy is still there: {leftover:?}\n{}",
+                platform.logs_dump_matching(Some(&h2.id))
+            );
+        }
         assert!(
             h2.metric("skiff_worker_fenced_total").await > fenced_before,
             "h2 counts what it fenced"
@@ -127,6 +140,7 @@ async fn a_cut_off_host_is_lost_its_containers_move_and_the_old_copies_are_fence
             );
         }
         t.delete(&mover).await;
+        t.delete(&failure_mover).await;
         t.delete(&stayer).await;
     })
     .await
