@@ -1,0 +1,136 @@
+//! A pool's API replicas: their processes and environment, and the wait for
+//! their `/readyz`.
+//!
+//! Layout:
+//! - [`start_api_replicas`]: spawns every replica (the last one inside the
+//!   API's network namespace in a partitioned pool).
+//! - [`wait_apis_ready`]: waits for the replicas the harness can reach.
+//! - [`wait_ready`]: polls one replica's `/readyz` (also used when a test
+//!   restarts a replica).
+
+use super::database::PoolDatabase;
+use super::env::free_port;
+use super::{PoolRun, PoolSpec, Programs, STARTUP_TIMEOUT};
+use crate::netns::Partition;
+use crate::platform::{ApiReplica, Timers};
+use crate::service::{tail, Service};
+use anyhow::{bail, Result};
+use reqwest::StatusCode;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Spawns the pool's API replicas, all on the pool's database and sharing
+/// its admin token; does not wait for them.
+pub(super) fn start_api_replicas(
+    spec: &PoolSpec,
+    run: &PoolRun,
+    programs: &Programs,
+    database: &PoolDatabase,
+    partition: Option<&Partition>,
+    admin_token: &str,
+    timers: &Timers,
+) -> Result<Vec<ApiReplica>> {
+    let run_dir = &run.run_dir;
+    let mut apis = Vec::new();
+    for r in 1..=spec.api_replicas {
+        let in_netns = partition.filter(|_| r == spec.api_replicas);
+        let port = free_port()?;
+        let grpc_port = free_port()?;
+        let ip = if in_netns.is_some() {
+            crate::netns::API_IP
+        } else {
+            "127.0.0.1"
+        };
+        let db_url = match (in_netns, &database.socket_dir) {
+            // Inside the namespace PostgreSQL's TCP port is out of reach:
+            // its unix socket is not.
+            (Some(_), Some(dir)) => format!(
+                "postgres://postgres@localhost/{}?host={dir}&port={}",
+                database.name, database.port
+            ),
+            _ => database.url.clone(),
+        };
+        let mut env_vars = vec![
+            ("SKIFF_LISTEN".to_string(), format!("{ip}:{port}")),
+            ("SKIFF_GRPC_LISTEN".into(), format!("{ip}:{grpc_port}")),
+            ("SKIFF_DATABASE_URL".into(), db_url),
+            ("SKIFF_ADMIN_TOKEN".into(), admin_token.to_string()),
+            ("SKIFF_PLACEMENT".into(), spec.placement.into()),
+            (
+                "SKIFF_SCHEDULER_TICK_S".into(),
+                timers.scheduler_tick_s.to_string(),
+            ),
+            (
+                "SKIFF_HEARTBEAT_INTERVAL_S".into(),
+                timers.heartbeat_interval_s.to_string(),
+            ),
+            ("RUST_LOG".into(), "info".into()),
+            ("NO_COLOR".into(), "1".into()),
+            // Lets test.sh recognise leftovers of this run.
+            ("SKIFF_E2E_RUN_DIR".into(), run_dir.display().to_string()),
+        ];
+        env_vars.push((
+            "SKIFF_HOST_LOST_AFTER_S".into(),
+            timers.host_lost_after_s.to_string(),
+        ));
+        let mut command = Vec::new();
+        if let Some(p) = in_netns {
+            command.extend(["ip", "netns", "exec", &p.api_netns].map(String::from));
+        }
+        command.push(programs.api_bin.display().to_string());
+        let service = Service::spawn(&format!("api{r}"), command, env_vars, run_dir)?;
+        apis.push(ApiReplica {
+            index: r,
+            url: format!("http://{ip}:{port}"),
+            grpc_url: format!("http://{ip}:{grpc_port}"),
+            netns: in_netns.map(|p| p.api_netns.clone()),
+            service: Mutex::new(service),
+        });
+    }
+    Ok(apis)
+}
+
+/// Waits for `/readyz` of every replica outside a network namespace (the
+/// harness cannot reach into one: that replica shows it is up when the
+/// partitioned host, which talks only to it, registers).
+pub(super) async fn wait_apis_ready(client: &reqwest::Client, apis: &[ApiReplica]) -> Result<()> {
+    for api in apis.iter().filter(|a| a.netns.is_none()) {
+        wait_ready(client, api).await?;
+    }
+    Ok(())
+}
+
+/// Polls GET /readyz of a replica until 200, failing early if it exits.
+pub(crate) async fn wait_ready(client: &reqwest::Client, api: &ApiReplica) -> Result<()> {
+    let deadline = Instant::now() + STARTUP_TIMEOUT;
+    loop {
+        let last = match client
+            .get(format!("{}/readyz", api.url))
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+        {
+            Ok(r) if r.status() == StatusCode::OK => return Ok(()),
+            Ok(r) => format!("status {}", r.status()),
+            Err(e) => format!("{e}"),
+        };
+        {
+            let mut service = api.service.lock().expect("api mutex");
+            if let Some(exit) = service.exited() {
+                bail!(
+                    "api{} exited during start-up ({exit}):\n{}",
+                    api.index,
+                    tail(&service.log_file, 40)
+                );
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "api{} GET /readyz not 200 after {STARTUP_TIMEOUT:?} (last: {last}):\n{}",
+                    api.index,
+                    tail(&service.log_file, 40)
+                );
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

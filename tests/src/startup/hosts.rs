@@ -1,0 +1,217 @@
+//! A pool's hosts: one containerd each (lib.sh's `start_containerd`, in a
+//! containerd namespace of the pool's own), the test image pulled into
+//! every one, and a `skiff-worker` each.
+//!
+//! Layout:
+//! - [`HostDir`]: a host's directory and containerd, before its worker.
+//! - [`start_hosts_containerd`]: starts every host's containerd.
+//! - [`pull_test_image`]: pulls the test image into every host.
+//! - [`start_workers`]: spawns every host's worker.
+
+use super::env::free_port;
+use super::{PoolRun, PoolSpec, Programs};
+use crate::host::Host;
+use crate::netns::Partition;
+use crate::platform::{ApiReplica, Timers, HOST_CPU_MILLIS, HOST_LABEL, HOST_MEMORY_MIB};
+use crate::service::{lib_sh, quote, Reaper, Service};
+use anyhow::{bail, Context, Result};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// A host whose containerd runs and whose worker does not yet.
+pub(super) struct HostDir {
+    /// `<run_dir>/hosts/h<n>`.
+    dir: PathBuf,
+    containerd_dir: PathBuf,
+    /// containerd's socket, as lib.sh's `start_containerd` printed it.
+    socket: String,
+    /// The containerd namespace of this host's containers.
+    namespace: String,
+}
+
+/// Starts one containerd per host (arming each one's cleanup: its tasks and
+/// containers deleted, then containerd stopped).
+pub(super) async fn start_hosts_containerd(
+    spec: &PoolSpec,
+    lib: &Path,
+    run: &PoolRun,
+    reapers: &mut Vec<Reaper>,
+) -> Result<Vec<HostDir>> {
+    let mut host_dirs = Vec::new();
+    for h in 1..=spec.hosts {
+        let dir = run.run_dir.join("hosts").join(format!("h{h}"));
+        let containerd_dir = dir.join("containerd");
+        let socket = lib_sh(
+            lib,
+            &format!("start_containerd {} 2>/dev/null", quote(&containerd_dir)),
+        )
+        .await
+        .with_context(|| format!("starting containerd of h{h}"))?
+        .trim()
+        .to_string();
+        let namespace = format!("skiff-e2e-{}-{}-h{h}", run.short, spec.name);
+        reapers.push(Reaper::spawn(
+            format!(
+                "source {lib}; SKIFF_DELETE_CONTAINERS=1 containerd_kill_tasks {dir} {namespace}; \
+                 stop_containerd {dir}",
+                lib = quote(lib),
+                dir = quote(&containerd_dir),
+            ),
+            &dir.join("reaper.log"),
+        )?);
+        host_dirs.push(HostDir {
+            dir,
+            containerd_dir,
+            socket,
+            namespace,
+        });
+    }
+    Ok(host_dirs)
+}
+
+/// Pulls `image` into every host's containerd, all at once.
+///
+/// Every host holds the test image before its worker starts, so image
+/// locality does not steer the first placements to whichever host happened
+/// to pull first (a partitioned host cannot reach the registry at all).
+pub(super) async fn pull_test_image(image: &str, host_dirs: &[HostDir]) -> Result<()> {
+    let pulls = host_dirs.iter().map(|host| {
+        let image = image.to_string();
+        let socket = host.socket.clone();
+        let namespace = host.namespace.clone();
+        async move {
+            let output = tokio::process::Command::new("timeout")
+                .args(["120", "ctr", "--address", &socket, "-n", &namespace])
+                .args(["images", "pull", "--plain-http", &image])
+                .output()
+                .await?;
+            if !output.status.success() {
+                bail!(
+                    "ctr images pull {image} into {namespace}: {}",
+                    String::from_utf8_lossy(&output.stderr)
+                );
+            }
+            Ok(())
+        }
+    });
+    for pulled in futures::future::join_all(pulls).await {
+        pulled?;
+    }
+    Ok(())
+}
+
+/// Spawns one worker per host (the last one inside the host's network
+/// namespace in a partitioned pool); does not wait for them to register.
+pub(super) fn start_workers(
+    spec: &PoolSpec,
+    run: &PoolRun,
+    programs: &Programs,
+    host_dirs: Vec<HostDir>,
+    apis: &[ApiReplica],
+    partition: Option<&Partition>,
+    timers: &Timers,
+) -> Result<Vec<Host>> {
+    let mut hosts = Vec::new();
+    for (i, host_dir) in host_dirs.into_iter().enumerate() {
+        let HostDir {
+            dir,
+            containerd_dir,
+            socket,
+            namespace,
+        } = host_dir;
+        let name = format!("h{}", i + 1);
+        let in_netns = partition.filter(|_| i + 1 == spec.hosts);
+        // Workers spread over the replicas; the partitioned host talks
+        // to the partitioned replica.
+        let api = if in_netns.is_some() {
+            apis.last().expect("a replica")
+        } else {
+            &apis[i % apis.iter().filter(|a| a.netns.is_none()).count()]
+        };
+        let ip = if in_netns.is_some() {
+            crate::netns::HOST_IP
+        } else {
+            "127.0.0.1"
+        };
+        let labels: BTreeMap<String, String> = [
+            (HOST_LABEL.to_string(), name.clone()),
+            (
+                "tier".to_string(),
+                if i == 0 { "gold" } else { "silver" }.to_string(),
+            ),
+        ]
+        .into();
+        let metrics_addr = format!("{}:{}", "127.0.0.1", free_port()?);
+        let id = format!("e2e-{}-{}-{name}", run.run_id, spec.name);
+        // Every reachable replica, this host's own first: a worker moves
+        // to the next when its replica fails (the partitioned host
+        // reaches only the replica beside it).
+        let control_planes = if in_netns.is_some() {
+            api.grpc_url.clone()
+        } else {
+            let reachable: Vec<&ApiReplica> = apis.iter().filter(|a| a.netns.is_none()).collect();
+            let n = reachable.len();
+            (0..n)
+                .map(|k| reachable[(i + k) % n].grpc_url.clone())
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let env_vars = vec![
+            ("SKIFF_CONTROL_PLANE".to_string(), control_planes),
+            (
+                "SKIFF_AGENT_LISTEN".into(),
+                format!("{ip}:{}", free_port()?),
+            ),
+            ("SKIFF_HOST_ID".into(), id.clone()),
+            ("SKIFF_CONTAINERD_SOCKET".into(), socket.clone()),
+            ("SKIFF_CONTAINERD_NAMESPACE".into(), namespace.clone()),
+            (
+                "SKIFF_STATE_DIR".into(),
+                dir.join("worker").display().to_string(),
+            ),
+            ("SKIFF_CPU_MILLIS".into(), HOST_CPU_MILLIS.to_string()),
+            ("SKIFF_MEMORY_MIB".into(), HOST_MEMORY_MIB.to_string()),
+            (
+                "SKIFF_HOST_LABELS".into(),
+                labels
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ),
+            (
+                "SKIFF_CHECKPOINT_INTERVAL_S".into(),
+                timers.checkpoint_interval_s.to_string(),
+            ),
+            ("SKIFF_METRICS_LISTEN".into(), metrics_addr.clone()),
+            ("RUST_LOG".into(), "info".into()),
+            ("NO_COLOR".into(), "1".into()),
+            (
+                "SKIFF_E2E_RUN_DIR".into(),
+                run.run_dir.display().to_string(),
+            ),
+        ];
+        let mut command = Vec::new();
+        if let Some(p) = in_netns {
+            command.extend(["ip", "netns", "exec", &p.host_netns].map(String::from));
+        }
+        command.push(programs.worker_bin.display().to_string());
+        let worker = Service::spawn("worker", command, env_vars, &dir)?;
+        hosts.push(Host {
+            name,
+            id,
+            labels,
+            cpu_millis: HOST_CPU_MILLIS,
+            memory_mib: HOST_MEMORY_MIB,
+            namespace,
+            containerd_dir,
+            containerd_socket: socket,
+            metrics_addr,
+            netns: in_netns.map(|p| p.host_netns.clone()),
+            worker: Mutex::new(worker),
+            lib: programs.lib.clone(),
+        });
+    }
+    Ok(hosts)
+}
