@@ -64,6 +64,12 @@ pub struct ApiConfig {
     #[arg(long, env = "SKIFF_ASSIGNMENT_LOG_KEEP_S", default_value_t = 3600.0)]
     pub assignment_log_keep_s: f64,
 
+    /// How far a worker's clock may be from the database's: a report's
+    /// start may be this much before its placement, its times this much in
+    /// the future, and no more (further is refused as a forgery).
+    #[arg(long, env = "SKIFF_REPORT_CLOCK_SKEW_S", default_value_t = 5.0)]
+    pub report_clock_skew_s: f64,
+
     /// Default price per vCPU-second in nano-units (used when the rate card is empty).
     #[arg(long, env = "SKIFF_PRICE_VCPU_SECOND_NANO", default_value_t = 11_300)]
     pub price_vcpu_second_nano: i64,
@@ -118,6 +124,10 @@ impl ApiConfig {
         secs(self.assignment_log_keep_s)
     }
 
+    pub fn report_clock_skew(&self) -> chrono::Duration {
+        chrono::Duration::milliseconds((self.report_clock_skew_s.max(0.0) * 1000.0) as i64)
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.admin_token.len() < 16 {
             return Err(ConfigError::AdminTokenTooShort);
@@ -128,6 +138,7 @@ impl ApiConfig {
             ("SKIFF_SCHEDULER_TICK_S", self.scheduler_tick_s),
             ("SKIFF_DB_ACQUIRE_TIMEOUT_S", self.db_acquire_timeout_s),
             ("SKIFF_ASSIGNMENT_LOG_KEEP_S", self.assignment_log_keep_s),
+            ("SKIFF_REPORT_CLOCK_SKEW_S", self.report_clock_skew_s),
         ] {
             if !(value.is_finite() && value > 0.0) {
                 return Err(ConfigError::NotPositive { name, value });

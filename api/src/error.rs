@@ -164,6 +164,8 @@ impl From<crate::store::StoreError> for ApiError {
             StoreError::Corrupt(e) => Self::Internal(e),
             StoreError::Billing(skiff_billing::BillingError::Invalid(field)) => field.into(),
             StoreError::Billing(e) => Self::Internal(e.to_string()),
+            // Worker reports never come through HTTP.
+            StoreError::Refused(refusal) => Self::Internal(refusal.to_string()),
         }
     }
 }

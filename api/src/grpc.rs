@@ -27,6 +27,9 @@ const PENDING_RETRY: Duration = Duration::from_millis(50);
 
 impl From<StoreError> for Status {
     fn from(err: StoreError) -> Self {
+        if let StoreError::Refused(refusal) = err {
+            return Status::invalid_argument(format!("report refused: {refusal}"));
+        }
         if err.is_unavailable() {
             tracing::warn!(error = %err, "database unavailable in gRPC handler");
             return Status::unavailable("control plane database unavailable; retry");
@@ -232,7 +235,12 @@ impl ControlPlane for ControlPlaneService {
             .reports
             .with_label_values(&[observed.as_str_name()])
             .inc();
-        match self.state.store.apply_report(&report).await? {
+        let applied = self
+            .state
+            .store
+            .apply_report(&report, self.state.config.report_clock_skew())
+            .await;
+        match self.refused(applied, &report.host_id, &report.container_id)? {
             Some(outcome) => {
                 if observed == pb::ObservedState::Running {
                     if let Some(t) = outcome.timings {
@@ -262,8 +270,31 @@ impl ControlPlane for ControlPlaneService {
 }
 
 impl ControlPlaneService {
+    /// Counts and logs a refused report before it becomes the caller's error.
+    fn refused<T>(
+        &self,
+        result: Result<T, StoreError>,
+        host: &str,
+        container: &str,
+    ) -> Result<T, StoreError> {
+        if let Err(StoreError::Refused(refusal)) = &result {
+            tracing::warn!(host, container, reason = refusal.as_str(), "report refused");
+            self.state
+                .metrics
+                .reports_refused
+                .with_label_values(&[refusal.as_str()])
+                .inc();
+        }
+        result
+    }
+
     async fn checkpoint(&self, checkpoint: pb::UsageCheckpoint) -> Result<(), Status> {
-        let applied = self.state.store.apply_checkpoint(&checkpoint).await?;
+        let applied = self
+            .state
+            .store
+            .apply_checkpoint(&checkpoint, self.state.config.report_clock_skew())
+            .await;
+        let applied = self.refused(applied, &checkpoint.host_id, &checkpoint.container_id)?;
         self.state
             .metrics
             .checkpoints

@@ -13,6 +13,7 @@
 //! - [`store`]: PostgreSQL access, one module per resource.
 //! - [`grpc`]: the workers' `ControlPlane` service and the log client.
 //! - [`scheduler`]: the background loop; [`scheduler::place`], placement as a pure function.
+//! - [`report_bounds`]: what a worker's report may claim (pure, table-tested).
 //! - [`notify`]: wake-ups from PostgreSQL's LISTEN/NOTIFY. [`metrics`]: Prometheus.
 //!
 //! Any number of replicas may serve one database: they share nothing but
@@ -27,6 +28,7 @@ pub mod lifecycle;
 pub mod metrics;
 pub mod model;
 pub mod notify;
+pub mod report_bounds;
 pub mod scheduler;
 pub mod store;
 

@@ -24,6 +24,8 @@ pub struct Metrics {
     pub hosts_lost: IntCounter,
     /// Assignments sent to workers (one per container in a snapshot or delta).
     pub assignments_sent: IntCounterVec,
+    /// Worker reports refused as impossible (see `report_bounds`), by reason.
+    pub reports_refused: IntCounterVec,
 }
 
 impl Default for Metrics {
@@ -92,6 +94,14 @@ impl Default for Metrics {
             &["kind"],
         )
         .expect("valid metric");
+        let reports_refused = IntCounterVec::new(
+            Opts::new(
+                "skiff_reports_refused_total",
+                "Worker reports refused as impossible, by reason",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
         for collector in [
             Box::new(http_duration.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(phase_duration.clone()),
@@ -102,6 +112,7 @@ impl Default for Metrics {
             Box::new(placements.clone()),
             Box::new(hosts_lost.clone()),
             Box::new(assignments_sent.clone()),
+            Box::new(reports_refused.clone()),
         ] {
             registry.register(collector).expect("unique metric");
         }
@@ -116,6 +127,7 @@ impl Default for Metrics {
             placements,
             hosts_lost,
             assignments_sent,
+            reports_refused,
         }
     }
 }

@@ -365,6 +365,101 @@ async fn bad_report_queries_are_problems_naming_the_field() {
     .await
 }
 
+/// `skiff_reports_refused_total{reason="<reason>"}` of replica 1 (0 when absent).
+async fn refused_count(platform: &Platform, reason: &str) -> f64 {
+    let text = reqwest::get(format!("{}/metrics", platform.api_url))
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    let series = format!("skiff_reports_refused_total{{reason=\"{reason}\"}}");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&series))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn a_forged_report_is_refused_and_bills_nothing() {
+    limit(secs(90), async {
+        let t = tenant().await;
+        let id = t.create_id(&t.platform.spec(&["sleep", "2"])).await;
+        let done = t.wait_exited_in(&id, "succeeded").await;
+        let host_id = t.host_of(&id).await.id.clone();
+        let before = report(&t, "container").await;
+        let records_before = usage_record_count(t.platform, &t.id).await;
+        let refused_before = refused_count(t.platform, "start_before_placement").await;
+        let ms = |key: &str| {
+            chrono::DateTime::parse_from_rfc3339(done[key].as_str().unwrap())
+                .unwrap()
+                .timestamp_millis()
+        };
+        let (started, finished) = (ms("started_at"), ms("finished_at"));
+        let exit = |host: &str, started_at: i64| pb::StatusReport {
+            host_id: host.to_owned(),
+            container_id: id.clone(),
+            generation: 1,
+            state: pb::ObservedState::Exited as i32,
+            exit_code: Some(0),
+            started_at_unix_ms: Some(started_at),
+            finished_at_unix_ms: Some(finished),
+            ..Default::default()
+        };
+        let mut client =
+            pb::control_plane_client::ControlPlaneClient::connect(t.platform.grpc_url.clone())
+                .await
+                .expect("connect to the control plane");
+
+        // The control: the honest exit report, re-sent, is accepted.
+        client
+            .report_status(exit(&host_id, started))
+            .await
+            .expect("the honest report is accepted");
+        // A start an hour before the container was even placed, which would
+        // bill an hour that never ran: refused.
+        let forged = client
+            .report_status(exit(&host_id, started - 3_600_000))
+            .await
+            .expect_err("a start before placement is refused");
+        assert_eq!(forged.code(), tonic::Code::InvalidArgument, "{forged:?}");
+        // The same honest report from a host that does not hold the container.
+        let elsewhere = client
+            .report_status(exit("some-other-host", started))
+            .await
+            .expect_err("a report for another host's container is refused");
+        assert_eq!(
+            elsewhere.code(),
+            tonic::Code::InvalidArgument,
+            "{elsewhere:?}"
+        );
+        // A checkpoint from the future.
+        let future = client
+            .report_usage(pb::UsageCheckpoint {
+                report_id: format!("{id}:1:future"),
+                host_id: host_id.clone(),
+                container_id: id.clone(),
+                generation: 1,
+                observed_at_unix_ms: chrono::Utc::now().timestamp_millis() + 3_600_000,
+                ..Default::default()
+            })
+            .await
+            .expect_err("a checkpoint from the future is refused");
+        assert_eq!(future.code(), tonic::Code::InvalidArgument, "{future:?}");
+
+        let after = report(&t, "container").await;
+        assert_eq!(after, before, "refused reports must not change the bill");
+        assert_eq!(usage_record_count(t.platform, &t.id).await, records_before);
+        assert_eq!(billed(&t.get(&id).await), billed(&done));
+        assert_eq!(t.get(&id).await["started_at"], done["started_at"]);
+        assert!(
+            refused_count(t.platform, "start_before_placement").await > refused_before,
+            "refusals are counted in skiff_reports_refused_total"
+        );
+    })
+    .await
+}
+
 async fn usage_record_count(platform: &Platform, tenant: &str) -> i64 {
     let pool = sqlx::PgPool::connect(&platform.database_url).await.unwrap();
     sqlx::query_scalar("SELECT count(*) FROM usage_records WHERE tenant_id = $1::uuid")

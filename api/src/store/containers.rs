@@ -181,7 +181,7 @@ impl Store {
                      prefer_host_id = CASE WHEN $3 THEN host_id ELSE prefer_host_id END, \
                      host_id = CASE WHEN $3 THEN NULL ELSE host_id END, \
                      pending_since = CASE WHEN $3 THEN now() ELSE pending_since END, \
-                     scheduled_at = CASE WHEN $3 THEN NULL ELSE scheduled_at END \
+                     scheduled_at = CASE WHEN $3 THEN NULL ELSE clock_timestamp() END \
                      WHERE id = $1",
                 )
                 .bind(id)

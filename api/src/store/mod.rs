@@ -48,6 +48,8 @@ pub enum StoreError {
     Corrupt(String),
     #[error("metering: {0}")]
     Billing(#[from] skiff_billing::BillingError),
+    #[error("report refused: {0}")]
+    Refused(#[from] crate::report_bounds::Refusal),
 }
 
 impl StoreError {

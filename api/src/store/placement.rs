@@ -281,7 +281,7 @@ impl Store {
             "WITH due AS ( \
                UPDATE containers SET generation = generation + 1, restart_count = restart_count + 1, \
                  restart_at = NULL, state = 'scheduled', reason = NULL, message = NULL, \
-                 started_at = NULL, finished_at = NULL \
+                 started_at = NULL, finished_at = NULL, scheduled_at = clock_timestamp() \
                WHERE restart_at <= now() AND desired = 'running' AND deleted_at IS NULL \
                RETURNING id, generation) \
              INSERT INTO container_events (container_id, event_key, kind, message, at) \

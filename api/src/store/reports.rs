@@ -8,6 +8,7 @@ use super::{
     StoreError,
 };
 use crate::lifecycle::{self, Observation};
+use crate::report_bounds::{self, Claim};
 use chrono::{DateTime, Utc};
 use skiff_core::{ContainerState, Reason};
 use skiff_proto as pb;
@@ -28,13 +29,36 @@ impl Store {
     /// Applies one worker report. Reports of another generation, or from a
     /// host the container is no longer on, only add their events (and close
     /// their meter run). Returns None when the container is unknown.
-    pub async fn apply_report(&self, report: &pb::StatusReport) -> Result<Option<ReportOutcome>> {
+    ///
+    /// A report that claims what cannot be (see [`crate::report_bounds`])
+    /// is refused: nothing of it is applied.
+    pub async fn apply_report(
+        &self,
+        report: &pb::StatusReport,
+        skew: chrono::Duration,
+    ) -> Result<Option<ReportOutcome>> {
         let id = Uuid::parse_str(&report.container_id)
             .map_err(|e| StoreError::Corrupt(format!("report container id: {e}")))?;
         let mut tx = self.pool.begin().await?;
         let Some(row) = lock_container(&mut tx, id, None).await? else {
             return Ok(None);
         };
+        let current = report.generation == row.generation as u64;
+        report_bounds::check_report(
+            &Claim {
+                reporting_host: &report.host_id,
+                holding_host: row.host_id.as_deref(),
+                started_at: ms_to_time(report.started_at_unix_ms),
+                finished_at: ms_to_time(report.finished_at_unix_ms),
+                placed_at: if current {
+                    row.scheduled_at.unwrap_or(row.created_at)
+                } else {
+                    row.created_at
+                },
+            },
+            Utc::now(),
+            skew,
+        )?;
         for event in &report.events {
             let at = DateTime::from_timestamp_millis(event.at_unix_ms).unwrap_or_else(Utc::now);
             insert_event(&mut tx, id, &event.key, &event.kind, &event.message, at).await?;
@@ -71,11 +95,26 @@ impl Store {
     }
 
     /// Applies a meter checkpoint; false for a duplicate or an unknown run.
-    pub async fn apply_checkpoint(&self, c: &pb::UsageCheckpoint) -> Result<bool> {
+    /// Refused from a host the run is not metered on, or from the future.
+    pub async fn apply_checkpoint(
+        &self,
+        c: &pb::UsageCheckpoint,
+        skew: chrono::Duration,
+    ) -> Result<bool> {
         let id = Uuid::parse_str(&c.container_id)
             .map_err(|e| StoreError::Corrupt(format!("checkpoint container id: {e}")))?;
         let observed_at = DateTime::from_timestamp_millis(c.observed_at_unix_ms)
             .ok_or_else(|| StoreError::Corrupt("checkpoint time out of range".into()))?;
+        let run_host: Option<String> = sqlx::query_scalar(
+            "SELECT host_id FROM metering_runs WHERE container_id = $1 AND generation = $2",
+        )
+        .bind(id)
+        .bind(c.generation as i64)
+        .fetch_optional(&self.pool)
+        .await?;
+        if let Some(run_host) = run_host {
+            report_bounds::check_checkpoint(&c.host_id, &run_host, observed_at, Utc::now(), skew)?;
+        }
         let usage = skiff_billing::MeasuredUsage {
             cpu_usage_ns: c.cpu_usage_ns,
             peak_memory_bytes: c.peak_memory_bytes,

@@ -30,6 +30,12 @@ pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
+/// The control plane refused a report as impossible (not a failure to
+/// deliver it): final, never retried.
+fn is_refusal(status: &tonic::Status) -> bool {
+    status.code() == tonic::Code::InvalidArgument
+}
+
 /// Where reports go: the control plane's `ReportStatus` and `ReportUsage`.
 #[async_trait]
 pub trait ReportSink: Send + Sync + 'static {
@@ -101,15 +107,24 @@ impl Reporter {
                 self.sink.status(report).await
             }
         };
-        let _ = attempt
+        let result = attempt
             .retry(REPORT_BACKOFF)
             .sleep(cancellable_sleep(cancel.clone()))
-            .when(|_| !cancel.is_cancelled())
+            // A refusal is the control plane's final word (the report claims
+            // what cannot be, e.g. a container another host holds now):
+            // sending it again would change nothing.
+            .when(|status| !cancel.is_cancelled() && !is_refusal(status))
             .notify(|status, delay| {
                 tracing::warn!(container = %report.container_id, %status, ?delay,
                     "report not delivered; retrying");
             })
             .await;
+        if let Err(status) = &result {
+            if is_refusal(status) {
+                tracing::error!(container = %report.container_id, %status,
+                    "report refused by the control plane; dropped");
+            }
+        }
     }
 }
 
@@ -170,5 +185,51 @@ pub fn report(id: &str, generation: u64, state: pb::ObservedState) -> pb::Status
         generation,
         state: state as i32,
         ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Answers every status report with `code`, counting the calls.
+    struct Answering {
+        code: tonic::Code,
+        calls: AtomicUsize,
+    }
+
+    #[async_trait]
+    impl ReportSink for Answering {
+        async fn status(&self, _: pb::StatusReport) -> Result<(), tonic::Status> {
+            let n = self.calls.fetch_add(1, Ordering::SeqCst);
+            // An unavailable control plane comes back on the third try.
+            if self.code == tonic::Code::Unavailable && n >= 2 {
+                return Ok(());
+            }
+            Err(tonic::Status::new(self.code, "no"))
+        }
+
+        async fn usage(&self, _: pb::UsageCheckpoint) -> Result<(), tonic::Status> {
+            Ok(())
+        }
+    }
+
+    async fn attempts(code: tonic::Code) -> usize {
+        let sink = Arc::new(Answering {
+            code,
+            calls: AtomicUsize::new(0),
+        });
+        let reporter = Reporter::new(sink.clone(), "h1".into());
+        reporter
+            .send(pb::StatusReport::default(), &CancellationToken::new())
+            .await;
+        sink.calls.load(Ordering::SeqCst)
+    }
+
+    #[tokio::test]
+    async fn a_refused_report_is_dropped_and_an_undelivered_one_retried() {
+        assert_eq!(attempts(tonic::Code::InvalidArgument).await, 1);
+        assert_eq!(attempts(tonic::Code::Unavailable).await, 3);
     }
 }
