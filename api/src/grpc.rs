@@ -121,6 +121,17 @@ impl ControlPlane for ControlPlaneService {
                 "host_id and agent_addr are required",
             ));
         }
+        // The address is dialed for logs: an unspecified one (0.0.0.0:8082)
+        // would make the control plane dial itself.
+        match req.agent_addr.parse::<std::net::SocketAddr>() {
+            Ok(addr) if !addr.ip().is_unspecified() && addr.port() != 0 => {}
+            _ => {
+                return Err(Status::invalid_argument(format!(
+                    "agent_addr {:?} is not a dialable host:port (set SKIFF_AGENT_ADVERTISE)",
+                    req.agent_addr
+                )))
+            }
+        }
         self.state.store.register_host(&req).await?;
         tracing::info!(host = %req.host_id, agent = %req.agent_addr, cpu_millis = req.cpu_millis,
             memory_mib = req.memory_mib, containerd = %req.containerd_version, labels = ?req.labels,

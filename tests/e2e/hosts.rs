@@ -32,7 +32,23 @@ async fn hosts_route_shows_the_pool_to_the_admin_only() {
 
         // ...the admin token sees every host with its capacity and labels.
         let digest = registry_digest(platform.image()).await;
-        let hosts = platform.hosts_view().await;
+        // Images arrive with heartbeats: every host reports the test image
+        // within a few of them.
+        let holds = |view: &serde_json::Value| {
+            view["images"]
+                .as_array()
+                .is_some_and(|images| images.iter().any(|i| i == digest.as_str()))
+        };
+        let within =
+            std::time::Duration::from_secs_f64(platform.timers.heartbeat_interval_s * 20.0 + 10.0);
+        let deadline = std::time::Instant::now() + within;
+        let hosts = loop {
+            let hosts = platform.hosts_view().await;
+            if hosts.iter().all(holds) || std::time::Instant::now() > deadline {
+                break hosts;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        };
         for host in &platform.hosts {
             let view = hosts
                 .iter()
@@ -58,10 +74,8 @@ async fn hosts_route_shows_the_pool_to_the_admin_only() {
             assert_eq!(view["labels"], json!(host.labels), "{view}");
             assert!(view["last_heartbeat_at"].is_string(), "{view}");
             assert!(
-                view["images"]
-                    .as_array()
-                    .is_some_and(|images| images.iter().any(|i| i == digest.as_str())),
-                "every host holds the test image {digest}: {view}"
+                holds(view),
+                "every host reports the test image {digest} within {within:?}: {view}"
             );
         }
     })
@@ -129,6 +143,31 @@ async fn a_draining_host_takes_no_new_containers_and_keeps_its_running_ones() {
             .expect("drain request");
         assert_eq!(reply.status, StatusCode::NOT_FOUND, "{reply:?}");
         reply.problem();
+    })
+    .await
+}
+
+#[tokio::test]
+async fn logs_come_through_the_agent_address_a_worker_derives() {
+    limit(secs(90), async {
+        // The spread pool's workers listen on 0.0.0.0 and advertise nothing.
+        let platform = Platform::spread().await;
+        let t = platform.new_tenant().await;
+        let id = t.create_id(&platform.spec(&["echo", "through-the-agent"])).await;
+        t.wait_exited_in(&id, "succeeded").await;
+        assert_eq!(t.logs(&id).await, "through-the-agent\n", "{}", t.diag(&id).await);
+        let pool = sqlx::PgPool::connect(&platform.database_url).await.unwrap();
+        let addrs: Vec<String> = sqlx::query_scalar("SELECT agent_addr FROM hosts ORDER BY id")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+        assert_eq!(addrs.len(), platform.hosts.len(), "{addrs:?}");
+        for addr in &addrs {
+            assert!(
+                addr.starts_with("127.0.0.1:"),
+                "a worker listening on 0.0.0.0 advertises the interface that reaches the API: {addrs:?}"
+            );
+        }
     })
     .await
 }

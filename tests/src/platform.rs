@@ -148,6 +148,7 @@ impl Platform {
             &MAIN,
             PoolSpec {
                 name: "main",
+                agent_listen_any: false,
                 host_lost_after_s: 10.0,
                 hosts: 3,
                 api_replicas: 2,
@@ -164,6 +165,7 @@ impl Platform {
             &SPREAD,
             PoolSpec {
                 name: "spread",
+                agent_listen_any: true,
                 host_lost_after_s: 10.0,
                 hosts: 2,
                 api_replicas: 1,
@@ -180,6 +182,7 @@ impl Platform {
             &OWN_POSTGRES,
             PoolSpec {
                 name: "pg",
+                agent_listen_any: false,
                 host_lost_after_s: 3.0,
                 hosts: 2,
                 api_replicas: 1,
@@ -196,6 +199,7 @@ impl Platform {
             &PARTITIONED,
             PoolSpec {
                 name: "partition",
+                agent_listen_any: false,
                 host_lost_after_s: 3.0,
                 hosts: 2,
                 api_replicas: 2,
@@ -213,6 +217,7 @@ impl Platform {
             &HOSTLESS,
             PoolSpec {
                 name: "hostless",
+                agent_listen_any: false,
                 host_lost_after_s: 10.0,
                 hosts: 0,
                 api_replicas: 1,

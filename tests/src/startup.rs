@@ -59,6 +59,9 @@ pub(crate) struct PoolSpec {
     /// loss; the production default where tests restart replicas and
     /// workers and a host must not be lost meanwhile.
     pub(crate) host_lost_after_s: f64,
+    /// Workers listen on 0.0.0.0 and advertise nothing: they must derive a
+    /// dialable agent address themselves (the API refuses 0.0.0.0).
+    pub(crate) agent_listen_any: bool,
 }
 
 /// What a pool is started with: the skiff binaries and lib.sh (which starts

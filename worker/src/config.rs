@@ -29,6 +29,12 @@ pub struct WorkerConfig {
     #[arg(long, env = "SKIFF_AGENT_LISTEN", default_value = "127.0.0.1:8082")]
     pub agent_listen: SocketAddr,
 
+    /// The address the control plane dials for logs (default: the listen
+    /// address, or, when that is unspecified such as 0.0.0.0, the address of
+    /// the interface that reaches the control plane). Never unspecified.
+    #[arg(long, env = "SKIFF_AGENT_ADVERTISE")]
+    pub agent_advertise: Option<SocketAddr>,
+
     /// This host's id (default: the hostname).
     #[arg(long, env = "SKIFF_HOST_ID")]
     pub host_id: Option<String>,

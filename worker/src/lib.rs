@@ -8,12 +8,14 @@
 //!
 //! Layout:
 //! - [`config`]: flags and `SKIFF_*` environment.
+//! - [`advertise`]: the agent address the control plane dials back.
 //! - [`agent`]: registration, heartbeats, the assignment stream and fencing,
 //!   per-container supervisors (reconcile).
 //! - [`runtime`]: the containerd boundary (pull, spec, seccomp, tasks).
 //! - [`logs`]: the `WorkerAgent` gRPC service that serves log files.
 //! - [`metrics`]: Prometheus metrics and their optional HTTP endpoint.
 
+pub mod advertise;
 pub mod agent;
 pub mod config;
 pub mod logs;
@@ -41,6 +43,8 @@ pub enum WorkerError {
     Runtime(#[from] runtime::RuntimeError),
     #[error("agent endpoint: {0}")]
     Serve(#[from] tonic::transport::Error),
+    #[error(transparent)]
+    Advertise(#[from] advertise::AdvertiseError),
     #[error("agent endpoint address: {0}")]
     Listen(#[source] std::io::Error),
     #[error("metrics endpoint {addr}: {source}")]
@@ -78,7 +82,10 @@ pub async fn serve(
         })
         .await?,
     );
-    let agent_addr = agent_listener.local_addr().map_err(WorkerError::Listen)?;
+    let listening = agent_listener.local_addr().map_err(WorkerError::Listen)?;
+    let agent_addr = advertise::advertise_addr(listening, config.agent_advertise, || {
+        advertise::route_to(config.control_plane.first().map_or("", String::as_str))
+    })?;
     let host = HostInfo {
         host_id: config.host_id(),
         agent_addr: agent_addr.to_string(),

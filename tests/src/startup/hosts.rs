@@ -161,7 +161,15 @@ pub(super) fn start_workers(
             ("SKIFF_CONTROL_PLANE".to_string(), control_planes),
             (
                 "SKIFF_AGENT_LISTEN".into(),
-                format!("{ip}:{}", free_port()?),
+                format!(
+                    "{}:{}",
+                    if spec.agent_listen_any && in_netns.is_none() {
+                        "0.0.0.0"
+                    } else {
+                        ip
+                    },
+                    free_port()?
+                ),
             ),
             ("SKIFF_HOST_ID".into(), id.clone()),
             ("SKIFF_CONTAINERD_SOCKET".into(), socket.clone()),

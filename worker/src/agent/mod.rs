@@ -142,6 +142,15 @@ pub struct AgentSettings {
     pub checkpoint_interval: Duration,
 }
 
+/// Aborts a task when dropped (a session's helpers end with it).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// containerd's figures sent with every heartbeat (placement hints).
 #[derive(Debug, Default, Clone)]
 struct Inventory {
@@ -318,23 +327,36 @@ impl<R: Runtime> Agent<R> {
         interval: Duration,
         done: CancellationToken,
     ) {
-        let mut inventory = Inventory::default();
+        // The heartbeat is what keeps the host alive: it never waits for
+        // containerd. The inventory is refreshed by a task of its own, never
+        // cancelled midway (a slow containerd still answers, later), and each
+        // heartbeat carries the latest figures.
+        let inventory = Arc::new(std::sync::Mutex::new(Inventory::default()));
+        let refresher = {
+            let (agent, inventory, done) = (self.clone(), inventory.clone(), done.clone());
+            tokio::spawn(async move {
+                loop {
+                    let fresh = agent.inventory().await;
+                    inventory.lock().expect("inventory lock").update(fresh);
+                    tokio::select! {
+                        _ = done.cancelled() => return,
+                        _ = tokio::time::sleep(interval) => {}
+                    }
+                }
+            })
+        };
+        let _stop_refresher = AbortOnDrop(refresher);
         loop {
             tokio::select! {
                 _ = done.cancelled() => return,
                 _ = tokio::time::sleep(interval) => {}
             }
-            // The heartbeat is what keeps the host alive: a slow containerd
-            // must not delay it much, so past half an interval it carries the
-            // last figures known.
-            if let Ok(fresh) = tokio::time::timeout(interval / 2, self.inventory()).await {
-                inventory.update(fresh);
-            }
+            let latest = inventory.lock().expect("inventory lock").clone();
             let request = pb::HeartbeatRequest {
                 host_id: self.host.host_id.clone(),
                 applied_revision: self.applied_revision(),
-                images: inventory.images.clone(),
-                running: inventory.running,
+                images: latest.images,
+                running: latest.running,
             };
             if let Err(status) = client.heartbeat(request).await {
                 tracing::warn!(%status, "heartbeat failed");
