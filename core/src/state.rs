@@ -265,7 +265,9 @@ impl FromStr for PlacementPolicy {
         match s {
             "binpack" => Ok(Self::Binpack),
             "spread" => Ok(Self::Spread),
-            other => Err(format!("unknown placement policy {other:?} (binpack or spread)")),
+            other => Err(format!(
+                "unknown placement policy {other:?} (binpack or spread)"
+            )),
         }
     }
 }
