@@ -184,6 +184,9 @@ impl ControlPlane for ControlPlaneService {
             let mut first = true;
             let mut last_sent = tokio::time::Instant::now();
             let keepalive = state.config.heartbeat_interval();
+            // While an old transaction holds the watermark back, look again
+            // soon, then less and less often (it may be a long one).
+            let mut pending_wait = PENDING_RETRY;
             loop {
                 changed.borrow_and_update();
                 let step = match next_step(&state, &host, revision).await {
@@ -217,8 +220,11 @@ impl ControlPlane for ControlPlaneService {
                 }
                 first = false;
                 let wait = if step.pending {
-                    PENDING_RETRY
+                    let wait = pending_wait;
+                    pending_wait = (pending_wait * 2).min(keepalive);
+                    wait
                 } else {
+                    pending_wait = PENDING_RETRY;
                     keepalive
                 };
                 tokio::select! {

@@ -127,11 +127,14 @@ pub fn observe(c: &Facts, observation: &Observation, now: DateTime<Utc>) -> Tran
             started_at,
             finished_at,
         } => exited(c, *exit_code, *oom_killed, *started_at, *finished_at),
+        // A failed run is final for this generation: a back-off pending
+        // from an earlier exit is cancelled (its capacity is released).
         Observation::Failed { reason, message } => Transition {
             state: Some(S::Failed),
             reason: Some(Some(*reason)),
             message: Some(Some(message.clone())),
             finished_at: Some(Some(now)),
+            cancel_restart: true,
             ..Default::default()
         },
     }

@@ -174,6 +174,22 @@ impl Store {
                     NewRunTarget::SameHost => (ContainerState::Scheduled, false),
                     NewRunTarget::Queue => (ContainerState::Pending, true),
                 };
+                if requeue && !row.state.is_terminal() {
+                    if let Some(host) = row.host_id.as_deref() {
+                        // Its host is not alive: the run there is given up
+                        // (the host fences it, unreported, if it returns),
+                        // billed up to the last checkpoint that saw it.
+                        super::reports::close_at_last_seen(
+                            &mut tx,
+                            &row,
+                            row.generation,
+                            host,
+                            "requeued",
+                            "requeued",
+                        )
+                        .await?;
+                    }
+                }
                 sqlx::query(
                     "UPDATE containers SET desired = 'running', generation = generation + 1, \
                      restart_at = NULL, backoff_step = 0, state = $2, \

@@ -14,7 +14,7 @@
 //! plane: the next issue (a trusted worker channel) puts the credential
 //! check here.
 
-use super::{insert_event, lock_container, ContainerRow, Result, Store, TERMINAL_STATES};
+use super::{insert_event, ContainerRow, Result, Store, CONTAINER_COLUMNS, TERMINAL_STATES};
 use crate::lifecycle::{self, HostLoss};
 use chrono::{DateTime, Utc};
 use skiff_core::{ContainerState, HostState};
@@ -195,6 +195,10 @@ impl Store {
         let mut lost = Vec::new();
         for host in silent {
             let mut tx = self.pool.begin().await?;
+            // Placement and new runs on a host hold this lock while they
+            // claim its capacity: none can put a container on this host
+            // after it is judged below and before this commits.
+            super::placement::lock_placement(&mut tx).await?;
             // Re-checked under the row lock: another replica may have judged
             // it, or a heartbeat arrived since.
             let marked: Option<i64> = sqlx::query_scalar(
@@ -211,24 +215,26 @@ impl Store {
             if marked.is_none() {
                 continue;
             }
-            let runs_closed = skiff_billing::close_runs_of_host(&mut tx, &host).await?;
-            let ids: Vec<Uuid> = sqlx::query_scalar(&format!(
-                "SELECT id FROM containers WHERE host_id = $1 AND deleted_at IS NULL \
-                   AND state NOT IN {TERMINAL_STATES} ORDER BY id"
+            // The containers first, then their meter runs: the order a
+            // worker's report takes (container, then run), so the two never
+            // deadlock. FOR UPDATE re-checks the conditions on rows changed
+            // meanwhile (a delete, an exit, a restart elsewhere).
+            let rows = sqlx::query_as::<_, ContainerRow>(&format!(
+                "SELECT {CONTAINER_COLUMNS} FROM containers WHERE host_id = $1 AND deleted_at IS NULL \
+                   AND state NOT IN {TERMINAL_STATES} ORDER BY id FOR UPDATE"
             ))
             .bind(&host)
             .fetch_all(&mut *tx)
             .await?;
+            let runs_closed = skiff_billing::close_runs_of_host(&mut tx, &host).await?;
             let mut outcome = LostHost {
                 id: host.clone(),
                 failed: Vec::new(),
                 replaced: Vec::new(),
                 runs_closed,
             };
-            for id in ids {
-                let Some(row) = lock_container(&mut tx, id, None).await? else {
-                    continue;
-                };
+            for row in rows {
+                let id = row.id;
                 match lifecycle::on_host_lost(&row.facts()) {
                     HostLoss::Fail => {
                         fail_host_lost(&mut tx, &row, &host).await?;

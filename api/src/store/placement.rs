@@ -154,8 +154,12 @@ impl Store {
                      FROM containers \
                     WHERE state = 'pending' AND desired = 'running' AND deleted_at IS NULL) q \
                   ORDER BY rank, created_at LIMIT $1) \
+                AND state = 'pending' AND desired = 'running' AND deleted_at IS NULL \
               ORDER BY created_at, id FOR UPDATE SKIP LOCKED",
         )
+        // The conditions again outside the subquery: FOR UPDATE re-checks
+        // only these on a row another transaction changed meanwhile (a stop,
+        // a delete, an expiry must not be placed).
         .bind(ROUND_LIMIT)
         .fetch_all(&mut *tx)
         .await?;
@@ -277,19 +281,25 @@ impl Store {
     /// Starts the next run of containers whose restart back-off has passed,
     /// on the host that still holds their resources.
     pub async fn start_due_restarts(&self) -> Result<u64> {
+        let mut tx = self.pool.begin().await?;
+        // With placement and host loss, one at a time: a restart reclaims
+        // capacity, and loss must not miss a container it revives.
+        lock_placement(&mut tx).await?;
         let done = sqlx::query(
             "WITH due AS ( \
                UPDATE containers SET generation = generation + 1, restart_count = restart_count + 1, \
                  restart_at = NULL, state = 'scheduled', reason = NULL, message = NULL, \
                  started_at = NULL, finished_at = NULL, scheduled_at = clock_timestamp() \
                WHERE restart_at <= now() AND desired = 'running' AND deleted_at IS NULL \
+                 AND state = 'starting' \
                RETURNING id, generation) \
              INSERT INTO container_events (container_id, event_key, kind, message, at) \
              SELECT id, 'restart-' || generation, 'Restarting', 'restart policy', now() FROM due \
              ON CONFLICT (container_id, event_key) DO NOTHING",
         )
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(done.rows_affected())
     }
 

@@ -44,10 +44,24 @@ impl Store {
             return Ok(None);
         };
         let current = report.generation == row.generation as u64;
+        // An older run is answered for by the host that ran it (the
+        // container may have moved since).
+        let holding_host = if current {
+            row.host_id.clone()
+        } else {
+            sqlx::query_scalar::<_, String>(
+                "SELECT host_id FROM metering_runs WHERE container_id = $1 AND generation = $2",
+            )
+            .bind(id)
+            .bind(report.generation as i64)
+            .fetch_optional(&mut *tx)
+            .await?
+            .or_else(|| row.host_id.clone())
+        };
         report_bounds::check_report(
             &Claim {
                 reporting_host: &report.host_id,
-                holding_host: row.host_id.as_deref(),
+                holding_host: holding_host.as_deref(),
                 started_at: ms_to_time(report.started_at_unix_ms),
                 finished_at: ms_to_time(report.finished_at_unix_ms),
                 placed_at: if current {
@@ -273,26 +287,40 @@ async fn meter_observation(
         pb::ObservedState::Failed => {
             // A run that was going when it failed (its task vanished) closes
             // at the last checkpoint that saw it: unseen time is not billed.
-            let last_seen: Option<DateTime<Utc>> = sqlx::query_scalar(
-                "SELECT last_seen_at FROM metering_runs \
-                 WHERE container_id = $1 AND generation = $2 AND ended_at IS NULL",
-            )
-            .bind(row.id)
-            .bind(generation)
-            .fetch_optional(&mut **tx)
-            .await?;
-            if let Some(last_seen) = last_seen {
-                let facts = run_facts(row, generation, &report.host_id, last_seen);
-                let report_id = format!("{}:{generation}:failed", row.id);
-                let reason = if report.reason.is_empty() {
-                    "failed"
-                } else {
-                    report.reason.as_str()
-                };
-                skiff_billing::close_run(tx, &report_id, &facts, last_seen, reason).await?;
-            }
+            let reason = if report.reason.is_empty() {
+                "failed"
+            } else {
+                report.reason.as_str()
+            };
+            close_at_last_seen(tx, row, generation, &report.host_id, "failed", reason).await?;
         }
         _ => {}
+    }
+    Ok(())
+}
+
+/// Closes run `generation` of the container, if still open, at the last
+/// checkpoint that saw it running: what no one saw is not billed.
+pub(super) async fn close_at_last_seen(
+    conn: &mut sqlx::PgConnection,
+    row: &ContainerRow,
+    generation: i64,
+    host_id: &str,
+    why: &str,
+    reason: &str,
+) -> Result<()> {
+    let last_seen: Option<DateTime<Utc>> = sqlx::query_scalar(
+        "SELECT last_seen_at FROM metering_runs \
+         WHERE container_id = $1 AND generation = $2 AND ended_at IS NULL",
+    )
+    .bind(row.id)
+    .bind(generation)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if let Some(last_seen) = last_seen {
+        let facts = run_facts(row, generation, host_id, last_seen);
+        let report_id = format!("{}:{generation}:{why}", row.id);
+        skiff_billing::close_run(conn, &report_id, &facts, last_seen, reason).await?;
     }
     Ok(())
 }
