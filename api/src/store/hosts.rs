@@ -14,7 +14,10 @@
 //! plane: the next issue (a trusted worker channel) puts the credential
 //! check here.
 
-use super::{insert_event, ContainerRow, Result, Store, CONTAINER_COLUMNS, TERMINAL_STATES};
+use super::{
+    insert_event, ContainerRow, Result, Store, ALLOCATION_BY_HOST, CONTAINER_COLUMNS, HOST_ALIVE,
+    TERMINAL_STATES,
+};
 use crate::lifecycle::{self, HostLoss};
 use chrono::{DateTime, Utc};
 use skiff_core::{ContainerState, HostState};
@@ -153,13 +156,8 @@ impl Store {
             "SELECT h.id, h.cpu_millis::bigint AS cpu_millis, h.memory_mib, \
                COALESCE(a.cpu, 0) AS allocated_cpu_millis, COALESCE(a.mem, 0) AS allocated_memory_mib, \
                COALESCE(a.running, 0) AS running, h.images, h.labels, h.last_heartbeat_at, h.draining, \
-               (h.lost_at IS NOT NULL OR h.last_heartbeat_at <= now() - make_interval(secs => $1)) AS lost, \
-               h.containerd_version \
-             FROM hosts h LEFT JOIN ( \
-               SELECT host_id, SUM(cpu_millis)::bigint AS cpu, SUM(memory_mib)::bigint AS mem, \
-                      count(*) FILTER (WHERE state = 'running') AS running \
-                 FROM containers WHERE host_id IS NOT NULL AND removed_at IS NULL \
-                  AND state NOT IN {TERMINAL_STATES} GROUP BY host_id) a ON a.host_id = h.id \
+               NOT {HOST_ALIVE} AS lost, h.containerd_version \
+             FROM hosts h LEFT JOIN ({ALLOCATION_BY_HOST}) a ON a.host_id = h.id \
              WHERE $2::text IS NULL OR h.id = $2 ORDER BY h.id"
         ))
         .bind(live_within.as_secs_f64())

@@ -152,6 +152,18 @@ const CONTAINER_COLUMNS: &str = "id, tenant_id, name, image, image_digest, comma
 /// The states that hold a host's resources (everything not finished).
 const TERMINAL_STATES: &str = "('succeeded', 'failed', 'stopped')";
 
+/// The one definition of a host's allocation, for placement and the hosts
+/// view alike: what its unfinished containers reserve, and how many run.
+/// Join it as `a` on `a.host_id = h.id`.
+const ALLOCATION_BY_HOST: &str = "SELECT host_id, SUM(cpu_millis)::bigint AS cpu, \
+    SUM(memory_mib)::bigint AS mem, count(*) FILTER (WHERE state = 'running') AS running \
+    FROM containers WHERE host_id IS NOT NULL AND removed_at IS NULL \
+    AND state NOT IN ('succeeded', 'failed', 'stopped') GROUP BY host_id";
+
+/// A host (`h`) heard from within `$1` seconds and not judged lost.
+const HOST_ALIVE: &str =
+    "(h.last_heartbeat_at > now() - make_interval(secs => $1) AND h.lost_at IS NULL)";
+
 #[derive(Clone)]
 pub struct Store {
     pool: PgPool,

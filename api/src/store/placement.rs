@@ -4,7 +4,7 @@
 //! (`max_pending_s`), restarts whose back-off has passed, and the admission
 //! check that refuses requests no host could ever take.
 
-use super::{Result, Store, TERMINAL_STATES};
+use super::{Result, Store, ALLOCATION_BY_HOST, HOST_ALIVE};
 use crate::scheduler::place::{self, HostCapacity, PendingRequest, Wait};
 use chrono::{DateTime, Utc};
 use skiff_core::PlacementPolicy;
@@ -75,13 +75,8 @@ fn host_load_sql(filter: &str) -> String {
            h.cpu_millis::bigint - COALESCE(a.cpu, 0) AS free_cpu_millis, \
            h.memory_mib - COALESCE(a.mem, 0) AS free_memory_mib, h.labels, \
            ARRAY(SELECT i->>'reference' FROM jsonb_array_elements(h.images) i) AS images, \
-           (h.last_heartbeat_at > now() - make_interval(secs => $1) AND h.lost_at IS NULL) AS alive, \
-           (h.last_heartbeat_at > now() - make_interval(secs => $1) AND h.lost_at IS NULL \
-              AND NOT h.draining) AS placeable \
-         FROM hosts h LEFT JOIN ( \
-           SELECT host_id, SUM(cpu_millis)::bigint AS cpu, SUM(memory_mib)::bigint AS mem \
-             FROM containers WHERE host_id IS NOT NULL AND removed_at IS NULL \
-              AND state NOT IN {TERMINAL_STATES} GROUP BY host_id) a ON a.host_id = h.id \
+           {HOST_ALIVE} AS alive, ({HOST_ALIVE} AND NOT h.draining) AS placeable \
+         FROM hosts h LEFT JOIN ({ALLOCATION_BY_HOST}) a ON a.host_id = h.id \
          WHERE {filter} ORDER BY h.id"
     )
 }
