@@ -5,7 +5,7 @@
 //! worker's own `/metrics`.
 
 use serde_json::json;
-use skiff_e2e::{limit, secs, Platform, HOST_LABEL};
+use skiff_e2e::{limit, metric_series, secs, Platform, HOST_LABEL};
 use std::time::Duration;
 
 const RECEIVED: &str = "skiff_worker_assignments_received_total";
@@ -18,11 +18,10 @@ async fn updates_of_kind(host: &skiff_e2e::Host, kind: &str) -> f64 {
         .metrics()
         .await
         .unwrap_or_else(|e| panic!("metrics of {}: {e:#}", host.name));
-    let series = format!("skiff_worker_assignment_updates_total{{kind=\"{kind}\"}}");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&series))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0)
+    metric_series(
+        &text,
+        &format!("skiff_worker_assignment_updates_total{{kind=\"{kind}\"}}"),
+    )
 }
 
 #[tokio::test]

@@ -373,11 +373,10 @@ async fn refused_count(platform: &Platform, reason: &str) -> f64 {
         .text()
         .await
         .expect("metrics text");
-    let series = format!("skiff_reports_refused_total{{reason=\"{reason}\"}}");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&series))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0)
+    skiff_e2e::metric_series(
+        &text,
+        &format!("skiff_reports_refused_total{{reason=\"{reason}\"}}"),
+    )
 }
 
 #[tokio::test]

@@ -66,13 +66,24 @@ async fn stop_kills_a_process_that_ignores_sigterm_after_stop_timeout() {
         let id = skiff_e2e::id_of(&created);
         t.wait(&id, "running", 60).await;
         t.stop(&id).await;
-        t.wait_exited_in(&id, "stopped").await;
+        let stopped = t.wait_exited_in(&id, "stopped").await;
         let events = t.events(&id).await;
+        let diag = t.diag(&id).await;
+        let killing = events
+            .iter()
+            .find(|e| e["kind"] == "Killing")
+            .unwrap_or_else(|| panic!("a Killing event: {diag}"));
+        // SIGTERM was ignored: the process ended by SIGKILL, and only once
+        // the configured stop timeout had passed since the SIGTERM.
+        let at = |v: &serde_json::Value| {
+            chrono::DateTime::parse_from_rfc3339(v.as_str().expect("a time")).expect("RFC 3339")
+        };
+        let waited = at(&stopped["finished_at"]) - at(&killing["at"]);
         assert!(
-            events.iter().any(|e| e["kind"] == "Killing"),
-            "a Killing event: {}",
-            t.diag(&id).await
+            waited >= chrono::Duration::seconds(2),
+            "killed {waited} after the SIGTERM, before stop_timeout_s (2 s): {diag}"
         );
+        assert_eq!(stopped["exit_code"], 137, "ended by SIGKILL: {diag}");
         t.delete(&id).await;
     })
     .await

@@ -9,14 +9,6 @@ use skiff_e2e::{
     HOST_LABEL, HOST_MEMORY_MIB,
 };
 
-/// A sleeper of `cpu` vCPU and 128 MiB.
-fn sleeper(platform: &Platform, cpu: f64) -> Value {
-    let mut spec = platform.spec(&["sleep", "600"]);
-    spec["cpu"] = json!(cpu);
-    spec["stop_timeout_s"] = json!(1);
-    spec
-}
-
 /// Creates a container and waits until it runs; returns (id, host id).
 async fn run_on_some_host(t: &Tenant, spec: &Value) -> (String, String) {
     let id = t.create_id(spec).await;
@@ -49,8 +41,8 @@ async fn binpack_fills_the_fullest_host_before_another() {
     limit(secs(120), async {
         let platform = Platform::get().await;
         let t = platform.new_exclusive_tenant().await;
-        let (a, x) = run_on_some_host(&t, &sleeper(platform, 1.0)).await;
-        let (b, host_b) = run_on_some_host(&t, &sleeper(platform, 1.0)).await;
+        let (a, x) = run_on_some_host(&t, &platform.sleeper(1.0)).await;
+        let (b, host_b) = run_on_some_host(&t, &platform.sleeper(1.0)).await;
         assert_eq!(
             host_b,
             x,
@@ -61,12 +53,12 @@ async fn binpack_fills_the_fullest_host_before_another() {
         let view = platform.host_view(&x).await;
         let free = view["cpu"].as_f64().unwrap() - view["allocated_cpu"].as_f64().unwrap();
         let (c, host_c) =
-            run_on_some_host(&t, &sleeper(platform, (free * 100.0).round() / 100.0)).await;
+            run_on_some_host(&t, &platform.sleeper((free * 100.0).round() / 100.0)).await;
         assert_eq!(host_c, x, "{}", t.diag(&c).await);
         let full = platform.host_view(&x).await;
         assert_eq!(full["allocated_cpu"], full["cpu"], "X is full: {full}");
         // X is full: the next one goes to another host, never over X's cpu.
-        let (d, host_d) = run_on_some_host(&t, &sleeper(platform, 0.5)).await;
+        let (d, host_d) = run_on_some_host(&t, &platform.sleeper(0.5)).await;
         assert_ne!(host_d, x, "{}", t.diag(&d).await);
         assert_within_capacity(&platform.hosts_view().await);
         for id in [a, b, c, d] {
@@ -82,8 +74,8 @@ async fn spread_places_each_container_on_the_emptiest_host() {
         let platform = Platform::spread().await;
         let t = platform.new_exclusive_tenant().await;
         assert_eq!(platform.placement, "spread");
-        let (a, x) = run_on_some_host(&t, &sleeper(platform, 1.0)).await;
-        let (b, y) = run_on_some_host(&t, &sleeper(platform, 1.0)).await;
+        let (a, x) = run_on_some_host(&t, &platform.sleeper(1.0)).await;
+        let (b, y) = run_on_some_host(&t, &platform.sleeper(1.0)).await;
         assert_ne!(
             y,
             x,
@@ -91,9 +83,9 @@ async fn spread_places_each_container_on_the_emptiest_host() {
             t.diag(&b).await
         );
         // Both hold 1 vCPU now; a bigger one on X makes Y the emptier.
-        let (c, host_c) = run_on_some_host(&t, &sleeper(platform, 0.5)).await;
+        let (c, host_c) = run_on_some_host(&t, &platform.sleeper(0.5)).await;
         let emptier = if host_c == x { &y } else { &x };
-        let (d, host_d) = run_on_some_host(&t, &sleeper(platform, 0.5)).await;
+        let (d, host_d) = run_on_some_host(&t, &platform.sleeper(0.5)).await;
         assert_eq!(&host_d, emptier, "{}", t.diag(&d).await);
         assert_within_capacity(&platform.hosts_view().await);
         for id in [a, b, c, d] {
@@ -148,12 +140,12 @@ async fn a_host_that_holds_the_image_is_preferred() {
 
         // h1 is the fullest: binpack sends an ordinary container there...
         let (filler, on) = {
-            let mut spec = sleeper(platform, 1.0);
+            let mut spec = platform.sleeper(1.0);
             pin(&mut spec, &h1.name);
             run_on_some_host(&t, &spec).await
         };
         assert_eq!(on, h1.id);
-        let (control, control_host) = run_on_some_host(&t, &sleeper(platform, 0.5)).await;
+        let (control, control_host) = run_on_some_host(&t, &platform.sleeper(0.5)).await;
         assert_eq!(
             control_host,
             h1.id,
@@ -162,7 +154,7 @@ async fn a_host_that_holds_the_image_is_preferred() {
         );
 
         // ...but a container of the image h2 holds goes to h2.
-        let mut local = sleeper(platform, 0.5);
+        let mut local = platform.sleeper(0.5);
         local["image"] = json!(image);
         let (local, local_host) = run_on_some_host(&t, &local).await;
         assert_eq!(

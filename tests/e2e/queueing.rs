@@ -2,17 +2,9 @@
 //! is placed as soon as capacity frees (fairly across tenants, in order
 //! within one), and fails `NoCapacity` after its `max_pending_s`.
 
-use serde_json::{json, Value};
+use serde_json::json;
 use skiff_e2e::{limit, secs, Platform, Tenant, HOST_CPU_MILLIS};
 use std::time::Duration;
-
-/// A sleeper of `cpu` vCPU and 128 MiB that stops fast.
-fn sleeper(platform: &Platform, cpu: f64) -> Value {
-    let mut spec = platform.spec(&["sleep", "600"]);
-    spec["cpu"] = json!(cpu);
-    spec["stop_timeout_s"] = json!(1);
-    spec
-}
 
 /// Fills every host of the pool with sleepers of `cpu` vCPU and checks that
 /// the hosts view shows each host's cpu fully allocated. Returns their ids.
@@ -21,7 +13,7 @@ async fn fill_pool(t: &Tenant, cpu: f64) -> Vec<String> {
     let per_host = (HOST_CPU_MILLIS as f64 / (cpu * 1000.0)).round() as usize;
     let mut ids = Vec::new();
     for _ in 0..per_host * platform.hosts.len() {
-        ids.push(t.create_id(&sleeper(platform, cpu)).await);
+        ids.push(t.create_id(&platform.sleeper(cpu)).await);
     }
     for id in &ids {
         t.wait(id, "running", 90).await;
@@ -126,9 +118,9 @@ async fn a_tenant_with_many_queued_does_not_hold_up_another_tenants_single_reque
         // A queues five, then B one, all 1 vCPU: one fits per freed filler.
         let mut a_queued = Vec::new();
         for _ in 0..5 {
-            a_queued.push(a.create_id(&sleeper(platform, 1.0)).await);
+            a_queued.push(a.create_id(&platform.sleeper(1.0)).await);
         }
-        let b_single = b.create_id(&sleeper(platform, 1.0)).await;
+        let b_single = b.create_id(&platform.sleeper(1.0)).await;
         assert_still_waiting(&b, &b_single).await;
         for id in &a_queued {
             let object = a.get(id).await;

@@ -4,7 +4,7 @@
 //! copy or a gap in billing.
 
 use serde_json::{json, Value};
-use skiff_e2e::{id_of, limit, secs, Platform, Tenant, HOST_LABEL};
+use skiff_e2e::{limit, secs, Platform, Tenant, HOST_LABEL};
 use std::collections::BTreeMap;
 
 /// Three sleepers and one container that exits with 4 a few seconds in
@@ -161,7 +161,6 @@ async fn containerd_restart_keeps_containers_and_the_worker_resubscribes() {
         assert!(t.logs(&fresh).await.contains("after-restart"), "{diag}");
 
         stop_and_check_billing(&t, &sleepers).await;
-        assert_eq!(id_of(&short_done), short);
     })
     .await
 }

@@ -258,6 +258,16 @@ impl Host {
     }
 }
 
+/// The value of one series, written as Prometheus prints it (e.g.
+/// `skiff_reports_refused_total{reason="in_the_future"}`), in Prometheus
+/// text; 0 when absent (a labelled counter appears on its first increment).
+pub fn metric_series(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
 /// The sum of the samples named `name` in Prometheus text.
 pub fn metric_sum(text: &str, name: &str) -> Result<f64> {
     let mut found = false;

@@ -36,7 +36,7 @@ pub mod service;
 mod startup;
 pub mod tenant;
 
-pub use host::{metric_sum, Host, Task};
+pub use host::{metric_series, metric_sum, Host, Task};
 pub use platform::{Platform, Timers, HOST_CPU_MILLIS, HOST_LABEL, HOST_MEMORY_MIB};
 pub use tenant::{id_of, unique, Reply, Tenant};
 

@@ -253,6 +253,15 @@ impl Platform {
         })
     }
 
+    /// A `sleep 600` of `cpu` vCPU that stops within a second: what
+    /// placement and queueing tests fill hosts with.
+    pub fn sleeper(&self, cpu: f64) -> Value {
+        let mut spec = self.spec(&["sleep", "600"]);
+        spec["cpu"] = json!(cpu);
+        spec["stop_timeout_s"] = json!(1);
+        spec
+    }
+
     /// [`Platform::spec`] for `sh -c <script>`.
     pub fn sh(&self, script: &str) -> Value {
         self.spec(&["sh", "-c", script])
@@ -433,32 +442,15 @@ impl Platform {
         self.host(id)
     }
 
-    /// When the API last heard from host `id`: `GET /v1/hosts`, or the hosts
-    /// table while that route does not exist.
+    /// When the API last heard from host `id` (`GET /v1/hosts`).
     pub async fn last_heartbeat(&self, id: &str) -> chrono::DateTime<chrono::Utc> {
-        let reply = self
-            .admin(Method::GET, "/v1/hosts", None)
-            .await
-            .unwrap_or_else(|e| panic!("GET /v1/hosts: {e:#}"));
-        if reply.status == StatusCode::OK {
-            let body = reply.json();
-            let at = body["items"]
-                .as_array()
-                .and_then(|items| items.iter().find(|h| h["id"] == id))
-                .and_then(|h| h["last_heartbeat_at"].as_str())
-                .unwrap_or_else(|| panic!("no last_heartbeat_at for {id}: {}", reply.text));
-            return chrono::DateTime::parse_from_rfc3339(at)
-                .unwrap_or_else(|e| panic!("last_heartbeat_at {at}: {e}"))
-                .with_timezone(&chrono::Utc);
-        }
-        let pool = sqlx::PgPool::connect(&self.database_url).await.unwrap();
-        let at = sqlx::query_scalar("SELECT last_heartbeat_at FROM hosts WHERE id = $1")
-            .bind(id)
-            .fetch_one(&pool)
-            .await
-            .unwrap_or_else(|e| panic!("hosts row of {id}: {e}"));
-        pool.close().await;
-        at
+        let view = self.host_view(id).await;
+        let at = view["last_heartbeat_at"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no last_heartbeat_at for {id}: {view}"));
+        chrono::DateTime::parse_from_rfc3339(at)
+            .unwrap_or_else(|e| panic!("last_heartbeat_at {at}: {e}"))
+            .with_timezone(&chrono::Utc)
     }
 
     /// SIGKILLs the worker of `host` (containerd's shims keep its containers

@@ -62,15 +62,6 @@ impl Platform {
             self.run_probe(client, &spec, deadline).await
         });
         let results = futures::future::join_all(probes).await;
-        let refused = |r: &Result<Option<()>>| matches!(r, Ok(None));
-        if results.iter().any(refused) {
-            // Placement constraints not accepted yet: one unpinned probe.
-            let spec = self.spec(&["echo", "probe"]);
-            return match self.run_probe(client, &spec, deadline).await? {
-                Some(()) => Ok(()),
-                None => bail!("the probe container was refused"),
-            };
-        }
         for result in results {
             result?;
         }
@@ -80,49 +71,32 @@ impl Platform {
     /// The ids of the hosts that are not registered and ready yet.
     async fn hosts_not_ready(&self) -> Result<Vec<String>> {
         let reply = self.admin(Method::GET, "/v1/hosts", None).await?;
-        if reply.status == StatusCode::OK {
-            let body = reply.json();
-            let ready: Vec<&str> = body["items"]
-                .as_array()
-                .ok_or_else(|| anyhow!("GET /v1/hosts without items: {}", reply.text))?
-                .iter()
-                .filter(|h| h["state"] == "ready")
-                .filter_map(|h| h["id"].as_str())
-                .collect();
-            return Ok(self
-                .hosts
-                .iter()
-                .filter(|h| !ready.contains(&h.id.as_str()))
-                .map(|h| h.id.clone())
-                .collect());
-        }
-        if reply.status != StatusCode::NOT_FOUND && reply.status != StatusCode::METHOD_NOT_ALLOWED {
+        if reply.status != StatusCode::OK {
             bail!("GET /v1/hosts -> {}: {}", reply.status, reply.text);
         }
-        // No hosts route yet: the hosts table says who has registered.
-        let pool = sqlx::PgPool::connect(&self.database_url).await?;
-        let ids: Vec<String> = self.hosts.iter().map(|h| h.id.clone()).collect();
-        let registered: Vec<String> = sqlx::query_scalar(
-            "SELECT id FROM hosts WHERE id = ANY($1) AND last_heartbeat_at > now() - interval '30 seconds'",
-        )
-        .bind(&ids)
-        .fetch_all(&pool)
-        .await?;
-        pool.close().await;
-        Ok(ids
-            .into_iter()
-            .filter(|id| !registered.contains(id))
+        let body = reply.json();
+        let ready: Vec<&str> = body["items"]
+            .as_array()
+            .ok_or_else(|| anyhow!("GET /v1/hosts without items: {}", reply.text))?
+            .iter()
+            .filter(|h| h["state"] == "ready")
+            .filter_map(|h| h["id"].as_str())
+            .collect();
+        Ok(self
+            .hosts
+            .iter()
+            .filter(|h| !ready.contains(&h.id.as_str()))
+            .map(|h| h.id.clone())
             .collect())
     }
 
-    /// Runs a probe container to `succeeded`. `Ok(None)` when the API
-    /// refuses the body (400/422).
+    /// Runs a probe container to `succeeded`.
     async fn run_probe(
         &self,
         client: &reqwest::Client,
         spec: &Value,
         deadline: Instant,
-    ) -> Result<Option<()>> {
+    ) -> Result<()> {
         let response = client
             .post(format!("{}/v1/containers", self.api_url))
             .bearer_auth(&self.probe_token)
@@ -131,9 +105,6 @@ impl Platform {
             .await?;
         let status = response.status();
         let text = response.text().await?;
-        if status == StatusCode::BAD_REQUEST || status == StatusCode::UNPROCESSABLE_ENTITY {
-            return Ok(None);
-        }
         if status != StatusCode::CREATED {
             bail!("probe container: POST /v1/containers -> {status}: {text}");
         }
@@ -154,7 +125,7 @@ impl Platform {
             if status == StatusCode::OK {
                 let object: Value = serde_json::from_str(&text)?;
                 if object["state"] == "succeeded" {
-                    return Ok(Some(()));
+                    return Ok(());
                 }
                 bail!("probe container did not succeed: {text}");
             }
