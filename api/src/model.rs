@@ -4,8 +4,8 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use skiff_core::{
-    validate_env, ContainerName, ContainerState, CpuMillis, FieldError, ImageRef, MemoryMib,
-    Reason, RestartPolicy, SecretEnv,
+    validate_env, validate_labels, ContainerName, ContainerState, CpuMillis, FieldError, ImageRef,
+    MemoryMib, Reason, RestartPolicy, SecretEnv,
 };
 use std::collections::BTreeMap;
 use utoipa::ToSchema;
@@ -13,7 +13,6 @@ use uuid::Uuid;
 
 pub const DEFAULT_STOP_TIMEOUT_S: u32 = 10;
 const MAX_STOP_TIMEOUT_S: u32 = 3600;
-const MAX_LABELS: usize = 64;
 const MAX_COMMAND_BYTES: usize = 64 * 1024;
 const MAX_PENDING_S: u32 = 86_400;
 
@@ -166,36 +165,6 @@ impl CreateContainer {
             host_labels,
         })
     }
-}
-
-/// Label keys: 1 to 63 characters of letters, digits and `-_./`.
-pub fn is_label_key(key: &str) -> bool {
-    !key.is_empty()
-        && key.len() <= 63
-        && key
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c))
-}
-
-fn validate_labels(field: &str, labels: &BTreeMap<String, String>) -> Result<(), FieldError> {
-    if labels.len() > MAX_LABELS {
-        return Err(FieldError::new(field, "at most 64 labels"));
-    }
-    for (key, value) in labels {
-        if !is_label_key(key) {
-            return Err(FieldError::new(
-                format!("{field}.{key}"),
-                "keys are 1 to 63 characters of letters, digits and -_./",
-            ));
-        }
-        if value.len() > 256 || value.contains('\0') {
-            return Err(FieldError::new(
-                format!("{field}.{key}"),
-                "values are at most 256 bytes without NUL",
-            ));
-        }
-    }
-    Ok(())
 }
 
 /// Where a container's start time went, in milliseconds.

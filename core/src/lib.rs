@@ -10,13 +10,16 @@
 //! - [`resources`]: `CpuMillis` and `MemoryMib`, parsed and bounded.
 //! - [`names`]: container names and POSIX environment keys.
 //! - [`image`]: image references per the distribution grammar.
+//! - [`labels`]: the one rule for container, host and placement labels.
 
 pub mod image;
+pub mod labels;
 pub mod names;
 pub mod resources;
 pub mod state;
 
 pub use image::ImageRef;
+pub use labels::{check_label, is_label_key, validate_labels, MAX_LABELS};
 pub use names::{validate_env, ContainerName, EnvError, SecretEnv};
 pub use resources::{CpuMillis, MemoryMib};
 pub use state::{ContainerState, DesiredState, HostState, PlacementPolicy, Reason, RestartPolicy};

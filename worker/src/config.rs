@@ -130,7 +130,7 @@ pub enum ConfigError {
         entry: String,
         problem: &'static str,
     },
-    #[error("host labels: at most {MAX_HOST_LABELS}")]
+    #[error("host labels: at most {}", skiff_core::MAX_LABELS)]
     TooManyHostLabels,
 }
 
@@ -165,8 +165,6 @@ impl CheckpointInterval {
     }
 }
 
-pub const MAX_HOST_LABELS: usize = 64;
-
 /// Validated operator labels of this host. Keys and values follow the rules
 /// the API applies to container labels, so every label a host has can be
 /// asked for in a placement.
@@ -187,14 +185,7 @@ impl HostLabels {
                 .split_once('=')
                 .ok_or_else(|| error("not key=value"))?;
             let key = key.trim();
-            if !is_label_key(key) {
-                return Err(error(
-                    "keys are 1 to 63 characters of letters, digits and -_./",
-                ));
-            }
-            if label_value.len() > 256 || label_value.contains('\0') {
-                return Err(error("values are at most 256 bytes without NUL"));
-            }
+            skiff_core::check_label(key, label_value).map_err(error)?;
             if labels
                 .insert(key.to_owned(), label_value.to_owned())
                 .is_some()
@@ -202,7 +193,7 @@ impl HostLabels {
                 return Err(error("key given twice"));
             }
         }
-        if labels.len() > MAX_HOST_LABELS {
+        if labels.len() > skiff_core::MAX_LABELS {
             return Err(ConfigError::TooManyHostLabels);
         }
         Ok(Self(labels))
@@ -211,15 +202,6 @@ impl HostLabels {
     pub fn as_map(&self) -> &BTreeMap<String, String> {
         &self.0
     }
-}
-
-/// The API's rule for label keys (api `model::is_label_key`).
-fn is_label_key(key: &str) -> bool {
-    !key.is_empty()
-        && key.len() <= 63
-        && key
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c))
 }
 
 impl WorkerConfig {
@@ -286,7 +268,9 @@ mod tests {
                 "{bad:?} accepted"
             );
         }
-        let many: Vec<String> = (0..=MAX_HOST_LABELS).map(|i| format!("k{i}=v")).collect();
+        let many: Vec<String> = (0..=skiff_core::MAX_LABELS)
+            .map(|i| format!("k{i}=v"))
+            .collect();
         assert_eq!(
             HostLabels::parse(&many.join(",")),
             Err(ConfigError::TooManyHostLabels)

@@ -198,7 +198,7 @@ pub async fn list(
                 let (k, v) = value
                     .split_once('=')
                     .ok_or_else(|| ApiError::invalid("label", "must be key=value"))?;
-                if v.contains('\0') || !crate::model::is_label_key(k) {
+                if v.contains('\0') || !skiff_core::is_label_key(k) {
                     return Err(ApiError::invalid(
                         "label",
                         "key: 1 to 63 of letters, digits and -_./; value without NUL",

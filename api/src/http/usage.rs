@@ -37,7 +37,7 @@ async fn usage_report(
 ) -> Result<Response, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::invalid("query", e.body_text()))?;
     if let Some(key) = q.group_by.as_deref().and_then(|g| g.strip_prefix("label:")) {
-        if !crate::model::is_label_key(key) {
+        if !skiff_core::is_label_key(key) {
             return Err(ApiError::invalid(
                 "group_by",
                 "label keys are 1 to 63 characters of letters, digits and -_./",
