@@ -40,7 +40,7 @@ use report::{cancellable_sleep, Reporter};
 use skiff_proto as pb;
 use skiff_proto::control_plane_client::ControlPlaneClient;
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use supervisor::{Shared, SupervisorHandle};
@@ -93,8 +93,6 @@ pub enum ApplyError {
         #[source]
         source: RuntimeError,
     },
-    #[error("fencing container {id}: its task is still there after removal")]
-    TaskSurvived { id: String },
 }
 
 /// How a control plane session ended (other than by shutdown).
@@ -170,9 +168,6 @@ pub struct Agent<R: Runtime> {
     stream: Mutex<StepAssembler>,
     /// The last revision fully applied, fencing included (0: none yet).
     applied_revision: AtomicU64,
-    /// Whether a snapshot has been applied in this process: fencing needs
-    /// a confirmed, complete set to compare against.
-    has_snapshot: AtomicBool,
     metrics: Arc<WorkerMetrics>,
     shutdown: CancellationToken,
 }
@@ -202,7 +197,6 @@ impl<R: Runtime> Agent<R> {
             adopted: Mutex::new(HashMap::new()),
             stream: Mutex::new(StepAssembler::default()),
             applied_revision: AtomicU64::new(0),
-            has_snapshot: AtomicBool::new(false),
             metrics,
             shutdown,
         })
@@ -249,8 +243,9 @@ impl<R: Runtime> Agent<R> {
         let (addr, client) = self.control.current();
         let addr = addr.to_owned();
         let result = self.session_on(client).await;
-        if let Err(error) = &result {
-            tracing::warn!(control_plane = %addr, %error, "session ended");
+        if result.is_err() {
+            // The retry's notify logs the error; this says where it was.
+            tracing::info!(control_plane = %addr, "leaving this control plane replica");
             self.control.rotate();
         }
         result
@@ -422,7 +417,10 @@ impl<R: Runtime> Agent<R> {
     /// Applies one complete step: assignments to their supervisors, then
     /// fencing, then the revision.
     async fn apply_step(self: &Arc<Self>, step: AssignmentStep) -> Result<(), ApplyError> {
-        let has_snapshot = self.has_snapshot.load(Ordering::Acquire);
+        // Only a snapshot advances the revision from 0 (a delta before one
+        // is applied without it): a revision means a confirmed, complete
+        // set was applied in this process, which fencing needs.
+        let has_snapshot = self.applied_revision() != 0;
         if step.kind == UpdateKind::Delta {
             if !has_snapshot {
                 // Only a snapshot confirms what this host should run; the
@@ -481,9 +479,6 @@ impl<R: Runtime> Agent<R> {
 
         self.applied_revision
             .store(step.revision, Ordering::Release);
-        if step.kind == UpdateKind::Snapshot {
-            self.has_snapshot.store(true, Ordering::Release);
-        }
         self.metrics.set_applied_revision(step.revision);
         tracing::info!(
             revision = step.revision,
@@ -586,16 +581,6 @@ impl<R: Runtime> Agent<R> {
                 id: id.clone(),
                 source,
             })?;
-        let left = runtime
-            .task(&id)
-            .await
-            .map_err(|source| ApplyError::Fence {
-                id: id.clone(),
-                source,
-            })?;
-        if left.is_some() {
-            return Err(ApplyError::TaskSurvived { id });
-        }
         self.metrics.fenced.inc();
         tracing::info!(container = %id, "fenced");
         Ok(())

@@ -10,13 +10,11 @@
 use async_trait::async_trait;
 use backon::{ExponentialBuilder, Retryable};
 use skiff_proto as pb;
-use skiff_proto::control_plane_client::ControlPlaneClient;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
 
 /// Retries of an undelivered status report: soon at first, then every
 /// couple of seconds while the control plane is away.
@@ -41,17 +39,6 @@ fn is_refusal(status: &tonic::Status) -> bool {
 pub trait ReportSink: Send + Sync + 'static {
     async fn status(&self, report: pb::StatusReport) -> Result<(), tonic::Status>;
     async fn usage(&self, checkpoint: pb::UsageCheckpoint) -> Result<(), tonic::Status>;
-}
-
-#[async_trait]
-impl ReportSink for ControlPlaneClient<Channel> {
-    async fn status(&self, report: pb::StatusReport) -> Result<(), tonic::Status> {
-        self.clone().report_status(report).await.map(|_| ())
-    }
-
-    async fn usage(&self, checkpoint: pb::UsageCheckpoint) -> Result<(), tonic::Status> {
-        self.clone().report_usage(checkpoint).await.map(|_| ())
-    }
 }
 
 /// A back-off sleeper for backon that wakes early when `token` is
