@@ -3,10 +3,12 @@
 //!
 //! The `.proto` file documents the contract: level-triggered assignment sets
 //! from the control plane, idempotent status reports from the worker.
+//! [`tls`] is how the two ends authenticate each other (mutual TLS).
 
-#![allow(clippy::all)]
+pub mod tls;
+
 // Generated code does not follow our lints.
-#[allow(missing_docs)]
+#[allow(missing_docs, clippy::all)]
 pub mod v1 {
     tonic::include_proto!("skiff.worker.v1");
 }
