@@ -5,12 +5,14 @@
 use clap::Parser;
 use skiff_core::PlacementPolicy;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 #[derive(Debug, Clone, Parser)]
 #[command(
     name = "skiff-api",
-    about = "skiff control plane: REST API, scheduler, worker gRPC endpoint"
+    about = "skiff control plane: REST API, scheduler, worker gRPC endpoint",
+    after_help = "Create the worker channel's CA first: skiff-api ca init --dir DIR"
 )]
 pub struct ApiConfig {
     /// Address of the REST API.
@@ -78,6 +80,31 @@ pub struct ApiConfig {
     #[arg(long, env = "SKIFF_PRICE_GIB_SECOND_NANO", default_value_t = 1_240)]
     pub price_gib_second_nano: i64,
 
+    /// The worker channel's CA certificate (PEM; several during a rotation:
+    /// all are trusted, the one matching SKIFF_CA_KEY signs). Made by
+    /// `skiff-api ca init`.
+    #[arg(long, env = "SKIFF_CA_CERT")]
+    pub ca_cert: PathBuf,
+
+    /// The CA's private key (PEM, mode 0600: refused if group or others
+    /// may read it).
+    #[arg(long, env = "SKIFF_CA_KEY")]
+    pub ca_key: PathBuf,
+
+    /// Lifetime of the certificates issued to hosts (and of each replica's
+    /// own); they are renewed after half of it.
+    #[arg(long, env = "SKIFF_HOST_CERT_LIFETIME_S", default_value_t = 2_592_000)]
+    pub host_cert_lifetime_s: u64,
+
+    /// Certificate chain (PEM) for TLS on the REST API; with SKIFF_TLS_KEY.
+    /// Without both, the REST API is plain HTTP (keep it on loopback).
+    #[arg(long, env = "SKIFF_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// Private key (PEM) for TLS on the REST API.
+    #[arg(long, env = "SKIFF_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+
     /// Maximum PostgreSQL connections.
     #[arg(long, env = "SKIFF_DB_MAX_CONNECTIONS", default_value_t = 16)]
     pub db_max_connections: u32,
@@ -97,6 +124,10 @@ pub enum ConfigError {
     LostAfterTooShort { lost_after: f64, heartbeat: f64 },
     #[error("SKIFF_MAX_PENDING_S must be 1 to 86400, not {0}")]
     MaxPending(u32),
+    #[error("SKIFF_HOST_CERT_LIFETIME_S must be 10 to 31536000 (a year), not {0}")]
+    CertLifetime(u64),
+    #[error("SKIFF_TLS_CERT and SKIFF_TLS_KEY go together: set both or neither")]
+    TlsHalf,
 }
 
 fn secs(s: f64) -> Duration {
@@ -128,6 +159,10 @@ impl ApiConfig {
         chrono::Duration::milliseconds((self.report_clock_skew_s.max(0.0) * 1000.0) as i64)
     }
 
+    pub fn host_cert_lifetime(&self) -> Duration {
+        Duration::from_secs(self.host_cert_lifetime_s)
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.admin_token.len() < 16 {
             return Err(ConfigError::AdminTokenTooShort);
@@ -153,6 +188,12 @@ impl ApiConfig {
         if !(1..=86_400).contains(&self.max_pending_s) {
             return Err(ConfigError::MaxPending(self.max_pending_s));
         }
+        if !(10..=31_536_000).contains(&self.host_cert_lifetime_s) {
+            return Err(ConfigError::CertLifetime(self.host_cert_lifetime_s));
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err(ConfigError::TlsHalf);
+        }
         Ok(())
     }
 }
@@ -168,6 +209,10 @@ mod tests {
             "postgres://x",
             "--admin-token",
             "0123456789abcdef",
+            "--ca-cert",
+            "ca.crt",
+            "--ca-key",
+            "ca.key",
         ];
         argv.extend_from_slice(args);
         ApiConfig::try_parse_from(argv).unwrap()
@@ -181,6 +226,7 @@ mod tests {
         assert_eq!(c.host_lost_after(), Duration::from_secs(10));
         assert_eq!(c.placement, PlacementPolicy::Binpack);
         assert_eq!(c.max_pending_s, 600);
+        assert_eq!(c.host_cert_lifetime(), Duration::from_secs(30 * 86_400));
     }
 
     #[test]
@@ -200,9 +246,17 @@ mod tests {
             "x",
             "--admin-token",
             "0123456789abcdef",
+            "--ca-cert",
+            "ca.crt",
+            "--ca-key",
+            "ca.key",
             "--placement",
             "random"
         ])
         .is_err());
+        let c = config(&["--host-cert-lifetime-s", "5"]);
+        assert_eq!(c.validate(), Err(ConfigError::CertLifetime(5)));
+        let c = config(&["--tls-cert", "x.pem"]);
+        assert_eq!(c.validate(), Err(ConfigError::TlsHalf));
     }
 }

@@ -12,6 +12,7 @@
 //! - [`lifecycle`]: the container lifecycle as pure decisions (table-tested).
 //! - [`store`]: PostgreSQL access, one module per resource.
 //! - [`grpc`]: the workers' `ControlPlane` service and the log client.
+//! - [`trust`]: the worker channel's CA, this replica's certificate, TLS.
 //! - [`scheduler`]: the background loop; [`scheduler::place`], placement as a pure function.
 //! - [`report_bounds`]: what a worker's report may claim (pure, table-tested).
 //! - [`notify`]: wake-ups from PostgreSQL's LISTEN/NOTIFY. [`metrics`]: Prometheus.
@@ -31,6 +32,7 @@ pub mod notify;
 pub mod report_bounds;
 pub mod scheduler;
 pub mod store;
+pub mod trust;
 
 use config::ApiConfig;
 use std::collections::HashMap;
@@ -51,6 +53,7 @@ pub struct AppState {
     pub hub: Arc<notify::Hub>,
     pub metrics: metrics::Metrics,
     pub agents: grpc::AgentClients,
+    pub trust: Arc<trust::Trust>,
     pub admin_token_sha256: Vec<u8>,
     /// Token hash -> tenant. Tokens are never revoked yet, so entries never go stale.
     pub token_cache: TokenCache,
@@ -84,6 +87,10 @@ pub enum ServeError {
     Http(#[source] std::io::Error),
     #[error("gRPC server: {0}")]
     Grpc(#[from] tonic::transport::Error),
+    #[error("worker channel trust: {0}")]
+    Trust(#[from] trust::TrustError),
+    #[error("REST API TLS: {0}")]
+    RestTls(#[source] std::io::Error),
 }
 
 /// Runs the control plane on bound listeners until `shutdown` resolves.
@@ -94,6 +101,15 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     config.validate()?;
+    let trust = Arc::new(trust::Trust::load(&config)?);
+    let agent_tls = trust
+        .agent_client_config()
+        .map_err(trust::TrustError::from)?;
+    let grpc_tls = trust.server_config().map_err(trust::TrustError::from)?;
+    let rest_tls = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => Some(trust::rest_tls_config(cert, key)?),
+        _ => None,
+    };
     let store = store::Store::connect(
         &config.database_url,
         config.db_max_connections,
@@ -113,7 +129,8 @@ pub async fn serve(
         store,
         hub: Arc::new(notify::Hub::default()),
         metrics: metrics::Metrics::default(),
-        agents: grpc::AgentClients::default(),
+        agents: grpc::AgentClients::new(agent_tls),
+        trust: trust.clone(),
         token_cache: TokenCache::default(),
         shutdown: cancel.clone(),
     });
@@ -131,16 +148,24 @@ pub async fn serve(
         cancel.clone(),
     ));
     let scheduler = tokio::spawn(scheduler::run(state.clone(), cancel.clone()));
+    tokio::spawn(trust.clone().renew_own(cancel.clone()));
 
     let grpc = {
         let cancel = cancel.clone();
         let service = skiff_proto::control_plane_server::ControlPlaneServer::new(
             grpc::ControlPlaneService::new(state.clone()),
         );
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc_listener);
+        let metrics_state = state.clone();
+        let incoming =
+            skiff_proto::tls::incoming::incoming(grpc_listener, grpc_tls, move |reason| {
+                metrics_state
+                    .metrics
+                    .handshakes_refused
+                    .with_label_values(&[reason])
+                    .inc();
+            });
         tokio::spawn(async move {
             tonic::transport::Server::builder()
-                .tcp_nodelay(true)
                 .http2_keepalive_interval(Some(Duration::from_secs(10)))
                 .add_service(service)
                 .serve_with_incoming_shutdown(incoming, cancel.cancelled_owned())
@@ -151,9 +176,32 @@ pub async fn serve(
     tracing::info!(http = %http_listener.local_addr().map_err(ServeError::Http)?, "skiff-api listening");
     let app = http::router(state.clone());
     let http_cancel = cancel.clone();
-    let http = axum::serve(http_listener, app)
-        .with_graceful_shutdown(async move { http_cancel.cancelled().await });
-    let http_result = http.await.map_err(ServeError::Http);
+    let http_result = match rest_tls {
+        None => axum::serve(http_listener, app)
+            .with_graceful_shutdown(async move { http_cancel.cancelled().await })
+            .await
+            .map_err(ServeError::Http),
+        Some(tls) => {
+            let handle = axum_server::Handle::new();
+            {
+                let handle = handle.clone();
+                tokio::spawn(async move {
+                    http_cancel.cancelled().await;
+                    handle.graceful_shutdown(Some(DRAIN_TIMEOUT));
+                });
+            }
+            let listener = http_listener.into_std().map_err(ServeError::RestTls)?;
+            axum_server::from_tcp_rustls(
+                listener,
+                axum_server::tls_rustls::RustlsConfig::from_config(tls),
+            )
+            .map_err(ServeError::RestTls)?
+            .handle(handle)
+            .serve(app.into_make_service())
+            .await
+            .map_err(ServeError::RestTls)
+        }
+    };
     cancel.cancel();
     // Streams (watch, follow logs) never end by themselves: bound the drain.
     let _ = tokio::time::timeout(DRAIN_TIMEOUT, async {

@@ -26,6 +26,12 @@ pub struct Metrics {
     pub assignments_sent: IntCounterVec,
     /// Worker reports refused as impossible (see `report_bounds`), by reason.
     pub reports_refused: IntCounterVec,
+    /// Calls on the workers' endpoint refused for their credential, by reason.
+    pub calls_refused: IntCounterVec,
+    /// TLS handshakes on the workers' endpoint refused, by reason.
+    pub handshakes_refused: IntCounterVec,
+    /// Joins, by outcome (`joined`, or why the token was refused).
+    pub joins: IntCounterVec,
 }
 
 impl Default for Metrics {
@@ -102,6 +108,24 @@ impl Default for Metrics {
             &["reason"],
         )
         .expect("valid metric");
+        let counter = |name: &str, help: &str, label: &str| {
+            IntCounterVec::new(Opts::new(name, help), &[label]).expect("valid metric")
+        };
+        let calls_refused = counter(
+            "skiff_worker_calls_refused_total",
+            "Calls on the workers' endpoint refused for their credential, by reason",
+            "reason",
+        );
+        let handshakes_refused = counter(
+            "skiff_worker_tls_handshakes_refused_total",
+            "TLS handshakes on the workers' endpoint refused, by reason",
+            "reason",
+        );
+        let joins = counter(
+            "skiff_host_joins_total",
+            "Host joins, by outcome",
+            "outcome",
+        );
         for collector in [
             Box::new(http_duration.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(phase_duration.clone()),
@@ -113,6 +137,9 @@ impl Default for Metrics {
             Box::new(hosts_lost.clone()),
             Box::new(assignments_sent.clone()),
             Box::new(reports_refused.clone()),
+            Box::new(calls_refused.clone()),
+            Box::new(handshakes_refused.clone()),
+            Box::new(joins.clone()),
         ] {
             registry.register(collector).expect("unique metric");
         }
@@ -128,6 +155,9 @@ impl Default for Metrics {
             hosts_lost,
             assignments_sent,
             reports_refused,
+            calls_refused,
+            handshakes_refused,
+            joins,
         }
     }
 }

@@ -236,6 +236,10 @@ pub enum HostState {
     /// Silent for longer than the lost-after timeout, or back but not yet
     /// fenced: takes nothing new; its containers were failed or moved.
     Lost,
+    /// Its credential was revoked by an operator: every call it makes is
+    /// refused, its containers were handled as a lost host's, and it never
+    /// takes work again (a new join makes a new host).
+    Revoked,
 }
 
 impl HostState {
@@ -244,6 +248,7 @@ impl HostState {
             Self::Ready => "ready",
             Self::Draining => "draining",
             Self::Lost => "lost",
+            Self::Revoked => "revoked",
         }
     }
 }

@@ -234,6 +234,16 @@ if [[ ! -s $STATE/admin-token ]]; then
 fi
 ADMIN_TOKEN=$(<"$STATE/admin-token")
 
+# the worker channel's CA: created once, by the explicit step an operator
+# takes (skiff-api never creates one by itself); kept with the state
+CA_DIR="$STATE/ca"
+if [[ ! -s $CA_DIR/ca.crt || ! -s $CA_DIR/ca.key ]]; then
+  rm -f "$CA_DIR/ca.crt" "$CA_DIR/ca.key"
+  "$API_BIN" ca init --dir "$CA_DIR" >/dev/null || die "skiff-api ca init failed"
+  log "created the worker channel's CA in $CA_DIR"
+fi
+JOIN_TOKEN=""
+
 # --- the supervised processes ------------------------------------------------
 # A service is "api-<i>" or "worker-<i>". Per service: its pid and start time
 # (SVC_PID, SVC_START), when it was (re)started (SVC_SINCE), the next back-off
@@ -250,6 +260,7 @@ start_api() {
     SKIFF_GRPC_LISTEN="127.0.0.1:$(api_grpc_port "$i")" \
     SKIFF_DATABASE_URL="$SKIFF_PG_URL" \
     SKIFF_ADMIN_TOKEN="$ADMIN_TOKEN" \
+    SKIFF_CA_CERT="$CA_DIR/ca.crt" SKIFF_CA_KEY="$CA_DIR/ca.key" \
     RUST_LOG="${RUST_LOG:-info}" NO_COLOR=1 \
     "$API_BIN"
 }
@@ -260,7 +271,7 @@ start_worker() {
   # every replica, this worker's own first: it moves on when one fails
   for ((k = 0; k < REPLICAS; k++)); do
     replica=$(((i - 1 + k) % REPLICAS + 1))
-    control_planes+="${control_planes:+,}http://127.0.0.1:$(api_grpc_port "$replica")"
+    control_planes+="${control_planes:+,}https://127.0.0.1:$(api_grpc_port "$replica")"
   done
   mkdir -p "$(worker_state_dir "$i")"
   spawn_child "$(worker_pidfile "$i")" "$(worker_log "$i")" env \
@@ -268,6 +279,7 @@ start_worker() {
     SKIFF_AGENT_LISTEN="127.0.0.1:$(worker_agent_port "$i")" \
     SKIFF_METRICS_LISTEN="127.0.0.1:$(worker_metrics_port "$i")" \
     SKIFF_HOST_ID="$(host_id "$i")" \
+    SKIFF_CA_CERT="$CA_DIR/ca.crt" SKIFF_JOIN_TOKEN="$JOIN_TOKEN" \
     SKIFF_CONTAINERD_SOCKET="${CTR_SOCKS[i - 1]}" \
     SKIFF_CONTAINERD_NAMESPACE="${CTR_NAMESPACES[i - 1]}" \
     SKIFF_STATE_DIR="$(worker_state_dir "$i")" \
@@ -347,6 +359,26 @@ for ((i = 2; i <= REPLICAS; i++)); do
   log "starting skiff-api $i on $(api_url "$i") (gRPC 127.0.0.1:$(api_grpc_port "$i"))"
   svc_start "api-$i"
 done
+# a join token for this run's workers (one use each; a worker that joined in
+# an earlier run keeps its certificate in its state dir and needs none)
+create_join_token() {
+  local body code
+  body=$(mktemp)
+  code=$(curl -sS -o "$body" -w '%{http_code}' -X POST \
+    -H "Authorization: Bearer $ADMIN_TOKEN" -H 'content-type: application/json' \
+    -d "{\"uses\":$WORKERS,\"expires_in_s\":3600,\"description\":\"deploy/local/up.sh\"}" \
+    "$API_URL/v1/admin/join-tokens") || true
+  if [[ $code == 201 ]]; then
+    sed -n 's/.*"token"[[:space:]]*:[[:space:]]*"\([^"]*\)".*/\1/p' "$body"
+    rm -f "$body"
+    return 0
+  fi
+  log "POST /v1/admin/join-tokens -> $code: $(head -c 300 "$body")"
+  rm -f "$body"
+  return 1
+}
+JOIN_TOKEN=$(create_join_token) || die "could not create a join token"
+[[ -n $JOIN_TOKEN ]] || die "the join token response had no token"
 log "$WORKERS worker(s), each cpu_millis=$CPU_MILLIS memory_mib=$MEMORY_MIB"
 for ((i = 1; i <= WORKERS; i++)); do
   log "starting skiff-worker $i ($(host_id "$i"), agent 127.0.0.1:$(worker_agent_port "$i"), metrics 127.0.0.1:$(worker_metrics_port "$i"), containerd ${CTR_SOCKS[i - 1]}, namespace ${CTR_NAMESPACES[i - 1]}, control plane gRPC 127.0.0.1:$(api_grpc_port $(((i - 1) % REPLICAS + 1))))"
@@ -408,6 +440,7 @@ SKIFF_CONTAINERD_NAMESPACE=${CTR_NAMESPACES[0]}
 SKIFF_CONTAINERD_SOCKETS=$(join_by_comma "${CTR_SOCKS[@]}")
 SKIFF_CONTAINERD_NAMESPACES=$(join_by_comma "${CTR_NAMESPACES[@]}")
 SKIFF_API_URLS=$(join_by_comma "${API_URLS[@]}")
+SKIFF_CA_CERT=$CA_DIR/ca.crt
 EOF
 )
 mv "$ENV_FILE.tmp" "$ENV_FILE"

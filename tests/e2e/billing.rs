@@ -227,16 +227,14 @@ async fn resent_reports_change_nothing() {
         let t = tenant().await;
         let id = t.create_id(&t.platform.spec(&["sleep", "2"])).await;
         let done = t.wait_exited_in(&id, "succeeded").await;
-        let host_id = t.host_of(&id).await.id.clone();
+        let host = t.host_of(&id).await;
         let before = report(&t, "container").await;
         let records_before = usage_record_count(t.platform, &t.id).await;
 
-        // Replay what a worker would re-send after a reconnect: the exit report
-        // and checkpoints (one twice under the same id) inside the closed run.
-        let mut client =
-            pb::control_plane_client::ControlPlaneClient::connect(t.platform.grpc_url.clone())
-                .await
-                .expect("connect to the control plane");
+        // Replay what a worker would re-send after a reconnect, with its
+        // credential: the exit report and checkpoints (one twice under the
+        // same id) inside the closed run.
+        let mut client = t.platform.control_plane_client(Some(host.credential()));
         let started = chrono::DateTime::parse_from_rfc3339(done["started_at"].as_str().unwrap())
             .unwrap()
             .timestamp_millis();
@@ -246,7 +244,6 @@ async fn resent_reports_change_nothing() {
         for _ in 0..2 {
             let checkpoint = pb::UsageCheckpoint {
                 report_id: format!("{id}:1:{}", started + 1500),
-                host_id: host_id.clone(),
                 container_id: id.clone(),
                 generation: 1,
                 observed_at_unix_ms: started + 1500,
@@ -257,7 +254,6 @@ async fn resent_reports_change_nothing() {
                 .await
                 .expect("checkpoint accepted");
             let exit = pb::StatusReport {
-                host_id: host_id.clone(),
                 container_id: id.clone(),
                 generation: 1,
                 state: pb::ObservedState::Exited as i32,
@@ -385,7 +381,13 @@ async fn a_forged_report_is_refused_and_bills_nothing() {
         let t = tenant().await;
         let id = t.create_id(&t.platform.spec(&["sleep", "2"])).await;
         let done = t.wait_exited_in(&id, "succeeded").await;
-        let host_id = t.host_of(&id).await.id.clone();
+        let host = t.host_of(&id).await;
+        let other = t
+            .platform
+            .hosts
+            .iter()
+            .find(|h| h.id != host.id)
+            .expect("a second host");
         let before = report(&t, "container").await;
         let records_before = usage_record_count(t.platform, &t.id).await;
         let refused_before = refused_count(t.platform, "start_before_placement").await;
@@ -395,8 +397,7 @@ async fn a_forged_report_is_refused_and_bills_nothing() {
                 .timestamp_millis()
         };
         let (started, finished) = (ms("started_at"), ms("finished_at"));
-        let exit = |host: &str, started_at: i64| pb::StatusReport {
-            host_id: host.to_owned(),
+        let exit = |started_at: i64| pb::StatusReport {
             container_id: id.clone(),
             generation: 1,
             state: pb::ObservedState::Exited as i32,
@@ -405,26 +406,28 @@ async fn a_forged_report_is_refused_and_bills_nothing() {
             finished_at_unix_ms: Some(finished),
             ..Default::default()
         };
-        let mut client =
-            pb::control_plane_client::ControlPlaneClient::connect(t.platform.grpc_url.clone())
-                .await
-                .expect("connect to the control plane");
+        // The forger holds the host's own credential: the channel is
+        // authenticated, what it says is still bounded.
+        let mut client = t.platform.control_plane_client(Some(host.credential()));
 
         // The control: the honest exit report, re-sent, is accepted.
         client
-            .report_status(exit(&host_id, started))
+            .report_status(exit(started))
             .await
             .expect("the honest report is accepted");
         // A start an hour before the container was even placed, which would
         // bill an hour that never ran: refused.
         let forged = client
-            .report_status(exit(&host_id, started - 3_600_000))
+            .report_status(exit(started - 3_600_000))
             .await
             .expect_err("a start before placement is refused");
         assert_eq!(forged.code(), tonic::Code::InvalidArgument, "{forged:?}");
-        // The same honest report from a host that does not hold the container.
-        let elsewhere = client
-            .report_status(exit("some-other-host", started))
+        // The same honest report with another host's credential: host A
+        // cannot report for host B's container.
+        let elsewhere = t
+            .platform
+            .control_plane_client(Some(other.credential()))
+            .report_status(exit(started))
             .await
             .expect_err("a report for another host's container is refused");
         assert_eq!(
@@ -436,7 +439,6 @@ async fn a_forged_report_is_refused_and_bills_nothing() {
         let future = client
             .report_usage(pb::UsageCheckpoint {
                 report_id: format!("{id}:1:future"),
-                host_id: host_id.clone(),
                 container_id: id.clone(),
                 generation: 1,
                 observed_at_unix_ms: chrono::Utc::now().timestamp_millis() + 3_600_000,

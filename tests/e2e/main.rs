@@ -24,6 +24,9 @@
 //! - `postgres_restart`: PostgreSQL stopped and started under a pool.
 //! - `partition`: a host cut off by its network link, declared lost, its
 //!   containers moved, and fenced when the link returns.
+//! - `trust`: the worker channel's mutual TLS: refusals and their alerts,
+//!   one host's credential for that host only, join tokens, revocation,
+//!   renewal in place.
 
 mod api;
 mod assignments;
@@ -37,6 +40,7 @@ mod postgres_restart;
 mod queueing;
 mod replicas;
 mod run;
+mod trust;
 mod worker_restart;
 
 use skiff_e2e::{Platform, Tenant};

@@ -38,6 +38,9 @@ pub struct Host {
     pub netns: Option<String>,
     pub(crate) worker: Mutex<Service>,
     pub(crate) lib: PathBuf,
+    /// The worker's `SKIFF_STATE_DIR` (its key and certificate are in
+    /// `identity/host.pem`).
+    pub state_dir: PathBuf,
 }
 
 /// One row of `ctr tasks ls`.

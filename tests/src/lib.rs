@@ -14,6 +14,8 @@
 //! - [`netns`]: a partitioned pool's network namespaces and link.
 //! - [`tenant`]: [`Tenant`] and [`Reply`], one tenant's requests.
 //! - [`service`]: child processes tied to the test process's life.
+//! - [`trust`]: credentials and clients for tests that speak the worker
+//!   channel themselves.
 //! - [`limit`]: every test's own time limit.
 //!
 //! Environment (exported by `deploy/local/test.sh`): `SKIFF_TEST_DATABASE_URL`
@@ -35,6 +37,7 @@ pub mod postgres;
 pub mod service;
 mod startup;
 pub mod tenant;
+pub mod trust;
 
 pub use host::{metric_series, metric_sum, Host, Task};
 pub use platform::{Platform, Timers, HOST_CPU_MILLIS, HOST_LABEL, HOST_MEMORY_MIB};
@@ -48,6 +51,25 @@ use std::time::Duration;
 tokio::task_local! {
     /// When the running test's clock started (see [`limit`]).
     static CLOCK: std::cell::Cell<Option<std::time::Instant>>;
+}
+
+/// Polls `check` every 200 ms until it gives `Some`, or panics after
+/// `within` naming `what`. For conditions no route can wait on.
+pub async fn eventually<T, F, Fut>(what: &str, within: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        if std::time::Instant::now() > deadline {
+            panic!("timed out after {within:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// Runs one test's body within `within`, or panics naming the test (libtest

@@ -70,6 +70,7 @@ pub struct Timers {
     pub host_lost_after_s: f64,
     pub scheduler_tick_s: f64,
     pub checkpoint_interval_s: f64,
+    pub cert_lifetime_s: u64,
 }
 
 impl Timers {
@@ -95,13 +96,13 @@ pub struct ApiReplica {
 
 /// The services under test: one pool.
 pub struct Platform {
-    /// `main`, `spread`, `pg`, `partition` or `hostless`.
+    /// `main`, `spread`, `pg`, `partition`, `hostless` or `trust`.
     pub pool: &'static str,
     /// REST base URL of replica 1.
     pub api_url: String,
     /// Port of replica 1's REST API (tests check a container cannot reach it).
     pub api_port: u16,
-    /// gRPC endpoint of replica 1 (tests that re-send reports use it).
+    /// gRPC endpoint of replica 1, `https://` (tests that call it as a host use it).
     pub grpc_url: String,
     /// The pool's own database (tests that tamper with rows use it).
     pub database_url: String,
@@ -124,6 +125,10 @@ pub struct Platform {
     pub(crate) exclusive: RwLock<()>,
     /// A tenant of the harness itself, for readiness probes.
     pub(crate) probe_token: String,
+    /// The pool's CA (tests mint certificates with it).
+    pub ca: crate::trust::CaFiles,
+    /// The token the pool's workers joined with (used up by them).
+    pub join_token: String,
     pub(crate) _reapers: Vec<Reaper>,
 }
 
@@ -133,11 +138,19 @@ static SPREAD: Cell = OnceLock::new();
 static OWN_POSTGRES: Cell = OnceLock::new();
 static PARTITIONED: Cell = OnceLock::new();
 static HOSTLESS: Cell = OnceLock::new();
+static TRUST: Cell = OnceLock::new();
 /// The pools that have been started, for logs dumps.
 pub(crate) fn started_pools() -> impl Iterator<Item = &'static Platform> {
-    [&MAIN, &SPREAD, &OWN_POSTGRES, &PARTITIONED, &HOSTLESS]
-        .into_iter()
-        .filter_map(|cell| cell.get().and_then(|r| r.as_ref().ok()))
+    [
+        &MAIN,
+        &SPREAD,
+        &OWN_POSTGRES,
+        &PARTITIONED,
+        &HOSTLESS,
+        &TRUST,
+    ]
+    .into_iter()
+    .filter_map(|cell| cell.get().and_then(|r| r.as_ref().ok()))
 }
 
 impl Platform {
@@ -149,6 +162,8 @@ impl Platform {
             PoolSpec {
                 name: "main",
                 agent_listen_any: false,
+                // Renewed every ~30 s while the suite runs.
+                cert_lifetime_s: 60,
                 host_lost_after_s: 10.0,
                 hosts: 3,
                 api_replicas: 2,
@@ -165,6 +180,7 @@ impl Platform {
             &SPREAD,
             PoolSpec {
                 name: "spread",
+                cert_lifetime_s: 3600,
                 agent_listen_any: true,
                 host_lost_after_s: 10.0,
                 hosts: 2,
@@ -182,6 +198,7 @@ impl Platform {
             &OWN_POSTGRES,
             PoolSpec {
                 name: "pg",
+                cert_lifetime_s: 3600,
                 agent_listen_any: false,
                 host_lost_after_s: 3.0,
                 hosts: 2,
@@ -199,6 +216,7 @@ impl Platform {
             &PARTITIONED,
             PoolSpec {
                 name: "partition",
+                cert_lifetime_s: 3600,
                 agent_listen_any: false,
                 host_lost_after_s: 3.0,
                 hosts: 2,
@@ -217,9 +235,29 @@ impl Platform {
             &HOSTLESS,
             PoolSpec {
                 name: "hostless",
+                cert_lifetime_s: 3600,
                 agent_listen_any: false,
                 host_lost_after_s: 10.0,
                 hosts: 0,
+                api_replicas: 1,
+                placement: "binpack",
+                own_postgres: false,
+                partition: false,
+            },
+        )
+    }
+
+    /// A pool for the worker channel's trust: certificates of seconds (so
+    /// renewals happen while a test watches), and hosts a test may revoke.
+    pub async fn trust() -> &'static Platform {
+        pool(
+            &TRUST,
+            PoolSpec {
+                name: "trust",
+                cert_lifetime_s: 20,
+                agent_listen_any: false,
+                host_lost_after_s: 10.0,
+                hosts: 2,
                 api_replicas: 1,
                 placement: "binpack",
                 own_postgres: false,

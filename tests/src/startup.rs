@@ -18,14 +18,17 @@
 //! - `hosts`: one containerd per host, the test image, the workers.
 //! - `api`: the API replicas and their `/readyz` wait ([`wait_ready`]).
 //! - `ready`: the readiness probe of a whole pool.
+//! - `trust`: the pool's CA (`skiff-api ca init`) and its join token.
 
 mod api;
 mod database;
 mod env;
 mod hosts;
 mod ready;
+mod trust;
 
 pub(crate) use api::wait_ready;
+pub(crate) use env::binary_dir;
 
 use crate::netns::Partition;
 use crate::platform::{Cell, Platform, Timers};
@@ -33,7 +36,7 @@ use crate::service::Reaper;
 use anyhow::{bail, Context, Result};
 use api::{start_api_replicas, wait_apis_ready};
 use database::start_database;
-use env::{binary_dir, TestEnv};
+use env::TestEnv;
 use hosts::{pull_test_image, start_hosts_containerd, start_workers};
 use std::path::PathBuf;
 use std::sync::{Mutex, OnceLock};
@@ -62,6 +65,9 @@ pub(crate) struct PoolSpec {
     /// Workers listen on 0.0.0.0 and advertise nothing: they must derive a
     /// dialable agent address themselves (the API refuses 0.0.0.0).
     pub(crate) agent_listen_any: bool,
+    /// `SKIFF_HOST_CERT_LIFETIME_S`: short where certificates should be
+    /// renewed while tests run.
+    pub(crate) cert_lifetime_s: u64,
 }
 
 /// What a pool is started with: the skiff binaries and lib.sh (which starts
@@ -100,6 +106,7 @@ impl Platform {
         let host_dirs = start_hosts_containerd(&spec, &programs.lib, &run, &mut reapers).await?;
         pull_test_image(&env.image, &host_dirs).await?;
         let admin_token = format!("e2e-admin-{}", uuid::Uuid::new_v4().simple());
+        let ca = trust::init_ca(&programs, &run).await?;
         let apis = start_api_replicas(
             &spec,
             &run,
@@ -108,9 +115,12 @@ impl Platform {
             partition.as_ref(),
             &admin_token,
             &timers,
+            &ca,
         )?;
         let client = reqwest::Client::new();
         wait_apis_ready(&client, &apis).await?;
+        let join_token =
+            trust::create_join_token(&client, &apis[0].url, &admin_token, spec.hosts).await?;
         let hosts = start_workers(
             &spec,
             &run,
@@ -119,6 +129,8 @@ impl Platform {
             &apis,
             partition.as_ref(),
             &timers,
+            &ca,
+            &join_token,
         )?;
 
         let first = &apis[0];
@@ -143,6 +155,8 @@ impl Platform {
             lib: programs.lib,
             exclusive: RwLock::new(()),
             probe_token: String::new(),
+            ca,
+            join_token,
             _reapers: reapers,
         };
         platform.wait_pool_ready(&client).await?;
@@ -222,6 +236,7 @@ fn pool_timers(spec: &PoolSpec) -> Timers {
         host_lost_after_s: spec.host_lost_after_s,
         scheduler_tick_s: 0.2,
         checkpoint_interval_s: 1.0,
+        cert_lifetime_s: spec.cert_lifetime_s,
     }
 }
 

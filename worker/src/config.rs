@@ -15,12 +15,13 @@ use std::time::Duration;
     about = "skiff host agent: runs assigned containers through containerd"
 )]
 pub struct WorkerConfig {
-    /// gRPC address of the control plane; several replicas comma-separated
-    /// (the worker stays on one and moves to the next when it fails).
+    /// gRPC address of the control plane, `https://host:port` (the channel
+    /// is always mutual TLS); several replicas comma-separated (the worker
+    /// stays on one and moves to the next when it fails).
     #[arg(
         long,
         env = "SKIFF_CONTROL_PLANE",
-        default_value = "http://127.0.0.1:8081",
+        default_value = "https://127.0.0.1:8081",
         value_delimiter = ','
     )]
     pub control_plane: Vec<String>,
@@ -35,9 +36,22 @@ pub struct WorkerConfig {
     #[arg(long, env = "SKIFF_AGENT_ADVERTISE")]
     pub agent_advertise: Option<SocketAddr>,
 
-    /// This host's id (default: the hostname).
+    /// The host name to ask for when joining (default: the hostname). The
+    /// control plane makes it a DNS label and unique; the id it grants is
+    /// in the host certificate and stays the host's id from then on.
     #[arg(long, env = "SKIFF_HOST_ID")]
     pub host_id: Option<String>,
+
+    /// The control plane's CA certificate(s), PEM: the control plane is
+    /// trusted only with a certificate from one of them.
+    #[arg(long, env = "SKIFF_CA_CERT", default_value = "/etc/skiff/ca.crt")]
+    pub ca_cert: PathBuf,
+
+    /// A join token (POST /v1/admin/join-tokens), needed only while this
+    /// host has no certificate in its state dir (the first start, or after
+    /// its certificate expired unrenewed).
+    #[arg(long, env = "SKIFF_JOIN_TOKEN", hide_env_values = true)]
+    pub join_token: Option<String>,
 
     #[arg(
         long,
@@ -50,7 +64,7 @@ pub struct WorkerConfig {
     #[arg(long, env = "SKIFF_CONTAINERD_NAMESPACE", default_value = "skiff")]
     pub containerd_namespace: String,
 
-    /// Logs and other host state.
+    /// Logs, the host's key and certificate (`identity/`), other host state.
     #[arg(long, env = "SKIFF_STATE_DIR", default_value = "/var/lib/skiff-worker")]
     pub state_dir: PathBuf,
 

@@ -8,16 +8,19 @@
 //!
 //! Layout:
 //! - [`config`]: flags and `SKIFF_*` environment.
+//! - [`identity`]: the host's key and certificate (join, keep, renew).
 //! - [`advertise`]: the agent address the control plane dials back.
 //! - [`agent`]: registration, heartbeats, the assignment stream and fencing,
 //!   per-container supervisors (reconcile).
 //! - [`runtime`]: the containerd boundary (pull, spec, seccomp, tasks).
-//! - [`logs`]: the `WorkerAgent` gRPC service that serves log files.
+//! - [`logs`]: the `WorkerAgent` gRPC service that serves log files (to the
+//!   control plane's certificate only).
 //! - [`metrics`]: Prometheus metrics and their optional HTTP endpoint.
 
 pub mod advertise;
 pub mod agent;
 pub mod config;
+pub mod identity;
 pub mod logs;
 pub mod metrics;
 pub mod runtime;
@@ -45,6 +48,8 @@ pub enum WorkerError {
     Serve(#[from] tonic::transport::Error),
     #[error(transparent)]
     Advertise(#[from] advertise::AdvertiseError),
+    #[error(transparent)]
+    Identity(#[from] identity::IdentityError),
     #[error("agent endpoint address: {0}")]
     Listen(#[source] std::io::Error),
     #[error("metrics endpoint {addr}: {source}")]
@@ -61,6 +66,7 @@ pub async fn serve(
     agent_listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), WorkerError> {
+    let identity = Arc::new(identity::Identity::establish(&config).await?);
     let runtime = Arc::new(
         ContainerdRuntime::connect(ContainerdConfig {
             socket: config.containerd_socket.clone(),
@@ -87,7 +93,8 @@ pub async fn serve(
         advertise::route_to(config.control_plane.first().map_or("", String::as_str))
     })?;
     let host = HostInfo {
-        host_id: config.host_id(),
+        host_id: identity.host_id.clone(),
+        hostname: config.host_id(),
         agent_addr: agent_addr.to_string(),
         cpu_millis: config.cpu_millis(),
         memory_mib: config.memory_mib(),
@@ -95,7 +102,10 @@ pub async fn serve(
     };
     tracing::info!(host = %host.host_id, agent = %agent_addr, cpu_millis = host.cpu_millis,
         memory_mib = host.memory_mib, labels = ?host.labels, "skiff-worker starting");
-    let control = Arc::new(agent::ControlPlanes::new(&config.control_plane)?);
+    let control = Arc::new(agent::ControlPlanes::new(
+        &config.control_plane,
+        identity.client_config()?,
+    )?);
     let metrics = Arc::new(WorkerMetrics::default());
     // Bound before anything runs, so a taken port fails the start.
     let metrics_listener = match config.metrics_listen {
@@ -115,10 +125,19 @@ pub async fn serve(
             cancel.cancel();
         });
     }
-    let logs = skiff_proto::worker_agent_server::WorkerAgentServer::new(logs::LogService::new(
-        runtime.clone(),
+    tokio::spawn(identity::renew(
+        identity.clone(),
+        control.clone(),
+        cancel.clone(),
     ));
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(agent_listener);
+    let logs = skiff_proto::worker_agent_server::WorkerAgentServer::with_interceptor(
+        logs::LogService::new(runtime.clone()),
+        logs::only_the_control_plane,
+    );
+    let incoming =
+        skiff_proto::tls::incoming::incoming(agent_listener, identity.server_config()?, |reason| {
+            tracing::debug!(reason, "agent TLS handshake refused")
+        });
     let server_cancel = cancel.clone();
     let server = tokio::spawn(async move {
         tonic::transport::Server::builder()

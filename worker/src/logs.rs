@@ -12,6 +12,28 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio_stream::Stream;
+
+/// Lets a call through only from the control plane's certificate (the
+/// handshake already required one from the CA; a host's certificate is from
+/// the CA too, and must not read another host's logs).
+#[allow(clippy::result_large_err)]
+pub fn only_the_control_plane(
+    request: tonic::Request<()>,
+) -> Result<tonic::Request<()>, tonic::Status> {
+    use skiff_proto::tls::{incoming::TlsConnInfo, Role};
+    match TlsConnInfo::of(&request).map(|peer| peer.role.clone()) {
+        Some(Role::ControlPlane) => Ok(request),
+        Some(Role::Host(host)) => {
+            tracing::warn!(%host, "log read refused: a host's certificate, not the control plane's");
+            Err(tonic::Status::permission_denied(
+                "only the control plane may read logs from this agent",
+            ))
+        }
+        None => Err(tonic::Status::unauthenticated(
+            "a client certificate is required",
+        )),
+    }
+}
 use tonic::{Request, Response, Status};
 
 const CHUNK: usize = 64 * 1024;

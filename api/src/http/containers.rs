@@ -434,9 +434,15 @@ pub async fn logs(
         .host(host_id)
         .await?
         .ok_or_else(|| ApiError::Unavailable(format!("host {host_id} is unknown")))?;
+    if host.revoked {
+        // Its certificate may still verify: it is not dialed again.
+        return Err(ApiError::Unavailable(format!(
+            "host {host_id} was revoked; its logs are no longer read"
+        )));
+    }
     let mut client = state
         .agents
-        .client(&host.agent_addr)
+        .client(host_id, &host.agent_addr)
         .map_err(|e| ApiError::Unavailable(e.message().to_owned()))?;
     let stream = client
         .read_logs(pb::LogsRequest {

@@ -1,5 +1,5 @@
 //! Admin routes for the pool's hosts: list them with their state and
-//! allocation, drain and undrain.
+//! allocation, drain and undrain, revoke.
 
 use super::{json, Admin};
 use crate::error::{ApiError, Problem};
@@ -7,7 +7,7 @@ use crate::store::hosts::HostStatus;
 use crate::AppState;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -19,7 +19,8 @@ use utoipa::ToSchema;
 pub struct HostView {
     pub id: String,
     /// `ready` (takes new containers), `draining` (keeps what runs, takes
-    /// nothing new) or `lost` (silent, or back but not yet fenced).
+    /// nothing new), `lost` (silent, or back but not yet fenced) or
+    /// `revoked` (its credential revoked: refused on every call, for good).
     pub state: String,
     /// Capacity in vCPUs.
     pub cpu: f64,
@@ -113,4 +114,35 @@ pub async fn undrain(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     set_draining(&state, &id, false).await
+}
+
+/// Revoke a host (admin token): every call it makes is refused from now
+/// on and its open streams end; its containers are handled as a lost
+/// host's (failed, or placed elsewhere as their restart policy says). The
+/// host id is never given out again: the host must join anew, as a new host.
+#[utoipa::path(delete, path = "/v1/hosts/{id}", params(("id" = String, Path)),
+    responses((status = 200, body = HostView), (status = 204), (status = 404, body = Problem)),
+    security(("bearer" = [])))]
+pub async fn revoke(
+    State(state): State<Arc<AppState>>,
+    _: Admin,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let lost = state
+        .store
+        .revoke_host(&id)
+        .await?
+        .ok_or(ApiError::NotFound("host"))?;
+    tracing::warn!(target: "skiff::audit", host = %id, failed = lost.failed.len(),
+        replaced = lost.replaced.len(), runs_closed = lost.runs_closed, "host revoked");
+    // A host that joined but never registered has no row to show.
+    match state
+        .store
+        .host_statuses(state.config.host_lost_after(), Some(&id))
+        .await?
+        .pop()
+    {
+        Some(host) => Ok(json(StatusCode::OK, view(host))),
+        None => Ok(StatusCode::NO_CONTENT.into_response()),
+    }
 }

@@ -4,12 +4,14 @@
 //! Layout:
 //! - [`containers`]: the tenant's container routes.
 //! - [`tenants`]: admin routes for tenants.
-//! - [`hosts`]: admin routes for the pool's hosts (list, drain, undrain).
+//! - [`hosts`]: admin routes for the pool's hosts (list, drain, undrain, revoke).
+//! - [`join_tokens`]: admin routes for the tokens hosts join with.
 //! - [`usage`]: usage reports, ledger verification, rate card.
 //! - [`openapi`]: the OpenAPI 3 document, generated from the handlers.
 
 pub mod containers;
 pub mod hosts;
+pub mod join_tokens;
 pub mod openapi;
 pub mod tenants;
 pub mod usage;
@@ -22,7 +24,7 @@ use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
@@ -51,6 +53,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/containers/{id}/events", get(containers::events))
         .route("/v1/containers/{id}/wait", get(containers::wait))
         .route("/v1/hosts", get(hosts::list))
+        .route("/v1/hosts/{id}", delete(hosts::revoke))
         .route("/v1/hosts/{id}/drain", post(hosts::drain))
         .route("/v1/hosts/{id}/undrain", post(hosts::undrain))
         .route("/v1/usage", get(usage::tenant_report))
@@ -58,6 +61,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/admin/usage", get(usage::admin_report))
         .route("/v1/admin/rates", get(usage::rates).post(usage::add_rate))
         .route("/v1/admin/adjustments", post(usage::add_adjustment))
+        .route(
+            "/v1/admin/join-tokens",
+            post(join_tokens::create).get(join_tokens::list),
+        )
+        .route("/v1/admin/join-tokens/{id}", delete(join_tokens::revoke))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

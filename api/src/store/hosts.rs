@@ -10,9 +10,9 @@
 //! its worker reports an applied revision past the loss (it has fenced
 //! everything moved away); only then does it take work again.
 //!
-//! Registration is the one place a host's identity enters the control
-//! plane: the next issue (a trusted worker channel) puts the credential
-//! check here.
+//! A host's identity is the one its certificate names (checked by the gRPC
+//! layer before any call reaches this module); `revoked` is final
+//! ([`super::trust`]).
 
 use super::{
     insert_event, ContainerRow, Result, Store, ALLOCATION_BY_HOST, CONTAINER_COLUMNS, HOST_ALIVE,
@@ -34,6 +34,7 @@ pub struct HostRow {
     pub cpu_millis: i32,
     pub memory_mib: i64,
     pub last_heartbeat_at: DateTime<Utc>,
+    pub revoked: bool,
 }
 
 /// A host as `GET /v1/hosts` shows it.
@@ -50,12 +51,15 @@ pub struct HostStatus {
     pub last_heartbeat_at: DateTime<Utc>,
     pub draining: bool,
     pub lost: bool,
+    pub revoked: bool,
     pub containerd_version: String,
 }
 
 impl HostStatus {
     pub fn state(&self) -> HostState {
-        if self.lost {
+        if self.revoked {
+            HostState::Revoked
+        } else if self.lost {
             HostState::Lost
         } else if self.draining {
             HostState::Draining
@@ -90,14 +94,14 @@ pub struct LostHost {
 }
 
 impl Store {
-    pub async fn register_host(&self, req: &pb::RegisterRequest) -> Result<()> {
+    pub async fn register_host(&self, host: &str, req: &pb::RegisterRequest) -> Result<()> {
         sqlx::query(
             "INSERT INTO hosts (id, agent_addr, cpu_millis, memory_mib, containerd_version, hostname, labels) \
              VALUES ($1, $2, $3, $4, $5, $6, $7) \
              ON CONFLICT (id) DO UPDATE SET agent_addr = $2, cpu_millis = $3, memory_mib = $4, \
                containerd_version = $5, hostname = $6, labels = $7, last_heartbeat_at = now()",
         )
-        .bind(&req.host_id)
+        .bind(host)
         .bind(&req.agent_addr)
         .bind(req.cpu_millis.min(i32::MAX as u32) as i32)
         .bind(req.memory_mib.min(i64::MAX as u64) as i64)
@@ -139,7 +143,8 @@ impl Store {
 
     pub async fn host(&self, host_id: &str) -> Result<Option<HostRow>> {
         Ok(sqlx::query_as::<_, HostRow>(
-            "SELECT id, agent_addr, cpu_millis, memory_mib, last_heartbeat_at FROM hosts WHERE id = $1",
+            "SELECT id, agent_addr, cpu_millis, memory_mib, last_heartbeat_at, revoked_at IS NOT NULL AS revoked \
+             FROM hosts WHERE id = $1",
         )
         .bind(host_id)
         .fetch_optional(&self.pool)
@@ -156,7 +161,7 @@ impl Store {
             "SELECT h.id, h.cpu_millis::bigint AS cpu_millis, h.memory_mib, \
                COALESCE(a.cpu, 0) AS allocated_cpu_millis, COALESCE(a.mem, 0) AS allocated_memory_mib, \
                COALESCE(a.running, 0) AS running, h.images, h.labels, h.last_heartbeat_at, h.draining, \
-               NOT {HOST_ALIVE} AS lost, h.containerd_version \
+               NOT {HOST_ALIVE} AS lost, h.revoked_at IS NOT NULL AS revoked, h.containerd_version \
              FROM hosts h LEFT JOIN ({ALLOCATION_BY_HOST}) a ON a.host_id = h.id \
              WHERE $2::text IS NULL OR h.id = $2 ORDER BY h.id"
         ))
@@ -213,43 +218,7 @@ impl Store {
             if marked.is_none() {
                 continue;
             }
-            // The containers first, then their meter runs: the order a
-            // worker's report takes (container, then run), so the two never
-            // deadlock. FOR UPDATE re-checks the conditions on rows changed
-            // meanwhile (a delete, an exit, a restart elsewhere).
-            let rows = sqlx::query_as::<_, ContainerRow>(&format!(
-                "SELECT {CONTAINER_COLUMNS} FROM containers WHERE host_id = $1 AND deleted_at IS NULL \
-                   AND state NOT IN {TERMINAL_STATES} ORDER BY id FOR UPDATE"
-            ))
-            .bind(&host)
-            .fetch_all(&mut *tx)
-            .await?;
-            let runs_closed = skiff_billing::close_runs_of_host(&mut tx, &host).await?;
-            let mut outcome = LostHost {
-                id: host.clone(),
-                failed: Vec::new(),
-                replaced: Vec::new(),
-                runs_closed,
-            };
-            for row in rows {
-                let id = row.id;
-                match lifecycle::on_host_lost(&row.facts()) {
-                    HostLoss::Fail => {
-                        fail_host_lost(&mut tx, &row, &host).await?;
-                        outcome.failed.push(id);
-                    }
-                    HostLoss::Replace => {
-                        replace_elsewhere(&mut tx, &row, &host).await?;
-                        outcome.replaced.push(id);
-                    }
-                }
-            }
-            // Wakes the host's assignment stream: the watermark past the loss
-            // is what lets it become ready again.
-            sqlx::query("SELECT pg_notify('skiff_host', $1)")
-                .bind(&host)
-                .execute(&mut *tx)
-                .await?;
+            let outcome = lose_host(&mut tx, &host, LossCause::Silent).await?;
             tx.commit().await?;
             lost.push(outcome);
         }
@@ -264,22 +233,91 @@ impl Store {
     }
 }
 
+/// Why a host's containers are taken from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LossCause {
+    /// Silent past the lost-after timeout.
+    Silent,
+    /// Its credential was revoked by an operator.
+    Revoked,
+}
+
+impl LossCause {
+    fn says(self) -> &'static str {
+        match self {
+            LossCause::Silent => "stopped heartbeating",
+            LossCause::Revoked => "was revoked",
+        }
+    }
+}
+
+/// Takes a host's unfinished containers from it (failed, or queued for
+/// another host as their restart policy says) and closes its meter runs at
+/// their last checkpoint. The caller holds the placement lock and has
+/// marked the host lost in `tx`.
+pub(super) async fn lose_host(
+    tx: &mut sqlx::PgConnection,
+    host: &str,
+    cause: LossCause,
+) -> Result<LostHost> {
+    // The containers first, then their meter runs: the order a
+    // worker's report takes (container, then run), so the two never
+    // deadlock. FOR UPDATE re-checks the conditions on rows changed
+    // meanwhile (a delete, an exit, a restart elsewhere).
+    let rows = sqlx::query_as::<_, ContainerRow>(&format!(
+        "SELECT {CONTAINER_COLUMNS} FROM containers WHERE host_id = $1 AND deleted_at IS NULL \
+           AND state NOT IN {TERMINAL_STATES} ORDER BY id FOR UPDATE"
+    ))
+    .bind(host)
+    .fetch_all(&mut *tx)
+    .await?;
+    let runs_closed = skiff_billing::close_runs_of_host(tx, host).await?;
+    let mut outcome = LostHost {
+        id: host.to_owned(),
+        failed: Vec::new(),
+        replaced: Vec::new(),
+        runs_closed,
+    };
+    for row in rows {
+        let id = row.id;
+        match lifecycle::on_host_lost(&row.facts()) {
+            HostLoss::Fail => {
+                fail_host_lost(tx, &row, host, cause).await?;
+                outcome.failed.push(id);
+            }
+            HostLoss::Replace => {
+                replace_elsewhere(tx, &row, host, cause).await?;
+                outcome.replaced.push(id);
+            }
+        }
+    }
+    // Wakes the host's assignment stream: the watermark past the loss is
+    // what lets it become ready again (and a revoked host's stream ends).
+    sqlx::query("SELECT pg_notify('skiff_host', $1)")
+        .bind(host)
+        .execute(&mut *tx)
+        .await?;
+    Ok(outcome)
+}
+
 /// Nothing will run it again: failed, and desired stopped, so a host that
 /// comes back stops its copy instead of running it unseen.
 async fn fail_host_lost(
     conn: &mut sqlx::PgConnection,
     row: &ContainerRow,
     host: &str,
+    cause: LossCause,
 ) -> Result<()> {
     sqlx::query(
         "UPDATE containers SET state = 'failed', reason = 'HostLost', desired = 'stopped', \
-           restart_at = NULL, message = 'host ' || host_id || ' stopped heartbeating', finished_at = now() \
+           restart_at = NULL, message = 'host ' || host_id || ' ' || $2, finished_at = now() \
          WHERE id = $1",
     )
     .bind(row.id)
+    .bind(cause.says())
     .execute(&mut *conn)
     .await?;
-    host_lost_event(conn, row, host, "the container failed").await
+    host_lost_event(conn, row, host, cause, "the container failed").await
 }
 
 /// A new run, queued for another host (the lost one is not placeable).
@@ -287,20 +325,22 @@ async fn replace_elsewhere(
     conn: &mut sqlx::PgConnection,
     row: &ContainerRow,
     host: &str,
+    cause: LossCause,
 ) -> Result<()> {
     sqlx::query(
         "UPDATE containers SET state = $2, generation = generation + 1, restart_count = restart_count + 1, \
            host_id = NULL, prefer_host_id = NULL, pending_since = now(), scheduled_at = NULL, \
            restart_at = NULL, backoff_step = 0, reason = 'HostLost', \
-           message = 'host ' || host_id || ' stopped heartbeating; placing the container on another host', \
+           message = 'host ' || host_id || ' ' || $3 || '; placing the container on another host', \
            exit_code = NULL, started_at = NULL, finished_at = NULL \
          WHERE id = $1",
     )
     .bind(row.id)
     .bind(ContainerState::Pending)
+    .bind(cause.says())
     .execute(&mut *conn)
     .await?;
-    host_lost_event(conn, row, host, "placing a new run on another host").await
+    host_lost_event(conn, row, host, cause, "placing a new run on another host").await
 }
 
 /// The container's `HostLost` event, once per run.
@@ -308,6 +348,7 @@ async fn host_lost_event(
     conn: &mut sqlx::PgConnection,
     row: &ContainerRow,
     host: &str,
+    cause: LossCause,
     outcome: &str,
 ) -> Result<()> {
     insert_event(
@@ -315,7 +356,7 @@ async fn host_lost_event(
         row.id,
         &format!("hostlost-{}", row.generation),
         "HostLost",
-        &format!("host {host} stopped heartbeating; {outcome}"),
+        &format!("host {host} {}; {outcome}", cause.says()),
         Utc::now(),
     )
     .await

@@ -22,6 +22,7 @@ pub mod hosts;
 pub mod placement;
 pub mod reports;
 pub mod tenants;
+pub mod trust;
 
 use crate::lifecycle::{Facts, Transition};
 use chrono::{DateTime, Utc};
@@ -162,7 +163,8 @@ const ALLOCATION_BY_HOST: &str = "SELECT host_id, SUM(cpu_millis)::bigint AS cpu
 
 /// A host (`h`) heard from within `$1` seconds and not judged lost.
 const HOST_ALIVE: &str =
-    "(h.last_heartbeat_at > now() - make_interval(secs => $1) AND h.lost_at IS NULL)";
+    "(h.last_heartbeat_at > now() - make_interval(secs => $1) AND h.lost_at IS NULL \
+     AND h.revoked_at IS NULL)";
 
 #[derive(Clone)]
 pub struct Store {

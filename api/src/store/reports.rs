@@ -34,6 +34,7 @@ impl Store {
     /// is refused: nothing of it is applied.
     pub async fn apply_report(
         &self,
+        host: &str,
         report: &pb::StatusReport,
         skew: chrono::Duration,
     ) -> Result<Option<ReportOutcome>> {
@@ -60,7 +61,7 @@ impl Store {
         };
         report_bounds::check_report(
             &Claim {
-                reporting_host: &report.host_id,
+                reporting_host: host,
                 holding_host: holding_host.as_deref(),
                 started_at: ms_to_time(report.started_at_unix_ms),
                 finished_at: ms_to_time(report.finished_at_unix_ms),
@@ -80,7 +81,7 @@ impl Store {
         let observed =
             pb::ObservedState::try_from(report.state).unwrap_or(pb::ObservedState::Unspecified);
         let current_generation = report.generation == row.generation as u64;
-        meter_observation(&mut tx, &row, report, observed).await?;
+        meter_observation(&mut tx, &row, host, report, observed).await?;
         let mut timings = None;
         let mut state = row.state;
         if observed == pb::ObservedState::Removed {
@@ -90,7 +91,7 @@ impl Store {
             .bind(id)
             .execute(&mut *tx)
             .await?;
-        } else if current_generation && row.host_id.as_deref() == Some(report.host_id.as_str()) {
+        } else if current_generation && row.host_id.as_deref() == Some(host) {
             timings = report.timings;
             if let Some(observation) = observation(report, observed) {
                 let transition = lifecycle::observe(&row.facts(), &observation, Utc::now());
@@ -112,6 +113,7 @@ impl Store {
     /// Refused from a host the run is not metered on, or from the future.
     pub async fn apply_checkpoint(
         &self,
+        host: &str,
         c: &pb::UsageCheckpoint,
         skew: chrono::Duration,
     ) -> Result<bool> {
@@ -127,7 +129,7 @@ impl Store {
         .fetch_optional(&self.pool)
         .await?;
         if let Some(run_host) = run_host {
-            report_bounds::check_checkpoint(&c.host_id, &run_host, observed_at, Utc::now(), skew)?;
+            report_bounds::check_checkpoint(host, &run_host, observed_at, Utc::now(), skew)?;
         }
         let usage = skiff_billing::MeasuredUsage {
             cpu_usage_ns: c.cpu_usage_ns,
@@ -236,6 +238,7 @@ fn run_facts(
 async fn meter_observation(
     tx: &mut Transaction<'_, Postgres>,
     row: &ContainerRow,
+    host: &str,
     report: &pb::StatusReport,
     observed: pb::ObservedState,
 ) -> Result<()> {
@@ -248,7 +251,7 @@ async fn meter_observation(
     match observed {
         pb::ObservedState::Running if generation == row.generation => {
             if let Some(started_at) = started_at {
-                let facts = run_facts(row, generation, &report.host_id, started_at);
+                let facts = run_facts(row, generation, host, started_at);
                 skiff_billing::open_run(tx, &facts).await?;
             }
         }
@@ -268,12 +271,7 @@ async fn meter_observation(
             };
             // Without a known start (never opened, start unknown) there is
             // nothing observed to bill.
-            let facts = run_facts(
-                row,
-                generation,
-                &report.host_id,
-                started_at.unwrap_or(ended_at),
-            );
+            let facts = run_facts(row, generation, host, started_at.unwrap_or(ended_at));
             let reason = if report.reason.is_empty() {
                 "exited"
             } else {
@@ -292,7 +290,7 @@ async fn meter_observation(
             } else {
                 report.reason.as_str()
             };
-            close_at_last_seen(tx, row, generation, &report.host_id, "failed", reason).await?;
+            close_at_last_seen(tx, row, generation, host, "failed", reason).await?;
         }
         _ => {}
     }

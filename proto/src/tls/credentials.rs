@@ -10,15 +10,14 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::SignatureScheme;
 use std::sync::{Arc, RwLock};
-use std::time::SystemTime;
 
 /// One certificate and its key, as PEM and as rustls uses them.
 #[derive(Clone)]
 pub struct Credential {
     pub cert_pem: String,
     pub key_pem: String,
-    pub serial: String,
-    pub not_after: SystemTime,
+    /// What the certificate says (its role, serial, validity).
+    pub cert: super::PeerCert,
     key: Arc<CertifiedKey>,
 }
 
@@ -34,8 +33,7 @@ impl Credential {
         Ok(Self {
             cert_pem: cert_pem.to_owned(),
             key_pem: key_pem.to_owned(),
-            serial: parsed.serial,
-            not_after: parsed.not_after,
+            cert: parsed,
             key,
         })
     }
@@ -48,8 +46,7 @@ impl Credential {
 impl std::fmt::Debug for Credential {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Credential")
-            .field("serial", &self.serial)
-            .field("not_after", &self.not_after)
+            .field("cert", &self.cert)
             .finish_non_exhaustive()
     }
 }

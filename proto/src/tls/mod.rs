@@ -112,7 +112,19 @@ pub struct PeerCert {
     pub role: Role,
     /// Lowercase hex of the serial number.
     pub serial: String,
+    pub not_before: SystemTime,
     pub not_after: SystemTime,
+}
+
+impl PeerCert {
+    /// When a holder should renew: half-way through the validity period.
+    pub fn renew_at(&self) -> SystemTime {
+        let period = self
+            .not_after
+            .duration_since(self.not_before)
+            .unwrap_or_default();
+        self.not_before + period / 2
+    }
 }
 
 /// Reads a certificate's role (from its one skiff DNS name), serial and
@@ -135,11 +147,12 @@ pub fn peer_cert(der: &CertificateDer<'_>) -> Result<PeerCert, TlsError> {
         Ok([role]) => role,
         Err(_) => return Err(TlsError::NoRole),
     };
-    let not_after = cert.validity().not_after.timestamp();
+    let time = |t: i64| SystemTime::UNIX_EPOCH + Duration::from_secs(t.max(0) as u64);
     Ok(PeerCert {
         role,
         serial: hex::encode(cert.raw_serial()),
-        not_after: SystemTime::UNIX_EPOCH + Duration::from_secs(not_after.max(0) as u64),
+        not_before: time(cert.validity().not_before.timestamp()),
+        not_after: time(cert.validity().not_after.timestamp()),
     })
 }
 

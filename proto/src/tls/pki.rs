@@ -16,9 +16,12 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 use std::time::{Duration, SystemTime};
 
-/// Certificates are valid from a little before they are issued, so that a
-/// peer whose clock is slightly behind accepts them.
-const BACKDATE: Duration = Duration::from_secs(60);
+/// Certificates are valid from a little before they are issued (a minute,
+/// or a tenth of a short lifetime), so that a peer whose clock is slightly
+/// behind accepts them.
+fn backdate(lifetime: Duration) -> Duration {
+    (lifetime / 10).min(Duration::from_secs(60))
+}
 
 /// A newly created CA, as PEM.
 pub struct NewAuthority {
@@ -35,7 +38,7 @@ pub fn create_authority(common_name: &str, lifetime: Duration) -> Result<NewAuth
     params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     params.serial_number = Some(serial());
     let now = SystemTime::now();
-    params.not_before = (now - BACKDATE).into();
+    params.not_before = (now - backdate(lifetime)).into();
     params.not_after = (now + lifetime).into();
     let cert = params.self_signed(&key)?;
     Ok(NewAuthority {
@@ -104,9 +107,17 @@ impl Authority {
         role: &Role,
         lifetime: Duration,
     ) -> Result<Issued, TlsError> {
-        let csr = CertificateSigningRequestParams::from_pem(csr_pem)
-            .map_err(|e| TlsError::BadRequest(e.to_string()))?;
-        self.issue(&csr.public_key, role, lifetime)
+        self.issue_for(&SigningRequest::parse(csr_pem)?, role, lifetime)
+    }
+
+    /// A certificate for `role` to the key of a checked request.
+    pub fn issue_for(
+        &self,
+        request: &SigningRequest,
+        role: &Role,
+        lifetime: Duration,
+    ) -> Result<Issued, TlsError> {
+        self.issue(&request.0.public_key, role, lifetime)
     }
 
     /// A certificate for `role` to `key`, valid for `lifetime`: usable as
@@ -132,7 +143,7 @@ impl Authority {
         params.serial_number = Some(serial);
         let now = SystemTime::now();
         let not_after = now + lifetime;
-        params.not_before = (now - BACKDATE).into();
+        params.not_before = (now - backdate(lifetime)).into();
         params.not_after = not_after.into();
         let cert = params.signed_by(key, &self.issuer)?;
         Ok(Issued {
@@ -159,6 +170,21 @@ impl Authority {
         let key = KeyPair::generate()?;
         let issued = self.issue(&key, role, lifetime)?;
         Ok((issued, key.serialize_pem()))
+    }
+}
+
+/// A certificate signing request whose signature has been checked (it
+/// proves the requester holds the key).
+pub struct SigningRequest(CertificateSigningRequestParams);
+
+impl SigningRequest {
+    pub fn parse(csr_pem: &str) -> Result<Self, TlsError> {
+        if csr_pem.len() > 16 * 1024 {
+            return Err(TlsError::BadRequest("larger than 16 KiB".into()));
+        }
+        CertificateSigningRequestParams::from_pem(csr_pem)
+            .map(Self)
+            .map_err(|e| TlsError::BadRequest(e.to_string()))
     }
 }
 

@@ -160,14 +160,14 @@ async fn an_optional_client_certificate_lets_anonymous_clients_in_without_a_peer
 async fn a_renewed_credential_is_used_from_the_next_handshake() {
     let ca = authority();
     let server = credential(&ca, &Role::Host("h1".into()), DAY);
-    let before = server.current().serial;
+    let before = server.current().cert.serial;
     let addr = serve(&ca, server.clone(), ClientCerts::Required).await;
     let cp = credential(&ca, &Role::ControlPlane, DAY);
     let name = names::host_dns_name("h1");
     assert!(call(&addr, &ca, Some(cp.clone()), &name).await.is_ok());
     let renewed = credential(&ca, &Role::Host("h1".into()), DAY);
     server.replace(renewed.current());
-    assert_ne!(server.current().serial, before);
+    assert_ne!(server.current().cert.serial, before);
     assert!(call(&addr, &ca, Some(cp), &name).await.is_ok());
 }
 
@@ -204,4 +204,26 @@ fn a_bundle_signs_with_the_certificate_matching_the_key_and_trusts_all() {
         Authority::load(&new.cert_pem, &unrelated.key_pem),
         Err(TlsError::KeyNotInBundle)
     ));
+}
+
+#[test]
+fn a_credential_is_renewed_half_way_through_its_validity() {
+    let ca = authority();
+    for lifetime in [Duration::from_secs(20), DAY] {
+        let cred = credential(&ca, &Role::ControlPlane, lifetime).current();
+        let period = cred
+            .cert
+            .not_after
+            .duration_since(cred.cert.not_before)
+            .unwrap();
+        assert_eq!(cred.cert.renew_at(), cred.cert.not_before + period / 2);
+        // Backdating never eats the renewal margin: at least 40% of the
+        // lifetime is left at renewal.
+        let left = cred
+            .cert
+            .not_after
+            .duration_since(cred.cert.renew_at())
+            .unwrap();
+        assert!(left >= lifetime * 2 / 5, "{left:?} of {lifetime:?}");
+    }
 }

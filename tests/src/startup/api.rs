@@ -14,6 +14,7 @@ use super::{PoolRun, PoolSpec, Programs, STARTUP_TIMEOUT};
 use crate::netns::Partition;
 use crate::platform::{ApiReplica, Timers};
 use crate::service::{tail, Service};
+use crate::trust::CaFiles;
 use anyhow::{bail, Result};
 use reqwest::StatusCode;
 use std::sync::Mutex;
@@ -21,6 +22,7 @@ use std::time::{Duration, Instant};
 
 /// Spawns the pool's API replicas, all on the pool's database and sharing
 /// its admin token; does not wait for them.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn start_api_replicas(
     spec: &PoolSpec,
     run: &PoolRun,
@@ -29,6 +31,7 @@ pub(super) fn start_api_replicas(
     partition: Option<&Partition>,
     admin_token: &str,
     timers: &Timers,
+    ca: &CaFiles,
 ) -> Result<Vec<ApiReplica>> {
     let run_dir = &run.run_dir;
     let mut apis = Vec::new();
@@ -64,6 +67,12 @@ pub(super) fn start_api_replicas(
                 "SKIFF_HEARTBEAT_INTERVAL_S".into(),
                 timers.heartbeat_interval_s.to_string(),
             ),
+            ("SKIFF_CA_CERT".into(), ca.cert.display().to_string()),
+            ("SKIFF_CA_KEY".into(), ca.key.display().to_string()),
+            (
+                "SKIFF_HOST_CERT_LIFETIME_S".into(),
+                timers.cert_lifetime_s.to_string(),
+            ),
             ("RUST_LOG".into(), "info".into()),
             ("NO_COLOR".into(), "1".into()),
             // Lets test.sh recognise leftovers of this run.
@@ -82,7 +91,7 @@ pub(super) fn start_api_replicas(
         apis.push(ApiReplica {
             index: r,
             url: format!("http://{ip}:{port}"),
-            grpc_url: format!("http://{ip}:{grpc_port}"),
+            grpc_url: format!("https://{ip}:{grpc_port}"),
             netns: in_netns.map(|p| p.api_netns.clone()),
             service: Mutex::new(service),
         });

@@ -58,7 +58,7 @@ impl TestEnv {
 /// Where `skiff-api` and `skiff-worker` are: `SKIFF_E2E_BIN_DIR`, else the
 /// profile directory this test binary runs from (`<target>/debug/deps/..`),
 /// which also follows `CARGO_TARGET_DIR`.
-pub(super) fn binary_dir() -> Result<PathBuf> {
+pub(crate) fn binary_dir() -> Result<PathBuf> {
     if let Ok(dir) = std::env::var("SKIFF_E2E_BIN_DIR") {
         return Ok(PathBuf::from(dir));
     }

@@ -14,6 +14,7 @@ use crate::host::Host;
 use crate::netns::Partition;
 use crate::platform::{ApiReplica, Timers, HOST_CPU_MILLIS, HOST_LABEL, HOST_MEMORY_MIB};
 use crate::service::{lib_sh, quote, Reaper, Service};
+use crate::trust::CaFiles;
 use anyhow::{bail, Context, Result};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -103,6 +104,7 @@ pub(super) async fn pull_test_image(image: &str, host_dirs: &[HostDir]) -> Resul
 
 /// Spawns one worker per host (the last one inside the host's network
 /// namespace in a partitioned pool); does not wait for them to register.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn start_workers(
     spec: &PoolSpec,
     run: &PoolRun,
@@ -111,6 +113,8 @@ pub(super) fn start_workers(
     apis: &[ApiReplica],
     partition: Option<&Partition>,
     timers: &Timers,
+    ca: &CaFiles,
+    join_token: &str,
 ) -> Result<Vec<Host>> {
     let mut hosts = Vec::new();
     for (i, host_dir) in host_dirs.into_iter().enumerate() {
@@ -172,6 +176,8 @@ pub(super) fn start_workers(
                 ),
             ),
             ("SKIFF_HOST_ID".into(), id.clone()),
+            ("SKIFF_CA_CERT".into(), ca.cert.display().to_string()),
+            ("SKIFF_JOIN_TOKEN".into(), join_token.to_owned()),
             ("SKIFF_CONTAINERD_SOCKET".into(), socket.clone()),
             ("SKIFF_CONTAINERD_NAMESPACE".into(), namespace.clone()),
             (
@@ -218,6 +224,7 @@ pub(super) fn start_workers(
             metrics_addr,
             netns: in_netns.map(|p| p.host_netns.clone()),
             worker: Mutex::new(worker),
+            state_dir: dir.join("worker"),
             lib: programs.lib.clone(),
         });
     }

@@ -66,12 +66,8 @@ const FENCE_CONCURRENCY: usize = 8;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
-    #[error("control plane address {addr}: {source}")]
-    Endpoint {
-        addr: String,
-        #[source]
-        source: tonic::transport::Error,
-    },
+    #[error("control plane address: {0}")]
+    Endpoint(#[from] skiff_proto::tls::connect::ConnectError),
     #[error("no control plane address (SKIFF_CONTROL_PLANE is empty)")]
     NoControlPlane,
     #[error(transparent)]
@@ -123,7 +119,11 @@ fn rpc(call: &'static str) -> impl FnOnce(tonic::Status) -> SessionError {
 /// Facts about this host that the control plane needs at registration.
 #[derive(Debug, Clone)]
 pub struct HostInfo {
+    /// The id its certificate names (for logs: the control plane reads it
+    /// from the certificate, not from any message).
     pub host_id: String,
+    /// The name it asked for (SKIFF_HOST_ID or the hostname).
+    pub hostname: String,
     pub agent_addr: String,
     pub cpu_millis: u32,
     pub memory_mib: u64,
@@ -188,7 +188,7 @@ impl<R: Runtime> Agent<R> {
             shared: Shared {
                 runtime,
                 start_slots: Arc::new(Semaphore::new(settings.max_concurrent_starts.max(1))),
-                reporter: Reporter::new(sink, host.host_id.clone()),
+                reporter: Reporter::new(sink),
                 checkpoint_interval: settings.checkpoint_interval,
             },
             host,
@@ -262,12 +262,11 @@ impl<R: Runtime> Agent<R> {
         let version = self.shared.runtime.version().await?;
         let registered = client
             .register(pb::RegisterRequest {
-                host_id: self.host.host_id.clone(),
                 agent_addr: self.host.agent_addr.clone(),
                 cpu_millis: self.host.cpu_millis,
                 memory_mib: self.host.memory_mib,
                 containerd_version: version,
-                hostname: self.host.host_id.clone(),
+                hostname: self.host.hostname.clone(),
                 labels: self.host.labels.clone().into_iter().collect(),
             })
             .await
@@ -289,10 +288,7 @@ impl<R: Runtime> Agent<R> {
         self.stream.lock().await.reset();
         let from_revision = self.applied_revision();
         let mut stream = client
-            .watch_assignments(pb::WatchRequest {
-                host_id: self.host.host_id.clone(),
-                from_revision,
-            })
+            .watch_assignments(pb::WatchRequest { from_revision })
             .await
             .map_err(rpc("WatchAssignments"))?
             .into_inner();
@@ -348,7 +344,6 @@ impl<R: Runtime> Agent<R> {
             }
             let latest = inventory.lock().expect("inventory lock").clone();
             let request = pb::HeartbeatRequest {
-                host_id: self.host.host_id.clone(),
                 applied_revision: self.applied_revision(),
                 images: latest.images,
                 running: latest.running,

@@ -62,18 +62,16 @@ pub(crate) fn cancellable_sleep(
 #[derive(Clone)]
 pub struct Reporter {
     sink: Arc<dyn ReportSink>,
-    host_id: String,
 }
 
 impl Reporter {
-    pub fn new(sink: Arc<dyn ReportSink>, host_id: String) -> Self {
-        Self { sink, host_id }
+    pub fn new(sink: Arc<dyn ReportSink>) -> Self {
+        Self { sink }
     }
 
     /// Meter checkpoints are sent once: the next one, a few seconds later,
     /// supersedes a lost one, and the run's end is reported reliably anyway.
-    pub async fn checkpoint(&self, mut checkpoint: pb::UsageCheckpoint) {
-        checkpoint.host_id = self.host_id.clone();
+    pub async fn checkpoint(&self, checkpoint: pb::UsageCheckpoint) {
         if let Err(status) = self.sink.usage(checkpoint).await {
             tracing::debug!(%status, "meter checkpoint not delivered");
         }
@@ -81,8 +79,7 @@ impl Reporter {
 
     /// Sends `report` until the control plane acknowledges it, or `cancel`
     /// fires (shutdown, or the container was fenced: it is another host's now).
-    async fn send(&self, mut report: pb::StatusReport, cancel: &CancellationToken) {
-        report.host_id = self.host_id.clone();
+    async fn send(&self, report: pb::StatusReport, cancel: &CancellationToken) {
         let attempt = || {
             let report = report.clone();
             async {
@@ -207,7 +204,7 @@ mod tests {
             code,
             calls: AtomicUsize::new(0),
         });
-        let reporter = Reporter::new(sink.clone(), "h1".into());
+        let reporter = Reporter::new(sink.clone());
         reporter
             .send(pb::StatusReport::default(), &CancellationToken::new())
             .await;

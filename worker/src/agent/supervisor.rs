@@ -367,7 +367,6 @@ impl<R: Runtime> ContainerSupervisor<R> {
         self.reporter
             .checkpoint(pb::UsageCheckpoint {
                 report_id: format!("{}:{generation}:{observed_at}", self.id),
-                host_id: String::new(),
                 container_id: self.id.clone(),
                 generation,
                 observed_at_unix_ms: observed_at,

@@ -13,6 +13,13 @@ const A: &str = "00000000-0000-4000-8000-00000000000a";
 const B: &str = "00000000-0000-4000-8000-00000000000b";
 const C: &str = "00000000-0000-4000-8000-00000000000c";
 
+/// A client TLS config for control planes that are never dialed.
+fn never_dialed_tls() -> Arc<rustls::ClientConfig> {
+    let ca = skiff_proto::tls::pki::create_authority("t", Duration::from_secs(60)).unwrap();
+    let trust = skiff_proto::tls::pki::parse_certs(&ca.cert_pem).unwrap();
+    skiff_proto::tls::client_config(&trust, None).unwrap()
+}
+
 /// Records what would have reached the control plane.
 #[derive(Default)]
 struct RecordingSink {
@@ -86,6 +93,7 @@ async fn harness(runtime: Arc<FakeRuntime>) -> Harness {
         runtime.clone(),
         HostInfo {
             host_id: "host-1".to_owned(),
+            hostname: "host-1".to_owned(),
             agent_addr: "127.0.0.1:1".to_owned(),
             cpu_millis: 2000,
             memory_mib: 1024,
@@ -96,7 +104,9 @@ async fn harness(runtime: Arc<FakeRuntime>) -> Harness {
             checkpoint_interval: Duration::from_secs(5),
         },
         // Never dialed: these tests drive apply_update directly.
-        Arc::new(ControlPlanes::new(&["http://127.0.0.1:1".to_owned()]).unwrap()),
+        Arc::new(
+            ControlPlanes::new(&["https://127.0.0.1:1".to_owned()], never_dialed_tls()).unwrap(),
+        ),
         sink.clone(),
         metrics.clone(),
         shutdown.clone(),

@@ -1,26 +1,33 @@
 //! The gRPC side of the control plane: the `ControlPlane` service workers
-//! dial (register, heartbeat, assignments, reports), and the client for the
-//! workers' `WorkerAgent` service (logs).
+//! dial (join, renew, register, heartbeat, assignments, reports), over
+//! mutual TLS.
+//!
+//! - [`auth`]: the calling host, from its verified certificate.
+//! - [`join`]: join tokens in, certificates out; renewal.
+//! - [`chunk`]: assignment steps as size-bounded messages.
+//! - [`agents`]: the client for the workers' `WorkerAgent` service (logs).
+
+pub mod agents;
+pub mod auth;
+pub mod chunk;
+pub mod join;
+
+pub use agents::AgentClients;
+pub use chunk::messages;
 
 use crate::store::assignments::AssignmentStep;
 use crate::store::hosts::{Heartbeat, HeldImage};
 use crate::store::{ContainerRow, StoreError};
 use crate::AppState;
-use prost::Message as _;
 use skiff_core::DesiredState;
 use skiff_proto as pb;
 use skiff_proto::control_plane_server::ControlPlane;
-use std::collections::HashMap;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio_stream::Stream;
-use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
 
-/// Largest encoded size of one stream message: tonic refuses messages over
-/// 4 MiB by default, and a container spec can be a few hundred KiB.
-const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
 /// When a change is not readable yet (an older transaction is still open),
 /// how soon to look again.
 const PENDING_RETRY: Duration = Duration::from_millis(50);
@@ -77,65 +84,33 @@ pub fn assignment(row: &ContainerRow) -> pb::Assignment {
 
 type AssignmentStream = Pin<Box<dyn Stream<Item = Result<pb::AssignmentUpdate, Status>> + Send>>;
 
-/// Splits a step into messages under [`MAX_MESSAGE_BYTES`]; all but the
-/// last have `more` set. A step with nothing in it is one empty message (it
-/// still carries the revision).
-pub fn messages(step: &AssignmentStep) -> Vec<pb::AssignmentUpdate> {
-    let assignments = step.assignments.iter().map(assignment).collect();
-    let removed = step.removed.iter().map(|id| id.to_string()).collect();
-    chunk(
-        step.revision,
-        step.snapshot,
-        assignments,
-        removed,
-        MAX_MESSAGE_BYTES,
-    )
-}
-
-fn chunk(
-    revision: u64,
-    snapshot: bool,
-    assignments: Vec<pb::Assignment>,
-    removed: Vec<String>,
-    max_bytes: usize,
-) -> Vec<pb::AssignmentUpdate> {
-    let new = |assignments: Vec<pb::Assignment>, removed: Vec<String>| pb::AssignmentUpdate {
-        revision,
-        snapshot,
-        more: true,
-        assignments,
-        removed,
-    };
-    let mut out = Vec::new();
-    let mut batch = Vec::new();
-    let mut size = 0;
-    for a in assignments {
-        let len = a.encoded_len();
-        if !batch.is_empty() && size + len > max_bytes {
-            out.push(new(std::mem::take(&mut batch), Vec::new()));
-            size = 0;
-        }
-        size += len;
-        batch.push(a);
-    }
-    out.push(new(batch, removed));
-    if let Some(last) = out.last_mut() {
-        last.more = false;
-    }
-    out
-}
-
 #[tonic::async_trait]
 impl ControlPlane for ControlPlaneService {
+    async fn join(
+        &self,
+        request: Request<pb::JoinRequest>,
+    ) -> Result<Response<pb::JoinResponse>, Status> {
+        join::join(&self.state, request).await.map(Response::new)
+    }
+
+    async fn renew(
+        &self,
+        request: Request<pb::RenewRequest>,
+    ) -> Result<Response<pb::RenewResponse>, Status> {
+        let host = auth::calling_host(&self.state, &request).await?;
+        join::renew(&self.state, &host, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
     async fn register(
         &self,
         request: Request<pb::RegisterRequest>,
     ) -> Result<Response<pb::RegisterResponse>, Status> {
+        let host = auth::calling_host(&self.state, &request).await?.id;
         let req = request.into_inner();
-        if req.host_id.is_empty() || req.agent_addr.is_empty() {
-            return Err(Status::invalid_argument(
-                "host_id and agent_addr are required",
-            ));
+        if req.agent_addr.is_empty() {
+            return Err(Status::invalid_argument("agent_addr is required"));
         }
         // The address is dialed for logs: an unspecified one (0.0.0.0:8082)
         // would make the control plane dial itself.
@@ -148,8 +123,8 @@ impl ControlPlane for ControlPlaneService {
                 )))
             }
         }
-        self.state.store.register_host(&req).await?;
-        tracing::info!(host = %req.host_id, agent = %req.agent_addr, cpu_millis = req.cpu_millis,
+        self.state.store.register_host(&host, &req).await?;
+        tracing::info!(host = %host, agent = %req.agent_addr, cpu_millis = req.cpu_millis,
             memory_mib = req.memory_mib, containerd = %req.containerd_version, labels = ?req.labels,
             "host registered");
         Ok(Response::new(pb::RegisterResponse {
@@ -161,9 +136,10 @@ impl ControlPlane for ControlPlaneService {
         &self,
         request: Request<pb::HeartbeatRequest>,
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        let host = auth::calling_host(&self.state, &request).await?.id;
         let req = request.into_inner();
         let heartbeat = Heartbeat {
-            host_id: &req.host_id,
+            host_id: &host,
             applied_revision: req.applied_revision,
             images: req
                 .images
@@ -187,8 +163,9 @@ impl ControlPlane for ControlPlaneService {
         &self,
         request: Request<pb::WatchRequest>,
     ) -> Result<Response<AssignmentStream>, Status> {
+        let caller = auth::calling_host(&self.state, &request).await?;
         let req = request.into_inner();
-        let host = req.host_id;
+        let host = caller.id.clone();
         if self.state.store.host(&host).await?.is_none() {
             return Err(Status::not_found("unknown host: register first"));
         }
@@ -203,8 +180,21 @@ impl ControlPlane for ControlPlaneService {
             // While an old transaction holds the watermark back, look again
             // soon, then less and less often (it may be a long one).
             let mut pending_wait = PENDING_RETRY;
+            // TLS checked the certificate at the handshake only: the stream
+            // ends when it expires (the worker reconnects with its renewed
+            // one) or is revoked.
+            let expires = tokio::time::Instant::now()
+                + caller
+                    .cert
+                    .not_after
+                    .duration_since(std::time::SystemTime::now())
+                    .unwrap_or_default();
             loop {
                 changed.borrow_and_update();
+                if let Err(status) = still_valid(&state, &caller).await {
+                    let _ = tx.send(Err(status)).await;
+                    return;
+                }
                 let step = match next_step(&state, &host, revision).await {
                     Ok(step) => step,
                     Err(status) => {
@@ -247,6 +237,7 @@ impl ControlPlane for ControlPlaneService {
                     // Ending the stream lets the server shut down; the
                     // worker reconnects to the next control plane.
                     _ = state.shutdown.cancelled() => return,
+                    _ = tokio::time::sleep_until(expires) => {}
                     _ = tokio::time::timeout(wait, changed.changed()) => {}
                 }
             }
@@ -258,6 +249,7 @@ impl ControlPlane for ControlPlaneService {
         &self,
         request: Request<pb::StatusReport>,
     ) -> Result<Response<pb::ReportAck>, Status> {
+        let host = auth::calling_host(&self.state, &request).await?.id;
         let report = request.into_inner();
         let span = tracing::debug_span!("report", container = %report.container_id, generation = report.generation);
         let _enter = span.enter();
@@ -271,9 +263,9 @@ impl ControlPlane for ControlPlaneService {
         let applied = self
             .state
             .store
-            .apply_report(&report, self.state.config.report_clock_skew())
+            .apply_report(&host, &report, self.state.config.report_clock_skew())
             .await;
-        match self.refused(applied, &report.host_id, &report.container_id)? {
+        match self.refused(applied, &host, &report.container_id)? {
             Some(outcome) => {
                 if observed == pb::ObservedState::Running {
                     if let Some(t) = outcome.timings {
@@ -297,7 +289,8 @@ impl ControlPlane for ControlPlaneService {
         &self,
         request: Request<pb::UsageCheckpoint>,
     ) -> Result<Response<pb::ReportAck>, Status> {
-        self.checkpoint(request.into_inner()).await?;
+        let host = auth::calling_host(&self.state, &request).await?.id;
+        self.checkpoint(&host, request.into_inner()).await?;
         Ok(Response::new(pb::ReportAck {}))
     }
 }
@@ -321,13 +314,13 @@ impl ControlPlaneService {
         result
     }
 
-    async fn checkpoint(&self, checkpoint: pb::UsageCheckpoint) -> Result<(), Status> {
+    async fn checkpoint(&self, host: &str, checkpoint: pb::UsageCheckpoint) -> Result<(), Status> {
         let applied = self
             .state
             .store
-            .apply_checkpoint(&checkpoint, self.state.config.report_clock_skew())
+            .apply_checkpoint(host, &checkpoint, self.state.config.report_clock_skew())
             .await;
-        let applied = self.refused(applied, &checkpoint.host_id, &checkpoint.container_id)?;
+        let applied = self.refused(applied, host, &checkpoint.container_id)?;
         self.state
             .metrics
             .checkpoints
@@ -339,6 +332,25 @@ impl ControlPlaneService {
             .inc();
         Ok(())
     }
+}
+
+/// Whether the stream's credential still counts (not expired, not revoked).
+async fn still_valid(state: &AppState, caller: &auth::CallingHost) -> Result<(), Status> {
+    let standing = state
+        .store
+        .certificate_standing(&caller.id, &caller.cert.serial)
+        .await?;
+    auth::judge(
+        Some(&caller.cert),
+        Some(standing),
+        std::time::SystemTime::now(),
+    )
+    .map(|_| ())
+    .map_err(|refusal| {
+        tracing::info!(host = %caller.id, reason = refusal.as_str(),
+                "assignment stream ended: its credential no longer counts");
+        refusal.status()
+    })
 }
 
 /// The next step of a host's stream: the changes since `revision`, or a
@@ -359,78 +371,4 @@ where
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     tokio::spawn(produce(tx));
     Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
-}
-
-/// Clients for the workers' agent endpoints, one channel per address.
-#[derive(Default)]
-pub struct AgentClients {
-    channels: Mutex<HashMap<String, Channel>>,
-}
-
-impl AgentClients {
-    pub fn client(
-        &self,
-        addr: &str,
-    ) -> Result<pb::worker_agent_client::WorkerAgentClient<Channel>, Status> {
-        let mut channels = self.channels.lock().expect("agent clients lock");
-        let channel = match channels.get(addr) {
-            Some(channel) => channel.clone(),
-            None => {
-                let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-                    .map_err(|e| Status::internal(format!("bad agent address {addr}: {e}")))?
-                    .connect_timeout(Duration::from_secs(3));
-                let channel = endpoint.connect_lazy();
-                channels.insert(addr.to_owned(), channel.clone());
-                channel
-            }
-        };
-        Ok(pb::worker_agent_client::WorkerAgentClient::new(channel))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn big(n: usize) -> pb::Assignment {
-        pb::Assignment {
-            container_id: format!("c{n}"),
-            spec: Some(pb::ContainerSpec {
-                env: [("BLOB".to_owned(), "x".repeat(190 * 1024))].into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }
-    }
-
-    #[test]
-    fn large_steps_are_split_under_the_message_limit_and_keep_everything() {
-        // ~32 specs of ~190 KiB: 6 MiB in one message would break tonic's 4 MiB.
-        let all: Vec<_> = (0..32).map(big).collect();
-        let messages = chunk(7, true, all, vec!["gone".into()], MAX_MESSAGE_BYTES);
-        assert!(messages.len() >= 6, "{} messages", messages.len());
-        for (i, m) in messages.iter().enumerate() {
-            assert!(m.encoded_len() < 4 * 1024 * 1024);
-            assert!(m.encoded_len() <= MAX_MESSAGE_BYTES + 1024);
-            assert_eq!(
-                m.more,
-                i + 1 < messages.len(),
-                "only the last ends the step"
-            );
-            assert!((m.revision, m.snapshot) == (7, true));
-        }
-        let ids: Vec<_> = messages
-            .iter()
-            .flat_map(|m| m.assignments.iter().map(|a| a.container_id.clone()))
-            .collect();
-        assert_eq!(ids, (0..32).map(|n| format!("c{n}")).collect::<Vec<_>>());
-        assert_eq!(messages.last().unwrap().removed, vec!["gone".to_owned()]);
-    }
-
-    #[test]
-    fn an_empty_step_is_one_message_carrying_its_revision() {
-        let messages = chunk(9, false, Vec::new(), Vec::new(), MAX_MESSAGE_BYTES);
-        assert_eq!(messages.len(), 1);
-        assert!(!messages[0].more && messages[0].revision == 9);
-    }
 }

@@ -1,0 +1,592 @@
+//! The worker channel's trust, from outside: every call of both endpoints
+//! needs a current certificate of the pool's CA (and the right one), a
+//! host's credential acts for that host only, joining takes a live join
+//! token, a revoked host is shut out and its containers handled as a lost
+//! host's, and a certificate is renewed in place before it expires.
+//!
+//! Every refusal sits beside its positive control (the valid credential on
+//! the same call) and asserts the specific gRPC status or TLS alert.
+
+use reqwest::Method;
+use serde_json::{json, Value};
+use skiff_e2e::trust::{foreign_ca, mint, status_text};
+use skiff_e2e::{eventually, limit, secs, Host, Platform, HOST_LABEL};
+use skiff_proto as pb;
+use skiff_proto::tls::{Credentials, Role};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tonic::Code;
+
+/// What a refused call must show.
+#[derive(Debug, Clone, Copy)]
+enum Refused {
+    Status(Code),
+    /// A TLS alert, as rustls names it (in the transport error's sources).
+    Alert(&'static str),
+}
+
+fn check(call: &str, result: Result<(), tonic::Status>, want: Refused) {
+    let status = match result {
+        Ok(()) => panic!("{call}: accepted, but should be refused with {want:?}"),
+        Err(status) => status,
+    };
+    let text = status_text(&status);
+    match want {
+        Refused::Status(code) => assert_eq!(status.code(), code, "{call}: {text}"),
+        Refused::Alert(alert) => assert!(
+            text.contains(&format!("received fatal alert: {alert}")),
+            "{call}: want the TLS alert {alert}, got: {text}"
+        ),
+    }
+}
+
+/// Every call of the workers' endpoint but Join, each as harmless as it can
+/// be (they are only made with credentials that must be refused).
+async fn every_control_plane_call(
+    platform: &Platform,
+    own: Option<Arc<Credentials>>,
+) -> Vec<(&'static str, Result<(), tonic::Status>)> {
+    let mut client = platform.control_plane_client(own);
+    let unknown = uuid::Uuid::new_v4().to_string();
+    vec![
+        (
+            "Renew",
+            client
+                .renew(pb::RenewRequest {
+                    csr_pem: skiff_proto::tls::pki::key_and_request().unwrap().1,
+                })
+                .await
+                .map(|_| ()),
+        ),
+        (
+            "Register",
+            client
+                .register(pb::RegisterRequest {
+                    agent_addr: "127.0.0.1:9".into(),
+                    ..Default::default()
+                })
+                .await
+                .map(|_| ()),
+        ),
+        (
+            "Heartbeat",
+            client
+                .heartbeat(pb::HeartbeatRequest::default())
+                .await
+                .map(|_| ()),
+        ),
+        (
+            "WatchAssignments",
+            first_step(&mut client).await.map(|_| ()),
+        ),
+        (
+            "ReportStatus",
+            client
+                .report_status(pb::StatusReport {
+                    container_id: unknown.clone(),
+                    generation: 1,
+                    ..Default::default()
+                })
+                .await
+                .map(|_| ()),
+        ),
+        (
+            "ReportUsage",
+            client
+                .report_usage(pb::UsageCheckpoint {
+                    report_id: format!("{unknown}:1:0"),
+                    container_id: unknown,
+                    generation: 1,
+                    observed_at_unix_ms: chrono::Utc::now().timestamp_millis(),
+                    ..Default::default()
+                })
+                .await
+                .map(|_| ()),
+        ),
+    ]
+}
+
+type ControlPlaneClient = pb::control_plane_client::ControlPlaneClient<tonic::transport::Channel>;
+
+/// Opens an assignment stream and reads its first message (a snapshot).
+async fn first_step(
+    client: &mut ControlPlaneClient,
+) -> Result<pb::AssignmentUpdate, tonic::Status> {
+    let mut stream = client
+        .watch_assignments(pb::WatchRequest { from_revision: 0 })
+        .await?
+        .into_inner();
+    stream
+        .message()
+        .await?
+        .ok_or_else(|| tonic::Status::aborted("the stream ended without a message"))
+}
+
+/// The containers in a host's snapshot, read with `own`.
+async fn snapshot_ids(platform: &Platform, own: Arc<Credentials>) -> Vec<String> {
+    let mut client = platform.control_plane_client(Some(own));
+    let mut stream = client
+        .watch_assignments(pb::WatchRequest { from_revision: 0 })
+        .await
+        .expect("watch with the host's own credential")
+        .into_inner();
+    let mut ids = Vec::new();
+    loop {
+        let step = stream.message().await.expect("a step").expect("a message");
+        assert!(step.snapshot);
+        ids.extend(step.assignments.into_iter().map(|a| a.container_id));
+        if !step.more {
+            return ids;
+        }
+    }
+}
+
+async fn agent_addr(platform: &Platform, host: &Host) -> String {
+    let pool = sqlx::PgPool::connect(&platform.database_url).await.unwrap();
+    sqlx::query_scalar("SELECT agent_addr FROM hosts WHERE id = $1")
+        .bind(&host.id)
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+}
+
+/// Reads a container's logs from a host's agent, presenting `own`.
+async fn read_logs(
+    platform: &Platform,
+    host: &Host,
+    addr: &str,
+    own: Option<Arc<Credentials>>,
+    container: &str,
+) -> Result<String, tonic::Status> {
+    let mut client = host.agent_client(platform, own, addr);
+    let mut stream = client
+        .read_logs(pb::LogsRequest {
+            container_id: container.to_owned(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    let mut out = Vec::new();
+    while let Some(chunk) = stream.message().await? {
+        out.extend(chunk.data);
+    }
+    Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
+fn pinned(platform: &Platform, host: &Host, command: &[&str]) -> Value {
+    let mut spec = platform.spec(command);
+    spec["placement"] = json!({ "host_labels": { HOST_LABEL: host.name } });
+    spec
+}
+
+#[tokio::test]
+async fn every_call_of_both_endpoints_needs_a_current_certificate_of_the_pools_ca() {
+    limit(secs(120), async {
+        let platform = Platform::get().await;
+        let t = platform.new_tenant().await;
+        let host = &platform.hosts[0];
+        let id = t
+            .create_id(&pinned(platform, host, &["echo", "mtls-control"]))
+            .await;
+        t.wait_exited_in(&id, "succeeded").await;
+        let addr = agent_addr(platform, host).await;
+        let ca = platform.authority();
+        let control_plane = mint(&ca, &Role::ControlPlane, Duration::from_secs(600));
+        let foreign = mint(
+            &foreign_ca(),
+            &Role::Host(host.id.clone()),
+            Duration::from_secs(600),
+        );
+        let expired = mint(&ca, &Role::Host(host.id.clone()), Duration::from_secs(1));
+        let expired_cp = mint(&ca, &Role::ControlPlane, Duration::from_secs(1));
+
+        // Positive controls: the host's own credential on the harmless
+        // calls, the control plane's on the agent.
+        let own = host.credential();
+        let mut client = platform.control_plane_client(Some(own.clone()));
+        first_step(&mut client)
+            .await
+            .expect("the host's own credential watches");
+        client
+            .report_status(pb::StatusReport {
+                container_id: uuid::Uuid::new_v4().to_string(),
+                generation: 1,
+                ..Default::default()
+            })
+            .await
+            .expect("the host's own credential reports");
+        let logs = read_logs(platform, host, &addr, Some(control_plane.clone()), &id).await;
+        assert_eq!(
+            logs.map_err(|s| status_text(&s)).as_deref(),
+            Ok("mtls-control\n"),
+            "the control plane's credential reads logs from the agent"
+        );
+
+        // Wait out the short-lived ones.
+        tokio::time::sleep(Duration::from_millis(2100)).await;
+        // (what, credential on the control plane, its refusal, on the agent, its refusal)
+        type Case = (
+            &'static str,
+            Option<Arc<Credentials>>,
+            Refused,
+            Option<Arc<Credentials>>,
+            Refused,
+        );
+        let cases: [Case; 3] = [
+            (
+                "no certificate",
+                None,
+                Refused::Status(Code::Unauthenticated),
+                None,
+                Refused::Alert("CertificateRequired"),
+            ),
+            (
+                "another CA's certificate",
+                Some(foreign.clone()),
+                Refused::Alert("UnknownCA"),
+                Some(foreign),
+                Refused::Alert("UnknownCA"),
+            ),
+            (
+                "an expired certificate",
+                Some(expired),
+                Refused::Alert("CertificateExpired"),
+                Some(expired_cp),
+                Refused::Alert("CertificateExpired"),
+            ),
+        ];
+        for (what, own, want, agent_own, agent_want) in cases {
+            for (call, result) in every_control_plane_call(platform, own).await {
+                check(&format!("{call} with {what}"), result, want);
+            }
+            let logs = read_logs(platform, host, &addr, agent_own, &id)
+                .await
+                .map(|_| ());
+            check(&format!("ReadLogs with {what}"), logs, agent_want);
+        }
+        let metrics = reqwest::get(format!("{}/metrics", platform.api_url))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            metrics.contains("skiff_worker_tls_handshakes_refused_total{reason=\"expired\"}")
+                && metrics.contains("skiff_worker_calls_refused_total{reason=\"no_certificate\"}"),
+            "refusals are counted:\n{metrics}"
+        );
+        // And nothing above hurt the valid credential.
+        first_step(&mut platform.control_plane_client(Some(own)))
+            .await
+            .expect("the host's own credential still watches");
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_hosts_credential_watches_and_reads_for_that_host_only() {
+    limit(secs(120), async {
+        let platform = Platform::get().await;
+        let t = platform.new_tenant().await;
+        let (a, b) = (&platform.hosts[0], &platform.hosts[1]);
+        let id = t
+            .create_id(&pinned(platform, a, &["sh", "-c", "echo on-a; sleep 600"]))
+            .await;
+        t.wait(&id, "running", 60).await;
+        // Watching takes no host id: each credential sees its own host's set.
+        let seen_by_a = snapshot_ids(platform, a.credential()).await;
+        assert!(seen_by_a.contains(&id), "{id} not in {seen_by_a:?}");
+        let seen_by_b = snapshot_ids(platform, b.credential()).await;
+        assert!(!seen_by_b.contains(&id), "host b saw host a's {id}");
+
+        // Logs: the control plane's credential reads them from a's agent;
+        // b's credential, from the same CA, is refused.
+        let addr = agent_addr(platform, a).await;
+        let control_plane = mint(
+            &platform.authority(),
+            &Role::ControlPlane,
+            Duration::from_secs(600),
+        );
+        let logs = eventually("the echo in the logs", Duration::from_secs(30), || async {
+            let logs = read_logs(platform, a, &addr, Some(control_plane.clone()), &id).await;
+            logs.ok().filter(|l| l.contains("on-a"))
+        })
+        .await;
+        assert_eq!(logs, "on-a\n");
+        let refused = read_logs(platform, a, &addr, Some(b.credential()), &id)
+            .await
+            .map(|_| ());
+        check(
+            "ReadLogs with another host's credential",
+            refused,
+            Refused::Status(Code::PermissionDenied),
+        );
+        // An agent is dialed by name: a's address does not pass for b.
+        let wrong = read_logs(platform, b, &addr, Some(control_plane), &id)
+            .await
+            .map(|_| ());
+        let text = wrong
+            .map_err(|s| status_text(&s))
+            .expect_err("a's agent is not b's");
+        assert!(text.contains("NotValidForName"), "{text}");
+        t.delete(&id).await;
+    })
+    .await
+}
+
+#[tokio::test]
+async fn joining_takes_a_live_token_and_a_refusal_is_clear_on_both_sides() {
+    limit(secs(150), async {
+        let platform = Platform::trust().await;
+        let _t = platform.new_tenant().await;
+        let name = format!("joiner-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+
+        // The control: a live token joins (the worker then fails on its
+        // missing containerd, after keeping its certificate).
+        let (token_id, token) = platform.join_token(2, 3600).await;
+        let first = platform.run_joining_worker(&token, &name).await;
+        assert!(first.output.contains("joined the pool"), "{}", first.output);
+        let pem = std::fs::read_to_string(first.state_dir.join("identity/host.pem")).unwrap();
+        let cred = skiff_proto::tls::Credential::from_pem(&pem, &pem).unwrap();
+        assert_eq!(cred.cert.role, Role::Host(name.clone()));
+        // The same name again is made unique.
+        let second = platform.run_joining_worker(&token, &name).await;
+        let pem = std::fs::read_to_string(second.state_dir.join("identity/host.pem")).unwrap();
+        let cred = skiff_proto::tls::Credential::from_pem(&pem, &pem).unwrap();
+        assert_eq!(
+            cred.cert.role,
+            Role::Host(format!("{name}-2")),
+            "{}",
+            second.output
+        );
+
+        // Used up.
+        let third = platform.run_joining_worker(&token, &name).await;
+        assert!(!third.status.success());
+        assert!(
+            third.output.contains("join refused") && third.output.contains("no uses left"),
+            "{}",
+            third.output
+        );
+        assert!(!third.state_dir.join("identity/host.pem").exists());
+        // Expired.
+        let (_, short) = platform.join_token(5, 1).await;
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let late = platform.run_joining_worker(&short, &name).await;
+        assert!(!late.status.success());
+        assert!(
+            late.output.contains("join token has expired"),
+            "{}",
+            late.output
+        );
+        // Revoked.
+        let (revoked_id, revoked) = platform.join_token(5, 3600).await;
+        let reply = platform
+            .admin(
+                Method::DELETE,
+                &format!("/v1/admin/join-tokens/{revoked_id}"),
+                None,
+            )
+            .await
+            .unwrap();
+        assert_eq!(reply.status, 200, "{reply:?}");
+        let refused = platform.run_joining_worker(&revoked, &name).await;
+        assert!(
+            refused.output.contains("join token was revoked"),
+            "{}",
+            refused.output
+        );
+
+        // The API's audit log says who was refused and why.
+        let logs = platform.api_logs();
+        for reason in ["used_up", "expired", "revoked"] {
+            assert!(
+                logs.lines().any(|l| l.contains("skiff::audit")
+                    && l.contains("join refused")
+                    && l.contains(&format!("reason=\"{reason}\""))
+                    && l.contains(&name)),
+                "no audit line for a join refused as {reason}:\n{}",
+                platform.logs_dump_matching(Some("join refused"))
+            );
+        }
+        // The list shows each token's state, never a secret.
+        let list = platform
+            .admin(Method::GET, "/v1/admin/join-tokens", None)
+            .await
+            .unwrap();
+        let items = list.json()["items"].as_array().unwrap().clone();
+        let state = |id: &str| {
+            let item = items.iter().find(|i| i["id"] == id).unwrap();
+            assert!(item.get("token").is_none(), "{item}");
+            item["state"].as_str().unwrap().to_owned()
+        };
+        assert_eq!(state(&token_id), "used_up");
+        assert_eq!(state(&revoked_id), "revoked");
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_revoked_host_is_shut_out_its_stream_ended_and_its_containers_moved() {
+    limit(secs(150), async {
+        let platform = Platform::trust().await;
+        let t = platform.new_exclusive_tenant().await;
+        let (keep, revoke) = (&platform.hosts[0], &platform.hosts[1]);
+        // A container on the host to revoke that should run again elsewhere.
+        let id = {
+            let (_, _undrain) = platform.drain(&keep.id).await;
+            let mut spec = platform.sleeper(0.1);
+            spec["restart_policy"] = json!("always");
+            let id = t.create_id(&spec).await;
+            let running = t.wait(&id, "running", 60).await;
+            assert_eq!(
+                running["host_id"],
+                revoke.id.as_str(),
+                "{}",
+                t.diag(&id).await
+            );
+            id
+        };
+        // Positive control: the host's credential opens its stream.
+        let own = revoke.credential();
+        let mut client = platform.control_plane_client(Some(own.clone()));
+        let mut stream = client
+            .watch_assignments(pb::WatchRequest { from_revision: 0 })
+            .await
+            .expect("the host's own credential watches")
+            .into_inner();
+        let first = stream.message().await.expect("a step").expect("a message");
+        assert!(first.assignments.iter().any(|a| a.container_id == id));
+
+        let reply = platform
+            .admin(Method::DELETE, &format!("/v1/hosts/{}", revoke.id), None)
+            .await
+            .unwrap();
+        assert_eq!(reply.status, 200, "{reply:?}");
+        assert_eq!(reply.json()["state"], "revoked");
+
+        // The open stream ends, refused.
+        let ended = tokio::time::timeout(Duration::from_secs(30), async {
+            loop {
+                match stream.message().await {
+                    Ok(Some(_)) => continue,
+                    Ok(None) => panic!("the stream ended without saying why"),
+                    Err(status) => return status,
+                }
+            }
+        })
+        .await
+        .expect("the revoked host's stream ends");
+        assert_eq!(ended.code(), Code::PermissionDenied, "{ended:?}");
+        // Every call is refused from now on.
+        for (call, result) in every_control_plane_call(platform, Some(own)).await {
+            check(
+                &format!("{call} of a revoked host"),
+                result,
+                Refused::Status(Code::PermissionDenied),
+            );
+        }
+        // Its container runs again on the other host, as after a loss.
+        let moved = eventually(
+            "the container running on the other host",
+            Duration::from_secs(60),
+            || async {
+                let c = t.get(&id).await;
+                (c["state"] == "running" && c["host_id"] == keep.id.as_str()).then_some(c)
+            },
+        )
+        .await;
+        assert_eq!(moved["restart_count"], 1, "{moved}");
+        let events = t.events(&id).await;
+        assert!(
+            events.iter().any(|e| e["reason"] == "HostLost"
+                && e["message"].as_str().unwrap_or("").contains("was revoked")),
+            "{events:?}"
+        );
+        assert_eq!(platform.host_view(&revoke.id).await["state"], "revoked");
+        // The real worker is refused too, and says so.
+        eventually("the worker refused", Duration::from_secs(30), || async {
+            platform
+                .service_logs()
+                .contains("host revoked")
+                .then_some(())
+        })
+        .await;
+        t.delete(&id).await;
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_certificate_near_expiry_is_renewed_without_restarting_the_worker_or_its_containers() {
+    limit(secs(150), async {
+        let platform = Platform::trust().await;
+        let t = platform.new_tenant().await;
+        let host = &platform.hosts[0];
+        let id = t
+            .create_id(&{
+                let mut spec = platform.sleeper(0.1);
+                spec["placement"] = json!({ "host_labels": { HOST_LABEL: host.name } });
+                spec
+            })
+            .await;
+        t.wait(&id, "running", 60).await;
+        let worker_pid = host.worker_pid();
+        let task_pid = host.task_pid(&id).await;
+        let before = host.credential().current().cert;
+        assert_eq!(platform.timers.cert_lifetime_s, 20);
+
+        // Renewed at half-life, in place.
+        let renewed = eventually(
+            "a renewed certificate",
+            Duration::from_secs(platform.timers.cert_lifetime_s * 2),
+            || async {
+                let now = host.credential().current().cert;
+                (now.serial != before.serial).then_some(now)
+            },
+        )
+        .await;
+        assert!(renewed.not_after > before.not_after);
+        assert!(
+            SystemTime::now() < before.not_after,
+            "renewed before the old certificate expired"
+        );
+        // Past the old certificate's expiry the host still talks (with the
+        // new one: the old one is refused now).
+        let wait = before
+            .not_after
+            .duration_since(SystemTime::now())
+            .unwrap_or_default();
+        tokio::time::sleep(wait + Duration::from_secs(1)).await;
+        let past = chrono::DateTime::<chrono::Utc>::from(before.not_after);
+        eventually(
+            "a heartbeat after the old certificate expired",
+            Duration::from_secs(30),
+            || async { (platform.last_heartbeat(&host.id).await > past).then_some(()) },
+        )
+        .await;
+        assert_eq!(platform.host_view(&host.id).await["state"], "ready");
+        assert_eq!(
+            host.worker_pid(),
+            worker_pid,
+            "the worker was not restarted"
+        );
+        assert_eq!(
+            host.task_pid(&id).await,
+            task_pid,
+            "the container was not restarted"
+        );
+        let c = t.get(&id).await;
+        assert_eq!(
+            (c["state"].as_str(), c["restart_count"].as_i64()),
+            (Some("running"), Some(0)),
+            "{c}"
+        );
+        assert!(
+            platform.api_logs().contains("host certificate renewed"),
+            "the renewal is audit-logged"
+        );
+        t.delete(&id).await;
+    })
+    .await
+}
