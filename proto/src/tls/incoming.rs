@@ -123,20 +123,21 @@ pub fn incoming(
             let _ = tcp.set_nodelay(true);
             let (tx, acceptor, on_refused) = (tx.clone(), acceptor.clone(), on_refused.clone());
             tokio::spawn(async move {
-                let stream =
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                        Ok(Ok(stream)) => stream,
-                        Ok(Err(err)) => {
-                            tracing::info!(%remote, error = %err, "TLS handshake refused");
-                            on_refused(&reason(&err));
-                            return;
-                        }
-                        Err(_) => {
-                            tracing::info!(%remote, "TLS handshake timed out");
-                            on_refused("timeout");
-                            return;
-                        }
-                    };
+                let accept = acceptor.accept(tcp).into_fallible();
+                let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, accept).await {
+                    Ok(Ok(stream)) => stream,
+                    Ok(Err((err, tcp))) => {
+                        tracing::info!(%remote, error = %err, "TLS handshake refused");
+                        on_refused(&reason(&err));
+                        linger(tcp).await;
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::info!(%remote, "TLS handshake timed out");
+                        on_refused("timeout");
+                        return;
+                    }
+                };
                 let peer = match stream.get_ref().1.peer_certificates() {
                     Some([cert, ..]) => match peer_cert(cert) {
                         Ok(peer) => Some(Arc::new(peer)),
@@ -157,6 +158,21 @@ pub fn incoming(
         }
     });
     ReceiverStream::new(rx)
+}
+
+/// Closes a refused connection so that the client reads the alert: a
+/// close with the client's unread data still queued (TLS 1.3 clients send
+/// their request right after their certificate) would be a reset, which
+/// can discard the alert before the client reads it. So: FIN after the
+/// alert, then read and drop what comes until the client closes too.
+async fn linger(mut tcp: TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _ = tcp.shutdown().await;
+    let mut sink = [0u8; 4096];
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        while matches!(tcp.read(&mut sink).await, Ok(n) if n > 0) {}
+    })
+    .await;
 }
 
 /// A short, stable label for a refused handshake (for a metric).

@@ -87,6 +87,11 @@ pub fn server_config(
         .with_client_cert_verifier(verifier)
         .with_cert_resolver(own);
     config.alpn_protocols = vec![ALPN_H2.to_vec()];
+    // No session resumption: a resumed session carries the client
+    // certificate of its first handshake, so a renewed (or expired)
+    // certificate would not be seen. Every connection does a full handshake.
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    config.send_tls13_tickets = 0;
     Ok(Arc::new(config))
 }
 
@@ -103,6 +108,8 @@ pub fn client_config(
         None => builder.with_no_client_auth(),
     };
     config.alpn_protocols = vec![ALPN_H2.to_vec()];
+    // See server_config: every connection presents the credential in use now.
+    config.resumption = rustls::client::Resumption::disabled();
     Ok(Arc::new(config))
 }
 

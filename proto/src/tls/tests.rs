@@ -38,7 +38,11 @@ impl WorkerAgent for Echo {
         &self,
         request: tonic::Request<LogsRequest>,
     ) -> Result<tonic::Response<Self::ReadLogsStream>, tonic::Status> {
-        let seen = format!("{:?}", TlsConnInfo::of(&request).map(|p| p.role.clone()));
+        let peer = TlsConnInfo::of(&request);
+        let seen = match request.get_ref().container_id.as_str() {
+            "serial" => peer.map(|p| p.serial.clone()).unwrap_or_default(),
+            _ => format!("{:?}", peer.map(|p| p.role.clone())),
+        };
         let chunk = LogChunk {
             data: seen.into_bytes(),
         };
@@ -68,9 +72,19 @@ async fn call(
     name: &str,
 ) -> Result<String, String> {
     let config = client_config(trust.trust(), own).unwrap();
-    let mut client = WorkerAgentClient::new(channel(addr, config, name, DAY).unwrap());
+    ask(&channel(addr, config, name, DAY).unwrap(), "role").await
+}
+
+/// One call on `channel`: `what` is "role" or "serial" (of the peer as the
+/// server saw it).
+async fn ask(channel: &tonic::transport::Channel, what: &str) -> Result<String, String> {
+    let mut client = WorkerAgentClient::new(channel.clone());
     let result = async {
-        let mut stream = client.read_logs(LogsRequest::default()).await?.into_inner();
+        let request = LogsRequest {
+            container_id: what.to_owned(),
+            ..Default::default()
+        };
+        let mut stream = client.read_logs(request).await?.into_inner();
         let chunk = stream.message().await?.unwrap_or_default();
         Ok::<_, tonic::Status>(String::from_utf8(chunk.data).unwrap())
     }
@@ -226,4 +240,30 @@ fn a_credential_is_renewed_half_way_through_its_validity() {
             .unwrap();
         assert!(left >= lifetime * 2 / 5, "{left:?} of {lifetime:?}");
     }
+}
+
+#[tokio::test]
+async fn a_renewed_client_credential_is_seen_on_the_next_connection_not_resumed() {
+    let ca = authority();
+    let addr = serve(
+        &ca,
+        credential(&ca, &Role::Host("h1".into()), DAY),
+        ClientCerts::Required,
+    )
+    .await;
+    let cp = credential(&ca, &Role::ControlPlane, DAY);
+    let config = client_config(ca.trust(), Some(cp.clone())).unwrap();
+    let name = names::host_dns_name("h1");
+    let first = ask(
+        &channel(&addr, config.clone(), &name, DAY).unwrap(),
+        "serial",
+    )
+    .await;
+    assert_eq!(first, Ok(cp.current().cert.serial));
+    cp.replace(credential(&ca, &Role::ControlPlane, DAY).current());
+    // A new channel (a new connection) with the same client config: a
+    // resumed session would still show the first certificate.
+    let second = ask(&channel(&addr, config, &name, DAY).unwrap(), "serial").await;
+    assert_eq!(second, Ok(cp.current().cert.serial));
+    assert_ne!(first, second);
 }
