@@ -499,7 +499,7 @@ async fn a_revoked_host_is_shut_out_its_stream_ended_and_its_containers_moved() 
         assert_eq!(moved["restart_count"], 1, "{moved}");
         let events = t.events(&id).await;
         assert!(
-            events.iter().any(|e| e["reason"] == "HostLost"
+            events.iter().any(|e| e["kind"] == "HostLost"
                 && e["message"].as_str().unwrap_or("").contains("was revoked")),
             "{events:?}"
         );
