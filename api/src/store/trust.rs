@@ -147,11 +147,12 @@ impl Store {
         };
         for n in 1.. {
             let candidate = skiff_proto::tls::names::candidate(label, n);
-            // Ids of hosts from before identities existed are taken too.
+            // A host registered before identities existed (an upgrade) has
+            // no identity yet: the first join that asks for its id takes it
+            // over, with its containers, as that host's worker would.
             let taken: Option<String> = sqlx::query_scalar(
                 "INSERT INTO host_identities (host_id, requested_name, join_token_id) \
-                 SELECT $1, $2, $3 WHERE NOT EXISTS (SELECT 1 FROM hosts WHERE id = $1) \
-                 ON CONFLICT (host_id) DO NOTHING RETURNING host_id",
+                 VALUES ($1, $2, $3) ON CONFLICT (host_id) DO NOTHING RETURNING host_id",
             )
             .bind(&candidate)
             .bind(requested)
