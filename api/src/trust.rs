@@ -24,7 +24,7 @@ pub enum TrustError {
         source: std::io::Error,
     },
     #[error(
-        "{path} is readable by group or others (mode {mode:o}); the CA key must be 0600: chmod 600 {path}"
+        "{path} is readable by group or others (mode {mode:o}); a private key must be 0600: chmod 600 {path}"
     )]
     KeyMode { path: PathBuf, mode: u32 },
     #[error("{path} already exists: refusing to overwrite a CA (see README, rotating the CA)")]

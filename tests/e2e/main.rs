@@ -24,6 +24,7 @@
 //! - `postgres_restart`: PostgreSQL stopped and started under a pool.
 //! - `partition`: a host cut off by its network link, declared lost, its
 //!   containers moved, and fenced when the link returns.
+//! - `rest_tls`: TLS on the REST API when configured.
 //! - `trust`: the worker channel's mutual TLS: refusals and their alerts,
 //!   one host's credential for that host only, join tokens, revocation,
 //!   renewal in place.
@@ -39,6 +40,7 @@ mod placement;
 mod postgres_restart;
 mod queueing;
 mod replicas;
+mod rest_tls;
 mod run;
 mod trust;
 mod worker_restart;

@@ -528,6 +528,34 @@ impl Platform {
         &self.apis[index - 1]
     }
 
+    /// Starts one more API replica of this pool (outside any namespace),
+    /// with replica 1's environment and `overrides` (its ports are new
+    /// ones: `SKIFF_LISTEN` and `SKIFF_GRPC_LISTEN` are set here). It is
+    /// SIGKILLed when dropped.
+    pub fn extra_api(&self, name: &str, overrides: &[(&str, String)]) -> ExtraApi {
+        let (command, env) = {
+            let first = self.apis[0].service.lock().expect("api mutex");
+            let (command, env) = first.command_and_env();
+            (command.to_vec(), env.to_vec())
+        };
+        let port = crate::startup::free_port().expect("a free port");
+        let grpc_port = crate::startup::free_port().expect("a free port");
+        let mut env: Vec<(String, String)> = env
+            .into_iter()
+            .filter(|(k, _)| !overrides.iter().any(|(o, _)| o == k))
+            .filter(|(k, _)| k != "SKIFF_LISTEN" && k != "SKIFF_GRPC_LISTEN")
+            .collect();
+        env.push(("SKIFF_LISTEN".into(), format!("127.0.0.1:{port}")));
+        env.push(("SKIFF_GRPC_LISTEN".into(), format!("127.0.0.1:{grpc_port}")));
+        env.extend(overrides.iter().map(|(k, v)| (k.to_string(), v.clone())));
+        let service =
+            Service::spawn(name, command, env, &self.run_dir).expect("spawning an extra replica");
+        ExtraApi {
+            address: format!("127.0.0.1:{port}"),
+            service,
+        }
+    }
+
     /// SIGKILLs API replica `index`. Exclusive tests only.
     pub fn kill_api(&self, index: usize) {
         self.assert_exclusive("kill_api");
@@ -628,6 +656,33 @@ impl Platform {
             .map(|f| std::fs::read_to_string(f).unwrap_or_default())
             .collect::<Vec<_>>()
             .join("\n")
+    }
+}
+
+/// A replica started by [`Platform::extra_api`].
+pub struct ExtraApi {
+    /// `127.0.0.1:<port>` of its REST API.
+    pub address: String,
+    service: Service,
+}
+
+impl ExtraApi {
+    /// `Some(status)` once it has exited.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.service.exited()
+    }
+
+    /// Its log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.service.log_file).unwrap_or_default()
+    }
+}
+
+impl Drop for ExtraApi {
+    fn drop(&mut self) {
+        if self.service.exited().is_none() {
+            let _ = self.service.kill9();
+        }
     }
 }
 

@@ -92,6 +92,11 @@ impl Service {
         Ok(())
     }
 
+    /// The command line and environment it was started with.
+    pub fn command_and_env(&self) -> (&[String], &[(String, String)]) {
+        (&self.command, &self.env)
+    }
+
     /// The service's own pid (not the wrapper's).
     pub fn pid(&self) -> Result<i32> {
         let text = std::fs::read_to_string(&self.pid_file)?;

@@ -28,7 +28,7 @@ mod ready;
 mod trust;
 
 pub(crate) use api::wait_ready;
-pub(crate) use env::binary_dir;
+pub(crate) use env::{binary_dir, free_port};
 
 use crate::netns::Partition;
 use crate::platform::{Cell, Platform, Timers};

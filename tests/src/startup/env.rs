@@ -70,7 +70,7 @@ pub(crate) fn binary_dir() -> Result<PathBuf> {
 }
 
 /// A free loopback port (bound then released; the race is acceptable here).
-pub(super) fn free_port() -> Result<u16> {
+pub(crate) fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
