@@ -486,6 +486,17 @@ async fn a_revoked_host_is_shut_out_its_stream_ended_and_its_containers_moved() 
                 Refused::Status(Code::PermissionDenied),
             );
         }
+        // On the agent endpoint too (of the host kept: a host's certificate
+        // never reads logs there, revoked or not).
+        let addr = agent_addr(platform, keep).await;
+        let logs = read_logs(platform, keep, &addr, Some(revoke.credential()), &id)
+            .await
+            .map(|_| ());
+        check(
+            "ReadLogs of a revoked host",
+            logs,
+            Refused::Status(Code::PermissionDenied),
+        );
         // Its container runs again on the other host, as after a loss.
         let moved = eventually(
             "the container running on the other host",
@@ -582,9 +593,23 @@ async fn a_certificate_near_expiry_is_renewed_without_restarting_the_worker_or_i
             (Some("running"), Some(0)),
             "{c}"
         );
+        let api_logs = platform.api_logs();
         assert!(
-            platform.api_logs().contains("host certificate renewed"),
+            api_logs.contains("host certificate renewed"),
             "the renewal is audit-logged"
+        );
+        // The worker moved to the new certificate by itself: the control
+        // plane never had to refuse the old one once it expired.
+        let refused_expired = api_logs
+            .lines()
+            .filter(|l| l.contains("worker call refused") && l.contains("reason=\"expired\""))
+            .filter(|l| l.contains(&format!("Host(\"{}\")", host.id)))
+            .count();
+        assert_eq!(
+            refused_expired,
+            0,
+            "{}",
+            platform.logs_dump_matching(Some("expired"))
         );
         t.delete(&id).await;
     })

@@ -40,6 +40,8 @@ pub struct ControlPlanes {
     tls: Arc<rustls::ClientConfig>,
     clients: RwLock<Vec<ControlPlaneClient<Channel>>>,
     current: AtomicUsize,
+    /// Bumped by every [`ControlPlanes::reconnect`].
+    generation: tokio::sync::watch::Sender<u64>,
 }
 
 impl ControlPlanes {
@@ -54,6 +56,7 @@ impl ControlPlanes {
             tls,
             clients: RwLock::new(clients),
             current: AtomicUsize::new(0),
+            generation: tokio::sync::watch::Sender::new(0),
         })
     }
 
@@ -93,7 +96,14 @@ impl ControlPlanes {
     pub fn reconnect(&self) -> Result<(), AgentError> {
         let clients = Self::connect(&self.addrs, &self.tls)?;
         *self.clients.write().expect("control plane clients lock") = clients;
+        self.generation.send_modify(|g| *g += 1);
         Ok(())
+    }
+
+    /// Changes at every [`ControlPlanes::reconnect`]: a session on an older
+    /// channel should end and start again on a new one.
+    pub fn reconnected(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.generation.subscribe()
     }
 }
 

@@ -112,6 +112,13 @@ enum SessionError {
     Apply(#[from] ApplyError),
 }
 
+/// How a session ended without failing.
+enum SessionEnd {
+    Shutdown,
+    /// The host certificate was renewed: the next session uses it.
+    NewCredential,
+}
+
 fn rpc(call: &'static str) -> impl FnOnce(tonic::Status) -> SessionError {
     move |source| SessionError::Rpc { call, source }
 }
@@ -237,28 +244,41 @@ impl<R: Runtime> Agent<R> {
         Ok(())
     }
 
-    /// One session on the replica in use; a failed one moves the next
-    /// session to the next replica.
+    /// Sessions on the replica in use until shutdown (Ok) or a failure,
+    /// which moves the next session to the next replica. A renewed host
+    /// certificate ends a session cleanly and starts the next one on the
+    /// same replica, with the new certificate.
     async fn session(self: &Arc<Self>) -> Result<(), SessionError> {
-        let (addr, client) = self.control.current();
-        let addr = addr.to_owned();
-        let result = self.session_on(client).await;
-        if result.is_err() {
-            // The retry's notify logs the error; this says where it was.
-            tracing::info!(control_plane = %addr, "leaving this control plane replica");
-            self.control.rotate();
+        loop {
+            let (addr, client) = self.control.current();
+            let addr = addr.to_owned();
+            match self.session_on(client).await {
+                Ok(SessionEnd::Shutdown) => return Ok(()),
+                Ok(SessionEnd::NewCredential) => {
+                    tracing::info!(control_plane = %addr,
+                        "host certificate renewed: continuing the session with it");
+                }
+                Err(err) => {
+                    // The retry's notify logs the error; this says where it was.
+                    tracing::info!(control_plane = %addr, "leaving this control plane replica");
+                    self.control.rotate();
+                    return Err(err);
+                }
+            }
         }
-        result
     }
 
     /// One connection's life: register, heartbeat, follow assignments.
     async fn session_on(
         self: &Arc<Self>,
         mut client: ControlPlaneClient<Channel>,
-    ) -> Result<(), SessionError> {
+    ) -> Result<SessionEnd, SessionError> {
         if self.shutdown.is_cancelled() {
-            return Ok(());
+            return Ok(SessionEnd::Shutdown);
         }
+        // Channels made before now carry the certificate in use now.
+        let mut reconnected = self.control.reconnected();
+        reconnected.borrow_and_update();
         let version = self.shared.runtime.version().await?;
         let registered = client
             .register(pb::RegisterRequest {
@@ -295,7 +315,8 @@ impl<R: Runtime> Agent<R> {
         tracing::info!(from_revision, "following assignments");
         loop {
             let message = tokio::select! {
-                _ = self.shutdown.cancelled() => return Ok(()),
+                _ = self.shutdown.cancelled() => return Ok(SessionEnd::Shutdown),
+                _ = reconnected.changed() => return Ok(SessionEnd::NewCredential),
                 _ = session_done.cancelled() => return Err(SessionError::HeartbeatRejected),
                 message = stream.message() => message.map_err(rpc("WatchAssignments"))?,
             };
