@@ -188,6 +188,11 @@ impl Store {
             .acquire_timeout(acquire_timeout)
             .connect(url)
             .await?;
+        Self::with_pool(pool).await
+    }
+
+    /// A store on `pool`, after running the migrations.
+    pub async fn with_pool(pool: PgPool) -> Result<Self> {
         sqlx::migrate!("../migrations").run(&pool).await?;
         Ok(Self { pool })
     }
