@@ -558,6 +558,20 @@ async fn a_certificate_near_expiry_is_renewed_without_restarting_the_worker_or_i
         )
         .await;
         assert!(renewed.not_after > before.not_after);
+        // The worker shows when its certificate expires, for alerting.
+        let expiry = renewed
+            .not_after
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as f64;
+        let shown = host
+            .wait_metric_at_least(
+                "skiff_worker_certificate_expiry_timestamp_seconds",
+                expiry,
+                Duration::from_secs(10),
+            )
+            .await;
+        assert!(shown >= expiry, "{shown} < {expiry}");
         assert!(
             SystemTime::now() < before.not_after,
             "renewed before the old certificate expired"

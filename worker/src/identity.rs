@@ -11,6 +11,7 @@
 
 use crate::agent::{AgentError, ControlPlanes};
 use crate::config::WorkerConfig;
+use crate::metrics::WorkerMetrics;
 use rustls::pki_types::CertificateDer;
 use skiff_proto as pb;
 use skiff_proto::control_plane_client::ControlPlaneClient;
@@ -198,11 +199,13 @@ async fn join(
 pub async fn renew(
     identity: Arc<Identity>,
     control: Arc<ControlPlanes>,
+    metrics: Arc<WorkerMetrics>,
     cancel: CancellationToken,
 ) {
     let mut delay = Duration::from_secs(1);
     loop {
         let current = identity.credentials.current();
+        metrics.set_certificate_expiry(current.cert.not_after);
         let wait = current
             .cert
             .renew_at()

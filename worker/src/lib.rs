@@ -128,6 +128,7 @@ pub async fn serve(
     tokio::spawn(identity::renew(
         identity.clone(),
         control.clone(),
+        metrics.clone(),
         cancel.clone(),
     ));
     let logs = skiff_proto::worker_agent_server::WorkerAgentServer::with_interceptor(

@@ -37,6 +37,8 @@ pub struct WorkerMetrics {
     /// Containers fenced (killed and removed: assigned elsewhere now).
     pub fenced: IntCounter,
     pub applied_revision: IntGauge,
+    /// When the host certificate in use expires (alert well before it).
+    pub certificate_expiry: IntGauge,
 }
 
 impl Default for WorkerMetrics {
@@ -65,8 +67,14 @@ impl Default for WorkerMetrics {
             "The last assignment revision fully applied, fencing included",
         )
         .expect("valid metric");
+        let certificate_expiry = IntGauge::new(
+            "skiff_worker_certificate_expiry_timestamp_seconds",
+            "When the host certificate in use expires (Unix time); renewed at half its lifetime",
+        )
+        .expect("valid metric");
         for collector in [
-            Box::new(assignments_received.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(certificate_expiry.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(assignments_received.clone()),
             Box::new(assignment_updates.clone()),
             Box::new(fenced.clone()),
             Box::new(applied_revision.clone()),
@@ -83,6 +91,7 @@ impl Default for WorkerMetrics {
             assignment_updates,
             fenced,
             applied_revision,
+            certificate_expiry,
         }
     }
 }
@@ -93,6 +102,14 @@ impl WorkerMetrics {
             .with_label_values(&[kind.as_str()])
             .inc();
         self.assignments_received.inc_by(assignments as u64);
+    }
+
+    pub fn set_certificate_expiry(&self, not_after: std::time::SystemTime) {
+        let secs = not_after
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        self.certificate_expiry
+            .set(i64::try_from(secs).unwrap_or(i64::MAX));
     }
 
     pub fn set_applied_revision(&self, revision: u64) {
