@@ -12,7 +12,7 @@ use skiff_proto::tls::{
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, thiserror::Error)]
@@ -83,13 +83,7 @@ impl Trust {
     /// `cancel`.
     pub async fn renew_own(self: Arc<Self>, cancel: CancellationToken) {
         loop {
-            let wait = self
-                .own
-                .current()
-                .cert
-                .renew_at()
-                .duration_since(SystemTime::now())
-                .unwrap_or_default();
+            let wait = self.own.current().cert.renew_in();
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 _ = tokio::time::sleep(wait) => {}

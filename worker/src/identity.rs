@@ -206,11 +206,7 @@ pub async fn renew(
     loop {
         let current = identity.credentials.current();
         metrics.set_certificate_expiry(current.cert.not_after);
-        let wait = current
-            .cert
-            .renew_at()
-            .duration_since(SystemTime::now())
-            .unwrap_or_default();
+        let wait = current.cert.renew_in();
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(wait) => {}

@@ -10,11 +10,24 @@ use chrono::{DateTime, Utc};
 use skiff_proto as pb;
 use skiff_proto::tls::incoming::TlsConnInfo;
 use skiff_proto::tls::names::host_label;
+use skiff_proto::tls::pki::{Issued, SigningRequest};
 use skiff_proto::tls::Role;
 use tonic::{Request, Status};
 
 fn utc(at: std::time::SystemTime) -> DateTime<Utc> {
     DateTime::<Utc>::from(at)
+}
+
+/// A certificate for `host` to the key of `csr`, of the configured lifetime.
+fn sign(state: &AppState, csr: &SigningRequest, host: &str) -> Result<Issued, Status> {
+    state
+        .trust
+        .authority
+        .issue_for(csr, &Role::Host(host.to_owned()), state.trust.lifetime)
+        .map_err(|err| {
+            tracing::error!(error = %err, "signing a host certificate failed");
+            Status::internal("signing the host certificate failed")
+        })
 }
 
 pub async fn join(
@@ -29,7 +42,7 @@ pub async fn join(
     let label = host_label(&req.requested_name);
     // The request is checked before the token is touched: a bad one burns
     // no use.
-    let csr = skiff_proto::tls::pki::SigningRequest::parse(&req.csr_pem).map_err(|err| {
+    let csr = SigningRequest::parse(&req.csr_pem).map_err(|err| {
         tracing::warn!(target: "skiff::audit", ?remote, requested = %req.requested_name,
             error = %err, "join refused: bad certificate signing request");
         Status::invalid_argument(format!("csr_pem: {err}"))
@@ -59,14 +72,7 @@ pub async fn join(
     };
     let host_id = joining.host_id.clone();
     let token_id = joining.token_id;
-    let issued = state
-        .trust
-        .authority
-        .issue_for(&csr, &Role::Host(host_id.clone()), state.trust.lifetime)
-        .map_err(|err| {
-            tracing::error!(error = %err, "signing a host certificate failed");
-            Status::internal("signing the host certificate failed")
-        })?;
+    let issued = sign(state, &csr, &host_id)?;
     state
         .store
         .finish_join(joining, &issued.serial, utc(issued.not_after))
@@ -85,16 +91,9 @@ pub async fn renew(
     host: &CallingHost,
     req: pb::RenewRequest,
 ) -> Result<pb::RenewResponse, Status> {
-    let csr = skiff_proto::tls::pki::SigningRequest::parse(&req.csr_pem)
+    let csr = SigningRequest::parse(&req.csr_pem)
         .map_err(|err| Status::invalid_argument(format!("csr_pem: {err}")))?;
-    let issued = state
-        .trust
-        .authority
-        .issue_for(&csr, &Role::Host(host.id.clone()), state.trust.lifetime)
-        .map_err(|err| {
-            tracing::error!(error = %err, "signing a host certificate failed");
-            Status::internal("signing the host certificate failed")
-        })?;
+    let issued = sign(state, &csr, &host.id)?;
     state
         .store
         .record_certificate(&host.id, &issued.serial, utc(issued.not_after))

@@ -1,16 +1,14 @@
 //! Admin routes for join tokens: create (the secret is shown once), list,
 //! revoke. A worker spends one use of a token to join the pool.
 
-use super::{hash_token, json, Admin, JsonBody};
+use super::{hash_token, json, new_token, Admin, JsonBody};
 use crate::error::{ApiError, Problem};
 use crate::store::trust::JoinTokenRow;
 use crate::AppState;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use base64::Engine as _;
 use chrono::{DateTime, Utc};
-use rand::RngCore as _;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use utoipa::ToSchema;
@@ -103,12 +101,7 @@ pub async fn create(
             "must be at most 256 bytes",
         ));
     }
-    let mut secret = [0u8; 32];
-    rand::rng().fill_bytes(&mut secret);
-    let token = format!(
-        "skj_{}",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret)
-    );
+    let token = new_token("skj_");
     let row = state
         .store
         .create_join_token(&hash_token(&token), &description, uses, expires_in_s)

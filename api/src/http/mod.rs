@@ -125,6 +125,19 @@ async fn observe(State(state): State<Arc<AppState>>, request: Request, next: Nex
     response
 }
 
+/// A new secret token: `prefix` and 32 random bytes, URL-safe base64. Only
+/// its hash ([`hash_token`]) is stored.
+pub fn new_token(prefix: &str) -> String {
+    use base64::Engine as _;
+    use rand::RngCore as _;
+    let mut secret = [0u8; 32];
+    rand::rng().fill_bytes(&mut secret);
+    format!(
+        "{prefix}{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret)
+    )
+}
+
 pub fn hash_token(token: &str) -> Vec<u8> {
     Sha256::digest(token.as_bytes()).to_vec()
 }

@@ -1,14 +1,12 @@
 //! Admin routes: creating tenants and their tokens.
 
-use super::{hash_token, json, Admin, JsonBody};
+use super::{hash_token, json, new_token, Admin, JsonBody};
 use crate::error::{ApiError, Problem};
 use crate::model::{CreateTenant, TenantCreated};
 use crate::AppState;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
-use base64::Engine;
-use rand::RngCore;
 use std::sync::Arc;
 
 /// Create a tenant and its API token (admin token required).
@@ -24,12 +22,7 @@ pub async fn create(
     if name.is_empty() || name.len() > 128 {
         return Err(ApiError::invalid("name", "must be 1 to 128 characters"));
     }
-    let mut secret = [0u8; 32];
-    rand::rng().fill_bytes(&mut secret);
-    let token = format!(
-        "skt_{}",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret)
-    );
+    let token = new_token("skt_");
     let id = state.store.create_tenant(name, &hash_token(&token)).await?;
     tracing::info!(tenant = %id, "tenant created");
     Ok(json(

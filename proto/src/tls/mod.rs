@@ -132,6 +132,13 @@ impl PeerCert {
             .unwrap_or_default();
         self.not_before + period / 2
     }
+
+    /// How long from now until [`PeerCert::renew_at`] (zero when past).
+    pub fn renew_in(&self) -> Duration {
+        self.renew_at()
+            .duration_since(SystemTime::now())
+            .unwrap_or_default()
+    }
 }
 
 /// Reads a certificate's role (from its one skiff DNS name), serial and
