@@ -129,7 +129,7 @@ pub async fn serve(
         store,
         hub: Arc::new(notify::Hub::default()),
         metrics: metrics::Metrics::default(),
-        agents: grpc::AgentClients::new(agent_tls),
+        agents: grpc::AgentClients::new(agent_tls, trust.own.clone()),
         trust: trust.clone(),
         token_cache: TokenCache::default(),
         shutdown: cancel.clone(),

@@ -17,6 +17,15 @@ use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TrustError {
+    #[error(
+        "reading the CA at {path}: {source} (create one with `skiff-api ca init --dir DIR` \
+         and set SKIFF_CA_CERT and SKIFF_CA_KEY)"
+    )]
+    CaMissing {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("reading {path}: {source}")]
     Read {
         path: PathBuf,
@@ -51,9 +60,13 @@ impl Trust {
     /// Loads the CA from the configured paths and issues this replica its
     /// own certificate.
     pub fn load(config: &ApiConfig) -> Result<Self, TrustError> {
-        let bundle = read(&config.ca_cert)?;
-        check_private(&config.ca_key)?;
-        let key = read(&config.ca_key)?;
+        let ca_missing = |err: TrustError| match err {
+            TrustError::Read { path, source } => TrustError::CaMissing { path, source },
+            other => other,
+        };
+        let bundle = read(&config.ca_cert).map_err(ca_missing)?;
+        check_private(&config.ca_key).map_err(ca_missing)?;
+        let key = read(&config.ca_key).map_err(ca_missing)?;
         let authority = Authority::load(&bundle, &key)?;
         let lifetime = config.host_cert_lifetime();
         let own = Credentials::new(own_credential(&authority, lifetime)?);

@@ -21,7 +21,17 @@ pub fn only_the_control_plane(
     request: tonic::Request<()>,
 ) -> Result<tonic::Request<()>, tonic::Status> {
     use skiff_proto::tls::{incoming::TlsConnInfo, Role};
-    match TlsConnInfo::of(&request).map(|peer| peer.role.clone()) {
+    let peer = TlsConnInfo::of(&request);
+    if peer
+        .as_ref()
+        .is_some_and(|p| p.not_after <= std::time::SystemTime::now())
+    {
+        // Checked at the handshake; a connection may outlive it.
+        return Err(tonic::Status::unauthenticated(
+            "the certificate has expired",
+        ));
+    }
+    match peer.map(|peer| peer.role.clone()) {
         Some(Role::ControlPlane) => Ok(request),
         Some(Role::Host(host)) => {
             tracing::warn!(%host, "log read refused: a host's certificate, not the control plane's");
