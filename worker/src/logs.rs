@@ -218,4 +218,46 @@ mod tests {
         let long = "x\n".repeat(100_000);
         assert_eq!(tail(&long, 3).await, "x\nx\nx\n");
     }
+
+    #[test]
+    fn only_the_control_planes_current_certificate_reads_logs() {
+        use skiff_proto::tls::incoming::TlsConnInfo;
+        use skiff_proto::tls::{PeerCert, Role};
+        use std::time::{Duration, SystemTime};
+        let request = |role: Option<Role>, left_s: i64| {
+            let mut request = tonic::Request::new(());
+            let now = SystemTime::now();
+            request.extensions_mut().insert(TlsConnInfo {
+                remote: None,
+                peer: role.map(|role| {
+                    std::sync::Arc::new(PeerCert {
+                        role,
+                        serial: "01".into(),
+                        not_before: now - Duration::from_secs(3600),
+                        not_after: if left_s >= 0 {
+                            now + Duration::from_secs(left_s as u64)
+                        } else {
+                            now - Duration::from_secs((-left_s) as u64)
+                        },
+                    })
+                }),
+            });
+            request
+        };
+        let code = |role, left_s| {
+            only_the_control_plane(request(role, left_s))
+                .map(|_| ())
+                .map_err(|s| s.code())
+        };
+        assert_eq!(code(Some(Role::ControlPlane), 60), Ok(()));
+        assert_eq!(
+            code(Some(Role::ControlPlane), -1),
+            Err(tonic::Code::Unauthenticated)
+        );
+        assert_eq!(
+            code(Some(Role::Host("h1".into())), 60),
+            Err(tonic::Code::PermissionDenied)
+        );
+        assert_eq!(code(None, 0), Err(tonic::Code::Unauthenticated));
+    }
 }
