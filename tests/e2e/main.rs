@@ -26,12 +26,13 @@
 //!   containers moved, and fenced when the link returns.
 //! - `rest_tls`: TLS on the REST API when configured.
 //! - `trust`: the worker channel's mutual TLS: refusals and their alerts,
-//!   one host's credential for that host only, join tokens, revocation,
-//!   renewal in place.
+//!   one host's credential for that host only.
+//! - `credentials`: join tokens, revocation, renewal in place.
 
 mod api;
 mod assignments;
 mod billing;
+mod credentials;
 mod hosts;
 mod isolation;
 mod lifecycle;
