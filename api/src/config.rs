@@ -72,6 +72,10 @@ pub struct ApiConfig {
     #[arg(long, env = "SKIFF_REPORT_CLOCK_SKEW_S", default_value_t = 5.0)]
     pub report_clock_skew_s: f64,
 
+    /// How long an `Idempotency-Key` and its response are kept.
+    #[arg(long, env = "SKIFF_IDEMPOTENCY_KEEP_S", default_value_t = 86_400.0)]
+    pub idempotency_keep_s: f64,
+
     /// Default price per vCPU-second in nano-units (used when the rate card is empty).
     #[arg(long, env = "SKIFF_PRICE_VCPU_SECOND_NANO", default_value_t = 11_300)]
     pub price_vcpu_second_nano: i64,
@@ -155,6 +159,10 @@ impl ApiConfig {
         secs(self.assignment_log_keep_s)
     }
 
+    pub fn idempotency_keep(&self) -> Duration {
+        secs(self.idempotency_keep_s)
+    }
+
     pub fn report_clock_skew(&self) -> chrono::Duration {
         chrono::Duration::milliseconds((self.report_clock_skew_s.max(0.0) * 1000.0) as i64)
     }
@@ -174,6 +182,7 @@ impl ApiConfig {
             ("SKIFF_DB_ACQUIRE_TIMEOUT_S", self.db_acquire_timeout_s),
             ("SKIFF_ASSIGNMENT_LOG_KEEP_S", self.assignment_log_keep_s),
             ("SKIFF_REPORT_CLOCK_SKEW_S", self.report_clock_skew_s),
+            ("SKIFF_IDEMPOTENCY_KEEP_S", self.idempotency_keep_s),
         ] {
             if !(value.is_finite() && value > 0.0) {
                 return Err(ConfigError::NotPositive { name, value });

@@ -28,6 +28,9 @@ pub enum ApiError {
         max: serde_json::Value,
         detail: String,
     },
+    /// An `Idempotency-Key` already used for a different request.
+    #[error("this Idempotency-Key was used for a different request (method, path or body); use a new key")]
+    IdempotencyKeyReused,
     #[error("the admin token is required")]
     Forbidden,
     #[error("method not allowed on this route")]
@@ -87,6 +90,11 @@ impl ApiError {
                 "no-host-fits",
                 "No host can run a container this large",
             ),
+            Self::IdempotencyKeyReused => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency-key-reused",
+                "Idempotency key reused",
+            ),
             Self::Forbidden => (StatusCode::FORBIDDEN, "forbidden", "Forbidden"),
             Self::MethodNotAllowed => (
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -118,6 +126,7 @@ impl ApiError {
             Self::Invalid { field, detail } => (detail.clone(), Some(field.clone())),
             Self::Conflict { field, detail } => (detail.clone(), field.clone()),
             Self::NoHostFits { field, detail, .. } => (detail.clone(), Some((*field).to_owned())),
+            Self::IdempotencyKeyReused => (self.to_string(), Some("Idempotency-Key".to_owned())),
             Self::Internal(_) => ("the server failed; the error was logged".into(), None),
             other => (other.to_string(), None),
         };

@@ -12,6 +12,8 @@
 //! - `api`: bad input, listing and pagination, service endpoints.
 //! - `billing`: per-second metering, reports, ledger verification.
 //! - `hosts`: the hosts route, drain and undrain.
+//! - `idempotency`: `Idempotency-Key` on creation (concurrent retries, a
+//!   restart in between, a reused key).
 //! - `placement`: binpack and spread, image locality, host labels, requests
 //!   no host can ever take.
 //! - `queueing`: waiting for capacity, fairness across tenants, expiry.
@@ -34,6 +36,7 @@ mod assignments;
 mod billing;
 mod credentials;
 mod hosts;
+mod idempotency;
 mod isolation;
 mod lifecycle;
 mod partition;

@@ -105,10 +105,24 @@ impl Tenant {
 
     /// Any authenticated request; the body, if any, is sent as JSON.
     pub async fn call(&self, method: Method, path: &str, body: Option<&Value>) -> Reply {
+        self.call_with_key(method, path, body, None).await
+    }
+
+    /// [`Tenant::call`] with an `Idempotency-Key` header, when given.
+    pub async fn call_with_key(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        idempotency_key: Option<&str>,
+    ) -> Reply {
         let mut request = self
             .client
             .request(method.clone(), self.url(path))
             .bearer_auth(&self.token);
+        if let Some(key) = idempotency_key {
+            request = request.header("Idempotency-Key", key);
+        }
         if let Some(body) = body {
             request = request.json(body);
         }

@@ -1,18 +1,19 @@
 //! The tenant's container routes. A tenant sees only its own containers:
 //! another tenant's id is indistinguishable from one that never existed.
 
-use super::{json, JsonBody, Tenant};
+use super::{idempotency, json, parse_json, JsonBytes, Tenant};
 use crate::error::{ApiError, Problem};
 use crate::lifecycle::Action;
 use crate::model::{
     ContainerList, ContainerView, CreateContainer, EventList, EventView, NewContainer,
     PlacementRequest, Timings, UsageView,
 };
+use crate::store::containers::Created;
 use crate::store::{ContainerRow, ListFilter};
 use crate::AppState;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use skiff_core::ContainerState;
@@ -111,13 +112,31 @@ async fn load(state: &AppState, tenant: Uuid, raw_id: &str) -> Result<ContainerR
 pub async fn create(
     State(state): State<Arc<AppState>>,
     Tenant(tenant): Tenant,
-    JsonBody(body): JsonBody<CreateContainer>,
+    headers: HeaderMap,
+    body: JsonBytes,
 ) -> Result<Response, ApiError> {
+    let idem = idempotency::from_request(&headers, &Method::POST, "/v1/containers", &body.0)?;
+    let body: CreateContainer = parse_json(&body.0)?;
     let new = body.validate(state.config.max_pending_s)?;
     admit(&state, &new).await?;
-    let row = state.store.insert_container(tenant, &new).await?;
-    tracing::info!(container = %row.id, tenant = %tenant, image = %row.image, "container created");
-    Ok(json(StatusCode::CREATED, view(row, UsageView::default())))
+    let render = |row: &ContainerRow| {
+        idempotency::stored_json(
+            StatusCode::CREATED,
+            &view(row.clone(), UsageView::default()),
+        )
+    };
+    match state
+        .store
+        .insert_container(tenant, &new, idem.as_ref(), render)
+        .await?
+    {
+        Created::New(row, response) => {
+            tracing::info!(container = %row.id, tenant = %tenant, image = %row.image, "container created");
+            Ok(idempotency::respond(response, false))
+        }
+        Created::Replay(response) => Ok(idempotency::respond(response, true)),
+        Created::KeyReused => Err(ApiError::IdempotencyKeyReused),
+    }
 }
 
 /// Refuses at once a request bigger than every live host (ready or

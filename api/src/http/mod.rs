@@ -4,6 +4,7 @@
 //! Layout:
 //! - [`containers`]: the tenant's container routes.
 //! - [`tenants`]: admin routes for tenants.
+//! - [`idempotency`]: the `Idempotency-Key` header.
 //! - [`hosts`]: admin routes for the pool's hosts (list, drain, undrain, revoke).
 //! - [`join_tokens`]: admin routes for the tokens hosts join with.
 //! - [`usage`]: usage reports, ledger verification, rate card.
@@ -11,6 +12,7 @@
 
 pub mod containers;
 pub mod hosts;
+pub mod idempotency;
 pub mod join_tokens;
 pub mod openapi;
 pub mod tenants;
@@ -213,14 +215,29 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::PayloadTooLarge
-            } else {
-                ApiError::invalid("body", rejection.body_text())
-            }
-        })?;
+        let JsonBytes(bytes) = JsonBytes::from_request(req, state).await?;
         parse_json(&bytes).map(JsonBody)
+    }
+}
+
+/// A body as sent (for handlers that also need its bytes, such as an
+/// idempotency key's fingerprint); parse it with [`parse_json`].
+pub struct JsonBytes(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for JsonBytes {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        Bytes::from_request(req, state)
+            .await
+            .map(JsonBytes)
+            .map_err(|rejection| {
+                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::PayloadTooLarge
+                } else {
+                    ApiError::invalid("body", rejection.body_text())
+                }
+            })
     }
 }
 

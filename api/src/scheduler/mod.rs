@@ -17,7 +17,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
-/// How often old assignment changes and expired certificates are pruned.
+/// How often old assignment changes, idempotency keys and expired
+/// certificates are pruned.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
 pub async fn run(state: Arc<AppState>, shutdown: CancellationToken) {
@@ -46,6 +47,15 @@ pub async fn run(state: Arc<AppState>, shutdown: CancellationToken) {
                 Ok(n) if n > 0 => tracing::debug!(pruned = n, "old assignment changes pruned"),
                 Ok(_) => {}
                 Err(err) => tracing::warn!(error = %err, "pruning assignment changes failed"),
+            }
+            match state
+                .store
+                .forget_idempotency_keys(state.config.idempotency_keep())
+                .await
+            {
+                Ok(n) if n > 0 => tracing::debug!(forgotten = n, "old idempotency keys forgotten"),
+                Ok(_) => {}
+                Err(err) => tracing::warn!(error = %err, "forgetting idempotency keys failed"),
             }
             match state.store.forget_expired_certificates().await {
                 Ok(n) if n > 0 => tracing::debug!(forgotten = n, "expired certificates forgotten"),

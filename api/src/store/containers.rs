@@ -1,6 +1,8 @@
-//! A tenant's containers: create, read, list, events, and lifecycle
-//! requests (stop, start, restart, delete) decided by [`crate::lifecycle`].
+//! A tenant's containers: create (idempotent with a key), read, list,
+//! events, and lifecycle requests (stop, start, restart, delete) decided
+//! by [`crate::lifecycle`].
 
+use super::idempotency::{self, Claim, Idem, StoredResponse};
 use super::{
     apply_transition, insert_event, lock_container, ContainerRow, Result, Store, StoreError,
     CONTAINER_COLUMNS,
@@ -30,9 +32,36 @@ pub struct ListFilter {
     pub limit: i64,
 }
 
+/// What a create did.
+#[derive(Debug)]
+pub enum Created {
+    New(Box<ContainerRow>, StoredResponse),
+    /// The key's earlier request: its response, unchanged.
+    Replay(StoredResponse),
+    /// The key was used for a different request.
+    KeyReused,
+}
+
 impl Store {
     /// Stores a new container as `pending`. Returns once committed.
-    pub async fn insert_container(&self, tenant: Uuid, c: &NewContainer) -> Result<ContainerRow> {
+    /// Inserts a new container, or, for an idempotency key already used,
+    /// returns what that request got. `render` makes the response, stored
+    /// with the key in the same transaction.
+    pub async fn insert_container(
+        &self,
+        tenant: Uuid,
+        c: &NewContainer,
+        idem: Option<&Idem>,
+        render: impl FnOnce(&ContainerRow) -> StoredResponse,
+    ) -> Result<Created> {
+        let mut tx = self.pool.begin().await?;
+        if let Some(idem) = idem {
+            match idempotency::claim(&mut tx, tenant, idem).await? {
+                Claim::New => {}
+                Claim::Replay(response) => return Ok(Created::Replay(response)),
+                Claim::Mismatch => return Ok(Created::KeyReused),
+            }
+        }
         let result = sqlx::query_as::<_, ContainerRow>(&format!(
             "INSERT INTO containers (id, tenant_id, name, image, command, env, secure_env, cpu_millis, \
              memory_mib, restart_policy, max_restarts, stop_timeout_s, labels, max_pending_s, host_labels, \
@@ -55,14 +84,20 @@ impl Store {
         .bind(Json(&c.labels))
         .bind(c.max_pending_s as i32)
         .bind(Json(&c.host_labels))
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *tx)
         .await;
-        match result {
+        let row = match result {
             Err(sqlx::Error::Database(db)) if db.constraint() == Some("containers_tenant_name") => {
-                Err(StoreError::NameTaken(c.name.clone()))
+                return Err(StoreError::NameTaken(c.name.clone()));
             }
-            other => Ok(other?),
+            other => other?,
+        };
+        let response = render(&row);
+        if let Some(idem) = idem {
+            idempotency::record(&mut tx, tenant, idem, &response).await?;
         }
+        tx.commit().await?;
+        Ok(Created::New(Box::new(row), response))
     }
 
     pub async fn get_container(&self, tenant: Uuid, id: Uuid) -> Result<Option<ContainerRow>> {

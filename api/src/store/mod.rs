@@ -19,6 +19,7 @@
 pub mod assignments;
 pub mod containers;
 pub mod hosts;
+pub mod idempotency;
 pub mod placement;
 pub mod reports;
 pub mod tenants;

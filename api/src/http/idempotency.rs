@@ -1,0 +1,134 @@
+//! The `Idempotency-Key` header: a request sent again with the same key
+//! (a client's retry) gets the first one's response and changes nothing.
+//! Keys are per tenant; a key names one request (method, path and JSON
+//! body, compared as canonical JSON), so the same key with another body is
+//! 422. Stored in PostgreSQL with what the request created
+//! ([`crate::store::idempotency`]) and kept `SKIFF_IDEMPOTENCY_KEEP_S`.
+
+use crate::error::ApiError;
+use crate::store::idempotency::{Idem, StoredResponse};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use sha2::{Digest, Sha256};
+
+pub const HEADER: &str = "idempotency-key";
+const MAX_KEY_LEN: usize = 255;
+
+/// The request's key, if it has one, with its fingerprint.
+pub fn from_request(
+    headers: &HeaderMap,
+    method: &Method,
+    path: &str,
+    body: &[u8],
+) -> Result<Option<Idem>, ApiError> {
+    let Some(value) = headers.get(HEADER) else {
+        return Ok(None);
+    };
+    let key = value
+        .to_str()
+        .ok()
+        .filter(|k| {
+            !k.is_empty() && k.len() <= MAX_KEY_LEN && k.bytes().all(|b| b.is_ascii_graphic())
+        })
+        .ok_or_else(|| {
+            ApiError::invalid(
+                "Idempotency-Key",
+                format!("must be 1 to {MAX_KEY_LEN} visible ASCII characters"),
+            )
+        })?;
+    Ok(Some(Idem {
+        key: key.to_owned(),
+        fingerprint: fingerprint(method, path, body),
+    }))
+}
+
+/// sha256 over the method, the path and the body as canonical JSON (keys
+/// sorted, no insignificant whitespace), so a retry that re-serialises the
+/// same request still matches; a body that is not JSON counts as its bytes.
+pub fn fingerprint(method: &Method, path: &str, body: &[u8]) -> Vec<u8> {
+    let canonical = serde_json::from_slice::<serde_json::Value>(body)
+        .map(|v| v.to_string().into_bytes())
+        .unwrap_or_else(|_| body.to_vec());
+    let mut hash = Sha256::new();
+    hash.update(method.as_str());
+    hash.update([0]);
+    hash.update(path);
+    hash.update([0]);
+    hash.update(canonical);
+    hash.finalize().to_vec()
+}
+
+/// A JSON response as it is stored with a key.
+pub fn stored_json<T: serde::Serialize>(status: StatusCode, value: &T) -> StoredResponse {
+    StoredResponse {
+        status: status.as_u16(),
+        content_type: "application/json".to_owned(),
+        body: serde_json::to_vec(value).unwrap_or_default(),
+    }
+}
+
+/// The response to send: a stored one says it is a replay.
+pub fn respond(response: StoredResponse, replayed: bool) -> Response {
+    let status = StatusCode::from_u16(response.status).unwrap_or(StatusCode::OK);
+    let mut out = (status, response.body).into_response();
+    if let Ok(content_type) = HeaderValue::from_str(&response.content_type) {
+        out.headers_mut().insert(header::CONTENT_TYPE, content_type);
+    }
+    if replayed {
+        out.headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_same_request_has_the_same_fingerprint_however_it_is_serialised() {
+        let a = fingerprint(
+            &Method::POST,
+            "/v1/containers",
+            br#"{"image":"x","cpu":0.5}"#,
+        );
+        let b = fingerprint(
+            &Method::POST,
+            "/v1/containers",
+            b"{ \"cpu\": 0.5,\n \"image\": \"x\" }",
+        );
+        assert_eq!(a, b);
+        for other in [
+            fingerprint(
+                &Method::POST,
+                "/v1/containers",
+                br#"{"image":"y","cpu":0.5}"#,
+            ),
+            fingerprint(&Method::POST, "/v1/jobs", br#"{"image":"x","cpu":0.5}"#),
+            fingerprint(
+                &Method::PUT,
+                "/v1/containers",
+                br#"{"image":"x","cpu":0.5}"#,
+            ),
+        ] {
+            assert_ne!(a, other);
+        }
+    }
+
+    #[test]
+    fn keys_are_checked() {
+        let with = |key: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(HEADER, HeaderValue::from_str(key).unwrap());
+            from_request(&headers, &Method::POST, "/", b"{}")
+        };
+        assert!(matches!(with("order-17"), Ok(Some(idem)) if idem.key == "order-17"));
+        assert!(with("").is_err());
+        assert!(with("has space").is_err());
+        assert!(with(&"k".repeat(256)).is_err());
+        assert!(matches!(
+            from_request(&HeaderMap::new(), &Method::POST, "/", b"{}"),
+            Ok(None)
+        ));
+    }
+}

@@ -1,0 +1,107 @@
+//! `Idempotency-Key` on container creation: concurrent retries create one
+//! container, a retry after an API restart still finds it, and the same key
+//! for another request is refused (each refusal beside its control).
+
+use reqwest::Method;
+use serde_json::{json, Value};
+use skiff_e2e::{limit, secs, unique, Platform, Reply, Tenant};
+
+fn labelled(platform: &Platform, key: &str) -> Value {
+    let mut spec = platform.spec(&["sleep", "1"]);
+    spec["labels"] = json!({ "idem": key });
+    spec
+}
+
+async fn create(t: &Tenant, spec: &Value, key: &str) -> Reply {
+    t.call_with_key(Method::POST, "/v1/containers", Some(spec), Some(key))
+        .await
+}
+
+fn replayed(reply: &Reply) -> bool {
+    reply
+        .headers
+        .get("idempotent-replayed")
+        .is_some_and(|v| v == "true")
+}
+
+async fn labelled_count(t: &Tenant, key: &str) -> usize {
+    let label = format!("idem={key}");
+    t.list(&[("label", label.as_str())]).await["items"]
+        .as_array()
+        .map_or(0, Vec::len)
+}
+
+#[tokio::test]
+async fn one_key_sent_twenty_times_at_once_creates_one_container() {
+    limit(secs(90), async {
+        let platform = Platform::get().await;
+        let t = platform.new_tenant().await;
+        let key = unique("idem");
+        let spec = labelled(platform, &key);
+        let replies = futures::future::join_all((0..20).map(|_| create(&t, &spec, &key))).await;
+        let first = &replies[0];
+        assert_eq!(first.status, 201, "{first:?}");
+        let id = first.json()["id"].clone();
+        for reply in &replies {
+            assert_eq!(reply.status, 201, "{reply:?}");
+            assert_eq!(
+                reply.json()["id"],
+                id,
+                "every retry gets the same container"
+            );
+        }
+        assert_eq!(
+            replies.iter().filter(|r| !replayed(r)).count(),
+            1,
+            "one request created it, the others were replays"
+        );
+        assert_eq!(labelled_count(&t, &key).await, 1);
+
+        // The same key for another body: 422 naming the header.
+        let mut other = spec.clone();
+        other["command"] = json!(["sleep", "2"]);
+        let reused = create(&t, &other, &key).await;
+        assert_eq!(reused.status, 422, "{reused:?}");
+        assert_eq!(reused.problem()["field"], "Idempotency-Key");
+        // The control: a new key for that body creates a new container.
+        let fresh = create(&t, &other, &unique("idem")).await;
+        assert_eq!(fresh.status, 201, "{fresh:?}");
+        assert_ne!(fresh.json()["id"], id);
+        // Keys are per tenant: another tenant's same key is its own.
+        let u = t.another().await;
+        let theirs = create(&u, &spec, &key).await;
+        assert_eq!(theirs.status, 201, "{theirs:?}");
+        assert!(!replayed(&theirs));
+        // A malformed key is named.
+        let bad = create(&t, &spec, "has space").await;
+        assert_eq!(bad.status, 400, "{bad:?}");
+        assert_eq!(bad.problem()["field"], "Idempotency-Key");
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_retry_after_the_api_restarts_gets_the_same_container() {
+    limit(secs(90), async {
+        // The hostless pool: its one replica can be restarted, and the
+        // container only queues.
+        let platform = Platform::hostless().await;
+        let t = platform.new_exclusive_tenant().await;
+        let key = unique("idem");
+        let spec = labelled(platform, &key);
+        let created = create(&t, &spec, &key).await;
+        assert_eq!(created.status, 201, "{created:?}");
+        assert!(!replayed(&created));
+
+        platform.kill_api(1);
+        platform.respawn_api(1).await;
+
+        let retried = create(&t, &spec, &key).await;
+        assert_eq!(retried.status, 201, "{retried:?}");
+        assert!(replayed(&retried), "{retried:?}");
+        assert_eq!(retried.json()["id"], created.json()["id"]);
+        assert_eq!(labelled_count(&t, &key).await, 1);
+        t.delete(created.json()["id"].as_str().unwrap()).await;
+    })
+    .await
+}
