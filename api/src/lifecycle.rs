@@ -231,6 +231,18 @@ pub enum Action {
     Delete,
 }
 
+impl Action {
+    /// As in the route (`/v1/containers/{id}/stop`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Stop => "stop",
+            Action::Start => "start",
+            Action::Restart => "restart",
+            Action::Delete => "delete",
+        }
+    }
+}
+
 /// What a user's request does to a container.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Request {

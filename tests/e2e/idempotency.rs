@@ -105,3 +105,58 @@ async fn a_retry_after_the_api_restarts_gets_the_same_container() {
     })
     .await
 }
+
+#[tokio::test]
+async fn a_retried_restart_with_its_key_restarts_once() {
+    limit(secs(120), async {
+        let platform = Platform::get().await;
+        let t = platform.new_tenant().await;
+        let id = t.create_id(&platform.sleeper(0.1)).await;
+        t.wait(&id, "running", 60).await;
+        let key = unique("restart");
+        let path = format!("/v1/containers/{id}/restart");
+        let replies = futures::future::join_all(
+            (0..5).map(|_| t.call_with_key(Method::POST, &path, None, Some(&key))),
+        )
+        .await;
+        for reply in &replies {
+            assert_eq!(reply.status, 202, "{reply:?}");
+            assert_eq!(
+                reply.text, replies[0].text,
+                "every retry gets the first answer"
+            );
+        }
+        assert_eq!(replies.iter().filter(|r| !replayed(r)).count(), 1);
+        // (restart_count counts restarts by policy; a requested one shows
+        // as a Restarting event and a new start.)
+        t.wait(&id, "running", 60).await;
+        assert_eq!(
+            t.count_events(&id, "Restarting").await,
+            1,
+            "one restart: {}",
+            t.diag(&id).await
+        );
+
+        // The key names that request: stopping with it is refused...
+        let stop_path = format!("/v1/containers/{id}/stop");
+        let reused = t
+            .call_with_key(Method::POST, &stop_path, None, Some(&key))
+            .await;
+        assert_eq!(reused.status, 422, "{reused:?}");
+        assert_eq!(reused.problem()["field"], "Idempotency-Key");
+        // ... and a new key restarts again (the control).
+        let again = t
+            .call_with_key(Method::POST, &path, None, Some(&unique("restart")))
+            .await;
+        assert_eq!(again.status, 202, "{again:?}");
+        t.wait(&id, "running", 60).await;
+        assert_eq!(
+            t.count_events(&id, "Restarting").await,
+            2,
+            "{}",
+            t.diag(&id).await
+        );
+        t.delete(&id).await;
+    })
+    .await
+}

@@ -8,7 +8,7 @@ use crate::model::{
     ContainerList, ContainerView, CreateContainer, EventList, EventView, NewContainer,
     PlacementRequest, Timings, UsageView,
 };
-use crate::store::containers::Created;
+use crate::store::containers::{Acted, Created};
 use crate::store::{ContainerRow, ListFilter};
 use crate::AppState;
 use axum::body::Body;
@@ -135,6 +135,15 @@ pub async fn create(
             Ok(idempotency::respond(response, false))
         }
         Created::Replay(response) => Ok(idempotency::respond(response, true)),
+        Created::InFlight => {
+            let key = idem.as_ref().map_or("", |i| i.key.as_str());
+            match idempotency::wait_recorded(&state, tenant, key).await? {
+                Some(response) => Ok(idempotency::respond(response, true)),
+                None => Err(ApiError::Unavailable(
+                    "a request with this Idempotency-Key is still being answered; retry".into(),
+                )),
+            }
+        }
         Created::KeyReused => Err(ApiError::IdempotencyKeyReused),
     }
 }
@@ -260,17 +269,53 @@ async fn act(
     tenant: Uuid,
     raw_id: &str,
     action: Action,
-) -> Result<ContainerRow, ApiError> {
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
     let id = parse_id(raw_id)?;
-    let row = state
+    let path = format!("/v1/containers/{id}/{}", action.as_str());
+    let idem = idempotency::from_request(headers, &Method::POST, &path, b"")?;
+    let acted = state
         .store
-        .request(tenant, id, action, state.config.host_lost_after())
-        .await?
-        .ok_or(ApiError::NotFound("container"))?;
+        .request(
+            tenant,
+            id,
+            action,
+            state.config.host_lost_after(),
+            idem.as_ref(),
+        )
+        .await?;
+    let row = match acted {
+        Acted::Done(row) => *row.ok_or(ApiError::NotFound("container"))?,
+        Acted::Replay(response) => return Ok(idempotency::respond(response, true)),
+        Acted::KeyReused => return Err(ApiError::IdempotencyKeyReused),
+        Acted::InFlight => {
+            let key = idem.as_ref().map_or("", |i| i.key.as_str());
+            if let Some(response) = idempotency::wait_recorded(state, tenant, key).await? {
+                return Ok(idempotency::respond(response, true));
+            }
+            // Applied, but its answer was lost (the replica went away):
+            // answer with the container as it is now.
+            let row = state
+                .store
+                .get_container(tenant, id)
+                .await?
+                .ok_or(ApiError::NotFound("container"))?;
+            let response =
+                idempotency::stored_json(StatusCode::ACCEPTED, &view_one(state, row).await?);
+            if let Some(idem) = &idem {
+                state.store.record_response(tenant, idem, &response).await?;
+            }
+            return Ok(idempotency::respond(response, true));
+        }
+    };
     // The host's stream, the scheduler and waiters on every replica are
     // woken by the database's NOTIFY triggers.
     tracing::info!(container = %id, ?action, "lifecycle request");
-    Ok(row)
+    let response = idempotency::stored_json(StatusCode::ACCEPTED, &view_one(state, row).await?);
+    if let Some(idem) = &idem {
+        state.store.record_response(tenant, idem, &response).await?;
+    }
+    Ok(idempotency::respond(response, false))
 }
 
 /// Stop: SIGTERM, then SIGKILL after `stop_timeout_s`. Ends `stopped`.
@@ -280,9 +325,9 @@ pub async fn stop(
     State(state): State<Arc<AppState>>,
     Tenant(tenant): Tenant,
     Path(id): Path<String>,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let row = act(&state, tenant, &id, Action::Stop).await?;
-    Ok(json(StatusCode::ACCEPTED, view_one(&state, row).await?))
+    act(&state, tenant, &id, Action::Stop, &headers).await
 }
 
 /// Start a new run of a stopped or finished container (no-op if it runs).
@@ -292,9 +337,9 @@ pub async fn start(
     State(state): State<Arc<AppState>>,
     Tenant(tenant): Tenant,
     Path(id): Path<String>,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let row = act(&state, tenant, &id, Action::Start).await?;
-    Ok(json(StatusCode::ACCEPTED, view_one(&state, row).await?))
+    act(&state, tenant, &id, Action::Start, &headers).await
 }
 
 /// Stop the current run (if any) and start a new one.
@@ -304,9 +349,9 @@ pub async fn restart(
     State(state): State<Arc<AppState>>,
     Tenant(tenant): Tenant,
     Path(id): Path<String>,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let row = act(&state, tenant, &id, Action::Restart).await?;
-    Ok(json(StatusCode::ACCEPTED, view_one(&state, row).await?))
+    act(&state, tenant, &id, Action::Restart, &headers).await
 }
 
 /// Delete: stops the container if needed and removes its runtime state and
@@ -320,7 +365,21 @@ pub async fn delete(
 ) -> Result<Response, ApiError> {
     let id = parse_id(&raw)?;
     let mut changes = state.hub.watch_containers();
-    let row = act(&state, tenant, &raw, Action::Delete).await?;
+    let row = match state
+        .store
+        .request(
+            tenant,
+            id,
+            Action::Delete,
+            state.config.host_lost_after(),
+            None,
+        )
+        .await?
+    {
+        Acted::Done(Some(row)) => *row,
+        _ => return Err(ApiError::NotFound("container")),
+    };
+    tracing::info!(container = %id, "delete requested");
     let deadline =
         tokio::time::Instant::now() + Duration::from_secs(row.stop_timeout_s as u64 + 15);
     while !state.store.is_removed(id).await? {

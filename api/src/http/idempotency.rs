@@ -7,9 +7,12 @@
 
 use crate::error::ApiError;
 use crate::store::idempotency::{Idem, StoredResponse};
+use crate::AppState;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
+use std::time::Duration;
+use uuid::Uuid;
 
 pub const HEADER: &str = "idempotency-key";
 const MAX_KEY_LEN: usize = 255;
@@ -56,6 +59,30 @@ pub fn fingerprint(method: &Method, path: &str, body: &[u8]) -> Vec<u8> {
     hash.update([0]);
     hash.update(canonical);
     hash.finalize().to_vec()
+}
+
+/// How long a retry waits for the response of its key's request, applied
+/// but not yet answered, before it answers for itself.
+const IN_FLIGHT_WAIT: Duration = Duration::from_secs(10);
+
+/// The response of a key whose request committed and is still answering;
+/// None when it did not record one within [`IN_FLIGHT_WAIT`] (it was
+/// interrupted: the caller answers from the current state).
+pub async fn wait_recorded(
+    state: &AppState,
+    tenant: Uuid,
+    key: &str,
+) -> Result<Option<StoredResponse>, ApiError> {
+    let deadline = tokio::time::Instant::now() + IN_FLIGHT_WAIT;
+    loop {
+        if let Some(response) = state.store.recorded_response(tenant, key).await? {
+            return Ok(Some(response));
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Ok(None);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// A JSON response as it is stored with a key.

@@ -38,6 +38,23 @@ pub enum Created {
     New(Box<ContainerRow>, StoredResponse),
     /// The key's earlier request: its response, unchanged.
     Replay(StoredResponse),
+    /// The key's earlier request committed; its response is not recorded yet.
+    InFlight,
+    /// The key was used for a different request.
+    KeyReused,
+}
+
+/// What a lifecycle request did.
+#[derive(Debug)]
+pub enum Acted {
+    /// Applied; the container after it (None: no such container). With a
+    /// key, record the response with [`Store::record_response`].
+    Done(Option<Box<ContainerRow>>),
+    /// The key's earlier request: its response, unchanged.
+    Replay(StoredResponse),
+    /// The key's earlier request was applied and its response is not
+    /// recorded yet (or never will be: it was interrupted).
+    InFlight,
     /// The key was used for a different request.
     KeyReused,
 }
@@ -59,6 +76,9 @@ impl Store {
             match idempotency::claim(&mut tx, tenant, idem).await? {
                 Claim::New => {}
                 Claim::Replay(response) => return Ok(Created::Replay(response)),
+                // (Not for a create, which records its response before it
+                // commits; kept for completeness.)
+                Claim::InFlight => return Ok(Created::InFlight),
                 Claim::Mismatch => return Ok(Created::KeyReused),
             }
         }
@@ -167,14 +187,25 @@ impl Store {
         id: Uuid,
         action: Action,
         live_within: Duration,
-    ) -> Result<Option<ContainerRow>> {
+        idem: Option<&Idem>,
+    ) -> Result<Acted> {
         let mut tx = self.pool.begin().await?;
+        if let Some(idem) = idem {
+            // Claimed in this transaction: the action and the key commit
+            // together (the response is recorded just after).
+            match idempotency::claim(&mut tx, tenant, idem).await? {
+                Claim::New => {}
+                Claim::Replay(response) => return Ok(Acted::Replay(response)),
+                Claim::InFlight => return Ok(Acted::InFlight),
+                Claim::Mismatch => return Ok(Acted::KeyReused),
+            }
+        }
         if matches!(action, Action::Start | Action::Restart) {
             // A new run may claim capacity on its old host: one placer at a time.
             super::placement::lock_placement(&mut tx).await?;
         }
         let Some(row) = lock_container(&mut tx, id, Some(tenant)).await? else {
-            return Ok(None);
+            return Ok(Acted::Done(None));
         };
         match lifecycle::request(&row.facts(), action, Utc::now()) {
             Request::Nothing => {}
@@ -255,6 +286,6 @@ impl Store {
         }
         let row = lock_container(&mut tx, id, None).await?;
         tx.commit().await?;
-        Ok(row)
+        Ok(Acted::Done(row.map(Box::new)))
     }
 }

@@ -33,6 +33,9 @@ pub enum Claim {
     New,
     /// The same request was made before: its response.
     Replay(StoredResponse),
+    /// The same request was made and applied, and its response is not
+    /// recorded yet (a lifecycle request records it after its commit).
+    InFlight,
     /// The key was used for a different request.
     Mismatch,
 }
@@ -65,6 +68,9 @@ pub(super) async fn claim(conn: &mut PgConnection, tenant: Uuid, idem: &Idem) ->
     if fingerprint != idem.fingerprint {
         return Ok(Claim::Mismatch);
     }
+    if status == 0 {
+        return Ok(Claim::InFlight);
+    }
     Ok(Claim::Replay(StoredResponse {
         status: status as u16,
         content_type,
@@ -72,7 +78,7 @@ pub(super) async fn claim(conn: &mut PgConnection, tenant: Uuid, idem: &Idem) ->
     }))
 }
 
-/// Stores the response of a claimed key (same transaction as the claim).
+/// Stores the response of a claimed key.
 pub(super) async fn record(
     conn: &mut PgConnection,
     tenant: Uuid,
@@ -94,6 +100,38 @@ pub(super) async fn record(
 }
 
 impl Store {
+    /// Records the response of a key claimed by a committed request.
+    pub async fn record_response(
+        &self,
+        tenant: Uuid,
+        idem: &Idem,
+        response: &StoredResponse,
+    ) -> Result<()> {
+        let mut conn = self.pool.acquire().await?;
+        record(&mut conn, tenant, idem, response).await
+    }
+
+    /// The response recorded for a key, once there is one.
+    pub async fn recorded_response(
+        &self,
+        tenant: Uuid,
+        key: &str,
+    ) -> Result<Option<StoredResponse>> {
+        let row: Option<(i16, String, Vec<u8>)> = sqlx::query_as(
+            "SELECT status, content_type, body FROM idempotency_keys \
+             WHERE tenant_id = $1 AND key = $2 AND status <> 0",
+        )
+        .bind(tenant)
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|(status, content_type, body)| StoredResponse {
+            status: status as u16,
+            content_type,
+            body,
+        }))
+    }
+
     /// Forgets keys older than `keep` (24 h by default).
     pub async fn forget_idempotency_keys(&self, keep: Duration) -> Result<u64> {
         Ok(sqlx::query(
