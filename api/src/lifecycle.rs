@@ -27,6 +27,10 @@ pub struct Facts {
     pub placed: bool,
     pub started_at: Option<DateTime<Utc>>,
     pub memory_mib: i32,
+    /// The current reason; a stop the platform made for a limit
+    /// ([`Reason::DeadlineExceeded`], [`Reason::BudgetExceeded`]) ends in
+    /// `failed` with it rather than `stopped`.
+    pub reason: Option<Reason>,
 }
 
 impl Facts {
@@ -140,6 +144,22 @@ pub fn observe(c: &Facts, observation: &Observation, now: DateTime<Utc>) -> Tran
     }
 }
 
+/// A stop the platform made because a limit was reached, if the current
+/// stop is one.
+fn limit_stop(c: &Facts) -> Option<Reason> {
+    c.reason
+        .filter(|r| matches!(r, Reason::DeadlineExceeded | Reason::BudgetExceeded))
+}
+
+/// How a stopped run ends: `failed` with the limit that stopped it, or
+/// `stopped` at a user's request.
+fn stop_outcome(c: &Facts) -> (ContainerState, Reason) {
+    match limit_stop(c) {
+        Some(limit) => (ContainerState::Failed, limit),
+        None => (ContainerState::Stopped, Reason::StopRequested),
+    }
+}
+
 fn exited(
     c: &Facts,
     exit_code: Option<i32>,
@@ -153,9 +173,10 @@ fn exited(
         if c.state.is_terminal() {
             return Transition::default();
         }
+        let (state, reason) = stop_outcome(c);
         return Transition {
-            state: Some(S::Stopped),
-            reason: Some(Some(Reason::StopRequested)),
+            state: Some(state),
+            reason: Some(Some(reason)),
             finished_at: Some(Some(finished_at)),
             ..Default::default()
         };
@@ -173,10 +194,12 @@ fn exited(
         ..Default::default()
     };
     if c.desired != DesiredState::Running {
+        let (state, reason) = stop_outcome(c);
         return Transition {
-            state: Some(S::Stopped),
-            reason: Some(Some(Reason::StopRequested)),
-            message: Some(None),
+            state: Some(state),
+            reason: Some(Some(reason)),
+            // A limit's message (set when it stopped the run) stays.
+            message: limit_stop(c).is_none().then_some(None),
             ..base
         };
     }
@@ -357,6 +380,7 @@ mod tests {
             placed: true,
             started_at: None,
             memory_mib: 128,
+            reason: None,
         }
     }
 
@@ -528,10 +552,41 @@ mod tests {
             ),
             (
                 "nothing ran before the stop",
-                stopping,
+                stopping.clone(),
                 exit(None, false),
                 Some(S::Stopped),
                 Some(Some(Reason::StopRequested)),
+            ),
+            (
+                "exit after a stop for the deadline",
+                Facts {
+                    reason: Some(Reason::DeadlineExceeded),
+                    ..stopping.clone()
+                },
+                exit(Some(137), false),
+                Some(S::Failed),
+                Some(Some(Reason::DeadlineExceeded)),
+            ),
+            (
+                "exit after a stop for the budget, even with a restart policy",
+                Facts {
+                    reason: Some(Reason::BudgetExceeded),
+                    restart_policy: RestartPolicy::Always,
+                    ..stopping.clone()
+                },
+                exit(Some(143), false),
+                Some(S::Failed),
+                Some(Some(Reason::BudgetExceeded)),
+            ),
+            (
+                "nothing ran before a stop for the deadline",
+                Facts {
+                    reason: Some(Reason::DeadlineExceeded),
+                    ..stopping
+                },
+                exit(None, false),
+                Some(S::Failed),
+                Some(Some(Reason::DeadlineExceeded)),
             ),
             (
                 "failed pull",

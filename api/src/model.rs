@@ -13,6 +13,8 @@ use uuid::Uuid;
 
 pub const DEFAULT_STOP_TIMEOUT_S: u32 = 10;
 const MAX_STOP_TIMEOUT_S: u32 = 3600;
+/// The longest `timeout_s` (7 days).
+const MAX_TIMEOUT_S: u32 = 604_800;
 const MAX_COMMAND_BYTES: usize = 64 * 1024;
 const MAX_PENDING_S: u32 = 86_400;
 
@@ -40,6 +42,9 @@ pub struct CreateContainer {
     pub max_restarts: Option<u32>,
     /// Seconds between SIGTERM and SIGKILL on stop (default 10).
     pub stop_timeout_s: Option<u32>,
+    /// Longest a run may last (1 to 604800 s): past it, it is stopped and
+    /// ends `failed` with `DeadlineExceeded`. No limit when absent.
+    pub timeout_s: Option<u32>,
     pub labels: Option<BTreeMap<String, String>>,
     /// Seconds the container may wait for a host with room before it fails
     /// with `NoCapacity` (1 to 86400; default from the server's config).
@@ -88,6 +93,7 @@ pub struct NewContainer {
     pub restart_policy: RestartPolicy,
     pub max_restarts: Option<u32>,
     pub stop_timeout_s: u32,
+    pub timeout_s: Option<u32>,
     pub labels: BTreeMap<String, String>,
     pub max_pending_s: u32,
     pub host_labels: BTreeMap<String, String>,
@@ -134,6 +140,14 @@ impl CreateContainer {
                 "must be at most 3600 seconds",
             ));
         }
+        if let Some(timeout_s) = self.timeout_s {
+            if !(1..=MAX_TIMEOUT_S).contains(&timeout_s) {
+                return Err(FieldError::new(
+                    "timeout_s",
+                    "must be 1 to 604800 seconds (7 days)",
+                ));
+            }
+        }
         let labels = self.labels.unwrap_or_default();
         validate_labels("labels", &labels)?;
         let max_pending_s = self.max_pending_s.unwrap_or(default_max_pending_s);
@@ -160,6 +174,7 @@ impl CreateContainer {
             restart_policy: self.restart_policy.map(Into::into).unwrap_or_default(),
             max_restarts: self.max_restarts,
             stop_timeout_s,
+            timeout_s: self.timeout_s,
             labels,
             max_pending_s,
             host_labels,
@@ -223,6 +238,8 @@ pub struct ContainerView {
     pub restart_policy: RestartPolicy,
     pub max_restarts: Option<u32>,
     pub stop_timeout_s: u32,
+    /// Longest a run may last; null: no limit.
+    pub timeout_s: Option<u32>,
     pub labels: BTreeMap<String, String>,
     /// Seconds it may wait for capacity before failing with NoCapacity.
     pub max_pending_s: u32,

@@ -181,6 +181,10 @@ pub enum Reason {
     WaitingForCapacity,
     /// Terminal: it waited `max_pending_s` and no host had room.
     NoCapacity,
+    /// Stopped by the platform: the run exceeded its `timeout_s`.
+    DeadlineExceeded,
+    /// Stopped by the platform: its metered cost reached its `max_cost`.
+    BudgetExceeded,
 }
 
 impl Reason {
@@ -197,10 +201,12 @@ impl Reason {
             Self::BackOff => "BackOff",
             Self::WaitingForCapacity => "WaitingForCapacity",
             Self::NoCapacity => "NoCapacity",
+            Self::DeadlineExceeded => "DeadlineExceeded",
+            Self::BudgetExceeded => "BudgetExceeded",
         }
     }
 
-    pub const ALL: [Reason; 11] = [
+    pub const ALL: [Reason; 13] = [
         Self::Error,
         Self::Completed,
         Self::ImagePullFailed,
@@ -212,6 +218,8 @@ impl Reason {
         Self::BackOff,
         Self::WaitingForCapacity,
         Self::NoCapacity,
+        Self::DeadlineExceeded,
+        Self::BudgetExceeded,
     ];
 }
 

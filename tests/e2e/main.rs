@@ -11,6 +11,7 @@
 //!   secure environment.
 //! - `api`: bad input, listing and pagination, service endpoints.
 //! - `billing`: per-second metering, reports, ledger verification.
+//! - `deadlines`: `timeout_s` stops a run with `DeadlineExceeded`.
 //! - `hosts`: the hosts route, drain and undrain.
 //! - `idempotency`: `Idempotency-Key` on creation (concurrent retries, a
 //!   restart in between, a reused key).
@@ -35,6 +36,7 @@ mod api;
 mod assignments;
 mod billing;
 mod credentials;
+mod deadlines;
 mod hosts;
 mod idempotency;
 mod isolation;

@@ -77,6 +77,9 @@ async fn pass(state: &AppState, judge_hosts: bool) -> Result<(), crate::store::S
     for id in store.expire_pending().await? {
         tracing::info!(container = %id, "container failed: no capacity within max_pending_s");
     }
+    for id in store.enforce_deadlines().await? {
+        tracing::info!(container = %id, "run exceeded its timeout_s: stopping it");
+    }
     if judge_hosts {
         for lost in store.handle_lost_hosts(live_within).await? {
             tracing::warn!(host = %lost.id, failed = lost.failed.len(), replaced = lost.replaced.len(),

@@ -15,11 +15,15 @@
 //! - [`placement`]: the placement round, queue expiry, restarts after back-off, admission.
 //! - [`reports`]: worker status reports through the lifecycle, and meter checkpoints.
 //! - [`assignments`]: each host's revisioned assignment set (snapshots and deltas).
+//! - [`limits`]: runs stopped at their deadline (`timeout_s`).
+//! - [`idempotency`]: `Idempotency-Key` responses, stored with what they did.
+//! - [`trust`]: join tokens, host identities, issued certificates, revocation.
 
 pub mod assignments;
 pub mod containers;
 pub mod hosts;
 pub mod idempotency;
+pub mod limits;
 pub mod placement;
 pub mod reports;
 pub mod tenants;
@@ -100,6 +104,7 @@ pub struct ContainerRow {
     pub restart_policy: RestartPolicy,
     pub max_restarts: Option<i32>,
     pub stop_timeout_s: i32,
+    pub timeout_s: Option<i32>,
     pub labels: Json<BTreeMap<String, String>>,
     pub desired: DesiredState,
     pub generation: i64,
@@ -141,12 +146,13 @@ impl ContainerRow {
             placed: self.host_id.is_some(),
             started_at: self.started_at,
             memory_mib: self.memory_mib,
+            reason: self.reason,
         }
     }
 }
 
 const CONTAINER_COLUMNS: &str = "id, tenant_id, name, image, image_digest, command, env, secure_env, \
-    cpu_millis, memory_mib, restart_policy, max_restarts, stop_timeout_s, labels, desired, generation, \
+    cpu_millis, memory_mib, restart_policy, max_restarts, stop_timeout_s, timeout_s, labels, desired, generation, \
     restart_at, state, reason, message, exit_code, restart_count, backoff_step, host_id, \
     max_pending_s, pending_since, host_labels, prefer_host_id, created_at, \
     scheduled_at, started_at, finished_at, queued_ms, pull_ms, create_ms, start_ms, deleted_at, removed_at";
