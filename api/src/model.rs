@@ -15,6 +15,8 @@ pub const DEFAULT_STOP_TIMEOUT_S: u32 = 10;
 const MAX_STOP_TIMEOUT_S: u32 = 3600;
 /// The longest `timeout_s` (7 days).
 const MAX_TIMEOUT_S: u32 = 604_800;
+/// The largest `max_cost` (micro-units).
+const MAX_COST: i64 = 1_000_000_000_000_000;
 const MAX_COMMAND_BYTES: usize = 64 * 1024;
 const MAX_PENDING_S: u32 = 86_400;
 
@@ -45,6 +47,10 @@ pub struct CreateContainer {
     /// Longest a run may last (1 to 604800 s): past it, it is stopped and
     /// ends `failed` with `DeadlineExceeded`. No limit when absent.
     pub timeout_s: Option<u32>,
+    /// Most it may cost, in the unit of `usage.cost` (micro-units): once
+    /// its metered cost reaches it (checked at every meter checkpoint), it
+    /// is stopped and ends `failed` with `BudgetExceeded`.
+    pub max_cost: Option<i64>,
     pub labels: Option<BTreeMap<String, String>>,
     /// Seconds the container may wait for a host with room before it fails
     /// with `NoCapacity` (1 to 86400; default from the server's config).
@@ -94,6 +100,7 @@ pub struct NewContainer {
     pub max_restarts: Option<u32>,
     pub stop_timeout_s: u32,
     pub timeout_s: Option<u32>,
+    pub max_cost: Option<i64>,
     pub labels: BTreeMap<String, String>,
     pub max_pending_s: u32,
     pub host_labels: BTreeMap<String, String>,
@@ -148,6 +155,11 @@ impl CreateContainer {
                 ));
             }
         }
+        if let Some(max_cost) = self.max_cost {
+            if !(1..=MAX_COST).contains(&max_cost) {
+                return Err(FieldError::new("max_cost", "must be 1 to 10^15"));
+            }
+        }
         let labels = self.labels.unwrap_or_default();
         validate_labels("labels", &labels)?;
         let max_pending_s = self.max_pending_s.unwrap_or(default_max_pending_s);
@@ -175,6 +187,7 @@ impl CreateContainer {
             max_restarts: self.max_restarts,
             stop_timeout_s,
             timeout_s: self.timeout_s,
+            max_cost: self.max_cost,
             labels,
             max_pending_s,
             host_labels,
@@ -240,6 +253,8 @@ pub struct ContainerView {
     pub stop_timeout_s: u32,
     /// Longest a run may last; null: no limit.
     pub timeout_s: Option<u32>,
+    /// Most it may cost (micro-units, as `usage.cost`); null: no limit.
+    pub max_cost: Option<i64>,
     pub labels: BTreeMap<String, String>,
     /// Seconds it may wait for capacity before failing with NoCapacity.
     pub max_pending_s: u32,

@@ -11,7 +11,8 @@
 //!   secure environment.
 //! - `api`: bad input, listing and pagination, service endpoints.
 //! - `billing`: per-second metering, reports, ledger verification.
-//! - `deadlines`: `timeout_s` stops a run with `DeadlineExceeded`.
+//! - `deadlines`: `timeout_s` and `max_cost` stop a run with
+//!   `DeadlineExceeded` and `BudgetExceeded`.
 //! - `hosts`: the hosts route, drain and undrain.
 //! - `idempotency`: `Idempotency-Key` on creation (concurrent retries, a
 //!   restart in between, a reused key).

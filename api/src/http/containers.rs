@@ -65,6 +65,7 @@ pub fn view(row: ContainerRow, usage: UsageView) -> ContainerView {
         max_restarts: row.max_restarts.map(|n| n as u32),
         stop_timeout_s: row.stop_timeout_s as u32,
         timeout_s: row.timeout_s.map(|t| t as u32),
+        max_cost: row.max_cost,
         labels: row.labels.0,
         max_pending_s: row.max_pending_s as u32,
         placement: PlacementRequest {

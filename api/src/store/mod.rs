@@ -15,7 +15,7 @@
 //! - [`placement`]: the placement round, queue expiry, restarts after back-off, admission.
 //! - [`reports`]: worker status reports through the lifecycle, and meter checkpoints.
 //! - [`assignments`]: each host's revisioned assignment set (snapshots and deltas).
-//! - [`limits`]: runs stopped at their deadline (`timeout_s`).
+//! - [`limits`]: runs stopped at their deadline (`timeout_s`) or budget (`max_cost`).
 //! - [`idempotency`]: `Idempotency-Key` responses, stored with what they did.
 //! - [`trust`]: join tokens, host identities, issued certificates, revocation.
 
@@ -105,6 +105,7 @@ pub struct ContainerRow {
     pub max_restarts: Option<i32>,
     pub stop_timeout_s: i32,
     pub timeout_s: Option<i32>,
+    pub max_cost: Option<i64>,
     pub labels: Json<BTreeMap<String, String>>,
     pub desired: DesiredState,
     pub generation: i64,
@@ -152,7 +153,7 @@ impl ContainerRow {
 }
 
 const CONTAINER_COLUMNS: &str = "id, tenant_id, name, image, image_digest, command, env, secure_env, \
-    cpu_millis, memory_mib, restart_policy, max_restarts, stop_timeout_s, timeout_s, labels, desired, generation, \
+    cpu_millis, memory_mib, restart_policy, max_restarts, stop_timeout_s, timeout_s, max_cost, labels, desired, generation, \
     restart_at, state, reason, message, exit_code, restart_count, backoff_step, host_id, \
     max_pending_s, pending_since, host_labels, prefer_host_id, created_at, \
     scheduled_at, started_at, finished_at, queued_ms, pull_ms, create_ms, start_ms, deleted_at, removed_at";

@@ -149,6 +149,9 @@ impl Store {
         )
         .await?;
         tx.commit().await?;
+        if applied && self.enforce_budget(id).await? {
+            tracing::info!(container = %id, "metered cost reached max_cost: stopping it");
+        }
         Ok(applied)
     }
 }
