@@ -1,0 +1,161 @@
+//! Lifecycle requests on a container: stop, start and restart (each
+//! idempotent with an `Idempotency-Key`), and delete.
+
+use super::{parse_id, view_one};
+use crate::error::{ApiError, Problem};
+use crate::http::{idempotency, Tenant};
+use crate::lifecycle::Action;
+use crate::model::ContainerView;
+use crate::store::containers::Acted;
+use crate::AppState;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::broadcast::error::RecvError;
+use uuid::Uuid;
+
+async fn act(
+    state: &AppState,
+    tenant: Uuid,
+    raw_id: &str,
+    action: Action,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
+    let id = parse_id(raw_id)?;
+    let path = format!("/v1/containers/{id}/{}", action.as_str());
+    let idem = idempotency::from_request(headers, &Method::POST, &path, b"")?;
+    let acted = state
+        .store
+        .request(
+            tenant,
+            id,
+            action,
+            state.config.host_lost_after(),
+            idem.as_ref(),
+        )
+        .await?;
+    let row = match acted {
+        Acted::Done(row) => *row.ok_or(ApiError::NotFound("container"))?,
+        Acted::Replay(response) => return Ok(idempotency::respond(response, true)),
+        Acted::KeyReused => return Err(ApiError::IdempotencyKeyReused),
+        Acted::InFlight => {
+            let key = idem.as_ref().map_or("", |i| i.key.as_str());
+            if let Some(response) = idempotency::wait_recorded(state, tenant, key).await? {
+                return Ok(idempotency::respond(response, true));
+            }
+            // Applied, but its answer was lost (the replica went away):
+            // answer with the container as it is now.
+            let row = state
+                .store
+                .get_container(tenant, id)
+                .await?
+                .ok_or(ApiError::NotFound("container"))?;
+            let response =
+                idempotency::stored_json(StatusCode::ACCEPTED, &view_one(state, row).await?);
+            if let Some(idem) = &idem {
+                state.store.record_response(tenant, idem, &response).await?;
+            }
+            return Ok(idempotency::respond(response, true));
+        }
+    };
+    // The host's stream, the scheduler and waiters on every replica are
+    // woken by the database's NOTIFY triggers.
+    tracing::info!(container = %id, ?action, "lifecycle request");
+    let response = idempotency::stored_json(StatusCode::ACCEPTED, &view_one(state, row).await?);
+    if let Some(idem) = &idem {
+        state.store.record_response(tenant, idem, &response).await?;
+    }
+    Ok(idempotency::respond(response, false))
+}
+
+/// Stop: SIGTERM, then SIGKILL after `stop_timeout_s`. Ends `stopped`.
+#[utoipa::path(post, path = "/v1/containers/{id}/stop", params(("id" = Uuid, Path)),
+    responses((status = 202, body = ContainerView), (status = 404, body = Problem)), security(("bearer" = [])))]
+pub async fn stop(
+    State(state): State<Arc<AppState>>,
+    Tenant(tenant): Tenant,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    act(&state, tenant, &id, Action::Stop, &headers).await
+}
+
+/// Start a new run of a stopped or finished container (no-op if it runs).
+#[utoipa::path(post, path = "/v1/containers/{id}/start", params(("id" = Uuid, Path)),
+    responses((status = 202, body = ContainerView), (status = 404, body = Problem)), security(("bearer" = [])))]
+pub async fn start(
+    State(state): State<Arc<AppState>>,
+    Tenant(tenant): Tenant,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    act(&state, tenant, &id, Action::Start, &headers).await
+}
+
+/// Stop the current run (if any) and start a new one.
+#[utoipa::path(post, path = "/v1/containers/{id}/restart", params(("id" = Uuid, Path)),
+    responses((status = 202, body = ContainerView), (status = 404, body = Problem)), security(("bearer" = [])))]
+pub async fn restart(
+    State(state): State<Arc<AppState>>,
+    Tenant(tenant): Tenant,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    act(&state, tenant, &id, Action::Restart, &headers).await
+}
+
+/// Delete: stops the container if needed and removes its runtime state and
+/// logs from the host. Waits (bounded) for the host to confirm.
+#[utoipa::path(delete, path = "/v1/containers/{id}", params(("id" = Uuid, Path)),
+    responses((status = 204), (status = 404, body = Problem)), security(("bearer" = [])))]
+pub async fn delete(
+    State(state): State<Arc<AppState>>,
+    Tenant(tenant): Tenant,
+    Path(raw): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = parse_id(&raw)?;
+    let mut changes = state.hub.watch_containers();
+    let row = match state
+        .store
+        .request(
+            tenant,
+            id,
+            Action::Delete,
+            state.config.host_lost_after(),
+            None,
+        )
+        .await?
+    {
+        Acted::Done(Some(row)) => *row,
+        _ => return Err(ApiError::NotFound("container")),
+    };
+    tracing::info!(container = %id, "delete requested");
+    let deadline =
+        tokio::time::Instant::now() + Duration::from_secs(row.stop_timeout_s as u64 + 15);
+    while !state.store.is_removed(id).await? {
+        match tokio::time::timeout_at(deadline, next_change(&mut changes, id)).await {
+            Ok(()) => {}
+            Err(_) => {
+                // The deletion is durable; the host converges when it can.
+                tracing::warn!(container = %id, "host has not confirmed removal yet");
+                break;
+            }
+        }
+    }
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+pub(super) async fn next_change(changes: &mut tokio::sync::broadcast::Receiver<Uuid>, id: Uuid) {
+    loop {
+        match changes.recv().await {
+            // nil: notifications may have been missed, look again.
+            Ok(changed) if changed == id || changed.is_nil() => return,
+            Ok(_) => {}
+            // Missed some: re-read to be safe.
+            Err(RecvError::Lagged(_)) => return,
+            Err(RecvError::Closed) => std::future::pending::<()>().await,
+        }
+    }
+}

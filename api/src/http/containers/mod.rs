@@ -1,0 +1,276 @@
+//! The tenant's container routes. A tenant sees only its own containers:
+//! another tenant's id is indistinguishable from one that never existed.
+//!
+//! - this module: create, get, list, and the views they answer with.
+//! - [`actions`]: stop, start, restart (idempotent with a key), delete.
+//! - [`observe`]: wait, events, logs.
+
+mod actions;
+mod observe;
+
+pub use actions::*;
+pub use observe::*;
+
+use super::{idempotency, json, parse_json, JsonBytes, Tenant};
+use crate::error::{ApiError, Problem};
+use crate::model::{
+    ContainerList, ContainerView, CreateContainer, NewContainer, PlacementRequest, Timings,
+    UsageView,
+};
+use crate::store::containers::Created;
+use crate::store::{ContainerRow, ListFilter};
+use crate::AppState;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::response::Response;
+use skiff_core::ContainerState;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use uuid::Uuid;
+
+const DEFAULT_PAGE: i64 = 100;
+const MAX_PAGE: i64 = 1000;
+
+/// Renders rows with their usage so far (one query for all of them).
+async fn views(state: &AppState, rows: Vec<ContainerRow>) -> Result<Vec<ContainerView>, ApiError> {
+    let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
+    let mut conn = state.store.conn().await?;
+    let usage = skiff_billing::container_usage(&mut conn, &ids).await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| {
+            let u = usage.get(&row.id).map(UsageView::from).unwrap_or_default();
+            view(row, u)
+        })
+        .collect())
+}
+
+pub(super) async fn view_one(
+    state: &AppState,
+    row: ContainerRow,
+) -> Result<ContainerView, ApiError> {
+    Ok(views(state, vec![row])
+        .await?
+        .pop()
+        .expect("one row in, one view out"))
+}
+
+pub fn view(row: ContainerRow, usage: UsageView) -> ContainerView {
+    ContainerView {
+        id: row.id,
+        name: row.name,
+        image: row.image,
+        image_digest: row.image_digest,
+        command: row.command.0,
+        env: row.env.0,
+        secure_env_keys: row.secure_env.0 .0.into_keys().collect(),
+        cpu: f64::from(row.cpu_millis) / 1000.0,
+        memory_mib: row.memory_mib as u32,
+        restart_policy: row.restart_policy,
+        max_restarts: row.max_restarts.map(|n| n as u32),
+        stop_timeout_s: row.stop_timeout_s as u32,
+        timeout_s: row.timeout_s.map(|t| t as u32),
+        max_cost: row.max_cost,
+        labels: row.labels.0,
+        max_pending_s: row.max_pending_s as u32,
+        placement: PlacementRequest {
+            host_labels: (!row.host_labels.0.is_empty()).then_some(row.host_labels.0),
+        },
+        state: row.state,
+        reason: row.reason,
+        message: row.message,
+        exit_code: row.exit_code,
+        restart_count: row.restart_count,
+        host_id: row.host_id,
+        created_at: row.created_at,
+        started_at: row.started_at,
+        finished_at: row.finished_at,
+        timings: Timings {
+            queued_ms: row.queued_ms,
+            pull_ms: row.pull_ms,
+            create_ms: row.create_ms,
+            start_ms: row.start_ms,
+        },
+        usage,
+    }
+}
+
+pub(super) fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
+    // A malformed id cannot name any container: the same 404 as a missing one.
+    Uuid::parse_str(raw).map_err(|_| ApiError::NotFound("container"))
+}
+
+pub(super) async fn load(
+    state: &AppState,
+    tenant: Uuid,
+    raw_id: &str,
+) -> Result<ContainerRow, ApiError> {
+    let id = parse_id(raw_id)?;
+    state
+        .store
+        .get_container(tenant, id)
+        .await?
+        .ok_or(ApiError::NotFound("container"))
+}
+
+/// Run a container. Returns 201 once the request is durably stored.
+#[utoipa::path(post, path = "/v1/containers", request_body = CreateContainer,
+    responses((status = 201, body = ContainerView), (status = 400, body = Problem),
+        (status = 401, body = Problem), (status = 409, body = Problem), (status = 413, body = Problem),
+        (status = 422, body = Problem, description = "no host could ever take it (`field`, `max`)"),
+        (status = 503, body = Problem, description = "database unavailable; see Retry-After")),
+    security(("bearer" = [])))]
+pub async fn create(
+    State(state): State<Arc<AppState>>,
+    Tenant(tenant): Tenant,
+    headers: HeaderMap,
+    body: JsonBytes,
+) -> Result<Response, ApiError> {
+    let idem = idempotency::from_request(&headers, &Method::POST, "/v1/containers", &body.0)?;
+    let body: CreateContainer = parse_json(&body.0)?;
+    let new = body.validate(state.config.max_pending_s)?;
+    admit(&state, &new).await?;
+    let render = |row: &ContainerRow| {
+        idempotency::stored_json(
+            StatusCode::CREATED,
+            &view(row.clone(), UsageView::default()),
+        )
+    };
+    match state
+        .store
+        .insert_container(tenant, &new, idem.as_ref(), render)
+        .await?
+    {
+        Created::New(row, response) => {
+            tracing::info!(container = %row.id, tenant = %tenant, image = %row.image, "container created");
+            Ok(idempotency::respond(response, false))
+        }
+        Created::Replay(response) => Ok(idempotency::respond(response, true)),
+        Created::InFlight => {
+            let key = idem.as_ref().map_or("", |i| i.key.as_str());
+            match idempotency::wait_recorded(&state, tenant, key).await? {
+                Some(response) => Ok(idempotency::respond(response, true)),
+                None => Err(ApiError::Unavailable(
+                    "a request with this Idempotency-Key is still being answered; retry".into(),
+                )),
+            }
+        }
+        Created::KeyReused => Err(ApiError::IdempotencyKeyReused),
+    }
+}
+
+/// Refuses at once a request bigger than every live host (ready or
+/// draining) that carries its labels; queues it when there is no such host
+/// at all (one may register).
+async fn admit(state: &AppState, new: &NewContainer) -> Result<(), ApiError> {
+    let Some((max_cpu, max_memory)) = state
+        .store
+        .largest_fit(state.config.host_lost_after(), &new.host_labels)
+        .await?
+    else {
+        return Ok(());
+    };
+    if i64::from(new.cpu.millis()) > max_cpu {
+        let max = max_cpu as f64 / 1000.0;
+        return Err(ApiError::NoHostFits {
+            field: "cpu",
+            max: serde_json::json!(max),
+            detail: format!(
+                "no host offers {} vCPU; the largest offers {max}",
+                new.cpu.as_vcpus()
+            ),
+        });
+    }
+    if i64::from(new.memory.mib()) > max_memory {
+        return Err(ApiError::NoHostFits {
+            field: "memory_mib",
+            max: serde_json::json!(max_memory),
+            detail: format!(
+                "no host offers {} MiB; the largest offers {max_memory} MiB",
+                new.memory.mib()
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Get one container.
+#[utoipa::path(get, path = "/v1/containers/{id}",
+    params(("id" = Uuid, Path, description = "container id")),
+    responses((status = 200, body = ContainerView), (status = 404, body = Problem)),
+    security(("bearer" = [])))]
+pub async fn get(
+    State(state): State<Arc<AppState>>,
+    Tenant(tenant): Tenant,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let row = load(&state, tenant, &id).await?;
+    Ok(json(StatusCode::OK, view_one(&state, row).await?))
+}
+
+/// List containers: `state=` and `label=key=value` filters (repeatable),
+/// `limit` (default 100, at most 1000) and `cursor` (the previous page's `next`).
+#[utoipa::path(get, path = "/v1/containers",
+    params(("state" = Option<String>, Query), ("label" = Option<String>, Query, description = "key=value"),
+        ("limit" = Option<u32>, Query), ("cursor" = Option<String>, Query)),
+    responses((status = 200, body = ContainerList), (status = 400, body = Problem)),
+    security(("bearer" = [])))]
+pub async fn list(
+    State(state): State<Arc<AppState>>,
+    Tenant(tenant): Tenant,
+    query: Result<Query<Vec<(String, String)>>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::invalid("query", e.body_text()))?;
+    let mut filter = ListFilter {
+        limit: DEFAULT_PAGE,
+        ..Default::default()
+    };
+    let mut labels = BTreeMap::new();
+    for (key, value) in query {
+        match key.as_str() {
+            "state" => filter.states.push(
+                value
+                    .parse::<ContainerState>()
+                    .map_err(|e| ApiError::invalid("state", e))?,
+            ),
+            "label" => {
+                let (k, v) = value
+                    .split_once('=')
+                    .ok_or_else(|| ApiError::invalid("label", "must be key=value"))?;
+                if v.contains('\0') || !skiff_core::is_label_key(k) {
+                    return Err(ApiError::invalid(
+                        "label",
+                        "key: 1 to 63 of letters, digits and -_./; value without NUL",
+                    ));
+                }
+                labels.insert(k.to_owned(), v.to_owned());
+            }
+            "limit" => {
+                filter.limit = value
+                    .parse::<i64>()
+                    .ok()
+                    .filter(|n| (1..=MAX_PAGE).contains(n))
+                    .ok_or_else(|| ApiError::invalid("limit", "must be 1 to 1000"))?;
+            }
+            "cursor" => {
+                filter.after = Some(
+                    Uuid::parse_str(&value)
+                        .map_err(|_| ApiError::invalid("cursor", "not a cursor from this API"))?,
+                )
+            }
+            other => return Err(ApiError::invalid(other, "unknown query parameter")),
+        }
+    }
+    filter.labels = labels;
+    let rows = state.store.list_containers(tenant, &filter).await?;
+    let next = (rows.len() as i64 == filter.limit)
+        .then(|| rows.last().map(|r| r.id.to_string()))
+        .flatten();
+    Ok(json(
+        StatusCode::OK,
+        ContainerList {
+            items: views(&state, rows).await?,
+            next,
+        },
+    ))
+}
