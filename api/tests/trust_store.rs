@@ -2,30 +2,12 @@
 //! SKIFF_TEST_DATABASE_URL, a superuser URL; each test makes a database of
 //! its own). Without it the tests fail: they never pass unrun.
 
+mod common;
+
 use chrono::{Duration, Utc};
+use common::store;
 use skiff_api::store::trust::{Standing, TokenRefusal};
 use skiff_api::store::Store;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{Connection, PgConnection};
-use std::str::FromStr;
-
-async fn store() -> Store {
-    let url = std::env::var("SKIFF_TEST_DATABASE_URL")
-        .expect("SKIFF_TEST_DATABASE_URL: run these tests with deploy/local/test.sh");
-    let name = format!("skiff_api_{}", uuid::Uuid::new_v4().simple());
-    let mut admin = PgConnection::connect(&url).await.expect("connect as admin");
-    sqlx::query(&format!("CREATE DATABASE \"{name}\""))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    let options = PgConnectOptions::from_str(&url).unwrap().database(&name);
-    let pool = PgPoolOptions::new()
-        .max_connections(4)
-        .connect_with(options)
-        .await
-        .unwrap();
-    Store::with_pool(pool).await.unwrap()
-}
 
 fn hash(token: &str) -> Vec<u8> {
     skiff_api::http::hash_token(token)

@@ -13,6 +13,8 @@
 //! - `billing`: per-second metering, reports, ledger verification.
 //! - `deadlines`: `timeout_s` and `max_cost` stop a run with
 //!   `DeadlineExceeded` and `BudgetExceeded`.
+//! - `events`: the tenant's event log (JSON pages, SSE resumed from its
+//!   last id, two replicas writing).
 //! - `hosts`: the hosts route, drain and undrain.
 //! - `idempotency`: `Idempotency-Key` on creation (concurrent retries, a
 //!   restart in between, a reused key).
@@ -38,6 +40,7 @@ mod assignments;
 mod billing;
 mod credentials;
 mod deadlines;
+mod events;
 mod hosts;
 mod idempotency;
 mod isolation;

@@ -3,6 +3,7 @@
 //!
 //! Layout:
 //! - [`containers`]: the tenant's container routes.
+//! - [`events`]: the tenant's event log, as pages or a live SSE stream.
 //! - [`tenants`]: admin routes for tenants.
 //! - [`idempotency`]: the `Idempotency-Key` header.
 //! - [`hosts`]: admin routes for the pool's hosts (list, drain, undrain, revoke).
@@ -11,6 +12,7 @@
 //! - [`openapi`]: the OpenAPI 3 document, generated from the handlers.
 
 pub mod containers;
+pub mod events;
 pub mod hosts;
 pub mod idempotency;
 pub mod join_tokens;
@@ -54,6 +56,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/containers/{id}/logs", get(containers::logs))
         .route("/v1/containers/{id}/events", get(containers::events))
         .route("/v1/containers/{id}/wait", get(containers::wait))
+        .route("/v1/events", get(events::list))
         .route("/v1/hosts", get(hosts::list))
         .route("/v1/hosts/{id}", delete(hosts::revoke))
         .route("/v1/hosts/{id}/drain", post(hosts::drain))

@@ -21,6 +21,7 @@
 
 pub mod assignments;
 pub mod containers;
+pub mod events;
 pub mod hosts;
 pub mod idempotency;
 pub mod limits;

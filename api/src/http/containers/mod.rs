@@ -95,6 +95,20 @@ pub fn view(row: ContainerRow, usage: UsageView) -> ContainerView {
     }
 }
 
+/// A `label=key=value` query filter.
+pub(crate) fn label_filter(value: &str) -> Result<(String, String), ApiError> {
+    let (k, v) = value
+        .split_once('=')
+        .ok_or_else(|| ApiError::invalid("label", "must be key=value"))?;
+    if v.contains('\0') || !skiff_core::is_label_key(k) {
+        return Err(ApiError::invalid(
+            "label",
+            "key: 1 to 63 of letters, digits and -_./; value without NUL",
+        ));
+    }
+    Ok((k.to_owned(), v.to_owned()))
+}
+
 pub(super) fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
     // A malformed id cannot name any container: the same 404 as a missing one.
     Uuid::parse_str(raw).map_err(|_| ApiError::NotFound("container"))
@@ -234,16 +248,8 @@ pub async fn list(
                     .map_err(|e| ApiError::invalid("state", e))?,
             ),
             "label" => {
-                let (k, v) = value
-                    .split_once('=')
-                    .ok_or_else(|| ApiError::invalid("label", "must be key=value"))?;
-                if v.contains('\0') || !skiff_core::is_label_key(k) {
-                    return Err(ApiError::invalid(
-                        "label",
-                        "key: 1 to 63 of letters, digits and -_./; value without NUL",
-                    ));
-                }
-                labels.insert(k.to_owned(), v.to_owned());
+                let (k, v) = label_filter(&value)?;
+                labels.insert(k, v);
             }
             "limit" => {
                 filter.limit = value

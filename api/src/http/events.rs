@@ -1,0 +1,187 @@
+//! `GET /v1/events`: the tenant's event log (every event and every change
+//! of state of its containers) in commit order, after a resumable cursor.
+//! A JSON page `{"items": [...], "next": cursor}`, or with `Accept:
+//! text/event-stream` a Server-Sent Events stream that follows the log;
+//! each event's SSE id is its cursor, so a client that reconnects with
+//! `Last-Event-ID` (or `since`) loses nothing and sees nothing twice.
+
+use super::containers::label_filter;
+use super::{json, Tenant};
+use crate::error::ApiError;
+use crate::store::events::{Cursor, EventFilter, LoggedEvent};
+use crate::AppState;
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use skiff_core::{ContainerState, Reason};
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+use uuid::Uuid;
+
+const DEFAULT_PAGE: i64 = 100;
+const MAX_PAGE: i64 = 1000;
+/// How often a stream looks again when nothing woke it.
+const STREAM_POLL: Duration = Duration::from_secs(1);
+
+/// One entry of the log.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct EventItem {
+    /// Resume after this event with `since=<cursor>`.
+    pub cursor: String,
+    pub container_id: Uuid,
+    /// `state` for a change of state, else the event's kind (Scheduled,
+    /// Pulling, Started, Exited, Killing, DeadlineExceeded, ...).
+    #[serde(rename = "type")]
+    pub type_: String,
+    #[schema(value_type = Option<String>)]
+    pub state: Option<ContainerState>,
+    #[schema(value_type = Option<String>)]
+    pub reason: Option<Reason>,
+    pub message: String,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct EventPage {
+    pub items: Vec<EventItem>,
+    /// The cursor to ask from next (the last item's, or the one asked from).
+    pub next: String,
+}
+
+fn item(e: LoggedEvent) -> EventItem {
+    EventItem {
+        cursor: e.cursor().to_string(),
+        container_id: e.container_id,
+        type_: e.type_,
+        state: e.state,
+        reason: e.reason,
+        message: e.message,
+        at: e.at,
+    }
+}
+
+/// The tenant's events in commit order (JSON page, or SSE with `Accept:
+/// text/event-stream`). Filters: `container=<id>`, `type=`, `label=k=v`
+/// (repeatable); `since=<cursor>`; `limit` (JSON, 1 to 1000).
+#[utoipa::path(get, path = "/v1/events",
+    params(("since" = Option<String>, Query), ("container" = Option<Uuid>, Query),
+        ("type" = Option<String>, Query), ("label" = Option<String>, Query), ("limit" = Option<u32>, Query)),
+    responses((status = 200, body = EventPage), (status = 400, body = crate::error::Problem)),
+    security(("bearer" = [])))]
+pub async fn list(
+    State(state): State<Arc<AppState>>,
+    Tenant(tenant): Tenant,
+    headers: HeaderMap,
+    query: Result<Query<Vec<(String, String)>>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::invalid("query", e.body_text()))?;
+    let mut filter = EventFilter::default();
+    let mut since = None;
+    let mut limit = DEFAULT_PAGE;
+    for (key, value) in query {
+        match key.as_str() {
+            "since" => since = Some(parse_cursor("since", &value)?),
+            "container" => {
+                filter.container = Some(
+                    Uuid::parse_str(&value)
+                        .map_err(|_| ApiError::invalid("container", "not a container id"))?,
+                )
+            }
+            "type" => filter.type_ = Some(value),
+            "label" => {
+                let (k, v) = label_filter(&value)?;
+                filter.labels.insert(k, v);
+            }
+            "limit" => {
+                limit = value
+                    .parse::<i64>()
+                    .ok()
+                    .filter(|n| (1..=MAX_PAGE).contains(n))
+                    .ok_or_else(|| ApiError::invalid("limit", "must be 1 to 1000"))?
+            }
+            other => return Err(ApiError::invalid(other, "unknown query parameter")),
+        }
+    }
+    let wants_stream = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/event-stream"));
+    if wants_stream {
+        // Last-Event-ID (a reconnecting EventSource) wins over `since`.
+        if let Some(last) = headers.get("last-event-id").and_then(|v| v.to_str().ok()) {
+            since = Some(parse_cursor("Last-Event-ID", last)?);
+        }
+        return Ok(stream(state, tenant, filter, since.unwrap_or_default()).into_response());
+    }
+    let after = since.unwrap_or_default();
+    let items: Vec<EventItem> = state
+        .store
+        .events_after(tenant, after, &filter, limit)
+        .await?
+        .into_iter()
+        .map(item)
+        .collect();
+    let next = items
+        .last()
+        .map_or_else(|| after.to_string(), |i| i.cursor.clone());
+    Ok(json(StatusCode::OK, EventPage { items, next }))
+}
+
+fn parse_cursor(field: &str, value: &str) -> Result<Cursor, ApiError> {
+    Cursor::parse(value).ok_or_else(|| ApiError::invalid(field, "not a cursor from this API"))
+}
+
+/// Follows the log from `after` until the client goes away or the server
+/// shuts down.
+fn stream(
+    state: Arc<AppState>,
+    tenant: Uuid,
+    filter: EventFilter,
+    mut after: Cursor,
+) -> Sse<impl futures::Stream<Item = Result<Event, Infallible>>> {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Event>(64);
+    tokio::spawn(async move {
+        let mut changes = state.hub.watch_containers();
+        loop {
+            let page = match state
+                .store
+                .events_after(tenant, after, &filter, MAX_PAGE)
+                .await
+            {
+                Ok(page) => page,
+                Err(err) => {
+                    tracing::warn!(error = %err, "event stream: reading the log failed; retrying");
+                    Vec::new()
+                }
+            };
+            let full = page.len() as i64 == MAX_PAGE;
+            for event in page {
+                after = event.cursor();
+                let item = item(event);
+                let sse = Event::default()
+                    .id(item.cursor.clone())
+                    .event(item.type_.clone())
+                    .json_data(&item)
+                    .expect("an event serialises");
+                if tx.send(sse).await.is_err() {
+                    return; // the client went away
+                }
+            }
+            if full {
+                continue;
+            }
+            tokio::select! {
+                _ = tx.closed() => return,
+                _ = state.shutdown.cancelled() => return,
+                _ = changes.recv() => {}
+                _ = tokio::time::sleep(STREAM_POLL) => {}
+            }
+        }
+    });
+    let events = tokio_stream::wrappers::ReceiverStream::new(rx);
+    Sse::new(futures::StreamExt::map(events, Ok)).keep_alive(KeepAlive::default())
+}
