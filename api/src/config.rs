@@ -72,6 +72,32 @@ pub struct ApiConfig {
     #[arg(long, env = "SKIFF_REPORT_CLOCK_SKEW_S", default_value_t = 5.0)]
     pub report_clock_skew_s: f64,
 
+    /// Hosts a `notify_url` may name (exact host names or IPs, comma
+    /// separated; `*` for any). Empty: webhooks are refused.
+    #[arg(
+        long,
+        env = "SKIFF_WEBHOOK_ALLOWED_HOSTS",
+        default_value = "",
+        value_delimiter = ','
+    )]
+    pub webhook_allowed_hosts: Vec<String>,
+
+    /// First retry of a failed webhook after this long, doubling each time.
+    #[arg(long, env = "SKIFF_WEBHOOK_RETRY_BASE_S", default_value_t = 5.0)]
+    pub webhook_retry_base_s: f64,
+
+    /// Longest wait between two attempts of a webhook.
+    #[arg(long, env = "SKIFF_WEBHOOK_RETRY_MAX_S", default_value_t = 600.0)]
+    pub webhook_retry_max_s: f64,
+
+    /// A webhook not delivered within this long is given up.
+    #[arg(long, env = "SKIFF_WEBHOOK_GIVE_UP_S", default_value_t = 86_400.0)]
+    pub webhook_give_up_s: f64,
+
+    /// How often each replica looks for webhooks to send.
+    #[arg(long, env = "SKIFF_WEBHOOK_POLL_S", default_value_t = 1.0)]
+    pub webhook_poll_s: f64,
+
     /// How long an `Idempotency-Key` and its response are kept.
     #[arg(long, env = "SKIFF_IDEMPOTENCY_KEEP_S", default_value_t = 86_400.0)]
     pub idempotency_keep_s: f64,
@@ -159,6 +185,14 @@ impl ApiConfig {
         secs(self.assignment_log_keep_s)
     }
 
+    /// Whether a `notify_url` may name `host`.
+    pub fn webhook_host_allowed(&self, host: &str) -> bool {
+        self.webhook_allowed_hosts
+            .iter()
+            .map(|h| h.trim())
+            .any(|h| h == "*" || (!h.is_empty() && h.eq_ignore_ascii_case(host)))
+    }
+
     pub fn idempotency_keep(&self) -> Duration {
         secs(self.idempotency_keep_s)
     }
@@ -183,6 +217,10 @@ impl ApiConfig {
             ("SKIFF_ASSIGNMENT_LOG_KEEP_S", self.assignment_log_keep_s),
             ("SKIFF_REPORT_CLOCK_SKEW_S", self.report_clock_skew_s),
             ("SKIFF_IDEMPOTENCY_KEEP_S", self.idempotency_keep_s),
+            ("SKIFF_WEBHOOK_RETRY_BASE_S", self.webhook_retry_base_s),
+            ("SKIFF_WEBHOOK_RETRY_MAX_S", self.webhook_retry_max_s),
+            ("SKIFF_WEBHOOK_GIVE_UP_S", self.webhook_give_up_s),
+            ("SKIFF_WEBHOOK_POLL_S", self.webhook_poll_s),
         ] {
             if !(value.is_finite() && value > 0.0) {
                 return Err(ConfigError::NotPositive { name, value });

@@ -13,6 +13,7 @@
 //! - [`store`]: PostgreSQL access, one module per resource.
 //! - [`grpc`]: the workers' `ControlPlane` service and the log client.
 //! - [`trust`]: the worker channel's CA, this replica's certificate, TLS.
+//! - [`webhooks`]: completion webhooks, signed, retried, sent by any replica.
 //! - [`scheduler`]: the background loop; [`scheduler::place`], placement as a pure function.
 //! - [`report_bounds`]: what a worker's report may claim (pure, table-tested).
 //! - [`notify`]: wake-ups from PostgreSQL's LISTEN/NOTIFY. [`metrics`]: Prometheus.
@@ -33,6 +34,7 @@ pub mod report_bounds;
 pub mod scheduler;
 pub mod store;
 pub mod trust;
+pub mod webhooks;
 
 use config::ApiConfig;
 use std::collections::HashMap;
@@ -149,6 +151,7 @@ pub async fn serve(
     ));
     let scheduler = tokio::spawn(scheduler::run(state.clone(), cancel.clone()));
     tokio::spawn(trust.clone().renew_own(cancel.clone()));
+    tokio::spawn(webhooks::run(state.clone(), cancel.clone()));
 
     let grpc = {
         let cancel = cancel.clone();

@@ -51,6 +51,9 @@ pub struct CreateContainer {
     /// its metered cost reaches it (checked at every meter checkpoint), it
     /// is stopped and ends `failed` with `BudgetExceeded`.
     pub max_cost: Option<i64>,
+    /// Where to POST the final object when a run ends (signed; see
+    /// `POST /v1/webhook-secret`). http(s), to a host the server allows.
+    pub notify_url: Option<String>,
     pub labels: Option<BTreeMap<String, String>>,
     /// Seconds the container may wait for a host with room before it fails
     /// with `NoCapacity` (1 to 86400; default from the server's config).
@@ -101,6 +104,7 @@ pub struct NewContainer {
     pub stop_timeout_s: u32,
     pub timeout_s: Option<u32>,
     pub max_cost: Option<i64>,
+    pub notify_url: Option<String>,
     pub labels: BTreeMap<String, String>,
     pub max_pending_s: u32,
     pub host_labels: BTreeMap<String, String>,
@@ -188,6 +192,7 @@ impl CreateContainer {
             stop_timeout_s,
             timeout_s: self.timeout_s,
             max_cost: self.max_cost,
+            notify_url: self.notify_url.filter(|u| !u.is_empty()),
             labels,
             max_pending_s,
             host_labels,
@@ -255,6 +260,7 @@ pub struct ContainerView {
     pub timeout_s: Option<u32>,
     /// Most it may cost (micro-units, as `usage.cost`); null: no limit.
     pub max_cost: Option<i64>,
+    pub notify_url: Option<String>,
     pub labels: BTreeMap<String, String>,
     /// Seconds it may wait for capacity before failing with NoCapacity.
     pub max_pending_s: u32,

@@ -25,6 +25,7 @@
 //!   during a burst of creates.
 //! - `assignments`: one changed assignment sends one; a broken stream
 //!   resumes from its revision.
+//! - `webhooks`: signed completion webhooks, retried across a replica kill.
 //! - `worker_restart`: a worker SIGKILLed again and again, a containerd
 //!   SIGKILLed and restarted, while containers run on that host.
 //! - `postgres_restart`: PostgreSQL stopped and started under a pool.
@@ -53,6 +54,7 @@ mod replicas;
 mod rest_tls;
 mod run;
 mod trust;
+mod webhooks;
 mod worker_restart;
 
 use skiff_e2e::{Platform, Tenant};

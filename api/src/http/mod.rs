@@ -8,6 +8,7 @@
 //! - [`idempotency`]: the `Idempotency-Key` header.
 //! - [`hosts`]: admin routes for the pool's hosts (list, drain, undrain, revoke).
 //! - [`join_tokens`]: admin routes for the tokens hosts join with.
+//! - [`webhooks`]: the tenant's webhook secret, a container's deliveries.
 //! - [`usage`]: usage reports, ledger verification, rate card.
 //! - [`openapi`]: the OpenAPI 3 document, generated from the handlers.
 
@@ -19,6 +20,7 @@ pub mod join_tokens;
 pub mod openapi;
 pub mod tenants;
 pub mod usage;
+pub mod webhooks;
 
 use crate::error::ApiError;
 use crate::AppState;
@@ -56,6 +58,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/containers/{id}/logs", get(containers::logs))
         .route("/v1/containers/{id}/events", get(containers::events))
         .route("/v1/containers/{id}/wait", get(containers::wait))
+        .route("/v1/containers/{id}/deliveries", get(webhooks::deliveries))
+        .route("/v1/webhook-secret", post(webhooks::rotate_secret))
         .route("/v1/events", get(events::list))
         .route("/v1/hosts", get(hosts::list))
         .route("/v1/hosts/{id}", delete(hosts::revoke))

@@ -85,8 +85,8 @@ impl Store {
         let result = sqlx::query_as::<_, ContainerRow>(&format!(
             "INSERT INTO containers (id, tenant_id, name, image, command, env, secure_env, cpu_millis, \
              memory_mib, restart_policy, max_restarts, stop_timeout_s, labels, max_pending_s, host_labels, \
-             timeout_s, max_cost, pending_since) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, now()) \
+             timeout_s, max_cost, notify_url, pending_since) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, now()) \
              RETURNING {CONTAINER_COLUMNS}"
         ))
         .bind(c.id)
@@ -106,6 +106,7 @@ impl Store {
         .bind(Json(&c.host_labels))
         .bind(c.timeout_s.map(|t| t as i32))
         .bind(c.max_cost)
+        .bind(&c.notify_url)
         .fetch_one(&mut *tx)
         .await;
         let row = match result {

@@ -18,6 +18,8 @@
 //! - [`limits`]: runs stopped at their deadline (`timeout_s`) or budget (`max_cost`).
 //! - [`idempotency`]: `Idempotency-Key` responses, stored with what they did.
 //! - [`trust`]: join tokens, host identities, issued certificates, revocation.
+//! - [`webhooks`]: completion webhook deliveries and the tenant's signing secret.
+//! - [`events`]: the tenant's event log, read in commit order.
 
 pub mod assignments;
 pub mod containers;
@@ -29,6 +31,7 @@ pub mod placement;
 pub mod reports;
 pub mod tenants;
 pub mod trust;
+pub mod webhooks;
 
 use crate::lifecycle::{Facts, Transition};
 use chrono::{DateTime, Utc};
@@ -107,6 +110,7 @@ pub struct ContainerRow {
     pub stop_timeout_s: i32,
     pub timeout_s: Option<i32>,
     pub max_cost: Option<i64>,
+    pub notify_url: Option<String>,
     pub labels: Json<BTreeMap<String, String>>,
     pub desired: DesiredState,
     pub generation: i64,
@@ -154,7 +158,7 @@ impl ContainerRow {
 }
 
 const CONTAINER_COLUMNS: &str = "id, tenant_id, name, image, image_digest, command, env, secure_env, \
-    cpu_millis, memory_mib, restart_policy, max_restarts, stop_timeout_s, timeout_s, max_cost, labels, desired, generation, \
+    cpu_millis, memory_mib, restart_policy, max_restarts, stop_timeout_s, timeout_s, max_cost, notify_url, labels, desired, generation, \
     restart_at, state, reason, message, exit_code, restart_count, backoff_step, host_id, \
     max_pending_s, pending_since, host_labels, prefer_host_id, created_at, \
     scheduled_at, started_at, finished_at, queued_ms, pull_ms, create_ms, start_ms, deleted_at, removed_at";

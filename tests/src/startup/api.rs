@@ -73,6 +73,13 @@ pub(super) fn start_api_replicas(
                 "SKIFF_HOST_CERT_LIFETIME_S".into(),
                 timers.cert_lifetime_s.to_string(),
             ),
+            // Webhooks to the tests' loopback receivers, retried quickly.
+            (
+                "SKIFF_WEBHOOK_ALLOWED_HOSTS".into(),
+                "127.0.0.1,localhost".into(),
+            ),
+            ("SKIFF_WEBHOOK_RETRY_BASE_S".into(), "0.3".into()),
+            ("SKIFF_WEBHOOK_POLL_S".into(), "0.2".into()),
             ("RUST_LOG".into(), "info".into()),
             ("NO_COLOR".into(), "1".into()),
             // Lets test.sh recognise leftovers of this run.

@@ -45,6 +45,18 @@ async fn views(state: &AppState, rows: Vec<ContainerRow>) -> Result<Vec<Containe
         .collect())
 }
 
+/// A container as the API shows it now (None: no such container).
+pub(crate) async fn current_view(
+    state: &AppState,
+    tenant: Uuid,
+    id: Uuid,
+) -> Result<Option<ContainerView>, ApiError> {
+    match state.store.get_container(tenant, id).await? {
+        Some(row) => Ok(Some(view_one(state, row).await?)),
+        None => Ok(None),
+    }
+}
+
 pub(super) async fn view_one(
     state: &AppState,
     row: ContainerRow,
@@ -71,6 +83,7 @@ pub fn view(row: ContainerRow, usage: UsageView) -> ContainerView {
         stop_timeout_s: row.stop_timeout_s as u32,
         timeout_s: row.timeout_s.map(|t| t as u32),
         max_cost: row.max_cost,
+        notify_url: row.notify_url,
         labels: row.labels.0,
         max_pending_s: row.max_pending_s as u32,
         placement: PlacementRequest {
@@ -114,7 +127,7 @@ pub(super) fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(raw).map_err(|_| ApiError::NotFound("container"))
 }
 
-pub(super) async fn load(
+pub(crate) async fn load(
     state: &AppState,
     tenant: Uuid,
     raw_id: &str,
@@ -143,6 +156,9 @@ pub async fn create(
     let idem = idempotency::from_request(&headers, &Method::POST, "/v1/containers", &body.0)?;
     let body: CreateContainer = parse_json(&body.0)?;
     let new = body.validate(state.config.max_pending_s)?;
+    if let Some(url) = &new.notify_url {
+        check_notify_url(&state, tenant, url).await?;
+    }
     admit(&state, &new).await?;
     let render = |row: &ContainerRow| {
         idempotency::stored_json(
@@ -171,6 +187,33 @@ pub async fn create(
         }
         Created::KeyReused => Err(ApiError::IdempotencyKeyReused),
     }
+}
+
+/// A `notify_url` must be http(s), to a host the operator allows, and the
+/// tenant must have a webhook secret to sign with.
+async fn check_notify_url(state: &AppState, tenant: Uuid, url: &str) -> Result<(), ApiError> {
+    let parsed = reqwest::Url::parse(url)
+        .map_err(|e| ApiError::invalid("notify_url", format!("not a URL: {e}")))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(ApiError::invalid(
+            "notify_url",
+            "must be an http or https URL",
+        ));
+    }
+    let host = parsed.host_str().unwrap_or_default();
+    if !state.config.webhook_host_allowed(host) {
+        return Err(ApiError::invalid(
+            "notify_url",
+            format!("host {host:?} is not among the webhook destinations this server allows"),
+        ));
+    }
+    if !state.store.has_webhook_secret(tenant).await? {
+        return Err(ApiError::invalid(
+            "notify_url",
+            "create a webhook secret first (POST /v1/webhook-secret): deliveries are signed",
+        ));
+    }
+    Ok(())
 }
 
 /// Refuses at once a request bigger than every live host (ready or

@@ -1,0 +1,83 @@
+//! The tenant's webhook secret (`POST /v1/webhook-secret`: create or
+//! rotate, shown once) and a container's delivery log.
+
+use super::{json, new_token, Tenant};
+use crate::error::{ApiError, Problem};
+use crate::AppState;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use utoipa::ToSchema;
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct WebhookSecret {
+    /// Signs every delivery from now on; never shown again.
+    pub secret: String,
+}
+
+/// Create or rotate the tenant's webhook signing secret.
+#[utoipa::path(post, path = "/v1/webhook-secret",
+    responses((status = 201, body = WebhookSecret)), security(("bearer" = [])))]
+pub async fn rotate_secret(
+    State(state): State<Arc<AppState>>,
+    Tenant(tenant): Tenant,
+) -> Result<Response, ApiError> {
+    let secret = new_token("whsec_");
+    state.store.set_webhook_secret(tenant, &secret).await?;
+    tracing::info!(target: "skiff::audit", %tenant, "webhook secret rotated");
+    Ok(json(StatusCode::CREATED, WebhookSecret { secret }))
+}
+
+/// One delivery of a container's completion webhook.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct DeliveryView {
+    pub id: i64,
+    /// The run it reports (a container's generation).
+    pub run: i64,
+    pub url: String,
+    /// `pending`, `delivered` or `gave_up`.
+    pub state: String,
+    pub attempts: i32,
+    pub last_status: Option<i32>,
+    pub last_error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub delivered_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct DeliveryList {
+    pub items: Vec<DeliveryView>,
+}
+
+/// A container's webhook deliveries, oldest first.
+#[utoipa::path(get, path = "/v1/containers/{id}/deliveries", params(("id" = Uuid, Path)),
+    responses((status = 200, body = DeliveryList), (status = 404, body = Problem)),
+    security(("bearer" = [])))]
+pub async fn deliveries(
+    State(state): State<Arc<AppState>>,
+    Tenant(tenant): Tenant,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let row = super::containers::load(&state, tenant, &id).await?;
+    let items = state
+        .store
+        .deliveries(tenant, row.id)
+        .await?
+        .into_iter()
+        .map(|d| DeliveryView {
+            id: d.id,
+            run: d.generation,
+            url: d.url,
+            state: d.state,
+            attempts: d.attempts,
+            last_status: d.last_status,
+            last_error: d.last_error,
+            created_at: d.created_at,
+            delivered_at: d.delivered_at,
+        })
+        .collect();
+    Ok(json(StatusCode::OK, DeliveryList { items }))
+}
