@@ -7,6 +7,8 @@ use crate::http::{idempotency, Tenant};
 use crate::lifecycle::Action;
 use crate::model::ContainerView;
 use crate::store::containers::Acted;
+use crate::store::idempotency::Idem;
+use crate::store::ContainerRow;
 use crate::AppState;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, Method, StatusCode};
@@ -52,22 +54,28 @@ async fn act(
                 .get_container(tenant, id)
                 .await?
                 .ok_or(ApiError::NotFound("container"))?;
-            let response =
-                idempotency::stored_json(StatusCode::ACCEPTED, &view_one(state, row).await?);
-            if let Some(idem) = &idem {
-                state.store.record_response(tenant, idem, &response).await?;
-            }
-            return Ok(idempotency::respond(response, true));
+            return answer(state, tenant, idem.as_ref(), row, true).await;
         }
     };
     // The host's stream, the scheduler and waiters on every replica are
     // woken by the database's NOTIFY triggers.
     tracing::info!(container = %id, ?action, "lifecycle request");
+    answer(state, tenant, idem.as_ref(), row, false).await
+}
+
+/// The 202 with the container, recorded for the key if there is one.
+async fn answer(
+    state: &AppState,
+    tenant: Uuid,
+    idem: Option<&Idem>,
+    row: ContainerRow,
+    replayed: bool,
+) -> Result<Response, ApiError> {
     let response = idempotency::stored_json(StatusCode::ACCEPTED, &view_one(state, row).await?);
-    if let Some(idem) = &idem {
+    if let Some(idem) = idem {
         state.store.record_response(tenant, idem, &response).await?;
     }
-    Ok(idempotency::respond(response, false))
+    Ok(idempotency::respond(response, replayed))
 }
 
 /// Stop: SIGTERM, then SIGKILL after `stop_timeout_s`. Ends `stopped`.
