@@ -28,6 +28,10 @@ pub enum ApiError {
         max: serde_json::Value,
         detail: String,
     },
+    /// Well-formed, but not acceptable as a whole (e.g. `tasks` of the
+    /// wrong length).
+    #[error("{field}: {detail}")]
+    Unprocessable { field: String, detail: String },
     /// An `Idempotency-Key` already used for a different request.
     #[error("this Idempotency-Key was used for a different request (method, path or body); use a new key")]
     IdempotencyKeyReused,
@@ -90,6 +94,11 @@ impl ApiError {
                 "no-host-fits",
                 "No host can run a container this large",
             ),
+            Self::Unprocessable { .. } => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "unprocessable",
+                "Unprocessable request",
+            ),
             Self::IdempotencyKeyReused => (
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "idempotency-key-reused",
@@ -127,6 +136,7 @@ impl ApiError {
             Self::Conflict { field, detail } => (detail.clone(), field.clone()),
             Self::NoHostFits { field, detail, .. } => (detail.clone(), Some((*field).to_owned())),
             Self::IdempotencyKeyReused => (self.to_string(), Some("Idempotency-Key".to_owned())),
+            Self::Unprocessable { field, detail } => (detail.clone(), Some(field.clone())),
             Self::Internal(_) => ("the server failed; the error was logged".into(), None),
             other => (other.to_string(), None),
         };

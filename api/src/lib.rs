@@ -9,6 +9,7 @@
 //! - [`config`]: flags and `SKIFF_*` environment.
 //! - [`http`]: REST routes, auth, problem+json errors ([`error`]), OpenAPI.
 //! - [`model`]: JSON shapes and request validation.
+//! - [`jobs`]: a job's task containers (pure) and the job driver.
 //! - [`lifecycle`]: the container lifecycle as pure decisions (table-tested).
 //! - [`store`]: PostgreSQL access, one module per resource.
 //! - [`grpc`]: the workers' `ControlPlane` service and the log client.
@@ -26,6 +27,7 @@ pub mod config;
 pub mod error;
 pub mod grpc;
 pub mod http;
+pub mod jobs;
 pub mod lifecycle;
 pub mod metrics;
 pub mod model;

@@ -20,8 +20,8 @@ const MAX_COST: i64 = 1_000_000_000_000_000;
 const MAX_COMMAND_BYTES: usize = 64 * 1024;
 const MAX_PENDING_S: u32 = 86_400;
 
-/// Body of `POST /v1/containers`.
-#[derive(Debug, Deserialize, ToSchema)]
+/// Body of `POST /v1/containers` (and a job's template).
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateContainer {
     /// Unique within the tenant, `[a-z0-9-]{1,63}`; generated when absent.
@@ -62,7 +62,7 @@ pub struct CreateContainer {
 }
 
 /// Constraints on where a container may run.
-#[derive(Debug, Default, Deserialize, Serialize, ToSchema)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PlacementRequest {
     /// Only hosts carrying every one of these labels.
@@ -105,9 +105,20 @@ pub struct NewContainer {
     pub timeout_s: Option<u32>,
     pub max_cost: Option<i64>,
     pub notify_url: Option<String>,
+    /// Set on a job's task containers.
+    pub task: Option<TaskOf>,
     pub labels: BTreeMap<String, String>,
     pub max_pending_s: u32,
     pub host_labels: BTreeMap<String, String>,
+}
+
+/// Which job task a container is an attempt of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TaskOf {
+    pub job: Uuid,
+    pub index: i32,
+    /// 1 for the first attempt.
+    pub attempt: i32,
 }
 
 impl CreateContainer {
@@ -193,6 +204,7 @@ impl CreateContainer {
             timeout_s: self.timeout_s,
             max_cost: self.max_cost,
             notify_url: self.notify_url.filter(|u| !u.is_empty()),
+            task: None,
             labels,
             max_pending_s,
             host_labels,

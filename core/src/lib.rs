@@ -22,7 +22,9 @@ pub use image::ImageRef;
 pub use labels::{check_label, is_label_key, validate_labels, MAX_LABELS};
 pub use names::{validate_env, ContainerName, EnvError, SecretEnv};
 pub use resources::{CpuMillis, MemoryMib};
-pub use state::{ContainerState, DesiredState, HostState, PlacementPolicy, Reason, RestartPolicy};
+pub use state::{
+    ContainerState, DesiredState, HostState, JobState, PlacementPolicy, Reason, RestartPolicy,
+};
 
 /// A validation failure that names the offending input field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -16,6 +16,7 @@
 //! - `events`: the tenant's event log (JSON pages, SSE resumed from its
 //!   last id, two replicas writing).
 //! - `hosts`: the hosts route, drain and undrain.
+//! - `jobs`: parallelism, per-task overrides, retries, cancel.
 //! - `idempotency`: `Idempotency-Key` on creation (concurrent retries, a
 //!   restart in between, a reused key).
 //! - `placement`: binpack and spread, image locality, host labels, requests
@@ -45,6 +46,7 @@ mod events;
 mod hosts;
 mod idempotency;
 mod isolation;
+mod jobs;
 mod lifecycle;
 mod partition;
 mod placement;

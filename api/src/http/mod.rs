@@ -3,6 +3,7 @@
 //!
 //! Layout:
 //! - [`containers`]: the tenant's container routes.
+//! - [`jobs`]: a tenant's jobs (create, get, list, tasks, cancel).
 //! - [`events`]: the tenant's event log, as pages or a live SSE stream.
 //! - [`tenants`]: admin routes for tenants.
 //! - [`idempotency`]: the `Idempotency-Key` header.
@@ -16,6 +17,7 @@ pub mod containers;
 pub mod events;
 pub mod hosts;
 pub mod idempotency;
+pub mod jobs;
 pub mod join_tokens;
 pub mod openapi;
 pub mod tenants;
@@ -61,6 +63,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/containers/{id}/deliveries", get(webhooks::deliveries))
         .route("/v1/webhook-secret", post(webhooks::rotate_secret))
         .route("/v1/events", get(events::list))
+        .route("/v1/jobs", post(jobs::create).get(jobs::list))
+        .route("/v1/jobs/{id}", get(jobs::get))
+        .route("/v1/jobs/{id}/tasks", get(jobs::tasks))
+        .route("/v1/jobs/{id}/cancel", post(jobs::cancel))
         .route("/v1/hosts", get(hosts::list))
         .route("/v1/hosts/{id}", delete(hosts::revoke))
         .route("/v1/hosts/{id}/drain", post(hosts::drain))

@@ -80,6 +80,7 @@ async fn pass(state: &AppState, judge_hosts: bool) -> Result<(), crate::store::S
     for id in store.enforce_deadlines().await? {
         tracing::info!(container = %id, "run exceeded its timeout_s: stopping it");
     }
+    crate::jobs::drive(state).await?;
     if judge_hosts {
         for lost in store.handle_lost_hosts(live_within).await? {
             tracing::warn!(host = %lost.id, failed = lost.failed.len(), replaced = lost.replaced.len(),

@@ -32,6 +32,51 @@ pub struct ListFilter {
     pub limit: i64,
 }
 
+/// Inserts a container row in the caller's transaction.
+pub(super) async fn insert_row(
+    conn: &mut sqlx::PgConnection,
+    tenant: Uuid,
+    c: &NewContainer,
+) -> Result<ContainerRow> {
+    let result = sqlx::query_as::<_, ContainerRow>(&format!(
+        "INSERT INTO containers (id, tenant_id, name, image, command, env, secure_env, cpu_millis, \
+         memory_mib, restart_policy, max_restarts, stop_timeout_s, labels, max_pending_s, host_labels, \
+         timeout_s, max_cost, notify_url, job_id, task_index, task_attempt, pending_since) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, \
+         $19, $20, $21, now()) \
+         RETURNING {CONTAINER_COLUMNS}"
+    ))
+    .bind(c.id)
+    .bind(tenant)
+    .bind(&c.name)
+    .bind(&c.image)
+    .bind(Json(&c.command))
+    .bind(Json(&c.env))
+    .bind(Json(&c.secure_env))
+    .bind(c.cpu.millis() as i32)
+    .bind(c.memory.mib() as i32)
+    .bind(c.restart_policy)
+    .bind(c.max_restarts.map(|n| n.min(i32::MAX as u32) as i32))
+    .bind(c.stop_timeout_s as i32)
+    .bind(Json(&c.labels))
+    .bind(c.max_pending_s as i32)
+    .bind(Json(&c.host_labels))
+    .bind(c.timeout_s.map(|t| t as i32))
+    .bind(c.max_cost)
+    .bind(&c.notify_url)
+    .bind(c.task.map(|t| t.job))
+    .bind(c.task.map(|t| t.index))
+    .bind(c.task.map(|t| t.attempt))
+    .fetch_one(&mut *conn)
+    .await;
+    match result {
+        Err(sqlx::Error::Database(db)) if db.constraint() == Some("containers_tenant_name") => {
+            Err(StoreError::NameTaken(c.name.clone()))
+        }
+        other => Ok(other?),
+    }
+}
+
 /// What a create did.
 #[derive(Debug)]
 pub enum Created {
@@ -82,39 +127,7 @@ impl Store {
                 Claim::Mismatch => return Ok(Created::KeyReused),
             }
         }
-        let result = sqlx::query_as::<_, ContainerRow>(&format!(
-            "INSERT INTO containers (id, tenant_id, name, image, command, env, secure_env, cpu_millis, \
-             memory_mib, restart_policy, max_restarts, stop_timeout_s, labels, max_pending_s, host_labels, \
-             timeout_s, max_cost, notify_url, pending_since) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, now()) \
-             RETURNING {CONTAINER_COLUMNS}"
-        ))
-        .bind(c.id)
-        .bind(tenant)
-        .bind(&c.name)
-        .bind(&c.image)
-        .bind(Json(&c.command))
-        .bind(Json(&c.env))
-        .bind(Json(&c.secure_env))
-        .bind(c.cpu.millis() as i32)
-        .bind(c.memory.mib() as i32)
-        .bind(c.restart_policy)
-        .bind(c.max_restarts.map(|n| n.min(i32::MAX as u32) as i32))
-        .bind(c.stop_timeout_s as i32)
-        .bind(Json(&c.labels))
-        .bind(c.max_pending_s as i32)
-        .bind(Json(&c.host_labels))
-        .bind(c.timeout_s.map(|t| t as i32))
-        .bind(c.max_cost)
-        .bind(&c.notify_url)
-        .fetch_one(&mut *tx)
-        .await;
-        let row = match result {
-            Err(sqlx::Error::Database(db)) if db.constraint() == Some("containers_tenant_name") => {
-                return Err(StoreError::NameTaken(c.name.clone()));
-            }
-            other => other?,
-        };
+        let row = insert_row(&mut tx, tenant, c).await?;
         let response = render(&row);
         if let Some(idem) = idem {
             idempotency::record(&mut tx, tenant, idem, &response).await?;

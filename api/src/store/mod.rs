@@ -26,6 +26,7 @@ pub mod containers;
 pub mod events;
 pub mod hosts;
 pub mod idempotency;
+pub mod jobs;
 pub mod limits;
 pub mod placement;
 pub mod reports;

@@ -32,7 +32,10 @@ const DEFAULT_PAGE: i64 = 100;
 const MAX_PAGE: i64 = 1000;
 
 /// Renders rows with their usage so far (one query for all of them).
-async fn views(state: &AppState, rows: Vec<ContainerRow>) -> Result<Vec<ContainerView>, ApiError> {
+pub(crate) async fn views(
+    state: &AppState,
+    rows: Vec<ContainerRow>,
+) -> Result<Vec<ContainerView>, ApiError> {
     let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
     let mut conn = state.store.conn().await?;
     let usage = skiff_billing::container_usage(&mut conn, &ids).await?;

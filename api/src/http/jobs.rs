@@ -1,0 +1,323 @@
+//! A tenant's jobs: create (one request, tasks stored in one insert), get
+//! (state, task counts, failed indices, usage), list, tasks (the task
+//! containers), cancel.
+
+use super::{json, JsonBody, Tenant};
+use crate::error::{ApiError, Problem};
+use crate::jobs::{task_container, task_name, TaskOverride, JOB_LABEL};
+use crate::model::{ContainerList, CreateContainer, UsageView};
+use crate::store::jobs::JobRow;
+use crate::store::ListFilter;
+use crate::AppState;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use skiff_core::{ContainerName, JobState};
+use sqlx::types::Json;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+const MAX_TASKS: i32 = 10_000;
+const MAX_RETRIES: i32 = 10;
+
+/// Body of `POST /v1/jobs`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateJob {
+    /// `[a-z0-9-]`, unique within the tenant; default `job-` and the last
+    /// 12 characters of its id. Tasks are named `<name>-<index>`.
+    pub name: Option<String>,
+    /// The container request every task starts from.
+    pub template: CreateContainer,
+    /// Tasks, 1 to 10000, with indices 0..count-1.
+    pub count: i32,
+    /// Most tasks running at once (default: count).
+    pub parallelism: Option<i32>,
+    /// New attempts of a failed task, 0 to 10 (default 0).
+    pub max_retries: Option<i32>,
+    /// Per-index overrides of the template (exactly `count` entries).
+    pub tasks: Option<Vec<TaskOverride>>,
+    pub labels: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
+pub struct TaskCountsView {
+    pub waiting: i64,
+    pub active: i64,
+    pub succeeded: i64,
+    pub failed: i64,
+    pub cancelled: i64,
+}
+
+/// A job as the API shows it.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct JobView {
+    pub id: Uuid,
+    pub name: String,
+    /// pending, running, succeeded, failed, cancelled.
+    #[schema(value_type = String)]
+    pub state: JobState,
+    pub count: i32,
+    pub parallelism: i32,
+    pub max_retries: i32,
+    pub tasks: TaskCountsView,
+    /// Indices that ran out of retries.
+    pub failed_indices: Vec<i32>,
+    pub labels: BTreeMap<String, String>,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    /// What every task container has been billed, added up.
+    pub usage: UsageView,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct JobList {
+    pub items: Vec<JobView>,
+    pub next: Option<String>,
+}
+
+async fn view(state: &AppState, job: JobRow) -> Result<JobView, ApiError> {
+    let counts = state.store.task_counts(job.id).await?;
+    let failed_indices = state.store.failed_indices(job.id).await?;
+    let ids = state.store.job_container_ids(job.id).await?;
+    let mut conn = state.store.conn().await?;
+    let usage = skiff_billing::container_usage(&mut conn, &ids).await?;
+    let total = usage
+        .values()
+        .fold(skiff_billing::UsageTotals::default(), |a, u| {
+            skiff_billing::UsageTotals {
+                billed_seconds: a.billed_seconds + u.billed_seconds,
+                milli_vcpu_seconds: a.milli_vcpu_seconds + u.milli_vcpu_seconds,
+                mib_seconds: a.mib_seconds + u.mib_seconds,
+                cost_micros: a.cost_micros + u.cost_micros,
+            }
+        });
+    Ok(JobView {
+        id: job.id,
+        name: job.name,
+        state: job.state,
+        count: job.count,
+        parallelism: job.parallelism,
+        max_retries: job.max_retries,
+        tasks: TaskCountsView {
+            waiting: counts.waiting,
+            active: counts.active,
+            succeeded: counts.succeeded,
+            failed: counts.failed,
+            cancelled: counts.cancelled,
+        },
+        failed_indices,
+        labels: job.labels.0,
+        created_at: job.created_at,
+        started_at: job.started_at,
+        finished_at: job.finished_at,
+        usage: UsageView::from(&total),
+    })
+}
+
+/// Run `count` tasks of a template, at most `parallelism` at once.
+#[utoipa::path(post, path = "/v1/jobs", request_body = CreateJob,
+    responses((status = 201, body = JobView), (status = 400, body = Problem), (status = 422, body = Problem)),
+    security(("bearer" = [])))]
+pub async fn create(
+    State(state): State<Arc<AppState>>,
+    Tenant(tenant): Tenant,
+    JsonBody(body): JsonBody<CreateJob>,
+) -> Result<Response, ApiError> {
+    let id = Uuid::now_v7();
+    if !(1..=MAX_TASKS).contains(&body.count) {
+        return Err(ApiError::invalid("count", "must be 1 to 10000"));
+    }
+    let parallelism = body.parallelism.unwrap_or(body.count);
+    if parallelism < 1 {
+        return Err(ApiError::invalid("parallelism", "must be at least 1"));
+    }
+    let max_retries = body.max_retries.unwrap_or(0);
+    if !(0..=MAX_RETRIES).contains(&max_retries) {
+        return Err(ApiError::invalid("max_retries", "must be 0 to 10"));
+    }
+    if let Some(tasks) = &body.tasks {
+        if tasks.len() != body.count as usize {
+            return Err(ApiError::Unprocessable {
+                field: "tasks".into(),
+                detail: format!("has {} entries; count is {}", tasks.len(), body.count),
+            });
+        }
+    }
+    let name = match body.name {
+        Some(name) => ContainerName::parse(&name)?.into_string(),
+        None => format!("job-{}", &id.simple().to_string()[20..]),
+    };
+    // The longest task name must be a container name too.
+    ContainerName::parse(&task_name(&name, body.count - 1, max_retries + 1)).map_err(|_| {
+        ApiError::invalid(
+            "name",
+            "too long for its task names (<name>-<index>-a<attempt>)",
+        )
+    })?;
+    let labels = body.labels.unwrap_or_default();
+    skiff_core::validate_labels("labels", &labels)?;
+    if body.template.notify_url.is_some() {
+        return Err(ApiError::invalid(
+            "template.notify_url",
+            "not supported on a job's tasks",
+        ));
+    }
+    let row = JobRow {
+        id,
+        tenant_id: tenant,
+        name,
+        template: Json(serde_json::to_value(&body.template).map_err(ApiError::internal)?),
+        tasks: match &body.tasks {
+            Some(tasks) => Some(Json(
+                serde_json::to_value(tasks).map_err(ApiError::internal)?,
+            )),
+            None => None,
+        },
+        count: body.count,
+        parallelism,
+        max_retries,
+        labels: Json(labels),
+        state: JobState::Pending,
+        created_at: Utc::now(),
+        started_at: None,
+        finished_at: None,
+    };
+    // Every task's request is checked now, so none fails to start later.
+    for index in 0..body.count {
+        task_container(&row, state.config.max_pending_s, index, 1).map_err(|mut err| {
+            err.field = format!("template.{}", err.field);
+            ApiError::from(err)
+        })?;
+    }
+    let job = state.store.insert_job(&row).await?;
+    state.store.notify_scheduler().await?;
+    tracing::info!(job = %job.id, %tenant, count = job.count, parallelism, "job created");
+    Ok(json(StatusCode::CREATED, view(&state, job).await?))
+}
+
+async fn load(state: &AppState, tenant: Uuid, raw: &str) -> Result<JobRow, ApiError> {
+    let id = Uuid::parse_str(raw).map_err(|_| ApiError::NotFound("job"))?;
+    state
+        .store
+        .get_job(tenant, id)
+        .await?
+        .ok_or(ApiError::NotFound("job"))
+}
+
+/// One job.
+#[utoipa::path(get, path = "/v1/jobs/{id}", params(("id" = Uuid, Path)),
+    responses((status = 200, body = JobView), (status = 404, body = Problem)), security(("bearer" = [])))]
+pub async fn get(
+    State(state): State<Arc<AppState>>,
+    Tenant(tenant): Tenant,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let job = load(&state, tenant, &id).await?;
+    Ok(json(StatusCode::OK, view(&state, job).await?))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct PageQuery {
+    pub limit: Option<i64>,
+    pub cursor: Option<String>,
+}
+
+fn page(query: &PageQuery) -> Result<(i64, Option<Uuid>), ApiError> {
+    let limit = query.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::invalid("limit", "must be 1 to 1000"));
+    }
+    let after = match &query.cursor {
+        Some(c) => Some(
+            Uuid::parse_str(c)
+                .map_err(|_| ApiError::invalid("cursor", "not a cursor from this API"))?,
+        ),
+        None => None,
+    };
+    Ok((limit, after))
+}
+
+/// The tenant's jobs, oldest first (`limit`, `cursor`).
+#[utoipa::path(get, path = "/v1/jobs", params(PageQuery),
+    responses((status = 200, body = JobList)), security(("bearer" = [])))]
+pub async fn list(
+    State(state): State<Arc<AppState>>,
+    Tenant(tenant): Tenant,
+    query: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::invalid("query", e.body_text()))?;
+    let (limit, after) = page(&query)?;
+    let rows = state.store.list_jobs(tenant, after, limit).await?;
+    let next = (rows.len() as i64 == limit)
+        .then(|| rows.last().map(|r| r.id.to_string()))
+        .flatten();
+    let mut items = Vec::new();
+    for row in rows {
+        items.push(view(&state, row).await?);
+    }
+    Ok(json(StatusCode::OK, JobList { items, next }))
+}
+
+/// A job's task containers (every attempt), as container objects.
+#[utoipa::path(get, path = "/v1/jobs/{id}/tasks", params(("id" = Uuid, Path), PageQuery),
+    responses((status = 200, body = ContainerList), (status = 404, body = Problem)), security(("bearer" = [])))]
+pub async fn tasks(
+    State(state): State<Arc<AppState>>,
+    Tenant(tenant): Tenant,
+    Path(id): Path<String>,
+    query: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::invalid("query", e.body_text()))?;
+    let job = load(&state, tenant, &id).await?;
+    let (limit, after) = page(&query)?;
+    let filter = ListFilter {
+        labels: BTreeMap::from([(JOB_LABEL.to_owned(), job.id.to_string())]),
+        after,
+        limit,
+        ..Default::default()
+    };
+    let rows = state.store.list_containers(tenant, &filter).await?;
+    let next = (rows.len() as i64 == limit)
+        .then(|| rows.last().map(|r| r.id.to_string()))
+        .flatten();
+    let items = super::containers::views(&state, rows).await?;
+    Ok(json(StatusCode::OK, ContainerList { items, next }))
+}
+
+/// Cancel: running tasks are stopped, none starts again.
+#[utoipa::path(post, path = "/v1/jobs/{id}/cancel", params(("id" = Uuid, Path)),
+    responses((status = 202, body = JobView), (status = 404, body = Problem)), security(("bearer" = [])))]
+pub async fn cancel(
+    State(state): State<Arc<AppState>>,
+    Tenant(tenant): Tenant,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let job = load(&state, tenant, &id).await?;
+    let running = state
+        .store
+        .cancel_job(tenant, job.id)
+        .await?
+        .ok_or(ApiError::NotFound("job"))?;
+    for container in running {
+        state
+            .store
+            .request(
+                tenant,
+                container,
+                crate::lifecycle::Action::Stop,
+                state.config.host_lost_after(),
+                None,
+            )
+            .await?;
+    }
+    tracing::info!(job = %job.id, "job cancelled");
+    let job = load(&state, tenant, &id).await?;
+    Ok(json(StatusCode::ACCEPTED, view(&state, job).await?))
+}

@@ -1,0 +1,292 @@
+//! Jobs and their tasks. A job's tasks are rows made in one set-based
+//! insert; the scheduler drives each unfinished job ([`Store::drive_job`]):
+//! settles attempts whose container finished (a success, a retry, or a
+//! task out of retries), starts attempts for waiting tasks while fewer than
+//! `parallelism` run, and sets the job's state, all in one transaction
+//! holding the job's row (any replica may drive; `SKIP LOCKED`).
+
+use super::containers::insert_row;
+use super::{Result, Store};
+use crate::model::NewContainer;
+use chrono::{DateTime, Utc};
+use skiff_core::JobState;
+use sqlx::types::Json;
+use std::collections::BTreeMap;
+use uuid::Uuid;
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct JobRow {
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    pub name: String,
+    pub template: Json<serde_json::Value>,
+    pub tasks: Option<Json<serde_json::Value>>,
+    pub count: i32,
+    pub parallelism: i32,
+    pub max_retries: i32,
+    pub labels: Json<BTreeMap<String, String>>,
+    pub state: JobState,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+const JOB_COLUMNS: &str = "id, tenant_id, name, template, tasks, count, parallelism, max_retries, \
+    labels, state, created_at, started_at, finished_at";
+
+/// Tasks of a job by state.
+#[derive(Debug, Clone, Default, sqlx::FromRow)]
+pub struct TaskCounts {
+    pub waiting: i64,
+    pub active: i64,
+    pub succeeded: i64,
+    pub failed: i64,
+    pub cancelled: i64,
+}
+
+impl Store {
+    /// Stores a job and its `count` tasks (one statement for the tasks).
+    pub async fn insert_job(&self, job: &JobRow) -> Result<JobRow> {
+        let mut tx = self.pool.begin().await?;
+        let result = sqlx::query_as::<_, JobRow>(&format!(
+            "INSERT INTO jobs (id, tenant_id, name, template, tasks, count, parallelism, max_retries, labels) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING {JOB_COLUMNS}"
+        ))
+        .bind(job.id)
+        .bind(job.tenant_id)
+        .bind(&job.name)
+        .bind(&job.template)
+        .bind(&job.tasks)
+        .bind(job.count)
+        .bind(job.parallelism)
+        .bind(job.max_retries)
+        .bind(&job.labels)
+        .fetch_one(&mut *tx)
+        .await;
+        let row = match result {
+            Err(sqlx::Error::Database(db)) if db.constraint() == Some("jobs_tenant_name") => {
+                return Err(super::StoreError::NameTaken(job.name.clone()));
+            }
+            other => other?,
+        };
+        sqlx::query(
+            "INSERT INTO job_tasks (job_id, index) SELECT $1, g FROM generate_series(0, $2 - 1) g",
+        )
+        .bind(job.id)
+        .bind(job.count)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(row)
+    }
+
+    pub async fn get_job(&self, tenant: Uuid, id: Uuid) -> Result<Option<JobRow>> {
+        Ok(sqlx::query_as::<_, JobRow>(&format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1 AND tenant_id = $2 AND deleted_at IS NULL"
+        ))
+        .bind(id)
+        .bind(tenant)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    pub async fn list_jobs(
+        &self,
+        tenant: Uuid,
+        after: Option<Uuid>,
+        limit: i64,
+    ) -> Result<Vec<JobRow>> {
+        Ok(sqlx::query_as::<_, JobRow>(&format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE tenant_id = $1 AND deleted_at IS NULL \
+               AND ($2::uuid IS NULL OR id > $2) ORDER BY id LIMIT $3"
+        ))
+        .bind(tenant)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    pub async fn task_counts(&self, job: Uuid) -> Result<TaskCounts> {
+        Ok(sqlx::query_as::<_, TaskCounts>(
+            "SELECT count(*) FILTER (WHERE state = 'waiting') AS waiting, \
+               count(*) FILTER (WHERE state = 'active') AS active, \
+               count(*) FILTER (WHERE state = 'succeeded') AS succeeded, \
+               count(*) FILTER (WHERE state = 'failed') AS failed, \
+               count(*) FILTER (WHERE state = 'cancelled') AS cancelled \
+             FROM job_tasks WHERE job_id = $1",
+        )
+        .bind(job)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    /// Indices that ran out of retries.
+    pub async fn failed_indices(&self, job: Uuid) -> Result<Vec<i32>> {
+        Ok(sqlx::query_scalar(
+            "SELECT index FROM job_tasks WHERE job_id = $1 AND state = 'failed' ORDER BY index",
+        )
+        .bind(job)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Every container a job ran.
+    pub async fn job_container_ids(&self, job: Uuid) -> Result<Vec<Uuid>> {
+        Ok(
+            sqlx::query_scalar("SELECT id FROM containers WHERE job_id = $1")
+                .bind(job)
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
+    /// Jobs still to drive.
+    pub async fn unfinished_jobs(&self) -> Result<Vec<Uuid>> {
+        Ok(sqlx::query_scalar(
+            "SELECT id FROM jobs WHERE state IN ('pending', 'running') AND deleted_at IS NULL \
+             ORDER BY created_at LIMIT 1000",
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// One step of a job (see the module doc). `build` makes the container
+    /// of attempt `attempt` (1 for the first) of task `index`. None when the
+    /// job is finished or another replica holds it.
+    pub async fn drive_job(
+        &self,
+        id: Uuid,
+        build: impl Fn(&JobRow, i32, i32) -> std::result::Result<NewContainer, skiff_core::FieldError>,
+    ) -> Result<Option<JobState>> {
+        let mut tx = self.pool.begin().await?;
+        let job: Option<JobRow> = sqlx::query_as(&format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1 AND state IN ('pending', 'running') \
+               AND deleted_at IS NULL FOR UPDATE SKIP LOCKED"
+        ))
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(job) = job else {
+            return Ok(None);
+        };
+        // Settle attempts whose container finished.
+        sqlx::query(
+            "UPDATE job_tasks t SET state = CASE \
+                 WHEN c.state = 'succeeded' THEN 'succeeded'::task_state \
+                 WHEN t.attempts <= $2 THEN 'waiting'::task_state \
+                 ELSE 'failed'::task_state END \
+             FROM containers c \
+             WHERE t.job_id = $1 AND t.state = 'active' AND c.id = t.container_id \
+               AND c.state IN ('succeeded', 'failed', 'stopped')",
+        )
+        .bind(id)
+        .bind(job.max_retries)
+        .execute(&mut *tx)
+        .await?;
+        let active: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM job_tasks WHERE job_id = $1 AND state = 'active'",
+        )
+        .bind(id)
+        .fetch_one(&mut *tx)
+        .await?;
+        let free = (i64::from(job.parallelism) - active).max(0);
+        let picks: Vec<(i32, i32)> = sqlx::query_as(
+            "SELECT index, attempts FROM job_tasks WHERE job_id = $1 AND state = 'waiting' \
+             ORDER BY index LIMIT $2",
+        )
+        .bind(id)
+        .bind(free)
+        .fetch_all(&mut *tx)
+        .await?;
+        for (index, attempts) in picks {
+            let attempt = attempts + 1;
+            let container = match build(&job, index, attempt) {
+                Ok(container) => container,
+                Err(err) => {
+                    // (Checked when the job was made; kept from looping.)
+                    tracing::warn!(job = %id, index, error = %err.message, "task cannot be built");
+                    sqlx::query("UPDATE job_tasks SET state = 'failed', attempts = $3 WHERE job_id = $1 AND index = $2")
+                        .bind(id)
+                        .bind(index)
+                        .bind(attempt)
+                        .execute(&mut *tx)
+                        .await?;
+                    continue;
+                }
+            };
+            let row = insert_row(&mut tx, job.tenant_id, &container).await?;
+            sqlx::query(
+                "UPDATE job_tasks SET state = 'active', attempts = $3, container_id = $4 \
+                 WHERE job_id = $1 AND index = $2",
+            )
+            .bind(id)
+            .bind(index)
+            .bind(attempt)
+            .bind(row.id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let (open, failed): (i64, i64) = sqlx::query_as(
+            "SELECT count(*) FILTER (WHERE state IN ('waiting', 'active')), \
+               count(*) FILTER (WHERE state = 'failed') FROM job_tasks WHERE job_id = $1",
+        )
+        .bind(id)
+        .fetch_one(&mut *tx)
+        .await?;
+        let state = match (open, failed) {
+            (0, 0) => JobState::Succeeded,
+            (0, _) => JobState::Failed,
+            _ => JobState::Running,
+        };
+        sqlx::query(
+            "UPDATE jobs SET state = $2, started_at = COALESCE(started_at, now()), \
+               finished_at = CASE WHEN $3 THEN now() END WHERE id = $1",
+        )
+        .bind(id)
+        .bind(state)
+        .bind(state.is_terminal())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Some(state))
+    }
+
+    /// Cancels a job: no task starts again; the containers of running
+    /// attempts are returned for the caller to stop. None: no such job.
+    pub async fn cancel_job(&self, tenant: Uuid, id: Uuid) -> Result<Option<Vec<Uuid>>> {
+        let mut tx = self.pool.begin().await?;
+        let state: Option<JobState> = sqlx::query_scalar(
+            "SELECT state FROM jobs WHERE id = $1 AND tenant_id = $2 AND deleted_at IS NULL FOR UPDATE",
+        )
+        .bind(id)
+        .bind(tenant)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(state) = state else {
+            return Ok(None);
+        };
+        if state.is_terminal() {
+            return Ok(Some(Vec::new()));
+        }
+        let active: Vec<Uuid> = sqlx::query_scalar::<_, Uuid>(
+            "SELECT container_id FROM job_tasks WHERE job_id = $1 AND state = 'active' \
+               AND container_id IS NOT NULL",
+        )
+        .bind(id)
+        .fetch_all(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE job_tasks SET state = 'cancelled' WHERE job_id = $1 AND state IN ('waiting', 'active')",
+        )
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("UPDATE jobs SET state = 'cancelled', finished_at = now() WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Some(active))
+    }
+}

@@ -1,0 +1,259 @@
+//! Jobs: parallelism is never exceeded and every index succeeds once;
+//! per-task overrides reach their index; retries make new attempts and a
+//! job out of retries fails naming its indices; cancel stops what runs and
+//! starts nothing more. Refusals sit beside accepted jobs.
+
+use reqwest::Method;
+use serde_json::{json, Value};
+use skiff_e2e::{eventually, limit, secs, Platform, Tenant};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+async fn create_job(t: &Tenant, body: &Value) -> Value {
+    let reply = t.call(Method::POST, "/v1/jobs", Some(body)).await;
+    assert_eq!(reply.status, 201, "{reply:?}");
+    reply.json()
+}
+
+async fn job(t: &Tenant, id: &str) -> Value {
+    let reply = t.call(Method::GET, &format!("/v1/jobs/{id}"), None).await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    reply.json()
+}
+
+async fn wait_job(t: &Tenant, id: &str, state: &str, within: Duration) -> Value {
+    eventually(&format!("job {id} {state}"), within, || async {
+        let j = job(t, id).await;
+        (j["state"] == state).then_some(j)
+    })
+    .await
+}
+
+/// Every task container of a job (all attempts).
+async fn tasks(t: &Tenant, id: &str) -> Vec<Value> {
+    let reply = t
+        .call(
+            Method::GET,
+            &format!("/v1/jobs/{id}/tasks?limit=1000"),
+            None,
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    reply.json()["items"].as_array().unwrap().clone()
+}
+
+fn unfinished(c: &Value) -> bool {
+    !matches!(
+        c["state"].as_str(),
+        Some("succeeded" | "failed" | "stopped")
+    )
+}
+
+fn index_of(c: &Value) -> i64 {
+    c["labels"]["skiff.task-index"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+fn template(platform: &Platform, command: &[&str]) -> Value {
+    let mut spec = platform.spec(command);
+    spec["cpu"] = json!(0.1);
+    spec["memory_mib"] = json!(64);
+    spec
+}
+
+#[tokio::test]
+async fn fifty_tasks_never_run_more_than_five_at_once_and_each_index_succeeds_once() {
+    limit(secs(240), async {
+        let platform = Platform::get().await;
+        let t = platform.new_tenant().await;
+        let created = create_job(
+            &t,
+            &json!({"template": template(platform, &["sleep", "1"]), "count": 50, "parallelism": 5}),
+        )
+        .await;
+        let id = created["id"].as_str().unwrap().to_owned();
+        assert_eq!(created["tasks"]["waiting"], 50);
+        let mut most = 0;
+        let deadline = std::time::Instant::now() + Duration::from_secs(200);
+        let finished = loop {
+            let now_running = tasks(&t, &id).await.iter().filter(|c| unfinished(c)).count();
+            most = most.max(now_running);
+            assert!(now_running <= 5, "{now_running} tasks at once with parallelism 5");
+            let j = job(&t, &id).await;
+            if j["state"] == "succeeded" {
+                break j;
+            }
+            assert!(j["state"] == "running" || j["state"] == "pending", "{j}");
+            assert!(std::time::Instant::now() < deadline, "job not done: {j}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert!(most >= 2, "the tasks ran in parallel (at most {most} seen)");
+        assert_eq!(finished["tasks"]["succeeded"], 50, "{finished}");
+        assert!(finished["usage"]["billed_seconds"].as_i64().unwrap() >= 50);
+        let all = tasks(&t, &id).await;
+        let mut succeeded: BTreeMap<i64, usize> = BTreeMap::new();
+        for c in all.iter().filter(|c| c["state"] == "succeeded") {
+            *succeeded.entry(index_of(c)).or_default() += 1;
+        }
+        assert_eq!(succeeded.len(), 50);
+        assert!(succeeded.keys().copied().eq(0..50));
+        assert!(succeeded.values().all(|n| *n == 1), "an index succeeded twice");
+        // The container routes see them as ordinary containers.
+        let labelled = t.list(&[("label", &format!("skiff.job={id}")), ("limit", "1000")]).await;
+        assert_eq!(labelled["items"].as_array().unwrap().len(), all.len());
+    })
+    .await
+}
+
+#[tokio::test]
+async fn each_index_gets_its_overrides_and_env() {
+    limit(secs(120), async {
+        let platform = Platform::get().await;
+        let t = platform.new_tenant().await;
+        let mut spec = template(
+            platform,
+            &[
+                "sh",
+                "-c",
+                "echo $WORD-$SKIFF_TASK_INDEX-of-$SKIFF_TASK_COUNT",
+            ],
+        );
+        spec["env"] = json!({"WORD": "plain"});
+        let tasks_over = json!([{"env": {"WORD": "zero"}}, {"command": ["echo", "custom"]}, {}]);
+        // Refused: tasks of another length (the accepted job follows).
+        let reply = t
+            .call(
+                Method::POST,
+                "/v1/jobs",
+                Some(&json!({"template": spec, "count": 2, "tasks": tasks_over})),
+            )
+            .await;
+        assert_eq!(reply.status, 422, "{reply:?}");
+        assert_eq!(reply.problem()["field"], "tasks");
+        let created = create_job(
+            &t,
+            &json!({"name": "fan", "template": spec, "count": 3, "tasks": tasks_over}),
+        )
+        .await;
+        let id = created["id"].as_str().unwrap().to_owned();
+        wait_job(&t, &id, "succeeded", Duration::from_secs(90)).await;
+        let by_name: BTreeMap<String, String> = tasks(&t, &id)
+            .await
+            .iter()
+            .map(|c| {
+                (
+                    c["name"].as_str().unwrap().to_owned(),
+                    c["id"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        let expect = [
+            ("fan-0", "zero-0-of-3\n"),
+            ("fan-1", "custom\n"),
+            ("fan-2", "plain-2-of-3\n"),
+        ];
+        for (name, out) in expect {
+            let cid = by_name
+                .get(name)
+                .unwrap_or_else(|| panic!("no {name} in {by_name:?}"));
+            assert_eq!(t.logs(cid).await, out, "{name}");
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn failed_tasks_are_retried_and_a_job_out_of_retries_fails_with_its_indices() {
+    limit(secs(150), async {
+        let platform = Platform::get().await;
+        let t = platform.new_tenant().await;
+        // Fails on attempts 1 and 2, succeeds on 3.
+        let third = template(platform, &["sh", "-c", "[ \"$SKIFF_TASK_ATTEMPT\" -ge 3 ]"]);
+        let retried = create_job(
+            &t,
+            &json!({"name": "third", "template": third, "count": 1, "max_retries": 2}),
+        )
+        .await;
+        let never = template(platform, &["sh", "-c", "exit 3"]);
+        let failing = create_job(
+            &t,
+            &json!({"template": never, "count": 2, "max_retries": 1}),
+        )
+        .await;
+
+        let id = retried["id"].as_str().unwrap().to_owned();
+        let done = wait_job(&t, &id, "succeeded", Duration::from_secs(120)).await;
+        assert_eq!(done["tasks"]["succeeded"], 1, "{done}");
+        let names: BTreeSet<String> = tasks(&t, &id)
+            .await
+            .iter()
+            .map(|c| c["name"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(
+            names,
+            BTreeSet::from(["third-0".into(), "third-0-a2".into(), "third-0-a3".into()])
+        );
+
+        let id = failing["id"].as_str().unwrap().to_owned();
+        let failed = wait_job(&t, &id, "failed", Duration::from_secs(120)).await;
+        assert_eq!(failed["failed_indices"], json!([0, 1]), "{failed}");
+        assert_eq!(tasks(&t, &id).await.len(), 4, "two attempts of each index");
+    })
+    .await
+}
+
+#[tokio::test]
+async fn cancel_stops_running_tasks_and_starts_no_more() {
+    limit(secs(120), async {
+        let platform = Platform::get().await;
+        let t = platform.new_tenant().await;
+        let mut spec = template(platform, &["sleep", "600"]);
+        spec["stop_timeout_s"] = json!(1);
+        let created = create_job(
+            &t,
+            &json!({"template": spec, "count": 20, "parallelism": 2}),
+        )
+        .await;
+        let id = created["id"].as_str().unwrap().to_owned();
+        eventually("two tasks running", Duration::from_secs(60), || async {
+            let running = tasks(&t, &id)
+                .await
+                .iter()
+                .filter(|c| c["state"] == "running")
+                .count();
+            (running == 2).then_some(())
+        })
+        .await;
+        let reply = t
+            .call(Method::POST, &format!("/v1/jobs/{id}/cancel"), None)
+            .await;
+        assert_eq!(reply.status, 202, "{reply:?}");
+        assert_eq!(reply.json()["state"], "cancelled");
+        assert_eq!(reply.json()["tasks"]["cancelled"], 20);
+        let stopped = eventually(
+            "the running tasks stopped",
+            Duration::from_secs(60),
+            || async {
+                let all = tasks(&t, &id).await;
+                all.iter().all(|c| !unfinished(c)).then_some(all)
+            },
+        )
+        .await;
+        assert_eq!(
+            stopped.len(),
+            2,
+            "nothing was queued or started besides them"
+        );
+        // Several scheduler ticks later, still nothing new.
+        tokio::time::sleep(Duration::from_secs_f64(
+            platform.timers.scheduler_tick_s * 10.0,
+        ))
+        .await;
+        assert_eq!(tasks(&t, &id).await.len(), 2);
+        assert_eq!(job(&t, &id).await["state"], "cancelled");
+    })
+    .await
+}
