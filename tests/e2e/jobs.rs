@@ -15,6 +15,16 @@ async fn create_job(t: &Tenant, body: &Value) -> Value {
     reply.json()
 }
 
+/// Deletes a job and its task containers; afterwards it is gone.
+async fn delete_job(t: &Tenant, id: &str) {
+    let reply = t
+        .call(Method::DELETE, &format!("/v1/jobs/{id}"), None)
+        .await;
+    assert_eq!(reply.status, 204, "{reply:?}");
+    let gone = t.call(Method::GET, &format!("/v1/jobs/{id}"), None).await;
+    assert_eq!(gone.status, 404, "{gone:?}");
+}
+
 async fn job(t: &Tenant, id: &str) -> Value {
     let reply = t.call(Method::GET, &format!("/v1/jobs/{id}"), None).await;
     assert_eq!(reply.status, 200, "{reply:?}");
@@ -104,6 +114,9 @@ async fn fifty_tasks_never_run_more_than_five_at_once_and_each_index_succeeds_on
         // The container routes see them as ordinary containers.
         let labelled = t.list(&[("label", &format!("skiff.job={id}")), ("limit", "1000")]).await;
         assert_eq!(labelled["items"].as_array().unwrap().len(), all.len());
+        delete_job(&t, &id).await;
+        let left = t.list(&[("label", &format!("skiff.job={id}"))]).await;
+        assert_eq!(left["items"].as_array().unwrap().len(), 0, "{left}");
     })
     .await
 }
@@ -161,6 +174,7 @@ async fn each_index_gets_its_overrides_and_env() {
                 .unwrap_or_else(|| panic!("no {name} in {by_name:?}"));
             assert_eq!(t.logs(cid).await, out, "{name}");
         }
+        delete_job(&t, &id).await;
     })
     .await
 }
@@ -201,6 +215,8 @@ async fn failed_tasks_are_retried_and_a_job_out_of_retries_fails_with_its_indice
         let failed = wait_job(&t, &id, "failed", Duration::from_secs(120)).await;
         assert_eq!(failed["failed_indices"], json!([0, 1]), "{failed}");
         assert_eq!(tasks(&t, &id).await.len(), 4, "two attempts of each index");
+        delete_job(&t, &id).await;
+        delete_job(&t, retried["id"].as_str().unwrap()).await;
     })
     .await
 }
@@ -254,6 +270,7 @@ async fn cancel_stops_running_tasks_and_starts_no_more() {
         .await;
         assert_eq!(tasks(&t, &id).await.len(), 2);
         assert_eq!(job(&t, &id).await["state"], "cancelled");
+        delete_job(&t, &id).await;
     })
     .await
 }

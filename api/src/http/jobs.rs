@@ -321,3 +321,33 @@ pub async fn cancel(
     let job = load(&state, tenant, &id).await?;
     Ok(json(StatusCode::ACCEPTED, view(&state, job).await?))
 }
+
+/// Delete: cancels the job, then deletes every task container (their
+/// runtime state and logs go from the hosts) and the job. 204.
+#[utoipa::path(delete, path = "/v1/jobs/{id}", params(("id" = Uuid, Path)),
+    responses((status = 204), (status = 404, body = Problem)), security(("bearer" = [])))]
+pub async fn delete(
+    State(state): State<Arc<AppState>>,
+    Tenant(tenant): Tenant,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let job = load(&state, tenant, &id).await?;
+    state.store.cancel_job(tenant, job.id).await?;
+    for container in state.store.job_container_ids(job.id).await? {
+        state
+            .store
+            .request(
+                tenant,
+                container,
+                crate::lifecycle::Action::Delete,
+                state.config.host_lost_after(),
+                None,
+            )
+            .await?;
+    }
+    state.store.mark_job_deleted(tenant, job.id).await?;
+    tracing::info!(job = %job.id, "job deleted");
+    Ok(axum::response::IntoResponse::into_response(
+        StatusCode::NO_CONTENT,
+    ))
+}

@@ -3,7 +3,7 @@
 //!
 //! Layout:
 //! - [`containers`]: the tenant's container routes.
-//! - [`jobs`]: a tenant's jobs (create, get, list, tasks, cancel).
+//! - [`jobs`]: a tenant's jobs (create, get, list, tasks, cancel, delete).
 //! - [`events`]: the tenant's event log, as pages or a live SSE stream.
 //! - [`tenants`]: admin routes for tenants.
 //! - [`idempotency`]: the `Idempotency-Key` header.
@@ -64,7 +64,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/webhook-secret", post(webhooks::rotate_secret))
         .route("/v1/events", get(events::list))
         .route("/v1/jobs", post(jobs::create).get(jobs::list))
-        .route("/v1/jobs/{id}", get(jobs::get))
+        .route("/v1/jobs/{id}", get(jobs::get).delete(jobs::delete))
         .route("/v1/jobs/{id}/tasks", get(jobs::tasks))
         .route("/v1/jobs/{id}/cancel", post(jobs::cancel))
         .route("/v1/hosts", get(hosts::list))

@@ -289,4 +289,18 @@ impl Store {
         tx.commit().await?;
         Ok(Some(active))
     }
+
+    /// Marks a cancelled or finished job deleted; its containers are the
+    /// caller's to delete. False: no such job.
+    pub async fn mark_job_deleted(&self, tenant: Uuid, id: Uuid) -> Result<bool> {
+        Ok(sqlx::query(
+            "UPDATE jobs SET deleted_at = now() WHERE id = $1 AND tenant_id = $2 AND deleted_at IS NULL",
+        )
+        .bind(id)
+        .bind(tenant)
+        .execute(&self.pool)
+        .await?
+        .rows_affected()
+            == 1)
+    }
 }
