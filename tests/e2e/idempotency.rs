@@ -160,3 +160,47 @@ async fn a_retried_restart_with_its_key_restarts_once() {
     })
     .await
 }
+
+#[tokio::test]
+async fn a_job_and_its_cancel_retried_with_their_keys_happen_once() {
+    limit(secs(90), async {
+        let platform = Platform::get().await;
+        let t = platform.new_tenant().await;
+        let key = unique("job");
+        let mut template = platform.spec(&["sleep", "600"]);
+        template["stop_timeout_s"] = json!(1);
+        let body = json!({"template": template, "count": 3, "parallelism": 1});
+        let replies = futures::future::join_all(
+            (0..5).map(|_| t.call_with_key(Method::POST, "/v1/jobs", Some(&body), Some(&key))),
+        )
+        .await;
+        let id = replies[0].json()["id"].as_str().unwrap().to_owned();
+        for reply in &replies {
+            assert_eq!(reply.status, 201, "{reply:?}");
+            assert_eq!(reply.json()["id"], id.as_str());
+        }
+        assert_eq!(replies.iter().filter(|r| !replayed(r)).count(), 1);
+        let jobs = t.call(Method::GET, "/v1/jobs", None).await.json();
+        assert_eq!(jobs["items"].as_array().unwrap().len(), 1, "{jobs}");
+
+        let cancel_key = unique("cancel");
+        let path = format!("/v1/jobs/{id}/cancel");
+        let first = t
+            .call_with_key(Method::POST, &path, None, Some(&cancel_key))
+            .await;
+        let again = t
+            .call_with_key(Method::POST, &path, None, Some(&cancel_key))
+            .await;
+        assert_eq!(first.status, 202, "{first:?}");
+        assert_eq!((again.status, &again.text), (first.status, &first.text));
+        assert!(!replayed(&first) && replayed(&again));
+        // The job's key names the job's request: reused for a cancel, 422.
+        let reused = t.call_with_key(Method::POST, &path, None, Some(&key)).await;
+        assert_eq!(reused.status, 422, "{reused:?}");
+        let deleted = t
+            .call(Method::DELETE, &format!("/v1/jobs/{id}"), None)
+            .await;
+        assert_eq!(deleted.status, 204, "{deleted:?}");
+    })
+    .await
+}

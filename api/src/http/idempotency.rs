@@ -6,6 +6,7 @@
 //! ([`crate::store::idempotency`]) and kept `SKIFF_IDEMPOTENCY_KEEP_S`.
 
 use crate::error::ApiError;
+use crate::store::containers::Created;
 use crate::store::idempotency::{Idem, StoredResponse};
 use crate::AppState;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
@@ -82,6 +83,34 @@ pub async fn wait_recorded(
             return Ok(None);
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The response to a create that may have been a retry: the new object's
+/// (after `on_new`), the earlier request's, or 422 for a reused key.
+pub async fn answer_created<T>(
+    state: &AppState,
+    tenant: Uuid,
+    idem: Option<&Idem>,
+    created: Created<T>,
+    on_new: impl FnOnce(&T),
+) -> Result<Response, ApiError> {
+    match created {
+        Created::New(object, response) => {
+            on_new(&object);
+            Ok(respond(response, false))
+        }
+        Created::Replay(response) => Ok(respond(response, true)),
+        Created::InFlight => {
+            let key = idem.map_or("", |i| i.key.as_str());
+            match wait_recorded(state, tenant, key).await? {
+                Some(response) => Ok(respond(response, true)),
+                None => Err(ApiError::Unavailable(
+                    "a request with this Idempotency-Key is still being answered; retry".into(),
+                )),
+            }
+        }
+        Created::KeyReused => Err(ApiError::IdempotencyKeyReused),
     }
 }
 

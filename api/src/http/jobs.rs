@@ -2,15 +2,16 @@
 //! (state, task counts, failed indices, usage), list, tasks (the task
 //! containers), cancel.
 
-use super::{json, JsonBody, Tenant};
+use super::{idempotency, json, parse_json, JsonBytes, Tenant};
 use crate::error::{ApiError, Problem};
 use crate::jobs::{task_container, task_name, TaskOverride, JOB_LABEL};
 use crate::model::{ContainerList, CreateContainer, UsageView};
+use crate::store::containers::{Acted, Created};
 use crate::store::jobs::JobRow;
 use crate::store::ListFilter;
 use crate::AppState;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::Response;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -127,8 +128,11 @@ async fn view(state: &AppState, job: JobRow) -> Result<JobView, ApiError> {
 pub async fn create(
     State(state): State<Arc<AppState>>,
     Tenant(tenant): Tenant,
-    JsonBody(body): JsonBody<CreateJob>,
+    headers: HeaderMap,
+    body: JsonBytes,
 ) -> Result<Response, ApiError> {
+    let idem = idempotency::from_request(&headers, &Method::POST, "/v1/jobs", &body.0)?;
+    let body: CreateJob = parse_json(&body.0)?;
     let id = Uuid::now_v7();
     if !(1..=MAX_TASKS).contains(&body.count) {
         return Err(ApiError::invalid("count", "must be 1 to 10000"));
@@ -195,10 +199,38 @@ pub async fn create(
             ApiError::from(err)
         })?;
     }
-    let job = state.store.insert_job(&row).await?;
-    state.store.notify_scheduler().await?;
-    tracing::info!(job = %job.id, %tenant, count = job.count, parallelism, "job created");
-    Ok(json(StatusCode::CREATED, view(&state, job).await?))
+    // A new job: every task waits, nothing is billed yet.
+    let render = |job: &JobRow| {
+        let fresh = JobView {
+            id: job.id,
+            name: job.name.clone(),
+            state: job.state,
+            count: job.count,
+            parallelism: job.parallelism,
+            max_retries: job.max_retries,
+            tasks: TaskCountsView {
+                waiting: i64::from(job.count),
+                ..Default::default()
+            },
+            failed_indices: Vec::new(),
+            labels: job.labels.0.clone(),
+            created_at: job.created_at,
+            started_at: None,
+            finished_at: None,
+            usage: UsageView::default(),
+        };
+        idempotency::stored_json(StatusCode::CREATED, &fresh)
+    };
+    let created = state.store.insert_job(&row, idem.as_ref(), render).await?;
+    let is_new = matches!(created, Created::New(..));
+    let response = idempotency::answer_created(&state, tenant, idem.as_ref(), created, |job| {
+        tracing::info!(job = %job.id, %tenant, count = job.count, parallelism, "job created");
+    })
+    .await?;
+    if is_new {
+        state.store.notify_scheduler().await?;
+    }
+    Ok(response)
 }
 
 async fn load(state: &AppState, tenant: Uuid, raw: &str) -> Result<JobRow, ApiError> {
@@ -291,20 +323,35 @@ pub async fn tasks(
     Ok(json(StatusCode::OK, ContainerList { items, next }))
 }
 
-/// Cancel: running tasks are stopped, none starts again.
+/// Cancel: running tasks are stopped, none starts again (idempotent with
+/// an `Idempotency-Key`).
 #[utoipa::path(post, path = "/v1/jobs/{id}/cancel", params(("id" = Uuid, Path)),
     responses((status = 202, body = JobView), (status = 404, body = Problem)), security(("bearer" = [])))]
 pub async fn cancel(
     State(state): State<Arc<AppState>>,
     Tenant(tenant): Tenant,
     Path(id): Path<String>,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let job = load(&state, tenant, &id).await?;
-    let running = state
+    let path = format!("/v1/jobs/{}/cancel", job.id);
+    let idem = idempotency::from_request(&headers, &Method::POST, &path, b"")?;
+    let running = match state
         .store
-        .cancel_job(tenant, job.id)
+        .cancel_job(tenant, job.id, idem.as_ref())
         .await?
-        .ok_or(ApiError::NotFound("job"))?;
+    {
+        Acted::Done(running) => running.ok_or(ApiError::NotFound("job"))?,
+        Acted::Replay(response) => return Ok(idempotency::respond(response, true)),
+        Acted::KeyReused => return Err(ApiError::IdempotencyKeyReused),
+        Acted::InFlight => {
+            let key = idem.as_ref().map_or("", |i| i.key.as_str());
+            if let Some(response) = idempotency::wait_recorded(&state, tenant, key).await? {
+                return Ok(idempotency::respond(response, true));
+            }
+            Vec::new() // applied; its answer was lost: answer from now
+        }
+    };
     for container in running {
         state
             .store
@@ -319,7 +366,11 @@ pub async fn cancel(
     }
     tracing::info!(job = %job.id, "job cancelled");
     let job = load(&state, tenant, &id).await?;
-    Ok(json(StatusCode::ACCEPTED, view(&state, job).await?))
+    let response = idempotency::stored_json(StatusCode::ACCEPTED, &view(&state, job).await?);
+    if let Some(idem) = &idem {
+        state.store.record_response(tenant, idem, &response).await?;
+    }
+    Ok(idempotency::respond(response, false))
 }
 
 /// Delete: cancels the job, then deletes every task container (their
@@ -332,7 +383,7 @@ pub async fn delete(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let job = load(&state, tenant, &id).await?;
-    state.store.cancel_job(tenant, job.id).await?;
+    state.store.cancel_job(tenant, job.id, None).await?;
     for container in state.store.job_container_ids(job.id).await? {
         state
             .store

@@ -77,10 +77,10 @@ pub(super) async fn insert_row(
     }
 }
 
-/// What a create did.
+/// What a create (of a container, or of a job) did.
 #[derive(Debug)]
-pub enum Created {
-    New(Box<ContainerRow>, StoredResponse),
+pub enum Created<T = ContainerRow> {
+    New(Box<T>, StoredResponse),
     /// The key's earlier request: its response, unchanged.
     Replay(StoredResponse),
     /// The key's earlier request committed; its response is not recorded yet.
@@ -91,10 +91,10 @@ pub enum Created {
 
 /// What a lifecycle request did.
 #[derive(Debug)]
-pub enum Acted {
-    /// Applied; the container after it (None: no such container). With a
-    /// key, record the response with [`Store::record_response`].
-    Done(Option<Box<ContainerRow>>),
+pub enum Acted<T = Option<Box<ContainerRow>>> {
+    /// Applied; here the container after it (None: no such container).
+    /// With a key, record the response with [`Store::record_response`].
+    Done(T),
     /// The key's earlier request: its response, unchanged.
     Replay(StoredResponse),
     /// The key's earlier request was applied and its response is not

@@ -5,7 +5,8 @@
 //! `parallelism` run, and sets the job's state, all in one transaction
 //! holding the job's row (any replica may drive; `SKIP LOCKED`).
 
-use super::containers::insert_row;
+use super::containers::{insert_row, Acted, Created};
+use super::idempotency::{self, Claim, Idem, StoredResponse};
 use super::{Result, Store};
 use crate::model::NewContainer;
 use chrono::{DateTime, Utc};
@@ -45,9 +46,25 @@ pub struct TaskCounts {
 }
 
 impl Store {
-    /// Stores a job and its `count` tasks (one statement for the tasks).
-    pub async fn insert_job(&self, job: &JobRow) -> Result<JobRow> {
+    /// Stores a job and its `count` tasks (one statement for the tasks),
+    /// or, for an idempotency key already used, returns that request's
+    /// response; `render` makes the response, stored with the key in the
+    /// same transaction.
+    pub async fn insert_job(
+        &self,
+        job: &JobRow,
+        idem: Option<&Idem>,
+        render: impl FnOnce(&JobRow) -> StoredResponse,
+    ) -> Result<Created<JobRow>> {
         let mut tx = self.pool.begin().await?;
+        if let Some(idem) = idem {
+            match idempotency::claim(&mut tx, job.tenant_id, idem).await? {
+                Claim::New => {}
+                Claim::Replay(response) => return Ok(Created::Replay(response)),
+                Claim::InFlight => return Ok(Created::InFlight),
+                Claim::Mismatch => return Ok(Created::KeyReused),
+            }
+        }
         let result = sqlx::query_as::<_, JobRow>(&format!(
             "INSERT INTO jobs (id, tenant_id, name, template, tasks, count, parallelism, max_retries, labels) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING {JOB_COLUMNS}"
@@ -76,8 +93,12 @@ impl Store {
         .bind(job.count)
         .execute(&mut *tx)
         .await?;
+        let response = render(&row);
+        if let Some(idem) = idem {
+            idempotency::record(&mut tx, job.tenant_id, idem, &response).await?;
+        }
         tx.commit().await?;
-        Ok(row)
+        Ok(Created::New(Box::new(row), response))
     }
 
     pub async fn get_job(&self, tenant: Uuid, id: Uuid) -> Result<Option<JobRow>> {
@@ -254,8 +275,21 @@ impl Store {
 
     /// Cancels a job: no task starts again; the containers of running
     /// attempts are returned for the caller to stop. None: no such job.
-    pub async fn cancel_job(&self, tenant: Uuid, id: Uuid) -> Result<Option<Vec<Uuid>>> {
+    pub async fn cancel_job(
+        &self,
+        tenant: Uuid,
+        id: Uuid,
+        idem: Option<&Idem>,
+    ) -> Result<Acted<Option<Vec<Uuid>>>> {
         let mut tx = self.pool.begin().await?;
+        if let Some(idem) = idem {
+            match idempotency::claim(&mut tx, tenant, idem).await? {
+                Claim::New => {}
+                Claim::Replay(response) => return Ok(Acted::Replay(response)),
+                Claim::InFlight => return Ok(Acted::InFlight),
+                Claim::Mismatch => return Ok(Acted::KeyReused),
+            }
+        }
         let state: Option<JobState> = sqlx::query_scalar(
             "SELECT state FROM jobs WHERE id = $1 AND tenant_id = $2 AND deleted_at IS NULL FOR UPDATE",
         )
@@ -264,10 +298,11 @@ impl Store {
         .fetch_optional(&mut *tx)
         .await?;
         let Some(state) = state else {
-            return Ok(None);
+            return Ok(Acted::Done(None));
         };
         if state.is_terminal() {
-            return Ok(Some(Vec::new()));
+            tx.commit().await?;
+            return Ok(Acted::Done(Some(Vec::new())));
         }
         let active: Vec<Uuid> = sqlx::query_scalar::<_, Uuid>(
             "SELECT container_id FROM job_tasks WHERE job_id = $1 AND state = 'active' \
@@ -287,7 +322,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        Ok(Some(active))
+        Ok(Acted::Done(Some(active)))
     }
 
     /// Marks a cancelled or finished job deleted; its containers are the

@@ -17,7 +17,6 @@ use crate::model::{
     ContainerList, ContainerView, CreateContainer, NewContainer, PlacementRequest, Timings,
     UsageView,
 };
-use crate::store::containers::Created;
 use crate::store::{ContainerRow, ListFilter};
 use crate::AppState;
 use axum::extract::{Path, Query, State};
@@ -169,27 +168,14 @@ pub async fn create(
             &view(row.clone(), UsageView::default()),
         )
     };
-    match state
+    let created = state
         .store
         .insert_container(tenant, &new, idem.as_ref(), render)
-        .await?
-    {
-        Created::New(row, response) => {
-            tracing::info!(container = %row.id, tenant = %tenant, image = %row.image, "container created");
-            Ok(idempotency::respond(response, false))
-        }
-        Created::Replay(response) => Ok(idempotency::respond(response, true)),
-        Created::InFlight => {
-            let key = idem.as_ref().map_or("", |i| i.key.as_str());
-            match idempotency::wait_recorded(&state, tenant, key).await? {
-                Some(response) => Ok(idempotency::respond(response, true)),
-                None => Err(ApiError::Unavailable(
-                    "a request with this Idempotency-Key is still being answered; retry".into(),
-                )),
-            }
-        }
-        Created::KeyReused => Err(ApiError::IdempotencyKeyReused),
-    }
+        .await?;
+    idempotency::answer_created(&state, tenant, idem.as_ref(), created, |row| {
+        tracing::info!(container = %row.id, tenant = %tenant, image = %row.image, "container created");
+    })
+    .await
 }
 
 /// A `notify_url` must be http(s), to a host the operator allows, and the
