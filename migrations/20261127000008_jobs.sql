@@ -41,3 +41,8 @@ ALTER TABLE containers
     ADD COLUMN task_index integer,
     ADD COLUMN task_attempt integer;
 CREATE INDEX containers_job ON containers (job_id) WHERE job_id IS NOT NULL;
+
+-- A job's own deadline: past it (from its start) the job fails with
+-- DeadlineExceeded, running tasks are stopped and no more start.
+ALTER TABLE jobs ADD COLUMN timeout_s integer CHECK (timeout_s > 0);
+ALTER TABLE jobs ADD COLUMN reason container_reason;

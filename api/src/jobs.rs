@@ -110,7 +110,9 @@ pub fn task_container(
     Ok(new)
 }
 
-/// One driver pass over every unfinished job.
+/// One driver pass over every unfinished job. A job that cannot be
+/// driven is logged and left for the next pass: it never holds up the
+/// others, nor the rest of the scheduler's pass.
 pub async fn drive(state: &AppState) -> Result<(), crate::store::StoreError> {
     let max_pending = state.config.max_pending_s;
     for id in state.store.unfinished_jobs().await? {
@@ -119,9 +121,14 @@ pub async fn drive(state: &AppState) -> Result<(), crate::store::StoreError> {
             .drive_job(id, |job, index, attempt| {
                 task_container(job, max_pending, index, attempt)
             })
-            .await?;
-        if let Some(job_state) = driven.filter(|s| s.is_terminal()) {
-            tracing::info!(job = %id, state = ?job_state, "job finished");
+            .await;
+        match driven {
+            Ok(Some(job_state)) if job_state.is_terminal() => {
+                tracing::info!(job = %id, state = ?job_state, "job finished");
+            }
+            Ok(_) => {}
+            Err(err) if err.is_unavailable() => return Err(err),
+            Err(err) => tracing::error!(job = %id, error = %err, "driving the job failed"),
         }
     }
     Ok(())

@@ -274,3 +274,49 @@ async fn cancel_stops_running_tasks_and_starts_no_more() {
     })
     .await
 }
+
+#[tokio::test]
+async fn a_job_past_its_timeout_fails_deadline_exceeded_and_stops_its_tasks() {
+    limit(secs(120), async {
+        let platform = Platform::get().await;
+        let t = platform.new_tenant().await;
+        let mut spec = template(platform, &["sleep", "600"]);
+        spec["stop_timeout_s"] = json!(1);
+        let created = create_job(
+            &t,
+            &json!({"template": spec, "count": 4, "parallelism": 2, "timeout_s": 2}),
+        )
+        .await;
+        let id = created["id"].as_str().unwrap().to_owned();
+        let failed = wait_job(&t, &id, "failed", Duration::from_secs(60)).await;
+        assert_eq!(failed["reason"], "DeadlineExceeded", "{failed}");
+        assert_eq!(failed["tasks"]["failed"], 2, "{failed}");
+        assert_eq!(failed["tasks"]["cancelled"], 2, "{failed}");
+        let stopped = eventually("its tasks stopped", Duration::from_secs(60), || async {
+            let all = tasks(&t, &id).await;
+            all.iter().all(|c| !unfinished(c)).then_some(all)
+        })
+        .await;
+        assert_eq!(stopped.len(), 2, "no task started after the deadline");
+        for c in &stopped {
+            assert_eq!(
+                (c["state"].as_str(), c["reason"].as_str()),
+                (Some("failed"), Some("DeadlineExceeded")),
+                "{c}"
+            );
+        }
+        let bad = t
+            .call(
+                Method::POST,
+                "/v1/jobs",
+                Some(
+                    &json!({"template": template(platform, &["true"]), "count": 1, "timeout_s": 0}),
+                ),
+            )
+            .await;
+        assert_eq!(bad.status, 400, "{bad:?}");
+        assert_eq!(bad.problem()["field"], "timeout_s");
+        delete_job(&t, &id).await;
+    })
+    .await
+}

@@ -43,6 +43,10 @@ pub struct CreateJob {
     /// Per-index overrides of the template (exactly `count` entries).
     pub tasks: Option<Vec<TaskOverride>>,
     pub labels: Option<BTreeMap<String, String>>,
+    /// Longest the whole job may run, from its first task's start (1 to
+    /// 604800 s): past it, it fails with `DeadlineExceeded` and its running
+    /// tasks are stopped. (A template's `timeout_s` bounds each task.)
+    pub timeout_s: Option<u32>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
@@ -62,6 +66,10 @@ pub struct JobView {
     /// pending, running, succeeded, failed, cancelled.
     #[schema(value_type = String)]
     pub state: JobState,
+    /// Why it failed, when the platform decided it (`DeadlineExceeded`).
+    #[schema(value_type = Option<String>)]
+    pub reason: Option<skiff_core::Reason>,
+    pub timeout_s: Option<i32>,
     pub count: i32,
     pub parallelism: i32,
     pub max_retries: i32,
@@ -102,6 +110,8 @@ async fn view(state: &AppState, job: JobRow) -> Result<JobView, ApiError> {
         id: job.id,
         name: job.name,
         state: job.state,
+        reason: job.reason,
+        timeout_s: job.timeout_s,
         count: job.count,
         parallelism: job.parallelism,
         max_retries: job.max_retries,
@@ -166,6 +176,14 @@ pub async fn create(
     })?;
     let labels = body.labels.unwrap_or_default();
     skiff_core::validate_labels("labels", &labels)?;
+    if let Some(timeout_s) = body.timeout_s {
+        if !(1..=604_800).contains(&timeout_s) {
+            return Err(ApiError::invalid(
+                "timeout_s",
+                "must be 1 to 604800 seconds (7 days)",
+            ));
+        }
+    }
     if body.template.notify_url.is_some() {
         return Err(ApiError::invalid(
             "template.notify_url",
@@ -188,6 +206,8 @@ pub async fn create(
         max_retries,
         labels: Json(labels),
         state: JobState::Pending,
+        timeout_s: body.timeout_s.map(|t| t as i32),
+        reason: None,
         created_at: Utc::now(),
         started_at: None,
         finished_at: None,
@@ -205,6 +225,8 @@ pub async fn create(
             id: job.id,
             name: job.name.clone(),
             state: job.state,
+            reason: None,
+            timeout_s: job.timeout_s,
             count: job.count,
             parallelism: job.parallelism,
             max_retries: job.max_retries,

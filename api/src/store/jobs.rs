@@ -7,10 +7,11 @@
 
 use super::containers::{insert_row, Acted, Created};
 use super::idempotency::{self, Claim, Idem, StoredResponse};
+use super::limits::stop_for_limit;
 use super::{Result, Store};
 use crate::model::NewContainer;
 use chrono::{DateTime, Utc};
-use skiff_core::JobState;
+use skiff_core::{JobState, Reason};
 use sqlx::types::Json;
 use std::collections::BTreeMap;
 use uuid::Uuid;
@@ -27,13 +28,15 @@ pub struct JobRow {
     pub max_retries: i32,
     pub labels: Json<BTreeMap<String, String>>,
     pub state: JobState,
+    pub timeout_s: Option<i32>,
+    pub reason: Option<Reason>,
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
 }
 
 const JOB_COLUMNS: &str = "id, tenant_id, name, template, tasks, count, parallelism, max_retries, \
-    labels, state, created_at, started_at, finished_at";
+    labels, state, timeout_s, reason, created_at, started_at, finished_at";
 
 /// Tasks of a job by state.
 #[derive(Debug, Clone, Default, sqlx::FromRow)]
@@ -66,8 +69,8 @@ impl Store {
             }
         }
         let result = sqlx::query_as::<_, JobRow>(&format!(
-            "INSERT INTO jobs (id, tenant_id, name, template, tasks, count, parallelism, max_retries, labels) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING {JOB_COLUMNS}"
+            "INSERT INTO jobs (id, tenant_id, name, template, tasks, count, parallelism, max_retries, labels, \
+             timeout_s) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING {JOB_COLUMNS}"
         ))
         .bind(job.id)
         .bind(job.tenant_id)
@@ -78,6 +81,7 @@ impl Store {
         .bind(job.parallelism)
         .bind(job.max_retries)
         .bind(&job.labels)
+        .bind(job.timeout_s)
         .fetch_one(&mut *tx)
         .await;
         let row = match result {
@@ -191,6 +195,47 @@ impl Store {
         let Some(job) = job else {
             return Ok(None);
         };
+        let past_deadline = match (job.timeout_s, job.started_at) {
+            (Some(timeout_s), Some(started)) => {
+                Utc::now() - started >= chrono::Duration::seconds(i64::from(timeout_s))
+            }
+            _ => false,
+        };
+        if past_deadline {
+            // Running tasks are stopped for the job's deadline (their
+            // containers end failed, DeadlineExceeded); nothing starts again.
+            let running: Vec<Uuid> = sqlx::query_scalar(
+                "SELECT c.id FROM job_tasks t JOIN containers c ON c.id = t.container_id \
+                 WHERE t.job_id = $1 AND t.state = 'active' AND c.desired = 'running' \
+                   AND c.state NOT IN ('succeeded', 'failed', 'stopped') ORDER BY c.id FOR UPDATE OF c",
+            )
+            .bind(id)
+            .fetch_all(&mut *tx)
+            .await?;
+            let why = format!(
+                "its job ran longer than the job's timeout_s of {} s",
+                job.timeout_s.unwrap_or_default()
+            );
+            for container in running {
+                stop_for_limit(&mut tx, container, Reason::DeadlineExceeded, Some(&why)).await?;
+            }
+            sqlx::query(
+                "UPDATE job_tasks SET state = CASE WHEN state = 'active' THEN 'failed'::task_state \
+                   ELSE 'cancelled'::task_state END WHERE job_id = $1 AND state IN ('waiting', 'active')",
+            )
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "UPDATE jobs SET state = 'failed', reason = $2, finished_at = now() WHERE id = $1",
+            )
+            .bind(id)
+            .bind(Reason::DeadlineExceeded)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            return Ok(Some(JobState::Failed));
+        }
         // Settle attempts whose container finished.
         sqlx::query(
             "UPDATE job_tasks t SET state = CASE \

@@ -25,7 +25,7 @@ impl Store {
         .await?;
         let mut stopped = Vec::new();
         for id in due {
-            stop_for_limit(&mut tx, id, Reason::DeadlineExceeded).await?;
+            stop_for_limit(&mut tx, id, Reason::DeadlineExceeded, None).await?;
             stopped.push(id);
         }
         tx.commit().await?;
@@ -53,25 +53,32 @@ impl Store {
         if cost < max_cost {
             return Ok(false);
         }
-        stop_for_limit(&mut tx, id, Reason::BudgetExceeded).await?;
+        stop_for_limit(&mut tx, id, Reason::BudgetExceeded, None).await?;
         tx.commit().await?;
         Ok(true)
     }
 }
 
-/// Stops a locked running container for `limit` (its message names the
-/// limit), with the limit's event once per run.
-async fn stop_for_limit(conn: &mut sqlx::PgConnection, id: Uuid, limit: Reason) -> Result<()> {
+/// Stops a locked running container for `limit`, with `why` as its
+/// message (default: the container's own limit, said from its row), and
+/// the limit's event once per run.
+pub(super) async fn stop_for_limit(
+    conn: &mut sqlx::PgConnection,
+    id: Uuid,
+    limit: Reason,
+    why: Option<&str>,
+) -> Result<()> {
     let (generation, message): (i64, String) = sqlx::query_as(
         "UPDATE containers SET desired = 'stopped', state = 'stopping', reason = $2, \
-           message = CASE WHEN $2 = 'DeadlineExceeded'::container_reason \
+           message = COALESCE($3, CASE WHEN $2 = 'DeadlineExceeded'::container_reason \
                           THEN 'ran longer than its timeout_s of ' || timeout_s || ' s' \
-                          ELSE 'its metered cost reached its max_cost of ' || max_cost END, \
+                          ELSE 'its metered cost reached its max_cost of ' || max_cost END, $2::text), \
            restart_at = NULL \
          WHERE id = $1 RETURNING generation, message",
     )
     .bind(id)
     .bind(limit)
+    .bind(why)
     .fetch_one(&mut *conn)
     .await?;
     insert_event(
