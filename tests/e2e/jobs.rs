@@ -103,6 +103,25 @@ async fn fifty_tasks_never_run_more_than_five_at_once_and_each_index_succeeds_on
         assert!(most >= 2, "the tasks ran in parallel (at most {most} seen)");
         assert_eq!(finished["tasks"]["succeeded"], 50, "{finished}");
         assert!(finished["usage"]["billed_seconds"].as_i64().unwrap() >= 50);
+        // The usage report by job has this job's seconds under its id.
+        let now = chrono::Utc::now();
+        let hour = |h: i64| {
+            let t = now + chrono::Duration::hours(h);
+            t.format("%Y-%m-%dT%H:00:00Z").to_string()
+        };
+        let path = format!("/v1/usage?from={}&to={}&group_by=job", hour(-1), hour(2));
+        let report = t.call(Method::GET, &path, None).await;
+        assert_eq!(report.status, 200, "{report:?}");
+        let items = report.json()["items"].clone();
+        let mine = items
+            .as_array()
+            .and_then(|g| g.iter().find(|g| g["key"] == id.as_str()))
+            .unwrap_or_else(|| panic!("no item for job {id}: {items}"))
+            .clone();
+        assert_eq!(
+            mine["billed_seconds"], finished["usage"]["billed_seconds"],
+            "{mine} vs {finished}"
+        );
         let all = tasks(&t, &id).await;
         let mut succeeded: BTreeMap<i64, usize> = BTreeMap::new();
         for c in all.iter().filter(|c| c["state"] == "succeeded") {

@@ -18,7 +18,9 @@ pub struct UsageQuery {
     pub from: Option<String>,
     /// End of the window (RFC 3339, exclusive); at most 366 days after `from`.
     pub to: Option<String>,
-    /// `container`, `label:<key>`, `hour` or `day` (admins also `tenant`).
+    /// `container`, `job` (the job a task container belongs to, keyed by
+    /// job id: `label:skiff.job`), `label:<key>`, `hour` or `day` (admins
+    /// also `tenant`).
     pub group_by: Option<String>,
 }
 
@@ -35,7 +37,11 @@ async fn usage_report(
     query: Result<Query<UsageQuery>, axum::extract::rejection::QueryRejection>,
     headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
-    let Query(q) = query.map_err(|e| ApiError::invalid("query", e.body_text()))?;
+    let Query(mut q) = query.map_err(|e| ApiError::invalid("query", e.body_text()))?;
+    if q.group_by.as_deref() == Some("job") {
+        // Task containers carry their job's id as a label.
+        q.group_by = Some(format!("label:{}", crate::jobs::JOB_LABEL));
+    }
     if let Some(key) = q.group_by.as_deref().and_then(|g| g.strip_prefix("label:")) {
         if !skiff_core::is_label_key(key) {
             return Err(ApiError::invalid(
