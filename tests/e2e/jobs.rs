@@ -220,6 +220,30 @@ async fn failed_tasks_are_retried_and_a_job_out_of_retries_fails_with_its_indice
         let id = retried["id"].as_str().unwrap().to_owned();
         let done = wait_job(&t, &id, "succeeded", Duration::from_secs(120)).await;
         assert_eq!(done["tasks"]["succeeded"], 1, "{done}");
+        // The event log filtered by job: only this job's containers.
+        let events = t
+            .call(
+                Method::GET,
+                &format!("/v1/events?job={id}&type=state&limit=1000"),
+                None,
+            )
+            .await
+            .json();
+        let seen: BTreeSet<String> = events["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["container_id"].as_str().unwrap().to_owned())
+            .collect();
+        let task_ids: BTreeSet<String> = tasks(&t, &id)
+            .await
+            .iter()
+            .map(|c| c["id"].as_str().unwrap().to_owned())
+            .collect();
+        assert!(
+            !seen.is_empty() && seen.is_subset(&task_ids),
+            "{seen:?} vs {task_ids:?}"
+        );
         let names: BTreeSet<String> = tasks(&t, &id)
             .await
             .iter()

@@ -65,10 +65,10 @@ fn item(e: LoggedEvent) -> EventItem {
 }
 
 /// The tenant's events in commit order (JSON page, or SSE with `Accept:
-/// text/event-stream`). Filters: `container=<id>`, `type=`, `label=k=v`
+/// text/event-stream`). Filters: `container=<id>`, `job=<id>`, `type=`, `label=k=v`
 /// (repeatable); `since=<cursor>`; `limit` (JSON, 1 to 1000).
 #[utoipa::path(get, path = "/v1/events",
-    params(("since" = Option<String>, Query), ("container" = Option<Uuid>, Query),
+    params(("since" = Option<String>, Query), ("container" = Option<Uuid>, Query), ("job" = Option<Uuid>, Query),
         ("type" = Option<String>, Query), ("label" = Option<String>, Query), ("limit" = Option<u32>, Query)),
     responses((status = 200, body = EventPage), (status = 400, body = crate::error::Problem)),
     security(("bearer" = [])))]
@@ -89,6 +89,12 @@ pub async fn list(
                 filter.container = Some(
                     Uuid::parse_str(&value)
                         .map_err(|_| ApiError::invalid("container", "not a container id"))?,
+                )
+            }
+            "job" => {
+                filter.job = Some(
+                    Uuid::parse_str(&value)
+                        .map_err(|_| ApiError::invalid("job", "not a job id"))?,
                 )
             }
             "type" => filter.type_ = Some(value),

@@ -60,6 +60,8 @@ impl LoggedEvent {
 #[derive(Debug, Default, Clone)]
 pub struct EventFilter {
     pub container: Option<Uuid>,
+    /// Events of a job's task containers.
+    pub job: Option<Uuid>,
     pub type_: Option<String>,
     pub labels: BTreeMap<String, String>,
 }
@@ -84,6 +86,8 @@ impl Store {
                AND ($5::text IS NULL OR e.type = $5) \
                AND ($6::jsonb = '{}'::jsonb OR EXISTS (SELECT 1 FROM containers c \
                      WHERE c.id = e.container_id AND c.labels @> $6)) \
+               AND ($8::uuid IS NULL OR EXISTS (SELECT 1 FROM containers c \
+                     WHERE c.id = e.container_id AND c.job_id = $8)) \
              ORDER BY e.xid, e.id LIMIT $7",
         )
         .bind(tenant)
@@ -93,6 +97,7 @@ impl Store {
         .bind(filter.type_.as_deref())
         .bind(Json(&filter.labels))
         .bind(limit)
+        .bind(filter.job)
         .fetch_all(&self.pool)
         .await?)
     }
