@@ -12,6 +12,7 @@
 use crate::agent::{AgentError, ControlPlanes};
 use crate::config::WorkerConfig;
 use crate::metrics::WorkerMetrics;
+use backon::{ExponentialBuilder, Retryable};
 use rustls::pki_types::CertificateDer;
 use skiff_proto as pb;
 use skiff_proto::control_plane_client::ControlPlaneClient;
@@ -146,9 +147,9 @@ async fn join(
         requested_name: requested.to_owned(),
         csr_pem,
     };
-    let started = tokio::time::Instant::now();
-    let mut delay = Duration::from_millis(200);
-    loop {
+    // Each round tries every replica once; only "nobody answered" is
+    // retried (with back-off, for JOIN_PATIENCE): a refusal is final.
+    let round = || async {
         let mut last = String::new();
         for addr in addrs {
             let channel = connect::channel(
@@ -182,15 +183,21 @@ async fn join(
                 }
             }
         }
-        if started.elapsed() >= JOIN_PATIENCE {
-            return Err(IdentityError::Unreachable {
-                patience: JOIN_PATIENCE,
-                last,
-            });
-        }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_secs(5));
-    }
+        Err(IdentityError::Unreachable {
+            patience: JOIN_PATIENCE,
+            last,
+        })
+    };
+    round
+        .retry(
+            ExponentialBuilder::default()
+                .with_min_delay(Duration::from_millis(200))
+                .with_max_delay(Duration::from_secs(5))
+                .with_total_delay(Some(JOIN_PATIENCE))
+                .without_max_times(),
+        )
+        .when(|err| matches!(err, IdentityError::Unreachable { .. }))
+        .await
 }
 
 /// Renews the certificate half-way through its validity, until `cancel`:
