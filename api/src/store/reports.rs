@@ -121,15 +121,20 @@ impl Store {
             .map_err(|e| StoreError::Corrupt(format!("checkpoint container id: {e}")))?;
         let observed_at = DateTime::from_timestamp_millis(c.observed_at_unix_ms)
             .ok_or_else(|| StoreError::Corrupt("checkpoint time out of range".into()))?;
-        let run_host: Option<String> = sqlx::query_scalar(
-            "SELECT host_id FROM metering_runs WHERE container_id = $1 AND generation = $2",
+        // The run's host, and whether its container has a budget to check
+        // (most have none: then the checkpoint costs no further query).
+        let run: Option<(String, bool)> = sqlx::query_as(
+            "SELECT r.host_id, c.max_cost IS NOT NULL FROM metering_runs r \
+             JOIN containers c ON c.id = r.container_id \
+             WHERE r.container_id = $1 AND r.generation = $2",
         )
         .bind(id)
         .bind(c.generation as i64)
         .fetch_optional(&self.pool)
         .await?;
-        if let Some(run_host) = run_host {
-            report_bounds::check_checkpoint(host, &run_host, observed_at, Utc::now(), skew)?;
+        let budgeted = run.as_ref().is_some_and(|(_, budgeted)| *budgeted);
+        if let Some((run_host, _)) = &run {
+            report_bounds::check_checkpoint(host, run_host, observed_at, Utc::now(), skew)?;
         }
         let usage = skiff_billing::MeasuredUsage {
             cpu_usage_ns: c.cpu_usage_ns,
@@ -149,7 +154,7 @@ impl Store {
         )
         .await?;
         tx.commit().await?;
-        if applied && self.enforce_budget(id).await? {
+        if applied && budgeted && self.enforce_budget(id).await? {
             tracing::info!(container = %id, "metered cost reached max_cost: stopping it");
         }
         Ok(applied)
