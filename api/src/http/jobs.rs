@@ -106,7 +106,28 @@ async fn view(state: &AppState, job: JobRow) -> Result<JobView, ApiError> {
                 cost_micros: a.cost_micros + u.cost_micros,
             }
         });
-    Ok(JobView {
+    Ok(job_view(
+        job,
+        TaskCountsView {
+            waiting: counts.waiting,
+            active: counts.active,
+            succeeded: counts.succeeded,
+            failed: counts.failed,
+            cancelled: counts.cancelled,
+        },
+        failed_indices,
+        UsageView::from(&total),
+    ))
+}
+
+/// A job as shown, from its row and what is read beside it.
+fn job_view(
+    job: JobRow,
+    tasks: TaskCountsView,
+    failed_indices: Vec<i32>,
+    usage: UsageView,
+) -> JobView {
+    JobView {
         id: job.id,
         name: job.name,
         state: job.state,
@@ -115,20 +136,14 @@ async fn view(state: &AppState, job: JobRow) -> Result<JobView, ApiError> {
         count: job.count,
         parallelism: job.parallelism,
         max_retries: job.max_retries,
-        tasks: TaskCountsView {
-            waiting: counts.waiting,
-            active: counts.active,
-            succeeded: counts.succeeded,
-            failed: counts.failed,
-            cancelled: counts.cancelled,
-        },
+        tasks,
         failed_indices,
         labels: job.labels.0,
         created_at: job.created_at,
         started_at: job.started_at,
         finished_at: job.finished_at,
-        usage: UsageView::from(&total),
-    })
+        usage,
+    }
 }
 
 /// Run `count` tasks of a template, at most `parallelism` at once.
@@ -221,26 +236,11 @@ pub async fn create(
     }
     // A new job: every task waits, nothing is billed yet.
     let render = |job: &JobRow| {
-        let fresh = JobView {
-            id: job.id,
-            name: job.name.clone(),
-            state: job.state,
-            reason: None,
-            timeout_s: job.timeout_s,
-            count: job.count,
-            parallelism: job.parallelism,
-            max_retries: job.max_retries,
-            tasks: TaskCountsView {
-                waiting: i64::from(job.count),
-                ..Default::default()
-            },
-            failed_indices: Vec::new(),
-            labels: job.labels.0.clone(),
-            created_at: job.created_at,
-            started_at: None,
-            finished_at: None,
-            usage: UsageView::default(),
+        let waiting = TaskCountsView {
+            waiting: i64::from(job.count),
+            ..Default::default()
         };
+        let fresh = job_view(job.clone(), waiting, Vec::new(), UsageView::default());
         idempotency::stored_json(StatusCode::CREATED, &fresh)
     };
     let created = state.store.insert_job(&row, idem.as_ref(), render).await?;
