@@ -2,7 +2,7 @@
 //! events, and lifecycle requests (stop, start, restart, delete) decided
 //! by [`crate::lifecycle`].
 
-use super::idempotency::{self, Claim, Idem, StoredResponse};
+use super::idempotency::{self, Early, Idem, StoredResponse};
 use super::{
     apply_transition, insert_event, lock_container, ContainerRow, Result, Store, StoreError,
     CONTAINER_COLUMNS,
@@ -89,6 +89,16 @@ pub enum Created<T = ContainerRow> {
     KeyReused,
 }
 
+impl<T> From<Early> for Created<T> {
+    fn from(early: Early) -> Self {
+        match early {
+            Early::Replay(response) => Created::Replay(response),
+            Early::InFlight => Created::InFlight,
+            Early::KeyReused => Created::KeyReused,
+        }
+    }
+}
+
 /// What a lifecycle request did.
 #[derive(Debug)]
 pub enum Acted<T = Option<Box<ContainerRow>>> {
@@ -104,6 +114,16 @@ pub enum Acted<T = Option<Box<ContainerRow>>> {
     KeyReused,
 }
 
+impl<T> From<Early> for Acted<T> {
+    fn from(early: Early) -> Self {
+        match early {
+            Early::Replay(response) => Acted::Replay(response),
+            Early::InFlight => Acted::InFlight,
+            Early::KeyReused => Acted::KeyReused,
+        }
+    }
+}
+
 impl Store {
     /// Stores a new container as `pending`. Returns once committed.
     /// Inserts a new container, or, for an idempotency key already used,
@@ -117,15 +137,8 @@ impl Store {
         render: impl FnOnce(&ContainerRow) -> StoredResponse,
     ) -> Result<Created> {
         let mut tx = self.pool.begin().await?;
-        if let Some(idem) = idem {
-            match idempotency::claim(&mut tx, tenant, idem).await? {
-                Claim::New => {}
-                Claim::Replay(response) => return Ok(Created::Replay(response)),
-                // (Not for a create, which records its response before it
-                // commits; kept for completeness.)
-                Claim::InFlight => return Ok(Created::InFlight),
-                Claim::Mismatch => return Ok(Created::KeyReused),
-            }
+        if let Some(early) = idempotency::claim_for(&mut tx, tenant, idem).await? {
+            return Ok(early.into());
         }
         let row = insert_row(&mut tx, tenant, c).await?;
         let response = render(&row);
@@ -206,15 +219,8 @@ impl Store {
         idem: Option<&Idem>,
     ) -> Result<Acted> {
         let mut tx = self.pool.begin().await?;
-        if let Some(idem) = idem {
-            // Claimed in this transaction: the action and the key commit
-            // together (the response is recorded just after).
-            match idempotency::claim(&mut tx, tenant, idem).await? {
-                Claim::New => {}
-                Claim::Replay(response) => return Ok(Acted::Replay(response)),
-                Claim::InFlight => return Ok(Acted::InFlight),
-                Claim::Mismatch => return Ok(Acted::KeyReused),
-            }
+        if let Some(early) = idempotency::claim_for(&mut tx, tenant, idem).await? {
+            return Ok(early.into());
         }
         if matches!(action, Action::Start | Action::Restart) {
             // A new run may claim capacity on its old host: one placer at a time.

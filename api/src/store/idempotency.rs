@@ -78,6 +78,32 @@ pub(super) async fn claim(conn: &mut PgConnection, tenant: Uuid, idem: &Idem) ->
     }))
 }
 
+/// Why a keyed request must not run: what to answer instead.
+#[derive(Debug)]
+pub enum Early {
+    Replay(StoredResponse),
+    InFlight,
+    KeyReused,
+}
+
+/// Claims `idem`, if there is one, in the caller's transaction; `Some`
+/// when the request must not run (see [`claim`]).
+pub(super) async fn claim_for(
+    conn: &mut PgConnection,
+    tenant: Uuid,
+    idem: Option<&Idem>,
+) -> Result<Option<Early>> {
+    let Some(idem) = idem else {
+        return Ok(None);
+    };
+    Ok(match claim(conn, tenant, idem).await? {
+        Claim::New => None,
+        Claim::Replay(response) => Some(Early::Replay(response)),
+        Claim::InFlight => Some(Early::InFlight),
+        Claim::Mismatch => Some(Early::KeyReused),
+    })
+}
+
 /// Stores the response of a claimed key.
 pub(super) async fn record(
     conn: &mut PgConnection,

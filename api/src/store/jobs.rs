@@ -6,7 +6,7 @@
 //! holding the job's row (any replica may drive; `SKIP LOCKED`).
 
 use super::containers::{insert_row, Acted, Created};
-use super::idempotency::{self, Claim, Idem, StoredResponse};
+use super::idempotency::{self, Idem, StoredResponse};
 use super::limits::stop_for_limit;
 use super::{Result, Store};
 use crate::model::NewContainer;
@@ -60,13 +60,8 @@ impl Store {
         render: impl FnOnce(&JobRow) -> StoredResponse,
     ) -> Result<Created<JobRow>> {
         let mut tx = self.pool.begin().await?;
-        if let Some(idem) = idem {
-            match idempotency::claim(&mut tx, job.tenant_id, idem).await? {
-                Claim::New => {}
-                Claim::Replay(response) => return Ok(Created::Replay(response)),
-                Claim::InFlight => return Ok(Created::InFlight),
-                Claim::Mismatch => return Ok(Created::KeyReused),
-            }
+        if let Some(early) = idempotency::claim_for(&mut tx, job.tenant_id, idem).await? {
+            return Ok(early.into());
         }
         let result = sqlx::query_as::<_, JobRow>(&format!(
             "INSERT INTO jobs (id, tenant_id, name, template, tasks, count, parallelism, max_retries, labels, \
@@ -327,13 +322,8 @@ impl Store {
         idem: Option<&Idem>,
     ) -> Result<Acted<Option<Vec<Uuid>>>> {
         let mut tx = self.pool.begin().await?;
-        if let Some(idem) = idem {
-            match idempotency::claim(&mut tx, tenant, idem).await? {
-                Claim::New => {}
-                Claim::Replay(response) => return Ok(Acted::Replay(response)),
-                Claim::InFlight => return Ok(Acted::InFlight),
-                Claim::Mismatch => return Ok(Acted::KeyReused),
-            }
+        if let Some(early) = idempotency::claim_for(&mut tx, tenant, idem).await? {
+            return Ok(early.into());
         }
         let state: Option<JobState> = sqlx::query_scalar(
             "SELECT state FROM jobs WHERE id = $1 AND tenant_id = $2 AND deleted_at IS NULL FOR UPDATE",
