@@ -11,8 +11,9 @@
 use crate::model::{CreateContainer, NewContainer, TaskOf};
 use crate::store::jobs::JobRow;
 use crate::AppState;
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use skiff_core::FieldError;
+use skiff_core::{FieldError, Reason};
 use std::collections::BTreeMap;
 use uuid::Uuid;
 
@@ -110,6 +111,27 @@ pub fn task_container(
     Ok(new)
 }
 
+/// Whether a running job is past one of its own limits, and why: its
+/// `timeout_s` from its start, or its `max_cost` (`cost`: what its task
+/// containers have been billed so far, read only when it has a budget).
+pub fn over_limit(job: &JobRow, now: DateTime<Utc>, cost: Option<i64>) -> Option<(Reason, String)> {
+    if let (Some(timeout_s), Some(started)) = (job.timeout_s, job.started_at) {
+        if now - started >= chrono::Duration::seconds(i64::from(timeout_s)) {
+            return Some((
+                Reason::DeadlineExceeded,
+                format!("its job ran longer than the job's timeout_s of {timeout_s} s"),
+            ));
+        }
+    }
+    match (job.max_cost, cost) {
+        (Some(max_cost), Some(cost)) if cost >= max_cost => Some((
+            Reason::BudgetExceeded,
+            format!("its job's metered cost reached the job's max_cost of {max_cost}"),
+        )),
+        _ => None,
+    }
+}
+
 /// One driver pass over every unfinished job. A job that cannot be
 /// driven is logged and left for the next pass: it never holds up the
 /// others, nor the rest of the scheduler's pass.
@@ -176,6 +198,49 @@ mod tests {
             assert_eq!(labels["run"], "7");
             assert_eq!(labels[JOB_LABEL], job.to_string());
             assert_eq!(labels[TASK_INDEX_LABEL], index.to_string());
+        }
+    }
+
+    #[test]
+    fn a_job_is_over_its_deadline_from_its_start_or_over_its_budget() {
+        let now = Utc::now();
+        let job =
+            |timeout_s: Option<i32>, started_ago: Option<i64>, max_cost: Option<i64>| JobRow {
+                id: Uuid::now_v7(),
+                tenant_id: Uuid::now_v7(),
+                name: "j".into(),
+                template: sqlx::types::Json(serde_json::json!({})),
+                tasks: None,
+                count: 1,
+                parallelism: 1,
+                max_retries: 0,
+                labels: sqlx::types::Json(BTreeMap::new()),
+                state: skiff_core::JobState::Running,
+                timeout_s,
+                reason: None,
+                max_cost,
+                notify_url: None,
+                created_at: now,
+                started_at: started_ago.map(|s| now - chrono::Duration::seconds(s)),
+                finished_at: None,
+            };
+        let d = Some(Reason::DeadlineExceeded);
+        let b = Some(Reason::BudgetExceeded);
+        // (timeout_s, started seconds ago, max_cost, cost so far, verdict)
+        let cases = [
+            (None, Some(100), None, None, None),
+            (Some(10), None, None, None, None), // not started: no clock yet
+            (Some(10), Some(9), None, None, None),
+            (Some(10), Some(10), None, None, d),
+            (None, Some(5), Some(100), Some(99), None),
+            (None, Some(5), Some(100), Some(100), b),
+            (None, Some(5), Some(100), None, None), // cost not read
+            (Some(10), Some(11), Some(100), Some(500), d), // the deadline says first
+            (Some(10), Some(1), Some(100), Some(500), b),
+        ];
+        for (timeout_s, ago, max_cost, cost, want) in cases {
+            let got = over_limit(&job(timeout_s, ago, max_cost), now, cost).map(|(r, _)| r);
+            assert_eq!(got, want, "{timeout_s:?} {ago:?} {max_cost:?} {cost:?}");
         }
     }
 }

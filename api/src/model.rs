@@ -20,6 +20,25 @@ const MAX_COST: i64 = 1_000_000_000_000_000;
 const MAX_COMMAND_BYTES: usize = 64 * 1024;
 const MAX_PENDING_S: u32 = 86_400;
 
+/// A `timeout_s` (of a container or a job) is 1 s to 7 days.
+pub fn check_timeout_s(timeout_s: u32) -> Result<(), FieldError> {
+    if !(1..=MAX_TIMEOUT_S).contains(&timeout_s) {
+        return Err(FieldError::new(
+            "timeout_s",
+            "must be 1 to 604800 seconds (7 days)",
+        ));
+    }
+    Ok(())
+}
+
+/// A `max_cost` (of a container or a job) is 1 to 10^15 micro-units.
+pub fn check_max_cost(max_cost: i64) -> Result<(), FieldError> {
+    if !(1..=MAX_COST).contains(&max_cost) {
+        return Err(FieldError::new("max_cost", "must be 1 to 10^15"));
+    }
+    Ok(())
+}
+
 /// Body of `POST /v1/containers` (and a job's template).
 #[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -163,17 +182,10 @@ impl CreateContainer {
             ));
         }
         if let Some(timeout_s) = self.timeout_s {
-            if !(1..=MAX_TIMEOUT_S).contains(&timeout_s) {
-                return Err(FieldError::new(
-                    "timeout_s",
-                    "must be 1 to 604800 seconds (7 days)",
-                ));
-            }
+            check_timeout_s(timeout_s)?;
         }
         if let Some(max_cost) = self.max_cost {
-            if !(1..=MAX_COST).contains(&max_cost) {
-                return Err(FieldError::new("max_cost", "must be 1 to 10^15"));
-            }
+            check_max_cost(max_cost)?;
         }
         let labels = self.labels.unwrap_or_default();
         validate_labels("labels", &labels)?;

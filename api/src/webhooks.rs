@@ -77,21 +77,12 @@ async fn attempt(
     let body = match &delivery.body {
         Some(body) => body.clone(),
         None => {
-            let view = crate::http::containers::current_view(
-                state,
-                delivery.tenant_id,
-                delivery.container_id,
-            )
-            .await
-            .ok()
-            .flatten();
-            let Some(view) = view else {
+            let Some(rendered) = render(state, &delivery).await else {
                 // Deleted meanwhile: nothing to tell.
                 return store
-                    .delivery_failed(delivery.id, None, "the container is gone", None)
+                    .delivery_failed(delivery.id, None, "its container or job is gone", None)
                     .await;
             };
-            let rendered = serde_json::to_vec(&view).unwrap_or_default();
             store.save_delivery_body(delivery.id, &rendered).await?
         }
     };
@@ -111,8 +102,8 @@ async fn attempt(
         .await;
     let (status, error) = match sent {
         Ok(response) if response.status().is_success() => {
-            tracing::info!(delivery = delivery.id, container = %delivery.container_id,
-                attempts = delivery.attempts, "webhook delivered");
+            tracing::info!(delivery = delivery.id, container = ?delivery.container_id,
+                job = ?delivery.job_id, attempts = delivery.attempts, "webhook delivered");
             return store
                 .delivery_succeeded(delivery.id, response.status().as_u16())
                 .await;
@@ -138,6 +129,26 @@ async fn attempt(
     store
         .delivery_failed(delivery.id, status, &error, retry_in)
         .await
+}
+
+/// The final object a delivery sends: the container or the job as the API
+/// shows it. None when it is gone (or cannot be read now).
+async fn render(state: &AppState, delivery: &DueDelivery) -> Option<Vec<u8>> {
+    let tenant = delivery.tenant_id;
+    let rendered = match (delivery.container_id, delivery.job_id) {
+        (Some(id), _) => crate::http::containers::current_view(state, tenant, id)
+            .await
+            .ok()
+            .flatten()
+            .map(|view| serde_json::to_vec(&view)),
+        (None, Some(id)) => crate::http::jobs::current_view(state, tenant, id)
+            .await
+            .ok()
+            .flatten()
+            .map(|view| serde_json::to_vec(&view)),
+        (None, None) => None,
+    };
+    rendered.and_then(Result::ok)
 }
 
 #[cfg(test)]

@@ -1,7 +1,8 @@
 //! Jobs: parallelism is never exceeded and every index succeeds once;
 //! per-task overrides reach their index; retries make new attempts and a
 //! job out of retries fails naming its indices; cancel stops what runs and
-//! starts nothing more. Refusals sit beside accepted jobs.
+//! starts nothing more; a job's own deadline and budget fail it with their
+//! reasons. Refusals sit beside accepted jobs.
 
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -360,6 +361,83 @@ async fn a_job_past_its_timeout_fails_deadline_exceeded_and_stops_its_tasks() {
         assert_eq!(bad.status, 400, "{bad:?}");
         assert_eq!(bad.problem()["field"], "timeout_s");
         delete_job(&t, &id).await;
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_job_whose_cost_reaches_max_cost_fails_budget_exceeded_and_stops_its_tasks() {
+    limit(secs(120), async {
+        let platform = Platform::get().await;
+        let t = platform.new_tenant().await;
+        let mut spec = template(platform, &["sleep", "600"]);
+        spec["stop_timeout_s"] = json!(1);
+        // Two tasks of 0.1 vCPU and 64 MiB cost about two micro-units a
+        // second together at the default rates: this budget lasts seconds.
+        let max_cost = 6;
+        let created = create_job(
+            &t,
+            &json!({"template": spec, "count": 4, "parallelism": 2, "max_cost": max_cost}),
+        )
+        .await;
+        assert_eq!(created["max_cost"], max_cost);
+        let id = created["id"].as_str().unwrap().to_owned();
+        // The control: a job with a budget far above what it spends.
+        let control = create_job(
+            &t,
+            &json!({"template": template(platform, &["true"]), "count": 2, "max_cost": 1_000_000}),
+        )
+        .await;
+        let control_id = control["id"].as_str().unwrap().to_owned();
+
+        let failed = wait_job(&t, &id, "failed", Duration::from_secs(60)).await;
+        assert_eq!(failed["reason"], "BudgetExceeded", "{failed}");
+        assert_eq!(failed["tasks"]["failed"], 2, "{failed}");
+        assert_eq!(failed["tasks"]["cancelled"], 2, "{failed}");
+        let stopped = eventually("its tasks stopped", Duration::from_secs(60), || async {
+            let all = tasks(&t, &id).await;
+            all.iter().all(|c| !unfinished(c)).then_some(all)
+        })
+        .await;
+        assert_eq!(stopped.len(), 2, "no task started after the budget ran out");
+        for c in &stopped {
+            assert_eq!(
+                (c["state"].as_str(), c["reason"].as_str()),
+                (Some("failed"), Some("BudgetExceeded")),
+                "{c}"
+            );
+        }
+        // Spent, and the bill stopped there: at most a checkpoint interval,
+        // the stop's grace and a second of rounding past it, for each task.
+        let done = job(&t, &id).await;
+        let cost = done["usage"]["cost"].as_i64().unwrap();
+        let billed = done["usage"]["billed_seconds"].as_i64().unwrap();
+        assert!(
+            cost >= max_cost,
+            "stopped before its budget was spent: {done}"
+        );
+        let per_task_second = cost as f64 / billed as f64;
+        let overshoot = 2.0 * (platform.timers.checkpoint_interval_s + 1.0 + 1.0) * per_task_second;
+        assert!(
+            (cost - max_cost) as f64 <= overshoot.ceil(),
+            "cost {cost} for a max_cost of {max_cost}: {done}"
+        );
+        let control = wait_job(&t, &control_id, "succeeded", Duration::from_secs(60)).await;
+        assert!(control["reason"].is_null(), "{control}");
+
+        let bad = t
+            .call(
+                Method::POST,
+                "/v1/jobs",
+                Some(
+                    &json!({"template": template(platform, &["true"]), "count": 1, "max_cost": 0}),
+                ),
+            )
+            .await;
+        assert_eq!(bad.status, 400, "{bad:?}");
+        assert_eq!(bad.problem()["field"], "max_cost");
+        delete_job(&t, &id).await;
+        delete_job(&t, &control_id).await;
     })
     .await
 }

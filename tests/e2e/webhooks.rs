@@ -184,3 +184,55 @@ async fn a_signed_webhook_reaches_a_failing_receiver_on_its_third_try_across_a_r
     })
     .await
 }
+
+#[tokio::test]
+async fn a_job_sends_one_signed_delivery_of_its_final_object() {
+    limit(secs(120), async {
+        let platform = Platform::get().await;
+        let t = platform.new_tenant().await;
+        let (url, got) = receiver(0).await;
+        let mut template = platform.spec(&["true"]);
+        template["cpu"] = json!(0.1);
+        template["memory_mib"] = json!(64);
+        let body = json!({"template": template, "count": 3, "notify_url": url});
+        // Refused before the tenant has a secret to sign with; accepted after.
+        let unsigned = t.call(Method::POST, "/v1/jobs", Some(&body)).await;
+        assert_eq!(unsigned.status, 400, "{unsigned:?}");
+        assert_eq!(unsigned.problem()["field"], "notify_url");
+        let secret = t.call(Method::POST, "/v1/webhook-secret", None).await;
+        assert_eq!(secret.status, 201, "{secret:?}");
+        let secret = secret.json()["secret"].as_str().unwrap().to_owned();
+        let created = t.call(Method::POST, "/v1/jobs", Some(&body)).await;
+        assert_eq!(created.status, 201, "{created:?}");
+        let job = created.json();
+        assert_eq!(job["notify_url"], url.as_str());
+        let id = job["id"].as_str().unwrap().to_owned();
+
+        let received = eventually("the job's delivery", Duration::from_secs(60), || async {
+            got.lock().unwrap().first().cloned()
+        })
+        .await;
+        assert!(signed_by(&secret, &received), "bad signature: {received:?}");
+        let object: Value = serde_json::from_slice(&received.body).unwrap();
+        assert_eq!(object["id"], id.as_str());
+        assert_eq!(object["state"], "succeeded", "{object}");
+        assert_eq!(object["tasks"]["succeeded"], 3, "{object}");
+
+        let log = eventually("the delivery logged", Duration::from_secs(30), || async {
+            let log = t
+                .call(Method::GET, &format!("/v1/jobs/{id}/deliveries"), None)
+                .await;
+            assert_eq!(log.status, 200, "{log:?}");
+            let items = log.json()["items"].as_array().unwrap().clone();
+            (items.first().map(|d| d["state"] == "delivered") == Some(true)).then_some(items)
+        })
+        .await;
+        assert_eq!(log.len(), 1, "{log:?}");
+        assert_eq!(log[0]["attempts"], 1);
+        assert!(log[0].get("run").is_none(), "{log:?}");
+        // One delivery per terminal state: nothing more comes.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(got.lock().unwrap().len(), 1);
+    })
+    .await
+}

@@ -47,6 +47,16 @@ pub struct CreateJob {
     /// 604800 s): past it, it fails with `DeadlineExceeded` and its running
     /// tasks are stopped. (A template's `timeout_s` bounds each task.)
     pub timeout_s: Option<u32>,
+    /// The most all its tasks together may cost (micro-units, as usage
+    /// reports show `cost`): checked at each meter checkpoint of a task;
+    /// once reached, the job fails with `BudgetExceeded` and its running
+    /// tasks are stopped (so the overshoot is at most one checkpoint
+    /// interval of its running tasks). A template's `max_cost` bounds each
+    /// task.
+    pub max_cost: Option<i64>,
+    /// Receives the final job (a signed POST) when it reaches a terminal
+    /// state; see `POST /v1/webhook-secret`.
+    pub notify_url: Option<String>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
@@ -70,6 +80,8 @@ pub struct JobView {
     #[schema(value_type = Option<String>)]
     pub reason: Option<skiff_core::Reason>,
     pub timeout_s: Option<i32>,
+    pub max_cost: Option<i64>,
+    pub notify_url: Option<String>,
     pub count: i32,
     pub parallelism: i32,
     pub max_retries: i32,
@@ -133,6 +145,8 @@ fn job_view(
         state: job.state,
         reason: job.reason,
         timeout_s: job.timeout_s,
+        max_cost: job.max_cost,
+        notify_url: job.notify_url,
         count: job.count,
         parallelism: job.parallelism,
         max_retries: job.max_retries,
@@ -192,12 +206,14 @@ pub async fn create(
     let labels = body.labels.unwrap_or_default();
     skiff_core::validate_labels("labels", &labels)?;
     if let Some(timeout_s) = body.timeout_s {
-        if !(1..=604_800).contains(&timeout_s) {
-            return Err(ApiError::invalid(
-                "timeout_s",
-                "must be 1 to 604800 seconds (7 days)",
-            ));
-        }
+        crate::model::check_timeout_s(timeout_s)?;
+    }
+    if let Some(max_cost) = body.max_cost {
+        crate::model::check_max_cost(max_cost)?;
+    }
+    let notify_url = body.notify_url.filter(|u| !u.is_empty());
+    if let Some(url) = &notify_url {
+        super::containers::check_notify_url(&state, tenant, url).await?;
     }
     if body.template.notify_url.is_some() {
         return Err(ApiError::invalid(
@@ -223,6 +239,8 @@ pub async fn create(
         state: JobState::Pending,
         timeout_s: body.timeout_s.map(|t| t as i32),
         reason: None,
+        max_cost: body.max_cost,
+        notify_url,
         created_at: Utc::now(),
         started_at: None,
         finished_at: None,
@@ -255,7 +273,19 @@ pub async fn create(
     Ok(response)
 }
 
-async fn load(state: &AppState, tenant: Uuid, raw: &str) -> Result<JobRow, ApiError> {
+/// A job as shown now (None: no such job, or deleted).
+pub(crate) async fn current_view(
+    state: &AppState,
+    tenant: Uuid,
+    id: Uuid,
+) -> Result<Option<JobView>, ApiError> {
+    match state.store.get_job(tenant, id).await? {
+        Some(job) => Ok(Some(view(state, job).await?)),
+        None => Ok(None),
+    }
+}
+
+pub(super) async fn load(state: &AppState, tenant: Uuid, raw: &str) -> Result<JobRow, ApiError> {
     let id = Uuid::parse_str(raw).map_err(|_| ApiError::NotFound("job"))?;
     state
         .store

@@ -9,7 +9,7 @@
 //! - [`idempotency`]: the `Idempotency-Key` header.
 //! - [`hosts`]: admin routes for the pool's hosts (list, drain, undrain, revoke).
 //! - [`join_tokens`]: admin routes for the tokens hosts join with.
-//! - [`webhooks`]: the tenant's webhook secret, a container's deliveries.
+//! - [`webhooks`]: the tenant's webhook secret, a container's or a job's deliveries.
 //! - [`usage`]: usage reports, ledger verification, rate card.
 //! - [`openapi`]: the OpenAPI 3 document, generated from the handlers.
 
@@ -67,6 +67,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/jobs/{id}", get(jobs::get).delete(jobs::delete))
         .route("/v1/jobs/{id}/tasks", get(jobs::tasks))
         .route("/v1/jobs/{id}/cancel", post(jobs::cancel))
+        .route("/v1/jobs/{id}/deliveries", get(webhooks::job_deliveries))
         .route("/v1/hosts", get(hosts::list))
         .route("/v1/hosts/{id}", delete(hosts::revoke))
         .route("/v1/hosts/{id}/drain", post(hosts::drain))

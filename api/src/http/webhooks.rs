@@ -1,8 +1,9 @@
 //! The tenant's webhook secret (`POST /v1/webhook-secret`: create or
-//! rotate, shown once) and a container's delivery log.
+//! rotate, shown once) and the delivery log of a container or a job.
 
 use super::{json, new_token, Tenant};
 use crate::error::{ApiError, Problem};
+use crate::store::webhooks::{DeliveryState, Subject};
 use crate::AppState;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -11,6 +12,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use utoipa::ToSchema;
+use uuid::Uuid;
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct WebhookSecret {
@@ -31,15 +33,17 @@ pub async fn rotate_secret(
     Ok(json(StatusCode::CREATED, WebhookSecret { secret }))
 }
 
-/// One delivery of a container's completion webhook.
+/// One delivery of a completion webhook.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct DeliveryView {
     pub id: i64,
-    /// The run it reports (a container's generation).
-    pub run: i64,
+    /// The run it reports (a container's generation; absent for a job).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run: Option<i64>,
     pub url: String,
     /// `pending`, `delivered` or `gave_up`.
-    pub state: String,
+    #[schema(value_type = String)]
+    pub state: DeliveryState,
     pub attempts: i32,
     pub last_status: Option<i32>,
     pub last_error: Option<String>,
@@ -62,9 +66,30 @@ pub async fn deliveries(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let row = super::containers::load(&state, tenant, &id).await?;
+    delivery_log(&state, tenant, Subject::Container(row.id)).await
+}
+
+/// A job's webhook deliveries (one per terminal state it reaches).
+#[utoipa::path(get, path = "/v1/jobs/{id}/deliveries", params(("id" = Uuid, Path)),
+    responses((status = 200, body = DeliveryList), (status = 404, body = Problem)),
+    security(("bearer" = [])))]
+pub async fn job_deliveries(
+    State(state): State<Arc<AppState>>,
+    Tenant(tenant): Tenant,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let job = super::jobs::load(&state, tenant, &id).await?;
+    delivery_log(&state, tenant, Subject::Job(job.id)).await
+}
+
+async fn delivery_log(
+    state: &AppState,
+    tenant: Uuid,
+    subject: Subject,
+) -> Result<Response, ApiError> {
     let items = state
         .store
-        .deliveries(tenant, row.id)
+        .deliveries(tenant, subject)
         .await?
         .into_iter()
         .map(|d| DeliveryView {

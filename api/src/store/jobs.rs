@@ -30,13 +30,16 @@ pub struct JobRow {
     pub state: JobState,
     pub timeout_s: Option<i32>,
     pub reason: Option<Reason>,
+    /// The most all its task containers together may cost (micro-units).
+    pub max_cost: Option<i64>,
+    pub notify_url: Option<String>,
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
 }
 
 const JOB_COLUMNS: &str = "id, tenant_id, name, template, tasks, count, parallelism, max_retries, \
-    labels, state, timeout_s, reason, created_at, started_at, finished_at";
+    labels, state, timeout_s, reason, max_cost, notify_url, created_at, started_at, finished_at";
 
 /// Tasks of a job by state.
 #[derive(Debug, Clone, Default, sqlx::FromRow)]
@@ -65,7 +68,8 @@ impl Store {
         }
         let result = sqlx::query_as::<_, JobRow>(&format!(
             "INSERT INTO jobs (id, tenant_id, name, template, tasks, count, parallelism, max_retries, labels, \
-             timeout_s) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING {JOB_COLUMNS}"
+             timeout_s, max_cost, notify_url) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+             RETURNING {JOB_COLUMNS}"
         ))
         .bind(job.id)
         .bind(job.tenant_id)
@@ -77,6 +81,8 @@ impl Store {
         .bind(job.max_retries)
         .bind(&job.labels)
         .bind(job.timeout_s)
+        .bind(job.max_cost)
+        .bind(&job.notify_url)
         .fetch_one(&mut *tx)
         .await;
         let row = match result {
@@ -190,44 +196,13 @@ impl Store {
         let Some(job) = job else {
             return Ok(None);
         };
-        let past_deadline = match (job.timeout_s, job.started_at) {
-            (Some(timeout_s), Some(started)) => {
-                Utc::now() - started >= chrono::Duration::seconds(i64::from(timeout_s))
-            }
-            _ => false,
+        let cost = match job.max_cost {
+            Some(_) => Some(job_cost(&mut tx, id).await?),
+            None => None,
         };
-        if past_deadline {
-            // Running tasks are stopped for the job's deadline (their
-            // containers end failed, DeadlineExceeded); nothing starts again.
-            let running: Vec<Uuid> = sqlx::query_scalar(
-                "SELECT c.id FROM job_tasks t JOIN containers c ON c.id = t.container_id \
-                 WHERE t.job_id = $1 AND t.state = 'active' AND c.desired = 'running' \
-                   AND c.state NOT IN ('succeeded', 'failed', 'stopped') ORDER BY c.id FOR UPDATE OF c",
-            )
-            .bind(id)
-            .fetch_all(&mut *tx)
-            .await?;
-            let why = format!(
-                "its job ran longer than the job's timeout_s of {} s",
-                job.timeout_s.unwrap_or_default()
-            );
-            for container in running {
-                stop_for_limit(&mut tx, container, Reason::DeadlineExceeded, Some(&why)).await?;
-            }
-            sqlx::query(
-                "UPDATE job_tasks SET state = CASE WHEN state = 'active' THEN 'failed'::task_state \
-                   ELSE 'cancelled'::task_state END WHERE job_id = $1 AND state IN ('waiting', 'active')",
-            )
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query(
-                "UPDATE jobs SET state = 'failed', reason = $2, finished_at = now() WHERE id = $1",
-            )
-            .bind(id)
-            .bind(Reason::DeadlineExceeded)
-            .execute(&mut *tx)
-            .await?;
+        let over = crate::jobs::over_limit(&job, Utc::now(), cost);
+        if let Some((reason, why)) = over {
+            fail_job(&mut tx, id, reason, &why).await?;
             tx.commit().await?;
             return Ok(Some(JobState::Failed));
         }
@@ -373,4 +348,49 @@ impl Store {
         .rows_affected()
             == 1)
     }
+}
+
+/// What all of a job's task containers have been billed (micro-units).
+async fn job_cost(conn: &mut sqlx::PgConnection, job: Uuid) -> Result<i64> {
+    let ids: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM containers WHERE job_id = $1")
+        .bind(job)
+        .fetch_all(&mut *conn)
+        .await?;
+    let usage = skiff_billing::container_usage(conn, &ids).await?;
+    Ok(usage.values().map(|u| u.cost_micros).sum())
+}
+
+/// Fails a locked job for one of its limits: its running tasks are stopped
+/// with that reason (their containers end failed with it), the waiting ones
+/// are cancelled, and nothing starts again.
+async fn fail_job(
+    conn: &mut sqlx::PgConnection,
+    id: Uuid,
+    reason: Reason,
+    why: &str,
+) -> Result<()> {
+    let running: Vec<Uuid> = sqlx::query_scalar(
+        "SELECT c.id FROM job_tasks t JOIN containers c ON c.id = t.container_id \
+         WHERE t.job_id = $1 AND t.state = 'active' AND c.desired = 'running' \
+           AND c.state NOT IN ('succeeded', 'failed', 'stopped') ORDER BY c.id FOR UPDATE OF c",
+    )
+    .bind(id)
+    .fetch_all(&mut *conn)
+    .await?;
+    for container in running {
+        stop_for_limit(conn, container, reason, Some(why)).await?;
+    }
+    sqlx::query(
+        "UPDATE job_tasks SET state = CASE WHEN state = 'active' THEN 'failed'::task_state \
+           ELSE 'cancelled'::task_state END WHERE job_id = $1 AND state IN ('waiting', 'active')",
+    )
+    .bind(id)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query("UPDATE jobs SET state = 'failed', reason = $2, finished_at = now() WHERE id = $1")
+        .bind(id)
+        .bind(reason)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
 }

@@ -121,19 +121,22 @@ impl Store {
             .map_err(|e| StoreError::Corrupt(format!("checkpoint container id: {e}")))?;
         let observed_at = DateTime::from_timestamp_millis(c.observed_at_unix_ms)
             .ok_or_else(|| StoreError::Corrupt("checkpoint time out of range".into()))?;
-        // The run's host, and whether its container has a budget to check
-        // (most have none: then the checkpoint costs no further query).
-        let run: Option<(String, bool)> = sqlx::query_as(
-            "SELECT r.host_id, c.max_cost IS NOT NULL FROM metering_runs r \
-             JOIN containers c ON c.id = r.container_id \
+        // The run's host, and whether its container or its job has a budget
+        // to check (most have none: then the checkpoint costs no further
+        // query).
+        let run: Option<(String, bool, bool)> = sqlx::query_as(
+            "SELECT r.host_id, c.max_cost IS NOT NULL, coalesce(j.max_cost IS NOT NULL, false) \
+             FROM metering_runs r JOIN containers c ON c.id = r.container_id \
+             LEFT JOIN jobs j ON j.id = c.job_id \
              WHERE r.container_id = $1 AND r.generation = $2",
         )
         .bind(id)
         .bind(c.generation as i64)
         .fetch_optional(&self.pool)
         .await?;
-        let budgeted = run.as_ref().is_some_and(|(_, budgeted)| *budgeted);
-        if let Some((run_host, _)) = &run {
+        let budgeted = run.as_ref().is_some_and(|r| r.1);
+        let job_budgeted = run.as_ref().is_some_and(|r| r.2);
+        if let Some((run_host, ..)) = &run {
             report_bounds::check_checkpoint(host, run_host, observed_at, Utc::now(), skew)?;
         }
         let usage = skiff_billing::MeasuredUsage {
@@ -156,6 +159,10 @@ impl Store {
         tx.commit().await?;
         if applied && budgeted && self.enforce_budget(id).await? {
             tracing::info!(container = %id, "metered cost reached max_cost: stopping it");
+        }
+        if applied && job_budgeted {
+            // The scheduler's pass over the job checks the job's budget.
+            self.notify_scheduler().await?;
         }
         Ok(applied)
     }

@@ -1,5 +1,5 @@
-//! Webhook deliveries: queued by a trigger when a container with a
-//! `notify_url` reaches a terminal state; claimed by any replica with
+//! Webhook deliveries: queued by a trigger when a container or a job with
+//! a `notify_url` reaches a terminal state; claimed by any replica with
 //! `SKIP LOCKED` and a lease (a replica that dies mid-send leaves the row to
 //! be claimed again: at least once); the outcome recorded with the next
 //! attempt's time. And the tenant's signing secret.
@@ -9,12 +9,30 @@ use chrono::{DateTime, Utc};
 use std::time::Duration;
 use uuid::Uuid;
 
+/// Where a delivery is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::Type, serde::Serialize, serde::Deserialize)]
+#[sqlx(type_name = "delivery_state", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryState {
+    Pending,
+    Delivered,
+    GaveUp,
+}
+
+/// What a delivery reports on: a container's run, or a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Subject {
+    Container(Uuid),
+    Job(Uuid),
+}
+
 /// A delivery due now, claimed for one attempt.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct DueDelivery {
     pub id: i64,
     pub tenant_id: Uuid,
-    pub container_id: Uuid,
+    pub container_id: Option<Uuid>,
+    pub job_id: Option<Uuid>,
     pub url: String,
     pub body: Option<Vec<u8>>,
     pub attempts: i32,
@@ -26,9 +44,10 @@ pub struct DueDelivery {
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct DeliveryRow {
     pub id: i64,
-    pub generation: i64,
+    /// The container's run it reports (None for a job's delivery).
+    pub generation: Option<i64>,
     pub url: String,
-    pub state: String,
+    pub state: DeliveryState,
     pub attempts: i32,
     pub last_status: Option<i32>,
     pub last_error: Option<String>,
@@ -67,7 +86,7 @@ impl Store {
              UPDATE webhook_deliveries d SET attempts = d.attempts + 1, \
                  next_attempt_at = now() + make_interval(secs => $1) \
              FROM due, tenants t WHERE d.id = due.id AND t.id = d.tenant_id \
-             RETURNING d.id, d.tenant_id, d.container_id, d.url, d.body, d.attempts, d.created_at, \
+             RETURNING d.id, d.tenant_id, d.container_id, d.job_id, d.url, d.body, d.attempts, d.created_at, \
                  t.webhook_secret AS secret",
         )
         .bind(lease.as_secs_f64())
@@ -123,14 +142,20 @@ impl Store {
         Ok(())
     }
 
-    pub async fn deliveries(&self, tenant: Uuid, container: Uuid) -> Result<Vec<DeliveryRow>> {
+    /// A container's or a job's deliveries, oldest first.
+    pub async fn deliveries(&self, tenant: Uuid, subject: Subject) -> Result<Vec<DeliveryRow>> {
+        let (container, job) = match subject {
+            Subject::Container(id) => (Some(id), None),
+            Subject::Job(id) => (None, Some(id)),
+        };
         Ok(sqlx::query_as(
-            "SELECT id, generation, url, state::text AS state, attempts, last_status, last_error, \
+            "SELECT id, generation, url, state, attempts, last_status, last_error, \
                created_at, delivered_at FROM webhook_deliveries \
-             WHERE tenant_id = $1 AND container_id = $2 ORDER BY id",
+             WHERE tenant_id = $1 AND (container_id = $2 OR job_id = $3) ORDER BY id",
         )
         .bind(tenant)
         .bind(container)
+        .bind(job)
         .fetch_all(&self.pool)
         .await?)
     }

@@ -180,7 +180,11 @@ pub async fn create(
 
 /// A `notify_url` must be http(s), to a host the operator allows, and the
 /// tenant must have a webhook secret to sign with.
-async fn check_notify_url(state: &AppState, tenant: Uuid, url: &str) -> Result<(), ApiError> {
+pub(crate) async fn check_notify_url(
+    state: &AppState,
+    tenant: Uuid,
+    url: &str,
+) -> Result<(), ApiError> {
     let parsed = reqwest::Url::parse(url)
         .map_err(|e| ApiError::invalid("notify_url", format!("not a URL: {e}")))?;
     if !matches!(parsed.scheme(), "http" | "https") {
