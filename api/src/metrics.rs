@@ -32,6 +32,9 @@ pub struct Metrics {
     pub handshakes_refused: IntCounterVec,
     /// Joins, by outcome (`joined`, or why the token was refused).
     pub joins: IntCounterVec,
+    /// Time each step of a scheduler pass took (`expire`, `deadlines`,
+    /// `jobs`, `hosts`, `place`, `restarts`).
+    pub scheduler_step: HistogramVec,
 }
 
 impl Default for Metrics {
@@ -126,8 +129,20 @@ impl Default for Metrics {
             "Host joins, by outcome",
             "outcome",
         );
+        let scheduler_step = HistogramVec::new(
+            HistogramOpts::new(
+                "skiff_scheduler_step_seconds",
+                "Time each step of a scheduler pass took",
+            )
+            .buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+            ]),
+            &["step"],
+        )
+        .expect("valid metric");
         for collector in [
             Box::new(http_duration.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(scheduler_step.clone()),
             Box::new(phase_duration.clone()),
             Box::new(reports.clone()),
             Box::new(checkpoints.clone()),
@@ -158,6 +173,7 @@ impl Default for Metrics {
             calls_refused,
             handshakes_refused,
             joins,
+            scheduler_step,
         }
     }
 }

@@ -13,6 +13,7 @@ pub const RUN_LABEL: &str = "skiff-bench-run";
 // The API's own types: a change to the API's JSON breaks this build, not a
 // benchmark run.
 pub use skiff_api::http::hosts::{HostList, HostView as Host};
+pub use skiff_api::http::jobs::JobView as Job;
 pub use skiff_api::model::{ContainerList, ContainerView as Container, Timings};
 
 #[derive(Clone)]
@@ -128,6 +129,77 @@ impl Api {
     /// Waits until the container has finished.
     pub async fn wait_exited(&self, id: &str, timeout_s: u64) -> Result<Container> {
         self.wait(id, "exited", timeout_s).await
+    }
+
+    /// POST /v1/jobs: `count` tasks of `command` in `image` (0.1 cpu,
+    /// 64 MiB), at most `parallelism` at once.
+    pub async fn create_job(
+        &self,
+        image: &str,
+        command: &[&str],
+        run_id: &str,
+        count: usize,
+        parallelism: usize,
+    ) -> Result<Job> {
+        let body = json!({
+            "template": {
+                "image": image,
+                "command": command,
+                "cpu": 0.1,
+                "memory_mib": 64,
+                "stop_timeout_s": 0,
+                "labels": { RUN_LABEL: run_id },
+            },
+            "count": count,
+            "parallelism": parallelism,
+            "labels": { RUN_LABEL: run_id },
+        });
+        let resp = self
+            .http
+            .post(self.url("/v1/jobs"))
+            .bearer_auth(&self.token)
+            .timeout(Duration::from_secs(60))
+            .json(&body)
+            .send()
+            .await
+            .context("POST /v1/jobs")?;
+        let status = resp.status();
+        if status != StatusCode::CREATED {
+            let text = resp.text().await.unwrap_or_default();
+            bail!("POST /v1/jobs -> {status}: {text}");
+        }
+        Ok(resp.json().await?)
+    }
+
+    /// GET /v1/jobs/{id}.
+    pub async fn job(&self, id: &str) -> Result<Job> {
+        let resp = self
+            .http
+            .get(self.url(&format!("/v1/jobs/{id}")))
+            .bearer_auth(&self.token)
+            .timeout(Duration::from_secs(30))
+            .send()
+            .await
+            .with_context(|| format!("GET /v1/jobs/{id}"))?;
+        let status = resp.status();
+        if status != StatusCode::OK {
+            let text = resp.text().await.unwrap_or_default();
+            bail!("GET /v1/jobs/{id} -> {status}: {text}");
+        }
+        Ok(resp.json().await?)
+    }
+
+    /// DELETE /v1/jobs/{id} (and its task containers): the status code.
+    pub async fn delete_job(&self, id: &str) -> Result<StatusCode> {
+        let resp = self
+            .http
+            .delete(self.url(&format!("/v1/jobs/{id}")))
+            .bearer_auth(&self.token)
+            .timeout(Duration::from_secs(600))
+            .send()
+            .await
+            .with_context(|| format!("DELETE /v1/jobs/{id}"))?;
+        Ok(resp.status())
     }
 
     /// GET /v1/hosts with `admin_token`.

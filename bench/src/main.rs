@@ -7,6 +7,7 @@
 mod api;
 mod cold;
 mod ctr;
+mod jobs;
 mod machine;
 mod pool;
 mod report;
@@ -41,6 +42,9 @@ enum Scenario {
     /// a burst of short containers through the queue of the whole pool
     /// (every ready host at its own capacity) vs `ctr run --rm`
     Pool,
+    /// one job of many short tasks, parallelism = the pool's slots, vs
+    /// `ctr run --rm` at that concurrency
+    Job,
 }
 
 /// Benchmarks the local skiff platform against raw containerd on the same
@@ -67,7 +71,7 @@ struct Args {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "start,burst,memory,teardown,cold,reads,pool"
+        default_value = "start,burst,memory,teardown,cold,reads,pool,job"
     )]
     scenarios: Vec<Scenario>,
     /// Samples of the start-latency scenario [default: 50, quick: 5].
@@ -79,6 +83,9 @@ struct Args {
     /// Short containers of the pool scenario [default: 300, quick: 30].
     #[arg(long)]
     pool_burst: Option<usize>,
+    /// Tasks of the job scenario [default: 1000, quick: 50].
+    #[arg(long)]
+    job_tasks: Option<usize>,
     /// Concurrent API requests in burst and teardown.
     #[arg(long, default_value_t = 32)]
     in_flight: usize,
@@ -438,6 +445,11 @@ async fn run(args: &Args, env: &HashMap<String, String>) -> Result<()> {
         let n = args.pool_burst.unwrap_or(if q { 30 } else { 300 });
         let r = pool::pool_burst(&ctx, n, &get("SKIFF_ADMIN_TOKEN")?).await;
         record("pool", r, &mut rows);
+    }
+    if want(Scenario::Job) {
+        let n = args.job_tasks.unwrap_or(if q { 50 } else { 1000 });
+        let r = jobs::job_burst(&ctx, n, &get("SKIFF_ADMIN_TOKEN")?).await;
+        record("job", r, &mut rows);
     }
     cleanup(&ctx).await;
     let _ = std::fs::remove_dir_all(&work);

@@ -18,9 +18,9 @@ use tokio::task::JoinSet;
 /// Namespace of the raw pool baseline.
 pub const NS_POOL: &str = "skiff-bench-pool";
 /// The short container: exits at once with 0.
-const SHORT: &[&str] = &["true"];
-const CPU: f64 = 0.1;
-const MEMORY_MIB: u64 = 64;
+pub const SHORT: &[&str] = &["true"];
+pub const CPU: f64 = 0.1;
+pub const MEMORY_MIB: u64 = 64;
 const WAIT_S: u64 = 600;
 
 fn progress(msg: &str) {
@@ -30,7 +30,9 @@ fn progress(msg: &str) {
     );
 }
 
-pub async fn pool_burst(ctx: &Ctx, n: usize, admin_token: &str) -> Result<Outcome> {
+/// The pool's ready hosts (as "id cpu/memory" lines) and how many short
+/// containers (0.1 vCPU, 64 MiB) fit on them at once: its slots.
+pub async fn pool_slots(ctx: &Ctx, admin_token: &str) -> Result<(Vec<String>, usize)> {
     let hosts: Vec<_> = ctx
         .api
         .hosts(admin_token)
@@ -41,7 +43,6 @@ pub async fn pool_burst(ctx: &Ctx, n: usize, admin_token: &str) -> Result<Outcom
     if hosts.is_empty() {
         bail!("no ready host in GET /v1/hosts");
     }
-    // Containers of 0.1 vCPU / 64 MiB that fit at once: the pool's slots.
     let slots: usize = hosts
         .iter()
         .map(|h| {
@@ -50,13 +51,53 @@ pub async fn pool_burst(ctx: &Ctx, n: usize, admin_token: &str) -> Result<Outcom
                 .max(0) as usize
         })
         .sum();
-    let capacity: Vec<String> = hosts
+    let capacity = hosts
         .iter()
         .map(|h| format!("{} {} vCPU/{} MiB", h.id, h.cpu, h.memory_mib))
         .collect();
+    Ok((capacity, slots))
+}
+
+/// Raw: `n` short containers with `ctr run --rm`, `slots` at a time, on
+/// one containerd (the machine is the same; containerd instances share
+/// it), the image in place before the clock starts. Containers/s.
+pub async fn ctr_rm_rate(ctx: &Ctx, n: usize, slots: usize) -> Result<f64> {
+    let _ = ctx.ctr.clean_namespace(NS_POOL).await;
+    ctx.ctr.pull(NS_POOL, &ctx.image).await?;
+    let sem = Arc::new(Semaphore::new(slots.max(1)));
+    let t0 = Instant::now();
+    let mut set = JoinSet::new();
+    for _ in 0..n {
+        let (ctr, sem, image) = (ctx.ctr.clone(), sem.clone(), ctx.image.clone());
+        set.spawn(async move {
+            let _permit = sem.acquire_owned().await.expect("semaphore");
+            let id = format!("pool-{}", uuid::Uuid::new_v4().simple());
+            ctr.run_to_exit(NS_POOL, &image, &id, SHORT).await
+        });
+    }
+    let mut raw_error = None;
+    while let Some(r) = set.join_next().await {
+        if let Err(e) = r? {
+            raw_error = raw_error.or(Some(e));
+        }
+    }
+    let raw_wall = t0.elapsed().as_secs_f64();
+    let _ = ctx.ctr.clean_namespace(NS_POOL).await;
+    if let Some(e) = raw_error {
+        return Err(e.context("raw baseline (ctr run --rm)"));
+    }
+    let raw_rate = n as f64 / raw_wall;
+    progress(&format!(
+        "ctr run --rm: {n} done in {raw_wall:.2} s ({raw_rate:.1}/s), {slots} at a time"
+    ));
+    Ok(raw_rate)
+}
+
+pub async fn pool_burst(ctx: &Ctx, n: usize, admin_token: &str) -> Result<Outcome> {
+    let (capacity, slots) = pool_slots(ctx, admin_token).await?;
     progress(&format!(
         "pool: {n} short containers through the queue of {} hosts ({}), {slots} slots",
-        hosts.len(),
+        capacity.len(),
         capacity.join(", ")
     ));
 
@@ -119,44 +160,14 @@ pub async fn pool_burst(ctx: &Ctx, n: usize, admin_token: &str) -> Result<Outcom
         "pool: platform {n} done in {wall:.2} s ({rate:.1}/s), per host {per_host:?}"
     ));
 
-    // Raw: `ctr run --rm`, as many at once as the pool has slots, on one
-    // containerd (the machine is the same; containerd instances share it).
-    let _ = ctx.ctr.clean_namespace(NS_POOL).await;
-    // The image is in place before the clock starts, as on the pool's hosts.
-    ctx.ctr.pull(NS_POOL, &ctx.image).await?;
-    let sem = Arc::new(Semaphore::new(slots.max(1)));
-    let t0 = Instant::now();
-    let mut set = JoinSet::new();
-    for _ in 0..n {
-        let (ctr, sem, image) = (ctx.ctr.clone(), sem.clone(), ctx.image.clone());
-        set.spawn(async move {
-            let _permit = sem.acquire_owned().await.expect("semaphore");
-            let id = format!("pool-{}", uuid::Uuid::new_v4().simple());
-            ctr.run_to_exit(NS_POOL, &image, &id, SHORT).await
-        });
-    }
-    let mut raw_error = None;
-    while let Some(r) = set.join_next().await {
-        if let Err(e) = r? {
-            raw_error = raw_error.or(Some(e));
-        }
-    }
-    let raw_wall = t0.elapsed().as_secs_f64();
-    let _ = ctx.ctr.clean_namespace(NS_POOL).await;
-    if let Some(e) = raw_error {
-        return Err(e.context("raw pool baseline"));
-    }
-    let raw_rate = n as f64 / raw_wall;
-    progress(&format!(
-        "pool: ctr run --rm {n} done in {raw_wall:.2} s ({raw_rate:.1}/s), {slots} at a time"
-    ));
+    let raw_rate = ctr_rm_rate(ctx, n, slots).await?;
 
     let spread: Vec<String> = per_host.iter().map(|(h, c)| format!("{h} {c}")).collect();
     let rows = vec![
         Row::vs_raw(
             &format!(
                 "pool: {n} short containers through the queue, {} hosts, {slots} slots",
-                hosts.len()
+                capacity.len()
             ),
             "containers/s",
             rate,
@@ -175,7 +186,7 @@ pub async fn pool_burst(ctx: &Ctx, n: usize, admin_token: &str) -> Result<Outcom
         details: json!({
             "containers": n, "slots": slots, "hosts": capacity,
             "platform_wall_s": wall, "platform_rate": rate,
-            "ctr_wall_s": raw_wall, "ctr_rate": raw_rate,
+            "ctr_rate": raw_rate,
             "placements_per_host": per_host,
         }),
     })

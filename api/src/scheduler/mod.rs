@@ -74,23 +74,29 @@ pub async fn run(state: Arc<AppState>, shutdown: CancellationToken) {
 async fn pass(state: &AppState, judge_hosts: bool) -> Result<(), crate::store::StoreError> {
     let store = &state.store;
     let live_within = state.config.host_lost_after();
+    let mut timer = StepTimer::new(state);
     for id in store.expire_pending().await? {
         tracing::info!(container = %id, "container failed: no capacity within max_pending_s");
     }
+    timer.step("expire");
     for id in store.enforce_deadlines().await? {
         tracing::info!(container = %id, "run exceeded its timeout_s: stopping it");
     }
+    timer.step("deadlines");
     crate::jobs::drive(state).await?;
+    timer.step("jobs");
     if judge_hosts {
         for lost in store.handle_lost_hosts(live_within).await? {
             tracing::warn!(host = %lost.id, failed = lost.failed.len(), replaced = lost.replaced.len(),
                 runs_closed = lost.runs_closed, "host lost: its containers failed or were queued for another host");
             state.metrics.hosts_lost.inc();
         }
+        timer.step("hosts");
     }
     let round = store
         .place_pending(live_within, state.config.placement)
         .await?;
+    timer.step("place");
     if round.placed > 0 || round.waiting > 0 {
         tracing::debug!(
             placed = round.placed,
@@ -100,5 +106,31 @@ async fn pass(state: &AppState, judge_hosts: bool) -> Result<(), crate::store::S
         state.metrics.placements.inc_by(round.placed as u64);
     }
     store.start_due_restarts().await?;
+    timer.step("restarts");
     Ok(())
+}
+
+/// Times the steps of a pass into `skiff_scheduler_step_seconds`.
+struct StepTimer<'a> {
+    state: &'a AppState,
+    since: Instant,
+}
+
+impl<'a> StepTimer<'a> {
+    fn new(state: &'a AppState) -> Self {
+        Self {
+            state,
+            since: Instant::now(),
+        }
+    }
+
+    fn step(&mut self, name: &str) {
+        let now = Instant::now();
+        self.state
+            .metrics
+            .scheduler_step
+            .with_label_values(&[name])
+            .observe((now - self.since).as_secs_f64());
+        self.since = now;
+    }
 }

@@ -554,7 +554,13 @@ impl<R: Runtime> ContainerSupervisor<R> {
             .is_none_or(|t| t.status == TaskStatus::Stopped))
     }
 
-    /// Records a stopped task in containerd's labels, deletes it, and reports the exit.
+    /// Records a stopped task in containerd's labels, reports the exit, and
+    /// deletes the task. The report goes before the delete (a shim's exit
+    /// takes a while on a busy host) so the control plane frees the run's
+    /// capacity and starts what waits sooner; the exit is recorded first, so
+    /// a worker that dies between report and delete finds the stopped task
+    /// and its record and finishes again (the control plane takes a repeated
+    /// exit report of a run as a no-op).
     async fn finish(&mut self, task: &TaskInfo) -> Result<(), RuntimeError> {
         let oom = self.oom_seen || self.runtime.oom_killed(&self.id).await;
         let exit = ExitRecord {
@@ -564,11 +570,11 @@ impl<R: Runtime> ContainerSupervisor<R> {
             finished_at_unix_ms: task.exited_at_unix_ms.unwrap_or_else(now_ms),
             oom_killed: oom,
         };
-        self.runtime.finish_task(&self.id, &exit).await?;
+        self.runtime.record_exit(&self.id, &exit).await?;
         self.observed.last_exit = Some(exit.clone());
         self.oom_seen = false;
         self.report_exit(&exit);
-        Ok(())
+        self.runtime.delete_task(&self.id).await
     }
 
     fn report_exit(&mut self, exit: &ExitRecord) {

@@ -307,7 +307,7 @@ impl ContainerdRuntime {
         }
     }
 
-    async fn delete_task(&self, id: &str) -> Result<(), RuntimeError> {
+    async fn delete_task_inner(&self, id: &str) -> Result<(), RuntimeError> {
         match self
             .tasks()
             .delete(self.conn.req(DeleteTaskRequest {
@@ -487,7 +487,7 @@ impl Runtime for ContainerdRuntime {
                     // Created but never started (e.g. a crash between
                     // create and start): it has a live init, kill it first.
                     self.kill_and_wait(id).await?;
-                    self.delete_task(id).await?;
+                    self.delete_task_inner(id).await?;
                 }
                 TaskStatus::Stopped | TaskStatus::Unknown => self.delete_task(id).await?,
             }
@@ -620,19 +620,20 @@ impl Runtime for ContainerdRuntime {
     }
 
     #[instrument(skip_all, fields(container_id = %id, generation = exit.generation))]
-    async fn finish_task(&self, id: &str, exit: &ExitRecord) -> Result<(), RuntimeError> {
+    async fn record_exit(&self, id: &str, exit: &ExitRecord) -> Result<(), RuntimeError> {
         let record = serde_json::to_string(exit).expect("ExitRecord serializes");
-        // Label first: if the worker dies between the two calls, the exit is
-        // recorded and deleting the task again is harmless.
-        self.set_label(id, LABEL_EXIT, record).await?;
-        self.delete_task(id).await
+        self.set_label(id, LABEL_EXIT, record).await
+    }
+
+    async fn delete_task(&self, id: &str) -> Result<(), RuntimeError> {
+        self.delete_task_inner(id).await
     }
 
     #[instrument(skip_all, fields(container_id = %id))]
     async fn remove(&self, id: &str) -> Result<(), RuntimeError> {
         if self.get_task(id).await?.is_some() {
             self.kill_and_wait(id).await?;
-            self.delete_task(id).await?;
+            self.delete_task_inner(id).await?;
         }
         match self
             .containers()

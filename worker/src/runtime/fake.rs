@@ -227,15 +227,21 @@ impl Runtime for FakeRuntime {
         false
     }
 
-    async fn finish_task(&self, id: &str, exit: &ExitRecord) -> Result<(), RuntimeError> {
+    async fn record_exit(&self, id: &str, exit: &ExitRecord) -> Result<(), RuntimeError> {
         let mut state = self.state.lock().unwrap();
         state.calls.push(Call::FinishTask(id.to_owned()));
         let container = state
             .containers
             .get_mut(id)
-            .ok_or_else(|| not_found("finish_task", id))?;
+            .ok_or_else(|| not_found("record_exit", id))?;
         container.last_exit = Some(exit.clone());
-        container.task = None;
+        Ok(())
+    }
+
+    async fn delete_task(&self, id: &str) -> Result<(), RuntimeError> {
+        if let Some(container) = self.state.lock().unwrap().containers.get_mut(id) {
+            container.task = None;
+        }
         Ok(())
     }
 

@@ -210,9 +210,19 @@ pub trait Runtime: Send + Sync + 'static {
     /// during the current task (read before the task is deleted).
     async fn oom_killed(&self, id: &str) -> bool;
 
-    /// Records a finished run in the container's labels, then deletes the task
-    /// (its shim exits; the container, rootfs and logs stay).
-    async fn finish_task(&self, id: &str, exit: &ExitRecord) -> Result<(), RuntimeError>;
+    /// Records a finished run in the container's labels (so a restarted
+    /// worker still knows it once the task is gone).
+    async fn record_exit(&self, id: &str, exit: &ExitRecord) -> Result<(), RuntimeError>;
+
+    /// Deletes the container's task (its shim exits; the container, rootfs
+    /// and logs stay). NotFound is not an error.
+    async fn delete_task(&self, id: &str) -> Result<(), RuntimeError>;
+
+    /// Records a finished run, then deletes the task.
+    async fn finish_task(&self, id: &str, exit: &ExitRecord) -> Result<(), RuntimeError> {
+        self.record_exit(id, exit).await?;
+        self.delete_task(id).await
+    }
 
     /// Removes everything of the container from the host: task (killed),
     /// container record, snapshot and log file. NotFound is not an error.

@@ -1,0 +1,118 @@
+//! The job scenario: one `POST /v1/jobs` of `n` short tasks (`true`) with
+//! as many at once as the pool has slots (its honest capacity), timed for
+//! the POST's answer and for tasks/s until the job is done; against raw
+//! `ctr run --rm` of `n` containers at the same concurrency.
+
+use crate::pool::{ctr_rm_rate, pool_slots, SHORT};
+use crate::report::Row;
+use crate::scenarios::{Ctx, Outcome};
+use anyhow::{bail, Result};
+use serde_json::json;
+use skiff_core::JobState;
+use std::time::{Duration, Instant};
+
+/// How often the job is read while it runs (the wall clock's resolution).
+const POLL: Duration = Duration::from_millis(100);
+const WAIT: Duration = Duration::from_secs(1800);
+/// The most tasks a job may have.
+const MAX_TASKS: usize = 10_000;
+
+fn progress(msg: &str) {
+    eprintln!(
+        "[skiff-bench {}] {msg}",
+        chrono::Local::now().format("%H:%M:%S")
+    );
+}
+
+pub async fn job_burst(ctx: &Ctx, n: usize, admin_token: &str) -> Result<Outcome> {
+    let (capacity, slots) = pool_slots(ctx, admin_token).await?;
+    progress(&format!(
+        "job: {n} tasks, parallelism {slots} (the slots of {} hosts: {})",
+        capacity.len(),
+        capacity.join(", ")
+    ));
+    let t0 = Instant::now();
+    let job = ctx
+        .api
+        .create_job(&ctx.image, SHORT, &ctx.run_id, n, slots)
+        .await?;
+    let post_ms = t0.elapsed().as_secs_f64() * 1000.0;
+    let id = job.id.to_string();
+    progress(&format!("job: POST answered in {post_ms:.1} ms"));
+    let done = loop {
+        let job = ctx.api.job(&id).await?;
+        if job.state.is_terminal() {
+            break job;
+        }
+        if t0.elapsed() > WAIT {
+            bail!("job {id} not done within {WAIT:?}: {:?}", job.tasks);
+        }
+        tokio::time::sleep(POLL).await;
+    };
+    let wall = t0.elapsed().as_secs_f64();
+    let status = ctx.api.delete_job(&id).await?;
+    if status.as_u16() != 204 {
+        progress(&format!("job: DELETE {id} -> {status}"));
+    }
+    if done.state != JobState::Succeeded || done.tasks.succeeded != n as i64 {
+        bail!(
+            "job {id} ended {:?} ({:?}), tasks {:?}, failed indices {:?}",
+            done.state,
+            done.reason,
+            done.tasks,
+            done.failed_indices
+        );
+    }
+    let rate = n as f64 / wall;
+    progress(&format!("job: {n} tasks done in {wall:.2} s ({rate:.1}/s)"));
+    let raw_rate = ctr_rm_rate(ctx, n, slots).await?;
+
+    // The largest job there is: its POST answers as fast (the tasks are
+    // one set-based insert); deleted at once.
+    let t1 = Instant::now();
+    let big = ctx
+        .api
+        .create_job(&ctx.image, SHORT, &ctx.run_id, MAX_TASKS, 1)
+        .await?;
+    let big_post_ms = t1.elapsed().as_secs_f64() * 1000.0;
+    let status = ctx.api.delete_job(&big.id.to_string()).await?;
+    if status.as_u16() != 204 {
+        progress(&format!("job: DELETE {} -> {status}", big.id));
+    }
+    progress(&format!(
+        "job: POST of {MAX_TASKS} tasks answered in {big_post_ms:.1} ms"
+    ));
+    let rows = vec![
+        Row::alone(
+            &format!("job of {n} tasks: POST /v1/jobs answered"),
+            "ms",
+            post_ms,
+        )
+        .value_target(200.0, true),
+        Row::alone(
+            &format!("job of {MAX_TASKS} tasks: POST /v1/jobs answered"),
+            "ms",
+            big_post_ms,
+        )
+        .value_target(1000.0, true),
+        Row::vs_raw(
+            &format!(
+                "job of {n} tasks: done, parallelism {slots} ({} hosts)",
+                capacity.len()
+            ),
+            "tasks/s",
+            rate,
+            &format!("ctr run --rm, {slots} at a time"),
+            raw_rate,
+        )
+        .ratio_target(1.2, false),
+    ];
+    Ok(Outcome {
+        rows,
+        details: json!({
+            "tasks": n, "parallelism": slots, "hosts": capacity,
+            "post_ms": post_ms, "post_ms_max_tasks": big_post_ms, "platform_wall_s": wall, "platform_rate": rate,
+            "ctr_rate": raw_rate,
+        }),
+    })
+}
