@@ -98,6 +98,28 @@ pub struct ApiConfig {
     #[arg(long, env = "SKIFF_WEBHOOK_POLL_S", default_value_t = 1.0)]
     pub webhook_poll_s: f64,
 
+    /// A tenant's default quota (an admin may set its own with
+    /// `PUT /v1/admin/tenants/{id}/quota`): vCPU of its live containers.
+    #[arg(long, env = "SKIFF_QUOTA_MAX_VCPU", default_value_t = 64.0)]
+    pub quota_max_vcpu: f64,
+
+    /// Default quota: MiB of memory of a tenant's live containers.
+    #[arg(long, env = "SKIFF_QUOTA_MAX_MEMORY_MIB", default_value_t = 262_144)]
+    pub quota_max_memory_mib: i64,
+
+    /// Default quota: a tenant's live containers (not finished, or with a
+    /// restart due; job tasks included).
+    #[arg(long, env = "SKIFF_QUOTA_MAX_CONTAINERS", default_value_t = 1000)]
+    pub quota_max_containers: i64,
+
+    /// Default quota: a tenant's containers waiting for capacity.
+    #[arg(long, env = "SKIFF_QUOTA_MAX_PENDING", default_value_t = 1000)]
+    pub quota_max_pending: i64,
+
+    /// Default quota: a tenant's unfinished jobs.
+    #[arg(long, env = "SKIFF_QUOTA_MAX_JOBS", default_value_t = 100)]
+    pub quota_max_jobs: i64,
+
     /// How long an `Idempotency-Key` and its response are kept.
     #[arg(long, env = "SKIFF_IDEMPOTENCY_KEEP_S", default_value_t = 86_400.0)]
     pub idempotency_keep_s: f64,
@@ -199,6 +221,17 @@ impl ApiConfig {
 
     pub fn report_clock_skew(&self) -> chrono::Duration {
         chrono::Duration::milliseconds((self.report_clock_skew_s.max(0.0) * 1000.0) as i64)
+    }
+
+    /// The quota of a tenant without its own.
+    pub fn quota_defaults(&self) -> crate::store::quotas::Amounts {
+        crate::store::quotas::Amounts {
+            vcpu_millis: (self.quota_max_vcpu * 1000.0).round() as i64,
+            memory_mib: self.quota_max_memory_mib,
+            containers: self.quota_max_containers,
+            pending: self.quota_max_pending,
+            jobs: self.quota_max_jobs,
+        }
     }
 
     pub fn host_cert_lifetime(&self) -> Duration {

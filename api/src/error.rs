@@ -37,6 +37,9 @@ pub enum ApiError {
     IdempotencyKeyReused,
     #[error("the admin token is required")]
     Forbidden,
+    /// Admission past one of the tenant's quotas.
+    #[error("{0}")]
+    QuotaExceeded(crate::store::quotas::Exceeded),
     #[error("method not allowed on this route")]
     MethodNotAllowed,
     #[error("request body larger than 1 MiB")]
@@ -62,6 +65,14 @@ pub struct Problem {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<f64>)]
     pub max: Option<serde_json::Value>,
+    /// With `quota-exceeded`: the quota's limit (vCPU for `max_vcpu`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<f64>)]
+    pub limit: Option<serde_json::Value>,
+    /// With `quota-exceeded`: the tenant's use before this request.
+    #[serde(rename = "use", skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<f64>)]
+    pub use_: Option<serde_json::Value>,
 }
 
 /// Seconds a client should wait before retrying a 503.
@@ -105,6 +116,7 @@ impl ApiError {
                 "Idempotency key reused",
             ),
             Self::Forbidden => (StatusCode::FORBIDDEN, "forbidden", "Forbidden"),
+            Self::QuotaExceeded(_) => (StatusCode::FORBIDDEN, "quota-exceeded", "Quota exceeded"),
             Self::MethodNotAllowed => (
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method-not-allowed",
@@ -137,12 +149,26 @@ impl ApiError {
             Self::NoHostFits { field, detail, .. } => (detail.clone(), Some((*field).to_owned())),
             Self::IdempotencyKeyReused => (self.to_string(), Some("Idempotency-Key".to_owned())),
             Self::Unprocessable { field, detail } => (detail.clone(), Some(field.clone())),
+            Self::QuotaExceeded(e) => (
+                format!(
+                    "this request would take the tenant past its {} quota",
+                    e.quota.as_str()
+                ),
+                Some(e.quota.as_str().to_owned()),
+            ),
             Self::Internal(_) => ("the server failed; the error was logged".into(), None),
             other => (other.to_string(), None),
         };
         let max = match self {
             Self::NoHostFits { max, .. } => Some(max.clone()),
             _ => None,
+        };
+        let (limit, use_) = match self {
+            Self::QuotaExceeded(e) => (
+                Some(quota_value(e.quota, e.limit)),
+                Some(quota_value(e.quota, e.use_)),
+            ),
+            _ => (None, None),
         };
         Problem {
             type_: format!("https://skiff.dev/problems/{slug}"),
@@ -151,7 +177,17 @@ impl ApiError {
             detail,
             field,
             max,
+            limit,
+            use_,
         }
+    }
+}
+
+/// A quota's figure as the API shows it: vCPU (not millis) for `max_vcpu`.
+pub fn quota_value(quota: crate::store::quotas::Quota, amount: i64) -> serde_json::Value {
+    match quota {
+        crate::store::quotas::Quota::MaxVcpu => serde_json::json!(amount as f64 / 1000.0),
+        _ => serde_json::json!(amount),
     }
 }
 
@@ -185,6 +221,7 @@ impl From<crate::store::StoreError> for ApiError {
             StoreError::Billing(e) => Self::Internal(e.to_string()),
             // Worker reports never come through HTTP.
             StoreError::Refused(refusal) => Self::Internal(refusal.to_string()),
+            StoreError::QuotaExceeded(exceeded) => Self::QuotaExceeded(exceeded),
         }
     }
 }

@@ -137,10 +137,11 @@ pub fn over_limit(job: &JobRow, now: DateTime<Utc>, cost: Option<i64>) -> Option
 /// others, nor the rest of the scheduler's pass.
 pub async fn drive(state: &AppState) -> Result<(), crate::store::StoreError> {
     let max_pending = state.config.max_pending_s;
+    let quota = state.config.quota_defaults();
     for id in state.store.unfinished_jobs().await? {
         let driven = state
             .store
-            .drive_job(id, |job, index, attempt| {
+            .drive_job(id, &quota, |job, index, attempt| {
                 task_container(job, max_pending, index, attempt)
             })
             .await;

@@ -22,6 +22,8 @@
 //! - `placement`: binpack and spread, image locality, host labels, requests
 //!   no host can ever take.
 //! - `queueing`: waiting for capacity, fairness across tenants, expiry.
+//! - `quotas`: admission refused past a tenant's quota; job tasks wait
+//!   for room.
 //! - `replicas`: two API replicas placing one burst; a replica SIGKILLed
 //!   during a burst of creates.
 //! - `assignments`: one changed assignment sends one; a broken stream
@@ -52,6 +54,7 @@ mod partition;
 mod placement;
 mod postgres_restart;
 mod queueing;
+mod quotas;
 mod replicas;
 mod rest_tls;
 mod run;

@@ -261,7 +261,10 @@ pub async fn create(
         let fresh = job_view(job.clone(), waiting, Vec::new(), UsageView::default());
         idempotency::stored_json(StatusCode::CREATED, &fresh)
     };
-    let created = state.store.insert_job(&row, idem.as_ref(), render).await?;
+    let created = state
+        .store
+        .insert_job(&row, idem.as_ref(), &state.config.quota_defaults(), render)
+        .await?;
     let is_new = matches!(created, Created::New(..));
     let response = idempotency::answer_created(&state, tenant, idem.as_ref(), created, |job| {
         tracing::info!(job = %job.id, %tenant, count = job.count, parallelism, "job created");
@@ -413,6 +416,7 @@ pub async fn cancel(
                 crate::lifecycle::Action::Stop,
                 state.config.host_lost_after(),
                 None,
+                &state.config.quota_defaults(),
             )
             .await?;
     }
@@ -445,6 +449,7 @@ pub async fn delete(
                 crate::lifecycle::Action::Delete,
                 state.config.host_lost_after(),
                 None,
+                &state.config.quota_defaults(),
             )
             .await?;
     }

@@ -6,6 +6,7 @@
 //! - [`jobs`]: a tenant's jobs (create, get, list, tasks, cancel, delete).
 //! - [`events`]: the tenant's event log, as pages or a live SSE stream.
 //! - [`tenants`]: admin routes for tenants.
+//! - [`quotas`]: a tenant's quota (admin sets, tenant reads).
 //! - [`idempotency`]: the `Idempotency-Key` header.
 //! - [`hosts`]: admin routes for the pool's hosts (list, drain, undrain, revoke).
 //! - [`join_tokens`]: admin routes for the tokens hosts join with.
@@ -20,6 +21,7 @@ pub mod idempotency;
 pub mod jobs;
 pub mod join_tokens;
 pub mod openapi;
+pub mod quotas;
 pub mod tenants;
 pub mod usage;
 pub mod webhooks;
@@ -32,7 +34,7 @@ use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
@@ -72,6 +74,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/hosts/{id}", delete(hosts::revoke))
         .route("/v1/hosts/{id}/drain", post(hosts::drain))
         .route("/v1/hosts/{id}/undrain", post(hosts::undrain))
+        .route("/v1/quota", get(quotas::get))
+        .route("/v1/admin/tenants/{id}/quota", put(quotas::set))
         .route("/v1/usage", get(usage::tenant_report))
         .route("/v1/usage/verify", get(usage::verify))
         .route("/v1/admin/usage", get(usage::admin_report))

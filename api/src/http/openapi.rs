@@ -1,6 +1,6 @@
 //! The OpenAPI 3 document, generated from the handlers' annotations.
 
-use super::{containers, events, hosts, jobs, join_tokens, tenants, usage, webhooks};
+use super::{containers, events, hosts, jobs, join_tokens, quotas, tenants, usage, webhooks};
 use crate::error::Problem;
 use crate::model::*;
 use axum::Json;
@@ -13,7 +13,7 @@ use utoipa::{Modify, OpenApi};
         Containers are billed per second of task run time; image pulls and queueing are free."),
     paths(containers::create, containers::list, containers::get, containers::delete, containers::stop,
         containers::start, containers::restart, containers::logs, containers::events, containers::wait,
-        tenants::create, events::list, jobs::create, jobs::get, jobs::list, jobs::tasks, jobs::cancel, jobs::delete, webhooks::rotate_secret, webhooks::deliveries, webhooks::job_deliveries, hosts::list, hosts::drain, hosts::undrain, hosts::revoke,
+        tenants::create, events::list, jobs::create, jobs::get, jobs::list, jobs::tasks, jobs::cancel, jobs::delete, webhooks::rotate_secret, quotas::get, quotas::set, webhooks::deliveries, webhooks::job_deliveries, hosts::list, hosts::drain, hosts::undrain, hosts::revoke,
         join_tokens::create, join_tokens::list, join_tokens::revoke, usage::tenant_report, usage::admin_report, usage::verify, usage::rates,
         usage::add_rate, usage::add_adjustment),
     components(schemas(CreateContainer, PlacementRequest, RestartPolicyName, ContainerView,

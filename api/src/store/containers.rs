@@ -3,6 +3,7 @@
 //! by [`crate::lifecycle`].
 
 use super::idempotency::{self, Early, Idem, StoredResponse};
+use super::quotas::Amounts;
 use super::{
     apply_transition, insert_event, lock_container, ContainerRow, Result, Store, StoreError,
     CONTAINER_COLUMNS,
@@ -77,6 +78,17 @@ pub(super) async fn insert_row(
     }
 }
 
+/// What a new (pending) container adds to its tenant's use.
+fn new_container_ask(c: &NewContainer) -> Amounts {
+    Amounts {
+        vcpu_millis: i64::from(c.cpu.millis()),
+        memory_mib: i64::from(c.memory.mib()),
+        containers: 1,
+        pending: 1,
+        jobs: 0,
+    }
+}
+
 /// What a create (of a container, or of a job) did.
 #[derive(Debug)]
 pub enum Created<T = ContainerRow> {
@@ -134,12 +146,14 @@ impl Store {
         tenant: Uuid,
         c: &NewContainer,
         idem: Option<&Idem>,
+        quota: &Amounts,
         render: impl FnOnce(&ContainerRow) -> StoredResponse,
     ) -> Result<Created> {
         let mut tx = self.pool.begin().await?;
         if let Some(early) = idempotency::claim_for(&mut tx, tenant, idem).await? {
             return Ok(early.into());
         }
+        super::quotas::admit(&mut tx, tenant, quota, &new_container_ask(c)).await?;
         let row = insert_row(&mut tx, tenant, c).await?;
         let response = render(&row);
         if let Some(idem) = idem {
@@ -217,6 +231,7 @@ impl Store {
         action: Action,
         live_within: Duration,
         idem: Option<&Idem>,
+        quota: &Amounts,
     ) -> Result<Acted> {
         let mut tx = self.pool.begin().await?;
         if let Some(early) = idempotency::claim_for(&mut tx, tenant, idem).await? {
@@ -229,7 +244,21 @@ impl Store {
         let Some(row) = lock_container(&mut tx, id, Some(tenant)).await? else {
             return Ok(Acted::Done(None));
         };
-        match lifecycle::request(&row.facts(), action, Utc::now()) {
+        let decision = lifecycle::request(&row.facts(), action, Utc::now());
+        if matches!(decision, Request::NewRun)
+            && row.state.is_terminal()
+            && row.restart_at.is_none()
+        {
+            // A finished container comes back: it counts again.
+            let ask = Amounts {
+                vcpu_millis: i64::from(row.cpu_millis),
+                memory_mib: i64::from(row.memory_mib),
+                containers: 1,
+                ..Amounts::default()
+            };
+            super::quotas::admit(&mut tx, tenant, quota, &ask).await?;
+        }
+        match decision {
             Request::Nothing => {}
             Request::Update(t) => apply_transition(&mut tx, id, &t).await?,
             Request::Delete => {

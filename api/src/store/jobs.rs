@@ -8,6 +8,7 @@
 use super::containers::{insert_row, Acted, Created};
 use super::idempotency::{self, Idem, StoredResponse};
 use super::limits::stop_for_limit;
+use super::quotas::Amounts;
 use super::{Result, Store};
 use crate::model::NewContainer;
 use chrono::{DateTime, Utc};
@@ -60,12 +61,18 @@ impl Store {
         &self,
         job: &JobRow,
         idem: Option<&Idem>,
+        quota: &Amounts,
         render: impl FnOnce(&JobRow) -> StoredResponse,
     ) -> Result<Created<JobRow>> {
         let mut tx = self.pool.begin().await?;
         if let Some(early) = idempotency::claim_for(&mut tx, job.tenant_id, idem).await? {
             return Ok(early.into());
         }
+        let ask = Amounts {
+            jobs: 1,
+            ..Amounts::default()
+        };
+        super::quotas::admit(&mut tx, job.tenant_id, quota, &ask).await?;
         let result = sqlx::query_as::<_, JobRow>(&format!(
             "INSERT INTO jobs (id, tenant_id, name, template, tasks, count, parallelism, max_retries, labels, \
              timeout_s, max_cost, notify_url) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
@@ -183,6 +190,7 @@ impl Store {
     pub async fn drive_job(
         &self,
         id: Uuid,
+        quota: &Amounts,
         build: impl Fn(&JobRow, i32, i32) -> std::result::Result<NewContainer, skiff_core::FieldError>,
     ) -> Result<Option<JobState>> {
         let mut tx = self.pool.begin().await?;
@@ -226,7 +234,17 @@ impl Store {
         .bind(id)
         .fetch_one(&mut *tx)
         .await?;
-        let free = (i64::from(job.parallelism) - active).max(0);
+        let mut free = (i64::from(job.parallelism) - active).max(0);
+        if free > 0 {
+            // Tasks start only within the tenant's quota; the rest wait.
+            let (limits, use_) = super::quotas::lock_quota(&mut tx, job.tenant_id, quota).await?;
+            // Every task has the template's size (overrides change env and
+            // command only).
+            let (cpu, memory) = build(&job, 0, 1).map_or((0, 0), |c| {
+                (i64::from(c.cpu.millis()), i64::from(c.memory.mib()))
+            });
+            free = free.min(super::quotas::task_room(&limits, &use_, cpu, memory));
+        }
         let picks: Vec<(i32, i32)> = sqlx::query_as(
             "SELECT index, attempts FROM job_tasks WHERE job_id = $1 AND state = 'waiting' \
              ORDER BY index LIMIT $2",

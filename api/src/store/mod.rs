@@ -15,6 +15,7 @@
 //! - [`placement`]: the placement round, queue expiry, restarts after back-off, admission.
 //! - [`reports`]: worker status reports through the lifecycle, and meter checkpoints.
 //! - [`assignments`]: each host's revisioned assignment set (snapshots and deltas).
+//! - [`quotas`]: per-tenant quotas: limits, use, admission.
 //! - [`limits`]: runs stopped at their deadline (`timeout_s`) or budget (`max_cost`).
 //! - [`idempotency`]: `Idempotency-Key` responses, stored with what they did.
 //! - [`trust`]: join tokens, host identities, issued certificates, revocation.
@@ -29,6 +30,7 @@ pub mod idempotency;
 pub mod jobs;
 pub mod limits;
 pub mod placement;
+pub mod quotas;
 pub mod reports;
 pub mod tenants;
 pub mod trust;
@@ -61,6 +63,8 @@ pub enum StoreError {
     Billing(#[from] skiff_billing::BillingError),
     #[error("report refused: {0}")]
     Refused(#[from] crate::report_bounds::Refusal),
+    #[error("quota: {0}")]
+    QuotaExceeded(quotas::Exceeded),
 }
 
 impl StoreError {

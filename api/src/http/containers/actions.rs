@@ -36,6 +36,7 @@ async fn act(
             action,
             state.config.host_lost_after(),
             idem.as_ref(),
+            &state.config.quota_defaults(),
         )
         .await?;
     let row = match acted {
@@ -133,6 +134,7 @@ pub async fn delete(
             Action::Delete,
             state.config.host_lost_after(),
             None,
+            &state.config.quota_defaults(),
         )
         .await?
     {

@@ -170,7 +170,13 @@ pub async fn create(
     };
     let created = state
         .store
-        .insert_container(tenant, &new, idem.as_ref(), render)
+        .insert_container(
+            tenant,
+            &new,
+            idem.as_ref(),
+            &state.config.quota_defaults(),
+            render,
+        )
         .await?;
     idempotency::answer_created(&state, tenant, idem.as_ref(), created, |row| {
         tracing::info!(container = %row.id, tenant = %tenant, image = %row.image, "container created");
