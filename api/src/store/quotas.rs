@@ -107,8 +107,9 @@ pub fn task_room(limits: &Amounts, use_: &Amounts, vcpu_millis: i64, memory_mib:
     .unwrap_or(0)
 }
 
-/// An admin's change of a tenant's quota: `None` keeps the value.
-#[derive(Debug, Clone, Default)]
+/// A tenant's own limits as stored, or an admin's change of them: `None`
+/// is the default (stored) or keeps the value (a change).
+#[derive(Debug, Clone, Default, sqlx::FromRow)]
 pub struct QuotaChange {
     pub max_vcpu_millis: Option<i64>,
     pub max_memory_mib: Option<i64>,
@@ -142,26 +143,20 @@ pub(super) async fn tenant_limits(
     tenant: Uuid,
     defaults: &Amounts,
 ) -> Result<Amounts> {
-    let own: Option<(
-        Option<i64>,
-        Option<i64>,
-        Option<i64>,
-        Option<i64>,
-        Option<i64>,
-    )> = sqlx::query_as(
+    let own: Option<QuotaChange> = sqlx::query_as(
         "SELECT max_vcpu_millis, max_memory_mib, max_containers, max_pending, max_jobs \
-             FROM tenant_quotas WHERE tenant_id = $1",
+         FROM tenant_quotas WHERE tenant_id = $1",
     )
     .bind(tenant)
     .fetch_optional(conn)
     .await?;
-    let (cpu, mem, containers, pending, jobs) = own.unwrap_or_default();
+    let own = own.unwrap_or_default();
     Ok(Amounts {
-        vcpu_millis: cpu.unwrap_or(defaults.vcpu_millis),
-        memory_mib: mem.unwrap_or(defaults.memory_mib),
-        containers: containers.unwrap_or(defaults.containers),
-        pending: pending.unwrap_or(defaults.pending),
-        jobs: jobs.unwrap_or(defaults.jobs),
+        vcpu_millis: own.max_vcpu_millis.unwrap_or(defaults.vcpu_millis),
+        memory_mib: own.max_memory_mib.unwrap_or(defaults.memory_mib),
+        containers: own.max_containers.unwrap_or(defaults.containers),
+        pending: own.max_pending.unwrap_or(defaults.pending),
+        jobs: own.max_jobs.unwrap_or(defaults.jobs),
     })
 }
 
