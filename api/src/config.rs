@@ -120,6 +120,28 @@ pub struct ApiConfig {
     #[arg(long, env = "SKIFF_QUOTA_MAX_JOBS", default_value_t = 100)]
     pub quota_max_jobs: i64,
 
+    /// Requests per second a token may sustain on reads (GET, HEAD), for
+    /// the whole control plane (see SKIFF_RATE_LIMIT_REPLICAS).
+    #[arg(long, env = "SKIFF_RATE_READ_PER_S", default_value_t = 200.0)]
+    pub rate_read_per_s: f64,
+
+    /// Reads a token may send at once before the rate applies.
+    #[arg(long, env = "SKIFF_RATE_READ_BURST", default_value_t = 1000)]
+    pub rate_read_burst: u32,
+
+    /// Requests per second a token may sustain on writes (all but GET, HEAD).
+    #[arg(long, env = "SKIFF_RATE_WRITE_PER_S", default_value_t = 50.0)]
+    pub rate_write_per_s: f64,
+
+    /// Writes a token may send at once before the rate applies.
+    #[arg(long, env = "SKIFF_RATE_WRITE_BURST", default_value_t = 500)]
+    pub rate_write_burst: u32,
+
+    /// API replicas sharing the rate limits: each enforces its 1/N share
+    /// of every rate and burst (buckets are per replica, in memory).
+    #[arg(long, env = "SKIFF_RATE_LIMIT_REPLICAS", default_value_t = 1)]
+    pub rate_limit_replicas: u32,
+
     /// How long an `Idempotency-Key` and its response are kept.
     #[arg(long, env = "SKIFF_IDEMPOTENCY_KEEP_S", default_value_t = 86_400.0)]
     pub idempotency_keep_s: f64,
@@ -223,6 +245,24 @@ impl ApiConfig {
         chrono::Duration::milliseconds((self.report_clock_skew_s.max(0.0) * 1000.0) as i64)
     }
 
+    /// This replica's share of the read bucket.
+    pub fn read_bucket(&self) -> crate::ratelimit::Bucket {
+        crate::ratelimit::Bucket {
+            per_second: self.rate_read_per_s,
+            burst: self.rate_read_burst,
+        }
+        .share(self.rate_limit_replicas)
+    }
+
+    /// This replica's share of the write bucket.
+    pub fn write_bucket(&self) -> crate::ratelimit::Bucket {
+        crate::ratelimit::Bucket {
+            per_second: self.rate_write_per_s,
+            burst: self.rate_write_burst,
+        }
+        .share(self.rate_limit_replicas)
+    }
+
     /// The quota of a tenant without its own.
     pub fn quota_defaults(&self) -> crate::store::quotas::Amounts {
         crate::store::quotas::Amounts {
@@ -254,6 +294,8 @@ impl ApiConfig {
             ("SKIFF_WEBHOOK_RETRY_MAX_S", self.webhook_retry_max_s),
             ("SKIFF_WEBHOOK_GIVE_UP_S", self.webhook_give_up_s),
             ("SKIFF_WEBHOOK_POLL_S", self.webhook_poll_s),
+            ("SKIFF_RATE_READ_PER_S", self.rate_read_per_s),
+            ("SKIFF_RATE_WRITE_PER_S", self.rate_write_per_s),
         ] {
             if !(value.is_finite() && value > 0.0) {
                 return Err(ConfigError::NotPositive { name, value });

@@ -37,6 +37,9 @@ pub enum ApiError {
     IdempotencyKeyReused,
     #[error("the admin token is required")]
     Forbidden,
+    /// The token's bucket for this kind of request is empty.
+    #[error("too many requests with this token; retry after {retry_after_s} s")]
+    RateLimited { limit: u32, retry_after_s: u64 },
     /// Admission past one of the tenant's quotas.
     #[error("{0}")]
     QuotaExceeded(crate::store::quotas::Exceeded),
@@ -116,6 +119,11 @@ impl ApiError {
                 "Idempotency key reused",
             ),
             Self::Forbidden => (StatusCode::FORBIDDEN, "forbidden", "Forbidden"),
+            Self::RateLimited { .. } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate-limited",
+                "Too many requests",
+            ),
             Self::QuotaExceeded(_) => (StatusCode::FORBIDDEN, "quota-exceeded", "Quota exceeded"),
             Self::MethodNotAllowed => (
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -254,6 +262,17 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, RETRY_AFTER_S.into());
+        }
+        if let Self::RateLimited {
+            limit,
+            retry_after_s,
+        } = self
+        {
+            let headers = response.headers_mut();
+            headers.insert(header::RETRY_AFTER, retry_after_s.into());
+            headers.insert("ratelimit-limit", limit.into());
+            headers.insert("ratelimit-remaining", 0.into());
+            headers.insert("ratelimit-reset", retry_after_s.into());
         }
         response
     }

@@ -18,6 +18,7 @@
 //! - [`scheduler`]: the background loop; [`scheduler::place`], placement as a pure function.
 //! - [`report_bounds`]: what a worker's report may claim (pure, table-tested).
 //! - [`notify`]: wake-ups from PostgreSQL's LISTEN/NOTIFY. [`metrics`]: Prometheus.
+//! - [`ratelimit`]: per-token token buckets for reads and writes.
 //!
 //! Any number of replicas may serve one database: they share nothing but
 //! PostgreSQL (placement under an advisory lock, rows locked `FOR UPDATE`,
@@ -32,6 +33,7 @@ pub mod lifecycle;
 pub mod metrics;
 pub mod model;
 pub mod notify;
+pub mod ratelimit;
 pub mod report_bounds;
 pub mod scheduler;
 pub mod store;
@@ -63,6 +65,8 @@ pub struct AppState {
     pub token_cache: TokenCache,
     /// Cancelled at shutdown, so long-lived streams end instead of holding it up.
     pub shutdown: CancellationToken,
+    /// Per-token request buckets (this replica's share).
+    pub rate_limits: ratelimit::RateLimits,
 }
 
 #[derive(Default)]
@@ -129,6 +133,7 @@ pub async fn serve(
     let cancel = CancellationToken::new();
     let state = Arc::new(AppState {
         admin_token_sha256: http::hash_token(&config.admin_token),
+        rate_limits: ratelimit::RateLimits::new(config.read_bucket(), config.write_bucket()),
         config,
         store,
         hub: Arc::new(notify::Hub::default()),

@@ -7,6 +7,7 @@
 //! - `run`: a container's life from create to exit (exit codes, logs,
 //!   events, timings, missing images).
 //! - `lifecycle`: stop, start, restart, restart policies, delete.
+//! - `limits`: per-token rate limits (429 and its headers).
 //! - `isolation`: cgroup limits, OOM kills, network namespace, tenants,
 //!   secure environment.
 //! - `api`: bad input, listing and pagination, service endpoints.
@@ -50,6 +51,7 @@ mod idempotency;
 mod isolation;
 mod jobs;
 mod lifecycle;
+mod limits;
 mod partition;
 mod placement;
 mod postgres_restart;

@@ -57,6 +57,7 @@ pub async fn run(state: Arc<AppState>, shutdown: CancellationToken) {
                 Ok(_) => {}
                 Err(err) => tracing::warn!(error = %err, "forgetting idempotency keys failed"),
             }
+            state.rate_limits.prune();
             match state.store.forget_expired_certificates().await {
                 Ok(n) if n > 0 => tracing::debug!(forgotten = n, "expired certificates forgotten"),
                 Ok(_) => {}

@@ -1,0 +1,227 @@
+//! Per-token rate limits: a token bucket (GCRA, `governor`) per token and
+//! per kind of request, reads (`GET`, `HEAD`) apart from writes (the rest),
+//! so a tenant polling hard can still act and one creating hard can still
+//! read. A request past its bucket is answered 429 with `Retry-After`;
+//! every limited response carries `RateLimit-Limit`, `RateLimit-Remaining`
+//! and `RateLimit-Reset` (seconds until the bucket is full again).
+//!
+//! The buckets live in each replica's memory: with N replicas behind a
+//! balancer, set `SKIFF_RATE_LIMIT_REPLICAS=N` and each replica enforces
+//! 1/N of the configured rate and burst, so a token spread over the
+//! replicas gets the configured figures for the whole control plane (a
+//! client pinned to one replica gets 1/N). Nothing is shared through
+//! PostgreSQL: a limit checked per request must not cost a round trip.
+
+use governor::clock::{Clock, DefaultClock};
+use governor::middleware::StateInformationMiddleware;
+use governor::state::keyed::DefaultKeyedStateStore;
+use governor::{Quota, RateLimiter};
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+/// A token's key: the SHA-256 of the token (tokens are not kept).
+pub type Key = Vec<u8>;
+
+type Limiter =
+    RateLimiter<Key, DefaultKeyedStateStore<Key>, DefaultClock, StateInformationMiddleware>;
+
+/// The rate and burst of one kind of request.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Bucket {
+    pub per_second: f64,
+    pub burst: u32,
+}
+
+impl Bucket {
+    /// This replica's share of a bucket the control plane's `replicas` share.
+    pub fn share(self, replicas: u32) -> Bucket {
+        let n = f64::from(replicas.max(1));
+        Bucket {
+            per_second: self.per_second / n,
+            burst: ((f64::from(self.burst) / n).floor() as u32).max(1),
+        }
+    }
+
+    fn quota(self) -> Quota {
+        let per_cell = Duration::from_secs_f64(1.0 / self.per_second.max(0.001));
+        Quota::with_period(per_cell)
+            .expect("a positive period")
+            .allow_burst(NonZeroU32::new(self.burst.max(1)).expect("at least 1"))
+    }
+}
+
+/// What a check decided, with what the headers say.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Verdict {
+    Allowed {
+        limit: u32,
+        remaining: u32,
+        /// Seconds until the bucket is full again.
+        reset_s: u64,
+    },
+    Limited {
+        limit: u32,
+        /// Seconds until one more request is allowed (at least 1).
+        retry_after_s: u64,
+    },
+}
+
+pub struct RateLimits {
+    reads: Limiter,
+    writes: Limiter,
+    read: Bucket,
+    write: Bucket,
+    clock: DefaultClock,
+}
+
+impl RateLimits {
+    pub fn new(read: Bucket, write: Bucket) -> Self {
+        Self {
+            reads: RateLimiter::keyed(read.quota()).with_middleware(),
+            writes: RateLimiter::keyed(write.quota()).with_middleware(),
+            read,
+            write,
+            clock: DefaultClock::default(),
+        }
+    }
+
+    /// Takes one request of `key` from its bucket, if it can.
+    pub fn check(&self, key: &Key, write: bool) -> Verdict {
+        let (limiter, bucket) = if write {
+            (&self.writes, self.write)
+        } else {
+            (&self.reads, self.read)
+        };
+        match limiter.check_key(key) {
+            Ok(state) => {
+                let remaining = state.remaining_burst_capacity();
+                let missing = bucket.burst.saturating_sub(remaining);
+                Verdict::Allowed {
+                    limit: bucket.burst,
+                    remaining,
+                    reset_s: (f64::from(missing) / bucket.per_second).ceil() as u64,
+                }
+            }
+            Err(not_until) => Verdict::Limited {
+                limit: bucket.burst,
+                retry_after_s: not_until
+                    .wait_time_from(self.clock.now())
+                    .as_secs_f64()
+                    .ceil()
+                    .max(1.0) as u64,
+            },
+        }
+    }
+
+    /// Forgets the buckets of tokens that are full again (they would
+    /// allow a full burst anyway): the maps stay as large as the tokens
+    /// active within a refill time.
+    pub fn prune(&self) {
+        for limiter in [&self.reads, &self.writes] {
+            limiter.retain_recent();
+            limiter.shrink_to_fit();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_burst_is_allowed_then_limited_with_a_retry_after_and_tokens_are_apart() {
+        let limits = RateLimits::new(
+            Bucket {
+                per_second: 1.0,
+                burst: 3,
+            },
+            Bucket {
+                per_second: 0.5,
+                burst: 2,
+            },
+        );
+        let (a, b) = (b"a".to_vec(), b"b".to_vec());
+        let remaining: Vec<Verdict> = (0..3).map(|_| limits.check(&a, false)).collect();
+        assert!(
+            matches!(
+                remaining[0],
+                Verdict::Allowed {
+                    limit: 3,
+                    remaining: 2,
+                    ..
+                }
+            ),
+            "{remaining:?}"
+        );
+        assert!(
+            matches!(
+                remaining[2],
+                Verdict::Allowed {
+                    remaining: 0,
+                    reset_s: 3,
+                    ..
+                }
+            ),
+            "{remaining:?}"
+        );
+        assert!(
+            matches!(
+                limits.check(&a, false),
+                Verdict::Limited {
+                    limit: 3,
+                    retry_after_s: 1
+                }
+            ),
+            "the fourth read"
+        );
+        // Writes have their own bucket, and another token its own.
+        assert!(matches!(
+            limits.check(&a, true),
+            Verdict::Allowed {
+                limit: 2,
+                remaining: 1,
+                ..
+            }
+        ));
+        assert!(matches!(
+            limits.check(&a, true),
+            Verdict::Allowed { remaining: 0, .. }
+        ));
+        assert!(matches!(
+            limits.check(&a, true),
+            Verdict::Limited {
+                retry_after_s: 2,
+                ..
+            }
+        ));
+        assert!(matches!(
+            limits.check(&b, false),
+            Verdict::Allowed { remaining: 2, .. }
+        ));
+    }
+
+    #[test]
+    fn each_replica_takes_its_share() {
+        let b = Bucket {
+            per_second: 100.0,
+            burst: 500,
+        };
+        assert_eq!(b.share(1), b);
+        assert_eq!(
+            b.share(4),
+            Bucket {
+                per_second: 25.0,
+                burst: 125
+            }
+        );
+        assert_eq!(
+            Bucket {
+                per_second: 1.0,
+                burst: 1
+            }
+            .share(3)
+            .burst,
+            1
+        );
+    }
+}
