@@ -12,6 +12,7 @@ pub const RUN_LABEL: &str = "skiff-bench-run";
 
 // The API's own types: a change to the API's JSON breaks this build, not a
 // benchmark run.
+pub use skiff_api::http::events::EventPage;
 pub use skiff_api::http::hosts::{HostList, HostView as Host};
 pub use skiff_api::http::jobs::JobView as Job;
 pub use skiff_api::model::{ContainerList, ContainerView as Container, Timings};
@@ -220,8 +221,9 @@ impl Api {
         Ok(resp.json::<HostList>().await?.items)
     }
 
-    /// DELETE /v1/containers/{id}: the status code (204 expected).
-    pub async fn delete(&self, id: &str) -> Result<StatusCode> {
+    /// DELETE /v1/containers/{id}: 202 (running: its host stops and
+    /// removes it after) or 204 (finished, removed).
+    pub async fn delete(&self, id: &str) -> Result<()> {
         let resp = self
             .http
             .delete(self.url(&format!("/v1/containers/{id}")))
@@ -230,7 +232,64 @@ impl Api {
             .send()
             .await
             .with_context(|| format!("DELETE /v1/containers/{id}"))?;
-        Ok(resp.status())
+        match resp.status() {
+            StatusCode::ACCEPTED | StatusCode::NO_CONTENT => Ok(()),
+            status => bail!("DELETE {id} -> {status}"),
+        }
+    }
+
+    /// Waits until every container of `ids` (labelled with `run_id`) has
+    /// its `removed` event: its host stopped it and removed its runtime
+    /// state.
+    pub async fn wait_removed(
+        &self,
+        run_id: &str,
+        ids: &[String],
+        timeout: Duration,
+    ) -> Result<()> {
+        let want: std::collections::HashSet<&str> = ids.iter().map(String::as_str).collect();
+        let mut seen = std::collections::HashSet::new();
+        let mut cursor: Option<String> = None;
+        let deadline = std::time::Instant::now() + timeout;
+        while seen.len() < want.len() {
+            let mut req = self
+                .http
+                .get(self.url("/v1/events"))
+                .bearer_auth(&self.token)
+                .timeout(Duration::from_secs(30))
+                .query(&[
+                    ("type", "removed".to_owned()),
+                    ("label", format!("{RUN_LABEL}={run_id}")),
+                    ("limit", "1000".into()),
+                ]);
+            if let Some(c) = &cursor {
+                req = req.query(&[("since", c)]);
+            }
+            let resp = req.send().await.context("GET /v1/events")?;
+            if !resp.status().is_success() {
+                bail!("GET /v1/events -> {}", resp.status());
+            }
+            let page: EventPage = resp.json().await?;
+            let empty = page.items.is_empty();
+            for item in page.items {
+                let id = item.container_id.to_string();
+                if want.contains(id.as_str()) {
+                    seen.insert(id);
+                }
+            }
+            cursor = Some(page.next);
+            if std::time::Instant::now() > deadline {
+                bail!(
+                    "{} of {} not removed within {timeout:?}",
+                    want.len() - seen.len(),
+                    want.len()
+                );
+            }
+            if empty {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        Ok(())
     }
 
     /// Every container of this tenant labelled with `run_id` (all pages).

@@ -95,11 +95,7 @@ impl Ctx {
     }
 
     async fn platform_delete(&self, id: &str) -> Result<()> {
-        let status = self.api.delete(id).await?;
-        if status.as_u16() != 204 {
-            bail!("DELETE {id} -> {status}");
-        }
-        Ok(())
+        self.api.delete(id).await
     }
 }
 
@@ -305,11 +301,7 @@ pub async fn platform_teardown(ctx: &Ctx, ids: &[String]) -> Result<(f64, Vec<St
         let (api, sem, id) = (ctx.api.clone(), sem.clone(), id.clone());
         set.spawn(async move {
             let _permit = sem.acquire_owned().await.expect("semaphore");
-            let status = api.delete(&id).await?;
-            if status.as_u16() != 204 {
-                bail!("DELETE {id} -> {status}");
-            }
-            Ok(())
+            api.delete(&id).await
         });
     }
     let mut errors = Vec::new();
@@ -317,6 +309,15 @@ pub async fn platform_teardown(ctx: &Ctx, ids: &[String]) -> Result<(f64, Vec<St
         if let Err(e) = r? {
             errors.push(format!("{e:#}"));
         }
+    }
+    // Done when the hosts have stopped and removed them, not when the
+    // DELETEs were answered (a running one is answered 202 at once).
+    if let Err(e) = ctx
+        .api
+        .wait_removed(&ctx.run_id, ids, Duration::from_secs(600))
+        .await
+    {
+        errors.push(format!("{e:#}"));
     }
     Ok((t0.elapsed().as_secs_f64(), errors))
 }

@@ -344,13 +344,41 @@ impl Tenant {
         self.action(id, "restart").await
     }
 
-    /// DELETE /v1/containers/{id}, asserting 204.
+    /// DELETE /v1/containers/{id}: 202 (it was running: the host stops it)
+    /// or 204 (it had finished); then waits for the tenant's event log to
+    /// say its host removed it, so the host's capacity and runtime state
+    /// are free when this returns.
     pub async fn delete(&self, id: &str) {
         let reply = self
             .call(Method::DELETE, &format!("/v1/containers/{id}"), None)
             .await;
-        if reply.status != StatusCode::NO_CONTENT {
-            panic!("delete {id}: {reply:?}\n{}", self.diag(id).await);
+        match reply.status {
+            StatusCode::ACCEPTED => assert_eq!(
+                reply.json()["state"],
+                "stopping",
+                "a deleted running container is stopping: {reply:?}"
+            ),
+            StatusCode::NO_CONTENT => {}
+            _ => panic!("delete {id}: {reply:?}\n{}", self.diag(id).await),
+        }
+        self.wait_removed(id).await;
+    }
+
+    /// Waits (up to 60 s) for the `removed` event of a deleted container.
+    pub async fn wait_removed(&self, id: &str) {
+        let path = format!("/v1/events?container={id}&type=removed");
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let page = self.call(Method::GET, &path, None).await;
+            assert_eq!(page.status, StatusCode::OK, "{page:?}");
+            if !page.json()["items"].as_array().expect("items").is_empty() {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{id} not removed from its host within 60 s of its delete"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 

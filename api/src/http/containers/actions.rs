@@ -13,6 +13,7 @@ use crate::AppState;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
+use skiff_core::ContainerState;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::broadcast::error::RecvError;
@@ -115,16 +116,26 @@ pub async fn restart(
     act(&state, tenant, &id, Action::Restart, &headers).await
 }
 
-/// Delete: stops the container if needed and removes its runtime state and
-/// logs from the host. Waits (bounded) for the host to confirm.
+/// Delete. A running (or starting, or queued) container answers 202 at
+/// once with the object in `stopping`: the host stops it (SIGTERM, SIGKILL
+/// after `stop_timeout_s`) and removes its runtime state and logs, and the
+/// tenant's event log gets `type=removed` when that is done. A finished one
+/// answers 204 once its host confirms the removal (bounded: the deletion is
+/// durable either way).
 #[utoipa::path(delete, path = "/v1/containers/{id}", params(("id" = Uuid, Path)),
-    responses((status = 204), (status = 404, body = Problem)), security(("bearer" = [])))]
+    responses((status = 202, body = ContainerView), (status = 204), (status = 404, body = Problem)),
+    security(("bearer" = [])))]
 pub async fn delete(
     State(state): State<Arc<AppState>>,
     Tenant(tenant): Tenant,
     Path(raw): Path<String>,
 ) -> Result<Response, ApiError> {
     let id = parse_id(&raw)?;
+    let live = state
+        .store
+        .get_container(tenant, id)
+        .await?
+        .is_some_and(|row| !row.state.is_terminal());
     let mut changes = state.hub.watch_containers();
     let row = match state
         .store
@@ -141,9 +152,13 @@ pub async fn delete(
         Acted::Done(Some(row)) => *row,
         _ => return Err(ApiError::NotFound("container")),
     };
-    tracing::info!(container = %id, "delete requested");
-    let deadline =
-        tokio::time::Instant::now() + Duration::from_secs(row.stop_timeout_s as u64 + 15);
+    tracing::info!(container = %id, live, "delete requested");
+    if live && row.removed_at.is_none() {
+        let mut view = view_one(&state, row).await?;
+        view.state = ContainerState::Stopping;
+        return Ok(crate::http::json(StatusCode::ACCEPTED, view));
+    }
+    let deadline = tokio::time::Instant::now() + FINISHED_REMOVAL_WAIT;
     while !state.store.is_removed(id).await? {
         match tokio::time::timeout_at(deadline, next_change(&mut changes, id)).await {
             Ok(()) => {}
@@ -156,6 +171,10 @@ pub async fn delete(
     }
     Ok(StatusCode::NO_CONTENT.into_response())
 }
+
+/// How long deleting a finished container waits for its host to confirm
+/// the removal (no stop is involved: normally well under a second).
+const FINISHED_REMOVAL_WAIT: Duration = Duration::from_secs(10);
 
 pub(super) async fn next_change(changes: &mut tokio::sync::broadcast::Receiver<Uuid>, id: Uuid) {
     loop {
