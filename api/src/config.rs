@@ -142,6 +142,25 @@ pub struct ApiConfig {
     #[arg(long, env = "SKIFF_RATE_LIMIT_REPLICAS", default_value_t = 1)]
     pub rate_limit_replicas: u32,
 
+    /// Longest a request may take (streams excepted: SSE, log follow,
+    /// `wait`); past it, 503 `timeout`.
+    #[arg(long, env = "SKIFF_REQUEST_TIMEOUT_S", default_value_t = 30.0)]
+    pub request_timeout_s: f64,
+
+    /// Requests in progress at once on this replica (streams excepted);
+    /// past it, 503 `overloaded` at once.
+    #[arg(long, env = "SKIFF_MAX_CONCURRENT_REQUESTS", default_value_t = 1024)]
+    pub max_concurrent_requests: usize,
+
+    /// Longest an SSE event stream stays open; the client reconnects with
+    /// `Last-Event-ID` and loses nothing.
+    #[arg(long, env = "SKIFF_STREAM_MAX_S", default_value_t = 3600.0)]
+    pub stream_max_s: f64,
+
+    /// An SSE stream whose client takes no event for this long is closed.
+    #[arg(long, env = "SKIFF_STREAM_IDLE_S", default_value_t = 60.0)]
+    pub stream_idle_s: f64,
+
     /// How long an `Idempotency-Key` and its response are kept.
     #[arg(long, env = "SKIFF_IDEMPOTENCY_KEEP_S", default_value_t = 86_400.0)]
     pub idempotency_keep_s: f64,
@@ -245,6 +264,18 @@ impl ApiConfig {
         chrono::Duration::milliseconds((self.report_clock_skew_s.max(0.0) * 1000.0) as i64)
     }
 
+    pub fn request_timeout(&self) -> Duration {
+        secs(self.request_timeout_s)
+    }
+
+    pub fn stream_max(&self) -> Duration {
+        secs(self.stream_max_s)
+    }
+
+    pub fn stream_idle(&self) -> Duration {
+        secs(self.stream_idle_s)
+    }
+
     /// This replica's share of the read bucket.
     pub fn read_bucket(&self) -> crate::ratelimit::Bucket {
         crate::ratelimit::Bucket {
@@ -295,6 +326,9 @@ impl ApiConfig {
             ("SKIFF_WEBHOOK_GIVE_UP_S", self.webhook_give_up_s),
             ("SKIFF_WEBHOOK_POLL_S", self.webhook_poll_s),
             ("SKIFF_RATE_READ_PER_S", self.rate_read_per_s),
+            ("SKIFF_REQUEST_TIMEOUT_S", self.request_timeout_s),
+            ("SKIFF_STREAM_MAX_S", self.stream_max_s),
+            ("SKIFF_STREAM_IDLE_S", self.stream_idle_s),
             ("SKIFF_RATE_WRITE_PER_S", self.rate_write_per_s),
         ] {
             if !(value.is_finite() && value > 0.0) {

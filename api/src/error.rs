@@ -49,6 +49,14 @@ pub enum ApiError {
     PayloadTooLarge,
     #[error("{0}")]
     Timeout(String),
+    /// The request took longer than the server's request timeout.
+    #[error("the request did not finish within the server's request timeout of {0} s; retry")]
+    RequestTimeout(f64),
+    /// This replica has as many requests in progress as it takes.
+    #[error(
+        "this replica is at its limit of requests in progress; retry after the time in Retry-After"
+    )]
+    Overloaded,
     #[error("{0}")]
     Unavailable(String),
     #[error("internal error: {0}")]
@@ -136,6 +144,12 @@ impl ApiError {
                 "Payload too large",
             ),
             Self::Timeout(_) => (StatusCode::REQUEST_TIMEOUT, "timeout", "Timed out"),
+            Self::RequestTimeout(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "timeout",
+                "Request timed out",
+            ),
+            Self::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded", "Overloaded"),
             Self::Unavailable(_) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",

@@ -67,6 +67,8 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// Per-token request buckets (this replica's share).
     pub rate_limits: ratelimit::RateLimits,
+    /// Permits for requests in progress (streams excepted).
+    pub requests_in_progress: tokio::sync::Semaphore,
 }
 
 #[derive(Default)]
@@ -134,6 +136,7 @@ pub async fn serve(
     let state = Arc::new(AppState {
         admin_token_sha256: http::hash_token(&config.admin_token),
         rate_limits: ratelimit::RateLimits::new(config.read_bucket(), config.write_bucket()),
+        requests_in_progress: tokio::sync::Semaphore::new(config.max_concurrent_requests.max(1)),
         config,
         store,
         hub: Arc::new(notify::Hub::default()),

@@ -118,3 +118,58 @@ async fn a_token_past_its_write_rate_gets_429_with_its_headers_while_others_are_
     })
     .await
 }
+
+#[tokio::test]
+async fn an_sse_stream_outlives_the_request_timeout_and_ends_at_its_own_maximum() {
+    limit(secs(120), async {
+        let platform = Platform::get().await;
+        let t = platform.new_tenant().await;
+        let request_timeout_s = 1.0;
+        let mut api = platform.extra_api(
+            "api-stream-bounds",
+            &[
+                ("SKIFF_REQUEST_TIMEOUT_S", request_timeout_s.to_string()),
+                ("SKIFF_STREAM_MAX_S", "6".into()),
+            ],
+        );
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .unwrap();
+        ready(&mut api, &client).await;
+        let id = t.create_id(&platform.sh("sleep 2; echo late")).await;
+        let opened = std::time::Instant::now();
+        let mut stream = client
+            .get(format!("http://{}/v1/events?container={id}", api.address))
+            .bearer_auth(&t.token)
+            .header("accept", "text/event-stream")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(stream.status(), 200);
+        let mut text = String::new();
+        let mut exited_after = None;
+        // Read to the end: the server closes the stream at its maximum.
+        while let Some(chunk) = stream.chunk().await.unwrap() {
+            text.push_str(&String::from_utf8_lossy(&chunk));
+            if exited_after.is_none() && text.contains("\"state\":\"succeeded\"") {
+                exited_after = Some(opened.elapsed());
+            }
+        }
+        let exited_after = exited_after.unwrap_or_else(|| panic!("no exit on the stream:\n{text}"));
+        assert!(
+            exited_after.as_secs_f64() > request_timeout_s,
+            "the exit came {exited_after:?} after opening, within the request timeout: \
+             nothing shows the stream outlived it"
+        );
+        // A plain request on the same replica is bounded and served.
+        let listed = client
+            .get(format!("http://{}/v1/containers", api.address))
+            .bearer_auth(&t.token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(listed.status(), 200);
+    })
+    .await
+}

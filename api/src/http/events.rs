@@ -152,7 +152,15 @@ fn stream(
     let (tx, rx) = tokio::sync::mpsc::channel::<Event>(64);
     tokio::spawn(async move {
         let mut changes = state.hub.watch_containers();
+        // Bounded: at most SKIFF_STREAM_MAX_S open (the client reconnects
+        // with Last-Event-ID and loses nothing), and a client that takes no
+        // event for SKIFF_STREAM_IDLE_S is let go.
+        let ends = tokio::time::Instant::now() + state.config.stream_max();
+        let idle = state.config.stream_idle();
         loop {
+            if tokio::time::Instant::now() >= ends {
+                return;
+            }
             let page = match state
                 .store
                 .events_after(tenant, after, &filter, MAX_PAGE)
@@ -173,8 +181,10 @@ fn stream(
                     .event(item.type_.clone())
                     .json_data(&item)
                     .expect("an event serialises");
-                if tx.send(sse).await.is_err() {
-                    return; // the client went away
+                match tokio::time::timeout(idle, tx.send(sse)).await {
+                    Ok(Ok(())) => {}
+                    // The client went away, or stopped reading.
+                    Ok(Err(_)) | Err(_) => return,
                 }
             }
             if full {
@@ -183,6 +193,7 @@ fn stream(
             tokio::select! {
                 _ = tx.closed() => return,
                 _ = state.shutdown.cancelled() => return,
+                _ = tokio::time::sleep_until(ends) => return,
                 _ = changes.recv() => {}
                 _ = tokio::time::sleep(STREAM_POLL) => {}
             }

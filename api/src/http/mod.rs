@@ -2,6 +2,7 @@
 //! cross-cutting pieces (health, metrics, OpenAPI).
 //!
 //! Layout:
+//! - [`bounds`]: the request timeout and the limit of requests in progress.
 //! - [`containers`]: the tenant's container routes.
 //! - [`jobs`]: a tenant's jobs (create, get, list, tasks, cancel, delete).
 //! - [`events`]: the tenant's event log, as pages or a live SSE stream.
@@ -14,6 +15,7 @@
 //! - [`usage`]: usage reports, ledger verification, rate card.
 //! - [`openapi`]: the OpenAPI 3 document, generated from the handlers.
 
+pub mod bounds;
 pub mod containers;
 pub mod events;
 pub mod hosts;
@@ -92,6 +94,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/openapi.json", get(openapi::document))
         .fallback(|| async { ApiError::NotFound("route") })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(middleware::from_fn_with_state(state.clone(), bounds::bound))
         .layer(middleware::from_fn_with_state(state.clone(), limit_rate))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
