@@ -165,7 +165,8 @@ mod tests {
         let logs = format!("{id}/logs");
         let wait = format!("{id}/wait");
         // (method, path, query, accept, stream?)
-        let cases: [(Method, &str, Option<&str>, Option<&str>, bool); 12] = [
+        type Case<'a> = (Method, &'a str, Option<&'a str>, Option<&'a str>, bool);
+        let cases: [Case; 12] = [
             (Method::GET, "/v1/events", None, sse, true),
             (Method::GET, "/v1/events", Some("since=1-2"), json, false),
             (Method::GET, "/v1/events", None, None, false),
