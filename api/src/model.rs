@@ -306,6 +306,11 @@ pub struct ContainerView {
     pub finished_at: Option<DateTime<Utc>>,
     pub timings: Timings,
     pub usage: UsageView,
+    /// A run's output passed the host's log cap: the log keeps the newest
+    /// bytes behind a line saying how much older output was dropped (a
+    /// `LogTruncated` event says which run).
+    #[serde(default)]
+    pub logs_truncated: bool,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]

@@ -226,3 +226,58 @@ async fn logs_follow_streams_until_the_container_exits() {
     })
     .await
 }
+
+#[tokio::test]
+async fn a_30_mib_log_keeps_its_newest_bytes_under_the_cap_and_says_what_it_dropped() {
+    limit(secs(180), async {
+        let platform = skiff_e2e::Platform::get().await;
+        let t = platform.new_tenant().await;
+        // seq 1 N: about 30 MiB of numbered lines, whose sum is known.
+        let n: u64 = 4_000_000;
+        let total: u64 = (1..=n).map(|i| i.to_string().len() as u64 + 1).sum();
+        let cap = skiff_e2e::LOG_MAX_BYTES;
+        assert!(
+            total > 2 * cap,
+            "the output ({total}) must pass the cap ({cap})"
+        );
+        let id = t
+            .create_id(&platform.spec(&["seq", "1", &n.to_string()]))
+            .await;
+        // The control: a small log is whole.
+        let small = t.create_id(&platform.spec(&["echo", "small"])).await;
+        let done = t.wait_exited_in(&id, "succeeded").await;
+        assert_eq!(done["logs_truncated"], true, "{done}");
+        let small_done = t.wait_exited_in(&small, "succeeded").await;
+        assert_eq!(small_done["logs_truncated"], false, "{small_done}");
+        assert_eq!(t.logs(&small).await, "small\n");
+        assert_eq!(t.count_events(&id, "LogTruncated").await, 1);
+
+        let log = t.logs(&id).await;
+        let (first, kept) = log.split_once('\n').expect("a marker line");
+        let dropped: u64 = first
+            .strip_prefix("[skiff: ")
+            .and_then(|r| r.strip_suffix(" bytes of older output dropped]"))
+            .and_then(|d| d.parse().ok())
+            .unwrap_or_else(|| panic!("not a marker: {first:?}"));
+        let kept_len = kept.len() as u64;
+        assert!(
+            kept_len >= cap && kept_len <= cap + cap / 4,
+            "kept {kept_len} bytes for a cap of {cap}"
+        );
+        assert_eq!(
+            dropped + kept_len,
+            total,
+            "every byte kept or counted as dropped"
+        );
+        // The newest bytes, in order: the last lines count up to n.
+        let lines: Vec<&str> = kept.lines().skip(1).collect(); // the first may be cut
+        assert_eq!(lines.last().copied(), Some(n.to_string().as_str()));
+        let numbers: Vec<u64> = lines.iter().map(|l| l.parse().unwrap()).collect();
+        assert!(
+            numbers.windows(2).all(|w| w[1] == w[0] + 1),
+            "the kept lines are consecutive"
+        );
+        t.delete(&id).await;
+    })
+    .await
+}

@@ -40,7 +40,9 @@ pub mod tenant;
 pub mod trust;
 
 pub use host::{metric_series, metric_sum, Host, Task};
-pub use platform::{ExtraApi, Platform, Timers, HOST_CPU_MILLIS, HOST_LABEL, HOST_MEMORY_MIB};
+pub use platform::{
+    ExtraApi, Platform, Timers, HOST_CPU_MILLIS, HOST_LABEL, HOST_MEMORY_MIB, LOG_MAX_BYTES,
+};
 pub use tenant::{id_of, unique, Reply, Tenant};
 
 use std::fmt::Write as _;

@@ -53,6 +53,9 @@ use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
+/// Each host's cap on a container's log (`SKIFF_LOG_MAX_BYTES`).
+pub const LOG_MAX_BYTES: u64 = 4 * 1024 * 1024;
+
 /// What every host offers the scheduler.
 pub const HOST_CPU_MILLIS: u64 = 3000;
 pub const HOST_MEMORY_MIB: u64 = 3072;

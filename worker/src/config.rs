@@ -103,6 +103,12 @@ pub struct WorkerConfig {
     #[arg(long, env = "SKIFF_MAX_CONCURRENT_STARTS")]
     pub max_concurrent_starts: Option<usize>,
 
+    /// A container's log is kept under this many bytes (0: no cap): past it
+    /// by a quarter, the newest bytes are kept behind a marker line saying
+    /// how much older output was dropped.
+    #[arg(long, env = "SKIFF_LOG_MAX_BYTES", default_value_t = 10 * 1024 * 1024)]
+    pub log_max_bytes: u64,
+
     /// The skiff-logger binary the shim runs to write logs (default: beside skiff-worker).
     #[arg(long, env = "SKIFF_LOGGER")]
     pub logger: Option<PathBuf>,

@@ -13,6 +13,8 @@
 //! - [`agent`]: registration, heartbeats, the assignment stream and fencing,
 //!   per-container supervisors (reconcile).
 //! - [`runtime`]: the containerd boundary (pull, spec, seccomp, tasks).
+//! - [`logcap`]: a container's log kept under its size cap (newest bytes
+//!   behind a marker).
 //! - [`logs`]: the `WorkerAgent` gRPC service that serves log files (to the
 //!   control plane's certificate only).
 //! - [`metrics`]: Prometheus metrics and their optional HTTP endpoint.
@@ -21,6 +23,7 @@ pub mod advertise;
 pub mod agent;
 pub mod config;
 pub mod identity;
+pub mod logcap;
 pub mod logs;
 pub mod metrics;
 pub mod runtime;
@@ -79,6 +82,7 @@ pub async fn serve(
                 .logger
                 .clone()
                 .unwrap_or_else(runtime::containerd::default_logger),
+            log_max_bytes: config.log_max_bytes,
             seccomp_arches: if config.seccomp_compat_arches {
                 runtime::seccomp::ArchScope::WithCompat
             } else {

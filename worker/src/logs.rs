@@ -112,6 +112,84 @@ impl<R: Runtime> WorkerAgent for LogService<R> {
     }
 }
 
+/// The log file a reader has open: where it is in it, and the file's
+/// marker (see [`crate::logcap`]) to map positions across a rewrite.
+struct OpenLog {
+    file: tokio::fs::File,
+    offset: u64,
+    dropped: u64,
+    marker_len: u64,
+    inode: u64,
+}
+
+impl OpenLog {
+    async fn open(path: &Path) -> std::io::Result<Option<Self>> {
+        use std::os::unix::fs::MetadataExt as _;
+        let file = match tokio::fs::File::open(path).await {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let inode = file.metadata().await?.ino();
+        let (dropped, marker_len) = crate::logcap::read_marker(path)?;
+        Ok(Some(Self {
+            file,
+            offset: 0,
+            dropped,
+            marker_len,
+            inode,
+        }))
+    }
+
+    async fn seek(&mut self, offset: u64) -> std::io::Result<()> {
+        self.file.seek(SeekFrom::Start(offset)).await?;
+        self.offset = offset;
+        Ok(())
+    }
+
+    /// Reads what is there and sends it; false when the reader went away.
+    async fn send_available(
+        &mut self,
+        buf: &mut [u8],
+        tx: &tokio::sync::mpsc::Sender<Result<pb::LogChunk, Status>>,
+    ) -> std::io::Result<bool> {
+        loop {
+            let n = self.file.read(buf).await?;
+            if n == 0 {
+                return Ok(true);
+            }
+            self.offset += n as u64;
+            let chunk = pb::LogChunk {
+                data: buf[..n].to_vec(),
+            };
+            if tx.send(Ok(chunk)).await.is_err() {
+                return Ok(false);
+            }
+        }
+    }
+
+    /// The file at `path` if the log was rewritten under its cap since this
+    /// one was opened (another inode), positioned just past what was sent.
+    async fn rewritten(&self, path: &Path) -> std::io::Result<Option<Self>> {
+        use std::os::unix::fs::MetadataExt as _;
+        let now = match tokio::fs::metadata(path).await {
+            Ok(meta) => meta.ino(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        if now == self.inode {
+            return Ok(None);
+        }
+        let Some(mut next) = Self::open(path).await? else {
+            return Ok(None);
+        };
+        let position = crate::logcap::logical_position(self.offset, self.dropped, self.marker_len);
+        let offset = crate::logcap::resume_offset(position, next.dropped, next.marker_len);
+        next.seek(offset).await?;
+        Ok(Some(next))
+    }
+}
+
 async fn stream_file<R: Runtime>(
     path: &Path,
     id: &str,
@@ -120,39 +198,23 @@ async fn stream_file<R: Runtime>(
     tx: &tokio::sync::mpsc::Sender<Result<pb::LogChunk, Status>>,
 ) -> Result<(), Status> {
     let io_err = |e: std::io::Error| Status::internal(format!("reading logs: {e}"));
-    let mut file = match tokio::fs::File::open(path).await {
-        Ok(file) => Some(file),
-        // No output yet (or never started): an empty log.
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => return Err(io_err(e)),
-    };
-    let mut offset = 0u64;
-    if let Some(file) = file.as_mut() {
-        let len = file.metadata().await.map_err(io_err)?.len();
+    // No file yet (no output, or never started): an empty log.
+    let mut log = OpenLog::open(path).await.map_err(io_err)?;
+    if let Some(log) = log.as_mut() {
+        let len = log.file.metadata().await.map_err(io_err)?.len();
+        let mut offset = 0;
         if req.tail_lines > 0 && len > 0 {
-            offset = tail_offset(file, len, req.tail_lines)
+            offset = tail_offset(&mut log.file, len, req.tail_lines)
                 .await
                 .map_err(io_err)?;
         }
-        file.seek(SeekFrom::Start(offset)).await.map_err(io_err)?;
+        log.seek(offset).await.map_err(io_err)?;
     }
     let mut buf = vec![0u8; CHUNK];
     loop {
-        if let Some(file) = file.as_mut() {
-            loop {
-                let n = file.read(&mut buf).await.map_err(io_err)?;
-                if n == 0 {
-                    break;
-                }
-                if tx
-                    .send(Ok(pb::LogChunk {
-                        data: buf[..n].to_vec(),
-                    }))
-                    .await
-                    .is_err()
-                {
-                    return Ok(()); // the reader went away
-                }
+        if let Some(open) = log.as_mut() {
+            if !open.send_available(&mut buf, tx).await.map_err(io_err)? {
+                return Ok(()); // the reader went away
             }
         }
         if !req.follow {
@@ -165,22 +227,11 @@ async fn stream_file<R: Runtime>(
             .is_some_and(|t| t.status != TaskStatus::Stopped);
         if !running {
             // One last read catches output written just before the exit.
-            if let Some(file) = file.as_mut() {
-                loop {
-                    let n = file.read(&mut buf).await.map_err(io_err)?;
-                    if n == 0 {
-                        return Ok(());
-                    }
-                    if tx
-                        .send(Ok(pb::LogChunk {
-                            data: buf[..n].to_vec(),
-                        }))
-                        .await
-                        .is_err()
-                    {
-                        return Ok(());
-                    }
+            if let Some(open) = log.as_mut() {
+                if let Some(next) = open.rewritten(path).await.map_err(io_err)? {
+                    *open = next;
                 }
+                open.send_available(&mut buf, tx).await.map_err(io_err)?;
             }
             return Ok(());
         }
@@ -188,8 +239,14 @@ async fn stream_file<R: Runtime>(
             return Ok(()); // the reader left while nothing was written
         }
         tokio::time::sleep(FOLLOW_POLL).await;
-        if file.is_none() {
-            file = tokio::fs::File::open(path).await.ok();
+        match log.as_mut() {
+            None => log = OpenLog::open(path).await.map_err(io_err)?,
+            Some(open) => {
+                // Rewritten under its cap: go on in the new file.
+                if let Some(next) = open.rewritten(path).await.map_err(io_err)? {
+                    *open = next;
+                }
+            }
         }
     }
 }

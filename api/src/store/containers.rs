@@ -163,6 +163,21 @@ impl Store {
         Ok(Created::New(Box::new(row), response))
     }
 
+    /// Those of `ids` whose log passed the host's cap in some run.
+    pub async fn truncated_logs(&self, ids: &[Uuid]) -> Result<std::collections::HashSet<Uuid>> {
+        if ids.is_empty() {
+            return Ok(Default::default());
+        }
+        let rows: Vec<Uuid> = sqlx::query_scalar(
+            "SELECT DISTINCT container_id FROM container_events \
+             WHERE container_id = ANY($1) AND kind = 'LogTruncated'",
+        )
+        .bind(ids)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().collect())
+    }
+
     pub async fn get_container(&self, tenant: Uuid, id: Uuid) -> Result<Option<ContainerRow>> {
         Ok(sqlx::query_as::<_, ContainerRow>(&format!(
             "SELECT {CONTAINER_COLUMNS} FROM containers WHERE id = $1 AND tenant_id = $2 AND deleted_at IS NULL"

@@ -199,6 +199,10 @@ pub(super) fn start_workers(
                 timers.checkpoint_interval_s.to_string(),
             ),
             ("SKIFF_METRICS_LISTEN".into(), metrics_addr.clone()),
+            (
+                "SKIFF_LOG_MAX_BYTES".into(),
+                crate::platform::LOG_MAX_BYTES.to_string(),
+            ),
             ("RUST_LOG".into(), "info".into()),
             ("NO_COLOR".into(), "1".into()),
             (

@@ -91,6 +91,7 @@ pub fn spawn<R: Runtime>(
         observed: Observed::from(adopted),
         last_sent: None,
         oom_seen: false,
+        log_dropped_at_start: 0,
         last_checkpoint_ms: None,
         resent_last_exit: false,
         task_running: false,
@@ -184,6 +185,9 @@ struct ContainerSupervisor<R: Runtime> {
     /// The last (generation, state) reported, so a steady state is not re-sent on every tick.
     last_sent: Option<(u64, pb::ObservedState)>,
     oom_seen: bool,
+    /// Bytes the log had dropped under its cap when the current run
+    /// started: more at its exit, and the exit says the log was truncated.
+    log_dropped_at_start: u64,
     last_checkpoint_ms: Option<i64>,
     /// Whether this supervisor has had its chance to re-send the last run's
     /// exit (see [`Step::ResendExit`]).
@@ -284,7 +288,7 @@ impl<R: Runtime> ContainerSupervisor<R> {
             }
             Step::ResendExit | Step::ReportExit => {
                 if let Some(exit) = self.observed.last_exit.clone() {
-                    self.report_exit(&exit);
+                    self.report_exit(&exit, None);
                 }
                 Ok(if step == Step::ResendExit {
                     Next::Again
@@ -462,6 +466,7 @@ impl<R: Runtime> ContainerSupervisor<R> {
         self.observed.started_at_unix_ms = Some(started.started_at_unix_ms);
         self.task_running = true;
         self.oom_seen = false;
+        self.log_dropped_at_start = self.log_dropped();
         tracing::info!(container = %self.id, generation, pid = started.pid, pull_ms, create_ms, start_ms, "started");
         let mut r = report(&self.id, generation, pb::ObservedState::Running);
         r.pid = started.pid;
@@ -573,11 +578,21 @@ impl<R: Runtime> ContainerSupervisor<R> {
         self.runtime.record_exit(&self.id, &exit).await?;
         self.observed.last_exit = Some(exit.clone());
         self.oom_seen = false;
-        self.report_exit(&exit);
+        let dropped = self.log_dropped();
+        let truncated = (dropped > self.log_dropped_at_start).then_some(dropped);
+        self.report_exit(&exit, truncated);
         self.runtime.delete_task(&self.id).await
     }
 
-    fn report_exit(&mut self, exit: &ExitRecord) {
+    /// Bytes of the container's log dropped under its cap so far.
+    fn log_dropped(&self) -> u64 {
+        crate::logcap::read_marker(&self.runtime.log_path(&self.id))
+            .map_or(0, |(dropped, _)| dropped)
+    }
+
+    /// Reports a run's exit; `truncated`: the log's dropped bytes, when the
+    /// run's output passed the log cap.
+    fn report_exit(&mut self, exit: &ExitRecord, truncated: Option<u64>) {
         let mut r = report(&self.id, exit.generation, pb::ObservedState::Exited);
         r.exit_code = Some(exit.exit_code);
         r.finished_at_unix_ms = Some(exit.finished_at_unix_ms);
@@ -590,6 +605,18 @@ impl<R: Runtime> ContainerSupervisor<R> {
         } else {
             format!("exited with code {}", exit.exit_code)
         };
+        if let Some(dropped) = truncated {
+            let mut t = event(
+                exit.generation,
+                "LogTruncated",
+                format!(
+                    "the log passed its size cap: older output was dropped \
+                     ({dropped} bytes so far), the newest kept"
+                ),
+            );
+            t.at_unix_ms = exit.finished_at_unix_ms;
+            r.events.push(t);
+        }
         let mut e = event(exit.generation, "Exited", message);
         e.at_unix_ms = exit.finished_at_unix_ms;
         r.events.push(e);

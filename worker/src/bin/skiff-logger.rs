@@ -14,24 +14,32 @@
 //! SIGTERM; the logger drains both pipes to EOF and then exits, so the log is
 //! complete when Tasks.Delete returns. The fds are reopened through
 //! /proc/self/fd, which keeps this program free of unsafe code.
+//!
+//! `cap <bytes>` (from the worker's `SKIFF_LOG_MAX_BYTES`) keeps the file
+//! under a size cap: the newest output behind a marker that counts what was
+//! dropped ([`skiff_worker::logcap`]). Both streams go through one writer.
 
+use skiff_worker::logcap::CappedLog;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
+use std::sync::mpsc;
 use std::sync::Arc;
 
-fn copy_stream(fd: u32, path: &str) -> std::io::Result<std::thread::JoinHandle<()>> {
+/// Reads a stream's pipe to its end, handing each chunk to the writer.
+fn copy_stream(
+    fd: u32,
+    to: mpsc::SyncSender<Vec<u8>>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
     let mut source = File::open(format!("/proc/self/fd/{fd}"))?;
-    let mut sink = OpenOptions::new().create(true).append(true).open(path)?;
     Ok(std::thread::spawn(move || {
         let mut buf = vec![0u8; 64 * 1024];
         loop {
             match source.read(&mut buf) {
                 Ok(0) => return,
                 Ok(n) => {
-                    if let Err(e) = sink.write_all(&buf[..n]) {
-                        eprintln!("skiff-logger: writing the log: {e}");
+                    if to.send(buf[..n].to_vec()).is_err() {
                         return;
                     }
                 }
@@ -60,7 +68,20 @@ fn main() -> ExitCode {
     if let Err(e) = signal_hook::flag::register(signal_hook::consts::SIGTERM, terminated) {
         eprintln!("skiff-logger: cannot handle SIGTERM: {e}");
     }
-    let copiers = match (copy_stream(3, &path), copy_stream(4, &path)) {
+    let cap: u64 = args
+        .windows(2)
+        .find(|kv| kv[0] == "cap")
+        .and_then(|kv| kv[1].parse().ok())
+        .unwrap_or(0);
+    let mut log = match CappedLog::open(std::path::Path::new(&path), cap) {
+        Ok(log) => log,
+        Err(e) => {
+            eprintln!("skiff-logger: opening {path}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(64);
+    let copiers = match (copy_stream(3, tx.clone()), copy_stream(4, tx)) {
         (Ok(out), Ok(err)) => [out, err],
         (Err(e), _) | (_, Err(e)) => {
             eprintln!("skiff-logger: opening the streams for {path}: {e}");
@@ -72,6 +93,12 @@ fn main() -> ExitCode {
             let _ = ready.write_all(b"r");
         }
         Err(e) => eprintln!("skiff-logger: signalling readiness: {e}"),
+    }
+    // Until both streams end (their senders go with their threads).
+    for chunk in rx {
+        if let Err(e) = log.write(&chunk) {
+            eprintln!("skiff-logger: writing the log: {e}");
+        }
     }
     for copier in copiers {
         let _ = copier.join();

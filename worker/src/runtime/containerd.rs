@@ -67,6 +67,8 @@ pub struct ContainerdConfig {
     pub seccomp_arches: ArchScope,
     /// The `skiff-logger` binary the shim runs to write a container's log.
     pub logger: PathBuf,
+    /// A container's log is kept under this many bytes (0: no cap).
+    pub log_max_bytes: u64,
 }
 
 impl ContainerdConfig {
@@ -82,6 +84,7 @@ impl ContainerdConfig {
             pids_limit: 4096,
             seccomp_arches: ArchScope::Native,
             logger: default_logger(),
+            log_max_bytes: 10 * 1024 * 1024,
         }
     }
 }
@@ -518,9 +521,10 @@ impl Runtime for ContainerdRuntime {
         // outlives a worker restart like the shim does. Not file://: see
         // worker/src/bin/skiff-logger.rs for how that loses stderr.
         let uri = format!(
-            "binary://{}?file={}",
+            "binary://{}?file={}&cap={}",
             self.config.logger.display(),
-            log.display()
+            log.display(),
+            self.config.log_max_bytes
         );
         self.tasks()
             .create(self.conn.req(CreateTaskRequest {

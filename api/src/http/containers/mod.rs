@@ -38,11 +38,17 @@ pub(crate) async fn views(
     let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
     let mut conn = state.store.conn().await?;
     let usage = skiff_billing::container_usage(&mut conn, &ids).await?;
+    drop(conn);
+    let truncated = state.store.truncated_logs(&ids).await?;
     Ok(rows
         .into_iter()
         .map(|row| {
             let u = usage.get(&row.id).map(UsageView::from).unwrap_or_default();
-            view(row, u)
+            let logs_truncated = truncated.contains(&row.id);
+            ContainerView {
+                logs_truncated,
+                ..view(row, u)
+            }
         })
         .collect())
 }
@@ -107,6 +113,7 @@ pub fn view(row: ContainerRow, usage: UsageView) -> ContainerView {
             start_ms: row.start_ms,
         },
         usage,
+        logs_truncated: false,
     }
 }
 
