@@ -154,7 +154,11 @@ pub struct BrokenRecord {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Verification {
     pub ok: bool,
+    /// Records read by this verification.
     pub records: i64,
+    /// Records before them already found intact by an earlier (incremental)
+    /// verification, and not read again; 0 for a full one.
+    pub verified_before: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub first_broken: Option<BrokenRecord>,
 }
@@ -165,6 +169,7 @@ pub struct ChainVerifier {
     expected_seq: i64,
     prev_hash: [u8; 32],
     records: i64,
+    verified_before: i64,
     broken: Option<BrokenRecord>,
 }
 
@@ -180,8 +185,25 @@ impl ChainVerifier {
             expected_seq: 1,
             prev_hash: GENESIS,
             records: 0,
+            verified_before: 0,
             broken: None,
         }
+    }
+
+    /// Goes on after a prefix found intact before: its last record's `seq`
+    /// and `hash` (the next record must link onto them).
+    pub fn resume(seq: i64, hash: [u8; 32]) -> Self {
+        Self {
+            expected_seq: seq + 1,
+            prev_hash: hash,
+            verified_before: seq,
+            ..Self::new()
+        }
+    }
+
+    /// The last record pushed (its `seq` and hash), or the resumed prefix's.
+    pub fn last(&self) -> (i64, [u8; 32]) {
+        (self.expected_seq - 1, self.prev_hash)
     }
 
     /// Whether a break was found (later records need not be read).
@@ -239,6 +261,7 @@ impl ChainVerifier {
         Verification {
             ok: broken.is_none(),
             records: self.records,
+            verified_before: self.verified_before,
             first_broken: broken,
         }
     }
@@ -296,10 +319,34 @@ mod tests {
             Verification {
                 ok: true,
                 records: 5,
+                verified_before: 0,
                 first_broken: None
             }
         );
         assert!(verify(&[], None).ok);
+    }
+
+    #[test]
+    fn a_resumed_verifier_checks_only_what_follows_the_intact_prefix() {
+        let c = chain(8);
+        let head = Some((8, c[7].hash));
+        let mut v = ChainVerifier::resume(5, c[4].hash);
+        for r in &c[5..] {
+            v.push(r);
+        }
+        assert_eq!(v.last(), (8, c[7].hash));
+        let verdict = v.finish(head);
+        assert!(verdict.ok, "{verdict:?}");
+        assert_eq!((verdict.records, verdict.verified_before), (3, 5));
+        // A new record that does not link onto the prefix's hash is a break.
+        let mut wrong = ChainVerifier::resume(5, c[3].hash);
+        for r in &c[5..] {
+            wrong.push(r);
+        }
+        assert_eq!(wrong.finish(head).first_broken.unwrap().seq, 6);
+        // Nothing new: intact if the head is where the prefix ends.
+        let idle = ChainVerifier::resume(8, c[7].hash);
+        assert!(idle.finish(head).ok);
     }
 
     #[test]
@@ -320,11 +367,12 @@ mod tests {
         let v = Verification {
             ok: true,
             records: 3,
+            verified_before: 2,
             first_broken: None,
         };
         assert_eq!(
             serde_json::to_string(&v).unwrap(),
-            r#"{"ok":true,"records":3}"#
+            r#"{"ok":true,"records":3,"verified_before":2}"#
         );
     }
 }

@@ -22,6 +22,9 @@ pub enum BillingError {
     },
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
+    /// A verification asked again too soon after the last one.
+    #[error("verified moments ago; again in {retry_after_s} s")]
+    TooSoon { retry_after_s: u64 },
 }
 
 impl BillingError {

@@ -655,6 +655,72 @@ pub async fn verify_chain(
     conn: &mut PgConnection,
     tenant: Uuid,
 ) -> Result<Verification, BillingError> {
+    let (verification, _) = verify_from(conn, tenant, ChainVerifier::new()).await?;
+    Ok(verification)
+}
+
+/// Verifies only what was appended since the last intact prefix this
+/// function found (kept in `usage_chain_verified`): the new records, linked
+/// onto the prefix's last hash, then the head. An intact result moves the
+/// prefix up. The cost is the new records, not the chain's length; what it
+/// cannot see is an old record altered later (a full [`verify_chain`] does).
+/// With `full`, every record is read again (and the prefix set from that).
+/// Refused with [`BillingError::TooSoon`] within `min_interval` of the
+/// tenant's last verification.
+pub async fn verify_chain_incremental(
+    conn: &mut PgConnection,
+    tenant: Uuid,
+    full: bool,
+    min_interval: std::time::Duration,
+) -> Result<Verification, BillingError> {
+    use sqlx::Connection as _;
+    let mut tx = conn.begin().await?;
+    let prefix: Option<(i64, Vec<u8>, f64)> = sqlx::query_as(
+        "SELECT seq, hash, extract(epoch FROM now() - verified_at)::float8 \
+           FROM usage_chain_verified WHERE tenant_id = $1 FOR UPDATE",
+    )
+    .bind(tenant)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let verifier = match &prefix {
+        Some((_, _, since)) if *since < min_interval.as_secs_f64() => {
+            return Err(BillingError::TooSoon {
+                retry_after_s: (min_interval.as_secs_f64() - since).ceil().max(1.0) as u64,
+            });
+        }
+        Some((seq, hash, _)) if !full => {
+            ChainVerifier::resume(*seq, hash32("usage_chain_verified", tenant, hash)?)
+        }
+        _ => ChainVerifier::new(),
+    };
+    let (verification, last) = verify_from(&mut tx, tenant, verifier).await?;
+    let (seq, hash) = match (verification.ok, &prefix) {
+        (true, _) => (last.0, last.1.to_vec()),
+        // Broken: the prefix stays where it was (only its time moves); a
+        // full verification that finds a break forgets it.
+        (false, Some((seq, hash, _))) if !full => (*seq, hash.clone()),
+        (false, _) => (0, GENESIS.to_vec()),
+    };
+    sqlx::query(
+        "INSERT INTO usage_chain_verified (tenant_id, seq, hash) VALUES ($1, $2, $3) \
+         ON CONFLICT (tenant_id) DO UPDATE SET seq = $2, hash = $3, verified_at = now()",
+    )
+    .bind(tenant)
+    .bind(seq)
+    .bind(hash)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(verification)
+}
+
+/// Reads the tenant's records after `verifier`'s position up to the head
+/// and checks them; the verdict, and the last record checked.
+async fn verify_from(
+    conn: &mut PgConnection,
+    tenant: Uuid,
+    mut verifier: ChainVerifier,
+) -> Result<(Verification, (i64, [u8; 32])), BillingError> {
     let head: Option<(i64, Vec<u8>)> =
         sqlx::query_as("SELECT last_seq, last_hash FROM usage_chain_heads WHERE tenant_id = $1")
             .bind(tenant)
@@ -665,8 +731,7 @@ pub async fn verify_chain(
         None => None,
     };
     let limit_seq = head.map_or(0, |(seq, _)| seq);
-    let mut verifier = ChainVerifier::new();
-    let mut after = 0i64;
+    let mut after = verifier.last().0;
     loop {
         let rows = sqlx::query_as::<_, RecordRow>(
             "SELECT tenant_id, seq, record_id, kind, container_id, generation, container_name,
@@ -692,7 +757,8 @@ pub async fn verify_chain(
             break;
         }
     }
-    Ok(verifier.finish(head))
+    let last = verifier.last();
+    Ok((verifier.finish(head), last))
 }
 
 /// Runs not closed yet (a Prometheus gauge).

@@ -43,7 +43,7 @@ pub use chain::{BrokenRecord, RecordKind, UsageRecord, Verification};
 pub use error::BillingError;
 pub use ledger::{
     append_adjustment, checkpoint, close_run, close_runs_of_host, metered_seconds_total, open_run,
-    open_runs, verify_chain, Adjustment, MeasuredUsage, RunFacts,
+    open_runs, verify_chain, verify_chain_incremental, Adjustment, MeasuredUsage, RunFacts,
 };
 pub use rates::{add_rate, ensure_default_rate, rates, RateCard, DEFAULT_RATE};
 pub use report::{

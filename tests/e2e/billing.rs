@@ -276,35 +276,58 @@ async fn resent_reports_change_nothing() {
 }
 
 #[tokio::test]
-async fn a_tampered_usage_row_is_caught_by_verify() {
-    limit(secs(60), async {
-    let t = tenant().await;
-    let id = t.create_id(&t.platform.spec(&["sleep", "1"])).await;
-    t.wait_exited_in(&id, "succeeded").await;
-    let intact = t.call(Method::GET, "/v1/usage/verify", None).await;
-    assert_eq!(intact.status, 200, "{intact:?}");
-    let intact = intact.json();
-    assert_eq!(intact["ok"], true, "{intact}");
-    assert!(intact["records"].as_i64().unwrap() >= 1, "{intact}");
+async fn verify_reads_only_new_records_is_paced_and_a_full_one_catches_a_tampered_row() {
+    limit(secs(90), async {
+        let t = tenant().await;
+        let interval = Duration::from_secs_f64(skiff_e2e::VERIFY_MIN_INTERVAL_S);
+        let id = t.create_id(&t.platform.spec(&["sleep", "1"])).await;
+        t.wait_exited_in(&id, "succeeded").await;
+        let first = t.call(Method::GET, "/v1/usage/verify", None).await;
+        assert_eq!(first.status, 200, "{first:?}");
+        let first = first.json();
+        assert_eq!(first["ok"], true, "{first}");
+        let read_first = first["records"].as_i64().unwrap();
+        assert_eq!(read_first, usage_record_count(t.platform, &t.id).await, "{first}");
+        assert_eq!(first["verified_before"], 0, "{first}");
+        // Again at once: paced, 429 with the wait.
+        let again = t.call(Method::GET, "/v1/usage/verify", None).await;
+        assert_eq!(again.status, 429, "{again:?}");
+        assert!(again.problem()["type"].as_str().unwrap().ends_with("/rate-limited"));
 
-    let pool = sqlx::PgPool::connect(&t.platform.database_url)
+        // More usage; the next verification reads only the new records.
+        let more = t.create_id(&t.platform.spec(&["sleep", "1"])).await;
+        t.wait_exited_in(&more, "succeeded").await;
+        let total = usage_record_count(t.platform, &t.id).await;
+        assert!(total > read_first, "the second run added records");
+        tokio::time::sleep(interval).await;
+        let second = t.call(Method::GET, "/v1/usage/verify", None).await;
+        assert_eq!(second.status, 200, "{second:?}");
+        let second = second.json();
+        assert_eq!(second["ok"], true, "{second}");
+        assert_eq!(second["verified_before"], read_first, "{second}");
+        assert_eq!(second["records"], total - read_first, "only the new ones: {second}");
+
+        // A tampered old row: a full verification reads it again and says so.
+        let pool = sqlx::PgPool::connect(&t.platform.database_url)
+            .await
+            .unwrap();
+        let tampered = sqlx::query(
+            "UPDATE usage_records SET seconds = seconds + 1 \
+             WHERE tenant_id = $1::uuid AND seq = (SELECT min(seq) FROM usage_records WHERE tenant_id = $1::uuid)",
+        )
+        .bind(&t.id)
+        .execute(&pool)
         .await
         .unwrap();
-    let tampered = sqlx::query(
-        "UPDATE usage_records SET seconds = seconds + 1 \
-         WHERE tenant_id = $1::uuid AND seq = (SELECT min(seq) FROM usage_records WHERE tenant_id = $1::uuid)",
-    )
-    .bind(&t.id)
-    .execute(&pool)
-    .await
-    .unwrap();
-    assert_eq!(tampered.rows_affected(), 1);
-    let broken = t.call(Method::GET, "/v1/usage/verify", None).await.json();
-    assert_eq!(broken["ok"], false, "{broken}");
-    assert!(
-        broken.to_string().contains(&id) || broken.to_string().contains("seq"),
-        "names the record: {broken}"
-    );
+        assert_eq!(tampered.rows_affected(), 1);
+        tokio::time::sleep(interval).await;
+        let broken = t
+            .call(Method::GET, "/v1/usage/verify?full=true", None)
+            .await;
+        assert_eq!(broken.status, 200, "{broken:?}");
+        let broken = broken.json();
+        assert_eq!(broken["ok"], false, "{broken}");
+        assert_eq!(broken["first_broken"]["seq"], 1, "names the record: {broken}");
     })
     .await
 }

@@ -53,6 +53,9 @@ use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
+/// How often a tenant may verify its ledger (`SKIFF_VERIFY_MIN_INTERVAL_S`).
+pub const VERIFY_MIN_INTERVAL_S: f64 = 0.5;
+
 /// Each host's cap on a container's log (`SKIFF_LOG_MAX_BYTES`).
 pub const LOG_MAX_BYTES: u64 = 4 * 1024 * 1024;
 

@@ -103,17 +103,38 @@ pub async fn admin_report(
     usage_report(&state, None, query, &headers).await
 }
 
-/// Verifies the tenant's hash-chained usage ledger: `{"ok": true, "records": N}`,
-/// or `ok: false` with the first record that breaks the chain.
-#[utoipa::path(get, path = "/v1/usage/verify",
-    responses((status = 200, description = "verification result"), (status = 401, body = Problem)),
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyQuery {
+    /// Read every record again instead of only those since the last intact
+    /// verification.
+    pub full: Option<bool>,
+}
+
+/// Verifies the tenant's hash-chained usage ledger: `{"ok": true,
+/// "records": N, "verified_before": M}` (N records read now, linked onto M
+/// found intact before), or `ok: false` with the first record that breaks
+/// the chain. Incremental: only records since the last intact verification
+/// are read (`full=true` reads all). At most one per tenant every
+/// `SKIFF_VERIFY_MIN_INTERVAL_S` (429 with `Retry-After` otherwise).
+#[utoipa::path(get, path = "/v1/usage/verify", params(VerifyQuery),
+    responses((status = 200, description = "verification result"), (status = 401, body = Problem),
+        (status = 429, body = Problem)),
     security(("bearer" = [])))]
 pub async fn verify(
     State(state): State<Arc<AppState>>,
     Tenant(tenant): Tenant,
+    query: Result<Query<VerifyQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::invalid("query", e.body_text()))?;
     let mut conn = state.store.conn().await?;
-    let verification = skiff_billing::verify_chain(&mut conn, tenant).await?;
+    let verification = skiff_billing::verify_chain_incremental(
+        &mut conn,
+        tenant,
+        query.full.unwrap_or(false),
+        state.config.verify_min_interval(),
+    )
+    .await?;
     Ok(json(StatusCode::OK, verification))
 }
 

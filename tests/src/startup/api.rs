@@ -80,6 +80,10 @@ pub(super) fn start_api_replicas(
             ),
             ("SKIFF_WEBHOOK_RETRY_BASE_S".into(), "0.3".into()),
             ("SKIFF_WEBHOOK_POLL_S".into(), "0.2".into()),
+            (
+                "SKIFF_VERIFY_MIN_INTERVAL_S".into(),
+                crate::platform::VERIFY_MIN_INTERVAL_S.to_string(),
+            ),
             ("RUST_LOG".into(), "info".into()),
             ("NO_COLOR".into(), "1".into()),
             // Lets test.sh recognise leftovers of this run.
