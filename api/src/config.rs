@@ -161,6 +161,11 @@ pub struct ApiConfig {
     #[arg(long, env = "SKIFF_STREAM_IDLE_S", default_value_t = 60.0)]
     pub stream_idle_s: f64,
 
+    /// How long a worker report's id is kept to de-duplicate repeats (an
+    /// older repeat changes nothing either; see the billing crate).
+    #[arg(long, env = "SKIFF_METER_REPORT_KEEP_S", default_value_t = 86_400.0)]
+    pub meter_report_keep_s: f64,
+
     /// A tenant may verify its usage ledger at most once in this long.
     #[arg(long, env = "SKIFF_VERIFY_MIN_INTERVAL_S", default_value_t = 10.0)]
     pub verify_min_interval_s: f64,
@@ -266,6 +271,10 @@ impl ApiConfig {
 
     pub fn report_clock_skew(&self) -> chrono::Duration {
         chrono::Duration::milliseconds((self.report_clock_skew_s.max(0.0) * 1000.0) as i64)
+    }
+
+    pub fn meter_report_keep(&self) -> Duration {
+        secs(self.meter_report_keep_s)
     }
 
     pub fn verify_min_interval(&self) -> Duration {

@@ -177,6 +177,23 @@ async fn claim_report(conn: &mut PgConnection, report_id: &str) -> Result<bool, 
     Ok(n == 1)
 }
 
+/// Forgets report ids received longer than `keep` ago (a repeat of one
+/// after that changes nothing either: a checkpoint never bills below its
+/// run's billed seconds so far, and a closed run stays closed). The ids
+/// forgotten.
+pub async fn forget_meter_reports(
+    conn: &mut PgConnection,
+    keep: std::time::Duration,
+) -> Result<u64, BillingError> {
+    Ok(sqlx::query(
+        "DELETE FROM meter_reports WHERE received_at < now() - make_interval(secs => $1)",
+    )
+    .bind(keep.as_secs_f64())
+    .execute(conn)
+    .await?
+    .rows_affected())
+}
+
 async fn lock_run(
     conn: &mut PgConnection,
     container_id: Uuid,

@@ -543,30 +543,47 @@ pub fn report_csv(report: &Report) -> String {
 }
 
 /// Totals so far per container (all records, adjustments included), for the
-/// container object's `usage`. Every requested id is in the map (zeros when
-/// it has no records).
+/// container object's `usage`: one row per container, kept by a trigger on
+/// the ledger (constant time, however long the container has run). Every
+/// requested id is in the map (zeros when it has no records).
 pub async fn container_usage(
     conn: &mut PgConnection,
     container_ids: &[Uuid],
 ) -> Result<HashMap<Uuid, UsageTotals>, BillingError> {
-    let mut out: HashMap<Uuid, UsageTotals> = container_ids
-        .iter()
-        .map(|id| (*id, UsageTotals::default()))
-        .collect();
-    if container_ids.is_empty() {
+    usage_totals(
+        conn,
+        "container_usage_totals",
+        "container_id",
+        container_ids,
+    )
+    .await
+}
+
+/// Totals so far per job (all of its task containers), from the job's own
+/// running total: constant time, however many tasks it has.
+pub async fn job_usage(
+    conn: &mut PgConnection,
+    job_ids: &[Uuid],
+) -> Result<HashMap<Uuid, UsageTotals>, BillingError> {
+    usage_totals(conn, "job_usage_totals", "job_id", job_ids).await
+}
+
+async fn usage_totals(
+    conn: &mut PgConnection,
+    table: &'static str,
+    key: &'static str,
+    ids: &[Uuid],
+) -> Result<HashMap<Uuid, UsageTotals>, BillingError> {
+    let mut out: HashMap<Uuid, UsageTotals> =
+        ids.iter().map(|id| (*id, UsageTotals::default())).collect();
+    if ids.is_empty() {
         return Ok(out);
     }
-    let rows: Vec<(Uuid, i64, i64, i64, String, String)> = sqlx::query_as(
-        "SELECT container_id,
-                sum(seconds)::bigint,
-                sum(seconds::bigint * cpu_millis)::bigint,
-                sum(seconds::bigint * memory_mib)::bigint,
-                sum(seconds::bigint * cpu_millis * nano_per_vcpu_second)::text,
-                sum(seconds::bigint * memory_mib * nano_per_gib_second)::text
-           FROM usage_records WHERE container_id = ANY($1)
-          GROUP BY container_id",
-    )
-    .bind(container_ids)
+    let rows: Vec<(Uuid, i64, i64, i64, String, String)> = sqlx::query_as(&format!(
+        "SELECT {key}, seconds, milli_vcpu_seconds, mib_seconds, cpu_cost::text, memory_cost::text \
+           FROM {table} WHERE {key} = ANY($1)"
+    ))
+    .bind(ids)
     .fetch_all(conn)
     .await?;
     for (id, seconds, milli, mib, cpu_cost, mem_cost) in rows {

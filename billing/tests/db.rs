@@ -1,7 +1,8 @@
 //! Database tests of the metering SQL. They run when SKIFF_TEST_DATABASE_URL
 //! names a PostgreSQL superuser URL (deploy/local/test.sh sets it): each test
 //! creates a fresh database, runs every migration, and inserts its own tenant
-//! and container rows. Without the variable each test prints why it skipped.
+//! and container rows. Without the variable each test fails (saying so): a
+//! test that lacks its database has proved nothing.
 
 use anyhow::{Context, Result};
 use chrono::{DateTime, Duration, DurationRound, TimeZone, Utc};
@@ -19,13 +20,15 @@ struct TestDb {
 }
 
 impl TestDb {
-    /// A fresh database with all migrations and the default rate, or None
-    /// (after saying so) when SKIFF_TEST_DATABASE_URL is unset.
-    async fn new(test: &str) -> Result<Option<Self>> {
-        let Ok(admin_url) = std::env::var("SKIFF_TEST_DATABASE_URL") else {
-            eprintln!("{test}: skipped: set SKIFF_TEST_DATABASE_URL to a PostgreSQL superuser URL");
-            return Ok(None);
-        };
+    /// A fresh database with all migrations and the default rate; an error
+    /// when SKIFF_TEST_DATABASE_URL is unset.
+    async fn new(test: &str) -> Result<Self> {
+        let admin_url = std::env::var("SKIFF_TEST_DATABASE_URL").with_context(|| {
+            format!(
+                "{test}: set SKIFF_TEST_DATABASE_URL to a PostgreSQL superuser URL \
+                 (deploy/local/test.sh does)"
+            )
+        })?;
         let name = format!("skiff_billing_{}", Uuid::new_v4().simple());
         let mut admin = PgConnection::connect(&admin_url)
             .await
@@ -41,11 +44,11 @@ impl TestDb {
             .await?;
         sqlx::migrate!("../migrations").run(&pool).await?;
         ensure_default_rate(&mut *pool.acquire().await?, DEFAULT_RATE).await?;
-        Ok(Some(Self {
+        Ok(Self {
             pool,
             admin_url,
             name,
-        }))
+        })
     }
 
     async fn conn(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Postgres>> {
@@ -147,18 +150,15 @@ async fn record_count(conn: &mut PgConnection, tenant: Uuid) -> Result<i64> {
     )
 }
 
-macro_rules! db_or_skip {
+macro_rules! test_db {
     ($name:expr) => {
-        match TestDb::new($name).await? {
-            Some(db) => db,
-            None => return Ok(()),
-        }
+        TestDb::new($name).await?
     };
 }
 
 #[tokio::test]
 async fn a_run_bills_rounded_up_seconds_once_whatever_is_resent() -> Result<()> {
-    let db = db_or_skip!("a_run_bills_rounded_up_seconds_once_whatever_is_resent");
+    let db = test_db!("a_run_bills_rounded_up_seconds_once_whatever_is_resent");
     let tenant = db.tenant().await?;
     let facts = db.container(tenant, "web", &[]).await?;
     let (id, t0) = (facts.container_id, facts.started_at);
@@ -231,7 +231,7 @@ async fn a_run_bills_rounded_up_seconds_once_whatever_is_resent() -> Result<()> 
 
 #[tokio::test]
 async fn a_lost_host_closes_runs_at_their_last_checkpoint() -> Result<()> {
-    let db = db_or_skip!("a_lost_host_closes_runs_at_their_last_checkpoint");
+    let db = test_db!("a_lost_host_closes_runs_at_their_last_checkpoint");
     let tenant = db.tenant().await?;
     let a = db.container(tenant, "a", &[]).await?;
     let b = db.container(tenant, "b", &[]).await?;
@@ -272,7 +272,7 @@ async fn a_lost_host_closes_runs_at_their_last_checkpoint() -> Result<()> {
 
 #[tokio::test]
 async fn windows_split_runs_exactly_and_add_up_to_the_total() -> Result<()> {
-    let db = db_or_skip!("windows_split_runs_exactly_and_add_up_to_the_total");
+    let db = test_db!("windows_split_runs_exactly_and_add_up_to_the_total");
     let tenant = db.tenant().await?;
     let hour = Utc::now().duration_trunc(Duration::hours(1)).unwrap() - Duration::hours(2);
     // Starts 30.4 s before an hour, runs 95.2 s: 96 s on [hour-31, hour+65).
@@ -454,7 +454,7 @@ async fn windows_split_runs_exactly_and_add_up_to_the_total() -> Result<()> {
 
 #[tokio::test]
 async fn a_tampered_or_removed_record_breaks_the_chain() -> Result<()> {
-    let db = db_or_skip!("a_tampered_or_removed_record_breaks_the_chain");
+    let db = test_db!("a_tampered_or_removed_record_breaks_the_chain");
     let tenant = db.tenant().await?;
     let f = db.container(tenant, "web", &[]).await?;
     let mut c = db.conn().await?;
@@ -509,7 +509,7 @@ async fn a_tampered_or_removed_record_breaks_the_chain() -> Result<()> {
 
 #[tokio::test]
 async fn adjustments_and_rates() -> Result<()> {
-    let db = db_or_skip!("adjustments_and_rates");
+    let db = test_db!("adjustments_and_rates");
     let tenant = db.tenant().await?;
     let f = db.container(tenant, "web", &[]).await?;
     let mut c = db.conn().await?;
@@ -598,7 +598,7 @@ async fn adjustments_and_rates() -> Result<()> {
 
 #[tokio::test]
 async fn concurrent_appends_keep_one_chain_per_tenant() -> Result<()> {
-    let db = db_or_skip!("concurrent_appends_keep_one_chain_per_tenant");
+    let db = test_db!("concurrent_appends_keep_one_chain_per_tenant");
     let tenant = db.tenant().await?;
     let mut runs = Vec::new();
     for i in 0..4 {
@@ -632,6 +632,64 @@ async fn concurrent_appends_keep_one_chain_per_tenant() -> Result<()> {
     let mut c = db.conn().await?;
     let v = verify_chain(&mut c, tenant).await?;
     assert_eq!((v.ok, v.records), (true, 40), "{v:?}");
+    drop(c);
+    db.drop().await
+}
+
+#[tokio::test]
+async fn running_totals_match_the_ledgers_sums() -> Result<()> {
+    let db = test_db!("running_totals_match_the_ledgers_sums");
+    let tenant = db.tenant().await?;
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let f = db.container(tenant, &format!("t{i}"), &[]).await?;
+        open_run(&mut *db.conn().await?, &f).await?;
+        let mut c = db.conn().await?;
+        for s in 1..=(5 + i) {
+            let at = f.started_at + Duration::seconds(s * 700); // crosses hours
+            checkpoint(
+                &mut c,
+                &format!("{}-{s}", f.container_id),
+                f.container_id,
+                1,
+                at,
+                None,
+            )
+            .await?;
+        }
+        ids.push(f.container_id);
+    }
+    let mut c = db.conn().await?;
+    let totals = container_usage(&mut c, &ids).await?;
+    for (i, id) in ids.iter().enumerate() {
+        let (seconds, milli, mib): (i64, i64, i64) = sqlx::query_as(
+            "SELECT sum(seconds)::bigint, sum(seconds::bigint * cpu_millis)::bigint, \
+               sum(seconds::bigint * memory_mib)::bigint FROM usage_records WHERE container_id = $1",
+        )
+        .bind(id)
+        .fetch_one(&mut *c)
+        .await?;
+        let t = totals[id];
+        assert_eq!(seconds, (5 + i as i64) * 700, "every checkpoint billed");
+        assert_eq!(
+            (t.billed_seconds, t.milli_vcpu_seconds, t.mib_seconds),
+            (seconds, milli, mib)
+        );
+    }
+    // The tenant's report over all time costs what the totals add up to.
+    let sum: i64 = totals.values().map(|t| t.billed_seconds).sum();
+    assert_eq!(
+        sum,
+        sqlx::query_scalar::<_, i64>(
+            "SELECT sum(seconds)::bigint FROM usage_records WHERE tenant_id = $1"
+        )
+        .bind(tenant)
+        .fetch_one(&mut *c)
+        .await?
+    );
+    // Unknown ids read as zero.
+    let none = container_usage(&mut c, &[Uuid::new_v4()]).await?;
+    assert_eq!(none.values().next().unwrap().billed_seconds, 0);
     drop(c);
     db.drop().await
 }

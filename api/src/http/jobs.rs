@@ -105,19 +105,11 @@ pub struct JobList {
 async fn view(state: &AppState, job: JobRow) -> Result<JobView, ApiError> {
     let counts = state.store.task_counts(job.id).await?;
     let failed_indices = state.store.failed_indices(job.id).await?;
-    let ids = state.store.job_container_ids(job.id).await?;
     let mut conn = state.store.conn().await?;
-    let usage = skiff_billing::container_usage(&mut conn, &ids).await?;
-    let total = usage
-        .values()
-        .fold(skiff_billing::UsageTotals::default(), |a, u| {
-            skiff_billing::UsageTotals {
-                billed_seconds: a.billed_seconds + u.billed_seconds,
-                milli_vcpu_seconds: a.milli_vcpu_seconds + u.milli_vcpu_seconds,
-                mib_seconds: a.mib_seconds + u.mib_seconds,
-                cost_micros: a.cost_micros + u.cost_micros,
-            }
-        });
+    let total = skiff_billing::job_usage(&mut conn, &[job.id])
+        .await?
+        .remove(&job.id)
+        .unwrap_or_default();
     Ok(job_view(
         job,
         TaskCountsView {

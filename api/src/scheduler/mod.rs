@@ -58,6 +58,15 @@ pub async fn run(state: Arc<AppState>, shutdown: CancellationToken) {
                 Err(err) => tracing::warn!(error = %err, "forgetting idempotency keys failed"),
             }
             state.rate_limits.prune();
+            match state
+                .store
+                .forget_meter_reports(state.config.meter_report_keep())
+                .await
+            {
+                Ok(n) if n > 0 => tracing::debug!(forgotten = n, "old meter report ids forgotten"),
+                Ok(_) => {}
+                Err(err) => tracing::warn!(error = %err, "forgetting meter report ids failed"),
+            }
             match state.store.forget_expired_certificates().await {
                 Ok(n) if n > 0 => tracing::debug!(forgotten = n, "expired certificates forgotten"),
                 Ok(_) => {}

@@ -368,14 +368,11 @@ impl Store {
     }
 }
 
-/// What all of a job's task containers have been billed (micro-units).
+/// What all of a job's task containers have been billed (micro-units),
+/// from the job's running total.
 async fn job_cost(conn: &mut sqlx::PgConnection, job: Uuid) -> Result<i64> {
-    let ids: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM containers WHERE job_id = $1")
-        .bind(job)
-        .fetch_all(&mut *conn)
-        .await?;
-    let usage = skiff_billing::container_usage(conn, &ids).await?;
-    Ok(usage.values().map(|u| u.cost_micros).sum())
+    let usage = skiff_billing::job_usage(conn, &[job]).await?;
+    Ok(usage.get(&job).map_or(0, |u| u.cost_micros))
 }
 
 /// Fails a locked job for one of its limits: its running tasks are stopped

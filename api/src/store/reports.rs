@@ -109,6 +109,13 @@ impl Store {
         }))
     }
 
+    /// Forgets worker report ids older than `keep` (see
+    /// [`skiff_billing::forget_meter_reports`]).
+    pub async fn forget_meter_reports(&self, keep: std::time::Duration) -> Result<u64> {
+        let mut conn = self.pool.acquire().await?;
+        Ok(skiff_billing::forget_meter_reports(&mut conn, keep).await?)
+    }
+
     /// Applies a meter checkpoint; false for a duplicate or an unknown run.
     /// Refused from a host the run is not metered on, or from the future.
     pub async fn apply_checkpoint(
