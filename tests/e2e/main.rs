@@ -20,6 +20,8 @@
 //! - `jobs`: parallelism, per-task overrides, retries, cancel.
 //! - `idempotency`: `Idempotency-Key` on creation (concurrent retries, a
 //!   restart in between, a reused key).
+//! - `images`: unused images removed past a host's disk budget, least
+//!   recently used first.
 //! - `placement`: binpack and spread, image locality, host labels, requests
 //!   no host can ever take.
 //! - `queueing`: waiting for capacity, fairness across tenants, expiry.
@@ -48,6 +50,7 @@ mod deadlines;
 mod events;
 mod hosts;
 mod idempotency;
+mod images;
 mod isolation;
 mod jobs;
 mod lifecycle;

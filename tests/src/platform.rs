@@ -56,6 +56,13 @@ use tokio::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 /// How often a tenant may verify its ledger (`SKIFF_VERIFY_MIN_INTERVAL_S`).
 pub const VERIFY_MIN_INTERVAL_S: f64 = 0.5;
 
+/// The image GC's pace on every host (it acts only past a budget, which
+/// only the spread pool sets low: [`SPREAD_IMAGE_BUDGET`]).
+pub const IMAGE_GC_INTERVAL_S: f64 = 0.3;
+pub const IMAGE_MIN_IDLE_S: f64 = 1.0;
+/// `SKIFF_IMAGE_DISK_BUDGET_BYTES` of the spread pool's hosts.
+pub const SPREAD_IMAGE_BUDGET: u64 = 13 * 1024 * 1024;
+
 /// Each host's cap on a container's log (`SKIFF_LOG_MAX_BYTES`).
 pub const LOG_MAX_BYTES: u64 = 4 * 1024 * 1024;
 
@@ -176,6 +183,7 @@ impl Platform {
                 placement: "binpack",
                 own_postgres: false,
                 partition: false,
+                image_budget: None,
             },
         )
     }
@@ -194,6 +202,7 @@ impl Platform {
                 placement: "spread",
                 own_postgres: false,
                 partition: false,
+                image_budget: Some(SPREAD_IMAGE_BUDGET),
             },
         )
     }
@@ -212,6 +221,7 @@ impl Platform {
                 placement: "binpack",
                 own_postgres: true,
                 partition: false,
+                image_budget: None,
             },
         )
     }
@@ -230,6 +240,7 @@ impl Platform {
                 placement: "binpack",
                 own_postgres: false,
                 partition: true,
+                image_budget: None,
             },
         )
     }
@@ -249,6 +260,7 @@ impl Platform {
                 placement: "binpack",
                 own_postgres: false,
                 partition: false,
+                image_budget: None,
             },
         )
     }
@@ -268,6 +280,7 @@ impl Platform {
                 placement: "binpack",
                 own_postgres: false,
                 partition: false,
+                image_budget: None,
             },
         )
     }

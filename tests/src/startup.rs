@@ -68,6 +68,9 @@ pub(crate) struct PoolSpec {
     /// `SKIFF_HOST_CERT_LIFETIME_S`: short where certificates should be
     /// renewed while tests run.
     pub(crate) cert_lifetime_s: u64,
+    /// `SKIFF_IMAGE_DISK_BUDGET_BYTES` of every host (with a short GC
+    /// interval and idle time); None: the worker's default.
+    pub(crate) image_budget: Option<u64>,
 }
 
 /// What a pool is started with: the skiff binaries and lib.sh (which starts

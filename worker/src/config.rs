@@ -103,6 +103,22 @@ pub struct WorkerConfig {
     #[arg(long, env = "SKIFF_MAX_CONCURRENT_STARTS")]
     pub max_concurrent_starts: Option<usize>,
 
+    /// Images stored on the host may take this many bytes (their blobs in
+    /// containerd's content store, each once; 0: no budget). Past it,
+    /// unused images idle for SKIFF_IMAGE_MIN_IDLE_S are removed, least
+    /// recently used first, until the rest fit.
+    #[arg(long, env = "SKIFF_IMAGE_DISK_BUDGET_BYTES", default_value_t = 20 * 1024 * 1024 * 1024)]
+    pub image_disk_budget_bytes: u64,
+
+    /// How often the image budget is checked.
+    #[arg(long, env = "SKIFF_IMAGE_GC_INTERVAL_S", default_value_t = 60.0)]
+    pub image_gc_interval_s: f64,
+
+    /// An image a container started from less than this long ago is kept
+    /// (it may be about to be used again).
+    #[arg(long, env = "SKIFF_IMAGE_MIN_IDLE_S", default_value_t = 600.0)]
+    pub image_min_idle_s: f64,
+
     /// A container's log is kept under this many bytes (0: no cap): past it
     /// by a quarter, the newest bytes are kept behind a marker line saying
     /// how much older output was dropped.

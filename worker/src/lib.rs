@@ -135,6 +135,15 @@ pub async fn serve(
         metrics.clone(),
         cancel.clone(),
     ));
+    if config.image_disk_budget_bytes > 0 {
+        tokio::spawn(agent::images::collect(
+            runtime.clone(),
+            config.image_disk_budget_bytes,
+            Duration::from_secs_f64(config.image_gc_interval_s.max(0.1)),
+            Duration::from_secs_f64(config.image_min_idle_s.max(0.0)),
+            cancel.clone(),
+        ));
+    }
     let logs = skiff_proto::worker_agent_server::WorkerAgentServer::with_interceptor(
         logs::LogService::new(runtime.clone()),
         logs::only_the_control_plane,

@@ -203,6 +203,19 @@ pub(super) fn start_workers(
                 "SKIFF_LOG_MAX_BYTES".into(),
                 crate::platform::LOG_MAX_BYTES.to_string(),
             ),
+            (
+                "SKIFF_IMAGE_DISK_BUDGET_BYTES".into(),
+                // 0: no budget (the default, 20 GiB, would do the same here).
+                spec.image_budget.unwrap_or(0).to_string(),
+            ),
+            (
+                "SKIFF_IMAGE_GC_INTERVAL_S".into(),
+                crate::platform::IMAGE_GC_INTERVAL_S.to_string(),
+            ),
+            (
+                "SKIFF_IMAGE_MIN_IDLE_S".into(),
+                crate::platform::IMAGE_MIN_IDLE_S.to_string(),
+            ),
             ("RUST_LOG".into(), "info".into()),
             ("NO_COLOR".into(), "1".into()),
             (

@@ -19,8 +19,10 @@
 //! - [`supervisor`]: one task per container carrying out reconcile steps.
 //! - [`reconcile`]: the pure decision of a container's next step.
 //! - [`report`]: status reports (ordered, retried) and meter checkpoints.
+//! - [`images`]: removing unused images past the host's disk budget.
 
 mod control_plane;
+pub mod images;
 mod reconcile;
 mod report;
 mod supervisor;

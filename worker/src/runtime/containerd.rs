@@ -13,7 +13,7 @@ use super::seccomp::{running_kernel, ArchScope, DockerProfile};
 use super::spec::{self, SpecOptions, DEFAULT_CAPABILITIES};
 use super::{
     CgroupUsage, ContainerInfo, ExitRecord, HeldImage, ImageInfo, RunSpec, Runtime, RuntimeError,
-    TaskEvent, TaskInfo, TaskStarted, TaskStatus, LABEL_EXIT, LABEL_GENERATION,
+    StoredImage, TaskEvent, TaskInfo, TaskStarted, TaskStatus, LABEL_EXIT, LABEL_GENERATION,
 };
 use async_trait::async_trait;
 use backon::{BackoffBuilder, ExponentialBuilder};
@@ -25,9 +25,9 @@ use containerd_client::services::v1::snapshots::{
 use containerd_client::services::v1::{
     containers_client::ContainersClient, events_client::EventsClient, images_client::ImagesClient,
     tasks_client::TasksClient, version_client::VersionClient, Container, CreateContainerRequest,
-    CreateTaskRequest, DeleteContainerRequest, DeleteTaskRequest, GetContainerRequest, GetRequest,
-    KillRequest, ListContainersRequest, ListImagesRequest, ListTasksRequest, StartRequest,
-    SubscribeRequest, UpdateContainerRequest, WaitRequest,
+    CreateTaskRequest, DeleteContainerRequest, DeleteImageRequest, DeleteTaskRequest,
+    GetContainerRequest, GetRequest, KillRequest, ListContainersRequest, ListImagesRequest,
+    ListTasksRequest, StartRequest, SubscribeRequest, UpdateContainerRequest, WaitRequest,
 };
 use containerd_client::types::v1::{Process, Status as ProcessStatus};
 use prost::Message;
@@ -145,6 +145,9 @@ pub struct ContainerdRuntime {
     config: ContainerdConfig,
     spec_options: SpecOptions,
     puller: Puller,
+    /// Image reference -> when a container last started from it (since
+    /// this worker started), for the image GC's least-recently-used order.
+    last_used: std::sync::Mutex<HashMap<String, i64>>,
 }
 
 fn containerd_err(op: &'static str, id: &str) -> impl FnOnce(Status) -> RuntimeError {
@@ -265,6 +268,7 @@ impl ContainerdRuntime {
             config,
             spec_options,
             puller,
+            last_used: std::sync::Mutex::new(HashMap::new()),
         };
         let version = runtime.version().await?;
         info!(%version, namespace = %runtime.config.namespace, "connected to containerd");
@@ -408,7 +412,12 @@ impl Runtime for ContainerdRuntime {
     }
 
     async fn ensure_image(&self, reference: &str) -> Result<ImageInfo, RuntimeError> {
-        self.puller.ensure_image(reference).await
+        let info = self.puller.ensure_image(reference).await?;
+        self.last_used
+            .lock()
+            .expect("last-used lock")
+            .insert(Puller::record_name(reference), now_ms());
+        Ok(info)
     }
 
     #[instrument(skip_all, fields(container_id = %spec.id, image = %spec.image_ref))]
@@ -718,6 +727,73 @@ impl Runtime for ContainerdRuntime {
             .iter()
             .map(|c| Self::container_info(c, tasks.get(&c.id)))
             .collect())
+    }
+
+    async fn stored_images(&self) -> Result<Vec<StoredImage>, RuntimeError> {
+        let images = ImagesClient::new(self.conn.channel.clone())
+            .list(self.conn.req(ListImagesRequest { filters: vec![] }))
+            .await
+            .map_err(containerd_err("Images.List", "*"))?
+            .into_inner()
+            .images;
+        let in_use: std::collections::HashSet<String> = self
+            .containers()
+            .list(self.conn.req(ListContainersRequest { filters: vec![] }))
+            .await
+            .map_err(containerd_err("Containers.List", "*"))?
+            .into_inner()
+            .containers
+            .into_iter()
+            .map(|c| Puller::record_name(&c.image))
+            .collect();
+        let last_used = self.last_used.lock().expect("last-used lock").clone();
+        let mut out = Vec::new();
+        for image in images {
+            let Some(target) = &image.target else {
+                continue;
+            };
+            let blobs =
+                self.puller
+                    .blobs_of(target)
+                    .await
+                    .map_err(|message| RuntimeError::Pull {
+                        image: image.name.clone(),
+                        message,
+                    })?;
+            let pulled = image
+                .updated_at
+                .as_ref()
+                .or(image.created_at.as_ref())
+                .map_or(0, ts_ms);
+            out.push(StoredImage {
+                in_use: in_use.contains(&image.name),
+                last_used_unix_ms: last_used.get(&image.name).copied().unwrap_or(pulled),
+                reference: image.name,
+                blobs,
+            });
+        }
+        Ok(out)
+    }
+
+    async fn remove_image(&self, reference: &str) -> Result<(), RuntimeError> {
+        match ImagesClient::new(self.conn.channel.clone())
+            .delete(self.conn.req(DeleteImageRequest {
+                name: reference.to_owned(),
+                // Wait for containerd's GC: the space is free on return.
+                sync: true,
+                target: None,
+            }))
+            .await
+        {
+            Ok(_) => {}
+            Err(s) if s.code() == Code::NotFound => {}
+            Err(s) => return Err(containerd_err("Images.Delete", reference)(s)),
+        }
+        self.last_used
+            .lock()
+            .expect("last-used lock")
+            .remove(reference);
+        Ok(())
     }
 
     async fn images(&self) -> Result<Vec<HeldImage>, RuntimeError> {

@@ -5,7 +5,7 @@
 
 use super::{
     CgroupUsage, ContainerInfo, ExitRecord, HeldImage, ImageDefaults, ImageInfo, RunSpec, Runtime,
-    RuntimeError, TaskEvent, TaskInfo, TaskStarted, TaskStatus,
+    RuntimeError, StoredImage, TaskEvent, TaskInfo, TaskStarted, TaskStatus,
 };
 use async_trait::async_trait;
 use std::collections::BTreeMap;
@@ -278,6 +278,14 @@ impl Runtime for FakeRuntime {
                 task: c.task.clone(),
             })
             .collect())
+    }
+
+    async fn stored_images(&self) -> Result<Vec<StoredImage>, RuntimeError> {
+        Ok(Vec::new())
+    }
+
+    async fn remove_image(&self, _reference: &str) -> Result<(), RuntimeError> {
+        Ok(())
     }
 
     async fn images(&self) -> Result<Vec<HeldImage>, RuntimeError> {

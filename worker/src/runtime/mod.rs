@@ -152,6 +152,19 @@ pub struct HeldImage {
     pub digest: String,
 }
 
+/// An image stored on the host, as the image GC sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredImage {
+    pub reference: String,
+    /// (digest, bytes) of its blobs: manifest (and index), config, layers.
+    pub blobs: Vec<(String, u64)>,
+    /// A container on the host was created from it.
+    pub in_use: bool,
+    /// When a container last started from it (or, unknown since the
+    /// worker started, when it was pulled).
+    pub last_used_unix_ms: i64,
+}
+
 /// Measured consumption of a running container, for usage reports.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CgroupUsage {
@@ -234,6 +247,14 @@ pub trait Runtime: Send + Sync + 'static {
     /// All images in the worker's namespace, for the control plane's
     /// placement (hosts that hold a container's image start it sooner).
     async fn images(&self) -> Result<Vec<HeldImage>, RuntimeError>;
+
+    /// The images stored on the host with their blobs, whether a container
+    /// uses each, and when each was last used (for the image GC).
+    async fn stored_images(&self) -> Result<Vec<StoredImage>, RuntimeError>;
+
+    /// Removes an image: its record, and (containerd's GC) the content and
+    /// snapshots nothing else references.
+    async fn remove_image(&self, reference: &str) -> Result<(), RuntimeError>;
 
     /// A stream of main-task exit and OOM events. The subscription is
     /// re-established by the implementation if containerd drops it.

@@ -18,6 +18,7 @@ use super::containerd::Conn;
 use super::{ImageDefaults, ImageInfo, RuntimeError};
 use containerd_client::services::v1::snapshots::{
     CommitSnapshotRequest, PrepareSnapshotRequest, RemoveSnapshotRequest, StatSnapshotRequest,
+    UsageRequest as SnapshotUsageRequest,
 };
 use containerd_client::services::v1::{
     content_client::ContentClient, diff_client::DiffClient, images_client::ImagesClient,
@@ -272,6 +273,15 @@ impl Puller {
         } else {
             &self.https
         }
+    }
+
+    /// The name an image's record has in containerd for `reference` (its
+    /// canonical spelling), or `reference` itself if it does not parse.
+    pub fn record_name(reference: &str) -> String {
+        reference
+            .parse::<Reference>()
+            .map(|r| r.whole())
+            .unwrap_or_else(|_| reference.to_owned())
     }
 
     #[instrument(skip_all, fields(image = %reference))]
@@ -762,6 +772,47 @@ impl Puller {
             Err(s) if s.code() == Code::NotFound => Ok(false),
             Err(s) => Err(status_message("Content.Info", &s)),
         }
+    }
+
+    /// What an image record's `target` takes on disk, as (key, bytes): its
+    /// manifest (and an index above it) and config in the content store, and
+    /// each of its unpacked layer snapshots (keyed by chain id, so layers
+    /// shared between images are shared keys). Layer blobs are not kept
+    /// once unpacked (the pull's lease ends), so snapshots are the bulk.
+    pub async fn blobs_of(&self, target: &Descriptor) -> Result<Vec<(String, u64)>, String> {
+        let mut blobs = vec![(target.digest.clone(), target.size.max(0) as u64)];
+        let Some(mut bytes) = self.read_content(&target.digest).await? else {
+            return Ok(blobs);
+        };
+        if is_index(&target.media_type, &bytes) {
+            let entry = pick_platform(&bytes)?;
+            let Some(manifest) = self.read_content(&entry.digest).await? else {
+                return Ok(blobs);
+            };
+            blobs.push((entry.digest.clone(), manifest.len() as u64));
+            bytes = manifest;
+        }
+        let manifest = parse_manifest(&bytes)?;
+        let Some(config_bytes) = self.read_content(&manifest.config.digest).await? else {
+            return Ok(blobs);
+        };
+        blobs.push((manifest.config.digest.clone(), config_bytes.len() as u64));
+        let config = parse_config(&config_bytes, &manifest)?;
+        let mut snapshots = SnapshotsClient::new(self.conn.channel.clone());
+        for chain_id in chain_ids(&config.rootfs.diff_ids) {
+            match snapshots
+                .usage(self.conn.req(SnapshotUsageRequest {
+                    snapshotter: SNAPSHOTTER.to_owned(),
+                    key: chain_id.clone(),
+                }))
+                .await
+            {
+                Ok(usage) => blobs.push((chain_id, usage.into_inner().size.max(0) as u64)),
+                Err(s) if s.code() == Code::NotFound => {}
+                Err(s) => return Err(status_message("Snapshots.Usage", &s)),
+            }
+        }
+        Ok(blobs)
     }
 
     /// A whole blob from the content store; `None` if it is not there.
