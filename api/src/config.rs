@@ -166,6 +166,11 @@ pub struct ApiConfig {
     #[arg(long, env = "SKIFF_METER_REPORT_KEEP_S", default_value_t = 86_400.0)]
     pub meter_report_keep_s: f64,
 
+    /// A host lost this long ago, with nothing live on it, is forgotten
+    /// (revoked hosts are kept).
+    #[arg(long, env = "SKIFF_LOST_HOST_KEEP_S", default_value_t = 604_800.0)]
+    pub lost_host_keep_s: f64,
+
     /// A tenant may verify its usage ledger at most once in this long.
     #[arg(long, env = "SKIFF_VERIFY_MIN_INTERVAL_S", default_value_t = 10.0)]
     pub verify_min_interval_s: f64,
@@ -271,6 +276,10 @@ impl ApiConfig {
 
     pub fn report_clock_skew(&self) -> chrono::Duration {
         chrono::Duration::milliseconds((self.report_clock_skew_s.max(0.0) * 1000.0) as i64)
+    }
+
+    pub fn lost_host_keep(&self) -> Duration {
+        secs(self.lost_host_keep_s)
     }
 
     pub fn meter_report_keep(&self) -> Duration {

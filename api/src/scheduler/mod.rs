@@ -60,6 +60,17 @@ pub async fn run(state: Arc<AppState>, shutdown: CancellationToken) {
             state.rate_limits.prune();
             match state
                 .store
+                .forget_lost_hosts(state.config.lost_host_keep())
+                .await
+            {
+                Ok(gone) if !gone.is_empty() => {
+                    tracing::info!(hosts = ?gone, "lost hosts forgotten after their retention")
+                }
+                Ok(_) => {}
+                Err(err) => tracing::warn!(error = %err, "forgetting lost hosts failed"),
+            }
+            match state
+                .store
                 .forget_meter_reports(state.config.meter_report_keep())
                 .await
             {

@@ -225,6 +225,22 @@ impl Store {
         Ok(lost)
     }
 
+    /// Forgets hosts lost longer than `keep` ago with nothing left on them
+    /// (every container there removed); revoked hosts are kept. Their ids.
+    pub async fn forget_lost_hosts(&self, keep: Duration) -> Result<Vec<String>> {
+        Ok(sqlx::query_scalar(
+            "DELETE FROM hosts h WHERE h.lost_at < now() - make_interval(secs => $1) \
+               AND h.revoked_at IS NULL \
+               AND NOT EXISTS (SELECT 1 FROM containers c \
+                               WHERE c.host_id = h.id AND c.removed_at IS NULL \
+                                 AND c.state NOT IN ('succeeded', 'failed', 'stopped')) \
+             RETURNING h.id",
+        )
+        .bind(keep.as_secs_f64())
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     pub async fn notify_scheduler(&self) -> Result<()> {
         sqlx::query("SELECT pg_notify('skiff_scheduler', '')")
             .execute(&self.pool)
