@@ -340,7 +340,7 @@ pub struct CreateTenant {
     pub name: String,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct TenantCreated {
     pub id: Uuid,
     pub name: String,

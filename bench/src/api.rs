@@ -15,7 +15,7 @@ pub const RUN_LABEL: &str = "skiff-bench-run";
 pub use skiff_api::http::events::EventPage;
 pub use skiff_api::http::hosts::{HostList, HostView as Host};
 pub use skiff_api::http::jobs::JobView as Job;
-pub use skiff_api::model::{ContainerList, ContainerView as Container, Timings};
+pub use skiff_api::model::{ContainerList, ContainerView as Container, TenantCreated, Timings};
 
 #[derive(Clone)]
 pub struct Api {
@@ -201,6 +201,72 @@ impl Api {
             .await
             .with_context(|| format!("DELETE /v1/jobs/{id}"))?;
         Ok(resp.status())
+    }
+
+    /// The same API as another tenant.
+    pub fn as_token(&self, token: &str) -> Self {
+        Self {
+            http: self.http.clone(),
+            base: self.base.clone(),
+            token: token.to_owned(),
+        }
+    }
+
+    /// POST /v1/tenants (admin): a new tenant; its id and token.
+    pub async fn create_tenant(&self, admin_token: &str, name: &str) -> Result<TenantCreated> {
+        let resp = self
+            .http
+            .post(self.url("/v1/tenants"))
+            .bearer_auth(admin_token)
+            .json(&json!({ "name": name }))
+            .send()
+            .await
+            .context("POST /v1/tenants")?;
+        let status = resp.status();
+        if status != StatusCode::CREATED {
+            let text = resp.text().await.unwrap_or_default();
+            bail!("POST /v1/tenants -> {status}: {text}");
+        }
+        Ok(resp.json().await?)
+    }
+
+    /// PUT /v1/admin/tenants/{id}/quota (admin).
+    pub async fn set_quota(
+        &self,
+        admin_token: &str,
+        tenant: &str,
+        quota: &serde_json::Value,
+    ) -> Result<()> {
+        let resp = self
+            .http
+            .put(self.url(&format!("/v1/admin/tenants/{tenant}/quota")))
+            .bearer_auth(admin_token)
+            .json(quota)
+            .send()
+            .await
+            .context("PUT quota")?;
+        if !resp.status().is_success() {
+            bail!("PUT quota -> {}", resp.status());
+        }
+        Ok(())
+    }
+
+    /// One request as fast as it goes: the status code (no body kept).
+    pub async fn status_of(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<StatusCode> {
+        let mut req = self
+            .http
+            .request(method, self.url(path))
+            .bearer_auth(&self.token)
+            .timeout(Duration::from_secs(30));
+        if let Some(body) = body {
+            req = req.json(body);
+        }
+        Ok(req.send().await?.status())
     }
 
     /// GET /v1/hosts with `admin_token`.

@@ -4,6 +4,7 @@
 //! `ctr run --rm` of `n` containers at the same concurrency.
 
 use crate::pool::{ctr_rm_rate, pool_slots, SHORT};
+use crate::progress;
 use crate::report::Row;
 use crate::scenarios::{Ctx, Outcome};
 use anyhow::{bail, Result};
@@ -16,13 +17,6 @@ const POLL: Duration = Duration::from_millis(100);
 const WAIT: Duration = Duration::from_secs(1800);
 /// The most tasks a job may have.
 const MAX_TASKS: usize = 10_000;
-
-fn progress(msg: &str) {
-    eprintln!(
-        "[skiff-bench {}] {msg}",
-        chrono::Local::now().format("%H:%M:%S")
-    );
-}
 
 pub async fn job_burst(ctx: &Ctx, n: usize, admin_token: &str) -> Result<Outcome> {
     let (capacity, slots) = pool_slots(ctx, admin_token).await?;

@@ -9,6 +9,7 @@ mod cold;
 mod ctr;
 mod jobs;
 mod machine;
+mod noisy;
 mod pool;
 mod report;
 mod scenarios;
@@ -45,6 +46,8 @@ enum Scenario {
     /// one job of many short tasks, parallelism = the pool's slots, vs
     /// `ctr run --rm` at that concurrency
     Job,
+    /// tenant B's start latency while tenant A floods the API
+    Noisy,
 }
 
 /// Benchmarks the local skiff platform against raw containerd on the same
@@ -71,7 +74,7 @@ struct Args {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "start,burst,memory,teardown,cold,reads,pool,job"
+        default_value = "start,burst,memory,teardown,cold,reads,pool,job,noisy"
     )]
     scenarios: Vec<Scenario>,
     /// Samples of the start-latency scenario [default: 50, quick: 5].
@@ -83,6 +86,9 @@ struct Args {
     /// Short containers of the pool scenario [default: 300, quick: 30].
     #[arg(long)]
     pool_burst: Option<usize>,
+    /// Seconds tenant A floods in the noisy-neighbour scenario [default: 30, quick: 10].
+    #[arg(long)]
+    noisy_seconds: Option<u64>,
     /// Tasks of the job scenario [default: 1000, quick: 50].
     #[arg(long)]
     job_tasks: Option<usize>,
@@ -136,7 +142,8 @@ fn read_env_file(path: &Path) -> Result<HashMap<String, String>> {
         .collect())
 }
 
-fn progress(msg: &str) {
+/// A timestamped progress line on stderr (the table goes to stdout).
+pub(crate) fn progress(msg: &str) {
     eprintln!(
         "[skiff-bench {}] {msg}",
         chrono::Local::now().format("%H:%M:%S")
@@ -450,6 +457,12 @@ async fn run(args: &Args, env: &HashMap<String, String>) -> Result<()> {
         let n = args.job_tasks.unwrap_or(if q { 50 } else { 1000 });
         let r = jobs::job_burst(&ctx, n, &get("SKIFF_ADMIN_TOKEN")?).await;
         record("job", r, &mut rows);
+    }
+    if want(Scenario::Noisy) {
+        let seconds = args.noisy_seconds.unwrap_or(if q { 10 } else { 30 });
+        let samples = ctx.samples.min(30);
+        let r = noisy::noisy_neighbour(&ctx, samples, seconds, &get("SKIFF_ADMIN_TOKEN")?).await;
+        record("noisy", r, &mut rows);
     }
     cleanup(&ctx).await;
     let _ = std::fs::remove_dir_all(&work);

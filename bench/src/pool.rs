@@ -4,6 +4,7 @@
 //! raw `ctr run --rm` at the same total concurrency: as many at once as the
 //! pool has slots. Reports containers/s and how placement spread them.
 
+use crate::progress;
 use crate::report::Row;
 use crate::scenarios::{Ctx, Outcome};
 use anyhow::{bail, Result};
@@ -22,13 +23,6 @@ pub const SHORT: &[&str] = &["true"];
 pub const CPU: f64 = 0.1;
 pub const MEMORY_MIB: u64 = 64;
 const WAIT_S: u64 = 600;
-
-fn progress(msg: &str) {
-    eprintln!(
-        "[skiff-bench {}] {msg}",
-        chrono::Local::now().format("%H:%M:%S")
-    );
-}
 
 /// The pool's ready hosts (as "id cpu/memory" lines) and how many short
 /// containers (0.1 vCPU, 64 MiB) fit on them at once: its slots.

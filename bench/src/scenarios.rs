@@ -5,6 +5,7 @@ use crate::api::{Api, Container};
 use crate::cold;
 use crate::ctr::{Ctr, NS_CTR};
 use crate::machine;
+use crate::progress;
 use crate::report::Row;
 use crate::stats::{median_of, summarize, Summary};
 use anyhow::{bail, Context, Result};
@@ -63,13 +64,6 @@ fn ms(d: Duration) -> f64 {
 
 fn summary_json(s: &Summary) -> Value {
     json!({"n": s.n, "p50": s.p50, "p99": s.p99, "min": s.min, "max": s.max, "mean": s.mean})
-}
-
-fn progress(msg: &str) {
-    eprintln!(
-        "[skiff-bench {}] {msg}",
-        chrono::Local::now().format("%H:%M:%S")
-    );
 }
 
 impl Ctx {

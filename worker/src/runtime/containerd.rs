@@ -194,6 +194,18 @@ fn task_info(p: &Process) -> TaskInfo {
 }
 
 impl ContainerdRuntime {
+    /// Every image record in the namespace.
+    async fn list_images(
+        &self,
+    ) -> Result<Vec<containerd_client::services::v1::Image>, RuntimeError> {
+        Ok(ImagesClient::new(self.conn.channel.clone())
+            .list(self.conn.req(ListImagesRequest { filters: vec![] }))
+            .await
+            .map_err(containerd_err("Images.List", "*"))?
+            .into_inner()
+            .images)
+    }
+
     /// Connects to containerd, loads and resolves the seccomp profile, and
     /// creates the log directory. Fails fast on any of them.
     pub async fn connect(config: ContainerdConfig) -> Result<Self, RuntimeError> {
@@ -730,12 +742,7 @@ impl Runtime for ContainerdRuntime {
     }
 
     async fn stored_images(&self) -> Result<Vec<StoredImage>, RuntimeError> {
-        let images = ImagesClient::new(self.conn.channel.clone())
-            .list(self.conn.req(ListImagesRequest { filters: vec![] }))
-            .await
-            .map_err(containerd_err("Images.List", "*"))?
-            .into_inner()
-            .images;
+        let images = self.list_images().await?;
         let in_use: std::collections::HashSet<String> = self
             .containers()
             .list(self.conn.req(ListContainersRequest { filters: vec![] }))
@@ -797,12 +804,7 @@ impl Runtime for ContainerdRuntime {
     }
 
     async fn images(&self) -> Result<Vec<HeldImage>, RuntimeError> {
-        let images = ImagesClient::new(self.conn.channel.clone())
-            .list(self.conn.req(ListImagesRequest { filters: vec![] }))
-            .await
-            .map_err(containerd_err("Images.List", "*"))?
-            .into_inner()
-            .images;
+        let images = self.list_images().await?;
         // The puller creates an image record only once every layer is
         // unpacked, so a listed image is one a container can start from.
         Ok(images
