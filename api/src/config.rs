@@ -137,6 +137,12 @@ pub struct ApiConfig {
     #[arg(long, env = "SKIFF_RATE_WRITE_BURST", default_value_t = 500)]
     pub rate_write_burst: u32,
 
+    /// A rate-limited request is answered after this long at most (the
+    /// wait it is told in Retry-After, capped): a client ignoring it
+    /// cannot make the server spend its CPU refusing it. 0: at once.
+    #[arg(long, env = "SKIFF_RATE_LIMIT_DELAY_S", default_value_t = 1.0)]
+    pub rate_limit_delay_s: f64,
+
     /// API replicas sharing the rate limits: each enforces its 1/N share
     /// of every rate and burst (buckets are per replica, in memory).
     #[arg(long, env = "SKIFF_RATE_LIMIT_REPLICAS", default_value_t = 1)]
@@ -300,6 +306,10 @@ impl ApiConfig {
 
     pub fn stream_idle(&self) -> Duration {
         secs(self.stream_idle_s)
+    }
+
+    pub fn rate_limit_delay(&self) -> Duration {
+        Duration::from_secs_f64(self.rate_limit_delay_s.max(0.0))
     }
 
     /// This replica's share of the read bucket.

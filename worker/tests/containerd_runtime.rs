@@ -2,8 +2,8 @@
 //!
 //! Runs only when `SKIFF_TEST_CONTAINERD_SOCKET` (a containerd gRPC socket)
 //! and `SKIFF_TEST_IMAGE` (a busybox-like image reachable over plain HTTP on
-//! loopback, e.g. `127.0.0.1:5099/busybox:1`) are set; otherwise it prints
-//! "skipped". `SKIFF_TEST_NAMESPACE` overrides the containerd namespace
+//! loopback, e.g. `127.0.0.1:5099/busybox:1`) are set (deploy/local/test.sh
+//! sets them); without them it fails, saying so. `SKIFF_TEST_NAMESPACE` overrides the containerd namespace
 //! (default `skiff-rt-test`; containers in it are removed first, so give it
 //! one no one else uses). Every container gets a fresh uuid and is
 //! removed at the end. Timings are printed; run with `--nocapture`.
@@ -23,13 +23,20 @@ struct Env {
     namespace: String,
 }
 
-fn env() -> Option<Env> {
-    Some(Env {
-        socket: std::env::var("SKIFF_TEST_CONTAINERD_SOCKET").ok()?,
-        image: std::env::var("SKIFF_TEST_IMAGE").ok()?,
+/// The test's containerd and image; a test without them fails (it would
+/// prove nothing).
+fn env() -> Env {
+    let need = |key: &str| {
+        std::env::var(key).unwrap_or_else(|_| {
+            panic!("{key} is not set: run these tests with deploy/local/test.sh")
+        })
+    };
+    Env {
+        socket: need("SKIFF_TEST_CONTAINERD_SOCKET"),
+        image: need("SKIFF_TEST_IMAGE"),
         namespace: std::env::var("SKIFF_TEST_NAMESPACE")
             .unwrap_or_else(|_| "skiff-rt-test".to_owned()),
-    })
+    }
 }
 
 fn run_spec(image_ref: &str, image: &ImageInfo, command: &[&str], memory_mib: u64) -> RunSpec {
@@ -90,10 +97,7 @@ fn exit_record(generation: u64, exit_code: i32, oom_killed: bool) -> ExitRecord 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn containerd_runtime_end_to_end() {
-    let Some(env) = env() else {
-        println!("skipped: set SKIFF_TEST_CONTAINERD_SOCKET and SKIFF_TEST_IMAGE to run");
-        return;
-    };
+    let env = env();
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_test_writer()
@@ -320,6 +324,36 @@ async fn containerd_runtime_end_to_end() {
             env.namespace
         );
         assert!(!std::path::Path::new(&cgroup).exists(), "{cgroup} left");
+    }
+    let _ = std::fs::remove_dir_all(&state_dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_with_container_records_past_grpcs_message_limit_still_lists_them() {
+    let env = env();
+    let namespace = format!("{}-many", env.namespace);
+    let state_dir = std::env::temp_dir().join(format!("skiff-rt-many-{}", uuid::Uuid::new_v4()));
+    let mut config = ContainerdConfig::new(&env.socket, &namespace, &state_dir);
+    config.cgroup_parent = format!("/skiff-rt-test/{namespace}");
+    let rt = ContainerdRuntime::connect(config).await.expect("connect");
+    for stale in rt.list().await.unwrap() {
+        rt.remove(&stale.id).await.unwrap();
+    }
+    let image = rt.ensure_image(&env.image).await.expect("ensure_image");
+    // Each record carries its runtime spec: 160 of 32 KiB of environment
+    // make a list answer over gRPC's 4 MiB default in one message.
+    let pad = "x".repeat(32 * 1024);
+    let mut ids = Vec::new();
+    for _ in 0..160 {
+        let mut spec = run_spec(&env.image, &image, &["true"], 64);
+        spec.env.insert("PAD".to_owned(), pad.clone());
+        rt.create(&spec).await.expect("create");
+        ids.push(spec.id);
+    }
+    let listed = rt.list().await.expect("listing past 4 MiB");
+    assert_eq!(listed.len(), ids.len());
+    for id in &ids {
+        rt.remove(id).await.unwrap();
     }
     let _ = std::fs::remove_dir_all(&state_dir);
 }

@@ -166,11 +166,22 @@ async fn limit_rate(State(state): State<Arc<AppState>>, request: Request, next: 
         crate::ratelimit::Verdict::Limited {
             limit,
             retry_after_s,
-        } => ApiError::RateLimited {
-            limit,
-            retry_after_s,
+        } => {
+            // Held before it is answered (the wait it is told, at most
+            // SKIFF_RATE_LIMIT_DELAY_S): a client that ignores Retry-After
+            // gets one answer per connection per delay, not thousands a
+            // second that starve everyone else of the CPU to refuse them.
+            let delay = state
+                .config
+                .rate_limit_delay()
+                .min(std::time::Duration::from_secs(retry_after_s));
+            tokio::time::sleep(delay).await;
+            ApiError::RateLimited {
+                limit,
+                retry_after_s,
+            }
+            .into_response()
         }
-        .into_response(),
         crate::ratelimit::Verdict::Allowed {
             limit,
             remaining,

@@ -45,6 +45,8 @@ const SPEC_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/S
 /// How long remove() waits for a SIGKILLed task to be reaped.
 const KILL_WAIT: Duration = Duration::from_secs(10);
 const SIGKILL: u32 = 9;
+/// The largest unary list answer accepted from containerd (tasks, images).
+const LIST_MAX_BYTES: usize = 256 * 1024 * 1024;
 
 /// Settings for [`ContainerdRuntime::connect`].
 #[derive(Debug, Clone)]
@@ -194,11 +196,35 @@ fn task_info(p: &Process) -> TaskInfo {
 }
 
 impl ContainerdRuntime {
+    /// Every container record in the namespace, streamed one per message:
+    /// a host with thousands of containers (each record carries its whole
+    /// runtime spec) would pass gRPC's 4 MiB message limit in one List.
+    async fn list_containers(&self) -> Result<Vec<Container>, RuntimeError> {
+        let err = containerd_err("Containers.ListStream", "*");
+        let mut stream = match self
+            .containers()
+            .list_stream(self.conn.req(ListContainersRequest { filters: vec![] }))
+            .await
+        {
+            Ok(r) => r.into_inner(),
+            Err(s) => return Err(err(s)),
+        };
+        let mut out = Vec::new();
+        loop {
+            match stream.message().await {
+                Ok(Some(message)) => out.extend(message.container),
+                Ok(None) => return Ok(out),
+                Err(s) => return Err(containerd_err("Containers.ListStream", "*")(s)),
+            }
+        }
+    }
+
     /// Every image record in the namespace.
     async fn list_images(
         &self,
     ) -> Result<Vec<containerd_client::services::v1::Image>, RuntimeError> {
         Ok(ImagesClient::new(self.conn.channel.clone())
+            .max_decoding_message_size(LIST_MAX_BYTES)
             .list(self.conn.req(ListImagesRequest { filters: vec![] }))
             .await
             .map_err(containerd_err("Images.List", "*"))?
@@ -292,7 +318,8 @@ impl ContainerdRuntime {
     }
 
     fn tasks(&self) -> TasksClient<Channel> {
-        TasksClient::new(self.conn.channel.clone())
+        // Tasks.List has no streaming form: room for many thousand tasks.
+        TasksClient::new(self.conn.channel.clone()).max_decoding_message_size(LIST_MAX_BYTES)
     }
 
     fn containers(&self) -> ContainersClient<Channel> {
@@ -708,13 +735,7 @@ impl Runtime for ContainerdRuntime {
     }
 
     async fn list(&self) -> Result<Vec<ContainerInfo>, RuntimeError> {
-        let containers = self
-            .containers()
-            .list(self.conn.req(ListContainersRequest { filters: vec![] }))
-            .await
-            .map_err(containerd_err("Containers.List", "*"))?
-            .into_inner()
-            .containers;
+        let containers = self.list_containers().await?;
         // One Tasks.List instead of a Get per container.
         let tasks: HashMap<String, Process> = self
             .tasks()
@@ -744,12 +765,8 @@ impl Runtime for ContainerdRuntime {
     async fn stored_images(&self) -> Result<Vec<StoredImage>, RuntimeError> {
         let images = self.list_images().await?;
         let in_use: std::collections::HashSet<String> = self
-            .containers()
-            .list(self.conn.req(ListContainersRequest { filters: vec![] }))
-            .await
-            .map_err(containerd_err("Containers.List", "*"))?
-            .into_inner()
-            .containers
+            .list_containers()
+            .await?
             .into_iter()
             .map(|c| Puller::record_name(&c.image))
             .collect();
