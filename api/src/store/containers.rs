@@ -253,6 +253,9 @@ impl Store {
             return Ok(early.into());
         }
         if matches!(action, Action::Start | Action::Restart) {
+            // A new run may count against the quota again: the admission
+            // lock comes first (see quotas::lock_admissions).
+            super::quotas::lock_admissions(&mut tx, tenant).await?;
             // A new run may claim capacity on its old host: one placer at a time.
             super::placement::lock_placement(&mut tx).await?;
         }

@@ -3,7 +3,9 @@
 //! settles attempts whose container finished (a success, a retry, or a
 //! task out of retries), starts attempts for waiting tasks while fewer than
 //! `parallelism` run, and sets the job's state, all in one transaction
-//! holding the job's row (any replica may drive; `SKIP LOCKED`).
+//! holding the job's row (any replica may drive; `SKIP LOCKED`). The row is
+//! held `FOR NO KEY UPDATE`: its task containers' updates take `KEY SHARE`
+//! on it for their foreign key and must not wait for the driver.
 
 use super::containers::{insert_row, Acted, Created};
 use super::idempotency::{self, Idem, StoredResponse};
@@ -196,7 +198,7 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         let job: Option<JobRow> = sqlx::query_as(&format!(
             "SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1 AND state IN ('pending', 'running') \
-               AND deleted_at IS NULL FOR UPDATE SKIP LOCKED"
+               AND deleted_at IS NULL FOR NO KEY UPDATE SKIP LOCKED"
         ))
         .bind(id)
         .fetch_optional(&mut *tx)
@@ -319,7 +321,8 @@ impl Store {
             return Ok(early.into());
         }
         let state: Option<JobState> = sqlx::query_scalar(
-            "SELECT state FROM jobs WHERE id = $1 AND tenant_id = $2 AND deleted_at IS NULL FOR UPDATE",
+            "SELECT state FROM jobs WHERE id = $1 AND tenant_id = $2 AND deleted_at IS NULL \
+               FOR NO KEY UPDATE",
         )
         .bind(id)
         .bind(tenant)

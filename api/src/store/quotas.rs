@@ -1,9 +1,9 @@
 //! Per-tenant quotas: each limit is the admin's (`tenant_quotas`) or the
 //! operator's default; a tenant's use is counted from its live containers
 //! (not deleted, and not finished unless a restart is due) and unfinished
-//! jobs. Admission ([`admit`]) runs in the caller's transaction with the
-//! tenant's row locked, so concurrent creates on any replica cannot both
-//! take the last unit. The decision itself ([`check`], [`task_room`]) is
+//! jobs. Admission ([`admit`]) runs in the caller's transaction holding the
+//! tenant's admission lock (a transaction advisory lock), so concurrent
+//! creates on any replica cannot both take the last unit. The decision itself ([`check`], [`task_room`]) is
 //! pure and table-tested.
 
 use super::{Result, Store, StoreError};
@@ -118,6 +118,10 @@ pub struct QuotaChange {
     pub max_jobs: Option<i64>,
 }
 
+/// The first key of admission locks (`pg_advisory_xact_lock(class, hash
+/// of the tenant)`), apart from the placement lock's single key.
+const QUOTA_LOCK_CLASS: i32 = 0x5155_4f54; // "QUOT"
+
 /// The live containers of a tenant, as counted against its quota.
 const LIVE: &str = "tenant_id = $1 AND deleted_at IS NULL \
     AND (state NOT IN ('succeeded', 'failed', 'stopped') OR restart_at IS NOT NULL)";
@@ -160,17 +164,30 @@ pub(super) async fn tenant_limits(
     })
 }
 
-/// Locks the tenant's row (one admission of the tenant at a time, on any
-/// replica) and reads its limits and use.
+/// The tenant's admission lock alone, until the transaction ends (taken
+/// again by [`admit`] at no cost). Whoever may admit after taking other
+/// locks takes it first: always before the placement lock and row locks,
+/// so no two transactions hold them in opposite orders.
+pub(super) async fn lock_admissions(conn: &mut sqlx::PgConnection, tenant: Uuid) -> Result<()> {
+    sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
+        .bind(QUOTA_LOCK_CLASS)
+        .bind(tenant.to_string())
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Takes the tenant's admission lock (one admission of the tenant at a
+/// time, on any replica) and reads its limits and use. An advisory lock,
+/// not the tenant's row: row locks there deadlocked against placement
+/// (which updates the row) and against foreign-key checks of rows that
+/// reference the tenant, while the admission waited on their transactions.
 pub(super) async fn lock_quota(
     conn: &mut sqlx::PgConnection,
     tenant: Uuid,
     defaults: &Amounts,
 ) -> Result<(Amounts, Amounts)> {
-    sqlx::query("SELECT 1 FROM tenants WHERE id = $1 FOR UPDATE")
-        .bind(tenant)
-        .execute(&mut *conn)
-        .await?;
+    lock_admissions(conn, tenant).await?;
     let limits = tenant_limits(&mut *conn, tenant, defaults).await?;
     let use_ = tenant_use(&mut *conn, tenant).await?;
     Ok((limits, use_))
