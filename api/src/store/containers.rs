@@ -149,6 +149,7 @@ impl Store {
         quota: &Amounts,
         render: impl FnOnce(&ContainerRow) -> StoredResponse,
     ) -> Result<Created> {
+        let _turn = self.admissions.enter(tenant).await;
         let mut tx = self.pool.begin().await?;
         if let Some(early) = idempotency::claim_for(&mut tx, tenant, idem).await? {
             return Ok(early.into());
@@ -248,6 +249,10 @@ impl Store {
         idem: Option<&Idem>,
         quota: &Amounts,
     ) -> Result<Acted> {
+        let _turn = match action {
+            Action::Start | Action::Restart => Some(self.admissions.enter(tenant).await),
+            _ => None,
+        };
         let mut tx = self.pool.begin().await?;
         if let Some(early) = idempotency::claim_for(&mut tx, tenant, idem).await? {
             return Ok(early.into());

@@ -66,6 +66,7 @@ impl Store {
         quota: &Amounts,
         render: impl FnOnce(&JobRow) -> StoredResponse,
     ) -> Result<Created<JobRow>> {
+        let _turn = self.admissions.enter(job.tenant_id).await;
         let mut tx = self.pool.begin().await?;
         if let Some(early) = idempotency::claim_for(&mut tx, job.tenant_id, idem).await? {
             return Ok(early.into());

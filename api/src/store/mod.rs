@@ -187,6 +187,9 @@ const HOST_ALIVE: &str =
 #[derive(Clone)]
 pub struct Store {
     pool: PgPool,
+    /// This replica's queue of admissions per tenant (see
+    /// [`quotas::AdmissionQueue`]).
+    admissions: std::sync::Arc<quotas::AdmissionQueue>,
 }
 
 impl Store {
@@ -212,7 +215,10 @@ impl Store {
     /// A store on `pool`, after running the migrations.
     pub async fn with_pool(pool: PgPool) -> Result<Self> {
         sqlx::migrate!("../migrations").run(&pool).await?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            admissions: Default::default(),
+        })
     }
 
     pub fn pool(&self) -> &PgPool {

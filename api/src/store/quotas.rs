@@ -7,6 +7,7 @@
 //! pure and table-tested.
 
 use super::{Result, Store, StoreError};
+use std::sync::Arc;
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -116,6 +117,51 @@ pub struct QuotaChange {
     pub max_containers: Option<i64>,
     pub max_pending: Option<i64>,
     pub max_jobs: Option<i64>,
+}
+
+/// Admissions of one tenant on this replica queue here, before they take
+/// a database connection: they are serialized by the tenant's advisory
+/// lock anyway, and a burst of creates waiting for it inside transactions
+/// would hold the whole connection pool (the rest answering 503). Only the
+/// queue is local; the lock that orders admissions across replicas is
+/// PostgreSQL's.
+#[derive(Default)]
+pub struct AdmissionQueue(std::sync::Mutex<std::collections::HashMap<Uuid, Arc<tokio::sync::Mutex<()>>>>);
+
+/// A place at the head of a tenant's admission queue.
+pub struct AdmissionTurn {
+    queue: Arc<AdmissionQueue>,
+    tenant: Uuid,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl AdmissionQueue {
+    pub async fn enter(self: &Arc<Self>, tenant: Uuid) -> AdmissionTurn {
+        let lock = self
+            .0
+            .lock()
+            .expect("admission queue lock")
+            .entry(tenant)
+            .or_default()
+            .clone();
+        let guard = lock.lock_owned().await;
+        AdmissionTurn {
+            queue: self.clone(),
+            tenant,
+            guard: Some(guard),
+        }
+    }
+}
+
+impl Drop for AdmissionTurn {
+    fn drop(&mut self) {
+        drop(self.guard.take());
+        let mut map = self.queue.0.lock().expect("admission queue lock");
+        // Forget the tenant's mutex when no one holds or waits for it.
+        if map.get(&self.tenant).is_some_and(|m| Arc::strong_count(m) == 1) {
+            map.remove(&self.tenant);
+        }
+    }
 }
 
 /// The first key of admission locks (`pg_advisory_xact_lock(class, hash
