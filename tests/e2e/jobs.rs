@@ -75,6 +75,35 @@ fn template(platform: &Platform, command: &[&str]) -> Value {
     spec
 }
 
+/// Waits for a job stopped for one of its limits (two tasks running, two
+/// waiting: `parallelism` 2 of 4): it fails with `reason`, its two running
+/// tasks end `failed` with `reason`, the two others are cancelled, and no
+/// task started after.
+async fn assert_stopped_for(t: &Tenant, id: &str, reason: &str) -> Value {
+    let failed = wait_job(t, id, "failed", Duration::from_secs(60)).await;
+    assert_eq!(failed["reason"], reason, "{failed}");
+    assert_eq!(failed["tasks"]["failed"], 2, "{failed}");
+    assert_eq!(failed["tasks"]["cancelled"], 2, "{failed}");
+    let stopped = eventually("its tasks stopped", Duration::from_secs(60), || async {
+        let all = tasks(t, id).await;
+        all.iter().all(|c| !unfinished(c)).then_some(all)
+    })
+    .await;
+    assert_eq!(
+        stopped.len(),
+        2,
+        "no task started after the job was stopped"
+    );
+    for c in &stopped {
+        assert_eq!(
+            (c["state"].as_str(), c["reason"].as_str()),
+            (Some("failed"), Some(reason)),
+            "{c}"
+        );
+    }
+    failed
+}
+
 #[tokio::test]
 async fn fifty_tasks_never_run_more_than_five_at_once_and_each_index_succeeds_once() {
     limit(secs(240), async {
@@ -332,23 +361,7 @@ async fn a_job_past_its_timeout_fails_deadline_exceeded_and_stops_its_tasks() {
         )
         .await;
         let id = created["id"].as_str().unwrap().to_owned();
-        let failed = wait_job(&t, &id, "failed", Duration::from_secs(60)).await;
-        assert_eq!(failed["reason"], "DeadlineExceeded", "{failed}");
-        assert_eq!(failed["tasks"]["failed"], 2, "{failed}");
-        assert_eq!(failed["tasks"]["cancelled"], 2, "{failed}");
-        let stopped = eventually("its tasks stopped", Duration::from_secs(60), || async {
-            let all = tasks(&t, &id).await;
-            all.iter().all(|c| !unfinished(c)).then_some(all)
-        })
-        .await;
-        assert_eq!(stopped.len(), 2, "no task started after the deadline");
-        for c in &stopped {
-            assert_eq!(
-                (c["state"].as_str(), c["reason"].as_str()),
-                (Some("failed"), Some("DeadlineExceeded")),
-                "{c}"
-            );
-        }
+        assert_stopped_for(&t, &id, "DeadlineExceeded").await;
         let bad = t
             .call(
                 Method::POST,
@@ -390,23 +403,7 @@ async fn a_job_whose_cost_reaches_max_cost_fails_budget_exceeded_and_stops_its_t
         .await;
         let control_id = control["id"].as_str().unwrap().to_owned();
 
-        let failed = wait_job(&t, &id, "failed", Duration::from_secs(60)).await;
-        assert_eq!(failed["reason"], "BudgetExceeded", "{failed}");
-        assert_eq!(failed["tasks"]["failed"], 2, "{failed}");
-        assert_eq!(failed["tasks"]["cancelled"], 2, "{failed}");
-        let stopped = eventually("its tasks stopped", Duration::from_secs(60), || async {
-            let all = tasks(&t, &id).await;
-            all.iter().all(|c| !unfinished(c)).then_some(all)
-        })
-        .await;
-        assert_eq!(stopped.len(), 2, "no task started after the budget ran out");
-        for c in &stopped {
-            assert_eq!(
-                (c["state"].as_str(), c["reason"].as_str()),
-                (Some("failed"), Some("BudgetExceeded")),
-                "{c}"
-            );
-        }
+        assert_stopped_for(&t, &id, "BudgetExceeded").await;
         // Spent, and the bill stopped there: at most a checkpoint interval,
         // the stop's grace and a second of rounding past it, for each task.
         let done = job(&t, &id).await;

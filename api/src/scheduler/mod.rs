@@ -39,56 +39,56 @@ pub async fn run(state: Arc<AppState>, shutdown: CancellationToken) {
         }
         if last_prune.elapsed() >= PRUNE_EVERY {
             last_prune = Instant::now();
-            match state
-                .store
-                .prune_assignment_changes(state.config.assignment_log_keep())
-                .await
-            {
-                Ok(n) if n > 0 => tracing::debug!(pruned = n, "old assignment changes pruned"),
-                Ok(_) => {}
-                Err(err) => tracing::warn!(error = %err, "pruning assignment changes failed"),
-            }
-            match state
-                .store
-                .forget_idempotency_keys(state.config.idempotency_keep())
-                .await
-            {
-                Ok(n) if n > 0 => tracing::debug!(forgotten = n, "old idempotency keys forgotten"),
-                Ok(_) => {}
-                Err(err) => tracing::warn!(error = %err, "forgetting idempotency keys failed"),
-            }
-            state.rate_limits.prune();
-            match state
-                .store
-                .forget_lost_hosts(state.config.lost_host_keep())
-                .await
-            {
-                Ok(gone) if !gone.is_empty() => {
-                    tracing::info!(hosts = ?gone, "lost hosts forgotten after their retention")
-                }
-                Ok(_) => {}
-                Err(err) => tracing::warn!(error = %err, "forgetting lost hosts failed"),
-            }
-            match state
-                .store
-                .forget_meter_reports(state.config.meter_report_keep())
-                .await
-            {
-                Ok(n) if n > 0 => tracing::debug!(forgotten = n, "old meter report ids forgotten"),
-                Ok(_) => {}
-                Err(err) => tracing::warn!(error = %err, "forgetting meter report ids failed"),
-            }
-            match state.store.forget_expired_certificates().await {
-                Ok(n) if n > 0 => tracing::debug!(forgotten = n, "expired certificates forgotten"),
-                Ok(_) => {}
-                Err(err) => tracing::warn!(error = %err, "forgetting expired certificates failed"),
-            }
+            prune(&state).await;
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = state.hub.scheduler_woken() => {}
             _ = tokio::time::sleep(state.config.scheduler_tick()) => {}
         }
+    }
+}
+
+/// Forgets what is past its retention; each kind on its own (one failing
+/// does not stop the others).
+async fn prune(state: &AppState) {
+    let (store, config) = (&state.store, &state.config);
+    logged(
+        "old assignment changes",
+        store
+            .prune_assignment_changes(config.assignment_log_keep())
+            .await,
+    );
+    logged(
+        "old idempotency keys",
+        store
+            .forget_idempotency_keys(config.idempotency_keep())
+            .await,
+    );
+    logged(
+        "old meter report ids",
+        store.forget_meter_reports(config.meter_report_keep()).await,
+    );
+    logged(
+        "expired certificates",
+        store.forget_expired_certificates().await,
+    );
+    state.rate_limits.prune();
+    match store.forget_lost_hosts(config.lost_host_keep()).await {
+        Ok(gone) if !gone.is_empty() => {
+            tracing::info!(hosts = ?gone, "lost hosts forgotten after their retention")
+        }
+        Ok(_) => {}
+        Err(err) => tracing::warn!(error = %err, "forgetting lost hosts failed"),
+    }
+}
+
+/// Logs one pruning's outcome.
+fn logged(what: &str, outcome: Result<u64, crate::store::StoreError>) {
+    match outcome {
+        Ok(n) if n > 0 => tracing::debug!(forgotten = n, "{what} forgotten"),
+        Ok(_) => {}
+        Err(err) => tracing::warn!(error = %err, "forgetting {what} failed"),
     }
 }
 

@@ -7,8 +7,8 @@
 //! pure and table-tested.
 
 use super::{Result, Store, StoreError};
-use std::sync::Arc;
 use serde::Serialize;
+use std::sync::Arc;
 use uuid::Uuid;
 
 /// A tenant's limits (or its use): vCPU in millis, memory in MiB, counts.
@@ -126,7 +126,9 @@ pub struct QuotaChange {
 /// queue is local; the lock that orders admissions across replicas is
 /// PostgreSQL's.
 #[derive(Default)]
-pub struct AdmissionQueue(std::sync::Mutex<std::collections::HashMap<Uuid, Arc<tokio::sync::Mutex<()>>>>);
+pub struct AdmissionQueue(
+    std::sync::Mutex<std::collections::HashMap<Uuid, Arc<tokio::sync::Mutex<()>>>>,
+);
 
 /// A place at the head of a tenant's admission queue.
 pub struct AdmissionTurn {
@@ -158,7 +160,10 @@ impl Drop for AdmissionTurn {
         drop(self.guard.take());
         let mut map = self.queue.0.lock().expect("admission queue lock");
         // Forget the tenant's mutex when no one holds or waits for it.
-        if map.get(&self.tenant).is_some_and(|m| Arc::strong_count(m) == 1) {
+        if map
+            .get(&self.tenant)
+            .is_some_and(|m| Arc::strong_count(m) == 1)
+        {
             map.remove(&self.tenant);
         }
     }
