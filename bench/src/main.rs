@@ -13,6 +13,7 @@ mod noisy;
 mod pool;
 mod report;
 mod scenarios;
+mod soak;
 mod stats;
 
 use anyhow::{bail, Context, Result};
@@ -48,6 +49,9 @@ enum Scenario {
     Job,
     /// tenant B's start latency while tenant A floods the API
     Noisy,
+    /// short containers started and deleted for minutes; growth of tables,
+    /// RSS, open files and disk (not in the default set: it takes 10 min)
+    Soak,
 }
 
 /// Benchmarks the local skiff platform against raw containerd on the same
@@ -89,6 +93,12 @@ struct Args {
     /// Seconds tenant A floods in the noisy-neighbour scenario [default: 30, quick: 10].
     #[arg(long)]
     noisy_seconds: Option<u64>,
+    /// Seconds of the soak scenario [default: 600, quick: 60].
+    #[arg(long)]
+    soak_seconds: Option<u64>,
+    /// Clients of the soak scenario, each starting one container at a time.
+    #[arg(long, default_value_t = 50)]
+    soak_clients: usize,
     /// Tasks of the job scenario [default: 1000, quick: 50].
     #[arg(long)]
     job_tasks: Option<usize>,
@@ -463,6 +473,17 @@ async fn run(args: &Args, env: &HashMap<String, String>) -> Result<()> {
         let samples = ctx.samples.min(30);
         let r = noisy::noisy_neighbour(&ctx, samples, seconds, &get("SKIFF_ADMIN_TOKEN")?).await;
         record("noisy", r, &mut rows);
+    }
+    if want(Scenario::Soak) {
+        let seconds = args.soak_seconds.unwrap_or(if q { 60 } else { 600 });
+        let r = soak::soak(
+            &ctx,
+            args.soak_clients,
+            seconds,
+            &get("SKIFF_DATABASE_URL")?,
+        )
+        .await;
+        record("soak", r, &mut rows);
     }
     cleanup(&ctx).await;
     let _ = std::fs::remove_dir_all(&work);
