@@ -177,6 +177,15 @@ pub struct ApiConfig {
     #[arg(long, env = "SKIFF_LOST_HOST_KEEP_S", default_value_t = 604_800.0)]
     pub lost_host_keep_s: f64,
 
+    /// A container deleted this long ago (and removed from its host) is
+    /// purged: its row, events and meter runs (the usage ledger stays).
+    #[arg(long, env = "SKIFF_DELETED_KEEP_S", default_value_t = 604_800.0)]
+    pub deleted_keep_s: f64,
+
+    /// How long the tenant event log (`GET /v1/events`) keeps an event.
+    #[arg(long, env = "SKIFF_EVENT_LOG_KEEP_S", default_value_t = 2_592_000.0)]
+    pub event_log_keep_s: f64,
+
     /// A tenant may verify its usage ledger at most once in this long.
     #[arg(long, env = "SKIFF_VERIFY_MIN_INTERVAL_S", default_value_t = 10.0)]
     pub verify_min_interval_s: f64,
@@ -282,6 +291,14 @@ impl ApiConfig {
 
     pub fn report_clock_skew(&self) -> chrono::Duration {
         chrono::Duration::milliseconds((self.report_clock_skew_s.max(0.0) * 1000.0) as i64)
+    }
+
+    pub fn deleted_keep(&self) -> Duration {
+        secs(self.deleted_keep_s)
+    }
+
+    pub fn event_log_keep(&self) -> Duration {
+        secs(self.event_log_keep_s)
     }
 
     pub fn lost_host_keep(&self) -> Duration {

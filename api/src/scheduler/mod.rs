@@ -20,6 +20,8 @@ use tokio_util::sync::CancellationToken;
 /// How often old assignment changes, idempotency keys and expired
 /// certificates are pruned.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
+/// Deleted containers purged per prune step (the rest wait for the next).
+const PURGE_BATCH: i64 = 1000;
 
 pub async fn run(state: Arc<AppState>, shutdown: CancellationToken) {
     // Since when this replica has reached the database without a failure.
@@ -72,6 +74,16 @@ async fn prune(state: &AppState) {
     logged(
         "expired certificates",
         store.forget_expired_certificates().await,
+    );
+    logged(
+        "deleted containers",
+        store
+            .purge_deleted(config.deleted_keep(), PURGE_BATCH)
+            .await,
+    );
+    logged(
+        "old tenant events",
+        store.forget_old_events(config.event_log_keep()).await,
     );
     state.rate_limits.prune();
     match store.forget_lost_hosts(config.lost_host_keep()).await {

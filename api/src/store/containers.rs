@@ -164,6 +164,56 @@ impl Store {
         Ok(Created::New(Box::new(row), response))
     }
 
+    /// Purges up to `batch` containers deleted longer than `keep` ago and
+    /// removed from their host: the row, its events and deliveries (by
+    /// cascade), its closed meter runs and its usage total. A container
+    /// with a run still open is kept. The usage ledger is untouched. The
+    /// count purged.
+    pub async fn purge_deleted(&self, keep: Duration, batch: i64) -> Result<u64> {
+        let mut tx = self.pool.begin().await?;
+        let gone: Vec<Uuid> = sqlx::query_scalar(
+            "SELECT c.id FROM containers c WHERE c.deleted_at < now() - make_interval(secs => $1) \
+               AND c.removed_at IS NOT NULL \
+               AND NOT EXISTS (SELECT 1 FROM metering_runs r \
+                               WHERE r.container_id = c.id AND r.ended_at IS NULL) \
+             ORDER BY c.deleted_at LIMIT $2 FOR UPDATE SKIP LOCKED",
+        )
+        .bind(keep.as_secs_f64())
+        .bind(batch)
+        .fetch_all(&mut *tx)
+        .await?;
+        if gone.is_empty() {
+            return Ok(0);
+        }
+        sqlx::query("DELETE FROM metering_runs WHERE container_id = ANY($1)")
+            .bind(&gone)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM container_usage_totals WHERE container_id = ANY($1)")
+            .bind(&gone)
+            .execute(&mut *tx)
+            .await?;
+        let purged = sqlx::query("DELETE FROM containers WHERE id = ANY($1)")
+            .bind(&gone)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok(purged)
+    }
+
+    /// Forgets the tenant event log's entries older than `keep` (a reader
+    /// resuming from an older cursor goes on from the oldest kept).
+    pub async fn forget_old_events(&self, keep: Duration) -> Result<u64> {
+        Ok(
+            sqlx::query("DELETE FROM tenant_events WHERE at < now() - make_interval(secs => $1)")
+                .bind(keep.as_secs_f64())
+                .execute(&self.pool)
+                .await?
+                .rows_affected(),
+        )
+    }
+
     /// Those of `ids` whose log passed the host's cap in some run.
     pub async fn truncated_logs(&self, ids: &[Uuid]) -> Result<std::collections::HashSet<Uuid>> {
         if ids.is_empty() {
