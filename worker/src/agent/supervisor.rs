@@ -91,7 +91,7 @@ pub fn spawn<R: Runtime>(
         observed: Observed::from(adopted),
         last_sent: None,
         oom_seen: false,
-        log_dropped_at_start: 0,
+        log_dropped_seen: 0,
         last_checkpoint_ms: None,
         resent_last_exit: false,
         task_running: false,
@@ -185,9 +185,10 @@ struct ContainerSupervisor<R: Runtime> {
     /// The last (generation, state) reported, so a steady state is not re-sent on every tick.
     last_sent: Option<(u64, pb::ObservedState)>,
     oom_seen: bool,
-    /// Bytes the log had dropped under its cap when the current run
-    /// started: more at its exit, and the exit says the log was truncated.
-    log_dropped_at_start: u64,
+    /// Bytes the log had dropped under its cap at the last exit this
+    /// supervisor saw (only runs write the log): more at an exit, and that
+    /// run's output passed the cap.
+    log_dropped_seen: u64,
     last_checkpoint_ms: Option<i64>,
     /// Whether this supervisor has had its chance to re-send the last run's
     /// exit (see [`Step::ResendExit`]).
@@ -466,7 +467,6 @@ impl<R: Runtime> ContainerSupervisor<R> {
         self.observed.started_at_unix_ms = Some(started.started_at_unix_ms);
         self.task_running = true;
         self.oom_seen = false;
-        self.log_dropped_at_start = self.log_dropped();
         tracing::info!(container = %self.id, generation, pid = started.pid, pull_ms, create_ms, start_ms, "started");
         let mut r = report(&self.id, generation, pb::ObservedState::Running);
         r.pid = started.pid;
@@ -579,7 +579,8 @@ impl<R: Runtime> ContainerSupervisor<R> {
         self.observed.last_exit = Some(exit.clone());
         self.oom_seen = false;
         let dropped = self.log_dropped();
-        let truncated = (dropped > self.log_dropped_at_start).then_some(dropped);
+        let truncated = (dropped > self.log_dropped_seen).then_some(dropped);
+        self.log_dropped_seen = dropped;
         self.report_exit(&exit, truncated);
         self.runtime.delete_task(&self.id).await
     }
