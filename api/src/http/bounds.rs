@@ -1,4 +1,5 @@
-//! Bounds on every request: a timeout (`SKIFF_REQUEST_TIMEOUT_S`, answered
+//! Bounds on every request: the token's rate ([`limit_rate`], see
+//! [`crate::ratelimit`]), a timeout (`SKIFF_REQUEST_TIMEOUT_S`, answered
 //! 503 `timeout` with `Retry-After`) and a limit on requests in progress
 //! at once on this replica (`SKIFF_MAX_CONCURRENT_REQUESTS`; past it, 503
 //! `overloaded` at once rather than a queue that grows). Streams (SSE
@@ -69,6 +70,66 @@ async fn guard(permits: &Semaphore, timeout: Duration, request: Request, next: N
     match tokio::time::timeout(timeout, next.run(request)).await {
         Ok(response) => response,
         Err(_) => ApiError::RequestTimeout(timeout.as_secs_f64()).into_response(),
+    }
+}
+
+/// The SHA-256 of the request's bearer token, computed once by
+/// [`limit_rate`] and reused by authentication.
+#[derive(Debug, Clone)]
+pub struct TokenHash(pub Vec<u8>);
+
+/// Takes a request of the API (`/v1/...`) with a bearer token from that
+/// token's bucket ([`crate::ratelimit`]): 429 when it is empty, the
+/// `RateLimit-*` headers on the answer otherwise. Requests without a token
+/// are refused by authentication, not counted here.
+pub async fn limit_rate(
+    State(state): State<Arc<AppState>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let token = super::bearer(request.headers());
+    let (Some(token), true) = (token, request.uri().path().starts_with("/v1/")) else {
+        return next.run(request).await;
+    };
+    let write = !matches!(
+        *request.method(),
+        axum::http::Method::GET | axum::http::Method::HEAD
+    );
+    let hash = super::hash_token(token);
+    let verdict = state.rate_limits.check(&hash, write);
+    request.extensions_mut().insert(TokenHash(hash));
+    match verdict {
+        crate::ratelimit::Verdict::Limited {
+            limit,
+            retry_after_s,
+        } => {
+            // Held before it is answered (the wait it is told, at most
+            // SKIFF_RATE_LIMIT_DELAY_S): a client that ignores Retry-After
+            // gets one answer per connection per delay, not thousands a
+            // second that starve everyone else of the CPU to refuse them.
+            let delay = state
+                .config
+                .rate_limit_delay()
+                .min(std::time::Duration::from_secs(retry_after_s));
+            tokio::time::sleep(delay).await;
+            ApiError::RateLimited {
+                limit,
+                retry_after_s,
+            }
+            .into_response()
+        }
+        crate::ratelimit::Verdict::Allowed {
+            limit,
+            remaining,
+            reset_s,
+        } => {
+            let mut response = next.run(request).await;
+            let headers = response.headers_mut();
+            headers.insert("ratelimit-limit", limit.into());
+            headers.insert("ratelimit-remaining", remaining.into());
+            headers.insert("ratelimit-reset", reset_s.into());
+            response
+        }
     }
 }
 

@@ -95,7 +95,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .fallback(|| async { ApiError::NotFound("route") })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(middleware::from_fn_with_state(state.clone(), bounds::bound))
-        .layer(middleware::from_fn_with_state(state.clone(), limit_rate))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            bounds::limit_rate,
+        ))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
@@ -149,54 +152,6 @@ async fn observe(State(state): State<Arc<AppState>>, request: Request, next: Nex
     response
 }
 
-/// Takes a request of the API (`/v1/...`) with a bearer token from that
-/// token's bucket ([`crate::ratelimit`]): 429 when it is empty, the
-/// `RateLimit-*` headers on the answer otherwise. Requests without a token
-/// are refused by authentication, not counted here.
-async fn limit_rate(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
-    let token = bearer(request.headers());
-    let (Some(token), true) = (token, request.uri().path().starts_with("/v1/")) else {
-        return next.run(request).await;
-    };
-    let write = !matches!(
-        *request.method(),
-        axum::http::Method::GET | axum::http::Method::HEAD
-    );
-    match state.rate_limits.check(&hash_token(token), write) {
-        crate::ratelimit::Verdict::Limited {
-            limit,
-            retry_after_s,
-        } => {
-            // Held before it is answered (the wait it is told, at most
-            // SKIFF_RATE_LIMIT_DELAY_S): a client that ignores Retry-After
-            // gets one answer per connection per delay, not thousands a
-            // second that starve everyone else of the CPU to refuse them.
-            let delay = state
-                .config
-                .rate_limit_delay()
-                .min(std::time::Duration::from_secs(retry_after_s));
-            tokio::time::sleep(delay).await;
-            ApiError::RateLimited {
-                limit,
-                retry_after_s,
-            }
-            .into_response()
-        }
-        crate::ratelimit::Verdict::Allowed {
-            limit,
-            remaining,
-            reset_s,
-        } => {
-            let mut response = next.run(request).await;
-            let headers = response.headers_mut();
-            headers.insert("ratelimit-limit", limit.into());
-            headers.insert("ratelimit-remaining", remaining.into());
-            headers.insert("ratelimit-reset", reset_s.into());
-            response
-        }
-    }
-}
-
 /// A new secret token: `prefix` and 32 random bytes, URL-safe base64. Only
 /// its hash ([`hash_token`]) is stored.
 pub fn new_token(prefix: &str) -> String {
@@ -214,7 +169,7 @@ pub fn hash_token(token: &str) -> Vec<u8> {
     Sha256::digest(token.as_bytes()).to_vec()
 }
 
-fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
+pub(super) fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
     headers
         .get(header::AUTHORIZATION)?
         .to_str()
@@ -236,7 +191,11 @@ impl FromRequestParts<Arc<AppState>> for Tenant {
         state: &Arc<AppState>,
     ) -> Result<Self, ApiError> {
         let token = bearer(&parts.headers).ok_or(ApiError::Unauthorized)?;
-        let hash = hash_token(token);
+        // Hashed once per request: the rate limiter did it first.
+        let hash = match parts.extensions.get::<bounds::TokenHash>() {
+            Some(bounds::TokenHash(hash)) => hash.clone(),
+            None => hash_token(token),
+        };
         if let Some(tenant) = state.token_cache.get(&hash) {
             return Ok(Tenant(tenant));
         }
