@@ -693,3 +693,37 @@ async fn running_totals_match_the_ledgers_sums() -> Result<()> {
     drop(c);
     db.drop().await
 }
+
+#[tokio::test]
+async fn report_ids_forgotten_after_their_keep_bill_nothing_when_repeated() -> Result<()> {
+    let db = test_db!("report_ids_forgotten_after_their_keep_bill_nothing_when_repeated");
+    let tenant = db.tenant().await?;
+    let facts = db.container(tenant, "web", &[]).await?;
+    let (id, t0) = (facts.container_id, facts.started_at);
+    let mut c = db.conn().await?;
+    open_run(&mut c, &facts).await?;
+    assert!(checkpoint(&mut c, "cp-1", id, 1, t0 + ms(3_500), None).await?);
+    assert!(close_run(&mut c, "exit-1", &facts, t0 + ms(5_200), "exited").await?);
+    let billed = usage(&mut c, id).await?.billed_seconds;
+    let records = record_count(&mut c, tenant).await?;
+
+    // Kept for a day: nothing is forgotten yet.
+    let day = std::time::Duration::from_secs(86_400);
+    assert_eq!(forget_meter_reports(&mut c, day).await?, 0);
+    // Past their keep (0 s here): forgotten.
+    assert!(forget_meter_reports(&mut c, std::time::Duration::ZERO).await? >= 2);
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM meter_reports")
+        .fetch_one(&mut *c)
+        .await?;
+    assert_eq!(left, 0);
+
+    // The same reports arrive again, late: the run's own state makes them
+    // change nothing.
+    checkpoint(&mut c, "cp-1", id, 1, t0 + ms(3_500), None).await?;
+    assert!(!close_run(&mut c, "exit-1", &facts, t0 + ms(5_200), "exited").await?);
+    assert_eq!(usage(&mut c, id).await?.billed_seconds, billed);
+    assert_eq!(record_count(&mut c, tenant).await?, records);
+    assert!(verify_chain(&mut c, tenant).await?.ok);
+    drop(c);
+    db.drop().await
+}
