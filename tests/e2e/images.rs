@@ -1,11 +1,13 @@
-//! The image GC: past a host's disk budget, unused images idle long
+//! A host's disk budgets. Images: past the budget, unused images idle long
 //! enough are removed, least recently used first, and only until the rest
-//! fit; an image a container uses is never removed.
+//! fit; an image a container uses is never removed. Logs: past the host's
+//! log budget, finished containers' logs are cut to their newest bytes, the
+//! least recently written first, and only as far as needed.
 
 use serde_json::{json, Value};
 use skiff_e2e::{
     limit, push_extra_image, registry_digest, secs, Platform, HOST_LABEL, IMAGE_MIN_IDLE_S,
-    SPREAD_IMAGE_BUDGET,
+    LOG_GC_INTERVAL_S, LOG_MAX_BYTES, SPREAD_IMAGE_BUDGET, SPREAD_LOG_BUDGET,
 };
 use std::time::{Duration, Instant};
 
@@ -78,6 +80,97 @@ async fn past_the_disk_budget_the_least_recently_used_unused_image_is_removed() 
             "the image in use removed: {view_later}"
         );
         t.delete(&c).await;
+    })
+    .await
+}
+
+/// The bytes `seq 1 n` writes.
+fn seq_bytes(n: u64) -> u64 {
+    (1..=n).map(|i| i.to_string().len() as u64 + 1).sum()
+}
+
+#[tokio::test]
+async fn past_the_host_log_budget_the_older_finished_log_is_cut_to_its_newest_bytes() {
+    limit(secs(180), async {
+        let platform = Platform::spread().await;
+        let t = platform.new_exclusive_tenant().await;
+        let h1 = platform.host("h1");
+        // Two finished logs, each under the per-run cap, together past the
+        // host's budget.
+        let n: u64 = 450_000;
+        let each = seq_bytes(n);
+        assert!(each < LOG_MAX_BYTES, "each log ({each}) under the cap");
+        assert!(2 * each > SPREAD_LOG_BUDGET, "together past the budget");
+        let run = |command: &[&str]| {
+            let mut spec: Value = platform.spec(command);
+            spec["cpu"] = json!(0.1);
+            spec["placement"] = json!({ "host_labels": { HOST_LABEL: h1.name } });
+            spec
+        };
+        let older = t.create_id(&run(&["seq", "1", &n.to_string()])).await;
+        t.wait_exited_in(&older, "succeeded").await;
+        // Written later by a margin the files' times show.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let newer = t.create_id(&run(&["seq", "1", &n.to_string()])).await;
+        t.wait_exited_in(&newer, "succeeded").await;
+
+        // Cut while the newer one was still being written, and again as it
+        // grew: within many passes of the budget (slack for a loaded
+        // machine), the two fit.
+        let marker_of = |log: &str| -> (u64, usize) {
+            let (first, kept) = log.split_once('\n').unwrap_or(("", log));
+            let dropped = first
+                .strip_prefix("[skiff: ")
+                .and_then(|r| r.strip_suffix(" bytes of older output dropped]"))
+                .and_then(|d| d.parse().ok());
+            match dropped {
+                Some(d) => (d, log.len() - kept.len()),
+                None => (0, 0),
+            }
+        };
+        let deadline = Instant::now() + Duration::from_secs_f64(LOG_GC_INTERVAL_S * 20.0 + 30.0);
+        let log = loop {
+            let log = t.logs(&older).await;
+            let (dropped, marker_len) = marker_of(&log);
+            if dropped > 0 && (log.len() - marker_len) as u64 + each <= SPREAD_LOG_BUDGET {
+                break log;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the older log not cut to fit the budget: {} bytes, {dropped} dropped\n{}",
+                log.len(),
+                platform.logs_dump_matching(Some("log budget"))
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        let (dropped, marker_len) = marker_of(&log);
+        let kept = &log[marker_len..];
+        assert_eq!(
+            dropped + kept.len() as u64,
+            each,
+            "every byte kept or counted"
+        );
+        assert!(
+            kept.ends_with(&format!("{n}\n")),
+            "the newest bytes are kept"
+        );
+        // Only as far as needed: the older keeps more than the floor.
+        assert!(kept.len() as u64 > 64 * 1024, "cut further than needed");
+        // The cut's event is reported after it.
+        let cut = t
+            .poll_until(&older, 30, "logs_truncated", |o| {
+                o["logs_truncated"] == true
+            })
+            .await;
+        assert_eq!(cut["state"], "succeeded", "{cut}");
+        assert!(t.count_events(&older, "LogTruncated").await >= 1);
+
+        // The control: the newer log is whole, and not flagged.
+        let whole = t.get(&newer).await;
+        assert_eq!(whole["logs_truncated"], false, "{whole}");
+        assert_eq!(t.logs(&newer).await.len() as u64, each);
+        t.delete(&older).await;
+        t.delete(&newer).await;
     })
     .await
 }

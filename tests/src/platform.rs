@@ -65,6 +65,10 @@ pub const SPREAD_IMAGE_BUDGET: u64 = 13 * 1024 * 1024;
 
 /// Each host's cap on a container's log (`SKIFF_LOG_MAX_BYTES`).
 pub const LOG_MAX_BYTES: u64 = 4 * 1024 * 1024;
+/// `SKIFF_HOST_LOG_BUDGET_BYTES` of the spread pool's hosts (the others
+/// have none), measured every `LOG_GC_INTERVAL_S`.
+pub const SPREAD_LOG_BUDGET: u64 = 5 * 1024 * 1024;
+pub const LOG_GC_INTERVAL_S: f64 = 0.3;
 
 /// What every host offers the scheduler.
 pub const HOST_CPU_MILLIS: u64 = 3000;
@@ -184,6 +188,7 @@ impl Platform {
                 own_postgres: false,
                 partition: false,
                 image_budget: None,
+                log_budget: None,
             },
         )
     }
@@ -203,6 +208,7 @@ impl Platform {
                 own_postgres: false,
                 partition: false,
                 image_budget: Some(SPREAD_IMAGE_BUDGET),
+                log_budget: Some(SPREAD_LOG_BUDGET),
             },
         )
     }
@@ -222,6 +228,7 @@ impl Platform {
                 own_postgres: true,
                 partition: false,
                 image_budget: None,
+                log_budget: None,
             },
         )
     }
@@ -241,6 +248,7 @@ impl Platform {
                 own_postgres: false,
                 partition: true,
                 image_budget: None,
+                log_budget: None,
             },
         )
     }
@@ -261,6 +269,7 @@ impl Platform {
                 own_postgres: false,
                 partition: false,
                 image_budget: None,
+                log_budget: None,
             },
         )
     }
@@ -281,6 +290,7 @@ impl Platform {
                 own_postgres: false,
                 partition: false,
                 image_budget: None,
+                log_budget: None,
             },
         )
     }

@@ -71,6 +71,8 @@ pub(crate) struct PoolSpec {
     /// `SKIFF_IMAGE_DISK_BUDGET_BYTES` of every host (with a short GC
     /// interval and idle time); None: the worker's default.
     pub(crate) image_budget: Option<u64>,
+    /// `SKIFF_HOST_LOG_BUDGET_BYTES` of every host; None: no budget.
+    pub(crate) log_budget: Option<u64>,
 }
 
 /// What a pool is started with: the skiff binaries and lib.sh (which starts

@@ -125,6 +125,17 @@ pub struct WorkerConfig {
     #[arg(long, env = "SKIFF_LOG_MAX_BYTES", default_value_t = 10 * 1024 * 1024)]
     pub log_max_bytes: u64,
 
+    /// All containers' logs on this host are kept under this many bytes (0:
+    /// no budget): past it, finished containers' logs are cut to their
+    /// newest output, least recently written first (running ones are
+    /// bounded by SKIFF_LOG_MAX_BYTES each).
+    #[arg(long, env = "SKIFF_HOST_LOG_BUDGET_BYTES", default_value_t = 2 * 1024 * 1024 * 1024)]
+    pub host_log_budget_bytes: u64,
+
+    /// How often the host's logs are measured against the budget.
+    #[arg(long, env = "SKIFF_LOG_GC_INTERVAL_S", default_value_t = 30.0)]
+    pub log_gc_interval_s: f64,
+
     /// The skiff-logger binary the shim runs to write logs (default: beside skiff-worker).
     #[arg(long, env = "SKIFF_LOGGER")]
     pub logger: Option<PathBuf>,

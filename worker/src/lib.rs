@@ -144,6 +144,15 @@ pub async fn serve(
             cancel.clone(),
         ));
     }
+    if config.host_log_budget_bytes > 0 {
+        tokio::spawn(agent::logbudget::enforce(
+            runtime.clone(),
+            control.clone(),
+            config.host_log_budget_bytes,
+            Duration::from_secs_f64(config.log_gc_interval_s.max(0.1)),
+            cancel.clone(),
+        ));
+    }
     let logs = skiff_proto::worker_agent_server::WorkerAgentServer::with_interceptor(
         logs::LogService::new(runtime.clone()),
         logs::only_the_control_plane,

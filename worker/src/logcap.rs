@@ -9,6 +9,10 @@
 //! never sees a half-written file: a follower notices the new file (another
 //! inode) and maps its position through the marker's count
 //! ([`resume_offset`]), so it neither repeats nor skips what was kept.
+//!
+//! A writer holds an exclusive lock on `<log>.lock` for as long as it runs,
+//! so the host's log budget ([`trim`]) rewrites only logs nobody writes: a
+//! trim and a new run's writer never both rewrite one file.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -68,6 +72,89 @@ pub fn logical_position(offset: u64, dropped: u64, marker_len: u64) -> u64 {
     dropped + offset.saturating_sub(marker_len)
 }
 
+/// How long a writer waits for a log's lock.
+pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The lock file of the log at `path` (`<log>.lock`).
+pub fn lock_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".lock");
+    PathBuf::from(name)
+}
+
+fn open_lock(path: &Path) -> std::io::Result<File> {
+    OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(lock_path(path))
+}
+
+/// Rewrites the log at `path` (`len` bytes now) to its newest `keep` bytes of
+/// output behind a marker counting everything dropped so far; returns that
+/// count. The caller holds the log's lock.
+fn rewrite(path: &Path, len: u64, keep: u64) -> std::io::Result<u64> {
+    let (dropped_before, marker_len) = read_marker(path)?;
+    let output = len.saturating_sub(marker_len);
+    let keep = output.min(keep);
+    let mut kept = vec![0u8; keep as usize];
+    let mut reader = File::open(path)?;
+    reader.seek(SeekFrom::Start(len - keep))?;
+    reader.read_exact(&mut kept)?;
+    let dropped = dropped_before + (output - keep);
+    let tmp = path.with_extension("log.compacting");
+    let mut next = File::create(&tmp)?;
+    next.write_all(&marker(dropped))?;
+    next.write_all(&kept)?;
+    next.flush()?;
+    drop(next);
+    std::fs::rename(&tmp, path)?;
+    Ok(dropped)
+}
+
+/// What [`trim`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trimmed {
+    /// A writer holds the log (its container runs): left alone.
+    Active,
+    /// No log, or no more output than `keep`: nothing to drop.
+    Unchanged,
+    /// Cut to the newest `keep` bytes; the marker now counts `dropped`.
+    Cut { dropped: u64 },
+}
+
+/// Cuts the log at `path` to its newest `keep` bytes of output, unless a
+/// writer holds it. Used by the host's log budget on finished containers.
+pub fn trim(path: &Path, keep: u64) -> std::io::Result<Trimmed> {
+    let lock = open_lock(path)?;
+    match lock.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => return Ok(Trimmed::Active),
+        Err(std::fs::TryLockError::Error(e)) => return Err(e),
+    }
+    let len = match std::fs::metadata(path) {
+        Ok(m) => m.len(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Trimmed::Unchanged),
+        Err(e) => return Err(e),
+    };
+    let (_, marker_len) = read_marker(path)?;
+    if len.saturating_sub(marker_len) <= keep {
+        return Ok(Trimmed::Unchanged);
+    }
+    let dropped = rewrite(path, len, keep)?;
+    Ok(Trimmed::Cut { dropped })
+}
+
+/// Whether a writer holds the log at `path` now.
+pub fn is_active(path: &Path) -> std::io::Result<bool> {
+    let lock = open_lock(path)?;
+    match lock.try_lock() {
+        Ok(()) => Ok(false),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(true),
+        Err(std::fs::TryLockError::Error(e)) => Err(e),
+    }
+}
+
 /// An append-only log file kept under `cap` bytes (plus a quarter of slack
 /// between rewrites, plus the marker).
 pub struct CappedLog {
@@ -75,11 +162,34 @@ pub struct CappedLog {
     file: File,
     len: u64,
     cap: u64,
+    /// Held (locked) while the writer lives; see [`trim`].
+    _lock: File,
 }
 
 impl CappedLog {
-    /// Opens (creates) the log at `path`; `cap` 0 means no cap.
+    /// Opens (creates) the log at `path`, waiting for a trim of it to end;
+    /// `cap` 0 means no cap. The wait is bounded ([`LOCK_WAIT`]): a lock
+    /// still held then (a previous writer that has not exited) must not
+    /// hold up the container's start, so the writer goes on without it.
     pub fn open(path: &Path, cap: u64) -> std::io::Result<Self> {
+        let lock = open_lock(path)?;
+        let waited = std::time::Instant::now();
+        loop {
+            match lock.try_lock() {
+                Ok(()) => break,
+                Err(std::fs::TryLockError::WouldBlock) if waited.elapsed() < LOCK_WAIT => {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    eprintln!(
+                        "skiff-logger: {} still locked; writing without the lock",
+                        path.display()
+                    );
+                    break;
+                }
+                Err(std::fs::TryLockError::Error(e)) => return Err(e),
+            }
+        }
         let file = OpenOptions::new().create(true).append(true).open(path)?;
         let len = file.metadata()?.len();
         Ok(Self {
@@ -87,6 +197,7 @@ impl CappedLog {
             file,
             len,
             cap,
+            _lock: lock,
         })
     }
 
@@ -101,21 +212,7 @@ impl CappedLog {
 
     /// Keeps the newest `cap` bytes of output behind an updated marker.
     fn compact(&mut self) -> std::io::Result<()> {
-        let (dropped_before, marker_len) = read_marker(&self.path)?;
-        let output = self.len.saturating_sub(marker_len);
-        let keep = output.min(self.cap);
-        let mut kept = vec![0u8; keep as usize];
-        let mut reader = File::open(&self.path)?;
-        reader.seek(SeekFrom::Start(self.len - keep))?;
-        reader.read_exact(&mut kept)?;
-        let dropped = dropped_before + (output - keep);
-        let tmp = self.path.with_extension("log.compacting");
-        let mut next = File::create(&tmp)?;
-        next.write_all(&marker(dropped))?;
-        next.write_all(&kept)?;
-        next.flush()?;
-        drop(next);
-        std::fs::rename(&tmp, &self.path)?;
+        rewrite(&self.path, self.len, self.cap)?;
         self.file = OpenOptions::new().append(true).open(&self.path)?;
         self.len = self.file.metadata()?.len();
         Ok(())
@@ -190,6 +287,7 @@ mod tests {
         assert_eq!(kept, &all[dropped as usize..], "the newest bytes, in order");
         // A writer that starts again (the container's next run) goes on
         // counting from the marker.
+        drop(log);
         let mut again = CappedLog::open(&path, 1000).unwrap();
         for _ in 0..200 {
             again.write(b"0123456789\n").unwrap();
@@ -200,6 +298,26 @@ mod tests {
             dropped_now + file.len() as u64 - marker_len,
             all.len() as u64 + 200 * 11
         );
+        drop(again);
+        // The host's budget cuts a log nobody writes, and counts on.
+        let before = std::fs::read(&path).unwrap();
+        let (dropped_before, marker_len) = parse_marker(&before).unwrap();
+        let kept_before = before.len() as u64 - marker_len;
+        assert_eq!(
+            trim(&path, 100).unwrap(),
+            Trimmed::Cut {
+                dropped: dropped_before + kept_before - 100
+            }
+        );
+        let after = std::fs::read(&path).unwrap();
+        assert!(after.ends_with(&before[before.len() - 100..]));
+        assert_eq!(trim(&path, 100).unwrap(), Trimmed::Unchanged);
+        // ... but never one a writer holds.
+        let writer = CappedLog::open(&path, 1000).unwrap();
+        assert!(is_active(&path).unwrap());
+        assert_eq!(trim(&path, 10).unwrap(), Trimmed::Active);
+        drop(writer);
+        assert!(!is_active(&path).unwrap());
         // No cap: nothing is ever dropped.
         let free = dir.path().join("free.log");
         let mut uncapped = CappedLog::open(&free, 0).unwrap();

@@ -209,6 +209,14 @@ pub(super) fn start_workers(
                 spec.image_budget.unwrap_or(0).to_string(),
             ),
             (
+                "SKIFF_HOST_LOG_BUDGET_BYTES".into(),
+                spec.log_budget.unwrap_or(0).to_string(),
+            ),
+            (
+                "SKIFF_LOG_GC_INTERVAL_S".into(),
+                crate::platform::LOG_GC_INTERVAL_S.to_string(),
+            ),
+            (
                 "SKIFF_IMAGE_GC_INTERVAL_S".into(),
                 crate::platform::IMAGE_GC_INTERVAL_S.to_string(),
             ),

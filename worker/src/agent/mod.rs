@@ -20,9 +20,11 @@
 //! - [`reconcile`]: the pure decision of a container's next step.
 //! - [`report`]: status reports (ordered, retried) and meter checkpoints.
 //! - [`images`]: removing unused images past the host's disk budget.
+//! - [`logbudget`]: cutting finished containers' logs past the host's log budget.
 
 mod control_plane;
 pub mod images;
+pub mod logbudget;
 mod reconcile;
 mod report;
 mod supervisor;

@@ -79,7 +79,7 @@ impl Reporter {
 
     /// Sends `report` until the control plane acknowledges it, or `cancel`
     /// fires (shutdown, or the container was fenced: it is another host's now).
-    async fn send(&self, report: pb::StatusReport, cancel: &CancellationToken) {
+    pub(super) async fn send(&self, report: pb::StatusReport, cancel: &CancellationToken) {
         let attempt = || {
             let report = report.clone();
             async {

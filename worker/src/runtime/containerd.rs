@@ -709,15 +709,18 @@ impl Runtime for ContainerdRuntime {
             Err(s) if s.code() == Code::NotFound => {}
             Err(s) => return Err(containerd_err("Snapshots.Remove", id)(s)),
         }
-        match tokio::fs::remove_file(self.log_path(id)).await {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(source) => {
-                return Err(RuntimeError::Io {
-                    op: "removing the log file",
-                    id: id.to_owned(),
-                    source,
-                })
+        let log = self.log_path(id);
+        for path in [crate::logcap::lock_path(&log), log] {
+            match tokio::fs::remove_file(path).await {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => {
+                    return Err(RuntimeError::Io {
+                        op: "removing the log file",
+                        id: id.to_owned(),
+                        source,
+                    })
+                }
             }
         }
         // runc removes the cgroups it created with the task; this catches
