@@ -29,8 +29,12 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 /// When a change is not readable yet (an older transaction is still open),
-/// how soon to look again.
-const PENDING_RETRY: Duration = Duration::from_millis(50);
+/// how soon to look again: at this pace for [`PENDING_FAST_FOR`] (under a
+/// steady stream of short write transactions, some older one is open at
+/// almost every look, and a growing wait would add hundreds of
+/// milliseconds to a start), then less and less often (a long transaction).
+const PENDING_RETRY: Duration = Duration::from_millis(20);
+const PENDING_FAST_FOR: Duration = Duration::from_secs(1);
 
 impl From<StoreError> for Status {
     fn from(err: StoreError) -> Self {
@@ -180,6 +184,7 @@ impl ControlPlane for ControlPlaneService {
             // While an old transaction holds the watermark back, look again
             // soon, then less and less often (it may be a long one).
             let mut pending_wait = PENDING_RETRY;
+            let mut pending_since: Option<tokio::time::Instant> = None;
             // TLS checked the certificate at the handshake only: the stream
             // ends when it expires (the worker reconnects with its renewed
             // one) or is revoked.
@@ -226,10 +231,14 @@ impl ControlPlane for ControlPlaneService {
                 }
                 first = false;
                 let wait = if step.pending {
+                    let since = *pending_since.get_or_insert_with(tokio::time::Instant::now);
                     let wait = pending_wait;
-                    pending_wait = (pending_wait * 2).min(keepalive);
+                    if since.elapsed() >= PENDING_FAST_FOR {
+                        pending_wait = (pending_wait * 2).min(keepalive);
+                    }
                     wait
                 } else {
+                    pending_since = None;
                     pending_wait = PENDING_RETRY;
                     keepalive
                 };
