@@ -120,6 +120,17 @@ pub struct ApiConfig {
     #[arg(long, env = "SKIFF_QUOTA_MAX_JOBS", default_value_t = 100)]
     pub quota_max_jobs: i64,
 
+    /// Default quota: containers of a tenant placed a second on average
+    /// (past it they wait in the queue; container starts cost hosts CPU
+    /// outside any container's cgroup).
+    #[arg(long, env = "SKIFF_QUOTA_MAX_STARTS_PER_S", default_value_t = 20.0)]
+    pub quota_max_starts_per_s: f64,
+
+    /// A tenant may start this many seconds' worth of its start rate at
+    /// once (at least one start).
+    #[arg(long, env = "SKIFF_QUOTA_START_BURST_S", default_value_t = 5.0)]
+    pub quota_start_burst_s: f64,
+
     /// Requests per second a token may sustain on reads (GET, HEAD), for
     /// the whole control plane (see SKIFF_RATE_LIMIT_REPLICAS).
     #[arg(long, env = "SKIFF_RATE_READ_PER_S", default_value_t = 200.0)]
@@ -130,11 +141,11 @@ pub struct ApiConfig {
     pub rate_read_burst: u32,
 
     /// Requests per second a token may sustain on writes (all but GET, HEAD).
-    #[arg(long, env = "SKIFF_RATE_WRITE_PER_S", default_value_t = 50.0)]
+    #[arg(long, env = "SKIFF_RATE_WRITE_PER_S", default_value_t = 20.0)]
     pub rate_write_per_s: f64,
 
     /// Writes a token may send at once before the rate applies.
-    #[arg(long, env = "SKIFF_RATE_WRITE_BURST", default_value_t = 500)]
+    #[arg(long, env = "SKIFF_RATE_WRITE_BURST", default_value_t = 100)]
     pub rate_write_burst: u32,
 
     /// A rate-limited request is answered after this long at most (the
@@ -358,6 +369,14 @@ impl ApiConfig {
         }
     }
 
+    /// How tenants' starts are paced (see `SKIFF_QUOTA_MAX_STARTS_PER_S`).
+    pub fn start_pacing(&self) -> crate::store::placement::StartPacing {
+        crate::store::placement::StartPacing {
+            default_per_s: self.quota_max_starts_per_s.max(0.0),
+            burst_s: self.quota_start_burst_s.max(0.0),
+        }
+    }
+
     pub fn host_cert_lifetime(&self) -> Duration {
         Duration::from_secs(self.host_cert_lifetime_s)
     }
@@ -383,6 +402,8 @@ impl ApiConfig {
             ("SKIFF_STREAM_MAX_S", self.stream_max_s),
             ("SKIFF_STREAM_IDLE_S", self.stream_idle_s),
             ("SKIFF_RATE_WRITE_PER_S", self.rate_write_per_s),
+            ("SKIFF_QUOTA_MAX_STARTS_PER_S", self.quota_max_starts_per_s),
+            ("SKIFF_QUOTA_START_BURST_S", self.quota_start_burst_s),
         ] {
             if !(value.is_finite() && value > 0.0) {
                 return Err(ConfigError::NotPositive { name, value });

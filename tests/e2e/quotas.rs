@@ -1,7 +1,8 @@
 //! Quotas: an admin sets a tenant's; admission past one is a 403
 //! `quota-exceeded` naming it, with its limit and the use; `GET /v1/quota`
 //! shows both; a job's tasks wait for room instead of failing; another
-//! tenant is served meanwhile.
+//! tenant is served meanwhile; a tenant's starts are paced by its start
+//! rate while another tenant's are not.
 
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -164,6 +165,56 @@ async fn a_jobs_tasks_wait_for_room_within_the_quota_and_all_succeed() {
         assert_eq!(done["state"], "succeeded", "{done}");
         assert_eq!(done["tasks"]["succeeded"], 4, "{done}");
         assert!(most <= 1, "{most} live containers under a quota of 1");
+    })
+    .await
+}
+
+#[tokio::test]
+async fn past_its_start_rate_a_tenants_containers_wait_in_the_queue_and_others_start() {
+    limit(secs(120), async {
+        let platform = Platform::get().await;
+        let t = platform.new_tenant().await;
+        let other = t.another().await;
+        // One start per 100 s, a burst of one: the first goes, the next
+        // wait far longer than this test looks.
+        let shown = set_quota(platform, &t, &json!({"max_starts_per_s": 0.01})).await;
+        assert_eq!(shown["limits"]["max_starts_per_s"], 0.01, "{shown}");
+        let first = t.create_id(&platform.sleeper(0.1)).await;
+        let second = t.create_id(&platform.sleeper(0.1)).await;
+        let third = t.create_id(&platform.sleeper(0.1)).await;
+        t.wait(&first, "running", 60).await;
+        // Another tenant, with the operator's default rate, is not held.
+        let theirs = other.create_id(&platform.sleeper(0.1)).await;
+        other.wait(&theirs, "running", 60).await;
+        for id in [&second, &third] {
+            let waiting = t
+                .poll_until(id, 30, "the start-rate message", |o| {
+                    o["message"]
+                        .as_str()
+                        .is_some_and(|m| m.contains("start rate"))
+                })
+                .await;
+            assert_eq!(waiting["state"], "pending", "{waiting}");
+            assert_eq!(waiting["reason"], "WaitingForCapacity", "{waiting}");
+        }
+        // Raised, the queue drains: both start.
+        set_quota(platform, &t, &json!({"max_starts_per_s": 100})).await;
+        t.wait(&second, "running", 60).await;
+        t.wait(&third, "running", 60).await;
+        let bad = platform
+            .admin(
+                Method::PUT,
+                &format!("/v1/admin/tenants/{}/quota", t.id),
+                Some(&json!({"max_starts_per_s": -1})),
+            )
+            .await
+            .unwrap();
+        assert_eq!(bad.status, 400, "{bad:?}");
+        assert_eq!(bad.problem()["field"], "max_starts_per_s");
+        for id in [&first, &second, &third] {
+            t.delete(id).await;
+        }
+        other.delete(&theirs).await;
     })
     .await
 }

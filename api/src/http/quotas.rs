@@ -5,7 +5,7 @@
 
 use super::{json, Admin, JsonBody, Tenant};
 use crate::error::{ApiError, Problem};
-use crate::store::quotas::{Amounts, QuotaChange};
+use crate::store::quotas::{QuotaChange, TenantQuota};
 use crate::AppState;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -30,6 +30,12 @@ pub struct QuotaLimits {
     pub max_pending: Option<i64>,
     /// Unfinished jobs.
     pub max_jobs: Option<i64>,
+    /// Containers placed a second on average (0 to 100000), up to
+    /// `SKIFF_QUOTA_START_BURST_S` seconds' worth at once; past it they
+    /// wait in the queue. Starts cost hosts CPU outside any container, so
+    /// this keeps one tenant's churn of short containers from slowing
+    /// everyone's starts.
+    pub max_starts_per_s: Option<f64>,
 }
 
 /// What a tenant uses now, counted as its quota counts.
@@ -51,7 +57,12 @@ pub struct QuotaView {
 
 const MAX_COUNT: i64 = 1_000_000_000;
 
-fn view(limits: Amounts, use_: Amounts) -> QuotaView {
+fn view(quota: TenantQuota) -> QuotaView {
+    let TenantQuota {
+        limits,
+        use_,
+        max_starts_per_s,
+    } = quota;
     QuotaView {
         limits: QuotaLimits {
             max_vcpu: Some(limits.vcpu_millis as f64 / 1000.0),
@@ -59,6 +70,7 @@ fn view(limits: Amounts, use_: Amounts) -> QuotaView {
             max_containers: Some(limits.containers),
             max_pending: Some(limits.pending),
             max_jobs: Some(limits.jobs),
+            max_starts_per_s: Some(max_starts_per_s),
         },
         use_: QuotaUse {
             vcpu: use_.vcpu_millis as f64 / 1000.0,
@@ -86,12 +98,18 @@ fn change(body: &QuotaLimits) -> Result<QuotaChange, ApiError> {
         Some(v) => Some((v * 1000.0).round() as i64),
         None => None,
     };
+    if let Some(v) = body.max_starts_per_s {
+        if !(v.is_finite() && (0.0..=100_000.0).contains(&v)) {
+            return Err(ApiError::invalid("max_starts_per_s", "must be 0 to 100000"));
+        }
+    }
     Ok(QuotaChange {
         max_vcpu_millis,
         max_memory_mib: count("max_memory_mib", body.max_memory_mib)?,
         max_containers: count("max_containers", body.max_containers)?,
         max_pending: count("max_pending", body.max_pending)?,
         max_jobs: count("max_jobs", body.max_jobs)?,
+        max_starts_per_s: body.max_starts_per_s,
     })
 }
 
@@ -112,11 +130,15 @@ pub async fn set(
         return Err(ApiError::NotFound("tenant"));
     }
     tracing::info!(target: "skiff::audit", %tenant, ?change, "tenant quota set");
-    let (limits, use_) = state
+    let quota = state
         .store
-        .quota(tenant, &state.config.quota_defaults())
+        .quota(
+            tenant,
+            &state.config.quota_defaults(),
+            state.config.quota_max_starts_per_s,
+        )
         .await?;
-    Ok(json(StatusCode::OK, view(limits, use_)))
+    Ok(json(StatusCode::OK, view(quota)))
 }
 
 /// The tenant's own quota: its limits and its use.
@@ -126,9 +148,13 @@ pub async fn get(
     State(state): State<Arc<AppState>>,
     Tenant(tenant): Tenant,
 ) -> Result<Response, ApiError> {
-    let (limits, use_) = state
+    let quota = state
         .store
-        .quota(tenant, &state.config.quota_defaults())
+        .quota(
+            tenant,
+            &state.config.quota_defaults(),
+            state.config.quota_max_starts_per_s,
+        )
         .await?;
-    Ok(json(StatusCode::OK, view(limits, use_)))
+    Ok(json(StatusCode::OK, view(quota)))
 }

@@ -127,7 +127,11 @@ async fn pass(state: &AppState, judge_hosts: bool) -> Result<(), crate::store::S
         timer.step("hosts");
     }
     let round = store
-        .place_pending(live_within, state.config.placement)
+        .place_pending(
+            live_within,
+            state.config.placement,
+            state.config.start_pacing(),
+        )
         .await?;
     timer.step("place");
     if round.placed > 0 || round.waiting > 0 {

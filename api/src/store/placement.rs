@@ -1,16 +1,16 @@
 //! The placement round's I/O: load pending containers and placeable hosts
 //! under one advisory lock (so replicas never place on stale numbers), call
 //! [`crate::scheduler::place`], commit the result. Also the queue's expiry
-//! (`max_pending_s`), restarts whose back-off has passed, and the admission
+//! (`max_pending_s`), tenants' start rates, restarts whose back-off has passed, and the admission
 //! check that refuses requests no host could ever take.
 
 use super::{Result, Store, ALLOCATION_BY_HOST, HOST_ALIVE};
-use crate::scheduler::place::{self, HostCapacity, PendingRequest, Wait};
+use crate::scheduler::place::{self, HostCapacity, PendingRequest, StartRate, Wait};
 use chrono::{DateTime, Utc};
 use skiff_core::PlacementPolicy;
 use sqlx::types::Json;
 use sqlx::PgConnection;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -111,6 +111,25 @@ pub(super) async fn host_room(
     }))
 }
 
+/// How the operator paces tenants' starts by default (`SKIFF_QUOTA_*`).
+#[derive(Debug, Clone, Copy)]
+pub struct StartPacing {
+    /// Starts a second of a tenant without its own `max_starts_per_s`.
+    pub default_per_s: f64,
+    /// A tenant may start this many seconds' worth at once.
+    pub burst_s: f64,
+}
+
+/// A tenant's place in the rotation and its start bucket.
+#[derive(sqlx::FromRow)]
+struct TenantPace {
+    id: Uuid,
+    last_placed_at: Option<DateTime<Utc>>,
+    start_tokens: Option<f64>,
+    since_s: Option<f64>,
+    max_starts_per_s: Option<f64>,
+}
+
 #[derive(sqlx::FromRow)]
 struct PendingLoad {
     id: Uuid,
@@ -135,6 +154,7 @@ impl Store {
         &self,
         live_within: Duration,
         policy: PlacementPolicy,
+        pacing: StartPacing,
     ) -> Result<RoundOutcome> {
         let mut tx = self.pool.begin().await?;
         lock_placement(&mut tx).await?;
@@ -167,14 +187,30 @@ impl Store {
             t.dedup();
             t
         };
-        let last_placed: std::collections::HashMap<Uuid, DateTime<Utc>> = sqlx::query_as(
-            "SELECT id, last_placed_at FROM tenants WHERE id = ANY($1) AND last_placed_at IS NOT NULL",
+        let paced: Vec<TenantPace> = sqlx::query_as(
+            "SELECT t.id, t.last_placed_at, t.start_tokens, \
+               EXTRACT(EPOCH FROM clock_timestamp() - t.start_tokens_at)::float8 AS since_s, \
+               q.max_starts_per_s \
+             FROM tenants t LEFT JOIN tenant_quotas q ON q.tenant_id = t.id WHERE t.id = ANY($1)",
         )
         .bind(&tenants)
         .fetch_all(&mut *tx)
-        .await?
-        .into_iter()
-        .collect();
+        .await?;
+        let last_placed: HashMap<Uuid, DateTime<Utc>> = paced
+            .iter()
+            .filter_map(|p| Some((p.id, p.last_placed_at?)))
+            .collect();
+        let tokens: HashMap<Uuid, (f64, StartRate)> = paced
+            .iter()
+            .map(|p| {
+                let rate = StartRate::new(
+                    p.max_starts_per_s.unwrap_or(pacing.default_per_s),
+                    pacing.burst_s,
+                );
+                let now = rate.refill(p.start_tokens, p.since_s.unwrap_or(0.0));
+                (p.id, (now, rate))
+            })
+            .collect();
         let requests = place::fair_order(
             pending
                 .into_iter()
@@ -197,7 +233,9 @@ impl Store {
             .map(HostCapacity::from)
             .collect();
         let any_host = !hosts.is_empty();
-        let decision = place::place(&requests, hosts, policy);
+        let (requests_now, paced_out) = place::within_start_rate(requests.clone(), &tokens);
+        let mut decision = place::place(&requests_now, hosts, policy);
+        decision.waiting.extend(paced_out);
 
         let by_id: std::collections::HashMap<Uuid, &PendingRequest> =
             requests.iter().map(|r| (r.id, r)).collect();
@@ -226,10 +264,24 @@ impl Store {
                 .iter()
                 .filter_map(|(id, _)| by_id.get(id).map(|r| r.tenant))
                 .collect();
-            sqlx::query("UPDATE tenants SET last_placed_at = clock_timestamp() WHERE id = ANY($1)")
-                .bind(&served)
-                .execute(&mut *tx)
-                .await?;
+            // Each placement spends one of its tenant's start tokens.
+            let mut spent: HashMap<Uuid, f64> = HashMap::new();
+            for tenant in &served {
+                *spent.entry(*tenant).or_default() += 1.0;
+            }
+            let (spenders, left): (Vec<Uuid>, Vec<f64>) = spent
+                .into_iter()
+                .map(|(t, n)| (t, tokens.get(&t).map_or(0.0, |(have, _)| have - n)))
+                .unzip();
+            sqlx::query(
+                "UPDATE tenants t SET last_placed_at = clock_timestamp(), \
+                   start_tokens = s.tokens, start_tokens_at = clock_timestamp() \
+                 FROM unnest($1::uuid[], $2::float8[]) AS s(id, tokens) WHERE t.id = s.id",
+            )
+            .bind(&spenders)
+            .bind(&left)
+            .execute(&mut *tx)
+            .await?;
         }
 
         let (wait_ids, messages): (Vec<Uuid>, Vec<String>) = decision
@@ -332,6 +384,9 @@ fn wait_message(r: &PendingRequest, wait: &Wait, any_host: bool) -> String {
         ),
         Wait::BehindOlder => format!(
             "waiting behind this tenant's older pending containers (first in, first out); needs {size}"
+        ),
+        Wait::StartRate { per_s } => format!(
+            "waiting for this tenant's start rate ({per_s} starts a second, max_starts_per_s in GET /v1/quota); needs {size}"
         ),
     }
 }

@@ -117,6 +117,17 @@ pub struct QuotaChange {
     pub max_containers: Option<i64>,
     pub max_pending: Option<i64>,
     pub max_jobs: Option<i64>,
+    /// Placements a second (see [`crate::scheduler::place::StartRate`]).
+    pub max_starts_per_s: Option<f64>,
+}
+
+/// A tenant's quota as shown: its limits and use, and its start rate
+/// (its own, or the operator's default).
+#[derive(Debug, Clone, Copy)]
+pub struct TenantQuota {
+    pub limits: Amounts,
+    pub use_: Amounts,
+    pub max_starts_per_s: f64,
 }
 
 /// Admissions of one tenant on this replica queue here, before they take
@@ -199,8 +210,8 @@ pub(super) async fn tenant_limits(
     defaults: &Amounts,
 ) -> Result<Amounts> {
     let own: Option<QuotaChange> = sqlx::query_as(
-        "SELECT max_vcpu_millis, max_memory_mib, max_containers, max_pending, max_jobs \
-         FROM tenant_quotas WHERE tenant_id = $1",
+        "SELECT max_vcpu_millis, max_memory_mib, max_containers, max_pending, max_jobs, \
+           max_starts_per_s FROM tenant_quotas WHERE tenant_id = $1",
     )
     .bind(tenant)
     .fetch_optional(conn)
@@ -256,12 +267,27 @@ pub(super) async fn admit(
 }
 
 impl Store {
-    /// A tenant's limits and use.
-    pub async fn quota(&self, tenant: Uuid, defaults: &Amounts) -> Result<(Amounts, Amounts)> {
+    /// A tenant's limits, use and start rate (`default_starts_per_s` where
+    /// it has none of its own).
+    pub async fn quota(
+        &self,
+        tenant: Uuid,
+        defaults: &Amounts,
+        default_starts_per_s: f64,
+    ) -> Result<TenantQuota> {
         let mut conn = self.pool.acquire().await?;
         let limits = tenant_limits(&mut conn, tenant, defaults).await?;
         let use_ = tenant_use(&mut conn, tenant).await?;
-        Ok((limits, use_))
+        let own: Option<Option<f64>> =
+            sqlx::query_scalar("SELECT max_starts_per_s FROM tenant_quotas WHERE tenant_id = $1")
+                .bind(tenant)
+                .fetch_optional(&mut *conn)
+                .await?;
+        Ok(TenantQuota {
+            limits,
+            use_,
+            max_starts_per_s: own.flatten().unwrap_or(default_starts_per_s),
+        })
     }
 
     /// Changes a tenant's quota (omitted values kept). False: no such tenant.
@@ -275,13 +301,14 @@ impl Store {
         }
         sqlx::query(
             "INSERT INTO tenant_quotas AS q (tenant_id, max_vcpu_millis, max_memory_mib, max_containers, \
-               max_pending, max_jobs) VALUES ($1, $2, $3, $4, $5, $6) \
+               max_pending, max_jobs, max_starts_per_s) VALUES ($1, $2, $3, $4, $5, $6, $7) \
              ON CONFLICT (tenant_id) DO UPDATE SET \
                max_vcpu_millis = coalesce($2, q.max_vcpu_millis), \
                max_memory_mib = coalesce($3, q.max_memory_mib), \
                max_containers = coalesce($4, q.max_containers), \
                max_pending = coalesce($5, q.max_pending), \
-               max_jobs = coalesce($6, q.max_jobs), updated_at = now()",
+               max_jobs = coalesce($6, q.max_jobs), \
+               max_starts_per_s = coalesce($7, q.max_starts_per_s), updated_at = now()",
         )
         .bind(tenant)
         .bind(change.max_vcpu_millis)
@@ -289,6 +316,7 @@ impl Store {
         .bind(change.max_containers)
         .bind(change.max_pending)
         .bind(change.max_jobs)
+        .bind(change.max_starts_per_s)
         .execute(&self.pool)
         .await?;
         Ok(true)
