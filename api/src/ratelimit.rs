@@ -5,6 +5,11 @@
 //! every limited response carries `RateLimit-Limit`, `RateLimit-Remaining`
 //! and `RateLimit-Reset` (seconds until the bucket is full again).
 //!
+//! A read costs what it asks for ([`read_cost`]): one for a single
+//! object, more for a page of a list (one per [`ROWS_PER_CELL`] rows), so
+//! a token paging through lists of a thousand cannot take the CPU that the
+//! same count of single reads would not.
+//!
 //! The buckets live in each replica's memory: with N replicas behind a
 //! balancer, set `SKIFF_RATE_LIMIT_REPLICAS=N` and each replica enforces
 //! 1/N of the configured rate and burst, so a token spread over the
@@ -86,13 +91,19 @@ impl RateLimits {
     }
 
     /// Takes one request of `key` from its bucket, if it can.
-    pub fn check(&self, key: &Key, write: bool) -> Verdict {
+    /// Takes `cost` cells of the token's bucket for this kind of request
+    /// (a cost past the burst is taken as the whole burst).
+    pub fn check(&self, key: &Key, write: bool, cost: u32) -> Verdict {
         let (limiter, bucket) = if write {
             (&self.writes, self.write)
         } else {
             (&self.reads, self.read)
         };
-        match limiter.check_key(key) {
+        let cost = NonZeroU32::new(cost.clamp(1, bucket.burst.max(1))).expect("at least 1");
+        match limiter
+            .check_key_n(key, cost)
+            .unwrap_or_else(|_| limiter.check_key(key))
+        {
             Ok(state) => {
                 let remaining = state.remaining_burst_capacity();
                 let missing = bucket.burst.saturating_sub(remaining);
@@ -124,9 +135,77 @@ impl RateLimits {
     }
 }
 
+/// Rows of a list page that cost one more cell.
+pub const ROWS_PER_CELL: u32 = 20;
+/// A list's page when the request names no `limit`.
+const DEFAULT_PAGE: u32 = 100;
+
+/// What a read of `path?query` costs: 1, or for a list (a path ending in
+/// a collection) one cell per [`ROWS_PER_CELL`] rows of the page it asks.
+pub fn read_cost(path: &str, query: Option<&str>) -> u32 {
+    const LISTS: [&str; 6] = [
+        "containers",
+        "jobs",
+        "tasks",
+        "events",
+        "hosts",
+        "deliveries",
+    ];
+    let last = path.trim_end_matches('/').rsplit('/').next().unwrap_or("");
+    if !LISTS.contains(&last) {
+        return 1;
+    }
+    let page = query
+        .unwrap_or("")
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("limit="))
+        .and_then(|v| v.parse::<u32>().ok())
+        .unwrap_or(DEFAULT_PAGE);
+    page.div_ceil(ROWS_PER_CELL).max(1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_read_costs_one_cell_or_one_per_twenty_rows_of_the_page_it_asks() {
+        let cases = [
+            ("/v1/containers/0000", None, 1),
+            ("/v1/containers/0000/logs", Some("tail=10"), 1),
+            ("/v1/quota", None, 1),
+            ("/v1/containers", None, 5), // the default page, 100
+            ("/v1/containers", Some("limit=1"), 1),
+            ("/v1/containers", Some("label=a%3Db&limit=1000"), 50),
+            ("/v1/containers", Some("limit=21"), 2),
+            ("/v1/containers", Some("limit=junk"), 5), // refused later anyway
+            ("/v1/jobs/0000/tasks", Some("limit=40"), 2),
+            ("/v1/events", Some("after=9"), 5),
+        ];
+        for (path, query, want) in cases {
+            assert_eq!(read_cost(path, query), want, "{path}?{query:?}");
+        }
+        // A cost past the burst takes the whole burst (never refused for good).
+        let limits = RateLimits::new(
+            Bucket {
+                per_second: 1.0,
+                burst: 10,
+            },
+            Bucket {
+                per_second: 1.0,
+                burst: 1,
+            },
+        );
+        let key = b"k".to_vec();
+        assert!(matches!(
+            limits.check(&key, false, 50),
+            Verdict::Allowed { remaining: 0, .. }
+        ));
+        assert!(matches!(
+            limits.check(&key, false, 1),
+            Verdict::Limited { .. }
+        ));
+    }
 
     #[test]
     fn a_burst_is_allowed_then_limited_with_a_retry_after_and_tokens_are_apart() {
@@ -141,7 +220,7 @@ mod tests {
             },
         );
         let (a, b) = (b"a".to_vec(), b"b".to_vec());
-        let remaining: Vec<Verdict> = (0..3).map(|_| limits.check(&a, false)).collect();
+        let remaining: Vec<Verdict> = (0..3).map(|_| limits.check(&a, false, 1)).collect();
         assert!(
             matches!(
                 remaining[0],
@@ -166,7 +245,7 @@ mod tests {
         );
         assert!(
             matches!(
-                limits.check(&a, false),
+                limits.check(&a, false, 1),
                 Verdict::Limited {
                     limit: 3,
                     retry_after_s: 1
@@ -176,7 +255,7 @@ mod tests {
         );
         // Writes have their own bucket, and another token its own.
         assert!(matches!(
-            limits.check(&a, true),
+            limits.check(&a, true, 1),
             Verdict::Allowed {
                 limit: 2,
                 remaining: 1,
@@ -184,18 +263,18 @@ mod tests {
             }
         ));
         assert!(matches!(
-            limits.check(&a, true),
+            limits.check(&a, true, 1),
             Verdict::Allowed { remaining: 0, .. }
         ));
         assert!(matches!(
-            limits.check(&a, true),
+            limits.check(&a, true, 1),
             Verdict::Limited {
                 retry_after_s: 2,
                 ..
             }
         ));
         assert!(matches!(
-            limits.check(&b, false),
+            limits.check(&b, false, 1),
             Verdict::Allowed { remaining: 2, .. }
         ));
     }

@@ -366,7 +366,7 @@ impl Tenant {
 
     /// Waits (up to 60 s) for the `removed` event of a deleted container.
     pub async fn wait_removed(&self, id: &str) {
-        let path = format!("/v1/events?container={id}&type=removed");
+        let path = format!("/v1/events?container={id}&type=removed&limit=1");
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
         loop {
             let page = self.call(Method::GET, &path, None).await;

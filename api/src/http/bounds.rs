@@ -96,7 +96,12 @@ pub async fn limit_rate(
         axum::http::Method::GET | axum::http::Method::HEAD
     );
     let hash = super::hash_token(token);
-    let verdict = state.rate_limits.check(&hash, write);
+    let cost = if write {
+        1
+    } else {
+        crate::ratelimit::read_cost(request.uri().path(), request.uri().query())
+    };
+    let verdict = state.rate_limits.check(&hash, write, cost);
     request.extensions_mut().insert(TokenHash(hash));
     match verdict {
         crate::ratelimit::Verdict::Limited {

@@ -79,6 +79,14 @@ pub(super) fn start_api_replicas(
                 "127.0.0.1,localhost".into(),
             ),
             ("SKIFF_WEBHOOK_RETRY_BASE_S".into(), "0.3".into()),
+            // Tests poll hard with one token (200 waits at once in the
+            // replicas' burst): far above the defaults here. The limits
+            // themselves are tested on a replica of their own (limits.rs),
+            // and the defaults by the noisy-neighbour bench.
+            ("SKIFF_RATE_READ_PER_S".into(), "5000".into()),
+            ("SKIFF_RATE_READ_BURST".into(), "20000".into()),
+            ("SKIFF_RATE_WRITE_PER_S".into(), "500".into()),
+            ("SKIFF_RATE_WRITE_BURST".into(), "2000".into()),
             ("SKIFF_WEBHOOK_POLL_S".into(), "0.2".into()),
             (
                 "SKIFF_VERIFY_MIN_INTERVAL_S".into(),
