@@ -19,8 +19,23 @@ use std::time::{Duration, Instant};
 const READERS: usize = 16;
 const CREATORS: usize = 4;
 
-/// B's start latencies (ms): create a sleeper, wait for it to run, delete it.
-async fn starts(api: &Api, ctx: &Ctx, n: usize) -> Result<(Vec<f64>, u64)> {
+/// Where one of B's starts went (ms): the whole start, the POST's answer,
+/// and the container's own timings.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+struct Start {
+    total: f64,
+    post: f64,
+    queued: i64,
+    pull: i64,
+    create: i64,
+    start: i64,
+    /// From the process's start (the worker's clock) to the wait's answer
+    /// (the bench's; one machine): the report's way back.
+    reported: i64,
+}
+
+/// B's starts: create a sleeper, wait for it to run, delete it.
+async fn starts(api: &Api, ctx: &Ctx, n: usize) -> Result<(Vec<Start>, u64)> {
     let mut samples = Vec::new();
     let mut limited = 0;
     for _ in 0..n {
@@ -33,11 +48,36 @@ async fn starts(api: &Api, ctx: &Ctx, n: usize) -> Result<(Vec<f64>, u64)> {
             }
             Err(e) => return Err(e),
         };
-        api.wait_running(&c.id.to_string(), 120).await?;
-        samples.push(t.elapsed().as_secs_f64() * 1000.0);
+        let post = t.elapsed().as_secs_f64() * 1000.0;
+        let running = api.wait_running(&c.id.to_string(), 120).await?;
+        let timings = running.timings;
+        let reported = running
+            .started_at
+            .map_or(-1, |at| (chrono::Utc::now() - at).num_milliseconds());
+        samples.push(Start {
+            pull: timings.pull_ms.unwrap_or(-1),
+            reported,
+            total: t.elapsed().as_secs_f64() * 1000.0,
+            post,
+            queued: timings.queued_ms.unwrap_or(-1),
+            create: timings.create_ms.unwrap_or(-1),
+            start: timings.start_ms.unwrap_or(-1),
+        });
         api.delete(&c.id.to_string()).await?;
     }
     Ok((samples, limited))
+}
+
+/// The slowest starts of `all`, slowest first.
+fn slowest(all: &[Start], n: usize) -> Vec<Start> {
+    let mut sorted = all.to_vec();
+    sorted.sort_by(|a, b| b.total.total_cmp(&a.total));
+    sorted.truncate(n);
+    sorted
+}
+
+fn totals(all: &[Start]) -> Vec<f64> {
+    all.iter().map(|s| s.total).collect()
 }
 
 pub async fn noisy_neighbour(
@@ -54,12 +94,14 @@ pub async fn noisy_neighbour(
         .api
         .create_tenant(admin_token, &format!("quiet-{}", ctx.run_id))
         .await?;
-    // An operator's quota for a tenant on a small pool: a quarter of it.
+    // An operator's quota for a tenant on a small pool: a quarter of it
+    // (the local pool of three hosts on this 2-core machine starts about
+    // 8 containers a second: 2 a second).
     ctx.api
         .set_quota(
             admin_token,
             &a.id.to_string(),
-            &json!({"max_vcpu": 0.5, "max_pending": 20}),
+            &json!({"max_vcpu": 0.5, "max_pending": 20, "max_starts_per_s": 2}),
         )
         .await?;
     let (api_a, api_b) = (ctx.api.as_token(&a.token), ctx.api.as_token(&b.token));
@@ -132,7 +174,7 @@ pub async fn noisy_neighbour(
     if during.is_empty() {
         bail!("no start of B succeeded during the flood");
     }
-    let (alone_s, during_s) = (summarize(&alone), summarize(&during));
+    let (alone_s, during_s) = (summarize(&totals(&alone)), summarize(&totals(&during)));
     let rows = vec![
         Row::vs_raw(
             &format!("noisy neighbour: B's start p99 while A floods ({flood_s:.0} s)"),
@@ -160,6 +202,7 @@ pub async fn noisy_neighbour(
             "alone_ms": alone_s, "during_ms": during_s, "flood_s": flood_s,
             "a_served": ok, "a_rate_limited": limited, "a_over_quota": quota, "a_other": other,
             "b_rate_limited": b_limited,
+            "slowest_alone": slowest(&alone, 5), "slowest_during": slowest(&during, 10),
         }),
     })
 }
