@@ -123,7 +123,7 @@ pub struct ApiConfig {
     /// Default quota: containers of a tenant placed a second on average
     /// (past it they wait in the queue; container starts cost hosts CPU
     /// outside any container's cgroup).
-    #[arg(long, env = "SKIFF_QUOTA_MAX_STARTS_PER_S", default_value_t = 20.0)]
+    #[arg(long, env = "SKIFF_QUOTA_MAX_STARTS_PER_S", default_value_t = 50.0)]
     pub quota_max_starts_per_s: f64,
 
     /// A tenant may start this many seconds' worth of its start rate at

@@ -455,7 +455,7 @@ async fn run(args: &Args, env: &HashMap<String, String>) -> Result<()> {
         record("cold", r, &mut rows);
     }
     if want(Scenario::Reads) {
-        let r = scenarios::api_reads(&ctx).await;
+        let r = scenarios::api_reads(&ctx, &get("SKIFF_ADMIN_TOKEN")?).await;
         record("reads", r, &mut rows);
     }
     if want(Scenario::Pool) {

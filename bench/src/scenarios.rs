@@ -500,7 +500,14 @@ fn parse_wrk(out: &str) -> Option<(f64, f64, f64, u64, u64)> {
 }
 
 /// In-process load: `connections` loops of GET for `secs`; (req/s, p50, p99, n, non-200).
-async fn reqwest_load(ctx: &Ctx, url: &str, secs: u64) -> Result<(f64, f64, f64, u64, u64)> {
+/// `(url, token)` pairs read in turn.
+type Targets = Vec<(String, String)>;
+
+async fn reqwest_load(
+    ctx: &Ctx,
+    targets: &Targets,
+    secs: u64,
+) -> Result<(f64, f64, f64, u64, u64)> {
     let http = reqwest::Client::builder()
         .no_proxy()
         .timeout(Duration::from_secs(10))
@@ -509,8 +516,9 @@ async fn reqwest_load(ctx: &Ctx, url: &str, secs: u64) -> Result<(f64, f64, f64,
     let deadline = Instant::now() + Duration::from_secs(secs);
     let t0 = Instant::now();
     let mut set = JoinSet::new();
-    for _ in 0..ctx.connections {
-        let (http, url, token) = (http.clone(), url.to_owned(), ctx.api.token.clone());
+    for i in 0..ctx.connections {
+        let (url, token) = targets[i % targets.len()].clone();
+        let http = http.clone();
         set.spawn(async move {
             let (mut lat, mut bad) = (Vec::new(), 0u64);
             while Instant::now() < deadline {
@@ -542,10 +550,15 @@ async fn reqwest_load(ctx: &Ctx, url: &str, secs: u64) -> Result<(f64, f64, f64,
     ))
 }
 
-/// Scenario 4, API reads: GET /v1/containers/{id} with `connections` connections.
-pub async fn api_reads(ctx: &Ctx) -> Result<Outcome> {
-    let (c, _) = ctx.platform_start(&ctx.image).await?;
-    let url = format!("{}/v1/containers/{}", ctx.api.base, c.id);
+/// Waits for the readers' containers and reads them in turn: (figures, whether wrk ran).
+async fn read_load(
+    ctx: &Ctx,
+    owned: &[(Api, String)],
+    targets: &Targets,
+) -> Result<((f64, f64, f64, u64, u64), bool)> {
+    for (api, id) in owned {
+        api.wait_exited(id, WAIT_S).await?;
+    }
     let have_wrk = std::process::Command::new("wrk")
         .arg("--version")
         .output()
@@ -556,11 +569,18 @@ pub async fn api_reads(ctx: &Ctx) -> Result<Outcome> {
             ctx.connections, ctx.read_seconds
         ));
         let script = ctx.work.join("auth.lua");
+        let base = ctx.api.base.len();
+        let entries: Vec<String> = targets
+            .iter()
+            .map(|(url, token)| format!("{{\"{}\", \"{token}\"}}", &url[base..]))
+            .collect();
         std::fs::write(
             &script,
             format!(
-                "wrk.headers[\"Authorization\"] = \"Bearer {}\"\n",
-                ctx.api.token
+                "local targets = {{ {} }}\nlocal i = 0\n\
+                 request = function()\n  i = i % #targets + 1\n  local t = targets[i]\n  \
+                 return wrk.format(\"GET\", t[1], {{[\"Authorization\"] = \"Bearer \" .. t[2]}})\nend\n",
+                entries.join(", ")
             ),
         )?;
         let threads = std::thread::available_parallelism()
@@ -574,7 +594,7 @@ pub async fn api_reads(ctx: &Ctx) -> Result<Outcome> {
                 .arg(format!("-d{}s", ctx.read_seconds))
                 .args(["--latency", "--timeout", "5s", "-s"])
                 .arg(&script)
-                .arg(&url)
+                .arg(&targets[0].0)
                 .kill_on_drop(true)
                 .output(),
         )
@@ -585,9 +605,48 @@ pub async fn api_reads(ctx: &Ctx) -> Result<Outcome> {
         parse_wrk(&text).with_context(|| format!("could not parse wrk's output:\n{text}"))?
     } else {
         progress("API reads: wrk not found, using an in-process reqwest load loop");
-        reqwest_load(ctx, &url, ctx.read_seconds).await?
+        reqwest_load(ctx, targets, ctx.read_seconds).await?
     };
-    ctx.platform_delete(&c.id.to_string()).await?;
+    Ok((result, have_wrk))
+}
+
+/// Scenario 4, API reads: GET /v1/containers/{id} with `connections`
+/// connections. Rate limits are per token, so the load is spread over one
+/// tenant per connection, each reading its own container (one that ran
+/// `true` and exited: the view is the same, and a finished container holds
+/// no capacity): this measures what the API serves, not one token's read
+/// bucket.
+pub async fn api_reads(ctx: &Ctx, admin_token: &str) -> Result<Outcome> {
+    let tenants = ctx.connections.max(1);
+    progress(&format!("API reads: {tenants} tenants, a container each"));
+    let mut owned: Vec<(Api, String)> = Vec::new();
+    let mut targets: Targets = Vec::new();
+    let made = async {
+        for i in 0..tenants {
+            let tenant = ctx
+                .api
+                .create_tenant(admin_token, &format!("reads-{}-{i}", ctx.run_id))
+                .await?;
+            let api = ctx.api.as_token(&tenant.token);
+            let c = api.create(&ctx.image, &["true"], &ctx.run_id).await?;
+            targets.push((
+                format!("{}/v1/containers/{}", ctx.api.base, c.id),
+                tenant.token.clone(),
+            ));
+            owned.push((api, c.id.to_string()));
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    let result = match made {
+        Ok(()) => read_load(ctx, &owned, &targets).await,
+        Err(e) => Err(e),
+    };
+    // Each tenant's container goes, whatever happened.
+    for (api, id) in &owned {
+        let _ = api.delete(id).await;
+    }
+    let (result, have_wrk) = result?;
     let (rps, p50, p99, total, bad) = result;
     progress(&format!(
         "API reads: {rps:.0} req/s, p50 {p50:.2} ms, p99 {p99:.2} ms ({total} requests, {bad} not 2xx)"
@@ -602,6 +661,7 @@ pub async fn api_reads(ctx: &Ctx) -> Result<Outcome> {
     ];
     let details = json!({
         "tool": if have_wrk { "wrk" } else { "reqwest" },
+        "tenants": tenants,
         "connections": ctx.connections,
         "seconds": ctx.read_seconds,
         "requests": total,
