@@ -24,7 +24,9 @@
 #                                with DIR under SKIFF_TEST_STATE_DIR (e.g.
 #                                run/e2e-<run>/hosts/<n>/containerd): those are
 #                                stopped and cleaned up by this script.
-# then runs `cargo build --workspace --all-targets` (time limit 40m) and
+# then (a run without arguments) checks `cargo fmt --all --check` and
+# `cargo clippy --workspace --all-targets -- -D warnings`, runs
+# `cargo build --workspace --all-targets` (time limit 40m) and
 # `cargo test --workspace -- --test-threads=4` (time limit 80m, and never past
 # 85m since this script started: CI stops a job at 90m, with no cleanup), both
 # under `timeout --signal=TERM --kill-after=60`, stops the test stack and exits
@@ -303,8 +305,20 @@ run_limited() {
 cd "$SKIFF_REPO_ROOT"
 RC=0
 TIMED_OUT=0
-log "cargo build --workspace --all-targets (time limit ${BUILD_TIMEOUT_S}s)"
-run_limited "$BUILD_TIMEOUT_S" "cargo build --workspace --all-targets" cargo build --workspace --all-targets
+# The whole run (no arguments) also holds the lint gates: formatting and
+# clippy with warnings as errors. A focused run (arguments) skips them.
+if ((! $#)); then
+  log "cargo fmt --all --check"
+  run_limited 600 "cargo fmt --all --check" cargo fmt --all --check
+  if ((RC == 0)); then
+    log "cargo clippy --workspace --all-targets -- -D warnings (time limit ${BUILD_TIMEOUT_S}s)"
+    run_limited "$BUILD_TIMEOUT_S" "cargo clippy" cargo clippy --workspace --all-targets -- -D warnings
+  fi
+fi
+if ((RC == 0)); then
+  log "cargo build --workspace --all-targets (time limit ${BUILD_TIMEOUT_S}s)"
+  run_limited "$BUILD_TIMEOUT_S" "cargo build --workspace --all-targets" cargo build --workspace --all-targets
+fi
 if ((RC == 0)); then
   if (($#)); then set -- "$@"; else set -- --workspace; fi
   limit=$TEST_TIMEOUT_S
