@@ -510,36 +510,58 @@ async fn container_names(
         .collect())
 }
 
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
+/// A text cell as a spreadsheet should show it: one that starts with a
+/// character a spreadsheet reads as a formula (`=`, `+`, `-`, `@`, a tab or
+/// a carriage return) gets a leading `'`, so a label value cannot become a
+/// formula in whoever opens the report (CSV injection).
+fn text_cell(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{s}").into()
     } else {
-        s.to_owned()
+        s.into()
     }
 }
 
-fn csv_row(out: &mut String, r: &ReportRow) {
+fn csv_row(out: &mut csv::Writer<Vec<u8>>, r: &ReportRow) -> csv::Result<()> {
     let t = &r.totals;
-    out.push_str(&format!(
-        "{},{},{},{},{},{}\n",
-        csv_field(&r.key),
-        csv_field(r.name.as_deref().unwrap_or("")),
-        t.billed_seconds,
-        exact_decimal(t.milli_vcpu_seconds, 1000),
-        exact_decimal(t.mib_seconds, 1024),
-        t.cost_micros
-    ));
+    out.write_record([
+        text_cell(&r.key).as_ref(),
+        text_cell(r.name.as_deref().unwrap_or("")).as_ref(),
+        &t.billed_seconds.to_string(),
+        &exact_decimal(t.milli_vcpu_seconds, 1000),
+        &exact_decimal(t.mib_seconds, 1024),
+        &t.cost_micros.to_string(),
+    ])
 }
 
-/// The report as CSV: a header line, one line per item, then the total
-/// (key `total`). Quantities are exact decimals; `cost` is in micro-units.
+/// The report as CSV (the `csv` crate's quoting): a header line, one line
+/// per item, then the total (key `total`). Quantities are exact decimals;
+/// `cost` is in micro-units. Text cells that a spreadsheet would read as a
+/// formula are escaped ([`text_cell`]).
 pub fn report_csv(report: &Report) -> String {
-    let mut out = String::from("key,name,billed_seconds,vcpu_seconds,gib_seconds,cost\n");
-    for r in &report.items {
-        csv_row(&mut out, r);
-    }
-    csv_row(&mut out, &report.total);
-    out
+    let mut out = csv::WriterBuilder::new()
+        .terminator(csv::Terminator::Any(b'\n'))
+        .from_writer(Vec::new());
+    let written = (|| {
+        out.write_record([
+            "key",
+            "name",
+            "billed_seconds",
+            "vcpu_seconds",
+            "gib_seconds",
+            "cost",
+        ])?;
+        for r in &report.items {
+            csv_row(&mut out, r)?;
+        }
+        csv_row(&mut out, &report.total)?;
+        out.flush()?;
+        csv::Result::Ok(())
+    })();
+    // Writing to memory fails only on a bug.
+    written.expect("CSV into memory");
+    let bytes = out.into_inner().expect("CSV into memory");
+    String::from_utf8(bytes).expect("CSV of UTF-8 cells")
 }
 
 /// Totals so far per container (all records, adjustments included), for the
@@ -732,5 +754,35 @@ mod tests {
              \"team,a\",,5,2.5,1.25,42\n\
              total,,5,2.5,1.25,42\n"
         );
+    }
+
+    #[test]
+    fn csv_cells_a_spreadsheet_would_read_as_formulas_are_escaped() {
+        let row = |key: &str, name: Option<&str>| ReportRow {
+            key: key.into(),
+            name: name.map(Into::into),
+            totals: UsageTotals::default(),
+        };
+        // (key, name, the line written)
+        let cases = [
+            (
+                "=HYPERLINK(\"http://x\")",
+                None,
+                "\"'=HYPERLINK(\"\"http://x\"\")\",,0,0,0,0",
+            ),
+            ("+1", Some("@SUM(A1)"), "'+1,'@SUM(A1),0,0,0,0"),
+            ("-2", Some("\tx"), "'-2,'\tx,0,0,0,0"),
+            ("plain", Some("a \"b\""), "plain,\"a \"\"b\"\"\",0,0,0,0"),
+            ("a=b", Some("x-y"), "a=b,x-y,0,0,0,0"), // only a leading one counts
+        ];
+        for (key, name, want) in cases {
+            let report = Report {
+                items: vec![row(key, name)],
+                total: row("total", None),
+            };
+            let csv = report_csv(&report);
+            let line = csv.lines().nth(1).unwrap();
+            assert_eq!(line, want, "{key:?} {name:?}");
+        }
     }
 }

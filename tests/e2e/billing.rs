@@ -135,7 +135,8 @@ async fn reports_split_by_hour_and_day_add_up_to_the_total() {
     limit(secs(90), async {
         let t = tenant().await;
         let mut labelled = t.platform.spec(&["sleep", "2"]);
-        labelled["labels"] = json!({"team": "blue"});
+        // A label value a spreadsheet would read as a formula.
+        labelled["labels"] = json!({"team": "blue", "note": "=HYPERLINK(\"http://x\",\"y\")"});
         let a = t.create_id(&labelled).await;
         let b = t.create_id(&t.platform.spec(&["sleep", "1"])).await;
         let a_done = t.wait_exited_in(&a, "succeeded").await;
@@ -192,6 +193,28 @@ async fn reports_split_by_hour_and_day_add_up_to_the_total() {
             "{csv}"
         );
         assert!(csv.lines().count() >= 2, "{csv}");
+
+        // The formula comes out as text (a leading '), quoted by CSV's rules;
+        // the plain value beside it is unchanged (the control).
+        let csv_by = |group_by: &'static str| {
+            let (from, to) = window();
+            let request = t
+                .client
+                .get(format!("{}/v1/usage", t.platform.api_url))
+                .query(&[("from", from), ("to", to), ("group_by", group_by.into())])
+                .bearer_auth(&t.token)
+                .header("accept", "text/csv");
+            async move { request.send().await.unwrap().text().await.unwrap() }
+        };
+        let notes = csv_by("label:note").await;
+        assert!(
+            notes
+                .lines()
+                .any(|l| l.starts_with("\"'=HYPERLINK(\"\"http://x\"\",\"\"y\"\")\",")),
+            "{notes}"
+        );
+        let teams = csv_by("label:team").await;
+        assert!(teams.lines().any(|l| l.starts_with("blue,")), "{teams}");
 
         // The admin sees this tenant's total in the cross-tenant report.
         let (from, to) = window();
