@@ -129,6 +129,40 @@ async fn process_runs_sandboxed() {
 }
 
 #[tokio::test]
+async fn a_container_cannot_create_a_user_namespace() {
+    limit(secs(60), async {
+        // The control: the kernel lets this host's processes create one, so
+        // a refusal inside the container is skiff's seccomp filter.
+        let host = std::process::Command::new("unshare")
+            .args(["-U", "-r", "true"])
+            .status()
+            .expect("unshare(1) on the host");
+        assert!(
+            host.success(),
+            "the host cannot create a user namespace either"
+        );
+        let t = tenant().await;
+        let id = t
+            .create_id(&t.platform.sh("unshare -U -r id 2>&1; echo userns=$?; \
+                 echo forked=$(echo yes); unshare -n true 2>&1; echo netns=$?"))
+            .await;
+        t.wait_exited_in(&id, "succeeded").await;
+        let logs = t.logs(&id).await;
+        assert!(logs.contains("Operation not permitted"), "{logs}");
+        assert!(logs.contains("userns=1"), "{logs}");
+        assert!(
+            !logs.contains("uid=0(root) gid=0(root) groups=0(root)\nuserns=0"),
+            "{logs}"
+        );
+        // Forking (clone without CLONE_NEWUSER) still works.
+        assert!(logs.contains("forked=yes"), "{logs}");
+        // Other namespaces stay refused for lack of CAP_SYS_ADMIN.
+        assert!(logs.contains("netns=1"), "{logs}");
+    })
+    .await
+}
+
+#[tokio::test]
 async fn tenants_see_only_their_own_containers() {
     limit(secs(90), async {
         let a = tenant().await;

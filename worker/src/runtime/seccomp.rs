@@ -10,6 +10,13 @@
 //! - `includes.caps`: all of them must be in the container's bounding set;
 //!   `excludes.caps`: none of them may be.
 //! - `includes.minKernel`: the running kernel must be at least that version.
+//!
+//! On top of the template, skiff refuses new user namespaces
+//! ([`deny_user_namespaces`]): `unshare` and `clone` with `CLONE_NEWUSER`
+//! get EPERM, and `clone3` (whose flags a filter cannot see) ENOSYS, so libc
+//! falls back to `clone`. containers/common's profile allows them (rootless
+//! Podman needs them); Docker's default denies them, and unprivileged user
+//! namespaces are the entry point of many kernel exploits.
 
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -184,6 +191,7 @@ impl DockerProfile {
             syscalls.push(out);
         }
 
+        deny_user_namespaces(&mut syscalls);
         let mut seccomp = json!({
             "defaultAction": self.default_action,
             "architectures": architectures,
@@ -197,6 +205,36 @@ impl DockerProfile {
         }
         seccomp
     }
+}
+
+/// `CLONE_NEWUSER` (`<linux/sched.h>`).
+pub const CLONE_NEWUSER: u64 = 0x1000_0000;
+const EPERM: u32 = 1;
+const ENOSYS: u32 = 38;
+
+/// Makes resolved `syscalls` refuse new user namespaces: `clone` and
+/// `unshare` only without `CLONE_NEWUSER` (flags are the first argument on
+/// x86_64), with it EPERM; `clone3` ENOSYS. The three are taken out of
+/// every rule that names them first.
+pub fn deny_user_namespaces(syscalls: &mut Vec<Value>) {
+    const GUARDED: [&str; 3] = ["clone", "unshare", "clone3"];
+    for rule in syscalls.iter_mut() {
+        if let Some(names) = rule["names"].as_array_mut() {
+            names.retain(|n| !n.as_str().is_some_and(|n| GUARDED.contains(&n)));
+        }
+    }
+    syscalls.retain(|rule| rule["names"].as_array().is_none_or(|n| !n.is_empty()));
+    let newuser = |datum: u64| json!([{ "index": 0, "value": CLONE_NEWUSER, "valueTwo": datum, "op": "SCMP_CMP_MASKED_EQ" }]);
+    syscalls.push(json!({
+        "names": ["clone", "unshare"], "action": "SCMP_ACT_ALLOW", "args": newuser(0),
+    }));
+    syscalls.push(json!({
+        "names": ["clone", "unshare"], "action": "SCMP_ACT_ERRNO", "errnoRet": EPERM,
+        "args": newuser(CLONE_NEWUSER),
+    }));
+    syscalls.push(json!({
+        "names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": ENOSYS,
+    }));
 }
 
 /// `"5.8"` or `"6.18.44-foo"` -> `(5, 8)` / `(6, 18)`.
@@ -235,6 +273,52 @@ mod tests {
              "args": [{"index": 0, "value": 8, "valueTwo": 0, "op": "SCMP_CMP_EQ"}]}
         ]
     }"#;
+
+    #[test]
+    fn new_user_namespaces_are_refused_whatever_the_template_allows() {
+        let profile: DockerProfile = serde_json::from_str(
+            r#"{"defaultAction": "SCMP_ACT_ERRNO", "defaultErrnoRet": 1,
+                "archMap": [{"architecture": "SCMP_ARCH_X86_64", "subArchitectures": []}],
+                "syscalls": [
+                  {"names": ["read", "clone", "clone3", "unshare"], "action": "SCMP_ACT_ALLOW"},
+                  {"names": ["unshare"], "action": "SCMP_ACT_ALLOW"}
+                ]}"#,
+        )
+        .unwrap();
+        let s = profile.resolve(&[], None, ArchScope::Native);
+        // (syscall, its rules: action, errno, the masked datum if any)
+        let summary = |name: &str| -> Vec<(String, Option<u64>, Option<u64>)> {
+            rules_for(&s, name)
+                .iter()
+                .map(|r| {
+                    (
+                        r["action"].as_str().unwrap().to_owned(),
+                        r["errnoRet"].as_u64(),
+                        r["args"][0]["valueTwo"].as_u64(),
+                    )
+                })
+                .collect()
+        };
+        let guarded = vec![
+            ("SCMP_ACT_ALLOW".to_owned(), None, Some(0)),
+            ("SCMP_ACT_ERRNO".to_owned(), Some(1), Some(CLONE_NEWUSER)),
+        ];
+        assert_eq!(summary("clone"), guarded);
+        assert_eq!(summary("unshare"), guarded);
+        assert_eq!(
+            summary("clone3"),
+            vec![("SCMP_ACT_ERRNO".to_owned(), Some(38), None)]
+        );
+        // The rest of the rule stands (the control).
+        assert_eq!(
+            summary("read"),
+            vec![("SCMP_ACT_ALLOW".to_owned(), None, None)]
+        );
+        for r in rules_for(&s, "clone") {
+            assert_eq!(r["args"][0]["value"], CLONE_NEWUSER);
+            assert_eq!(r["args"][0]["op"], "SCMP_CMP_MASKED_EQ");
+        }
+    }
 
     fn rules_for<'a>(seccomp: &'a Value, name: &str) -> Vec<&'a Value> {
         seccomp["syscalls"]
