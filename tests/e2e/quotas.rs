@@ -22,6 +22,20 @@ async fn set_quota(platform: &Platform, t: &Tenant, body: &Value) -> Value {
     reply.json()
 }
 
+/// An admin's quota change with `field` at -1: 400 naming it.
+async fn refused_as_bad(platform: &Platform, t: &Tenant, field: &str) {
+    let bad = platform
+        .admin(
+            Method::PUT,
+            &format!("/v1/admin/tenants/{}/quota", t.id),
+            Some(&json!({ field: -1 })),
+        )
+        .await
+        .unwrap();
+    assert_eq!(bad.status, 400, "{bad:?}");
+    assert_eq!(bad.problem()["field"], field);
+}
+
 async fn quota(t: &Tenant) -> Value {
     let reply = t.call(Method::GET, "/v1/quota", None).await;
     assert_eq!(reply.status, 200, "{reply:?}");
@@ -108,16 +122,7 @@ async fn admission_past_a_quota_is_refused_naming_it_and_the_quota_shows_limits_
             )
             .await;
         assert_eq!(by_tenant.status, 403, "{by_tenant:?}");
-        let bad = platform
-            .admin(
-                Method::PUT,
-                &format!("/v1/admin/tenants/{}/quota", t.id),
-                Some(&json!({"max_pending": -1})),
-            )
-            .await
-            .unwrap();
-        assert_eq!(bad.status, 400, "{bad:?}");
-        assert_eq!(bad.problem()["field"], "max_pending");
+        refused_as_bad(platform, &t, "max_pending").await;
         let unknown = platform
             .admin(
                 Method::PUT,
@@ -201,16 +206,7 @@ async fn past_its_start_rate_a_tenants_containers_wait_in_the_queue_and_others_s
         set_quota(platform, &t, &json!({"max_starts_per_s": 100})).await;
         t.wait(&second, "running", 60).await;
         t.wait(&third, "running", 60).await;
-        let bad = platform
-            .admin(
-                Method::PUT,
-                &format!("/v1/admin/tenants/{}/quota", t.id),
-                Some(&json!({"max_starts_per_s": -1})),
-            )
-            .await
-            .unwrap();
-        assert_eq!(bad.status, 400, "{bad:?}");
-        assert_eq!(bad.problem()["field"], "max_starts_per_s");
+        refused_as_bad(platform, &t, "max_starts_per_s").await;
         for id in [&first, &second, &third] {
             t.delete(id).await;
         }

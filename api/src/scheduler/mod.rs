@@ -9,7 +9,9 @@
 //!
 //! Layout:
 //! - [`place`]: placement and fair ordering, pure, with table tests.
+//! - [`pace`]: tenants' start rates (token buckets), pure, with table tests.
 
+pub mod pace;
 pub mod place;
 
 use crate::AppState;

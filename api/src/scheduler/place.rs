@@ -16,11 +16,9 @@
 //!    recently goes first, so the rotation carries over from one round to
 //!    the next. FIFO within a tenant: once one of a tenant's requests waits,
 //!    its later ones wait this round too.
-//! 4. A tenant's starts are paced by its start rate (a token bucket,
-//!    [`StartRate`]): container starts cost a host CPU outside any
-//!    container's cgroup, so one tenant's churn of short containers must
-//!    not slow every other tenant's starts. Past its tokens, a tenant's
-//!    requests wait ([`within_start_rate`]).
+//! 4. A tenant's starts are paced by its start rate
+//!    ([`super::pace`]): past its tokens, its requests wait
+//!    ([`Wait::StartRate`]) before they get here.
 
 use chrono::{DateTime, Utc};
 use skiff_core::PlacementPolicy;
@@ -89,61 +87,6 @@ pub enum Wait {
     BehindOlder,
     /// The tenant's start rate is spent for now (starts per second).
     StartRate { per_s: f64 },
-}
-
-/// A tenant's start rate: `per_s` starts a second on average, up to
-/// `burst` at once.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct StartRate {
-    pub per_s: f64,
-    pub burst: f64,
-}
-
-impl StartRate {
-    /// `per_s`, with a burst of `burst_s` seconds' worth (at least one start).
-    pub fn new(per_s: f64, burst_s: f64) -> Self {
-        let per_s = per_s.max(0.0);
-        Self {
-            per_s,
-            burst: (per_s * burst_s).max(1.0),
-        }
-    }
-
-    /// The tokens of a bucket that held `tokens` `elapsed_s` ago (None:
-    /// never used, full).
-    pub fn refill(&self, tokens: Option<f64>, elapsed_s: f64) -> f64 {
-        match tokens {
-            None => self.burst,
-            Some(t) => (t + self.per_s * elapsed_s.max(0.0)).min(self.burst),
-        }
-    }
-}
-
-/// Splits `requests` (in placement order) into those their tenants'
-/// tokens (`tokens`, with each tenant's rate) allow, one whole token each,
-/// and the rest, which wait for the rate. A tenant not in `tokens` is not
-/// paced.
-pub fn within_start_rate(
-    requests: Vec<PendingRequest>,
-    tokens: &HashMap<Uuid, (f64, StartRate)>,
-) -> (Vec<PendingRequest>, Vec<(Uuid, Wait)>) {
-    let mut left: HashMap<Uuid, f64> = tokens.iter().map(|(t, (n, _))| (*t, *n)).collect();
-    let mut allowed = Vec::new();
-    let mut waiting = Vec::new();
-    for r in requests {
-        match left.get_mut(&r.tenant) {
-            Some(n) if *n < 1.0 => {
-                let per_s = tokens[&r.tenant].1.per_s;
-                waiting.push((r.id, Wait::StartRate { per_s }));
-            }
-            Some(n) => {
-                *n -= 1.0;
-                allowed.push(r);
-            }
-            None => allowed.push(r),
-        }
-    }
-    (allowed, waiting)
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -276,45 +219,6 @@ mod tests {
             images: BTreeSet::new(),
             labels: BTreeMap::new(),
         }
-    }
-
-    #[test]
-    fn a_tenants_starts_are_paced_by_its_tokens_and_other_tenants_are_not() {
-        let rate = StartRate::new(2.0, 5.0);
-        assert_eq!(rate.burst, 10.0);
-        assert_eq!(StartRate::new(0.05, 5.0).burst, 1.0, "at least one start");
-        // (tokens held, seconds since, tokens now)
-        for (held, elapsed, want) in [
-            (None, 0.0, 10.0),       // never used: full
-            (Some(0.0), 1.5, 3.0),   // refills at the rate
-            (Some(9.0), 60.0, 10.0), // up to the burst
-            (Some(0.5), -3.0, 0.5),  // a clock step back takes nothing
-        ] {
-            assert_eq!(rate.refill(held, elapsed), want, "{held:?} {elapsed}");
-        }
-        // A holds 2.5 tokens: its first two requests go, the rest wait; B
-        // (not paced) and C (3 tokens, 1 request) all go.
-        const C: Uuid = Uuid::from_u128(0xc);
-        let requests = vec![
-            req(1, A, 100, 64),
-            req(2, B, 100, 64),
-            req(3, A, 100, 64),
-            req(4, A, 100, 64),
-            req(5, C, 100, 64),
-            req(6, A, 100, 64),
-        ];
-        let tokens = HashMap::from([(A, (2.5, rate)), (C, (3.0, rate))]);
-        let (allowed, waiting) = within_start_rate(requests, &tokens);
-        let ids: Vec<u128> = allowed.iter().map(|r| r.id.as_u128()).collect();
-        assert_eq!(ids, vec![1, 2, 3, 5]);
-        let wait = Wait::StartRate { per_s: 2.0 };
-        assert_eq!(
-            waiting,
-            vec![
-                (Uuid::from_u128(4), wait.clone()),
-                (Uuid::from_u128(6), wait)
-            ]
-        );
     }
 
     fn hosts_of(decision: &Decision) -> Vec<&str> {

@@ -5,7 +5,8 @@
 //! check that refuses requests no host could ever take.
 
 use super::{Result, Store, ALLOCATION_BY_HOST, HOST_ALIVE};
-use crate::scheduler::place::{self, HostCapacity, PendingRequest, StartRate, Wait};
+use crate::scheduler::pace::{self, StartRate};
+use crate::scheduler::place::{self, HostCapacity, PendingRequest, Wait};
 use chrono::{DateTime, Utc};
 use skiff_core::PlacementPolicy;
 use sqlx::types::Json;
@@ -233,7 +234,7 @@ impl Store {
             .map(HostCapacity::from)
             .collect();
         let any_host = !hosts.is_empty();
-        let (requests_now, paced_out) = place::within_start_rate(requests.clone(), &tokens);
+        let (requests_now, paced_out) = pace::within_start_rate(requests.clone(), &tokens);
         let mut decision = place::place(&requests_now, hosts, policy);
         decision.waiting.extend(paced_out);
 
