@@ -163,6 +163,51 @@ async fn a_container_cannot_create_a_user_namespace() {
 }
 
 #[tokio::test]
+async fn escape_probes_are_refused_with_their_errors() {
+    limit(secs(60), async {
+        let t = tenant().await;
+        // Each probe prints its output and `<name>=<exit code>`.
+        let id = t
+            .create_id(&t.platform.sh(
+                "mkdir -p /tmp/m; mount -t tmpfs none /tmp/m 2>&1; echo mount=$?; \
+                 date -s '2000-01-01 00:00:00' 2>&1; echo clock=$?; echo year=$(date +%Y); \
+                 echo h 2>&1 > /proc/sysrq-trigger; echo sysrq=$?; \
+                 [ \"$(ls /proc/1/root)\" = \"$(ls /)\" ]; echo same_root=$?; \
+                 echo fine; echo control=$?",
+            ))
+            .await;
+        t.wait_exited_in(&id, "succeeded").await;
+        let logs = t.logs(&id).await;
+        let code = |name: &str| -> i32 {
+            logs.lines()
+                .find_map(|l| l.strip_prefix(&format!("{name}=")))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or_else(|| panic!("no {name}= in {logs:?}"))
+        };
+        // The shell ran its commands (the control).
+        assert_eq!(code("control"), 0, "{logs}");
+        // mount(2): no CAP_SYS_ADMIN.
+        assert_ne!(code("mount"), 0, "{logs}");
+        assert!(
+            logs.contains("permission denied") || logs.contains("Operation not permitted"),
+            "{logs}"
+        );
+        // settimeofday(2): no CAP_SYS_TIME (busybox's date says so but
+        // exits 0); the clock did not move.
+        assert!(
+            logs.contains("can't set date: Operation not permitted"),
+            "{logs}"
+        );
+        assert!(code("year") >= 2026, "{logs}");
+        // /proc/sysrq-trigger is masked and read-only.
+        assert_ne!(code("sysrq"), 0, "{logs}");
+        // /proc/1/root is the container's own root (PID 1 is its process).
+        assert_eq!(code("same_root"), 0, "{logs}");
+    })
+    .await
+}
+
+#[tokio::test]
 async fn tenants_see_only_their_own_containers() {
     limit(secs(90), async {
         let a = tenant().await;
