@@ -90,7 +90,6 @@ impl RateLimits {
         }
     }
 
-    /// Takes one request of `key` from its bucket, if it can.
     /// Takes `cost` cells of the token's bucket for this kind of request
     /// (a cost past the burst is taken as the whole burst).
     pub fn check(&self, key: &Key, write: bool, cost: u32) -> Verdict {
@@ -100,6 +99,7 @@ impl RateLimits {
             (&self.reads, self.read)
         };
         let cost = NonZeroU32::new(cost.clamp(1, bucket.burst.max(1))).expect("at least 1");
+        // A cost within the burst is never refused as too large for it.
         match limiter
             .check_key_n(key, cost)
             .unwrap_or_else(|_| limiter.check_key(key))
@@ -137,8 +137,6 @@ impl RateLimits {
 
 /// Rows of a list page that cost one more cell.
 pub const ROWS_PER_CELL: u32 = 20;
-/// A list's page when the request names no `limit`.
-const DEFAULT_PAGE: u32 = 100;
 
 /// What a read of `path?query` costs: 1, or for a list (a path ending in
 /// a collection) one cell per [`ROWS_PER_CELL`] rows of the page it asks.
@@ -160,7 +158,7 @@ pub fn read_cost(path: &str, query: Option<&str>) -> u32 {
         .split('&')
         .find_map(|kv| kv.strip_prefix("limit="))
         .and_then(|v| v.parse::<u32>().ok())
-        .unwrap_or(DEFAULT_PAGE);
+        .unwrap_or(crate::http::DEFAULT_PAGE as u32);
     page.div_ceil(ROWS_PER_CELL).max(1)
 }
 

@@ -499,10 +499,10 @@ fn parse_wrk(out: &str) -> Option<(f64, f64, f64, u64, u64)> {
     Some((rps?, p50?, p99?, total, bad))
 }
 
-/// In-process load: `connections` loops of GET for `secs`; (req/s, p50, p99, n, non-200).
 /// `(url, token)` pairs read in turn.
 type Targets = Vec<(String, String)>;
 
+/// In-process load: `connections` loops of GET for `secs`; (req/s, p50, p99, n, non-200).
 async fn reqwest_load(
     ctx: &Ctx,
     targets: &Targets,
@@ -550,15 +550,24 @@ async fn reqwest_load(
     ))
 }
 
-/// Waits for the readers' containers and reads them in turn: (figures, whether wrk ran).
+/// Waits for the readers' containers (each tenant's API and container id)
+/// and reads them in turn: (figures, whether wrk ran).
 async fn read_load(
     ctx: &Ctx,
     owned: &[(Api, String)],
-    targets: &Targets,
 ) -> Result<((f64, f64, f64, u64, u64), bool)> {
     for (api, id) in owned {
         api.wait_exited(id, WAIT_S).await?;
     }
+    let targets: Targets = owned
+        .iter()
+        .map(|(api, id)| {
+            (
+                format!("{}/v1/containers/{id}", api.base),
+                api.token.clone(),
+            )
+        })
+        .collect();
     let have_wrk = std::process::Command::new("wrk")
         .arg("--version")
         .output()
@@ -605,7 +614,7 @@ async fn read_load(
         parse_wrk(&text).with_context(|| format!("could not parse wrk's output:\n{text}"))?
     } else {
         progress("API reads: wrk not found, using an in-process reqwest load loop");
-        reqwest_load(ctx, targets, ctx.read_seconds).await?
+        reqwest_load(ctx, &targets, ctx.read_seconds).await?
     };
     Ok((result, have_wrk))
 }
@@ -620,7 +629,6 @@ pub async fn api_reads(ctx: &Ctx, admin_token: &str) -> Result<Outcome> {
     let tenants = ctx.connections.max(1);
     progress(&format!("API reads: {tenants} tenants, a container each"));
     let mut owned: Vec<(Api, String)> = Vec::new();
-    let mut targets: Targets = Vec::new();
     let made = async {
         for i in 0..tenants {
             let tenant = ctx
@@ -629,17 +637,13 @@ pub async fn api_reads(ctx: &Ctx, admin_token: &str) -> Result<Outcome> {
                 .await?;
             let api = ctx.api.as_token(&tenant.token);
             let c = api.create(&ctx.image, &["true"], &ctx.run_id).await?;
-            targets.push((
-                format!("{}/v1/containers/{}", ctx.api.base, c.id),
-                tenant.token.clone(),
-            ));
             owned.push((api, c.id.to_string()));
         }
         anyhow::Ok(())
     }
     .await;
     let result = match made {
-        Ok(()) => read_load(ctx, &owned, &targets).await,
+        Ok(()) => read_load(ctx, &owned).await,
         Err(e) => Err(e),
     };
     // Each tenant's container goes, whatever happened.

@@ -22,7 +22,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use uuid::Uuid;
 
-const DEFAULT_PAGE: i64 = 100;
 const MAX_PAGE: i64 = 1000;
 /// How often a stream looks again when nothing woke it.
 const STREAM_POLL: Duration = Duration::from_secs(1);
@@ -81,7 +80,7 @@ pub async fn list(
     let Query(query) = query.map_err(|e| ApiError::invalid("query", e.body_text()))?;
     let mut filter = EventFilter::default();
     let mut since = None;
-    let mut limit = DEFAULT_PAGE;
+    let mut limit = super::DEFAULT_PAGE;
     for (key, value) in query {
         match key.as_str() {
             "since" => since = Some(parse_cursor("since", &value)?),

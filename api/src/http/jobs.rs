@@ -309,7 +309,7 @@ pub struct PageQuery {
 }
 
 fn page(query: &PageQuery) -> Result<(i64, Option<Uuid>), ApiError> {
-    let limit = query.limit.unwrap_or(100);
+    let limit = query.limit.unwrap_or(super::DEFAULT_PAGE);
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::invalid("limit", "must be 1 to 1000"));
     }

@@ -28,6 +28,10 @@ pub mod tenants;
 pub mod usage;
 pub mod webhooks;
 
+/// The page of a list route whose request names no `limit` (the rate
+/// limiter charges a list by it too).
+pub const DEFAULT_PAGE: i64 = 100;
+
 use crate::error::ApiError;
 use crate::AppState;
 use axum::body::Bytes;

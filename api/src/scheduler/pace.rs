@@ -40,12 +40,12 @@ impl StartRate {
 
 /// Splits `requests` (in placement order) into those their tenants'
 /// tokens (`tokens`, with each tenant's rate) allow, one whole token each,
-/// and the rest, which wait for the rate. A tenant not in `tokens` is not
-/// paced.
+/// and the rest, which wait for the rate (with why). A tenant not in
+/// `tokens` is not paced.
 pub fn within_start_rate(
     requests: Vec<PendingRequest>,
     tokens: &HashMap<Uuid, (f64, StartRate)>,
-) -> (Vec<PendingRequest>, Vec<(Uuid, Wait)>) {
+) -> (Vec<PendingRequest>, Vec<(PendingRequest, Wait)>) {
     let mut left: HashMap<Uuid, f64> = tokens.iter().map(|(t, (n, _))| (*t, *n)).collect();
     let mut allowed = Vec::new();
     let mut waiting = Vec::new();
@@ -53,7 +53,7 @@ pub fn within_start_rate(
         match left.get_mut(&r.tenant) {
             Some(n) if *n < 1.0 => {
                 let per_s = tokens[&r.tenant].1.per_s;
-                waiting.push((r.id, Wait::StartRate { per_s }));
+                waiting.push((r, Wait::StartRate { per_s }));
             }
             Some(n) => {
                 *n -= 1.0;
@@ -115,6 +115,7 @@ mod tests {
         let ids: Vec<u128> = allowed.iter().map(|r| r.id.as_u128()).collect();
         assert_eq!(ids, vec![1, 2, 3, 5]);
         let wait = Wait::StartRate { per_s: 2.0 };
+        let waiting: Vec<(Uuid, Wait)> = waiting.into_iter().map(|(r, w)| (r.id, w)).collect();
         assert_eq!(
             waiting,
             vec![

@@ -1,7 +1,8 @@
 //! The placement round's I/O: load pending containers and placeable hosts
 //! under one advisory lock (so replicas never place on stale numbers), call
-//! [`crate::scheduler::place`], commit the result. Also the queue's expiry
-//! (`max_pending_s`), tenants' start rates, restarts whose back-off has passed, and the admission
+//! [`crate::scheduler::place`], commit the result; tenants' start rates
+//! ([`crate::scheduler::pace`]) are kept here too. Also the queue's expiry
+//! (`max_pending_s`), restarts whose back-off has passed, and the admission
 //! check that refuses requests no host could ever take.
 
 use super::{Result, Store, ALLOCATION_BY_HOST, HOST_ALIVE};
@@ -234,12 +235,17 @@ impl Store {
             .map(HostCapacity::from)
             .collect();
         let any_host = !hosts.is_empty();
-        let (requests_now, paced_out) = pace::within_start_rate(requests.clone(), &tokens);
-        let mut decision = place::place(&requests_now, hosts, policy);
-        decision.waiting.extend(paced_out);
+        let (requests, paced_out) = pace::within_start_rate(requests, &tokens);
+        let mut decision = place::place(&requests, hosts, policy);
+        decision
+            .waiting
+            .extend(paced_out.iter().map(|(r, wait)| (r.id, wait.clone())));
 
-        let by_id: std::collections::HashMap<Uuid, &PendingRequest> =
-            requests.iter().map(|r| (r.id, r)).collect();
+        let by_id: HashMap<Uuid, &PendingRequest> = requests
+            .iter()
+            .chain(paced_out.iter().map(|(r, _)| r))
+            .map(|r| (r.id, r))
+            .collect();
         let (ids, hosts): (Vec<Uuid>, Vec<String>) = decision.placements.iter().cloned().unzip();
         if !ids.is_empty() {
             sqlx::query(

@@ -117,7 +117,7 @@ pub struct QuotaChange {
     pub max_containers: Option<i64>,
     pub max_pending: Option<i64>,
     pub max_jobs: Option<i64>,
-    /// Placements a second (see [`crate::scheduler::place::StartRate`]).
+    /// Placements a second (see [`crate::scheduler::pace::StartRate`]).
     pub max_starts_per_s: Option<f64>,
 }
 
@@ -209,6 +209,11 @@ pub(super) async fn tenant_limits(
     tenant: Uuid,
     defaults: &Amounts,
 ) -> Result<Amounts> {
+    Ok(limits_of(&own_quota(conn, tenant).await?, defaults))
+}
+
+/// The tenant's own limits as stored (all `None` when it has none).
+async fn own_quota(conn: &mut sqlx::PgConnection, tenant: Uuid) -> Result<QuotaChange> {
     let own: Option<QuotaChange> = sqlx::query_as(
         "SELECT max_vcpu_millis, max_memory_mib, max_containers, max_pending, max_jobs, \
            max_starts_per_s FROM tenant_quotas WHERE tenant_id = $1",
@@ -216,14 +221,18 @@ pub(super) async fn tenant_limits(
     .bind(tenant)
     .fetch_optional(conn)
     .await?;
-    let own = own.unwrap_or_default();
-    Ok(Amounts {
+    Ok(own.unwrap_or_default())
+}
+
+/// `own` limits where set, `defaults` elsewhere.
+fn limits_of(own: &QuotaChange, defaults: &Amounts) -> Amounts {
+    Amounts {
         vcpu_millis: own.max_vcpu_millis.unwrap_or(defaults.vcpu_millis),
         memory_mib: own.max_memory_mib.unwrap_or(defaults.memory_mib),
         containers: own.max_containers.unwrap_or(defaults.containers),
         pending: own.max_pending.unwrap_or(defaults.pending),
         jobs: own.max_jobs.unwrap_or(defaults.jobs),
-    })
+    }
 }
 
 /// The tenant's admission lock alone, until the transaction ends (taken
@@ -276,17 +285,12 @@ impl Store {
         default_starts_per_s: f64,
     ) -> Result<TenantQuota> {
         let mut conn = self.pool.acquire().await?;
-        let limits = tenant_limits(&mut conn, tenant, defaults).await?;
+        let own = own_quota(&mut conn, tenant).await?;
         let use_ = tenant_use(&mut conn, tenant).await?;
-        let own: Option<Option<f64>> =
-            sqlx::query_scalar("SELECT max_starts_per_s FROM tenant_quotas WHERE tenant_id = $1")
-                .bind(tenant)
-                .fetch_optional(&mut *conn)
-                .await?;
         Ok(TenantQuota {
-            limits,
+            limits: limits_of(&own, defaults),
             use_,
-            max_starts_per_s: own.flatten().unwrap_or(default_starts_per_s),
+            max_starts_per_s: own.max_starts_per_s.unwrap_or(default_starts_per_s),
         })
     }
 

@@ -27,7 +27,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use uuid::Uuid;
 
-const DEFAULT_PAGE: i64 = 100;
 const MAX_PAGE: i64 = 1000;
 
 /// Renders rows with their usage so far (one query for all of them).
@@ -285,7 +284,7 @@ pub async fn list(
 ) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::invalid("query", e.body_text()))?;
     let mut filter = ListFilter {
-        limit: DEFAULT_PAGE,
+        limit: super::DEFAULT_PAGE,
         ..Default::default()
     };
     let mut labels = BTreeMap::new();
