@@ -12,7 +12,8 @@ use std::time::Duration;
 #[command(
     name = "skiff-api",
     about = "skiff control plane: REST API, scheduler, worker gRPC endpoint",
-    after_help = "Create the worker channel's CA first: skiff-api ca init --dir DIR"
+    after_help = "Create the worker channel's CA first: skiff-api ca init --dir DIR\n\
+Make the secrets keyring: skiff-api secrets new-key --id ID > FILE (then SKIFF_SECRETS_KEYRING_FILE=FILE)"
 )]
 pub struct ApiConfig {
     /// Address of the REST API.
@@ -223,6 +224,10 @@ pub struct ApiConfig {
     /// may read it).
     #[arg(long, env = "SKIFF_CA_KEY")]
     pub ca_key: PathBuf,
+
+    /// The keyring that seals secrets at rest.
+    #[command(flatten)]
+    pub secrets: SecretsConfig,
 
     /// Lifetime of the certificates issued to hosts (and of each replica's
     /// own); they are renewed after half of it.
@@ -488,5 +493,46 @@ mod tests {
         assert_eq!(c.validate(), Err(ConfigError::CertLifetime(5)));
         let c = config(&["--tls-cert", "x.pem"]);
         assert_eq!(c.validate(), Err(ConfigError::TlsHalf));
+    }
+}
+
+/// Where the keyring that seals secrets at rest comes from (one of the two
+/// is required): see [`crate::secrets`] for its format.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SecretsConfig {
+    /// A file of `<key id>:<base64 of 32 random bytes>` lines (mode 0600);
+    /// the first line's key seals new secrets, the others only open older
+    /// ones. Make a line with `skiff-api secrets new-key --id ID`.
+    #[arg(long, env = "SKIFF_SECRETS_KEYRING_FILE")]
+    pub secrets_keyring_file: Option<PathBuf>,
+
+    /// The keyring's text itself, instead of a file.
+    #[arg(long, env = "SKIFF_SECRETS_KEYRING", hide_env_values = true)]
+    pub secrets_keyring: Option<KeyringText>,
+}
+
+impl SecretsConfig {
+    pub fn keyring(&self) -> Result<crate::secrets::Keyring, crate::secrets::SecretError> {
+        crate::secrets::Keyring::load(
+            self.secrets_keyring_file.as_deref(),
+            self.secrets_keyring.as_ref().map(|t| t.0.as_str()),
+        )
+    }
+}
+
+/// A keyring given inline: never shown by `Debug`.
+#[derive(Clone)]
+pub struct KeyringText(zeroize::Zeroizing<String>);
+
+impl std::str::FromStr for KeyringText {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(zeroize::Zeroizing::new(s.to_owned())))
+    }
+}
+
+impl std::fmt::Debug for KeyringText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
     }
 }

@@ -244,6 +244,9 @@ impl From<crate::store::StoreError> for ApiError {
             // Worker reports never come through HTTP.
             StoreError::Refused(refusal) => Self::Internal(refusal.to_string()),
             StoreError::QuotaExceeded(exceeded) => Self::QuotaExceeded(exceeded),
+            // Names a row and a key id, never a secret.
+            StoreError::Secret(e) => Self::Internal(e.to_string()),
+            StoreError::Locked(n) => Self::Internal(format!("{n} rows stayed locked")),
         }
     }
 }

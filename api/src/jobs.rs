@@ -13,7 +13,7 @@ use crate::store::jobs::JobRow;
 use crate::AppState;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use skiff_core::{FieldError, Reason};
+use skiff_core::{FieldError, Reason, SecretEnv};
 use std::collections::BTreeMap;
 use uuid::Uuid;
 
@@ -76,12 +76,17 @@ pub fn task_request(
 /// The validated container of a task's attempt.
 pub fn task_container(
     job: &JobRow,
+    secure_env: &SecretEnv,
     default_max_pending_s: u32,
     index: i32,
     attempt: i32,
 ) -> Result<NewContainer, FieldError> {
-    let template: CreateContainer = serde_json::from_value(job.template.0.clone())
+    let mut template: CreateContainer = serde_json::from_value(job.template.0.clone())
         .map_err(|e| FieldError::new("template", e.to_string()))?;
+    // The template is stored without its secrets; they are sealed beside it.
+    if !secure_env.0.is_empty() {
+        template.secure_env = Some(secure_env.clone());
+    }
     let overrides: Option<Vec<TaskOverride>> = match &job.tasks {
         Some(tasks) => Some(
             serde_json::from_value(tasks.0.clone())
@@ -141,8 +146,8 @@ pub async fn drive(state: &AppState) -> Result<(), crate::store::StoreError> {
     for id in state.store.unfinished_jobs().await? {
         let driven = state
             .store
-            .drive_job(id, &quota, |job, index, attempt| {
-                task_container(job, max_pending, index, attempt)
+            .drive_job(id, &quota, |job, secure_env, index, attempt| {
+                task_container(job, secure_env, max_pending, index, attempt)
             })
             .await;
         match driven {
@@ -224,6 +229,8 @@ mod tests {
                 created_at: now,
                 started_at: started_ago.map(|s| now - chrono::Duration::seconds(s)),
                 finished_at: None,
+                secure_env_kid: None,
+                secure_env_sealed: None,
             };
         let d = Some(Reason::DeadlineExceeded);
         let b = Some(Reason::BudgetExceeded);

@@ -36,6 +36,7 @@ pub mod notify;
 pub mod ratelimit;
 pub mod report_bounds;
 pub mod scheduler;
+pub mod secrets;
 pub mod store;
 pub mod trust;
 pub mod webhooks;
@@ -101,6 +102,10 @@ pub enum ServeError {
     Trust(#[from] trust::TrustError),
     #[error("REST API TLS: {0}")]
     RestTls(#[source] std::io::Error),
+    #[error(transparent)]
+    Secrets(#[from] secrets::SecretError),
+    #[error("stored secrets were sealed under key ids the keyring lacks: {0:?} (add them back to the keyring, after the current key)")]
+    MissingSecretKeys(Vec<String>),
 }
 
 /// Runs the control plane on bound listeners until `shutdown` resolves.
@@ -120,12 +125,30 @@ pub async fn serve(
         (Some(cert), Some(key)) => Some(trust::rest_tls_config(cert, key)?),
         _ => None,
     };
+    let keyring = config.secrets.keyring()?;
     let store = store::Store::connect(
         &config.database_url,
         config.db_max_connections,
         config.db_acquire_timeout(),
+        keyring,
     )
     .await?;
+    let missing = store.missing_secret_keys().await?;
+    if !missing.is_empty() {
+        return Err(ServeError::MissingSecretKeys(missing));
+    }
+    let legacy = store.seal_legacy_secrets().await?;
+    if legacy != store::secrets::Resealed::default() {
+        tracing::info!(
+            containers = legacy.containers,
+            jobs = legacy.jobs,
+            "sealed secrets stored in plain text by an earlier version"
+        );
+    }
+    tracing::info!(
+        key = store.keyring().current(),
+        "secrets at rest are sealed"
+    );
     store
         .ensure_default_rate(skiff_billing::Rate {
             nano_per_vcpu_second: config.price_vcpu_second_nano,

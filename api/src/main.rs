@@ -1,6 +1,7 @@
 //! `skiff-api`: parse config, set up tracing, serve until SIGINT/SIGTERM.
 //! `skiff-api ca init --dir DIR` creates the worker channel's CA instead
-//! (an explicit step: no replica ever creates one by itself).
+//! (an explicit step: no replica ever creates one by itself);
+//! `skiff-api secrets new-key|reencrypt` manages the keyring of secrets at rest.
 
 use anyhow::Context;
 use clap::Parser;
@@ -26,6 +27,57 @@ enum CaCommand {
     },
 }
 
+#[derive(Debug, Parser)]
+#[command(
+    name = "skiff-api secrets",
+    about = "The keyring that seals secrets at rest"
+)]
+enum SecretsCommand {
+    /// Print a keyring line with a new random key: `<id>:<base64 key>`.
+    /// Put it first in the keyring file to seal new secrets under it.
+    NewKey {
+        #[arg(long)]
+        id: String,
+    },
+    /// Re-seal every stored secret under the keyring's first key (and seal
+    /// any left in plain text). Afterwards the other keys can be removed.
+    Reencrypt {
+        #[arg(long, env = "SKIFF_DATABASE_URL")]
+        database_url: String,
+        #[command(flatten)]
+        secrets: skiff_api::config::SecretsConfig,
+    },
+}
+
+async fn secrets_command(command: SecretsCommand) -> anyhow::Result<()> {
+    match command {
+        SecretsCommand::NewKey { id } => {
+            println!("{}", skiff_api::secrets::Keyring::new_key_line(&id)?);
+        }
+        SecretsCommand::Reencrypt {
+            database_url,
+            secrets,
+        } => {
+            let keyring = secrets.keyring()?;
+            let current = keyring.current().to_owned();
+            let store = skiff_api::store::Store::connect(
+                &database_url,
+                2,
+                Duration::from_secs(30),
+                keyring,
+            )
+            .await
+            .context("connecting to the database")?;
+            let done = store.reseal_secrets().await?;
+            println!(
+                "re-sealed under key {current}: {} containers, {} jobs",
+                done.containers, done.jobs
+            );
+        }
+    }
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
@@ -43,6 +95,9 @@ async fn main() -> anyhow::Result<()> {
             key.display()
         );
         return Ok(());
+    }
+    if std::env::args_os().nth(1).is_some_and(|a| a == "secrets") {
+        return secrets_command(SecretsCommand::parse_from(std::env::args_os().skip(1))).await;
     }
     let config = ApiConfig::parse();
     let http = TcpListener::bind(config.listen)

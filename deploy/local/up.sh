@@ -242,6 +242,15 @@ if [[ ! -s $CA_DIR/ca.crt || ! -s $CA_DIR/ca.key ]]; then
   "$API_BIN" ca init --dir "$CA_DIR" >/dev/null || die "skiff-api ca init failed"
   log "created the worker channel's CA in $CA_DIR"
 fi
+# the keyring sealing secrets at rest (secure_env): made once, kept with the
+# state (rotate: put a new line first, restart, `skiff-api secrets reencrypt`)
+KEYRING="$STATE/secrets.keyring"
+if [[ ! -s $KEYRING ]]; then
+  (umask 077 && "$API_BIN" secrets new-key --id "local-$(date +%Y%m%d)" >"$KEYRING.new") \
+    || die "skiff-api secrets new-key failed"
+  mv "$KEYRING.new" "$KEYRING"
+  log "created the secrets keyring $KEYRING"
+fi
 JOIN_TOKEN=""
 
 # --- the supervised processes ------------------------------------------------
@@ -261,6 +270,7 @@ start_api() {
     SKIFF_DATABASE_URL="$SKIFF_PG_URL" \
     SKIFF_ADMIN_TOKEN="$ADMIN_TOKEN" \
     SKIFF_CA_CERT="$CA_DIR/ca.crt" SKIFF_CA_KEY="$CA_DIR/ca.key" \
+    SKIFF_SECRETS_KEYRING_FILE="$KEYRING" \
     SKIFF_WEBHOOK_ALLOWED_HOSTS="${SKIFF_WEBHOOK_ALLOWED_HOSTS:-127.0.0.1,localhost}" \
     SKIFF_RATE_LIMIT_REPLICAS="${SKIFF_RATE_LIMIT_REPLICAS:-$REPLICAS}" \
     RUST_LOG="${RUST_LOG:-info}" NO_COLOR=1 \

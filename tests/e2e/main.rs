@@ -63,6 +63,7 @@ mod quotas;
 mod replicas;
 mod rest_tls;
 mod run;
+mod secrets;
 mod trust;
 mod webhooks;
 mod worker_restart;

@@ -18,6 +18,8 @@
 //!   worker of h2 live in network namespaces of their own, joined by a veth
 //!   pair the test can cut.
 //! - [`Platform::hostless`]: one replica and no host at all.
+//! - [`Platform::secrets`]: 1 host, 1 replica, for the test that rotates
+//!   the keyring of secrets at rest (its rows are all sealed anew).
 //!
 //! Capacities are modest and honest for this machine kind: every host offers
 //! 3 vCPU and 3072 MiB (`HOST_CPU_MILLIS`, `HOST_MEMORY_MIB`), so a 3.5 vCPU
@@ -113,7 +115,7 @@ pub struct ApiReplica {
 
 /// The services under test: one pool.
 pub struct Platform {
-    /// `main`, `spread`, `pg`, `partition`, `hostless` or `trust`.
+    /// `main`, `spread`, `pg`, `partition`, `hostless`, `trust` or `secrets`.
     pub pool: &'static str,
     /// REST base URL of replica 1.
     pub api_url: String,
@@ -144,6 +146,11 @@ pub struct Platform {
     pub(crate) probe_token: String,
     /// The pool's CA (tests mint certificates with it).
     pub ca: crate::trust::CaFiles,
+    /// `SKIFF_SECRETS_KEYRING_FILE` of the pool's replicas (a test may
+    /// rewrite it, then restart them, as an operator rotating keys would).
+    pub secrets_keyring: PathBuf,
+    /// The `skiff-api` binary (for its commands: `secrets reencrypt`, ...).
+    pub api_bin: PathBuf,
     /// The token the pool's workers joined with (used up by them).
     pub join_token: String,
     pub(crate) _reapers: Vec<Reaper>,
@@ -156,6 +163,7 @@ static OWN_POSTGRES: Cell = OnceLock::new();
 static PARTITIONED: Cell = OnceLock::new();
 static HOSTLESS: Cell = OnceLock::new();
 static TRUST: Cell = OnceLock::new();
+static SECRETS: Cell = OnceLock::new();
 /// The pools that have been started, for logs dumps.
 pub(crate) fn started_pools() -> impl Iterator<Item = &'static Platform> {
     [
@@ -165,6 +173,7 @@ pub(crate) fn started_pools() -> impl Iterator<Item = &'static Platform> {
         &PARTITIONED,
         &HOSTLESS,
         &TRUST,
+        &SECRETS,
     ]
     .into_iter()
     .filter_map(|cell| cell.get().and_then(|r| r.as_ref().ok()))
@@ -285,6 +294,26 @@ impl Platform {
                 agent_listen_any: false,
                 host_lost_after_s: 10.0,
                 hosts: 2,
+                api_replicas: 1,
+                placement: "binpack",
+                own_postgres: false,
+                partition: false,
+                image_budget: None,
+                log_budget: None,
+            },
+        )
+    }
+
+    /// A pool whose keyring of secrets at rest a test rotates.
+    pub async fn secrets() -> &'static Platform {
+        pool(
+            &SECRETS,
+            PoolSpec {
+                name: "secrets",
+                cert_lifetime_s: 3600,
+                agent_listen_any: false,
+                host_lost_after_s: 10.0,
+                hosts: 1,
                 api_replicas: 1,
                 placement: "binpack",
                 own_postgres: false,

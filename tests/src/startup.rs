@@ -112,6 +112,7 @@ impl Platform {
         pull_test_image(&env.image, &host_dirs).await?;
         let admin_token = format!("e2e-admin-{}", uuid::Uuid::new_v4().simple());
         let ca = trust::init_ca(&programs, &run).await?;
+        let keyring = trust::init_keyring(&programs, &run, spec.name).await?;
         let apis = start_api_replicas(
             &spec,
             &run,
@@ -120,7 +121,7 @@ impl Platform {
             partition.as_ref(),
             &admin_token,
             &timers,
-            &ca,
+            (&ca, &keyring),
         )?;
         let client = reqwest::Client::new();
         wait_apis_ready(&client, &apis).await?;
@@ -161,6 +162,8 @@ impl Platform {
             exclusive: RwLock::new(()),
             probe_token: String::new(),
             ca,
+            secrets_keyring: keyring,
+            api_bin: programs.api_bin,
             join_token,
             _reapers: reapers,
         };

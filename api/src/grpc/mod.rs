@@ -15,6 +15,7 @@ pub mod join;
 pub use agents::AgentClients;
 pub use chunk::messages;
 
+use crate::secrets::Keyring;
 use crate::store::assignments::AssignmentStep;
 use crate::store::hosts::{Heartbeat, HeldImage};
 use crate::store::{ContainerRow, StoreError};
@@ -68,8 +69,13 @@ fn desired(row: &ContainerRow) -> pb::DesiredState {
     }
 }
 
-pub fn assignment(row: &ContainerRow) -> pb::Assignment {
-    pb::Assignment {
+/// What a worker is told of one container. Its secrets are opened here,
+/// on their way to the host that runs it (over the mutual-TLS channel).
+pub fn assignment(
+    row: &ContainerRow,
+    keyring: &Keyring,
+) -> Result<pb::Assignment, crate::secrets::SecretError> {
+    Ok(pb::Assignment {
         container_id: row.id.to_string(),
         desired: desired(row) as i32,
         generation: row.generation as u64,
@@ -77,13 +83,13 @@ pub fn assignment(row: &ContainerRow) -> pb::Assignment {
             image: row.image.clone(),
             command: row.command.0.clone(),
             env: row.env.0.clone().into_iter().collect(),
-            secure_env: row.secure_env.0 .0.clone().into_iter().collect(),
+            secure_env: row.secure_env(keyring)?.0.into_iter().collect(),
             cpu_millis: row.cpu_millis as u32,
             memory_mib: row.memory_mib as u32,
             hostname: row.name.clone(),
         }),
         stop_timeout_s: row.stop_timeout_s as u32,
-    }
+    })
 }
 
 type AssignmentStream = Pin<Box<dyn Stream<Item = Result<pb::AssignmentUpdate, Status>> + Send>>;
@@ -221,7 +227,18 @@ impl ControlPlane for ControlPlaneService {
                         .assignments_sent
                         .with_label_values(&[kind])
                         .inc_by(step.assignments.len() as u64);
-                    for message in messages(&step) {
+                    let messages = match messages(&step, state.store.keyring()) {
+                        Ok(messages) => messages,
+                        Err(err) => {
+                            tracing::error!(%host, error = %err,
+                                "a container's secrets do not open: its host's assignments are held back");
+                            let _ = tx
+                                .send(Err(Status::internal("a container's secrets do not open")))
+                                .await;
+                            return;
+                        }
+                    };
+                    for message in messages {
                         if tx.send(Ok(message)).await.is_err() {
                             return; // the worker went away
                         }

@@ -49,9 +49,14 @@ pub fn from_request(
 /// sha256 over the method, the path and the body as canonical JSON (keys
 /// sorted, no insignificant whitespace), so a retry that re-serialises the
 /// same request still matches; a body that is not JSON counts as its bytes.
+/// The values of every `secure_env` are left out (their keys count): an
+/// unsalted hash of a short secret stored beside its key would give it away.
 pub fn fingerprint(method: &Method, path: &str, body: &[u8]) -> Vec<u8> {
     let canonical = serde_json::from_slice::<serde_json::Value>(body)
-        .map(|v| v.to_string().into_bytes())
+        .map(|mut v| {
+            blank_secrets(&mut v);
+            v.to_string().into_bytes()
+        })
         .unwrap_or_else(|_| body.to_vec());
     let mut hash = Sha256::new();
     hash.update(method.as_str());
@@ -60,6 +65,26 @@ pub fn fingerprint(method: &Method, path: &str, body: &[u8]) -> Vec<u8> {
     hash.update([0]);
     hash.update(canonical);
     hash.finalize().to_vec()
+}
+
+/// Blanks the values of every `secure_env` object inside `value`.
+fn blank_secrets(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, inner) in map.iter_mut() {
+                match inner {
+                    serde_json::Value::Object(secrets) if key == "secure_env" => {
+                        secrets
+                            .values_mut()
+                            .for_each(|v| *v = serde_json::Value::Null);
+                    }
+                    _ => blank_secrets(inner),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(blank_secrets),
+        _ => {}
+    }
 }
 
 /// How long a retry waits for the response of its key's request, applied
@@ -140,6 +165,30 @@ pub fn respond(response: StoredResponse, replayed: bool) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secret_values_are_not_part_of_a_fingerprint_but_their_keys_are() {
+        let of = |body: &str| fingerprint(&Method::POST, "/v1/containers", body.as_bytes());
+        let a = of(r#"{"image":"x","secure_env":{"TOKEN":"one"}}"#);
+        assert_eq!(a, of(r#"{"image":"x","secure_env":{"TOKEN":"two"}}"#));
+        assert_ne!(a, of(r#"{"image":"x","secure_env":{"OTHER":"one"}}"#));
+        assert_ne!(a, of(r#"{"image":"y","secure_env":{"TOKEN":"one"}}"#));
+        // A job's template too.
+        let job = |v: &str| {
+            fingerprint(
+                &Method::POST,
+                "/v1/jobs",
+                format!(r#"{{"count":2,"template":{{"image":"x","secure_env":{{"K":"{v}"}}}}}}"#)
+                    .as_bytes(),
+            )
+        };
+        assert_eq!(job("one"), job("two"));
+        // Plain env values still count.
+        assert_ne!(
+            of(r#"{"image":"x","env":{"A":"1"}}"#),
+            of(r#"{"image":"x","env":{"A":"2"}}"#)
+        );
+    }
 
     #[test]
     fn the_same_request_has_the_same_fingerprint_however_it_is_serialised() {

@@ -213,11 +213,18 @@ pub async fn create(
             "not supported on a job's tasks",
         ));
     }
+    // The template is stored without its secrets: they are sealed apart.
+    let mut template = body.template;
+    let secure_env = template.secure_env.take().unwrap_or_default();
+    let mut template = serde_json::to_value(&template).map_err(ApiError::internal)?;
+    if let Some(fields) = template.as_object_mut() {
+        fields.remove("secure_env");
+    }
     let row = JobRow {
         id,
         tenant_id: tenant,
         name,
-        template: Json(serde_json::to_value(&body.template).map_err(ApiError::internal)?),
+        template: Json(template),
         tasks: match &body.tasks {
             Some(tasks) => Some(Json(
                 serde_json::to_value(tasks).map_err(ApiError::internal)?,
@@ -236,13 +243,17 @@ pub async fn create(
         created_at: Utc::now(),
         started_at: None,
         finished_at: None,
+        secure_env_kid: None,
+        secure_env_sealed: None,
     };
     // Every task's request is checked now, so none fails to start later.
     for index in 0..body.count {
-        task_container(&row, state.config.max_pending_s, index, 1).map_err(|mut err| {
-            err.field = format!("template.{}", err.field);
-            ApiError::from(err)
-        })?;
+        task_container(&row, &secure_env, state.config.max_pending_s, index, 1).map_err(
+            |mut err| {
+                err.field = format!("template.{}", err.field);
+                ApiError::from(err)
+            },
+        )?;
     }
     // A new job: every task waits, nothing is billed yet.
     let render = |job: &JobRow| {
@@ -255,7 +266,13 @@ pub async fn create(
     };
     let created = state
         .store
-        .insert_job(&row, idem.as_ref(), &state.config.quota_defaults(), render)
+        .insert_job(
+            &row,
+            &secure_env,
+            idem.as_ref(),
+            &state.config.quota_defaults(),
+            render,
+        )
         .await?;
     let is_new = matches!(created, Created::New(..));
     let response = idempotency::answer_created(&state, tenant, idem.as_ref(), created, |job| {

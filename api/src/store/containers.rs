@@ -38,13 +38,16 @@ pub(super) async fn insert_row(
     conn: &mut sqlx::PgConnection,
     tenant: Uuid,
     c: &NewContainer,
+    keyring: &crate::secrets::Keyring,
 ) -> Result<ContainerRow> {
+    let sealed = keyring.seal_env(&c.secure_env, &crate::secrets::container_row(c.id));
     let result = sqlx::query_as::<_, ContainerRow>(&format!(
-        "INSERT INTO containers (id, tenant_id, name, image, command, env, secure_env, cpu_millis, \
+        "INSERT INTO containers (id, tenant_id, name, image, command, env, secure_env_keys, \
+         secure_env_kid, secure_env_sealed, cpu_millis, \
          memory_mib, restart_policy, max_restarts, stop_timeout_s, labels, max_pending_s, host_labels, \
          timeout_s, max_cost, notify_url, job_id, task_index, task_attempt, pending_since) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, \
-         $19, $20, $21, now()) \
+         $19, $20, $21, $22, $23, now()) \
          RETURNING {CONTAINER_COLUMNS}"
     ))
     .bind(c.id)
@@ -53,7 +56,9 @@ pub(super) async fn insert_row(
     .bind(&c.image)
     .bind(Json(&c.command))
     .bind(Json(&c.env))
-    .bind(Json(&c.secure_env))
+    .bind(c.secure_env.0.keys().collect::<Vec<_>>())
+    .bind(sealed.as_ref().map(|s| &s.kid))
+    .bind(sealed.as_ref().map(|s| &s.bytes))
     .bind(c.cpu.millis() as i32)
     .bind(c.memory.mib() as i32)
     .bind(c.restart_policy)
@@ -155,7 +160,7 @@ impl Store {
             return Ok(early.into());
         }
         super::quotas::admit(&mut tx, tenant, quota, &new_container_ask(c)).await?;
-        let row = insert_row(&mut tx, tenant, c).await?;
+        let row = insert_row(&mut tx, tenant, c, &self.keyring).await?;
         let response = render(&row);
         if let Some(idem) = idem {
             idempotency::record(&mut tx, tenant, idem, &response).await?;

@@ -39,10 +39,28 @@ pub struct JobRow {
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// The template's `secure_env`, sealed (the template holds none).
+    pub secure_env_kid: Option<String>,
+    pub secure_env_sealed: Option<Vec<u8>>,
+}
+
+impl JobRow {
+    /// Its template's `secure_env`, opened with the keyring.
+    pub fn secure_env(
+        &self,
+        keyring: &crate::secrets::Keyring,
+    ) -> Result<skiff_core::SecretEnv, crate::secrets::SecretError> {
+        keyring.open_env(
+            self.secure_env_kid.as_deref(),
+            self.secure_env_sealed.as_deref(),
+            &crate::secrets::job_row(self.id),
+        )
+    }
 }
 
 const JOB_COLUMNS: &str = "id, tenant_id, name, template, tasks, count, parallelism, max_retries, \
-    labels, state, timeout_s, reason, max_cost, notify_url, created_at, started_at, finished_at";
+    labels, state, timeout_s, reason, max_cost, notify_url, created_at, started_at, finished_at, \
+    secure_env_kid, secure_env_sealed";
 
 /// Tasks of a job by state.
 #[derive(Debug, Clone, Default, sqlx::FromRow)]
@@ -62,6 +80,7 @@ impl Store {
     pub async fn insert_job(
         &self,
         job: &JobRow,
+        secure_env: &skiff_core::SecretEnv,
         idem: Option<&Idem>,
         quota: &Amounts,
         render: impl FnOnce(&JobRow) -> StoredResponse,
@@ -76,9 +95,13 @@ impl Store {
             ..Amounts::default()
         };
         super::quotas::admit(&mut tx, job.tenant_id, quota, &ask).await?;
+        let sealed = self
+            .keyring
+            .seal_env(secure_env, &crate::secrets::job_row(job.id));
         let result = sqlx::query_as::<_, JobRow>(&format!(
             "INSERT INTO jobs (id, tenant_id, name, template, tasks, count, parallelism, max_retries, labels, \
-             timeout_s, max_cost, notify_url) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+             timeout_s, max_cost, notify_url, secure_env_kid, secure_env_sealed) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
              RETURNING {JOB_COLUMNS}"
         ))
         .bind(job.id)
@@ -93,6 +116,8 @@ impl Store {
         .bind(job.timeout_s)
         .bind(job.max_cost)
         .bind(&job.notify_url)
+        .bind(sealed.as_ref().map(|s| &s.kid))
+        .bind(sealed.as_ref().map(|s| &s.bytes))
         .fetch_one(&mut *tx)
         .await;
         let row = match result {
@@ -194,7 +219,12 @@ impl Store {
         &self,
         id: Uuid,
         quota: &Amounts,
-        build: impl Fn(&JobRow, i32, i32) -> std::result::Result<NewContainer, skiff_core::FieldError>,
+        build: impl Fn(
+            &JobRow,
+            &skiff_core::SecretEnv,
+            i32,
+            i32,
+        ) -> std::result::Result<NewContainer, skiff_core::FieldError>,
     ) -> Result<Option<JobState>> {
         let mut tx = self.pool.begin().await?;
         let job: Option<JobRow> = sqlx::query_as(&format!(
@@ -207,6 +237,8 @@ impl Store {
         let Some(job) = job else {
             return Ok(None);
         };
+        let secure_env = job.secure_env(&self.keyring)?;
+        let build = |index, attempt| build(&job, &secure_env, index, attempt);
         let cost = match job.max_cost {
             Some(_) => Some(job_cost(&mut tx, id).await?),
             None => None,
@@ -243,7 +275,7 @@ impl Store {
             let (limits, use_) = super::quotas::lock_quota(&mut tx, job.tenant_id, quota).await?;
             // Every task has the template's size (overrides change env and
             // command only).
-            let (cpu, memory) = build(&job, 0, 1).map_or((0, 0), |c| {
+            let (cpu, memory) = build(0, 1).map_or((0, 0), |c| {
                 (i64::from(c.cpu.millis()), i64::from(c.memory.mib()))
             });
             free = free.min(super::quotas::task_room(&limits, &use_, cpu, memory));
@@ -258,7 +290,7 @@ impl Store {
         .await?;
         for (index, attempts) in picks {
             let attempt = attempts + 1;
-            let container = match build(&job, index, attempt) {
+            let container = match build(index, attempt) {
                 Ok(container) => container,
                 Err(err) => {
                     // (Checked when the job was made; kept from looping.)
@@ -272,7 +304,7 @@ impl Store {
                     continue;
                 }
             };
-            let row = insert_row(&mut tx, job.tenant_id, &container).await?;
+            let row = insert_row(&mut tx, job.tenant_id, &container, &self.keyring).await?;
             sqlx::query(
                 "UPDATE job_tasks SET state = 'active', attempts = $3, container_id = $4 \
                  WHERE job_id = $1 AND index = $2",

@@ -32,6 +32,7 @@ pub mod limits;
 pub mod placement;
 pub mod quotas;
 pub mod reports;
+pub mod secrets;
 pub mod tenants;
 pub mod trust;
 pub mod webhooks;
@@ -65,6 +66,10 @@ pub enum StoreError {
     Refused(#[from] crate::report_bounds::Refusal),
     #[error("quota: {0}")]
     QuotaExceeded(quotas::Exceeded),
+    #[error("secrets: {0}")]
+    Secret(#[from] crate::secrets::SecretError),
+    #[error("{0} rows stayed locked by other transactions")]
+    Locked(i64),
 }
 
 impl StoreError {
@@ -107,7 +112,10 @@ pub struct ContainerRow {
     pub image_digest: Option<String>,
     pub command: Json<Vec<String>>,
     pub env: Json<BTreeMap<String, String>>,
-    pub secure_env: Json<skiff_core::SecretEnv>,
+    /// Keys of `secure_env` (the values are sealed: [`ContainerRow::secure_env`]).
+    pub secure_env_keys: Vec<String>,
+    pub secure_env_kid: Option<String>,
+    pub secure_env_sealed: Option<Vec<u8>>,
     pub cpu_millis: i32,
     pub memory_mib: i32,
     pub restart_policy: RestartPolicy,
@@ -144,6 +152,18 @@ pub struct ContainerRow {
 }
 
 impl ContainerRow {
+    /// Its `secure_env`, opened with the keyring.
+    pub fn secure_env(
+        &self,
+        keyring: &crate::secrets::Keyring,
+    ) -> Result<skiff_core::SecretEnv, crate::secrets::SecretError> {
+        keyring.open_env(
+            self.secure_env_kid.as_deref(),
+            self.secure_env_sealed.as_deref(),
+            &crate::secrets::container_row(self.id),
+        )
+    }
+
     /// The facts the lifecycle decides on.
     pub fn facts(&self) -> Facts {
         Facts {
@@ -162,7 +182,8 @@ impl ContainerRow {
     }
 }
 
-const CONTAINER_COLUMNS: &str = "id, tenant_id, name, image, image_digest, command, env, secure_env, \
+const CONTAINER_COLUMNS: &str = "id, tenant_id, name, image, image_digest, command, env, \
+    secure_env_keys, secure_env_kid, secure_env_sealed, \
     cpu_millis, memory_mib, restart_policy, max_restarts, stop_timeout_s, timeout_s, max_cost, notify_url, labels, desired, generation, \
     restart_at, state, reason, message, exit_code, restart_count, backoff_step, host_id, \
     max_pending_s, pending_since, host_labels, prefer_host_id, created_at, \
@@ -187,6 +208,8 @@ const HOST_ALIVE: &str =
 #[derive(Clone)]
 pub struct Store {
     pool: PgPool,
+    /// Seals and opens secrets at rest.
+    keyring: std::sync::Arc<crate::secrets::Keyring>,
     /// This replica's queue of admissions per tenant (see
     /// [`quotas::AdmissionQueue`]).
     admissions: std::sync::Arc<quotas::AdmissionQueue>,
@@ -197,6 +220,7 @@ impl Store {
         url: &str,
         max_connections: u32,
         acquire_timeout: Duration,
+        keyring: crate::secrets::Keyring,
     ) -> Result<Self> {
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
@@ -209,16 +233,22 @@ impl Store {
             .acquire_timeout(acquire_timeout)
             .connect(url)
             .await?;
-        Self::with_pool(pool).await
+        Self::with_pool(pool, keyring).await
     }
 
     /// A store on `pool`, after running the migrations.
-    pub async fn with_pool(pool: PgPool) -> Result<Self> {
+    pub async fn with_pool(pool: PgPool, keyring: crate::secrets::Keyring) -> Result<Self> {
         sqlx::migrate!("../migrations").run(&pool).await?;
         Ok(Self {
             pool,
+            keyring: std::sync::Arc::new(keyring),
             admissions: Default::default(),
         })
+    }
+
+    /// The keyring that seals secrets at rest.
+    pub fn keyring(&self) -> &crate::secrets::Keyring {
+        &self.keyring
     }
 
     pub fn pool(&self) -> &PgPool {

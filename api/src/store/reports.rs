@@ -86,7 +86,9 @@ impl Store {
         let mut state = row.state;
         if observed == pb::ObservedState::Removed {
             sqlx::query(
-                "UPDATE containers SET removed_at = now() WHERE id = $1 AND desired = 'deleted'",
+                // Its secrets go with it: nothing will start it again.
+                "UPDATE containers SET removed_at = now(), secure_env_kid = NULL, \
+                 secure_env_sealed = NULL WHERE id = $1 AND desired = 'deleted'",
             )
             .bind(id)
             .execute(&mut *tx)

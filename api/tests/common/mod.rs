@@ -22,5 +22,9 @@ pub async fn store() -> Store {
         .connect_with(options)
         .await
         .unwrap();
-    Store::with_pool(pool).await.unwrap()
+    let keyring = skiff_api::secrets::Keyring::parse(
+        &skiff_api::secrets::Keyring::new_key_line("test-1").unwrap(),
+    )
+    .unwrap();
+    Store::with_pool(pool, keyring).await.unwrap()
 }

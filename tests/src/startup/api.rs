@@ -31,7 +31,7 @@ pub(super) fn start_api_replicas(
     partition: Option<&Partition>,
     admin_token: &str,
     timers: &Timers,
-    ca: &CaFiles,
+    (ca, keyring): (&CaFiles, &std::path::Path),
 ) -> Result<Vec<ApiReplica>> {
     let run_dir = &run.run_dir;
     let mut apis = Vec::new();
@@ -69,6 +69,10 @@ pub(super) fn start_api_replicas(
             ),
             ("SKIFF_CA_CERT".into(), ca.cert.display().to_string()),
             ("SKIFF_CA_KEY".into(), ca.key.display().to_string()),
+            (
+                "SKIFF_SECRETS_KEYRING_FILE".into(),
+                keyring.display().to_string(),
+            ),
             (
                 "SKIFF_HOST_CERT_LIFETIME_S".into(),
                 timers.cert_lifetime_s.to_string(),

@@ -82,7 +82,7 @@ pub fn view(row: ContainerRow, usage: UsageView) -> ContainerView {
         image_digest: row.image_digest,
         command: row.command.0,
         env: row.env.0,
-        secure_env_keys: row.secure_env.0 .0.into_keys().collect(),
+        secure_env_keys: row.secure_env_keys,
         cpu: f64::from(row.cpu_millis) / 1000.0,
         memory_mib: row.memory_mib as u32,
         restart_policy: row.restart_policy,

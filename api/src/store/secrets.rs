@@ -1,0 +1,213 @@
+//! Sealed secrets in bulk: sealing rows written before secrets were sealed,
+//! re-sealing everything under the keyring's current key (after a key
+//! rotation), and the start-up check that every stored secret has its key.
+//!
+//! Rows are taken in batches `FOR UPDATE SKIP LOCKED`, so any number of
+//! replicas (and a `skiff-api secrets reencrypt` beside them) can run these
+//! at once without doing a row twice or blocking requests for long; rows
+//! skipped because a request held them are taken by a later pass, until
+//! none is left.
+
+use super::{Result, Store, StoreError};
+use crate::secrets::{container_row, job_row, Sealed};
+use skiff_core::SecretEnv;
+use sqlx::types::Json;
+use std::time::Duration;
+use uuid::Uuid;
+
+/// Rows handled per transaction.
+const BATCH: i64 = 500;
+/// How long a bulk pass waits for rows other transactions hold locked, and
+/// how often it looks again.
+const LOCKED_WAIT: Duration = Duration::from_secs(60);
+const LOCKED_RETRY: Duration = Duration::from_millis(100);
+
+/// What a bulk pass changed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Resealed {
+    pub containers: u64,
+    pub jobs: u64,
+}
+
+impl Store {
+    /// Key ids that stored secrets were sealed under and the keyring lacks
+    /// (those secrets could not be opened: an API must not serve then).
+    pub async fn missing_secret_keys(&self) -> Result<Vec<String>> {
+        let known: Vec<String> = self.keyring.ids().map(str::to_owned).collect();
+        Ok(sqlx::query_scalar(
+            "SELECT kid FROM ( \
+               SELECT DISTINCT secure_env_kid AS kid FROM containers WHERE secure_env_kid IS NOT NULL \
+               UNION SELECT DISTINCT secure_env_kid FROM jobs WHERE secure_env_kid IS NOT NULL \
+             ) k WHERE kid <> ALL($1) ORDER BY kid",
+        )
+        .bind(&known)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Seals plain-text secrets left by rows written before they were
+    /// sealed (`containers.secure_env`, `jobs.template.secure_env`) and
+    /// empties the plain-text copies; waits for rows others hold locked.
+    pub async fn seal_legacy_secrets(&self) -> Result<Resealed> {
+        let mut done = Resealed::default();
+        self.until_none_left(
+            "SELECT (SELECT count(*) FROM containers WHERE secure_env <> '{}') \
+                  + (SELECT count(*) FROM jobs WHERE template ? 'secure_env')",
+            None,
+            async || {
+                done.containers += self.seal_legacy_containers().await?;
+                done.jobs += self.seal_legacy_jobs().await?;
+                Ok(())
+            },
+        )
+        .await?;
+        Ok(done)
+    }
+
+    /// Runs `pass` until `left_sql` (bound to `bind`, if any) counts no
+    /// row: a pass skips rows other transactions hold locked (`SKIP
+    /// LOCKED`), and those are taken by a later pass, within
+    /// [`LOCKED_WAIT`].
+    async fn until_none_left(
+        &self,
+        left_sql: &str,
+        bind: Option<&str>,
+        mut pass: impl AsyncFnMut() -> Result<()>,
+    ) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + LOCKED_WAIT;
+        loop {
+            pass().await?;
+            let mut query = sqlx::query_scalar(left_sql);
+            if let Some(value) = bind {
+                query = query.bind(value);
+            }
+            let left: i64 = query.fetch_one(&self.pool).await?;
+            if left == 0 {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(StoreError::Locked(left));
+            }
+            tokio::time::sleep(LOCKED_RETRY).await;
+        }
+    }
+
+    async fn seal_legacy_containers(&self) -> Result<u64> {
+        let mut done = 0;
+        loop {
+            let mut tx = self.pool.begin().await?;
+            let rows: Vec<(Uuid, Json<SecretEnv>)> = sqlx::query_as(
+                "SELECT id, secure_env FROM containers WHERE secure_env <> '{}' \
+                 ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+            )
+            .bind(BATCH)
+            .fetch_all(&mut *tx)
+            .await?;
+            for (id, Json(env)) in &rows {
+                let sealed = self.keyring.seal_env(env, &container_row(*id));
+                sqlx::query(
+                    "UPDATE containers SET secure_env = '{}', secure_env_kid = $2, \
+                     secure_env_sealed = $3 WHERE id = $1",
+                )
+                .bind(id)
+                .bind(sealed.as_ref().map(|s| &s.kid))
+                .bind(sealed.as_ref().map(|s| &s.bytes))
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+            done += rows.len() as u64;
+            if (rows.len() as i64) < BATCH {
+                return Ok(done);
+            }
+        }
+    }
+
+    async fn seal_legacy_jobs(&self) -> Result<u64> {
+        let mut done = 0;
+        loop {
+            let mut tx = self.pool.begin().await?;
+            let rows: Vec<(Uuid, Option<Json<SecretEnv>>)> = sqlx::query_as(
+                "SELECT id, NULLIF(template->'secure_env', 'null') FROM jobs \
+                 WHERE template ? 'secure_env' ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+            )
+            .bind(BATCH)
+            .fetch_all(&mut *tx)
+            .await?;
+            for (id, env) in &rows {
+                let env = env.as_ref().map(|j| j.0.clone()).unwrap_or_default();
+                let sealed = self.keyring.seal_env(&env, &job_row(*id));
+                sqlx::query(
+                    "UPDATE jobs SET template = template - 'secure_env', secure_env_kid = $2, \
+                     secure_env_sealed = $3 WHERE id = $1",
+                )
+                .bind(id)
+                .bind(sealed.as_ref().map(|s| &s.kid))
+                .bind(sealed.as_ref().map(|s| &s.bytes))
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+            done += rows.len() as u64;
+            if (rows.len() as i64) < BATCH {
+                return Ok(done);
+            }
+        }
+    }
+
+    /// Re-seals every secret not sealed under the keyring's current key
+    /// (after the plain-text ones of [`Store::seal_legacy_secrets`]). Once
+    /// it returns, keys other than the current one can leave the keyring.
+    pub async fn reseal_secrets(&self) -> Result<Resealed> {
+        let mut done = self.seal_legacy_secrets().await?;
+        let current = self.keyring.current();
+        self.until_none_left(
+            "SELECT (SELECT count(*) FROM containers WHERE secure_env_kid <> $1) \
+                  + (SELECT count(*) FROM jobs WHERE secure_env_kid <> $1)",
+            Some(current),
+            async || {
+                done.containers += self.reseal_table("containers", container_row).await?;
+                done.jobs += self.reseal_table("jobs", job_row).await?;
+                Ok(())
+            },
+        )
+        .await?;
+        Ok(done)
+    }
+
+    /// [`Store::reseal_secrets`] of one table; `row_of` names a row's
+    /// associated data.
+    async fn reseal_table(&self, table: &str, row_of: fn(Uuid) -> String) -> Result<u64> {
+        let mut done = 0;
+        loop {
+            let mut tx = self.pool.begin().await?;
+            let rows: Vec<(Uuid, String, Vec<u8>)> = sqlx::query_as(&format!(
+                "SELECT id, secure_env_kid, secure_env_sealed FROM {table} \
+                 WHERE secure_env_kid IS NOT NULL AND secure_env_kid <> $1 \
+                 ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED"
+            ))
+            .bind(self.keyring.current())
+            .bind(BATCH)
+            .fetch_all(&mut *tx)
+            .await?;
+            for (id, kid, bytes) in rows.iter().cloned() {
+                let row = row_of(id);
+                let plaintext = self.keyring.open(&Sealed { kid, bytes }, &row)?;
+                let new = self.keyring.seal(&plaintext, &row);
+                sqlx::query(&format!(
+                    "UPDATE {table} SET secure_env_kid = $2, secure_env_sealed = $3 WHERE id = $1"
+                ))
+                .bind(id)
+                .bind(&new.kid)
+                .bind(&new.bytes)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+            done += rows.len() as u64;
+            if (rows.len() as i64) < BATCH {
+                return Ok(done);
+            }
+        }
+    }
+}
