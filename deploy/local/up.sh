@@ -297,7 +297,7 @@ start_worker() {
     SKIFF_STATE_DIR="$(worker_state_dir "$i")" \
     SKIFF_CPU_MILLIS="$CPU_MILLIS" \
     SKIFF_MEMORY_MIB="$MEMORY_MIB" \
-    SKIFF_INSECURE_REGISTRIES="127.0.0.1,localhost" \
+    SKIFF_INSECURE_REGISTRIES="$SKIFF_REGISTRY" \
     RUST_LOG="${RUST_LOG:-info}" NO_COLOR=1 \
     "$WORKER_BIN"
 }

@@ -47,6 +47,7 @@ mod assignments;
 mod billing;
 mod credentials;
 mod deadlines;
+mod egress;
 mod events;
 mod hosts;
 mod idempotency;

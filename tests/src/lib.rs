@@ -41,9 +41,9 @@ pub mod trust;
 
 pub use host::{metric_series, metric_sum, Host, Task};
 pub use platform::{
-    ExtraApi, Platform, Timers, HOST_CPU_MILLIS, HOST_LABEL, HOST_MEMORY_MIB, IMAGE_MIN_IDLE_S,
-    LOG_GC_INTERVAL_S, LOG_MAX_BYTES, SPREAD_IMAGE_BUDGET, SPREAD_LOG_BUDGET,
-    VERIFY_MIN_INTERVAL_S,
+    ExtraApi, Platform, Timers, DENIED_REGISTRY, DENIED_REGISTRY_NET, HOST_CPU_MILLIS, HOST_LABEL,
+    HOST_MEMORY_MIB, IMAGE_MIN_IDLE_S, LOG_GC_INTERVAL_S, LOG_MAX_BYTES, REDIRECTING_REGISTRY_HOST,
+    SPREAD_IMAGE_BUDGET, SPREAD_LOG_BUDGET, VERIFY_MIN_INTERVAL_S,
 };
 pub use tenant::{id_of, unique, Reply, Tenant};
 

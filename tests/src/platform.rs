@@ -72,6 +72,14 @@ pub const LOG_MAX_BYTES: u64 = 4 * 1024 * 1024;
 pub const SPREAD_LOG_BUDGET: u64 = 5 * 1024 * 1024;
 pub const LOG_GC_INTERVAL_S: f64 = 0.3;
 
+/// In every host's `SKIFF_REGISTRY_DENY`: a registry name and a network
+/// (TEST-NET-2) pulls may never reach.
+pub const DENIED_REGISTRY: &str = "denied-registry.invalid";
+pub const DENIED_REGISTRY_NET: &str = "198.51.100.0/24";
+/// In every host's `SKIFF_INSECURE_REGISTRIES` beside the test registry
+/// (any port): where the egress tests run registry stubs.
+pub const REDIRECTING_REGISTRY_HOST: &str = "127.0.0.3";
+
 /// What every host offers the scheduler.
 pub const HOST_CPU_MILLIS: u64 = 3000;
 pub const HOST_MEMORY_MIB: u64 = 3072;

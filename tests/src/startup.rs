@@ -137,6 +137,7 @@ impl Platform {
             &timers,
             &ca,
             &join_token,
+            &env.registry,
         )?;
 
         let first = &apis[0];

@@ -77,14 +77,22 @@ pub struct WorkerConfig {
     #[arg(long, env = "SKIFF_MEMORY_MIB")]
     pub memory_mib: Option<u64>,
 
-    /// Registries reached over plain HTTP (host or host:port), comma-separated.
-    #[arg(
-        long,
-        env = "SKIFF_INSECURE_REGISTRIES",
-        default_value = "127.0.0.1,localhost",
-        value_delimiter = ','
-    )]
+    /// Registries reached over plain HTTP (host or host:port),
+    /// comma-separated; naming one also allows it (loopback included).
+    /// None by default: every pull is HTTPS.
+    #[arg(long, env = "SKIFF_INSECURE_REGISTRIES", value_delimiter = ',')]
     pub insecure_registries: Vec<String>,
+
+    /// Registries a pull may reach: hosts, host:port or networks (CIDR),
+    /// comma-separated. Empty: any registry not denied and not at a
+    /// loopback, link-local (cloud metadata) or other reserved address.
+    #[arg(long, env = "SKIFF_REGISTRY_ALLOW", value_delimiter = ',')]
+    pub registry_allow: Vec<String>,
+
+    /// Registries a pull may never reach: hosts, host:port or networks
+    /// (CIDR), comma-separated; wins over SKIFF_REGISTRY_ALLOW.
+    #[arg(long, env = "SKIFF_REGISTRY_DENY", value_delimiter = ',')]
+    pub registry_deny: Vec<String>,
 
     #[arg(
         long,
@@ -179,6 +187,11 @@ pub enum ConfigError {
     },
     #[error("host labels: at most {}", skiff_core::MAX_LABELS)]
     TooManyHostLabels,
+    #[error("{setting}: {source}")]
+    Registry {
+        setting: &'static str,
+        source: crate::egress::RuleError,
+    },
 }
 
 /// The running-container re-check and meter checkpoint interval.
@@ -284,6 +297,19 @@ impl WorkerConfig {
     pub fn max_concurrent_starts(&self) -> usize {
         self.max_concurrent_starts
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()) * 4)
+    }
+
+    /// The egress policy of pulls, from the three registry lists.
+    pub fn egress_policy(&self) -> Result<crate::egress::EgressPolicy, ConfigError> {
+        let parse = |setting, list| {
+            crate::egress::parse_rules(list)
+                .map_err(|source| ConfigError::Registry { setting, source })
+        };
+        Ok(crate::egress::EgressPolicy {
+            allow: parse("SKIFF_REGISTRY_ALLOW", &self.registry_allow)?,
+            deny: parse("SKIFF_REGISTRY_DENY", &self.registry_deny)?,
+            plain_http: parse("SKIFF_INSECURE_REGISTRIES", &self.insecure_registries)?,
+        })
     }
 
     pub fn cgroup_parent(&self) -> String {

@@ -13,6 +13,7 @@
 //! - [`agent`]: registration, heartbeats, the assignment stream and fencing,
 //!   per-container supervisors (reconcile).
 //! - [`runtime`]: the containerd boundary (pull, spec, seccomp, tasks).
+//! - [`egress`]: which registries a pull may reach (policy and proxy).
 //! - [`logcap`]: a container's log kept under its size cap (newest bytes
 //!   behind a marker).
 //! - [`logs`]: the `WorkerAgent` gRPC service that serves log files (to the
@@ -22,6 +23,7 @@
 pub mod advertise;
 pub mod agent;
 pub mod config;
+pub mod egress;
 pub mod identity;
 pub mod logcap;
 pub mod logs;
@@ -47,6 +49,8 @@ pub enum WorkerError {
     Agent(#[from] AgentError),
     #[error(transparent)]
     Runtime(#[from] runtime::RuntimeError),
+    #[error("configuration: {0}")]
+    Config(#[from] config::ConfigError),
     #[error("agent endpoint: {0}")]
     Serve(#[from] tonic::transport::Error),
     #[error(transparent)]
@@ -75,7 +79,7 @@ pub async fn serve(
             socket: config.containerd_socket.clone(),
             namespace: config.containerd_namespace.clone(),
             state_dir: config.state_dir.clone(),
-            insecure_registries: config.insecure_registries.clone(),
+            egress: config.egress_policy()?,
             seccomp_profile: Some(config.seccomp_profile.clone()),
             cgroup_parent: config.cgroup_parent(),
             logger: config

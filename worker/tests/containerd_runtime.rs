@@ -21,6 +21,8 @@ struct Env {
     socket: String,
     image: String,
     namespace: String,
+    /// The test registry (`127.0.0.1:<port>`), reached over plain HTTP.
+    registry: String,
 }
 
 /// The test's containerd and image; a test without them fails (it would
@@ -34,6 +36,7 @@ fn env() -> Env {
     Env {
         socket: need("SKIFF_TEST_CONTAINERD_SOCKET"),
         image: need("SKIFF_TEST_IMAGE"),
+        registry: need("SKIFF_TEST_REGISTRY"),
         namespace: std::env::var("SKIFF_TEST_NAMESPACE")
             .unwrap_or_else(|_| "skiff-rt-test".to_owned()),
     }
@@ -105,6 +108,7 @@ async fn containerd_runtime_end_to_end() {
     let state_dir = std::env::temp_dir().join(format!("skiff-rt-test-{}", uuid::Uuid::new_v4()));
     let mut config = ContainerdConfig::new(&env.socket, &env.namespace, &state_dir);
     config.cgroup_parent = format!("/skiff-rt-test/{}", env.namespace);
+    config.egress.plain_http = vec![env.registry.parse().unwrap()];
     let rt = ContainerdRuntime::connect(config).await.expect("connect");
     println!("containerd {}", rt.version().await.unwrap());
     // The namespace is the test's own: clear what a failed earlier run left.

@@ -115,6 +115,7 @@ pub(super) fn start_workers(
     timers: &Timers,
     ca: &CaFiles,
     join_token: &str,
+    registry: &str,
 ) -> Result<Vec<Host>> {
     let mut hosts = Vec::new();
     for (i, host_dir) in host_dirs.into_iter().enumerate() {
@@ -180,6 +181,20 @@ pub(super) fn start_workers(
             ("SKIFF_JOIN_TOKEN".into(), join_token.to_owned()),
             ("SKIFF_CONTAINERD_SOCKET".into(), socket.clone()),
             ("SKIFF_CONTAINERD_NAMESPACE".into(), namespace.clone()),
+            // The test registry over plain HTTP, and the egress tests'
+            // stubs; a deny list for those tests.
+            (
+                "SKIFF_INSECURE_REGISTRIES".into(),
+                format!("{registry},{}", crate::platform::REDIRECTING_REGISTRY_HOST),
+            ),
+            (
+                "SKIFF_REGISTRY_DENY".into(),
+                format!(
+                    "{},{}",
+                    crate::platform::DENIED_REGISTRY,
+                    crate::platform::DENIED_REGISTRY_NET
+                ),
+            ),
             (
                 "SKIFF_STATE_DIR".into(),
                 dir.join("worker").display().to_string(),

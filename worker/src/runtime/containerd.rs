@@ -57,9 +57,8 @@ pub struct ContainerdConfig {
     pub namespace: String,
     /// Worker state; container logs go to `<state_dir>/logs/<id>.log`.
     pub state_dir: PathBuf,
-    /// Registries (`host` or `host:port`) reached over plain HTTP; all
-    /// others are HTTPS only.
-    pub insecure_registries: Vec<String>,
+    /// Which registries a pull may reach, and which over plain HTTP.
+    pub egress: crate::egress::EgressPolicy,
     /// Docker-format seccomp profile; `None` runs containers unconfined.
     pub seccomp_profile: Option<PathBuf>,
     /// Parent cgroup path; a container's cgroup is `<cgroup_parent>/<id>`.
@@ -80,7 +79,7 @@ impl ContainerdConfig {
             socket: socket.into(),
             namespace: namespace.to_owned(),
             state_dir: state_dir.into(),
-            insecure_registries: vec!["127.0.0.1".to_owned(), "localhost".to_owned()],
+            egress: crate::egress::EgressPolicy::default(),
             seccomp_profile: Some(PathBuf::from("/usr/share/containers/seccomp.json")),
             cgroup_parent: format!("/skiff/{namespace}"),
             pids_limit: 4096,
@@ -300,7 +299,13 @@ impl ContainerdRuntime {
             source,
         })?;
 
-        let puller = Puller::new(conn.clone(), config.insecure_registries.clone());
+        let puller = Puller::new(conn.clone(), config.egress.clone())
+            .await
+            .map_err(|source| RuntimeError::Io {
+                op: "starting the egress proxy",
+                id: "127.0.0.1".into(),
+                source,
+            })?;
         let runtime = Self {
             conn,
             config,

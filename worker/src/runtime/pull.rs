@@ -16,6 +16,8 @@
 
 use super::containerd::Conn;
 use super::{ImageDefaults, ImageInfo, RuntimeError};
+use crate::egress::proxy::EgressProxy;
+use crate::egress::{EgressPolicy, Scheme};
 use containerd_client::services::v1::snapshots::{
     CommitSnapshotRequest, PrepareSnapshotRequest, RemoveSnapshotRequest, StatSnapshotRequest,
     UsageRequest as SnapshotUsageRequest,
@@ -66,10 +68,12 @@ const PARALLEL_LAYERS: usize = 3;
 /// Pulls and unpacks images; one per runtime, shared by all callers.
 pub struct Puller {
     conn: Conn,
-    insecure_registries: Vec<String>,
-    /// Plain HTTP, for registries in `insecure_registries` only.
+    egress: Arc<EgressPolicy>,
+    /// Plain HTTP, for registries the egress policy names so only.
     http: RegistryClient,
     https: RegistryClient,
+    /// Both clients connect through it (kept alive with the puller).
+    _proxy: EgressProxy,
     /// One async mutex per image name, so concurrent ensure_image calls for
     /// the same image wait for one pull instead of racing each other.
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -241,7 +245,11 @@ fn status_message(op: &str, s: &tonic::Status) -> String {
 }
 
 impl Puller {
-    pub(crate) fn new(conn: Conn, insecure_registries: Vec<String>) -> Self {
+    /// A puller whose registry traffic goes through an egress proxy of its
+    /// own, enforcing `egress` on every connection.
+    pub(crate) async fn new(conn: Conn, egress: EgressPolicy) -> std::io::Result<Self> {
+        let egress = Arc::new(egress);
+        let proxy = EgressProxy::start(egress.clone()).await?;
         let client = |protocol| {
             RegistryClient::new(ClientConfig {
                 protocol,
@@ -249,30 +257,65 @@ impl Puller {
                 platform_resolver: Some(Box::new(oci_client::client::linux_amd64_resolver)),
                 connect_timeout: Some(std::time::Duration::from_secs(10)),
                 read_timeout: Some(std::time::Duration::from_secs(60)),
+                // Every connection, redirects included (and no system proxy).
+                https_proxy: Some(proxy.url()),
+                http_proxy: Some(proxy.url()),
                 ..ClientConfig::default()
             })
         };
-        Self {
+        Ok(Self {
             conn,
-            insecure_registries,
             http: client(ClientProtocol::Http),
             https: client(ClientProtocol::Https),
+            egress,
+            _proxy: proxy,
             locks: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The registry `host[:port]` split, with the port its scheme implies.
+    fn registry_target(&self, registry: &str) -> (String, u16, Scheme) {
+        let (host, port) = match registry.rsplit_once(':') {
+            Some((h, p)) if !h.ends_with(':') => (h, p.parse().ok()),
+            _ => (registry, None),
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let plain = self.egress.plain_http_for(host, port.unwrap_or(80));
+        let (scheme, default_port) = if plain {
+            (Scheme::Http, 80)
+        } else {
+            (Scheme::Https, 443)
+        };
+        (host.to_owned(), port.unwrap_or(default_port), scheme)
+    }
+
+    fn registry_client(&self, registry: &str) -> &RegistryClient {
+        match self.registry_target(registry).2 {
+            Scheme::Http => &self.http,
+            Scheme::Https => &self.https,
         }
     }
 
-    /// `host:port` or bare `host` entries both match a registry `host:port`.
-    fn registry_client(&self, registry: &str) -> &RegistryClient {
-        let host = registry.rsplit_once(':').map_or(registry, |(h, _)| h);
-        if self
-            .insecure_registries
-            .iter()
-            .any(|r| r == registry || r == host)
-        {
-            &self.http
-        } else {
-            &self.https
+    /// Refuses a pull the egress policy forbids before any connection, with
+    /// the policy's words (the proxy enforces the same on every connection).
+    async fn check_egress(&self, registry: &str) -> Result<(), String> {
+        let (host, port, scheme) = self.registry_target(registry);
+        let looked_up = tokio::net::lookup_host((host.as_str(), port)).await;
+        match looked_up {
+            Ok(addrs) => {
+                let ips: Vec<std::net::IpAddr> = addrs.map(|a| a.ip()).collect();
+                self.egress.check(&host, port, scheme, &ips)
+            }
+            // A name denied as such is refused as such; otherwise the
+            // resolver's own error says more than "no address".
+            Err(e) => match self.egress.check(&host, port, scheme, &[]) {
+                Err(crate::egress::Refusal::Unresolved { .. }) | Ok(()) => {
+                    return Err(format!("resolving registry {host}: {e}"))
+                }
+                refused => refused,
+            },
         }
+        .map_err(|refusal| refusal.to_string())
     }
 
     /// The name an image's record has in containerd for `reference` (its
@@ -402,6 +445,7 @@ impl Puller {
     }
 
     async fn pull(&self, parsed: &Reference, name: &str) -> Result<ImageInfo, String> {
+        self.check_egress(parsed.resolve_registry()).await?;
         let client = self.registry_client(parsed.resolve_registry());
         let auth = RegistryAuth::Anonymous;
 
