@@ -291,6 +291,7 @@ impl ContainerdRuntime {
             pids_limit: config.pids_limit,
             seccomp,
             swap_accounting: cgroups.swap_accounting(),
+            cgroup_namespace: matches!(cgroups, CgroupLayout::V2 { .. }),
             nofile_limit: spec::host_nofile_limit(),
         };
         if spec_options.nofile_limit < spec::NOFILE_LIMIT {
