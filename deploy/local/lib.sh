@@ -591,12 +591,15 @@ containerd_dirs_of() {
 
 # remove_empty_cgroups PATTERN...: rmdir (deepest first) the cgroups matching
 # PATTERN (relative to each hierarchy, e.g. "skiff/skiff-e2e-*") that are
-# empty; the ones still holding processes stay (rmdir refuses them).
+# empty; the ones still holding processes stay (rmdir refuses them). Both
+# layouts: cgroup v1 has one hierarchy per controller (/sys/fs/cgroup/*/,
+# a hybrid host's unified/ among them), cgroup v2 one at /sys/fs/cgroup.
+# CGROUP_ROOT (default /sys/fs/cgroup) points it at a fixture tree.
 remove_empty_cgroups() {
-  local pattern d
+  local pattern d root=${CGROUP_ROOT:-/sys/fs/cgroup}
   for pattern in "$@"; do
     # shellcheck disable=SC2231 # $pattern is a glob on purpose
-    for d in /sys/fs/cgroup/*/$pattern /sys/fs/cgroup/$pattern; do
+    for d in "$root"/*/$pattern "$root"/$pattern; do
       [[ -d $d ]] || continue
       find "$d" -depth -type d -exec rmdir {} + 2>/dev/null || true
     done

@@ -46,7 +46,8 @@
 # network namespaces named skiff-e2e-* (with whatever still runs in them)
 # and host-side veths named ske2e*/skiff-e2e*; mounts under .skiff/test; a
 # stale postmaster.pid; databases of earlier runs; empty cgroups
-# /sys/fs/cgroup/*/skiff/skiff-e2e-* (the worker's default parent).
+# skiff/skiff-e2e-* (the worker's default parent) under /sys/fs/cgroup (v2)
+# or each of its v1 hierarchies.
 set -euo pipefail
 # shellcheck source=deploy/local/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"

@@ -7,15 +7,33 @@ use serde_json::json;
 use skiff_e2e::{id_of, unique};
 use skiff_e2e::{limit, secs};
 
+/// Prints `quota=`, `period=` and `memory=` lines from the container's own
+/// cgroup on either layout: v2 (its cgroup namespace's root, with
+/// `cgroup.controllers`, `cpu.max` = "QUOTA PERIOD", `memory.max`) or v1
+/// (one directory per controller).
+const PRINT_CGROUP_LIMITS: &str = "cg=/sys/fs/cgroup; \
+    if [ -f $cg/cgroup.controllers ]; then \
+      read quota period <$cg/cpu.max; echo quota=$quota; echo period=$period; \
+      echo memory=$(cat $cg/memory.max); \
+    else \
+      echo quota=$(cat $cg/cpu/cpu.cfs_quota_us); \
+      echo period=$(cat $cg/cpu/cpu.cfs_period_us); \
+      echo memory=$(cat $cg/memory/memory.limit_in_bytes); \
+    fi";
+
+/// Prints `cgroupfs=writable` or `cgroupfs=read-only`: whether a cgroup can
+/// be made in the container's own (v2) or memory (v1) cgroup. mkdir, not a
+/// file: cgroupfs refuses new files even when writable.
+const PROBE_CGROUPFS_WRITABLE: &str = "cg=/sys/fs/cgroup; \
+    [ -f $cg/cgroup.controllers ] || cg=$cg/memory; \
+    if mkdir $cg/probe 2>/dev/null; \
+    then rmdir $cg/probe; echo cgroupfs=writable; else echo cgroupfs=read-only; fi";
+
 #[tokio::test]
 async fn cgroup_cpu_and_memory_limits_are_applied() {
     limit(secs(60), async {
         let t = tenant().await;
-        let mut spec = t
-            .platform
-            .sh("echo quota=$(cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us); \
-         echo period=$(cat /sys/fs/cgroup/cpu/cpu.cfs_period_us); \
-         echo memory=$(cat /sys/fs/cgroup/memory/memory.limit_in_bytes)");
+        let mut spec = t.platform.sh(PRINT_CGROUP_LIMITS);
         spec["cpu"] = json!(0.5);
         spec["memory_mib"] = json!(256);
         let id = t.create_id(&spec).await;
@@ -95,10 +113,11 @@ async fn process_runs_sandboxed() {
     limit(secs(60), async {
         let t = tenant().await;
         let id = t
-            .create_id(&t.platform.sh("echo pid=$$; echo hostname=$(hostname); \
-             grep -E '^(NoNewPrivs|Seccomp|CapEff|CapBnd):' /proc/self/status; \
-             if touch /sys/fs/cgroup/memory/probe 2>/dev/null; \
-             then echo cgroupfs=writable; else echo cgroupfs=read-only; fi"))
+            .create_id(&t.platform.sh(&format!(
+                "echo pid=$$; echo hostname=$(hostname); \
+                 grep -E '^(NoNewPrivs|Seccomp|CapEff|CapBnd):' /proc/self/status; \
+                 {PROBE_CGROUPFS_WRITABLE}"
+            )))
             .await;
         t.wait_exited_in(&id, "succeeded").await;
         let logs = t.logs(&id).await;

@@ -8,6 +8,7 @@
 //! are no per-container loops here; exits and OOM kills arrive over one
 //! event subscription ([`Runtime::events`]).
 
+use super::cgroup::{self, CgroupLayout};
 use super::pull::{Puller, SNAPSHOTTER};
 use super::seccomp::{running_kernel, ArchScope, DockerProfile};
 use super::spec::{self, SpecOptions, DEFAULT_CAPABILITIES};
@@ -63,6 +64,8 @@ pub struct ContainerdConfig {
     pub seccomp_profile: Option<PathBuf>,
     /// Parent cgroup path; a container's cgroup is `<cgroup_parent>/<id>`.
     pub cgroup_parent: String,
+    /// Where the host's cgroup hierarchies are mounted (v2 or v1).
+    pub cgroup_root: PathBuf,
     pub pids_limit: i64,
     /// Syscall ABIs the seccomp filter admits.
     pub seccomp_arches: ArchScope,
@@ -82,6 +85,7 @@ impl ContainerdConfig {
             egress: crate::egress::EgressPolicy::default(),
             seccomp_profile: Some(PathBuf::from("/usr/share/containers/seccomp.json")),
             cgroup_parent: format!("/skiff/{namespace}"),
+            cgroup_root: PathBuf::from(cgroup::DEFAULT_ROOT),
             pids_limit: 4096,
             seccomp_arches: ArchScope::Native,
             logger: default_logger(),
@@ -145,6 +149,8 @@ pub struct ContainerdRuntime {
     conn: Conn,
     config: ContainerdConfig,
     spec_options: SpecOptions,
+    /// The host's cgroup hierarchy, found at connect.
+    cgroups: CgroupLayout,
     puller: Puller,
     /// Image reference -> when a container last started from it (since
     /// this worker started), for the image GC's least-recently-used order.
@@ -231,8 +237,9 @@ impl ContainerdRuntime {
             .images)
     }
 
-    /// Connects to containerd, loads and resolves the seccomp profile, and
-    /// creates the log directory. Fails fast on any of them.
+    /// Finds the host's cgroup layout, connects to containerd, loads and
+    /// resolves the seccomp profile, and creates the log directory. Fails
+    /// fast on any of them: a host whose cgroups cannot meter is refused.
     pub async fn connect(config: ContainerdConfig) -> Result<Self, RuntimeError> {
         let socket = config.socket.display().to_string();
         let connect_err = |message: String| RuntimeError::Connect {
@@ -251,6 +258,7 @@ impl ContainerdRuntime {
                 config.logger.display()
             )));
         }
+        let cgroups = CgroupLayout::detect(&config.cgroup_root)?;
         let namespace = MetadataValue::try_from(config.namespace.as_str())
             .map_err(|e| connect_err(e.to_string()))?;
         let channel = containerd_client::connect(&config.socket)
@@ -277,12 +285,12 @@ impl ContainerdRuntime {
                 ))
             }
         };
-        let memory_root = PathBuf::from("/sys/fs/cgroup/memory");
         let spec_options = SpecOptions {
             cgroup_parent: config.cgroup_parent.clone(),
             pids_limit: config.pids_limit,
             seccomp,
-            swap_accounting: memory_root.join("memory.memsw.limit_in_bytes").exists(),
+            swap_accounting: cgroups.swap_accounting(),
+            cgroup_namespace: matches!(cgroups, CgroupLayout::V2 { .. }),
             nofile_limit: spec::host_nofile_limit(),
         };
         if spec_options.nofile_limit < spec::NOFILE_LIMIT {
@@ -310,16 +318,23 @@ impl ContainerdRuntime {
             conn,
             config,
             spec_options,
+            cgroups,
             puller,
             last_used: std::sync::Mutex::new(HashMap::new()),
         };
         let version = runtime.version().await?;
-        info!(%version, namespace = %runtime.config.namespace, "connected to containerd");
+        info!(%version, namespace = %runtime.config.namespace, cgroups = %runtime.cgroups,
+            swap_accounting = runtime.spec_options.swap_accounting, "connected to containerd");
         Ok(runtime)
     }
 
     pub fn config(&self) -> &ContainerdConfig {
         &self.config
+    }
+
+    /// The host's cgroup layout, as found at connect.
+    pub fn cgroup_layout(&self) -> &CgroupLayout {
+        &self.cgroups
     }
 
     fn tasks(&self) -> TasksClient<Channel> {
@@ -335,12 +350,10 @@ impl ContainerdRuntime {
         SnapshotsClient::new(self.conn.channel.clone())
     }
 
-    /// The container's cgroup directory under one v1 controller hierarchy.
-    fn cgroup_dir(&self, controller: &str, id: &str) -> PathBuf {
-        PathBuf::from("/sys/fs/cgroup")
-            .join(controller)
-            .join(self.config.cgroup_parent.trim_start_matches('/'))
-            .join(id)
+    /// The container's cgroup relative to a hierarchy's root (runc makes
+    /// it from the spec's `cgroupsPath`, `<cgroup_parent>/<id>`).
+    pub fn cgroup_path(&self, id: &str) -> PathBuf {
+        Path::new(self.config.cgroup_parent.trim_start_matches('/')).join(id)
     }
 
     async fn get_task(&self, id: &str) -> Result<Option<Process>, RuntimeError> {
@@ -640,37 +653,16 @@ impl Runtime for ContainerdRuntime {
     }
 
     async fn usage(&self, id: &str) -> Option<CgroupUsage> {
-        // cgroup v1 files: cheaper than containerd's Metrics call and
+        // The cgroup's files: cheaper than containerd's Metrics call and
         // without its protobuf types (which containerd-client lacks).
-        let read = |controller: &'static str, file: &'static str| {
-            let path = self.cgroup_dir(controller, id).join(file);
-            async move {
-                tokio::fs::read_to_string(path)
-                    .await
-                    .ok()
-                    .and_then(|text| text.trim().parse::<u64>().ok())
-            }
-        };
-        let cpu_usage_ns = read("cpuacct", "cpuacct.usage").await?;
-        let peak_memory_bytes = read("memory", "memory.max_usage_in_bytes")
-            .await
-            .unwrap_or(0);
-        Some(CgroupUsage {
-            cpu_usage_ns,
-            peak_memory_bytes,
-        })
+        self.cgroups.usage(&self.cgroup_path(id)).await
     }
 
     async fn oom_killed(&self, id: &str) -> bool {
-        let path = self.cgroup_dir("memory", id).join("memory.oom_control");
-        match tokio::fs::read_to_string(&path).await {
-            Ok(text) => text.lines().any(|line| {
-                line.strip_prefix("oom_kill ")
-                    .and_then(|n| n.trim().parse::<u64>().ok())
-                    .is_some_and(|n| n > 0)
-            }),
+        match self.cgroups.oom_killed(&self.cgroup_path(id)).await {
+            Ok(killed) => killed,
             Err(e) => {
-                debug!(container_id = %id, path = %path.display(), error = %e, "no oom_control");
+                debug!(container_id = %id, cgroups = %self.cgroups, error = %e, "no OOM record");
                 false
             }
         }
@@ -730,13 +722,8 @@ impl Runtime for ContainerdRuntime {
         }
         // runc removes the cgroups it created with the task; this catches
         // those left by a crashed shim. rmdir only succeeds on empty ones.
-        if let Ok(mut controllers) = tokio::fs::read_dir("/sys/fs/cgroup").await {
-            while let Ok(Some(entry)) = controllers.next_entry().await {
-                let dir = self.cgroup_dir(&entry.file_name().to_string_lossy(), id);
-                if tokio::fs::remove_dir(&dir).await.is_ok() {
-                    debug!(dir = %dir.display(), "removed leftover cgroup");
-                }
-            }
+        for dir in self.cgroups.remove_leftovers(&self.cgroup_path(id)).await {
+            debug!(dir = %dir.display(), "removed leftover cgroup");
         }
         info!("container removed");
         Ok(())

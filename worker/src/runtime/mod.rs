@@ -4,6 +4,8 @@
 //!
 //! Layout:
 //! - [`containerd`]: `ContainerdRuntime`, the real implementation over containerd-client.
+//! - [`cgroup`]: the host's cgroup layout (v2 or v1): usage, OOM kills and
+//!   leftovers of a container's cgroup; refuses a host with neither.
 //! - [`pull`]: fetches images from an OCI registry into containerd's content store and unpacks them.
 //! - [`spec`]: builds the complete OCI runtime spec for a container.
 //! - [`seccomp`]: resolves the containers/common default profile into OCI form.
@@ -12,6 +14,7 @@
 //! Bookkeeping lives in containerd itself (container labels), not in the
 //! worker's memory, so a restarted worker re-adopts what is running.
 
+pub mod cgroup;
 pub mod containerd;
 #[cfg(test)]
 pub(crate) mod fake;
@@ -45,6 +48,8 @@ pub enum RuntimeError {
     Connect { socket: String, message: String },
     #[error("building the runtime spec for {id}: {message}")]
     Spec { id: String, message: String },
+    #[error(transparent)]
+    Cgroup(#[from] cgroup::CgroupError),
     #[error("{op} for {id}: {source}")]
     Io {
         op: &'static str,

@@ -66,9 +66,15 @@ pub struct SpecOptions {
     pub pids_limit: i64,
     /// The resolved OCI `linux.seccomp` object; `None` runs unconfined.
     pub seccomp: Option<Value>,
-    /// Whether cgroup v1 swap accounting exists (memory.memsw.*). Without it
-    /// runc fails to write a memory+swap limit, so it is left out.
+    /// Whether swap is accounted (v1 memory.memsw.*, v2 memory.swap.max).
+    /// Without it runc fails to write a memory+swap limit, so it is left out.
     pub swap_accounting: bool,
+    /// A cgroup namespace of its own, for cgroup v2 hosts: runc mounts a
+    /// fresh cgroup2 at /sys/fs/cgroup, which shows the root of the
+    /// container's cgroup namespace; without one that is the host's whole
+    /// tree (every container's cgroup). On v1 runc bind-mounts the
+    /// container's own cgroups, as Docker's default (host namespace) does.
+    pub cgroup_namespace: bool,
     /// RLIMIT_NOFILE (soft and hard). Raising a hard limit above the one
     /// runc inherits needs CAP_SYS_RESOURCE, which some hosts (sandboxed
     /// VMs) withhold even from root; runc then fails with EPERM. So this is
@@ -105,6 +111,9 @@ pub fn build(run: &RunSpec, opts: &SpecOptions) -> Result<Value, RuntimeError> {
         .unwrap_or_else(|| "/".to_owned());
 
     let caps = DEFAULT_CAPABILITIES;
+    // The resources are OCI's v1-shaped fields on either layout: on a v2
+    // host runc converts them (shares -> cpu.weight, quota and period ->
+    // cpu.max, limit -> memory.max, pids -> pids.max, devices -> eBPF).
     let quota = run.cpu.cfs_quota_us(CPU_PERIOD_US);
     // Docker's conversion of CPUs to relative weight: 1 vCPU = 1024 shares.
     let shares = (u64::from(run.cpu.millis()) * 1024 / 1000).max(2);
@@ -112,7 +121,8 @@ pub fn build(run: &RunSpec, opts: &SpecOptions) -> Result<Value, RuntimeError> {
 
     let mut memory = json!({ "limit": memory_bytes });
     if opts.swap_accounting {
-        // memory+swap equal to memory: the container gets no swap at all.
+        // memory+swap equal to memory: the container gets no swap at all
+        // (on v2 runc writes the difference, 0, to memory.swap.max).
         memory["swap"] = json!(memory_bytes);
     }
 
@@ -136,6 +146,12 @@ pub fn build(run: &RunSpec, opts: &SpecOptions) -> Result<Value, RuntimeError> {
         "maskedPaths": MASKED_PATHS,
         "readonlyPaths": READONLY_PATHS,
     });
+    if opts.cgroup_namespace {
+        linux["namespaces"]
+            .as_array_mut()
+            .expect("namespaces is an array")
+            .push(json!({ "type": "cgroup" }));
+    }
     if let Some(seccomp) = &opts.seccomp {
         linux["seccomp"] = seccomp.clone();
     }
@@ -331,6 +347,7 @@ mod tests {
             pids_limit: 4096,
             seccomp: None,
             swap_accounting: true,
+            cgroup_namespace: false,
             nofile_limit: NOFILE_LIMIT,
         }
     }
@@ -390,6 +407,19 @@ mod tests {
         for t in ["pid", "ipc", "uts", "mount"] {
             assert!(ns.iter().any(|n| n["type"] == t), "{t}");
         }
+        // The host's cgroup namespace on v1; its own on v2.
+        assert!(ns.iter().all(|n| n["type"] != "cgroup"));
+        let v2 = build(
+            &run_spec(),
+            &SpecOptions {
+                cgroup_namespace: true,
+                ..opts()
+            },
+        )
+        .unwrap();
+        let v2_ns = v2["linux"]["namespaces"].as_array().unwrap();
+        assert_eq!(v2_ns.len(), ns.len() + 1);
+        assert!(v2_ns.contains(&json!({ "type": "cgroup" })));
     }
 
     #[test]
