@@ -15,10 +15,11 @@
 #   --work DIR      build directory (kept; default: a temporary one, removed)
 #
 # The base layer: /bin/busybox, one symlink per applet (busybox --list-full:
-# bin/sh, bin/echo, bin/sleep, usr/bin/wget, usr/sbin/httpd, ...), /etc/passwd
+# bin/sh, bin/echo, bin/sleep, usr/bin/wget, usr/sbin/httpd, ...),
+# /usr/local/bin/skiff-probe (deploy/local/probe.c, static), /etc/passwd
 # and /etc/group with root and nobody, /tmp (1777), /root, /var, /proc, /sys,
 # /dev mount points. Tars are deterministic (sorted names, mtime 0, uid/gid 0)
-# and gzip -n, so the digests only change when busybox changes.
+# and gzip -n, so the digests only change when busybox or the probe changes.
 #
 # Prints the manifest digest on stdout; progress on stderr.
 set -euo pipefail
@@ -82,8 +83,13 @@ make_layer() {
 # --- base layer: busybox rootfs -------------------------------------------
 root="$work/rootfs"
 rm -rf "$root"
-mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,etc,root,tmp,var/tmp,proc,sys,dev,home}
+mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,usr/local/bin,etc,root,tmp,var/tmp,proc,sys,dev,home}
 install -m 0755 "$BUSYBOX" "$root/bin/busybox"
+# the isolation tests' probe (deploy/local/probe.c), static; a copy stays
+# in the work dir for their host-side controls
+gcc -static -O2 -s -o "$work/skiff-probe" "$(dirname "${BASH_SOURCE[0]}")/probe.c" \
+  || die "compiling probe.c failed (apt-get install gcc libc6-dev)"
+install -m 0755 "$work/skiff-probe" "$root/usr/local/bin/skiff-probe"
 applets=0
 while read -r path; do
   path=${path#/}
@@ -98,7 +104,7 @@ done
 printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' >"$root/etc/passwd"
 printf 'root:x:0:\nnogroup:x:65534:\n' >"$root/etc/group"
 printf 'hosts: files dns\n' >"$root/etc/nsswitch.conf"
-chmod 0755 "$root" "$root"/{bin,sbin,usr,usr/bin,usr/sbin,etc,var,proc,sys,dev,home}
+chmod 0755 "$root" "$root"/{bin,sbin,usr,usr/bin,usr/sbin,usr/local,usr/local/bin,etc,var,proc,sys,dev,home}
 chmod 0700 "$root/root"
 chmod 1777 "$root/tmp" "$root/var/tmp"
 chmod 0644 "$root/etc/passwd" "$root/etc/group" "$root/etc/nsswitch.conf"

@@ -17,6 +17,8 @@
 #   SKIFF_TEST_REGISTRY          127.0.0.1:5001
 #   SKIFF_TEST_IMAGE             127.0.0.1:5001/skiff/busybox:latest
 #   SKIFF_TEST_STATE_DIR         <checkout>/.skiff/test/run (emptied at start)
+#   SKIFF_TEST_PROBE             the sample image's /usr/local/bin/skiff-probe
+#                                (deploy/local/probe.c), for host-side controls
 #   SKIFF_TEST_DEPLOY_LIB        absolute path of deploy/local/lib.sh, for
 #                                tests that start more daemons of their own:
 #       bash -c 'source "$SKIFF_TEST_DEPLOY_LIB"; start_containerd DIR'
@@ -280,6 +282,7 @@ export SKIFF_TEST_REGISTRY="$SKIFF_REGISTRY"
 export SKIFF_TEST_IMAGE="$SKIFF_REGISTRY/skiff/busybox:latest"
 export SKIFF_TEST_STATE_DIR="$RUN_DIR"
 export SKIFF_TEST_DEPLOY_LIB="$SKIFF_DEPLOY_DIR/lib.sh"
+export SKIFF_TEST_PROBE="$STATE/image-build/skiff-probe"
 log "test stack ready:"
 env | grep '^SKIFF_TEST_' | sort >&2
 

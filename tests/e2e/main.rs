@@ -48,6 +48,7 @@ mod billing;
 mod credentials;
 mod deadlines;
 mod egress;
+mod escape;
 mod events;
 mod hosts;
 mod idempotency;

@@ -80,6 +80,10 @@ pub const DENIED_REGISTRY_NET: &str = "198.51.100.0/24";
 /// (any port): where the egress tests run registry stubs.
 pub const REDIRECTING_REGISTRY_HOST: &str = "127.0.0.3";
 
+/// Every host's `SKIFF_PIDS_LIMIT` (a container's pids.max): low, so the
+/// fork-bomb test reaches it quickly.
+pub const PIDS_LIMIT: u64 = 512;
+
 /// What every host offers the scheduler.
 pub const HOST_CPU_MILLIS: u64 = 3000;
 pub const HOST_MEMORY_MIB: u64 = 3072;

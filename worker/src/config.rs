@@ -77,6 +77,11 @@ pub struct WorkerConfig {
     #[arg(long, env = "SKIFF_MEMORY_MIB")]
     pub memory_mib: Option<u64>,
 
+    /// Most processes (threads included) one container may have at once
+    /// (its cgroup's pids.max): a fork bomb stops there.
+    #[arg(long, env = "SKIFF_PIDS_LIMIT", default_value_t = 4096)]
+    pub pids_limit: i64,
+
     /// Registries reached over plain HTTP (host or host:port),
     /// comma-separated; naming one also allows it (loopback included).
     /// None by default: every pull is HTTPS.

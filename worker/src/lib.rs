@@ -80,6 +80,7 @@ pub async fn serve(
             namespace: config.containerd_namespace.clone(),
             state_dir: config.state_dir.clone(),
             egress: config.egress_policy()?,
+            pids_limit: config.pids_limit,
             seccomp_profile: Some(config.seccomp_profile.clone()),
             cgroup_parent: config.cgroup_parent(),
             logger: config

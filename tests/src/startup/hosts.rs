@@ -200,6 +200,10 @@ pub(super) fn start_workers(
                 dir.join("worker").display().to_string(),
             ),
             ("SKIFF_CPU_MILLIS".into(), HOST_CPU_MILLIS.to_string()),
+            (
+                "SKIFF_PIDS_LIMIT".into(),
+                crate::platform::PIDS_LIMIT.to_string(),
+            ),
             ("SKIFF_MEMORY_MIB".into(), HOST_MEMORY_MIB.to_string()),
             (
                 "SKIFF_HOST_LABELS".into(),

@@ -176,7 +176,7 @@ pub fn build(run: &RunSpec, opts: &SpecOptions) -> Result<Value, RuntimeError> {
         },
         "root": { "path": "rootfs", "readonly": false },
         "hostname": run.hostname,
-        "mounts": default_mounts(),
+        "mounts": default_mounts(run.memory.bytes().max(0) as u64),
         "linux": linux,
     }))
 }
@@ -283,8 +283,13 @@ fn can_raise_rlimits() -> bool {
         .is_some_and(|caps| caps & (1 << 24) != 0)
 }
 
-fn default_mounts() -> Value {
+/// Docker's mounts, plus `/tmp` as a tmpfs as large as the memory limit: its
+/// pages are charged to the container's memory cgroup, so filling it hits
+/// the container's own limit, never the host's disk.
+fn default_mounts(memory_bytes: u64) -> Value {
     json!([
+        { "destination": "/tmp", "type": "tmpfs", "source": "tmpfs",
+          "options": ["nosuid", "nodev", "mode=1777", format!("size={memory_bytes}")] },
         { "destination": "/proc", "type": "proc", "source": "proc",
           "options": ["nosuid", "noexec", "nodev"] },
         { "destination": "/dev", "type": "tmpfs", "source": "tmpfs",
@@ -471,6 +476,28 @@ mod tests {
     }
 
     #[test]
+    fn tmp_is_a_tmpfs_as_large_as_the_memory_limit() {
+        let run = run_spec();
+        let s = build(&run, &opts()).unwrap();
+        let tmp = s["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["destination"] == "/tmp")
+            .unwrap();
+        assert_eq!(tmp["type"], "tmpfs");
+        let size = format!("size={}", run.memory.bytes());
+        assert!(
+            tmp["options"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|o| *o == size.as_str()),
+            "{tmp}"
+        );
+    }
+
+    #[test]
     fn mounts_and_paths_match_docker_defaults() {
         let s = build(&run_spec(), &opts()).unwrap();
         let mounts = s["mounts"].as_array().unwrap();
@@ -482,7 +509,8 @@ mod tests {
             cgroup["options"],
             json!(["nosuid", "noexec", "nodev", "relatime", "ro"])
         );
-        assert_eq!(mounts.len(), 7);
+        // Docker's seven, and /tmp.
+        assert_eq!(mounts.len(), 8);
         assert!(s["linux"]["maskedPaths"]
             .as_array()
             .unwrap()
