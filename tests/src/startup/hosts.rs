@@ -252,7 +252,15 @@ pub(super) fn start_workers(
         ];
         let mut command = Vec::new();
         if let Some(p) = in_netns {
-            command.extend(["ip", "netns", "exec", &p.host_netns].map(String::from));
+            // Its network namespace only: `ip netns exec` would also give it a
+            // mount namespace with a fresh /sys, without the cgroup
+            // hierarchies the worker meters through (and refuses to start
+            // without).
+            command.extend([
+                "nsenter".to_string(),
+                format!("--net=/run/netns/{}", p.host_netns),
+                "--".to_string(),
+            ]);
         }
         command.push(programs.worker_bin.display().to_string());
         let worker = Service::spawn("worker", command, env_vars, &dir)?;
