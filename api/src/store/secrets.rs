@@ -22,6 +22,34 @@ const BATCH: i64 = 500;
 const LOCKED_WAIT: Duration = Duration::from_secs(60);
 const LOCKED_RETRY: Duration = Duration::from_millis(100);
 
+/// Where rows of an earlier version keep secrets in plain text.
+struct Legacy {
+    table: &'static str,
+    /// The plain-text map (SQL; NULL when there is none).
+    plain: &'static str,
+    /// Rows that still hold one.
+    filter: &'static str,
+    /// What empties it.
+    clear: &'static str,
+    row_of: fn(Uuid) -> String,
+}
+
+const LEGACY_CONTAINERS: Legacy = Legacy {
+    table: "containers",
+    plain: "secure_env",
+    filter: "secure_env <> '{}'",
+    clear: "secure_env = '{}'",
+    row_of: container_row,
+};
+
+const LEGACY_JOBS: Legacy = Legacy {
+    table: "jobs",
+    plain: "NULLIF(template->'secure_env', 'null')",
+    filter: "template ? 'secure_env'",
+    clear: "template = template - 'secure_env'",
+    row_of: job_row,
+};
+
 /// What a bulk pass changed.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Resealed {
@@ -50,13 +78,15 @@ impl Store {
     /// empties the plain-text copies; waits for rows others hold locked.
     pub async fn seal_legacy_secrets(&self) -> Result<Resealed> {
         let mut done = Resealed::default();
+        let left = [&LEGACY_CONTAINERS, &LEGACY_JOBS]
+            .map(|l| format!("(SELECT count(*) FROM {} WHERE {})", l.table, l.filter))
+            .join(" + ");
         self.until_none_left(
-            "SELECT (SELECT count(*) FROM containers WHERE secure_env <> '{}') \
-                  + (SELECT count(*) FROM jobs WHERE template ? 'secure_env')",
+            &format!("SELECT {left}"),
             None,
             async || {
-                done.containers += self.seal_legacy_containers().await?;
-                done.jobs += self.seal_legacy_jobs().await?;
+                done.containers += self.seal_legacy(&LEGACY_CONTAINERS).await?;
+                done.jobs += self.seal_legacy(&LEGACY_JOBS).await?;
                 Ok(())
             },
         )
@@ -92,55 +122,32 @@ impl Store {
         }
     }
 
-    async fn seal_legacy_containers(&self) -> Result<u64> {
+    /// One pass of [`Store::seal_legacy_secrets`] over one table.
+    async fn seal_legacy(&self, legacy: &Legacy) -> Result<u64> {
+        let Legacy {
+            table,
+            plain,
+            filter,
+            clear,
+            row_of,
+        } = legacy;
         let mut done = 0;
         loop {
             let mut tx = self.pool.begin().await?;
-            let rows: Vec<(Uuid, Json<SecretEnv>)> = sqlx::query_as(
-                "SELECT id, secure_env FROM containers WHERE secure_env <> '{}' \
-                 ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
-            )
-            .bind(BATCH)
-            .fetch_all(&mut *tx)
-            .await?;
-            for (id, Json(env)) in &rows {
-                let sealed = self.keyring.seal_env(env, &container_row(*id));
-                sqlx::query(
-                    "UPDATE containers SET secure_env = '{}', secure_env_kid = $2, \
-                     secure_env_sealed = $3 WHERE id = $1",
-                )
-                .bind(id)
-                .bind(sealed.as_ref().map(|s| &s.kid))
-                .bind(sealed.as_ref().map(|s| &s.bytes))
-                .execute(&mut *tx)
-                .await?;
-            }
-            tx.commit().await?;
-            done += rows.len() as u64;
-            if (rows.len() as i64) < BATCH {
-                return Ok(done);
-            }
-        }
-    }
-
-    async fn seal_legacy_jobs(&self) -> Result<u64> {
-        let mut done = 0;
-        loop {
-            let mut tx = self.pool.begin().await?;
-            let rows: Vec<(Uuid, Option<Json<SecretEnv>>)> = sqlx::query_as(
-                "SELECT id, NULLIF(template->'secure_env', 'null') FROM jobs \
-                 WHERE template ? 'secure_env' ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
-            )
+            let rows: Vec<(Uuid, Option<Json<SecretEnv>>)> = sqlx::query_as(&format!(
+                "SELECT id, {plain} FROM {table} WHERE {filter} \
+                 ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED"
+            ))
             .bind(BATCH)
             .fetch_all(&mut *tx)
             .await?;
             for (id, env) in &rows {
                 let env = env.as_ref().map(|j| j.0.clone()).unwrap_or_default();
-                let sealed = self.keyring.seal_env(&env, &job_row(*id));
-                sqlx::query(
-                    "UPDATE jobs SET template = template - 'secure_env', secure_env_kid = $2, \
-                     secure_env_sealed = $3 WHERE id = $1",
-                )
+                let sealed = self.keyring.seal_env(&env, &row_of(*id));
+                sqlx::query(&format!(
+                    "UPDATE {table} SET {clear}, secure_env_kid = $2, secure_env_sealed = $3 \
+                     WHERE id = $1"
+                ))
                 .bind(id)
                 .bind(sealed.as_ref().map(|s| &s.kid))
                 .bind(sealed.as_ref().map(|s| &s.bytes))
