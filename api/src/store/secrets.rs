@@ -81,15 +81,11 @@ impl Store {
         let left = [&LEGACY_CONTAINERS, &LEGACY_JOBS]
             .map(|l| format!("(SELECT count(*) FROM {} WHERE {})", l.table, l.filter))
             .join(" + ");
-        self.until_none_left(
-            &format!("SELECT {left}"),
-            None,
-            async || {
-                done.containers += self.seal_legacy(&LEGACY_CONTAINERS).await?;
-                done.jobs += self.seal_legacy(&LEGACY_JOBS).await?;
-                Ok(())
-            },
-        )
+        self.until_none_left(&format!("SELECT {left}"), None, async || {
+            done.containers += self.seal_legacy(&LEGACY_CONTAINERS).await?;
+            done.jobs += self.seal_legacy(&LEGACY_JOBS).await?;
+            Ok(())
+        })
         .await?;
         Ok(done)
     }
