@@ -41,6 +41,8 @@
 //! - `trust`: the worker channel's mutual TLS: refusals and their alerts,
 //!   one host's credential for that host only.
 //! - `credentials`: join tokens, revocation, renewal in place.
+//! - `fuzz`: schemathesis against `/openapi.json` (tenant and admin
+//!   operations, every check), on a pool of its own.
 
 mod api;
 mod assignments;
@@ -48,6 +50,7 @@ mod billing;
 mod credentials;
 mod deadlines;
 mod events;
+mod fuzz;
 mod hosts;
 mod idempotency;
 mod images;

@@ -18,6 +18,7 @@
 //!   worker of h2 live in network namespaces of their own, joined by a veth
 //!   pair the test can cut.
 //! - [`Platform::hostless`]: one replica and no host at all.
+//! - [`Platform::fuzz`]: one replica and no host, for the API fuzzer.
 //!
 //! Capacities are modest and honest for this machine kind: every host offers
 //! 3 vCPU and 3072 MiB (`HOST_CPU_MILLIS`, `HOST_MEMORY_MIB`), so a 3.5 vCPU
@@ -113,7 +114,7 @@ pub struct ApiReplica {
 
 /// The services under test: one pool.
 pub struct Platform {
-    /// `main`, `spread`, `pg`, `partition`, `hostless` or `trust`.
+    /// `main`, `spread`, `pg`, `partition`, `hostless`, `trust` or `fuzz`.
     pub pool: &'static str,
     /// REST base URL of replica 1.
     pub api_url: String,
@@ -156,6 +157,7 @@ static OWN_POSTGRES: Cell = OnceLock::new();
 static PARTITIONED: Cell = OnceLock::new();
 static HOSTLESS: Cell = OnceLock::new();
 static TRUST: Cell = OnceLock::new();
+static FUZZ: Cell = OnceLock::new();
 /// The pools that have been started, for logs dumps.
 pub(crate) fn started_pools() -> impl Iterator<Item = &'static Platform> {
     [
@@ -165,6 +167,7 @@ pub(crate) fn started_pools() -> impl Iterator<Item = &'static Platform> {
         &PARTITIONED,
         &HOSTLESS,
         &TRUST,
+        &FUZZ,
     ]
     .into_iter()
     .filter_map(|cell| cell.get().and_then(|r| r.as_ref().ok()))
@@ -189,6 +192,7 @@ impl Platform {
                 partition: false,
                 image_budget: None,
                 log_budget: None,
+                api_env: &[],
             },
         )
     }
@@ -209,6 +213,7 @@ impl Platform {
                 partition: false,
                 image_budget: Some(SPREAD_IMAGE_BUDGET),
                 log_budget: Some(SPREAD_LOG_BUDGET),
+                api_env: &[],
             },
         )
     }
@@ -229,6 +234,7 @@ impl Platform {
                 partition: false,
                 image_budget: None,
                 log_budget: None,
+                api_env: &[],
             },
         )
     }
@@ -249,6 +255,7 @@ impl Platform {
                 partition: true,
                 image_budget: None,
                 log_budget: None,
+                api_env: &[],
             },
         )
     }
@@ -270,6 +277,34 @@ impl Platform {
                 partition: false,
                 image_budget: None,
                 log_budget: None,
+                api_env: &[],
+            },
+        )
+    }
+
+    /// The API fuzzer's pool (`fuzz.rs`): one replica and no host, on a
+    /// database of its own, so what schemathesis makes (tenants, containers
+    /// and jobs by the hundred, rate cards, quotas, join tokens) never
+    /// touches another pool's capacity, queue or bills, and no container
+    /// ever starts (the images it names are random: nothing is pulled). An
+    /// SSE stream ends after a second (`SKIFF_STREAM_MAX_S`), so the
+    /// fuzzer's event-stream cases end by themselves.
+    pub async fn fuzz() -> &'static Platform {
+        pool(
+            &FUZZ,
+            PoolSpec {
+                name: "fuzz",
+                cert_lifetime_s: 3600,
+                agent_listen_any: false,
+                host_lost_after_s: 10.0,
+                hosts: 0,
+                api_replicas: 1,
+                placement: "binpack",
+                own_postgres: false,
+                partition: false,
+                image_budget: None,
+                log_budget: None,
+                api_env: &[("SKIFF_STREAM_MAX_S", "1")],
             },
         )
     }
@@ -291,6 +326,7 @@ impl Platform {
                 partition: false,
                 image_budget: None,
                 log_budget: None,
+                api_env: &[],
             },
         )
     }
