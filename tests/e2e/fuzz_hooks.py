@@ -12,7 +12,11 @@ rules of its API; each is in the operation's text instead:
 - a job: `tasks`, when given, has `count` entries; its task names
   (`<name>-<index>-a<attempt>`) are container names (at most 63 characters);
 - a `notify_url` names a host the server allows (the fuzz pool allows
-  127.0.0.1 and localhost).
+  127.0.0.1 and localhost);
+- limits in bytes (UTF-8), where JSON Schema's `maxLength` counts
+  characters: a label value at most 256, a tenant's name 128 (blanks around
+  it aside), a join token's description 256, an adjustment's id 128; an
+  environment (`env` and `secure_env`) and a command at most 64 KiB each.
 
 The hook below makes the *valid* requests schemathesis generates follow them
 (a fresh key, a window of up to 366 days from `from`, ...), so that a valid
@@ -72,6 +76,53 @@ def _no_key_in_both(container, extra_env=()):
                 del secure[key]
 
 
+def _utf8(value):
+    return str(value).encode("utf-8", "surrogatepass")
+
+
+def _bytes(text, limit):
+    """`text` cut to at most `limit` bytes of UTF-8 (whole characters)."""
+    return _utf8(text)[:limit].decode("utf-8", "ignore")
+
+
+def _labels(labels):
+    if isinstance(labels, dict):
+        for key, value in labels.items():
+            if isinstance(value, str):
+                labels[key] = _bytes(value, 256)
+
+
+def _size(container, limit=64 * 1024):
+    """Drops environment entries and command arguments past the size limits."""
+    total = 0
+    for field in ("env", "secure_env"):
+        env = container.get(field)
+        if isinstance(env, dict):
+            for key in list(env):
+                size = len(_utf8(key)) + len(_utf8(env[key])) + 2
+                if total + size > limit:
+                    del env[key]
+                else:
+                    total += size
+    command = container.get("command")
+    if isinstance(command, list):
+        total = 0
+        for i, arg in enumerate(command):
+            total += len(_utf8(arg))
+            if total > limit:
+                del command[i:]
+                break
+
+
+def _container(body, extra_env=()):
+    _no_key_in_both(body, extra_env)
+    _labels(body.get("labels"))
+    placement = body.get("placement")
+    if isinstance(placement, dict):
+        _labels(placement.get("host_labels"))
+    _size(body)
+
+
 def _notify_url(body):
     url = body.get("notify_url")
     if isinstance(url, str) and url:
@@ -91,7 +142,8 @@ def _job(body):
         for task in tasks or []:
             if isinstance(task, dict) and isinstance(task.get("env"), dict):
                 task_env.update(task["env"])
-        _no_key_in_both(template, task_env)
+        _container(template, task_env)
+        _labels(body.get("labels"))
     name = body.get("name")
     if isinstance(name, str) and isinstance(body.get("count"), int):
         attempts = (body.get("max_retries") or 0) + 1
@@ -117,7 +169,17 @@ def before_call(ctx, case, kwargs):
     elif (method, path) == ("POST", "/v1/admin/rates") and body is not None:
         _rate_card(body)
     elif (method, path) == ("POST", "/v1/containers") and body is not None:
-        _no_key_in_both(body)
+        _container(body)
         _notify_url(body)
     elif (method, path) == ("POST", "/v1/jobs") and body is not None:
         _job(body)
+    elif (method, path) == ("POST", "/v1/tenants") and body is not None:
+        if isinstance(body.get("name"), str):
+            name = body["name"].strip()
+            body["name"] = _bytes(name, 128).strip() or "t"
+    elif (method, path) == ("POST", "/v1/admin/join-tokens") and body is not None:
+        if isinstance(body.get("description"), str):
+            body["description"] = _bytes(body["description"], 256)
+    elif (method, path) == ("POST", "/v1/admin/adjustments") and body is not None:
+        if isinstance(body.get("adjustment_id"), str):
+            body["adjustment_id"] = _bytes(body["adjustment_id"], 128) or "a"
