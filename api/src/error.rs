@@ -255,6 +255,10 @@ impl From<skiff_billing::BillingError> for ApiError {
     fn from(err: skiff_billing::BillingError) -> Self {
         match err {
             skiff_billing::BillingError::Invalid(field) => field.into(),
+            skiff_billing::BillingError::RateTaken(_) => Self::Conflict {
+                field: Some("effective_from".into()),
+                detail: err.to_string(),
+            },
             skiff_billing::BillingError::TooSoon { retry_after_s } => Self::RateLimited {
                 limit: 1,
                 retry_after_s,

@@ -25,8 +25,10 @@ pub const TASK_INDEX_LABEL: &str = "skiff.task-index";
 #[serde(deny_unknown_fields)]
 pub struct TaskOverride {
     /// Merged over the template's env.
+    #[schema(schema_with = crate::http::schemas::env_map)]
     pub env: Option<BTreeMap<String, String>>,
     /// Replaces the template's command.
+    #[schema(schema_with = crate::http::schemas::command)]
     pub command: Option<Vec<String>>,
 }
 

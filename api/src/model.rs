@@ -11,6 +11,8 @@ use std::collections::BTreeMap;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use crate::http::schemas;
+
 pub const DEFAULT_STOP_TIMEOUT_S: u32 = 10;
 const MAX_STOP_TIMEOUT_S: u32 = 3600;
 /// The longest `timeout_s` (7 days).
@@ -44,38 +46,51 @@ pub fn check_max_cost(max_cost: i64) -> Result<(), FieldError> {
 #[serde(deny_unknown_fields)]
 pub struct CreateContainer {
     /// Unique within the tenant, `[a-z0-9-]{1,63}`; generated when absent.
+    #[schema(pattern = "^[a-z0-9-]{1,63}$")]
     pub name: Option<String>,
-    /// Image reference, e.g. `127.0.0.1:5000/skiff/busybox:latest`.
+    #[schema(schema_with = schemas::image)]
     pub image: String,
-    /// Replaces the image's entrypoint and command.
+    #[schema(schema_with = schemas::command)]
     pub command: Option<Vec<String>>,
-    /// Environment variables (POSIX names), returned by the API.
+    /// Environment variables, returned by the API.
+    #[schema(schema_with = schemas::env_map)]
     pub env: Option<BTreeMap<String, String>>,
     /// Environment variables that are never returned or logged.
-    #[schema(value_type = Option<BTreeMap<String, String>>)]
+    #[schema(schema_with = schemas::env_map)]
     pub secure_env: Option<SecretEnv>,
     /// vCPUs, 0.1 to 4 in steps of 0.01.
+    #[schema(minimum = 0.1, maximum = 4, multiple_of = 0.01)]
     pub cpu: f64,
     /// Memory limit in MiB, 64 to 16384.
+    #[schema(minimum = 64, maximum = 16384)]
     pub memory_mib: u64,
     pub restart_policy: Option<RestartPolicyName>,
     /// Most restarts the policy may make; unlimited when absent.
+    #[schema(maximum = 4294967295_u32)]
     pub max_restarts: Option<u32>,
-    /// Seconds between SIGTERM and SIGKILL on stop (default 10).
+    /// Seconds between SIGTERM and SIGKILL on stop (default 10, at most
+    /// 3600).
+    #[schema(maximum = 3600)]
     pub stop_timeout_s: Option<u32>,
     /// Longest a run may last (1 to 604800 s): past it, it is stopped and
     /// ends `failed` with `DeadlineExceeded`. No limit when absent.
+    #[schema(minimum = 1, maximum = 604800)]
     pub timeout_s: Option<u32>,
-    /// Most it may cost, in the unit of `usage.cost` (micro-units): once
-    /// its metered cost reaches it (checked at every meter checkpoint), it
-    /// is stopped and ends `failed` with `BudgetExceeded`.
+    /// Most it may cost, in the unit of `usage.cost` (micro-units, 1 to
+    /// 10^15): once its metered cost reaches it (checked at every meter
+    /// checkpoint), it is stopped and ends `failed` with `BudgetExceeded`.
+    #[schema(minimum = 1, maximum = 1_000_000_000_000_000_i64)]
     pub max_cost: Option<i64>,
     /// Where to POST the final object when a run ends (signed; see
-    /// `POST /v1/webhook-secret`). http(s), to a host the server allows.
+    /// `POST /v1/webhook-secret`): an http(s) URL to a host the server
+    /// allows (`SKIFF_WEBHOOK_ALLOWED_HOSTS`); empty for none.
+    #[schema(pattern = r"^(https?://[^\u0000]*)?$")]
     pub notify_url: Option<String>,
+    #[schema(schema_with = schemas::labels_map)]
     pub labels: Option<BTreeMap<String, String>>,
     /// Seconds the container may wait for a host with room before it fails
     /// with `NoCapacity` (1 to 86400; default from the server's config).
+    #[schema(minimum = 1, maximum = 86400)]
     pub max_pending_s: Option<u32>,
     pub placement: Option<PlacementRequest>,
 }
@@ -85,6 +100,7 @@ pub struct CreateContainer {
 #[serde(deny_unknown_fields)]
 pub struct PlacementRequest {
     /// Only hosts carrying every one of these labels.
+    #[schema(schema_with = schemas::labels_map)]
     pub host_labels: Option<BTreeMap<String, String>>,
 }
 
@@ -290,11 +306,11 @@ pub struct ContainerView {
     pub max_pending_s: u32,
     pub placement: PlacementRequest,
     /// pending, scheduled, pulling, starting, running, stopping, succeeded, failed, stopped.
-    #[schema(value_type = String)]
+    #[schema(value_type = schemas::ContainerStateName)]
     pub state: ContainerState,
     /// Machine-readable: Completed, Error, ImagePullFailed, StartFailed, OOMKilled, HostLost,
     /// TaskLost, StopRequested, BackOff, WaitingForCapacity (pending), NoCapacity (failed).
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<schemas::ReasonName>)]
     pub reason: Option<Reason>,
     pub message: Option<String>,
     pub exit_code: Option<i32>,
@@ -337,6 +353,9 @@ pub struct EventList {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTenant {
+    /// 1 to 128 bytes (UTF-8; leading and trailing blanks are trimmed),
+    /// without NUL.
+    #[schema(max_length = 128, pattern = r"^[^\u0000]*[^\s\u0000][^\u0000]*$")]
     pub name: String,
 }
 

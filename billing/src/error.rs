@@ -22,6 +22,10 @@ pub enum BillingError {
     },
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
+    /// A rate card already takes effect at that hour (a conflict with the
+    /// rate card, not bad input: maps to 409).
+    #[error("a rate card already takes effect at {}", .0.to_rfc3339())]
+    RateTaken(DateTime<Utc>),
     /// A verification asked again too soon after the last one.
     #[error("verified moments ago; again in {retry_after_s} s")]
     TooSoon { retry_after_s: u64 },

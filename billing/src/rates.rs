@@ -97,14 +97,7 @@ pub async fn add_rate(conn: &mut PgConnection, card: &RateCard) -> Result<(), Bi
     .await?
     .rows_affected();
     if inserted == 0 {
-        return Err(FieldError::new(
-            "effective_from",
-            format!(
-                "a rate card already takes effect at {}",
-                card.effective_from.to_rfc3339()
-            ),
-        )
-        .into());
+        return Err(BillingError::RateTaken(card.effective_from));
     }
     Ok(())
 }

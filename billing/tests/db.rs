@@ -557,11 +557,11 @@ async fn adjustments_and_rates() -> Result<()> {
         nano_per_gib_second: 2_000,
     };
     add_rate(&mut c, &card).await?;
+    match add_rate(&mut c, &card).await {
+        Err(BillingError::RateTaken(at)) => assert_eq!(at, next_hour),
+        other => panic!("expected RateTaken, got {other:?}"),
+    }
     for bad in [
-        RateCard {
-            effective_from: next_hour,
-            ..card
-        },
         RateCard {
             effective_from: next_hour - Duration::hours(2),
             ..card

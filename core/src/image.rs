@@ -20,9 +20,40 @@ static DOMAIN: Lazy<Regex> = Lazy::new(|| {
 });
 static PATH: Lazy<Regex> =
     Lazy::new(|| Regex::new(&format!(r"^{PATH_COMPONENT}(?:/{PATH_COMPONENT})*$")).unwrap());
-static TAG: Lazy<Regex> = Lazy::new(|| Regex::new(r"^[\w][\w.-]{0,127}$").unwrap());
-static DIGEST: Lazy<Regex> =
-    Lazy::new(|| Regex::new(r"^[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]{32,}$").unwrap());
+/// ASCII, as the grammar means `\w` (Rust's `\w` is Unicode).
+const TAG_RE: &str = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}";
+const DIGEST_RE: &str = r"[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]{32,}";
+static TAG: Lazy<Regex> = Lazy::new(|| Regex::new(&format!("^{TAG_RE}$")).unwrap());
+static DIGEST: Lazy<Regex> = Lazy::new(|| Regex::new(&format!("^{DIGEST_RE}$")).unwrap());
+
+/// What [`ImageRef::parse`] accepts, as one regular expression (for the
+/// OpenAPI document): the name's length (a look-ahead, which the `regex`
+/// crate has not: see [`GRAMMAR`]), then the grammar.
+static PATTERN: Lazy<String> = Lazy::new(|| {
+    format!(
+        "^(?=.{{1,{MAX_NAME_LEN}}}(?::{TAG_RE})?(?:@[^@]*)?$){}",
+        &GRAMMAR[1..]
+    )
+});
+
+/// The grammar of references [`ImageRef::parse`] accepts, anchored, but for
+/// the name's length: a registry host is a first component with a `.` or a
+/// `:port`, or `localhost`; without one, the first path component has no
+/// `.` unless it is the only one.
+static GRAMMAR: Lazy<String> = Lazy::new(|| {
+    let host = format!(
+        "(?:{DOMAIN_COMPONENT}(?:\\.{DOMAIN_COMPONENT})+(?::[0-9]+)?|{DOMAIN_COMPONENT}:[0-9]+|localhost)"
+    );
+    let first = r"[a-z0-9]+(?:(?:_|__|[-]+)[a-z0-9]+)*";
+    let p = PATH_COMPONENT;
+    format!("^(?:{host}/{p}(?:/{p})*|{first}(?:/{p})+|{p})(?::{TAG_RE})?(?:@{DIGEST_RE})?$")
+});
+
+/// The regular expression (ECMA 262, as JSON Schema's `pattern`) of the
+/// references [`ImageRef::parse`] accepts.
+pub fn image_pattern() -> &'static str {
+    &PATTERN
+}
 
 pub const DEFAULT_REGISTRY: &str = "docker.io";
 const MAX_NAME_LEN: usize = 255;
@@ -111,6 +142,47 @@ impl fmt::Display for ImageRef {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_pattern_accepts_what_parse_accepts() {
+        // The grammar part (the length look-ahead is for the OpenAPI
+        // document's regex engines; its bound is MAX_NAME_LEN).
+        assert!(image_pattern().starts_with("^(?=.{1,255}(?::"));
+        assert!(image_pattern().ends_with(&GRAMMAR[1..]));
+        let pattern = Regex::new(&GRAMMAR).unwrap();
+        for reference in [
+            "busybox",
+            "a.b.c",
+            "skiff/busybox:1",
+            "127.0.0.1:5000/skiff/busybox:latest",
+            "localhost/x",
+            "localhost:5000",
+            "localhost:5000/a/b@sha256:0123456789abcdef0123456789abcdef",
+            "host:5000/repo",
+            "Host.Example/x",
+            "ab-c/d",
+            "a__b/c",
+            "",
+            "A/b",
+            "a_b.c/d",
+            "a..b/c",
+            "a:b:c",
+            "a_b:5000/x",
+            "x:",
+            "x:\u{e9}t\u{e9}",
+            "x:-tag",
+            "x@sha256:short",
+            "x/",
+            "/x",
+            "X",
+        ] {
+            assert_eq!(
+                pattern.is_match(reference),
+                ImageRef::parse(reference).is_ok(),
+                "{reference:?}"
+            );
+        }
+    }
 
     #[test]
     fn parses_local_registry_references() {

@@ -18,7 +18,7 @@ pub mod names;
 pub mod resources;
 pub mod state;
 
-pub use image::ImageRef;
+pub use image::{image_pattern, ImageRef};
 pub use labels::{check_label, is_label_key, validate_labels, MAX_LABELS};
 pub use names::{validate_env, ContainerName, EnvError, SecretEnv};
 pub use resources::{CpuMillis, MemoryMib};

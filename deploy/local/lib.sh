@@ -40,12 +40,16 @@ short_hash() { printf '%s' "$1" | sha256sum | cut -c1-8; }
 # packages
 # ---------------------------------------------------------------------------
 
-# install_deps: install the Debian packages that are missing (apt-get update
-# only when something is missing), then check the Rust toolchain.
-install_deps() {
-  [[ $(id -u) -eq 0 ]] || die "run as root (it installs Debian packages, runs containerd and runc)"
+# The API fuzzer the tests run (tests/e2e/fuzz.rs), pinned: schemathesis from
+# PyPI, in a virtual environment of the checkout (.skiff/venv) made with
+# Debian's python3 and python3-venv.
+SKIFF_SCHEMATHESIS_VERSION=4.32.5
+
+# apt_install_missing PACKAGE...: install those of the Debian packages that
+# are missing (apt-get update only when something is).
+apt_install_missing() {
   local missing=() p
-  for p in "${SKIFF_APT_PACKAGES[@]}"; do
+  for p in "$@"; do
     if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
       missing+=("$p")
     fi
@@ -54,8 +58,15 @@ install_deps() {
     log "installing Debian packages: ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -q
-    apt-get install -y -q "${SKIFF_APT_PACKAGES[@]}"
+    apt-get install -y -q "${missing[@]}"
   fi
+}
+
+# install_deps: install the Debian packages that are missing, then check the
+# Rust toolchain.
+install_deps() {
+  [[ $(id -u) -eq 0 ]] || die "run as root (it installs Debian packages, runs containerd and runc)"
+  apt_install_missing "${SKIFF_APT_PACKAGES[@]}"
   if ! command -v cargo >/dev/null 2>&1; then
     if [[ -x "${HOME:-/root}/.cargo/bin/cargo" ]]; then
       export PATH="${HOME:-/root}/.cargo/bin:$PATH"
@@ -64,6 +75,28 @@ install_deps() {
     fi
   fi
   [[ -x "$SKIFF_PG_BIN/initdb" ]] || die "$SKIFF_PG_BIN/initdb missing (expected PostgreSQL 15 from Debian 12)"
+}
+
+# install_schemathesis: schemathesis $SKIFF_SCHEMATHESIS_VERSION in
+# <checkout>/.skiff/venv (made, or mended, when it lacks that version). Sets
+# and prints SKIFF_SCHEMATHESIS, the path of its `st` program.
+install_schemathesis() {
+  local venv="$SKIFF_REPO_ROOT/.skiff/venv"
+  SKIFF_SCHEMATHESIS="$venv/bin/st"
+  if [[ $("$SKIFF_SCHEMATHESIS" --version 2>/dev/null) != "st, version $SKIFF_SCHEMATHESIS_VERSION" ]]; then
+    apt_install_missing python3 python3-venv
+    # (Debian's python3 by its path: not whatever python3 a PATH finds first)
+    if [[ ! -x $venv/bin/pip ]]; then
+      log "creating the Python virtual environment $venv"
+      /usr/bin/python3 -m venv --clear "$venv" || die "could not create the virtual environment $venv"
+    fi
+    log "installing schemathesis $SKIFF_SCHEMATHESIS_VERSION (PyPI) into $venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$SKIFF_SCHEMATHESIS_VERSION" >&2 \
+      || die "could not install schemathesis $SKIFF_SCHEMATHESIS_VERSION into $venv"
+    [[ $("$SKIFF_SCHEMATHESIS" --version 2>/dev/null) == "st, version $SKIFF_SCHEMATHESIS_VERSION" ]] \
+      || die "$SKIFF_SCHEMATHESIS is not schemathesis $SKIFF_SCHEMATHESIS_VERSION after installing it"
+  fi
+  printf '%s\n' "$SKIFF_SCHEMATHESIS"
 }
 
 # ---------------------------------------------------------------------------

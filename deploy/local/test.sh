@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # deploy/local/test.sh: run every test of the workspace against real services.
 #
-# As root on Debian 12: installs what is missing (apt), starts a test stack
-# private to <checkout>/.skiff/test/ (separate from up.sh's, so both can run
-# at the same time):
+# As root on Debian 12: installs what is missing (apt; schemathesis from PyPI
+# into <checkout>/.skiff/venv), starts a test stack private to
+# <checkout>/.skiff/test/ (separate from up.sh's, so both can run at the same
+# time):
 #   PostgreSQL 15 cluster   127.0.0.1:54339   (always private; DATABASE_URL is ignored)
 #   containerd + runc       .skiff/test/containerd/containerd.sock
 #   docker-registry         127.0.0.1:5001    with skiff/busybox:{latest,1}
@@ -19,6 +20,9 @@
 #   SKIFF_TEST_STATE_DIR         <checkout>/.skiff/test/run (emptied at start)
 #   SKIFF_TEST_PROBE             the sample image's /usr/local/bin/skiff-probe
 #                                (deploy/local/probe.c), for host-side controls
+#   SKIFF_TEST_SCHEMATHESIS      the `st` program of schemathesis (pinned in
+#                                lib.sh, installed into .skiff/venv), which
+#                                tests/e2e/fuzz.rs runs against the API
 #   SKIFF_TEST_DEPLOY_LIB        absolute path of deploy/local/lib.sh, for
 #                                tests that start more daemons of their own:
 #       bash -c 'source "$SKIFF_TEST_DEPLOY_LIB"; start_containerd DIR'
@@ -249,6 +253,7 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 install_deps
+install_schemathesis >/dev/null
 
 # --- clean what an earlier (killed) run left ---------------------------------
 kill_test_processes
@@ -283,6 +288,7 @@ export SKIFF_TEST_IMAGE="$SKIFF_REGISTRY/skiff/busybox:latest"
 export SKIFF_TEST_STATE_DIR="$RUN_DIR"
 export SKIFF_TEST_DEPLOY_LIB="$SKIFF_DEPLOY_DIR/lib.sh"
 export SKIFF_TEST_PROBE="$STATE/image-build/skiff-probe"
+export SKIFF_TEST_SCHEMATHESIS="$SKIFF_SCHEMATHESIS"
 log "test stack ready:"
 env | grep '^SKIFF_TEST_' | sort >&2
 

@@ -41,6 +41,8 @@
 //! - `trust`: the worker channel's mutual TLS: refusals and their alerts,
 //!   one host's credential for that host only.
 //! - `credentials`: join tokens, revocation, renewal in place.
+//! - `fuzz`: schemathesis against `/openapi.json` (tenant and admin
+//!   operations, every check), on a pool of its own.
 
 mod api;
 mod assignments;
@@ -50,6 +52,7 @@ mod deadlines;
 mod egress;
 mod escape;
 mod events;
+mod fuzz;
 mod hosts;
 mod idempotency;
 mod images;

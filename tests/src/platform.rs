@@ -20,6 +20,7 @@
 //! - [`Platform::hostless`]: one replica and no host at all.
 //! - [`Platform::secrets`]: 1 host, 1 replica, for the test that rotates
 //!   the keyring of secrets at rest (its rows are all sealed anew).
+//! - [`Platform::fuzz`]: one replica and no host, for the API fuzzer.
 //!
 //! Capacities are modest and honest for this machine kind: every host offers
 //! 3 vCPU and 3072 MiB (`HOST_CPU_MILLIS`, `HOST_MEMORY_MIB`), so a 3.5 vCPU
@@ -127,7 +128,7 @@ pub struct ApiReplica {
 
 /// The services under test: one pool.
 pub struct Platform {
-    /// `main`, `spread`, `pg`, `partition`, `hostless`, `trust` or `secrets`.
+    /// `main`, `spread`, `pg`, `partition`, `hostless`, `trust`, `secrets` or `fuzz`.
     pub pool: &'static str,
     /// REST base URL of replica 1.
     pub api_url: String,
@@ -176,6 +177,7 @@ static PARTITIONED: Cell = OnceLock::new();
 static HOSTLESS: Cell = OnceLock::new();
 static TRUST: Cell = OnceLock::new();
 static SECRETS: Cell = OnceLock::new();
+static FUZZ: Cell = OnceLock::new();
 /// The pools that have been started, for logs dumps.
 pub(crate) fn started_pools() -> impl Iterator<Item = &'static Platform> {
     [
@@ -186,6 +188,7 @@ pub(crate) fn started_pools() -> impl Iterator<Item = &'static Platform> {
         &HOSTLESS,
         &TRUST,
         &SECRETS,
+        &FUZZ,
     ]
     .into_iter()
     .filter_map(|cell| cell.get().and_then(|r| r.as_ref().ok()))
@@ -210,6 +213,7 @@ impl Platform {
                 partition: false,
                 image_budget: None,
                 log_budget: None,
+                api_env: &[],
             },
         )
     }
@@ -230,6 +234,7 @@ impl Platform {
                 partition: false,
                 image_budget: Some(SPREAD_IMAGE_BUDGET),
                 log_budget: Some(SPREAD_LOG_BUDGET),
+                api_env: &[],
             },
         )
     }
@@ -250,6 +255,7 @@ impl Platform {
                 partition: false,
                 image_budget: None,
                 log_budget: None,
+                api_env: &[],
             },
         )
     }
@@ -270,6 +276,7 @@ impl Platform {
                 partition: true,
                 image_budget: None,
                 log_budget: None,
+                api_env: &[],
             },
         )
     }
@@ -291,6 +298,34 @@ impl Platform {
                 partition: false,
                 image_budget: None,
                 log_budget: None,
+                api_env: &[],
+            },
+        )
+    }
+
+    /// The API fuzzer's pool (`fuzz.rs`): one replica and no host, on a
+    /// database of its own, so what schemathesis makes (tenants, containers
+    /// and jobs by the hundred, rate cards, quotas, join tokens) never
+    /// touches another pool's capacity, queue or bills, and no container
+    /// ever starts (the images it names are random: nothing is pulled). An
+    /// SSE stream ends after a second (`SKIFF_STREAM_MAX_S`), so the
+    /// fuzzer's event-stream cases end by themselves.
+    pub async fn fuzz() -> &'static Platform {
+        pool(
+            &FUZZ,
+            PoolSpec {
+                name: "fuzz",
+                cert_lifetime_s: 3600,
+                agent_listen_any: false,
+                host_lost_after_s: 10.0,
+                hosts: 0,
+                api_replicas: 1,
+                placement: "binpack",
+                own_postgres: false,
+                partition: false,
+                image_budget: None,
+                log_budget: None,
+                api_env: &[("SKIFF_STREAM_MAX_S", "1")],
             },
         )
     }
@@ -312,6 +347,7 @@ impl Platform {
                 partition: false,
                 image_budget: None,
                 log_budget: None,
+                api_env: &[],
             },
         )
     }
@@ -332,6 +368,7 @@ impl Platform {
                 partition: false,
                 image_budget: None,
                 log_budget: None,
+                api_env: &[],
             },
         )
     }

@@ -73,6 +73,9 @@ pub(crate) struct PoolSpec {
     pub(crate) image_budget: Option<u64>,
     /// `SKIFF_HOST_LOG_BUDGET_BYTES` of every host; None: no budget.
     pub(crate) log_budget: Option<u64>,
+    /// More environment of the pool's API replicas (on top of, and over,
+    /// the harness's own).
+    pub(crate) api_env: &'static [(&'static str, &'static str)],
 }
 
 /// What a pool is started with: the skiff binaries and lib.sh (which starts

@@ -6,6 +6,8 @@
 //! `Last-Event-ID` (or `since`) loses nothing and sees nothing twice.
 
 use super::containers::label_filter;
+use super::problems::InvalidRequest;
+use super::schemas;
 use super::{json, Tenant};
 use crate::error::ApiError;
 use crate::store::events::{Cursor, EventFilter, LoggedEvent};
@@ -30,15 +32,16 @@ const STREAM_POLL: Duration = Duration::from_secs(1);
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct EventItem {
     /// Resume after this event with `since=<cursor>`.
+    #[schema(value_type = schemas::EventCursor)]
     pub cursor: String,
     pub container_id: Uuid,
     /// `state` for a change of state, else the event's kind (Scheduled,
     /// Pulling, Started, Exited, Killing, DeadlineExceeded, ...).
     #[serde(rename = "type")]
     pub type_: String,
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<schemas::ContainerStateName>)]
     pub state: Option<ContainerState>,
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<schemas::ReasonName>)]
     pub reason: Option<Reason>,
     pub message: String,
     pub at: DateTime<Utc>,
@@ -48,6 +51,7 @@ pub struct EventItem {
 pub struct EventPage {
     pub items: Vec<EventItem>,
     /// The cursor to ask from next (the last item's, or the one asked from).
+    #[schema(value_type = schemas::EventCursor)]
     pub next: String,
 }
 
@@ -63,13 +67,58 @@ fn item(e: LoggedEvent) -> EventItem {
     }
 }
 
+/// The query of `GET /v1/events`, read as pairs (`label` repeats).
+pub struct EventsQuery;
+
+impl utoipa::IntoParams for EventsQuery {
+    fn into_params(
+        _: impl Fn() -> Option<utoipa::openapi::path::ParameterIn>,
+    ) -> Vec<utoipa::openapi::path::Parameter> {
+        use utoipa::PartialSchema as _;
+        let cursor = schemas::EventCursor::schema;
+        // (The `Last-Event-ID` header is described in the operation's
+        // text, not as a parameter: a cursor holds a `-`, and schemathesis
+        // makes header values of letters and digits only, so it would send
+        // a "valid" one that is not a cursor.)
+        vec![
+            schemas::query("since", "Only events after this cursor.", cursor(), false),
+            schemas::query(
+                "container",
+                "Only this container's events.",
+                schemas::uuid().build(),
+                false,
+            ),
+            schemas::query(
+                "job",
+                "Only the events of this job's task containers.",
+                schemas::uuid().build(),
+                false,
+            ),
+            schemas::query(
+                "type",
+                "Only events of this type: `state`, an event kind, or `removed`.",
+                schemas::string()
+                    .pattern(Some(schemas::NO_NUL_PATTERN))
+                    .build(),
+                false,
+            ),
+            schemas::label_filter(),
+            schemas::limit(),
+        ]
+    }
+}
+
 /// The tenant's events in commit order (JSON page, or SSE with `Accept:
 /// text/event-stream`). Filters: `container=<id>`, `job=<id>`, `type=`, `label=k=v`
-/// (repeatable); `since=<cursor>`; `limit` (JSON, 1 to 1000).
-#[utoipa::path(get, path = "/v1/events",
-    params(("since" = Option<String>, Query), ("container" = Option<Uuid>, Query), ("job" = Option<Uuid>, Query),
-        ("type" = Option<String>, Query), ("label" = Option<String>, Query), ("limit" = Option<u32>, Query)),
-    responses((status = 200, body = EventPage), (status = 400, body = crate::error::Problem)),
+/// (repeatable); `since=<cursor>`; `limit` (JSON, 1 to 1000). A
+/// `Last-Event-ID: <cursor>` header (a reconnecting event stream's) wins
+/// over `since`.
+#[utoipa::path(get, path = "/v1/events", tag = "events", params(EventsQuery),
+    responses((status = 200, description = "a page of the log, or (with `Accept: text/event-stream`) \
+            the log as Server-Sent Events: each event's id is its cursor, its type the item's `type`, \
+            its data the item as JSON",
+            content((EventPage = "application/json"), (String = "text/event-stream"))),
+        InvalidRequest),
     security(("bearer" = [])))]
 pub async fn list(
     State(state): State<Arc<AppState>>,
@@ -96,7 +145,13 @@ pub async fn list(
                         .map_err(|_| ApiError::invalid("job", "not a job id"))?,
                 )
             }
-            "type" => filter.type_ = Some(value),
+            "type" => {
+                // (PostgreSQL's text cannot hold a NUL: it would fail the query)
+                if value.contains('\0') {
+                    return Err(ApiError::invalid("type", "must not contain NUL"));
+                }
+                filter.type_ = Some(value)
+            }
             "label" => {
                 let (k, v) = label_filter(&value)?;
                 filter.labels.insert(k, v);
@@ -115,11 +170,14 @@ pub async fn list(
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("text/event-stream"));
+    // Last-Event-ID (a reconnecting EventSource) wins over `since`.
+    if let Some(last) = headers.get("last-event-id") {
+        let last = last
+            .to_str()
+            .map_err(|_| ApiError::invalid("Last-Event-ID", "not a cursor from this API"))?;
+        since = Some(parse_cursor("Last-Event-ID", last)?);
+    }
     if wants_stream {
-        // Last-Event-ID (a reconnecting EventSource) wins over `since`.
-        if let Some(last) = headers.get("last-event-id").and_then(|v| v.to_str().ok()) {
-            since = Some(parse_cursor("Last-Event-ID", last)?);
-        }
         return Ok(stream(state, tenant, filter, since.unwrap_or_default()).into_response());
     }
     let after = since.unwrap_or_default();

@@ -1,8 +1,9 @@
 //! Admin routes for the pool's hosts: list them with their state and
 //! allocation, drain and undrain, revoke.
 
+use super::problems::NotFound;
 use super::{json, Admin};
-use crate::error::{ApiError, Problem};
+use crate::error::ApiError;
 use crate::store::hosts::HostStatus;
 use crate::AppState;
 use axum::extract::{Path, State};
@@ -62,8 +63,8 @@ fn view(h: HostStatus) -> HostView {
 }
 
 /// Every host of the pool (admin token).
-#[utoipa::path(get, path = "/v1/hosts",
-    responses((status = 200, body = HostList), (status = 401, body = Problem), (status = 403, body = Problem)),
+#[utoipa::path(get, path = "/v1/hosts", tag = "admin",
+    responses((status = 200, body = HostList)),
     security(("bearer" = [])))]
 pub async fn list(State(state): State<Arc<AppState>>, _: Admin) -> Result<Response, ApiError> {
     let hosts = state
@@ -93,8 +94,8 @@ async fn set_draining(state: &AppState, id: &str, draining: bool) -> Result<Resp
 }
 
 /// Stop placing new containers on the host; running ones stay (admin token).
-#[utoipa::path(post, path = "/v1/hosts/{id}/drain", params(("id" = String, Path)),
-    responses((status = 200, body = HostView), (status = 404, body = Problem)),
+#[utoipa::path(post, path = "/v1/hosts/{id}/drain", tag = "admin", params(("id" = String, Path)),
+    responses((status = 200, body = HostView), NotFound),
     security(("bearer" = [])))]
 pub async fn drain(
     State(state): State<Arc<AppState>>,
@@ -105,8 +106,8 @@ pub async fn drain(
 }
 
 /// Take new containers on the host again (admin token).
-#[utoipa::path(post, path = "/v1/hosts/{id}/undrain", params(("id" = String, Path)),
-    responses((status = 200, body = HostView), (status = 404, body = Problem)),
+#[utoipa::path(post, path = "/v1/hosts/{id}/undrain", tag = "admin", params(("id" = String, Path)),
+    responses((status = 200, body = HostView), NotFound),
     security(("bearer" = [])))]
 pub async fn undrain(
     State(state): State<Arc<AppState>>,
@@ -120,8 +121,9 @@ pub async fn undrain(
 /// on and its open streams end; its containers are handled as a lost
 /// host's (failed, or placed elsewhere as their restart policy says). The
 /// host id is never given out again: the host must join anew, as a new host.
-#[utoipa::path(delete, path = "/v1/hosts/{id}", params(("id" = String, Path)),
-    responses((status = 200, body = HostView), (status = 204), (status = 404, body = Problem)),
+#[utoipa::path(delete, path = "/v1/hosts/{id}", tag = "admin", params(("id" = String, Path)),
+    responses((status = 200, body = HostView, description = "revoked: the host as it is now"),
+        (status = 204, description = "revoked: a host that joined but never registered"), NotFound),
     security(("bearer" = [])))]
 pub async fn revoke(
     State(state): State<Arc<AppState>>,

@@ -2,8 +2,10 @@
 //! (state, task counts, failed indices, usage), list, tasks (the task
 //! containers), cancel.
 
+use super::problems::{Conflict, InvalidRequest, NotFound, QuotaExceeded, Unprocessable};
+use super::schemas::IdempotencyKey;
 use super::{idempotency, json, parse_json, JsonBytes, Tenant};
-use crate::error::{ApiError, Problem};
+use crate::error::ApiError;
 use crate::jobs::{task_container, task_name, TaskOverride, JOB_LABEL};
 use crate::model::{ContainerList, CreateContainer, UsageView};
 use crate::store::containers::{Acted, Created};
@@ -30,33 +32,61 @@ const MAX_RETRIES: i32 = 10;
 #[serde(deny_unknown_fields)]
 pub struct CreateJob {
     /// `[a-z0-9-]`, unique within the tenant; default `job-` and the last
-    /// 12 characters of its id. Tasks are named `<name>-<index>`.
+    /// 12 characters of its id. Tasks are named `<name>-<index>` (then
+    /// `<name>-<index>-a<attempt>`), and those names must be container
+    /// names too (at most 63 characters).
+    #[schema(pattern = "^[a-z0-9-]{1,63}$")]
     pub name: Option<String>,
-    /// The container request every task starts from.
+    /// The container request every task starts from (without
+    /// `notify_url`: a job notifies as a whole).
+    #[schema(schema_with = job_template)]
     pub template: CreateContainer,
     /// Tasks, 1 to 10000, with indices 0..count-1.
+    #[schema(minimum = 1, maximum = 10000)]
     pub count: i32,
     /// Most tasks running at once (default: count).
+    #[schema(minimum = 1, maximum = 2147483647)]
     pub parallelism: Option<i32>,
     /// New attempts of a failed task, 0 to 10 (default 0).
+    #[schema(minimum = 0, maximum = 10)]
     pub max_retries: Option<i32>,
     /// Per-index overrides of the template (exactly `count` entries).
     pub tasks: Option<Vec<TaskOverride>>,
+    #[schema(schema_with = super::schemas::labels_map)]
     pub labels: Option<BTreeMap<String, String>>,
     /// Longest the whole job may run, from its first task's start (1 to
     /// 604800 s): past it, it fails with `DeadlineExceeded` and its running
     /// tasks are stopped. (A template's `timeout_s` bounds each task.)
+    #[schema(minimum = 1, maximum = 604800)]
     pub timeout_s: Option<u32>,
     /// The most all its tasks together may cost (micro-units, as usage
     /// reports show `cost`): checked at each meter checkpoint of a task;
     /// once reached, the job fails with `BudgetExceeded` and its running
     /// tasks are stopped (so the overshoot is at most one checkpoint
     /// interval of its running tasks). A template's `max_cost` bounds each
-    /// task.
+    /// task. 1 to 10^15.
+    #[schema(minimum = 1, maximum = 1_000_000_000_000_000_i64)]
     pub max_cost: Option<i64>,
     /// Receives the final job (a signed POST) when it reaches a terminal
-    /// state; see `POST /v1/webhook-secret`.
+    /// state; see `POST /v1/webhook-secret`. As a container's `notify_url`.
+    #[schema(pattern = r"^(https?://[^\u0000]*)?$")]
     pub notify_url: Option<String>,
+}
+
+/// A job's `template`: the schema of `CreateContainer` without
+/// `notify_url`, which a job's tasks do not take.
+fn job_template() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+    use utoipa::openapi::{RefOr, Schema};
+    let mut schema = <CreateContainer as utoipa::PartialSchema>::schema();
+    if let RefOr::T(Schema::Object(object)) = &mut schema {
+        object.properties.remove("notify_url");
+        object.description = Some(
+            "The container request every task starts from (a container's body \
+             without `notify_url`)."
+                .into(),
+        );
+    }
+    schema
 }
 
 #[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
@@ -153,8 +183,8 @@ fn job_view(
 }
 
 /// Run `count` tasks of a template, at most `parallelism` at once.
-#[utoipa::path(post, path = "/v1/jobs", request_body = CreateJob,
-    responses((status = 201, body = JobView), (status = 400, body = Problem), (status = 422, body = Problem)),
+#[utoipa::path(post, path = "/v1/jobs", tag = "jobs", request_body = CreateJob, params(IdempotencyKey),
+    responses((status = 201, body = JobView), InvalidRequest, QuotaExceeded, Conflict, Unprocessable),
     security(("bearer" = [])))]
 pub async fn create(
     State(state): State<Arc<AppState>>,
@@ -307,8 +337,8 @@ pub(super) async fn load(state: &AppState, tenant: Uuid, raw: &str) -> Result<Jo
 }
 
 /// One job.
-#[utoipa::path(get, path = "/v1/jobs/{id}", params(("id" = Uuid, Path)),
-    responses((status = 200, body = JobView), (status = 404, body = Problem)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/v1/jobs/{id}", tag = "jobs", params(("id" = Uuid, Path)),
+    responses((status = 200, body = JobView), NotFound), security(("bearer" = [])))]
 pub async fn get(
     State(state): State<Arc<AppState>>,
     Tenant(tenant): Tenant,
@@ -320,8 +350,13 @@ pub async fn get(
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct PageQuery {
+    /// Most items on the page (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
+    /// The previous page's `next`.
+    #[param(value_type = Option<Uuid>)]
     pub cursor: Option<String>,
 }
 
@@ -341,8 +376,8 @@ fn page(query: &PageQuery) -> Result<(i64, Option<Uuid>), ApiError> {
 }
 
 /// The tenant's jobs, oldest first (`limit`, `cursor`).
-#[utoipa::path(get, path = "/v1/jobs", params(PageQuery),
-    responses((status = 200, body = JobList)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/v1/jobs", tag = "jobs", params(PageQuery),
+    responses((status = 200, body = JobList), InvalidRequest), security(("bearer" = [])))]
 pub async fn list(
     State(state): State<Arc<AppState>>,
     Tenant(tenant): Tenant,
@@ -362,8 +397,8 @@ pub async fn list(
 }
 
 /// A job's task containers (every attempt), as container objects.
-#[utoipa::path(get, path = "/v1/jobs/{id}/tasks", params(("id" = Uuid, Path), PageQuery),
-    responses((status = 200, body = ContainerList), (status = 404, body = Problem)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/v1/jobs/{id}/tasks", tag = "jobs", params(("id" = Uuid, Path), PageQuery),
+    responses((status = 200, body = ContainerList), InvalidRequest, NotFound), security(("bearer" = [])))]
 pub async fn tasks(
     State(state): State<Arc<AppState>>,
     Tenant(tenant): Tenant,
@@ -389,8 +424,8 @@ pub async fn tasks(
 
 /// Cancel: running tasks are stopped, none starts again (idempotent with
 /// an `Idempotency-Key`).
-#[utoipa::path(post, path = "/v1/jobs/{id}/cancel", params(("id" = Uuid, Path)),
-    responses((status = 202, body = JobView), (status = 404, body = Problem)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/jobs/{id}/cancel", tag = "jobs", params(("id" = Uuid, Path), IdempotencyKey),
+    responses((status = 202, body = JobView), InvalidRequest, NotFound, Unprocessable), security(("bearer" = [])))]
 pub async fn cancel(
     State(state): State<Arc<AppState>>,
     Tenant(tenant): Tenant,
@@ -440,8 +475,8 @@ pub async fn cancel(
 
 /// Delete: cancels the job, then deletes every task container (their
 /// runtime state and logs go from the hosts) and the job. 204.
-#[utoipa::path(delete, path = "/v1/jobs/{id}", params(("id" = Uuid, Path)),
-    responses((status = 204), (status = 404, body = Problem)), security(("bearer" = [])))]
+#[utoipa::path(delete, path = "/v1/jobs/{id}", tag = "jobs", params(("id" = Uuid, Path)),
+    responses((status = 204, description = "deleted"), NotFound), security(("bearer" = [])))]
 pub async fn delete(
     State(state): State<Arc<AppState>>,
     Tenant(tenant): Tenant,

@@ -1,8 +1,9 @@
 //! Admin routes for join tokens: create (the secret is shown once), list,
 //! revoke. A worker spends one use of a token to join the pool.
 
+use super::problems::NotFound;
 use super::{hash_token, json, new_token, Admin, JsonBody};
-use crate::error::{ApiError, Problem};
+use crate::error::ApiError;
 use crate::store::trust::JoinTokenRow;
 use crate::AppState;
 use axum::extract::{Path, State};
@@ -21,9 +22,13 @@ const MAX_USES: i32 = 10_000;
 #[serde(deny_unknown_fields)]
 pub struct CreateJoinToken {
     /// Seconds until the token expires (1 to a year; default 3600).
+    #[schema(minimum = 1, maximum = 31536000)]
     pub expires_in_s: Option<i64>,
     /// How many hosts may join with it (1 to 10000; default 1).
+    #[schema(minimum = 1, maximum = 10000)]
     pub uses: Option<i32>,
+    /// At most 256 bytes (UTF-8), without NUL.
+    #[schema(max_length = 256, pattern = r"^[^\u0000]*$")]
     pub description: Option<String>,
 }
 
@@ -72,8 +77,8 @@ fn view(row: JoinTokenRow, token: Option<String>, now: DateTime<Utc>) -> JoinTok
 }
 
 /// Create a join token (admin token). The secret is in this answer only.
-#[utoipa::path(post, path = "/v1/admin/join-tokens", request_body = CreateJoinToken,
-    responses((status = 201, body = JoinTokenView), (status = 422, body = Problem)),
+#[utoipa::path(post, path = "/v1/admin/join-tokens", tag = "admin", request_body = CreateJoinToken,
+    responses((status = 201, body = JoinTokenView)),
     security(("bearer" = [])))]
 pub async fn create(
     State(state): State<Arc<AppState>>,
@@ -95,10 +100,10 @@ pub async fn create(
         ));
     }
     let description = body.description.unwrap_or_default();
-    if description.len() > 256 {
+    if description.len() > 256 || description.contains('\0') {
         return Err(ApiError::invalid(
             "description",
-            "must be at most 256 bytes",
+            "must be at most 256 bytes, without NUL",
         ));
     }
     let token = new_token("skj_");
@@ -114,7 +119,7 @@ pub async fn create(
 }
 
 /// Every join token, without their secrets (admin token).
-#[utoipa::path(get, path = "/v1/admin/join-tokens",
+#[utoipa::path(get, path = "/v1/admin/join-tokens", tag = "admin",
     responses((status = 200, body = JoinTokenList)), security(("bearer" = [])))]
 pub async fn list(State(state): State<Arc<AppState>>, _: Admin) -> Result<Response, ApiError> {
     let now = Utc::now();
@@ -130,8 +135,8 @@ pub async fn list(State(state): State<Arc<AppState>>, _: Admin) -> Result<Respon
 
 /// Revoke a join token: no host can join with it any more (admin token).
 /// Hosts that joined with it keep their certificates.
-#[utoipa::path(delete, path = "/v1/admin/join-tokens/{id}", params(("id" = Uuid, Path)),
-    responses((status = 200, body = JoinTokenView), (status = 404, body = Problem)),
+#[utoipa::path(delete, path = "/v1/admin/join-tokens/{id}", tag = "admin", params(("id" = Uuid, Path)),
+    responses((status = 200, body = JoinTokenView), NotFound),
     security(("bearer" = [])))]
 pub async fn revoke(
     State(state): State<Arc<AppState>>,

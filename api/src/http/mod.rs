@@ -13,7 +13,9 @@
 //! - [`join_tokens`]: admin routes for the tokens hosts join with.
 //! - [`webhooks`]: the tenant's webhook secret, a container's or a job's deliveries.
 //! - [`usage`]: usage reports, ledger verification, rate card.
-//! - [`openapi`]: the OpenAPI 3 document, generated from the handlers.
+//! - [`openapi`]: the OpenAPI 3 document, generated from the handlers;
+//!   [`problems`], its error answers; [`schemas`], the schemas and
+//!   parameters it spells out by hand.
 
 pub mod bounds;
 pub mod containers;
@@ -23,7 +25,10 @@ pub mod idempotency;
 pub mod jobs;
 pub mod join_tokens;
 pub mod openapi;
+pub mod problems;
 pub mod quotas;
+pub mod schemas;
+mod strict;
 pub mod tenants;
 pub mod usage;
 pub mod webhooks;
@@ -274,9 +279,16 @@ impl<S: Send + Sync> FromRequest<S> for JsonBytes {
 }
 
 /// Parses JSON, turning serde's message into a problem naming the field.
+///
+/// A number with no fractional part is an integer, as JSON Schema (and so
+/// the OpenAPI document) counts it: `64.0` is read as `64`, where serde
+/// alone would refuse it for an integer field. A struct is read only from a
+/// JSON object ([`strict`]).
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let de = &mut serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(de).map_err(|err| {
+    let mut value: serde_json::Value = serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::invalid("body", format!("body is not valid JSON: {e}")))?;
+    integral_numbers_as_integers(&mut value);
+    serde_path_to_error::deserialize(strict::Strict(value)).map_err(|err| {
         let path = err.path().to_string();
         let inner = err.into_inner();
         let message = inner.to_string();
@@ -298,6 +310,29 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         };
         ApiError::invalid(field, detail)
     })
+}
+
+/// Turns every number of `value` with no fractional part (and within
+/// `i64` or `u64`) into an integer.
+fn integral_numbers_as_integers(value: &mut serde_json::Value) {
+    use serde_json::Value;
+    match value {
+        Value::Number(n) if n.is_f64() => {
+            let Some(f) = n.as_f64() else { return };
+            if f.fract() != 0.0 {
+                return;
+            }
+            // (i64::MAX as f64 rounds up to 2^63, which i64 cannot hold)
+            if f >= i64::MIN as f64 && f < i64::MAX as f64 {
+                *n = (f as i64).into();
+            } else if f >= 0.0 && f < u64::MAX as f64 {
+                *n = (f as u64).into();
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(integral_numbers_as_integers),
+        Value::Object(fields) => fields.values_mut().for_each(integral_numbers_as_integers),
+        _ => {}
+    }
 }
 
 /// `Json` with the API's content type conventions.
@@ -341,5 +376,21 @@ mod tests {
             "restart_policy"
         );
         assert_eq!(field_of("{not json"), "body");
+        assert_eq!(field_of(r#"["a", 1, 64]"#), "body");
+        assert_eq!(
+            field_of(r#"{"image":"a","cpu":1,"memory_mib":64,"placement":[null]}"#),
+            "placement"
+        );
+    }
+
+    #[test]
+    fn integral_numbers_are_integers() {
+        let body: CreateContainer =
+            parse_json(br#"{"image":"a","cpu":1.0,"memory_mib":64.0,"max_cost":1e3}"#).unwrap();
+        assert_eq!((body.memory_mib, body.max_cost), (64, Some(1000)));
+        assert_eq!(
+            field_of(r#"{"image":"a","cpu":1,"memory_mib":64.5}"#),
+            "memory_mib"
+        );
     }
 }

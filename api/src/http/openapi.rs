@@ -20,11 +20,20 @@ use utoipa::{Modify, OpenApi};
         hosts::HostView, hosts::HostList, Timings, ContainerList,
         EventView, EventList, CreateTenant, TenantCreated, Problem, usage::CreateAdjustment,
         events::EventItem, events::EventPage, jobs::CreateJob, jobs::JobView, jobs::JobList, jobs::TaskCountsView, crate::jobs::TaskOverride, webhooks::WebhookSecret, webhooks::DeliveryView, webhooks::DeliveryList, join_tokens::CreateJoinToken, join_tokens::JoinTokenView, join_tokens::JoinTokenList)),
-    modifiers(&BearerAuth)
+    modifiers(&BearerAuth, &CommonProblems, &UniqueOperationIds)
 )]
 pub struct ApiDoc;
 
 struct BearerAuth;
+
+/// The error answers of extractors and middleware (see [`super::problems`]).
+struct CommonProblems;
+
+impl Modify for CommonProblems {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        super::problems::common(openapi);
+    }
+}
 
 impl Modify for BearerAuth {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
@@ -36,6 +45,96 @@ impl Modify for BearerAuth {
     }
 }
 
+/// Operation ids are the handlers' names, which repeat across modules
+/// (`create`, `list`, `get`): a repeated one gets its path appended
+/// (`create_v1_jobs`), so each names one operation, as OpenAPI requires.
+struct UniqueOperationIds;
+
+impl Modify for UniqueOperationIds {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let mut seen = std::collections::HashMap::<String, usize>::new();
+        for operation in operations(openapi) {
+            if let Some(id) = &operation.operation_id {
+                *seen.entry(id.clone()).or_default() += 1;
+            }
+        }
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            let suffix: String = path
+                .replace(['{', '}'], "")
+                .split('/')
+                .filter(|s| !s.is_empty())
+                .collect::<Vec<_>>()
+                .join("_")
+                .replace('-', "_");
+            for operation in item_operations(item) {
+                if let Some(id) = &mut operation.operation_id {
+                    if seen.get(id.as_str()).copied().unwrap_or(0) > 1 {
+                        *id = format!("{id}_{suffix}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Every operation of a path item.
+pub(super) fn item_operations(
+    item: &mut utoipa::openapi::PathItem,
+) -> impl Iterator<Item = &mut utoipa::openapi::path::Operation> {
+    [
+        &mut item.get,
+        &mut item.put,
+        &mut item.post,
+        &mut item.delete,
+        &mut item.patch,
+    ]
+    .into_iter()
+    .flatten()
+}
+
+/// Every operation of the document.
+fn operations(
+    openapi: &mut utoipa::openapi::OpenApi,
+) -> impl Iterator<Item = &mut utoipa::openapi::path::Operation> {
+    openapi.paths.paths.values_mut().flat_map(item_operations)
+}
+
 pub async fn document() -> Json<utoipa::openapi::OpenApi> {
     Json(ApiDoc::openapi())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use utoipa::openapi::RefOr;
+
+    #[test]
+    fn every_operation_has_a_unique_id_and_the_common_problems() {
+        let mut doc = ApiDoc::openapi();
+        let mut ids = std::collections::HashSet::new();
+        for (path, item) in doc.paths.paths.iter_mut() {
+            for operation in item_operations(item) {
+                let id = operation.operation_id.clone().unwrap_or_default();
+                assert!(ids.insert(id.clone()), "operation id {id} repeats ({path})");
+                let responses = &operation.responses.responses;
+                for status in ["401", "429", "503"] {
+                    assert!(
+                        responses.contains_key(status),
+                        "{id} ({path}) does not document {status}"
+                    );
+                }
+                for (status, response) in responses {
+                    if let (RefOr::T(response), true) = (response, status.starts_with('4')) {
+                        assert!(
+                            response
+                                .content
+                                .contains_key(super::super::problems::PROBLEM_JSON),
+                            "{id} ({path}): {status} is not problem+json"
+                        );
+                    }
+                }
+            }
+        }
+        assert!(ids.len() > 30, "{ids:?}");
+    }
 }

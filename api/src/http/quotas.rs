@@ -3,8 +3,9 @@
 //! (`GET /v1/quota`). Admission past a quota is a 403 `quota-exceeded`
 //! problem naming it (see [`crate::store::quotas`]).
 
+use super::problems::NotFound;
 use super::{json, Admin, JsonBody, Tenant};
-use crate::error::{ApiError, Problem};
+use crate::error::ApiError;
 use crate::store::quotas::{QuotaChange, TenantQuota};
 use crate::AppState;
 use axum::extract::{Path, State};
@@ -21,20 +22,26 @@ use uuid::Uuid;
 #[serde(deny_unknown_fields)]
 pub struct QuotaLimits {
     /// vCPU of its live containers (0 to 100000, in steps of 0.001).
+    #[schema(minimum = 0, maximum = 100000)]
     pub max_vcpu: Option<f64>,
+    #[schema(minimum = 0, maximum = 1000000000)]
     pub max_memory_mib: Option<i64>,
     /// Live containers: not finished, or with a restart due (job tasks
     /// included).
+    #[schema(minimum = 0, maximum = 1000000000)]
     pub max_containers: Option<i64>,
     /// Containers waiting for capacity.
+    #[schema(minimum = 0, maximum = 1000000000)]
     pub max_pending: Option<i64>,
     /// Unfinished jobs.
+    #[schema(minimum = 0, maximum = 1000000000)]
     pub max_jobs: Option<i64>,
     /// Containers placed a second on average (0 to 100000), up to
     /// `SKIFF_QUOTA_START_BURST_S` seconds' worth at once; past it they
     /// wait in the queue. Starts cost hosts CPU outside any container, so
     /// this keeps one tenant's churn of short containers from slowing
     /// everyone's starts.
+    #[schema(minimum = 0, maximum = 100000)]
     pub max_starts_per_s: Option<f64>,
 }
 
@@ -114,9 +121,9 @@ fn change(body: &QuotaLimits) -> Result<QuotaChange, ApiError> {
 }
 
 /// Set a tenant's quota (admin token). Answers the tenant's quota now.
-#[utoipa::path(put, path = "/v1/admin/tenants/{id}/quota", params(("id" = Uuid, Path)),
+#[utoipa::path(put, path = "/v1/admin/tenants/{id}/quota", tag = "admin", params(("id" = Uuid, Path)),
     request_body = QuotaLimits,
-    responses((status = 200, body = QuotaView), (status = 400, body = Problem), (status = 404, body = Problem)),
+    responses((status = 200, body = QuotaView), NotFound),
     security(("bearer" = [])))]
 pub async fn set(
     State(state): State<Arc<AppState>>,
@@ -142,7 +149,7 @@ pub async fn set(
 }
 
 /// The tenant's own quota: its limits and its use.
-#[utoipa::path(get, path = "/v1/quota",
+#[utoipa::path(get, path = "/v1/quota", tag = "quota",
     responses((status = 200, body = QuotaView)), security(("bearer" = [])))]
 pub async fn get(
     State(state): State<Arc<AppState>>,

@@ -2,8 +2,10 @@
 //! the admin's cross-tenant reports and rate card. The rules themselves
 //! (what is billed, splitting, pricing) live in `skiff-billing`.
 
+use super::problems::{InvalidRequest, NotFound};
+use super::schemas;
 use super::{json, Admin, JsonBody, Tenant};
-use crate::error::{ApiError, Problem};
+use crate::error::ApiError;
 use crate::AppState;
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -11,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use std::sync::Arc;
 use uuid::Uuid;
 
-#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UsageQuery {
     /// Start of the window (RFC 3339, inclusive).
@@ -22,6 +24,67 @@ pub struct UsageQuery {
     /// job id: `label:skiff.job`), `label:<key>`, `hour` or `day` (admins
     /// also `tenant`).
     pub group_by: Option<String>,
+}
+
+/// A grouping of a tenant's report (an admin's adds `tenant`).
+const GROUP_BY_PATTERN: &str = r"^(container|job|hour|day|label:[A-Za-z0-9._/-]{1,63})$";
+const ADMIN_GROUP_BY_PATTERN: &str =
+    r"^(container|job|hour|day|tenant|label:[A-Za-z0-9._/-]{1,63})$";
+
+/// [`UsageQuery`]'s parameters, with `group_by` as `pattern` allows.
+fn usage_params(group_by_pattern: &str) -> Vec<utoipa::openapi::path::Parameter> {
+    let instant = || {
+        schemas::string()
+            .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(
+                utoipa::openapi::KnownFormat::DateTime,
+            )))
+            .build()
+    };
+    vec![
+        schemas::query(
+            "from",
+            "Start of the window (RFC 3339, a whole second, inclusive).",
+            instant(),
+            true,
+        ),
+        schemas::query(
+            "to",
+            "End of the window (RFC 3339, a whole second, exclusive): after `from`, \
+             at most 366 days after it.",
+            instant(),
+            true,
+        ),
+        schemas::query(
+            "group_by",
+            "`container` (the default), `job` (the job a task container belongs to, \
+             keyed by job id: `label:skiff.job`), `label:<key>`, `hour` or `day` \
+             (admins also `tenant`).",
+            schemas::string().pattern(Some(group_by_pattern)).build(),
+            false,
+        ),
+    ]
+}
+
+/// The query of `GET /v1/usage`.
+pub struct TenantUsageParams;
+
+impl utoipa::IntoParams for TenantUsageParams {
+    fn into_params(
+        _: impl Fn() -> Option<utoipa::openapi::path::ParameterIn>,
+    ) -> Vec<utoipa::openapi::path::Parameter> {
+        usage_params(GROUP_BY_PATTERN)
+    }
+}
+
+/// The query of `GET /v1/admin/usage`.
+pub struct AdminUsageParams;
+
+impl utoipa::IntoParams for AdminUsageParams {
+    fn into_params(
+        _: impl Fn() -> Option<utoipa::openapi::path::ParameterIn>,
+    ) -> Vec<utoipa::openapi::path::Parameter> {
+        usage_params(ADMIN_GROUP_BY_PATTERN)
+    }
 }
 
 fn wants_csv(headers: &HeaderMap) -> bool {
@@ -76,9 +139,10 @@ async fn usage_report(
 /// free. A run crossing a window boundary is split exactly there, so the
 /// windows of any partition add up to the total. `cost` is in micro-units.
 /// `Accept: text/csv` returns CSV.
-#[utoipa::path(get, path = "/v1/usage", params(UsageQuery),
-    responses((status = 200, description = "report: {items: [{key, vcpu_seconds, gib_seconds, billed_seconds, cost}], total}"),
-        (status = 400, body = Problem), (status = 401, body = Problem)),
+#[utoipa::path(get, path = "/v1/usage", tag = "usage", params(TenantUsageParams),
+    responses((status = 200, description = "report: {items: [{key, vcpu_seconds, gib_seconds, billed_seconds, cost}], total}",
+            content((Object = "application/json"), (String = "text/csv"))),
+        InvalidRequest),
     security(("bearer" = [])))]
 pub async fn tenant_report(
     State(state): State<Arc<AppState>>,
@@ -90,9 +154,10 @@ pub async fn tenant_report(
 }
 
 /// The same report across all tenants (admin token); `group_by=tenant` allowed.
-#[utoipa::path(get, path = "/v1/admin/usage", params(UsageQuery),
-    responses((status = 200, description = "report across tenants"), (status = 400, body = Problem),
-        (status = 401, body = Problem)),
+#[utoipa::path(get, path = "/v1/admin/usage", tag = "admin", params(AdminUsageParams),
+    responses((status = 200, description = "report across tenants",
+            content((Object = "application/json"), (String = "text/csv"))),
+        InvalidRequest),
     security(("bearer" = [])))]
 pub async fn admin_report(
     State(state): State<Arc<AppState>>,
@@ -105,6 +170,7 @@ pub async fn admin_report(
 
 #[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct VerifyQuery {
     /// Read every record again instead of only those since the last intact
     /// verification.
@@ -117,9 +183,8 @@ pub struct VerifyQuery {
 /// the chain. Incremental: only records since the last intact verification
 /// are read (`full=true` reads all). At most one per tenant every
 /// `SKIFF_VERIFY_MIN_INTERVAL_S` (429 with `Retry-After` otherwise).
-#[utoipa::path(get, path = "/v1/usage/verify", params(VerifyQuery),
-    responses((status = 200, description = "verification result"), (status = 401, body = Problem),
-        (status = 429, body = Problem)),
+#[utoipa::path(get, path = "/v1/usage/verify", tag = "usage", params(VerifyQuery),
+    responses((status = 200, description = "verification result", body = Object), InvalidRequest),
     security(("bearer" = [])))]
 pub async fn verify(
     State(state): State<Arc<AppState>>,
@@ -139,8 +204,8 @@ pub async fn verify(
 }
 
 /// The rate card: prices per vCPU-second and per GiB-second, each effective from a date.
-#[utoipa::path(get, path = "/v1/admin/rates",
-    responses((status = 200, description = "rate cards, oldest first"), (status = 401, body = Problem)),
+#[utoipa::path(get, path = "/v1/admin/rates", tag = "admin",
+    responses((status = 200, description = "rate cards, oldest first", body = Object)),
     security(("bearer" = [])))]
 pub async fn rates(
     State(state): State<Arc<AppState>>,
@@ -151,10 +216,28 @@ pub async fn rates(
     Ok(json(StatusCode::OK, serde_json::json!({ "items": items })))
 }
 
+/// Body of `POST /v1/admin/rates`, and a card of `GET /v1/admin/rates`:
+/// the wire shape of `skiff_billing::RateCard` (which the handler reads;
+/// a unit test holds the two together).
+#[derive(utoipa::ToSchema)]
+#[schema(as = RateCard)]
+#[allow(dead_code)] // a description of the wire, never built
+pub struct RateCardSchema {
+    /// When the prices take effect: a whole UTC hour, not in the past.
+    effective_from: chrono::DateTime<chrono::Utc>,
+    /// Nano-units per vCPU-second.
+    #[schema(minimum = 0, maximum = 1_000_000_000)]
+    nano_per_vcpu_second: i64,
+    /// Nano-units per GiB-second.
+    #[schema(minimum = 0, maximum = 1_000_000_000)]
+    nano_per_gib_second: i64,
+}
+
 /// Adds a rate effective from a future whole UTC hour.
-#[utoipa::path(post, path = "/v1/admin/rates",
-    responses((status = 201, description = "the rate card added"), (status = 400, body = Problem),
-        (status = 401, body = Problem)),
+#[utoipa::path(post, path = "/v1/admin/rates", tag = "admin", request_body = RateCardSchema,
+    responses((status = 201, description = "the rate card added", body = RateCardSchema),
+        (status = 409, description = "a rate card already takes effect at that hour",
+            body = crate::error::Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 pub async fn add_rate(
     State(state): State<Arc<AppState>>,
@@ -170,36 +253,46 @@ pub async fn add_rate(
 #[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateAdjustment {
-    /// Idempotency key: an id already applied changes nothing.
+    /// Idempotency key: an id already applied changes nothing (1 to 128
+    /// bytes, without NUL).
+    #[schema(min_length = 1, max_length = 128, pattern = r"^[^\u0000]*$")]
     pub adjustment_id: String,
     pub container_id: Uuid,
     /// Where the correction sits in time (a whole second, RFC 3339).
     pub start_at: chrono::DateTime<chrono::Utc>,
     /// Seconds to add (negative to credit), at the container's size.
+    #[schema(minimum = -9223372036854775808_i64, maximum = 9223372036854775807_i64)]
     pub seconds: i64,
-    /// Why; kept in the hash-chained ledger for auditors.
+    /// Why; kept in the hash-chained ledger for auditors (not blank, without
+    /// NUL).
+    #[schema(pattern = r"^[^\u0000]*[^\s\u0000][^\u0000]*$")]
     pub note: String,
 }
 
 /// Appends an adjustment record (usage records are never edited: corrections
 /// are new records in the tenant's hash chain).
-#[utoipa::path(post, path = "/v1/admin/adjustments", request_body = CreateAdjustment,
-    responses((status = 201, description = "{\"applied\": true|false}"), (status = 400, body = Problem),
-        (status = 401, body = Problem), (status = 404, body = Problem)),
+#[utoipa::path(post, path = "/v1/admin/adjustments", tag = "admin", request_body = CreateAdjustment,
+    responses((status = 201, description = "{\"applied\": true|false}", body = Object), NotFound),
     security(("bearer" = [])))]
 pub async fn add_adjustment(
     State(state): State<Arc<AppState>>,
     _admin: Admin,
     JsonBody(body): JsonBody<CreateAdjustment>,
 ) -> Result<Response, ApiError> {
-    if body.adjustment_id.is_empty() || body.adjustment_id.len() > 128 {
+    if body.adjustment_id.is_empty()
+        || body.adjustment_id.len() > 128
+        || body.adjustment_id.contains('\0')
+    {
         return Err(ApiError::invalid(
             "adjustment_id",
-            "must be 1 to 128 characters",
+            "must be 1 to 128 bytes, without NUL",
         ));
     }
-    if body.note.trim().is_empty() {
-        return Err(ApiError::invalid("note", "say why the bill is corrected"));
+    if body.note.trim().is_empty() || body.note.contains('\0') {
+        return Err(ApiError::invalid(
+            "note",
+            "say why the bill is corrected (without NUL)",
+        ));
     }
     let row = state
         .store
@@ -225,4 +318,32 @@ pub async fn add_adjustment(
         StatusCode::CREATED,
         serde_json::json!({ "applied": applied }),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use utoipa::openapi::{RefOr, Schema};
+    use utoipa::PartialSchema;
+
+    #[test]
+    fn the_rate_card_schema_names_the_rate_cards_fields() {
+        let card = skiff_billing::RateCard {
+            effective_from: chrono::Utc::now(),
+            nano_per_vcpu_second: 1,
+            nano_per_gib_second: 1,
+        };
+        let json = serde_json::to_value(card).unwrap();
+        let mut fields: Vec<&String> = json.as_object().unwrap().keys().collect();
+        fields.sort();
+        let RefOr::T(Schema::Object(schema)) = RateCardSchema::schema() else {
+            panic!("RateCard's schema is not an object")
+        };
+        let documented: Vec<&String> = schema.properties.keys().collect();
+        assert_eq!(fields, documented);
+        let max = skiff_billing::rules::MAX_NANO_RATE;
+        assert!(serde_json::to_string(&schema)
+            .unwrap()
+            .contains(&max.to_string()));
+    }
 }

@@ -1,8 +1,9 @@
 //! The tenant's webhook secret (`POST /v1/webhook-secret`: create or
 //! rotate, shown once) and the delivery log of a container or a job.
 
+use super::problems::NotFound;
 use super::{json, new_token, Tenant};
-use crate::error::{ApiError, Problem};
+use crate::error::ApiError;
 use crate::store::webhooks::{DeliveryState, Subject};
 use crate::AppState;
 use axum::extract::{Path, State};
@@ -21,7 +22,7 @@ pub struct WebhookSecret {
 }
 
 /// Create or rotate the tenant's webhook signing secret.
-#[utoipa::path(post, path = "/v1/webhook-secret",
+#[utoipa::path(post, path = "/v1/webhook-secret", tag = "webhooks",
     responses((status = 201, body = WebhookSecret)), security(("bearer" = [])))]
 pub async fn rotate_secret(
     State(state): State<Arc<AppState>>,
@@ -57,8 +58,8 @@ pub struct DeliveryList {
 }
 
 /// A container's webhook deliveries, oldest first.
-#[utoipa::path(get, path = "/v1/containers/{id}/deliveries", params(("id" = Uuid, Path)),
-    responses((status = 200, body = DeliveryList), (status = 404, body = Problem)),
+#[utoipa::path(get, path = "/v1/containers/{id}/deliveries", tag = "webhooks", params(("id" = Uuid, Path)),
+    responses((status = 200, body = DeliveryList), NotFound),
     security(("bearer" = [])))]
 pub async fn deliveries(
     State(state): State<Arc<AppState>>,
@@ -70,8 +71,8 @@ pub async fn deliveries(
 }
 
 /// A job's webhook deliveries (one per terminal state it reaches).
-#[utoipa::path(get, path = "/v1/jobs/{id}/deliveries", params(("id" = Uuid, Path)),
-    responses((status = 200, body = DeliveryList), (status = 404, body = Problem)),
+#[utoipa::path(get, path = "/v1/jobs/{id}/deliveries", tag = "webhooks", params(("id" = Uuid, Path)),
+    responses((status = 200, body = DeliveryList), NotFound),
     security(("bearer" = [])))]
 pub async fn job_deliveries(
     State(state): State<Arc<AppState>>,

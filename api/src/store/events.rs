@@ -17,10 +17,19 @@ pub struct Cursor {
     pub id: i64,
 }
 
+/// A cursor as clients hold it: `"<xid>-<id>"`, each of 1 to 18 digits
+/// (room for any transaction id and row id this database will ever have,
+/// and never past `i64`).
+pub const CURSOR_PATTERN: &str = r"^[0-9]{1,18}-[0-9]{1,18}$";
+
 impl Cursor {
-    /// `"<xid>-<id>"`, as clients hold it.
+    /// `"<xid>-<id>"` ([`CURSOR_PATTERN`]), as clients hold it.
     pub fn parse(s: &str) -> Option<Cursor> {
         let (xid, id) = s.split_once('-')?;
+        let number = |n: &str| (1..=18).contains(&n.len()) && n.bytes().all(|b| b.is_ascii_digit());
+        if !number(xid) || !number(id) {
+            return None;
+        }
         Some(Cursor {
             xid: xid.parse().ok()?,
             id: id.parse().ok()?,
@@ -100,5 +109,25 @@ impl Store {
         .bind(filter.job)
         .fetch_all(&self.pool)
         .await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_are_two_runs_of_digits() {
+        let c = Cursor::parse("12-345").unwrap();
+        assert_eq!((c.xid, c.id), (12, 345));
+        assert_eq!(Cursor::parse(&c.to_string()).unwrap().to_string(), "12-345");
+        let longest = format!("{0}-{0}", "9".repeat(18));
+        assert!(Cursor::parse(&longest).is_some());
+        for bad in [
+            "", "1", "1-", "-1", "1--2", "+1-2", "1-+2", "1-2-3", " 1-2", "a-1",
+        ] {
+            assert!(Cursor::parse(bad).is_none(), "{bad:?}");
+        }
+        assert!(Cursor::parse(&format!("1{longest}")).is_none());
     }
 }

@@ -105,6 +105,12 @@ pub(super) fn start_api_replicas(
             "SKIFF_HOST_LOST_AFTER_S".into(),
             timers.host_lost_after_s.to_string(),
         ));
+        env_vars.retain(|(k, _)| !spec.api_env.iter().any(|(name, _)| k == name));
+        env_vars.extend(
+            spec.api_env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string())),
+        );
         let mut command = Vec::new();
         if let Some(p) = in_netns {
             command.extend(["ip", "netns", "exec", &p.api_netns].map(String::from));

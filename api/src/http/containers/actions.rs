@@ -2,7 +2,9 @@
 //! idempotent with an `Idempotency-Key`), and delete.
 
 use super::{parse_id, view_one};
-use crate::error::{ApiError, Problem};
+use crate::error::ApiError;
+use crate::http::problems::{InvalidRequest, NotFound, QuotaExceeded, Unprocessable};
+use crate::http::schemas::IdempotencyKey;
 use crate::http::{idempotency, Tenant};
 use crate::lifecycle::Action;
 use crate::model::ContainerView;
@@ -81,8 +83,10 @@ async fn answer(
 }
 
 /// Stop: SIGTERM, then SIGKILL after `stop_timeout_s`. Ends `stopped`.
-#[utoipa::path(post, path = "/v1/containers/{id}/stop", params(("id" = Uuid, Path)),
-    responses((status = 202, body = ContainerView), (status = 404, body = Problem)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/containers/{id}/stop", tag = "containers",
+    params(("id" = Uuid, Path), IdempotencyKey),
+    responses((status = 202, body = ContainerView), InvalidRequest, NotFound, Unprocessable),
+    security(("bearer" = [])))]
 pub async fn stop(
     State(state): State<Arc<AppState>>,
     Tenant(tenant): Tenant,
@@ -93,8 +97,10 @@ pub async fn stop(
 }
 
 /// Start a new run of a stopped or finished container (no-op if it runs).
-#[utoipa::path(post, path = "/v1/containers/{id}/start", params(("id" = Uuid, Path)),
-    responses((status = 202, body = ContainerView), (status = 404, body = Problem)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/containers/{id}/start", tag = "containers",
+    params(("id" = Uuid, Path), IdempotencyKey),
+    responses((status = 202, body = ContainerView), InvalidRequest, QuotaExceeded, NotFound, Unprocessable),
+    security(("bearer" = [])))]
 pub async fn start(
     State(state): State<Arc<AppState>>,
     Tenant(tenant): Tenant,
@@ -105,8 +111,10 @@ pub async fn start(
 }
 
 /// Stop the current run (if any) and start a new one.
-#[utoipa::path(post, path = "/v1/containers/{id}/restart", params(("id" = Uuid, Path)),
-    responses((status = 202, body = ContainerView), (status = 404, body = Problem)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/containers/{id}/restart", tag = "containers",
+    params(("id" = Uuid, Path), IdempotencyKey),
+    responses((status = 202, body = ContainerView), InvalidRequest, QuotaExceeded, NotFound, Unprocessable),
+    security(("bearer" = [])))]
 pub async fn restart(
     State(state): State<Arc<AppState>>,
     Tenant(tenant): Tenant,
@@ -122,8 +130,9 @@ pub async fn restart(
 /// tenant's event log gets `type=removed` when that is done. A finished one
 /// answers 204 once its host confirms the removal (bounded: the deletion is
 /// durable either way).
-#[utoipa::path(delete, path = "/v1/containers/{id}", params(("id" = Uuid, Path)),
-    responses((status = 202, body = ContainerView), (status = 204), (status = 404, body = Problem)),
+#[utoipa::path(delete, path = "/v1/containers/{id}", tag = "containers", params(("id" = Uuid, Path)),
+    responses((status = 202, body = ContainerView, description = "a live container: stopping, then removed"),
+        (status = 204, description = "a finished container: removed"), NotFound),
     security(("bearer" = [])))]
 pub async fn delete(
     State(state): State<Arc<AppState>>,

@@ -11,8 +11,9 @@ mod observe;
 pub use actions::*;
 pub use observe::*;
 
+use super::problems::{Conflict, InvalidRequest, NotFound, QuotaExceeded, Unprocessable};
 use super::{idempotency, json, parse_json, JsonBytes, Tenant};
-use crate::error::{ApiError, Problem};
+use crate::error::ApiError;
 use crate::model::{
     ContainerList, ContainerView, CreateContainer, NewContainer, PlacementRequest, Timings,
     UsageView,
@@ -116,6 +117,34 @@ pub fn view(row: ContainerRow, usage: UsageView) -> ContainerView {
     }
 }
 
+/// The query of `GET /v1/containers`, read as pairs (`state` and `label`
+/// repeat).
+pub struct ListQuery;
+
+impl utoipa::IntoParams for ListQuery {
+    fn into_params(
+        _: impl Fn() -> Option<utoipa::openapi::path::ParameterIn>,
+    ) -> Vec<utoipa::openapi::path::Parameter> {
+        use super::schemas;
+        use utoipa::PartialSchema as _;
+        vec![
+            schemas::repeated_query(
+                "state",
+                "Only containers in this state (repeatable: any of them).",
+                schemas::ContainerStateName::schema(),
+            ),
+            schemas::label_filter(),
+            schemas::limit(),
+            schemas::query(
+                "cursor",
+                "The previous page's `next`.",
+                schemas::uuid().build(),
+                false,
+            ),
+        ]
+    }
+}
+
 /// A `label=key=value` query filter.
 pub(crate) fn label_filter(value: &str) -> Result<(String, String), ApiError> {
     let (k, v) = value
@@ -149,11 +178,8 @@ pub(crate) async fn load(
 }
 
 /// Run a container. Returns 201 once the request is durably stored.
-#[utoipa::path(post, path = "/v1/containers", request_body = CreateContainer,
-    responses((status = 201, body = ContainerView), (status = 400, body = Problem),
-        (status = 401, body = Problem), (status = 409, body = Problem), (status = 413, body = Problem),
-        (status = 422, body = Problem, description = "no host could ever take it (`field`, `max`)"),
-        (status = 503, body = Problem, description = "database unavailable; see Retry-After")),
+#[utoipa::path(post, path = "/v1/containers", tag = "containers", request_body = CreateContainer,
+    responses((status = 201, body = ContainerView), InvalidRequest, QuotaExceeded, Conflict, Unprocessable),
     security(("bearer" = [])))]
 pub async fn create(
     State(state): State<Arc<AppState>>,
@@ -257,9 +283,9 @@ async fn admit(state: &AppState, new: &NewContainer) -> Result<(), ApiError> {
 }
 
 /// Get one container.
-#[utoipa::path(get, path = "/v1/containers/{id}",
+#[utoipa::path(get, path = "/v1/containers/{id}", tag = "containers",
     params(("id" = Uuid, Path, description = "container id")),
-    responses((status = 200, body = ContainerView), (status = 404, body = Problem)),
+    responses((status = 200, body = ContainerView), NotFound),
     security(("bearer" = [])))]
 pub async fn get(
     State(state): State<Arc<AppState>>,
@@ -272,10 +298,8 @@ pub async fn get(
 
 /// List containers: `state=` and `label=key=value` filters (repeatable),
 /// `limit` (default 100, at most 1000) and `cursor` (the previous page's `next`).
-#[utoipa::path(get, path = "/v1/containers",
-    params(("state" = Option<String>, Query), ("label" = Option<String>, Query, description = "key=value"),
-        ("limit" = Option<u32>, Query), ("cursor" = Option<String>, Query)),
-    responses((status = 200, body = ContainerList), (status = 400, body = Problem)),
+#[utoipa::path(get, path = "/v1/containers", tag = "containers", params(ListQuery),
+    responses((status = 200, body = ContainerList), InvalidRequest),
     security(("bearer" = [])))]
 pub async fn list(
     State(state): State<Arc<AppState>>,

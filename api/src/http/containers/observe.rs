@@ -2,7 +2,8 @@
 
 use super::actions::next_change;
 use super::{load, parse_id, view_one};
-use crate::error::{ApiError, Problem};
+use crate::error::ApiError;
+use crate::http::problems::{InvalidRequest, NotFound, WaitTimedOut};
 use crate::http::{json, Tenant};
 use crate::model::{ContainerView, EventList, EventView};
 use crate::AppState;
@@ -21,17 +22,30 @@ const MAX_WAIT_S: u64 = 600;
 
 #[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct WaitQuery {
-    /// `running` (returns once running or terminal) or `exited` (once terminal).
+    /// `running` (returns once running or terminal) or `exited` (once
+    /// terminal; the default).
     #[serde(rename = "for")]
+    #[param(rename = "for", value_type = Option<WaitFor>, inline)]
     pub for_: Option<String>,
     /// Seconds to wait, default 30, at most 600.
+    #[param(maximum = 600)]
     pub timeout_s: Option<u64>,
 }
 
+/// What `wait` waits for (the handler reads it as a string, to name `for`
+/// in its problem).
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "snake_case")]
+pub enum WaitFor {
+    Running,
+    Exited,
+}
+
 /// Wait until the container runs or has exited; 408 on timeout.
-#[utoipa::path(get, path = "/v1/containers/{id}/wait", params(("id" = Uuid, Path), WaitQuery),
-    responses((status = 200, body = ContainerView), (status = 408, body = Problem), (status = 404, body = Problem)),
+#[utoipa::path(get, path = "/v1/containers/{id}/wait", tag = "containers", params(("id" = Uuid, Path), WaitQuery),
+    responses((status = 200, body = ContainerView), InvalidRequest, NotFound, WaitTimedOut),
     security(("bearer" = [])))]
 pub async fn wait(
     State(state): State<Arc<AppState>>,
@@ -70,8 +84,8 @@ pub async fn wait(
 }
 
 /// The container's events, oldest first.
-#[utoipa::path(get, path = "/v1/containers/{id}/events", params(("id" = Uuid, Path)),
-    responses((status = 200, body = EventList), (status = 404, body = Problem)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/v1/containers/{id}/events", tag = "containers", params(("id" = Uuid, Path)),
+    responses((status = 200, body = EventList), NotFound), security(("bearer" = [])))]
 pub async fn events(
     State(state): State<Arc<AppState>>,
     Tenant(tenant): Tenant,
@@ -94,17 +108,18 @@ pub async fn events(
 
 #[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct LogsQuery {
     /// Only the last N lines.
+    #[param(maximum = 4294967295_u32)]
     pub tail: Option<u32>,
     /// Keep the response open and stream new output until the container exits.
     pub follow: Option<bool>,
 }
 
 /// stdout and stderr of every run, kept after exit until the container is deleted.
-#[utoipa::path(get, path = "/v1/containers/{id}/logs", params(("id" = Uuid, Path), LogsQuery),
-    responses((status = 200, content_type = "text/plain", body = String), (status = 404, body = Problem),
-        (status = 503, body = Problem)),
+#[utoipa::path(get, path = "/v1/containers/{id}/logs", tag = "containers", params(("id" = Uuid, Path), LogsQuery),
+    responses((status = 200, content_type = "text/plain", body = String), InvalidRequest, NotFound),
     security(("bearer" = [])))]
 pub async fn logs(
     State(state): State<Arc<AppState>>,

@@ -1,0 +1,185 @@
+"""schemathesis hooks of tests/e2e/fuzz.rs (loaded with SCHEMATHESIS_HOOKS).
+
+A JSON Schema speaks of one value at a time and knows neither the server's
+configuration nor the clock, so skiff's OpenAPI document cannot state these
+rules of its API; each is in the operation's text instead:
+
+- an `Idempotency-Key` names one request: the same key with another request
+  is 422 `idempotency-key-reused`, by design;
+- a usage window: `to` after `from`, at most 366 days, whole seconds;
+- a rate card: effective from a whole UTC hour that has not passed;
+- `env` and `secure_env` (and a job task's `env`): no key in both;
+- a job: `tasks`, when given, has `count` entries; its task names
+  (`<name>-<index>-a<attempt>`) are container names (at most 63 characters);
+- a `notify_url` names a host the server allows (the fuzz pool allows
+  127.0.0.1 and localhost);
+- limits in bytes (UTF-8), where JSON Schema's `maxLength` counts
+  characters: a label value at most 256, a tenant's name 128 (blanks around
+  it aside), a join token's description 256, an adjustment's id 128; an
+  environment (`env` and `secure_env`) and a command at most 64 KiB each.
+
+The hook below makes the *valid* requests schemathesis generates follow them
+(a fresh key, a window of up to 366 days from `from`, ...), so that a valid
+request is one the server must accept. Invalid requests are left as they were
+made: the server must still refuse each one.
+"""
+
+import datetime
+import random
+import uuid
+
+import schemathesis
+
+MAX_WINDOW = datetime.timedelta(days=366)
+# What a job puts in every task's environment itself.
+JOB_ENV = {"SKIFF_JOB_ID", "SKIFF_TASK_INDEX", "SKIFF_TASK_COUNT", "SKIFF_TASK_ATTEMPT"}
+# Seeded, as schemathesis is (the order of two workers' requests varies).
+RNG = random.Random(20261127)
+LATEST = datetime.datetime(9999, 1, 1, tzinfo=datetime.timezone.utc)
+
+
+def _instant(text):
+    """An RFC 3339 timestamp as an aware datetime, or None."""
+    try:
+        t = datetime.datetime.fromisoformat(str(text).replace("z", "Z").replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return t if t.tzinfo else None
+
+
+def _rfc3339(t):
+    return t.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _usage_window(query):
+    start = _instant(query.get("from"))
+    if start is None:
+        return
+    start = min(start.replace(microsecond=0), LATEST)
+    seconds = RNG.randint(1, int(MAX_WINDOW.total_seconds()))
+    query["from"] = _rfc3339(start)
+    query["to"] = _rfc3339(start + datetime.timedelta(seconds=seconds))
+
+
+def _rate_card(body):
+    now = datetime.datetime.now(datetime.timezone.utc).replace(minute=0, second=0, microsecond=0)
+    hours = RNG.randint(1, 24 * 365 * 50)
+    body["effective_from"] = _rfc3339(now + datetime.timedelta(hours=hours))
+
+
+def _no_key_in_both(container, extra_env=()):
+    secure = container.get("secure_env")
+    if isinstance(secure, dict):
+        env = container.get("env") or {}
+        for key in list(secure):
+            if key in env or key in extra_env:
+                del secure[key]
+
+
+def _utf8(value):
+    return str(value).encode("utf-8", "surrogatepass")
+
+
+def _bytes(text, limit):
+    """`text` cut to at most `limit` bytes of UTF-8 (whole characters)."""
+    return _utf8(text)[:limit].decode("utf-8", "ignore")
+
+
+def _labels(labels):
+    if isinstance(labels, dict):
+        for key, value in labels.items():
+            if isinstance(value, str):
+                labels[key] = _bytes(value, 256)
+
+
+def _size(container, limit=64 * 1024):
+    """Drops environment entries and command arguments past the size limits."""
+    total = 0
+    for field in ("env", "secure_env"):
+        env = container.get(field)
+        if isinstance(env, dict):
+            for key in list(env):
+                size = len(_utf8(key)) + len(_utf8(env[key])) + 2
+                if total + size > limit:
+                    del env[key]
+                else:
+                    total += size
+    command = container.get("command")
+    if isinstance(command, list):
+        total = 0
+        for i, arg in enumerate(command):
+            total += len(_utf8(arg))
+            if total > limit:
+                del command[i:]
+                break
+
+
+def _container(body, extra_env=()):
+    _no_key_in_both(body, extra_env)
+    _labels(body.get("labels"))
+    placement = body.get("placement")
+    if isinstance(placement, dict):
+        _labels(placement.get("host_labels"))
+    _size(body)
+
+
+def _notify_url(body):
+    url = body.get("notify_url")
+    if isinstance(url, str) and url:
+        body["notify_url"] = "http://127.0.0.1:9/" + uuid.uuid4().hex
+
+
+def _job(body):
+    template = body.get("template")
+    tasks = body.get("tasks")
+    if isinstance(tasks, list):
+        if tasks:
+            body["count"] = len(tasks)
+        else:
+            body["tasks"] = None
+    if isinstance(template, dict):
+        task_env = set(JOB_ENV)
+        for task in tasks or []:
+            if isinstance(task, dict) and isinstance(task.get("env"), dict):
+                task_env.update(task["env"])
+        _container(template, task_env)
+        _labels(body.get("labels"))
+    name = body.get("name")
+    if isinstance(name, str) and isinstance(body.get("count"), int):
+        attempts = (body.get("max_retries") or 0) + 1
+        suffix = f"-{body['count'] - 1}" + (f"-a{attempts}" if attempts > 1 else "")
+        body["name"] = name[: 63 - len(suffix)] or "j"
+    _notify_url(body)
+
+
+@schemathesis.hook
+def before_call(ctx, case, kwargs):
+    meta = case.meta
+    if meta is None or not meta.generation.mode.is_positive:
+        return
+    headers = case.headers or {}
+    for name in list(headers):
+        if name.lower() == "idempotency-key" and isinstance(headers[name], str):
+            headers[name] = uuid.uuid4().hex
+    path = case.operation.path
+    method = case.operation.method.upper()
+    body = case.body if isinstance(case.body, dict) else None
+    if path in ("/v1/usage", "/v1/admin/usage") and isinstance(case.query, dict):
+        _usage_window(case.query)
+    elif (method, path) == ("POST", "/v1/admin/rates") and body is not None:
+        _rate_card(body)
+    elif (method, path) == ("POST", "/v1/containers") and body is not None:
+        _container(body)
+        _notify_url(body)
+    elif (method, path) == ("POST", "/v1/jobs") and body is not None:
+        _job(body)
+    elif (method, path) == ("POST", "/v1/tenants") and body is not None:
+        if isinstance(body.get("name"), str):
+            name = body["name"].strip()
+            body["name"] = _bytes(name, 128).strip() or "t"
+    elif (method, path) == ("POST", "/v1/admin/join-tokens") and body is not None:
+        if isinstance(body.get("description"), str):
+            body["description"] = _bytes(body["description"], 256)
+    elif (method, path) == ("POST", "/v1/admin/adjustments") and body is not None:
+        if isinstance(body.get("adjustment_id"), str):
+            body["adjustment_id"] = _bytes(body["adjustment_id"], 128) or "a"
