@@ -79,7 +79,8 @@ pub struct WorkerConfig {
 
     /// Most processes (threads included) one container may have at once
     /// (its cgroup's pids.max): a fork bomb stops there.
-    #[arg(long, env = "SKIFF_PIDS_LIMIT", default_value_t = 4096)]
+    #[arg(long, env = "SKIFF_PIDS_LIMIT", default_value_t = 4096,
+          value_parser = clap::value_parser!(i64).range(1..))]
     pub pids_limit: i64,
 
     /// Registries reached over plain HTTP (host or host:port),

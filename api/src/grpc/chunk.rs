@@ -2,7 +2,7 @@
 //! that no message breaks tonic's 4 MiB limit, only the last ending the step.
 
 use super::assignment;
-use crate::secrets::{Keyring, SecretError};
+use crate::secrets::Keyring;
 use crate::store::assignments::AssignmentStep;
 use prost::Message as _;
 use skiff_proto as pb;
@@ -14,25 +14,20 @@ const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
 /// Splits a step into messages under [`MAX_MESSAGE_BYTES`]; all but the
 /// last have `more` set. A step with nothing in it is one empty message (it
 /// still carries the revision).
-/// Fails (and the host's stream with it, to be retried) when a container's
-/// secrets do not open: a host is never told to run it without them.
-pub fn messages(
-    step: &AssignmentStep,
-    keyring: &Keyring,
-) -> Result<Vec<pb::AssignmentUpdate>, SecretError> {
+pub fn messages(step: &AssignmentStep, keyring: &Keyring) -> Vec<pb::AssignmentUpdate> {
     let assignments = step
         .assignments
         .iter()
         .map(|row| assignment(row, keyring))
-        .collect::<Result<_, _>>()?;
+        .collect();
     let removed = step.removed.iter().map(|id| id.to_string()).collect();
-    Ok(chunk(
+    chunk(
         step.revision,
         step.snapshot,
         assignments,
         removed,
         MAX_MESSAGE_BYTES,
-    ))
+    )
 }
 
 fn chunk(

@@ -70,26 +70,38 @@ fn desired(row: &ContainerRow) -> pb::DesiredState {
 }
 
 /// What a worker is told of one container. Its secrets are opened here,
-/// on their way to the host that runs it (over the mutual-TLS channel).
-pub fn assignment(
-    row: &ContainerRow,
-    keyring: &Keyring,
-) -> Result<pb::Assignment, crate::secrets::SecretError> {
-    Ok(pb::Assignment {
+/// on their way to the host that runs it (over the mutual-TLS channel), and
+/// only for a container meant to run. One whose secrets do not open (a key
+/// missing from this replica's keyring, a tampered row) is held stopped on
+/// its host, loudly, rather than started without them; the rest of the
+/// host's assignments flow as ever, and it runs once the keyring opens it.
+pub fn assignment(row: &ContainerRow, keyring: &Keyring) -> pb::Assignment {
+    let (desired, secure_env) = match row.desired {
+        DesiredState::Running => match row.secure_env(keyring) {
+            Ok(env) => (desired(row), env),
+            Err(err) => {
+                tracing::error!(container = %row.id, error = %err,
+                    "its secrets do not open: its host keeps it stopped");
+                (pb::DesiredState::Stopped, skiff_core::SecretEnv::default())
+            }
+        },
+        _ => (desired(row), skiff_core::SecretEnv::default()),
+    };
+    pb::Assignment {
         container_id: row.id.to_string(),
-        desired: desired(row) as i32,
+        desired: desired as i32,
         generation: row.generation as u64,
         spec: Some(pb::ContainerSpec {
             image: row.image.clone(),
             command: row.command.0.clone(),
             env: row.env.0.clone().into_iter().collect(),
-            secure_env: row.secure_env(keyring)?.0.into_iter().collect(),
+            secure_env: secure_env.0.into_iter().collect(),
             cpu_millis: row.cpu_millis as u32,
             memory_mib: row.memory_mib as u32,
             hostname: row.name.clone(),
         }),
         stop_timeout_s: row.stop_timeout_s as u32,
-    })
+    }
 }
 
 type AssignmentStream = Pin<Box<dyn Stream<Item = Result<pb::AssignmentUpdate, Status>> + Send>>;
@@ -227,18 +239,7 @@ impl ControlPlane for ControlPlaneService {
                         .assignments_sent
                         .with_label_values(&[kind])
                         .inc_by(step.assignments.len() as u64);
-                    let messages = match messages(&step, state.store.keyring()) {
-                        Ok(messages) => messages,
-                        Err(err) => {
-                            tracing::error!(%host, error = %err,
-                                "a container's secrets do not open: its host's assignments are held back");
-                            let _ = tx
-                                .send(Err(Status::internal("a container's secrets do not open")))
-                                .await;
-                            return;
-                        }
-                    };
-                    for message in messages {
+                    for message in messages(&step, state.store.keyring()) {
                         if tx.send(Ok(message)).await.is_err() {
                             return; // the worker went away
                         }

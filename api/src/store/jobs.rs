@@ -237,8 +237,6 @@ impl Store {
         let Some(job) = job else {
             return Ok(None);
         };
-        let secure_env = job.secure_env(&self.keyring)?;
-        let build = |index, attempt| build(&job, &secure_env, index, attempt);
         let cost = match job.max_cost {
             Some(_) => Some(job_cost(&mut tx, id).await?),
             None => None,
@@ -270,6 +268,14 @@ impl Store {
         .fetch_one(&mut *tx)
         .await?;
         let mut free = (i64::from(job.parallelism) - active).max(0);
+        // Its template's secrets, opened only when a task may start (a job
+        // whose secrets do not open still meets its deadline and budget).
+        let secure_env = if free > 0 {
+            job.secure_env(&self.keyring)?
+        } else {
+            skiff_core::SecretEnv::default()
+        };
+        let build = |index, attempt| build(&job, &secure_env, index, attempt);
         if free > 0 {
             // Tasks start only within the tenant's quota; the rest wait.
             let (limits, use_) = super::quotas::lock_quota(&mut tx, job.tenant_id, quota).await?;

@@ -68,7 +68,7 @@ pub enum StoreError {
     QuotaExceeded(quotas::Exceeded),
     #[error("secrets: {0}")]
     Secret(#[from] crate::secrets::SecretError),
-    #[error("{0} rows stayed locked by other transactions")]
+    #[error("{0} rows stayed as they were for a minute (held locked by other transactions, or rewritten under another key meanwhile)")]
     Locked(i64),
 }
 

@@ -38,7 +38,9 @@ const LEGACY_CONTAINERS: Legacy = Legacy {
     table: "containers",
     plain: "secure_env",
     filter: "secure_env <> '{}'",
-    clear: "secure_env = '{}'",
+    // (SET reads the old row: the keys come from the map it empties.)
+    clear: "secure_env_keys = ARRAY(SELECT jsonb_object_keys(secure_env) ORDER BY 1), \
+            secure_env = '{}'",
     row_of: container_row,
 };
 
@@ -100,7 +102,9 @@ impl Store {
         bind: Option<&str>,
         mut pass: impl AsyncFnMut() -> Result<()>,
     ) -> Result<()> {
-        let deadline = tokio::time::Instant::now() + LOCKED_WAIT;
+        // Counted from the last pass that made progress.
+        let mut deadline = tokio::time::Instant::now() + LOCKED_WAIT;
+        let mut before = i64::MAX;
         loop {
             pass().await?;
             let mut query = sqlx::query_scalar(left_sql);
@@ -111,7 +115,10 @@ impl Store {
             if left == 0 {
                 return Ok(());
             }
-            if tokio::time::Instant::now() >= deadline {
+            if left < before {
+                before = left;
+                deadline = tokio::time::Instant::now() + LOCKED_WAIT;
+            } else if tokio::time::Instant::now() >= deadline {
                 return Err(StoreError::Locked(left));
             }
             tokio::time::sleep(LOCKED_RETRY).await;
@@ -180,7 +187,7 @@ impl Store {
 
     /// [`Store::reseal_secrets`] of one table; `row_of` names a row's
     /// associated data.
-    async fn reseal_table(&self, table: &str, row_of: fn(Uuid) -> String) -> Result<u64> {
+    async fn reseal_table(&self, table: &'static str, row_of: fn(Uuid) -> String) -> Result<u64> {
         let mut done = 0;
         loop {
             let mut tx = self.pool.begin().await?;

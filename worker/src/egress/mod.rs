@@ -53,12 +53,12 @@ impl FromStr for Rule {
         }
         if s.contains('/') {
             return s
-                .parse()
-                .map(Rule::Net)
+                .parse::<IpNet>()
+                .map(|net| Rule::Net(canonical_net(net)))
                 .map_err(|_| RuleError(s.to_owned()));
         }
         if let Ok(ip) = s.parse::<IpAddr>() {
-            return Ok(Rule::Host(ip.to_string()));
+            return Ok(Rule::Host(ip.to_canonical().to_string()));
         }
         // host:port, or [v6]:port
         if let Some((host, port)) = s.rsplit_once(':') {
@@ -224,7 +224,8 @@ fn reserved(addr: IpAddr) -> Option<&'static str> {
                 Some("unspecified")
             } else if v4.is_multicast() || v4.is_broadcast() {
                 Some("multicast or broadcast")
-            } else if o == [100, 100, 100, 200] {
+            } else if o == [100, 100, 100, 200] || o == [168, 63, 129, 16] {
+                // Alibaba's metadata; Azure's WireServer.
                 Some("cloud metadata")
             } else {
                 None
@@ -246,6 +247,20 @@ fn reserved(addr: IpAddr) -> Option<&'static str> {
                 None
             }
         }
+    }
+}
+
+/// An IPv4-mapped IPv6 network as the IPv4 network it is (resolved
+/// addresses are compared in their canonical form).
+fn canonical_net(net: IpNet) -> IpNet {
+    match net {
+        IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.addr().to_ipv4_mapped() {
+            Some(v4) => ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96)
+                .map(IpNet::V4)
+                .unwrap_or(net),
+            None => net,
+        },
+        other => other,
     }
 }
 
@@ -308,6 +323,11 @@ mod tests {
             ("::1", Ok(Rule::Host("::1".into()))),
             ("10.0.0.0/8", Ok(Rule::Net("10.0.0.0/8".parse().unwrap()))),
             ("fd00::/8", Ok(Rule::Net("fd00::/8".parse().unwrap()))),
+            (
+                "::ffff:10.0.0.0/104",
+                Ok(Rule::Net("10.0.0.0/8".parse().unwrap())),
+            ),
+            ("::ffff:10.0.0.5", Ok(Rule::Host("10.0.0.5".into()))),
             ("10.0.0.0/33", Err(())),
             ("host:port", Err(())),
             ("bad host", Err(())),
@@ -410,6 +430,15 @@ mod tests {
                 443,
                 Https,
                 &["100.100.100.200"],
+                "cloud metadata",
+            ),
+            (
+                "azure wireserver",
+                &open,
+                "x",
+                443,
+                Https,
+                &["168.63.129.16"],
                 "cloud metadata",
             ),
             (

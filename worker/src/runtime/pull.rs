@@ -275,11 +275,18 @@ impl Puller {
 
     /// The registry `host[:port]` split, with the port its scheme implies.
     fn registry_target(&self, registry: &str) -> (String, u16, Scheme) {
-        let (host, port) = match registry.rsplit_once(':') {
-            Some((h, p)) if !h.ends_with(':') => (h, p.parse().ok()),
-            _ => (registry, None),
+        let (host, port) = if let Some(v6) = registry.strip_prefix('[') {
+            // [v6] or [v6]:port
+            match v6.split_once(']') {
+                Some((h, rest)) => (h, rest.strip_prefix(':').and_then(|p| p.parse().ok())),
+                None => (v6, None),
+            }
+        } else {
+            match registry.rsplit_once(':') {
+                Some((h, p)) => (h, p.parse().ok()),
+                None => (registry, None),
+            }
         };
-        let host = host.trim_start_matches('[').trim_end_matches(']');
         let plain = self.egress.plain_http_for(host, port.unwrap_or(80));
         let (scheme, default_port) = if plain {
             (Scheme::Http, 80)

@@ -288,8 +288,12 @@ fn can_raise_rlimits() -> bool {
 /// the container's own limit, never the host's disk.
 fn default_mounts(memory_bytes: u64) -> Value {
     json!([
+        // tmpcopyup: what the image has in /tmp is copied in (as Docker
+        // keeps it); nr_inodes bounds the kernel memory of empty files.
         { "destination": "/tmp", "type": "tmpfs", "source": "tmpfs",
-          "options": ["nosuid", "nodev", "mode=1777", format!("size={memory_bytes}")] },
+          "options": ["nosuid", "nodev", "mode=1777", "tmpcopyup",
+                      format!("size={}", memory_bytes.max(1 << 20)),
+                      format!("nr_inodes={}", (memory_bytes / 4096).max(1024))] },
         { "destination": "/proc", "type": "proc", "source": "proc",
           "options": ["nosuid", "noexec", "nodev"] },
         { "destination": "/dev", "type": "tmpfs", "source": "tmpfs",
