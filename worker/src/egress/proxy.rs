@@ -19,6 +19,7 @@ use hyper_util::rt::TokioIo;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, warn};
 
@@ -26,6 +27,15 @@ type Body = BoxBody<Bytes, hyper::Error>;
 
 /// How long a connection to a registry may take to establish.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most addresses of one name tried in turn.
+const MAX_ADDRS_TRIED: usize = 3;
+/// How long a client may take to send a request's head.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// A tunnel or forwarded request with no byte either way for this long is
+/// closed (a registry that accepts and then stays silent holds nothing).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+/// Most connections through the proxy at once; more wait to be accepted.
+const MAX_CONNECTIONS: usize = 256;
 
 /// A running proxy; stopped when dropped.
 pub struct EgressProxy {
@@ -44,8 +54,12 @@ impl EgressProxy {
     pub async fn start(policy: Arc<EgressPolicy>) -> std::io::Result<Self> {
         let listener = TcpListener::bind((IpAddr::from([127, 0, 0, 1]), 0)).await?;
         let addr = listener.local_addr()?;
+        let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
         let task = tokio::spawn(async move {
             loop {
+                let Ok(slot) = slots.clone().acquire_owned().await else {
+                    return;
+                };
                 let (stream, _) = match listener.accept().await {
                     Ok(accepted) => accepted,
                     Err(e) => {
@@ -56,11 +70,14 @@ impl EgressProxy {
                 };
                 let policy = policy.clone();
                 tokio::spawn(async move {
+                    let _slot = slot;
                     let service = hyper::service::service_fn(move |req| {
                         let policy = policy.clone();
                         async move { Ok::<_, hyper::Error>(handle(req, &policy).await) }
                     });
                     if let Err(e) = hyper::server::conn::http1::Builder::new()
+                        .timer(hyper_util::rt::TokioTimer::new())
+                        .header_read_timeout(HEADER_TIMEOUT)
                         .serve_connection(TokioIo::new(stream), service)
                         .with_upgrades()
                         .await
@@ -107,7 +124,7 @@ async fn connect(
         return Err(text(StatusCode::FORBIDDEN, refusal.to_string()));
     }
     let mut last = None;
-    for addr in addrs {
+    for addr in addrs.into_iter().take(MAX_ADDRS_TRIED) {
         match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
             Ok(Ok(stream)) => return Ok(stream),
             Ok(Err(e)) => last = Some(e.to_string()),
@@ -144,7 +161,7 @@ async fn tunnel(req: Request<Incoming>, policy: &EgressPolicy) -> Response<Body>
         match hyper::upgrade::on(req).await {
             Ok(upgraded) => {
                 let mut client = TokioIo::new(upgraded);
-                if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+                if let Err(e) = splice(&mut client, &mut upstream, IDLE_TIMEOUT).await {
                     debug!(error = %e, %host, "egress proxy: tunnel ended");
                 }
             }
@@ -183,17 +200,48 @@ async fn forward(mut req: Request<Incoming>, policy: &EgressPolicy) -> Response<
     *req.uri_mut() = path.parse().expect("a path and query is a valid URI");
     req.headers_mut().remove("proxy-authorization");
     req.headers_mut().remove("proxy-connection");
-    match sender.send_request(req).await {
-        Ok(response) => response.map(|b| b.boxed()),
-        Err(e) => text(StatusCode::BAD_GATEWAY, format!("{host}:{port}: {e}")),
+    match tokio::time::timeout(IDLE_TIMEOUT, sender.send_request(req)).await {
+        Ok(Ok(response)) => response.map(|b| b.boxed()),
+        Ok(Err(e)) => text(StatusCode::BAD_GATEWAY, format!("{host}:{port}: {e}")),
+        Err(_) => text(
+            StatusCode::GATEWAY_TIMEOUT,
+            format!("{host}:{port}: no response within {IDLE_TIMEOUT:?}"),
+        ),
     }
+}
+
+/// Copies both ways until both sides are done, or nothing moved either way
+/// for `idle`.
+async fn splice<A, B>(a: &mut A, b: &mut B, idle: Duration) -> std::io::Result<()>
+where
+    A: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
+    let (mut a_read, mut a_write) = tokio::io::split(a);
+    let (mut b_read, mut b_write) = tokio::io::split(b);
+    let (mut a_buf, mut b_buf) = (vec![0u8; 64 * 1024], vec![0u8; 64 * 1024]);
+    let (mut a_open, mut b_open) = (true, true);
+    let stalled = || std::io::Error::new(std::io::ErrorKind::TimedOut, "idle");
+    while a_open || b_open {
+        tokio::select! {
+            read = a_read.read(&mut a_buf), if a_open => match read? {
+                0 => { a_open = false; b_write.shutdown().await?; }
+                n => tokio::time::timeout(idle, b_write.write_all(&a_buf[..n])).await.map_err(|_| stalled())??,
+            },
+            read = b_read.read(&mut b_buf), if b_open => match read? {
+                0 => { b_open = false; a_write.shutdown().await?; }
+                n => tokio::time::timeout(idle, a_write.write_all(&b_buf[..n])).await.map_err(|_| stalled())??,
+            },
+            _ = tokio::time::sleep(idle) => return Err(stalled()),
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::egress::Rule;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     /// A TCP server on `ip` answering every connection with `reply`.
     async fn server(ip: [u8; 4], reply: &'static [u8]) -> SocketAddr {
@@ -216,6 +264,27 @@ mod tests {
         let mut out = Vec::new();
         let _ = tokio::time::timeout(Duration::from_secs(2), s.read_to_end(&mut out)).await;
         String::from_utf8_lossy(&out).into_owned()
+    }
+
+    #[tokio::test]
+    async fn a_splice_carries_bytes_both_ways_and_ends_when_idle() {
+        let (mut a, mut a_peer) = tokio::io::duplex(1024);
+        let (mut b, mut b_peer) = tokio::io::duplex(1024);
+        let idle = Duration::from_millis(200);
+        let spliced = tokio::spawn(async move { splice(&mut a, &mut b, idle).await });
+        a_peer.write_all(b"ping").await.unwrap();
+        let mut got = [0u8; 4];
+        b_peer.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"ping");
+        b_peer.write_all(b"pong").await.unwrap();
+        a_peer.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"pong");
+        // Then silence: the splice gives up after `idle`, not never.
+        let ended = tokio::time::timeout(Duration::from_secs(5), spliced)
+            .await
+            .expect("an idle splice ends")
+            .unwrap();
+        assert_eq!(ended.unwrap_err().kind(), std::io::ErrorKind::TimedOut);
     }
 
     #[tokio::test]
