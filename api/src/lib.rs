@@ -133,6 +133,7 @@ pub async fn serve(
         keyring,
     )
     .await?;
+    store.check_secret_keys().await?;
     let missing = store.missing_secret_keys().await?;
     if !missing.is_empty() {
         return Err(ServeError::MissingSecretKeys(missing));

@@ -50,6 +50,8 @@ pub enum SecretError {
         "secret of {row} does not open under key id {kid:?} (tampered with, or not this row's)"
     )]
     Corrupt { row: String, kid: String },
+    #[error("the keyring's key {0:?} is not the key that id sealed with before (regenerated, or mistyped): its stored check does not open")]
+    KeyChanged(String),
 }
 
 /// One sealed value as stored: the id of the key it was sealed under, and
@@ -162,7 +164,38 @@ impl Keyring {
 
     /// Seals `plaintext` under the current key, bound to `row`.
     pub fn seal(&self, plaintext: &[u8], row: &str) -> Sealed {
-        let (kid, cipher) = &self.keys[0];
+        self.seal_with(0, plaintext, row)
+    }
+
+    /// The value each key seals as its check (see [`Keyring::check_row`]).
+    pub const CHECK: &'static [u8] = b"skiff secrets key check";
+
+    /// The row a key's check is bound to.
+    pub fn check_row(kid: &str) -> String {
+        format!("secret_key_checks/{kid}")
+    }
+
+    /// Every key's check, sealed under that key.
+    pub fn checks(&self) -> Vec<Sealed> {
+        (0..self.keys.len())
+            .map(|i| self.seal_with(i, Self::CHECK, &Self::check_row(&self.keys[i].0)))
+            .collect()
+    }
+
+    /// Whether `stored`, a check sealed earlier under its key id, opens
+    /// with this keyring's key of that id.
+    pub fn verify_check(&self, stored: &Sealed) -> Result<(), SecretError> {
+        match self.open(stored, &Self::check_row(&stored.kid)) {
+            Ok(plain) if plain.as_slice() == Self::CHECK => Ok(()),
+            Ok(_) | Err(SecretError::Corrupt { .. }) => {
+                Err(SecretError::KeyChanged(stored.kid.clone()))
+            }
+            Err(other) => Err(other),
+        }
+    }
+
+    fn seal_with(&self, key: usize, plaintext: &[u8], row: &str) -> Sealed {
+        let (kid, cipher) = &self.keys[key];
         let mut nonce = [0u8; NONCE_BYTES];
         rand::rng().fill_bytes(&mut nonce);
         let ciphertext = cipher
@@ -389,6 +422,26 @@ mod tests {
             keyring.open_env(None, None, "containers/a").unwrap(),
             SecretEnv::default()
         );
+    }
+
+    #[test]
+    fn a_key_regenerated_under_a_known_id_fails_its_check() {
+        let first = Keyring::parse(&Keyring::new_key_line("k1").unwrap()).unwrap();
+        let checks = first.checks();
+        assert_eq!(checks.len(), 1);
+        assert!(first.verify_check(&checks[0]).is_ok());
+        let regenerated = Keyring::parse(&Keyring::new_key_line("k1").unwrap()).unwrap();
+        let err = regenerated.verify_check(&checks[0]).unwrap_err();
+        assert!(
+            matches!(err, SecretError::KeyChanged(ref k) if k == "k1"),
+            "{err}"
+        );
+        // Another id's check: that key is simply not held.
+        let other = Keyring::parse(&Keyring::new_key_line("k2").unwrap()).unwrap();
+        assert!(matches!(
+            other.verify_check(&checks[0]),
+            Err(SecretError::UnknownKey { .. })
+        ));
     }
 
     #[test]

@@ -3,8 +3,8 @@
 //! row, and still reaches the container; a keyring rotation re-seals every
 //! row under the new key (`skiff-api secrets reencrypt`), rows an earlier
 //! version left in plain text are sealed at start, and an API whose keyring
-//! lacks a key that rows were sealed under refuses to start, beside one
-//! with the right keyring that starts.
+//! lacks a key that rows were sealed under (or holds another key under a
+//! known id) refuses to start, beside one with the right keyring that starts.
 
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -176,6 +176,31 @@ async fn new_key(platform: &Platform, id: &str) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// Starts one more replica with `keyring` as its keyring file, expects it
+/// to exit with an error within 30 s, and returns its log.
+async fn refused_to_start(platform: &Platform, name: &str, keyring: &str) -> String {
+    let path = platform.run_dir.join(format!("{name}.keyring"));
+    std::fs::write(&path, keyring).unwrap();
+    let mut refused = platform.extra_api(
+        &format!("api-{name}-keyring"),
+        &[("SKIFF_SECRETS_KEYRING_FILE", path.display().to_string())],
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = refused.exited() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "an API with the {name} keyring kept running: {}",
+            refused.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(!status.success(), "{status:?}");
+    refused.log()
+}
+
 /// Restarts the pool's replica with its (rewritten) keyring file.
 async fn restart_api(platform: &Platform) {
     platform.kill_api(1);
@@ -261,29 +286,17 @@ async fn a_rotated_keyring_reseals_every_secret_and_an_api_missing_a_key_refuses
             );
         }
 
-        // An API whose keyring lacks rotated-2 refuses to start and says why.
-        let stale = platform.run_dir.join("stale.keyring");
-        std::fs::write(&stale, &old).unwrap();
-        let mut refused = platform.extra_api(
-            "api-stale-keyring",
-            &[("SKIFF_SECRETS_KEYRING_FILE", stale.display().to_string())],
-        );
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        let status = loop {
-            if let Some(status) = refused.exited() {
-                break status;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "an API without key rotated-2 kept running: {}",
-                refused.log()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        };
-        assert!(!status.success(), "{status:?}");
-        let log = refused.log();
+        // An API whose keyring lacks rotated-2 refuses to start and says
+        // why; so does one holding another key under the id rotated-2.
+        let log = refused_to_start(platform, "stale", &old).await;
         assert!(
             log.contains("rotated-2") && log.contains("keyring lacks"),
+            "{log}"
+        );
+        let impostor = new_key(platform, "rotated-2").await;
+        let log = refused_to_start(platform, "regenerated", &format!("{impostor}{old}")).await;
+        assert!(
+            log.contains("rotated-2") && log.contains("is not the key that id sealed with"),
             "{log}"
         );
 

@@ -60,6 +60,32 @@ pub struct Resealed {
 }
 
 impl Store {
+    /// Checks every key of the keyring against the check its id sealed
+    /// before (recording a check for ids seen the first time): a key
+    /// regenerated under a known id would open nothing it sealed.
+    pub async fn check_secret_keys(&self) -> Result<()> {
+        for check in self.keyring.checks() {
+            sqlx::query(
+                "INSERT INTO secret_key_checks (kid, sealed) VALUES ($1, $2) \
+                 ON CONFLICT (kid) DO NOTHING",
+            )
+            .bind(&check.kid)
+            .bind(&check.bytes)
+            .execute(&self.pool)
+            .await?;
+            let bytes: Vec<u8> =
+                sqlx::query_scalar("SELECT sealed FROM secret_key_checks WHERE kid = $1")
+                    .bind(&check.kid)
+                    .fetch_one(&self.pool)
+                    .await?;
+            self.keyring.verify_check(&Sealed {
+                kid: check.kid,
+                bytes,
+            })?;
+        }
+        Ok(())
+    }
+
     /// Key ids that stored secrets were sealed under and the keyring lacks
     /// (those secrets could not be opened: an API must not serve then).
     pub async fn missing_secret_keys(&self) -> Result<Vec<String>> {
@@ -169,6 +195,7 @@ impl Store {
     /// (after the plain-text ones of [`Store::seal_legacy_secrets`]). Once
     /// it returns, keys other than the current one can leave the keyring.
     pub async fn reseal_secrets(&self) -> Result<Resealed> {
+        self.check_secret_keys().await?;
         let mut done = self.seal_legacy_secrets().await?;
         let current = self.keyring.current();
         self.until_none_left(
