@@ -88,6 +88,19 @@ fn read_log(rt: &ContainerdRuntime, id: &str) -> String {
     std::fs::read_to_string(rt.log_path(id)).unwrap_or_default()
 }
 
+/// The log once it holds `last` (the log driver may still be copying the
+/// task's last lines when its exit event arrives), or as it is after 10 s.
+async fn read_log_through(rt: &ContainerdRuntime, id: &str, last: &str) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let log = read_log(rt, id);
+        if log.contains(last) || std::time::Instant::now() >= deadline {
+            return log;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 fn exit_record(generation: u64, exit_code: i32, oom_killed: bool) -> ExitRecord {
     ExitRecord {
         generation,
@@ -257,7 +270,7 @@ async fn containerd_runtime_end_to_end() {
     rt.create(&probe).await.unwrap();
     rt.start(&probe.id, 1).await.unwrap();
     let (code, _) = wait_exit(&mut events, &probe.id).await;
-    let log = read_log(&rt, &probe.id);
+    let log = read_log_through(&rt, &probe.id, "raw=").await;
     println!("probe output:\n{log}");
     assert_eq!(code, 0);
     assert!(log.contains("quota=50000"), "{log}");
