@@ -73,6 +73,13 @@ async fn secrets_command(command: SecretsCommand) -> anyhow::Result<()> {
                 "re-sealed under key {current}: {} containers, {} jobs",
                 done.containers, done.jobs
             );
+            if !done.unopenable.is_empty() {
+                anyhow::bail!(
+                    "{} rows did not open and were left under their old key (keep that key): {:?}",
+                    done.unopenable.len(),
+                    done.unopenable
+                );
+            }
         }
     }
     Ok(())

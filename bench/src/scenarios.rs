@@ -72,6 +72,11 @@ impl Ctx {
     /// `ctr run` applies no seccomp profile either).
     async fn worker_lib(&self, seccomp: bool) -> Result<ContainerdRuntime> {
         let mut config = ContainerdConfig::new(&self.socket, NS_RAW, self.work.join("raw-state"));
+        // The bench's registry, as the local stack's workers name it.
+        config.egress.plain_http = vec![self
+            .registry
+            .parse()
+            .with_context(|| format!("registry {}", self.registry))?];
         if !seccomp || config.seccomp_profile.as_ref().is_some_and(|p| !p.exists()) {
             config.seccomp_profile = None;
         }

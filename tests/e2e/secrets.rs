@@ -150,20 +150,24 @@ async fn secure_env_is_sealed_at_rest_and_still_reaches_containers_and_job_tasks
 /// Runs `skiff-api secrets reencrypt` against the pool's database with the
 /// pool's keyring file; its stdout.
 async fn reencrypt(platform: &Platform) -> String {
-    let out = tokio::process::Command::new(&platform.api_bin)
-        .args(["secrets", "reencrypt"])
-        .env("SKIFF_DATABASE_URL", &platform.database_url)
-        .env("SKIFF_SECRETS_KEYRING_FILE", &platform.secrets_keyring)
-        .env_remove("SKIFF_SECRETS_KEYRING")
-        .output()
-        .await
-        .unwrap();
+    let out = reencrypt_run(platform).await;
     assert!(
         out.status.success(),
         "reencrypt: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+async fn reencrypt_run(platform: &Platform) -> std::process::Output {
+    tokio::process::Command::new(&platform.api_bin)
+        .args(["secrets", "reencrypt"])
+        .env("SKIFF_DATABASE_URL", &platform.database_url)
+        .env("SKIFF_SECRETS_KEYRING_FILE", &platform.secrets_keyring)
+        .env_remove("SKIFF_SECRETS_KEYRING")
+        .output()
+        .await
+        .unwrap()
 }
 
 async fn new_key(platform: &Platform, id: &str) -> String {
@@ -265,6 +269,40 @@ async fn a_rotated_keyring_reseals_every_secret_and_an_api_missing_a_key_refuses
         assert!(rows_mentioning(&pool, "containers", &legacy_secret)
             .await
             .is_empty());
+        // A tampered row does not stop the others: it is named, left under
+        // its key, and the command fails (the old key must stay).
+        let (saved,): (Vec<u8>,) =
+            sqlx::query_as("SELECT secure_env_sealed FROM containers WHERE id = $1::uuid")
+                .bind(&id)
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        let mut tampered = saved.clone();
+        *tampered.last_mut().unwrap() ^= 1;
+        let set_sealed = |bytes: Vec<u8>| {
+            sqlx::query("UPDATE containers SET secure_env_sealed = $2 WHERE id = $1::uuid")
+                .bind(id.clone())
+                .bind(bytes)
+        };
+        set_sealed(tampered).execute(&pool).await.unwrap();
+        let failed = reencrypt_run(platform).await;
+        let stderr = String::from_utf8_lossy(&failed.stderr);
+        assert!(!failed.status.success() && stderr.contains(&id), "{stderr}");
+        let (kid, job_kid): (String, String) = sqlx::query_as(
+            "SELECT (SELECT secure_env_kid FROM containers WHERE id = $1::uuid), \
+                    (SELECT secure_env_kid FROM jobs WHERE id = $2::uuid)",
+        )
+        .bind(&id)
+        .bind(&job_id)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        assert_eq!(
+            (kid.as_str(), job_kid.as_str()),
+            (old_kid.as_str(), "rotated-2")
+        );
+        // Repaired, the next run takes it too.
+        set_sealed(saved).execute(&pool).await.unwrap();
         let out = reencrypt(platform).await;
         assert!(out.contains("re-sealed under key rotated-2"), "{out}");
         let left: i64 = sqlx::query_scalar(

@@ -84,6 +84,16 @@ async fn wait_exit(events: &mut mpsc::Receiver<TaskEvent>, id: &str) -> (i32, bo
     }
 }
 
+/// A runtime's config in `namespace`: the test registry over plain HTTP
+/// (the only registry its egress policy names), cgroups under
+/// /skiff-rt-test.
+fn config(env: &Env, namespace: &str, state_dir: &std::path::Path) -> ContainerdConfig {
+    let mut config = ContainerdConfig::new(&env.socket, namespace, state_dir);
+    config.cgroup_parent = format!("/skiff-rt-test/{namespace}");
+    config.egress.plain_http = vec![env.registry.parse().unwrap()];
+    config
+}
+
 fn read_log(rt: &ContainerdRuntime, id: &str) -> String {
     std::fs::read_to_string(rt.log_path(id)).unwrap_or_default()
 }
@@ -119,10 +129,9 @@ async fn containerd_runtime_end_to_end() {
         .with_test_writer()
         .try_init();
     let state_dir = std::env::temp_dir().join(format!("skiff-rt-test-{}", uuid::Uuid::new_v4()));
-    let mut config = ContainerdConfig::new(&env.socket, &env.namespace, &state_dir);
-    config.cgroup_parent = format!("/skiff-rt-test/{}", env.namespace);
-    config.egress.plain_http = vec![env.registry.parse().unwrap()];
-    let rt = ContainerdRuntime::connect(config).await.expect("connect");
+    let rt = ContainerdRuntime::connect(config(&env, &env.namespace, &state_dir))
+        .await
+        .expect("connect");
     println!("containerd {}", rt.version().await.unwrap());
     // The namespace is the test's own: clear what a failed earlier run left.
     for stale in rt.list().await.unwrap() {
@@ -354,9 +363,9 @@ async fn a_host_with_container_records_past_grpcs_message_limit_still_lists_them
     let env = env();
     let namespace = format!("{}-many", env.namespace);
     let state_dir = std::env::temp_dir().join(format!("skiff-rt-many-{}", uuid::Uuid::new_v4()));
-    let mut config = ContainerdConfig::new(&env.socket, &namespace, &state_dir);
-    config.cgroup_parent = format!("/skiff-rt-test/{namespace}");
-    let rt = ContainerdRuntime::connect(config).await.expect("connect");
+    let rt = ContainerdRuntime::connect(config(&env, &namespace, &state_dir))
+        .await
+        .expect("connect");
     for stale in rt.list().await.unwrap() {
         rt.remove(&stale.id).await.unwrap();
     }

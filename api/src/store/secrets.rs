@@ -53,10 +53,12 @@ const LEGACY_JOBS: Legacy = Legacy {
 };
 
 /// What a bulk pass changed.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Resealed {
     pub containers: u64,
     pub jobs: u64,
+    /// Rows whose secrets did not open (left as they were).
+    pub unopenable: Vec<Uuid>,
 }
 
 impl Store {
@@ -109,35 +111,32 @@ impl Store {
         let left = [&LEGACY_CONTAINERS, &LEGACY_JOBS]
             .map(|l| format!("(SELECT count(*) FROM {} WHERE {})", l.table, l.filter))
             .join(" + ");
-        self.until_none_left(&format!("SELECT {left}"), None, async || {
-            done.containers += self.seal_legacy(&LEGACY_CONTAINERS).await?;
-            done.jobs += self.seal_legacy(&LEGACY_JOBS).await?;
-            Ok(())
-        })
+        let left = format!("SELECT {left}");
+        self.until_none_left(
+            async || Ok(sqlx::query_scalar(&left).fetch_one(&self.pool).await?),
+            async || {
+                done.containers += self.seal_legacy(&LEGACY_CONTAINERS).await?;
+                done.jobs += self.seal_legacy(&LEGACY_JOBS).await?;
+                Ok(())
+            },
+        )
         .await?;
         Ok(done)
     }
 
-    /// Runs `pass` until `left_sql` (bound to `bind`, if any) counts no
-    /// row: a pass skips rows other transactions hold locked (`SKIP
-    /// LOCKED`), and those are taken by a later pass, within
-    /// [`LOCKED_WAIT`].
+    /// Runs `pass` until `count` finds no row left: a pass skips rows other
+    /// transactions hold locked (`SKIP LOCKED`), and those are taken by a
+    /// later pass, within [`LOCKED_WAIT`] of the last progress.
     async fn until_none_left(
         &self,
-        left_sql: &str,
-        bind: Option<&str>,
+        mut count: impl AsyncFnMut() -> Result<i64>,
         mut pass: impl AsyncFnMut() -> Result<()>,
     ) -> Result<()> {
-        // Counted from the last pass that made progress.
         let mut deadline = tokio::time::Instant::now() + LOCKED_WAIT;
         let mut before = i64::MAX;
         loop {
             pass().await?;
-            let mut query = sqlx::query_scalar(left_sql);
-            if let Some(value) = bind {
-                query = query.bind(value);
-            }
-            let left: i64 = query.fetch_one(&self.pool).await?;
+            let left = count().await?;
             if left == 0 {
                 return Ok(());
             }
@@ -198,38 +197,68 @@ impl Store {
         self.check_secret_keys().await?;
         let mut done = self.seal_legacy_secrets().await?;
         let current = self.keyring.current();
+        // Rows whose secrets do not open are listed, and left as they are.
+        let unopenable = std::sync::Mutex::new(Vec::new());
         self.until_none_left(
-            "SELECT (SELECT count(*) FROM containers WHERE secure_env_kid <> $1) \
-                  + (SELECT count(*) FROM jobs WHERE secure_env_kid <> $1)",
-            Some(current),
             async || {
-                done.containers += self.reseal_table("containers", container_row).await?;
-                done.jobs += self.reseal_table("jobs", job_row).await?;
+                let skip = unopenable.lock().expect("list").clone();
+                Ok(sqlx::query_scalar(
+                    "SELECT (SELECT count(*) FROM containers WHERE secure_env_kid <> $1 \
+                               AND id <> ALL($2)) \
+                          + (SELECT count(*) FROM jobs WHERE secure_env_kid <> $1 \
+                               AND id <> ALL($2))",
+                )
+                .bind(current)
+                .bind(skip)
+                .fetch_one(&self.pool)
+                .await?)
+            },
+            async || {
+                done.containers += self
+                    .reseal_table("containers", container_row, &unopenable)
+                    .await?;
+                done.jobs += self.reseal_table("jobs", job_row, &unopenable).await?;
                 Ok(())
             },
         )
         .await?;
+        done.unopenable = unopenable.into_inner().expect("list");
         Ok(done)
     }
 
     /// [`Store::reseal_secrets`] of one table; `row_of` names a row's
-    /// associated data.
-    async fn reseal_table(&self, table: &'static str, row_of: fn(Uuid) -> String) -> Result<u64> {
+    /// associated data; rows that do not open are added to `unopenable`
+    /// (and skipped from then on).
+    async fn reseal_table(
+        &self,
+        table: &'static str,
+        row_of: fn(Uuid) -> String,
+        unopenable: &std::sync::Mutex<Vec<Uuid>>,
+    ) -> Result<u64> {
         let mut done = 0;
         loop {
+            let skip = unopenable.lock().expect("list").clone();
             let mut tx = self.pool.begin().await?;
             let rows: Vec<(Uuid, String, Vec<u8>)> = sqlx::query_as(&format!(
                 "SELECT id, secure_env_kid, secure_env_sealed FROM {table} \
-                 WHERE secure_env_kid IS NOT NULL AND secure_env_kid <> $1 \
+                 WHERE secure_env_kid IS NOT NULL AND secure_env_kid <> $1 AND id <> ALL($3) \
                  ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED"
             ))
             .bind(self.keyring.current())
             .bind(BATCH)
+            .bind(&skip)
             .fetch_all(&mut *tx)
             .await?;
             for (id, kid, bytes) in rows.iter().cloned() {
                 let row = row_of(id);
-                let plaintext = self.keyring.open(&Sealed { kid, bytes }, &row)?;
+                let plaintext = match self.keyring.open(&Sealed { kid, bytes }, &row) {
+                    Ok(plaintext) => plaintext,
+                    Err(err) => {
+                        tracing::error!(%row, error = %err, "left as it is: its secrets do not open");
+                        unopenable.lock().expect("list").push(id);
+                        continue;
+                    }
+                };
                 let new = self.keyring.seal(&plaintext, &row);
                 sqlx::query(&format!(
                     "UPDATE {table} SET secure_env_kid = $2, secure_env_sealed = $3 WHERE id = $1"
@@ -239,9 +268,9 @@ impl Store {
                 .bind(&new.bytes)
                 .execute(&mut *tx)
                 .await?;
+                done += 1;
             }
             tx.commit().await?;
-            done += rows.len() as u64;
             if (rows.len() as i64) < BATCH {
                 return Ok(done);
             }
