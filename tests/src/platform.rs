@@ -201,19 +201,11 @@ impl Platform {
         pool(
             &MAIN,
             PoolSpec {
-                name: "main",
-                agent_listen_any: false,
                 // Renewed every ~30 s while the suite runs.
                 cert_lifetime_s: 60,
-                host_lost_after_s: 10.0,
                 hosts: 3,
                 api_replicas: 2,
-                placement: "binpack",
-                own_postgres: false,
-                partition: false,
-                image_budget: None,
-                log_budget: None,
-                api_env: &[],
+                ..PoolSpec::base("main")
             },
         )
     }
@@ -223,18 +215,12 @@ impl Platform {
         pool(
             &SPREAD,
             PoolSpec {
-                name: "spread",
-                cert_lifetime_s: 3600,
                 agent_listen_any: true,
-                host_lost_after_s: 10.0,
                 hosts: 2,
-                api_replicas: 1,
                 placement: "spread",
-                own_postgres: false,
-                partition: false,
                 image_budget: Some(SPREAD_IMAGE_BUDGET),
                 log_budget: Some(SPREAD_LOG_BUDGET),
-                api_env: &[],
+                ..PoolSpec::base("spread")
             },
         )
     }
@@ -244,18 +230,10 @@ impl Platform {
         pool(
             &OWN_POSTGRES,
             PoolSpec {
-                name: "pg",
-                cert_lifetime_s: 3600,
-                agent_listen_any: false,
                 host_lost_after_s: 3.0,
                 hosts: 2,
-                api_replicas: 1,
-                placement: "binpack",
                 own_postgres: true,
-                partition: false,
-                image_budget: None,
-                log_budget: None,
-                api_env: &[],
+                ..PoolSpec::base("pg")
             },
         )
     }
@@ -265,18 +243,11 @@ impl Platform {
         pool(
             &PARTITIONED,
             PoolSpec {
-                name: "partition",
-                cert_lifetime_s: 3600,
-                agent_listen_any: false,
                 host_lost_after_s: 3.0,
                 hosts: 2,
                 api_replicas: 2,
-                placement: "binpack",
-                own_postgres: false,
                 partition: true,
-                image_budget: None,
-                log_budget: None,
-                api_env: &[],
+                ..PoolSpec::base("partition")
             },
         )
     }
@@ -284,23 +255,7 @@ impl Platform {
     /// An API replica with no host at all (what happens before any worker
     /// registers).
     pub async fn hostless() -> &'static Platform {
-        pool(
-            &HOSTLESS,
-            PoolSpec {
-                name: "hostless",
-                cert_lifetime_s: 3600,
-                agent_listen_any: false,
-                host_lost_after_s: 10.0,
-                hosts: 0,
-                api_replicas: 1,
-                placement: "binpack",
-                own_postgres: false,
-                partition: false,
-                image_budget: None,
-                log_budget: None,
-                api_env: &[],
-            },
-        )
+        pool(&HOSTLESS, PoolSpec::base("hostless"))
     }
 
     /// The API fuzzer's pool (`fuzz.rs`): one replica and no host, on a
@@ -314,18 +269,8 @@ impl Platform {
         pool(
             &FUZZ,
             PoolSpec {
-                name: "fuzz",
-                cert_lifetime_s: 3600,
-                agent_listen_any: false,
-                host_lost_after_s: 10.0,
-                hosts: 0,
-                api_replicas: 1,
-                placement: "binpack",
-                own_postgres: false,
-                partition: false,
-                image_budget: None,
-                log_budget: None,
                 api_env: &[("SKIFF_STREAM_MAX_S", "1")],
+                ..PoolSpec::base("fuzz")
             },
         )
     }
@@ -336,18 +281,9 @@ impl Platform {
         pool(
             &TRUST,
             PoolSpec {
-                name: "trust",
                 cert_lifetime_s: 20,
-                agent_listen_any: false,
-                host_lost_after_s: 10.0,
                 hosts: 2,
-                api_replicas: 1,
-                placement: "binpack",
-                own_postgres: false,
-                partition: false,
-                image_budget: None,
-                log_budget: None,
-                api_env: &[],
+                ..PoolSpec::base("trust")
             },
         )
     }
@@ -357,18 +293,8 @@ impl Platform {
         pool(
             &SECRETS,
             PoolSpec {
-                name: "secrets",
-                cert_lifetime_s: 3600,
-                agent_listen_any: false,
-                host_lost_after_s: 10.0,
                 hosts: 1,
-                api_replicas: 1,
-                placement: "binpack",
-                own_postgres: false,
-                partition: false,
-                image_budget: None,
-                log_budget: None,
-                api_env: &[],
+                ..PoolSpec::base("secrets")
             },
         )
     }

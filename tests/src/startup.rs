@@ -78,6 +78,28 @@ pub(crate) struct PoolSpec {
     pub(crate) api_env: &'static [(&'static str, &'static str)],
 }
 
+impl PoolSpec {
+    /// One replica, no host, binpack, test.sh's PostgreSQL, no
+    /// namespaces, hour-long certificates, no disk budgets: what a pool
+    /// changes, it says (`PoolSpec { hosts: 2, ..PoolSpec::base("x") }`).
+    pub(crate) const fn base(name: &'static str) -> Self {
+        PoolSpec {
+            name,
+            hosts: 0,
+            api_replicas: 1,
+            placement: "binpack",
+            own_postgres: false,
+            partition: false,
+            host_lost_after_s: 10.0,
+            agent_listen_any: false,
+            cert_lifetime_s: 3600,
+            image_budget: None,
+            log_budget: None,
+            api_env: &[],
+        }
+    }
+}
+
 /// What a pool is started with: the skiff binaries and lib.sh (which starts
 /// containerd and PostgreSQL).
 struct Programs {
