@@ -30,8 +30,11 @@ pub const DEFAULT_ROOT: &str = "/sys/fs/cgroup";
 const V1_CPUACCT_DIRS: [&str; 2] = ["cpuacct", "cpu,cpuacct"];
 const V1_CPU_USAGE: &str = "cpuacct.usage";
 const V1_MEMORY_PEAK: &str = "memory.max_usage_in_bytes";
-/// The v2 controllers a container needs limited and metered.
-const V2_CONTROLLERS: [&str; 2] = ["cpu", "memory"];
+/// In every v1 hierarchy's root; its presence in `pids/` says there is one.
+const V1_PIDS: &str = "cgroup.procs";
+/// The v2 controllers a container needs limited and metered (pids: its
+/// pids.max, without which runc cannot create it).
+const V2_CONTROLLERS: [&str; 3] = ["cpu", "memory", "pids"];
 
 /// The cgroup hierarchy the host offers, found once at start.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,9 +55,10 @@ pub enum CgroupLayout {
 pub enum CgroupError {
     #[error(
         "no usable cgroup hierarchy under {root}, so containers could be neither \
-         limited nor metered: cgroup v2 needs {root}/cgroup.controllers listing cpu \
-         and memory ({v2}); cgroup v1 needs {root}/cpuacct/{V1_CPU_USAGE} (or \
-         {root}/cpu,cpuacct/{V1_CPU_USAGE}) and {root}/memory/{V1_MEMORY_PEAK} ({v1})",
+         limited nor metered: cgroup v2 needs {root}/cgroup.controllers listing cpu, \
+         memory and pids ({v2}); cgroup v1 needs {root}/cpuacct/{V1_CPU_USAGE} (or \
+         {root}/cpu,cpuacct/{V1_CPU_USAGE}), {root}/memory/{V1_MEMORY_PEAK} and \
+         {root}/pids/{V1_PIDS} ({v1})",
         root = root.display()
     )]
     Unusable {
@@ -87,16 +91,21 @@ impl fmt::Display for V2Finding {
 pub struct V1Finding {
     pub cpuacct: bool,
     pub memory: bool,
+    pub pids: bool,
 }
 
 impl fmt::Display for V1Finding {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let missing: Vec<&str> = [(self.cpuacct, "cpuacct"), (self.memory, "memory")]
-            .into_iter()
-            .filter_map(|(found, name)| (!found).then_some(name))
-            .collect();
+        let missing: Vec<&str> = [
+            (self.cpuacct, "cpuacct"),
+            (self.memory, "memory"),
+            (self.pids, "pids"),
+        ]
+        .into_iter()
+        .filter_map(|(found, name)| (!found).then_some(name))
+        .collect();
         if missing.is_empty() {
-            return f.write_str("both found");
+            return f.write_str("all found");
         }
         write!(f, "no {} hierarchy", missing.join(" and no "))
     }
@@ -104,8 +113,8 @@ impl fmt::Display for V1Finding {
 
 impl CgroupLayout {
     /// The layout under `root`: v2 when `<root>/cgroup.controllers` lists
-    /// the cpu and memory controllers, else v1 when the cpuacct and memory
-    /// hierarchies are there, else the refusal naming what was looked for.
+    /// the cpu, memory and pids controllers, else v1 when the cpuacct,
+    /// memory and pids hierarchies are there, else the refusal naming what was looked for.
     /// (Files, not the filesystem's magic number, so a fixture tree counts.)
     pub fn detect(root: impl Into<PathBuf>) -> Result<Self, CgroupError> {
         let root = root.into();
@@ -120,14 +129,16 @@ impl CgroupLayout {
             .into_iter()
             .find(|dir| root.join(dir).join(V1_CPU_USAGE).is_file());
         let memory = root.join("memory").join(V1_MEMORY_PEAK).is_file();
+        let pids = root.join("pids").join(V1_PIDS).is_file();
         match cpuacct {
-            Some(cpuacct) if memory => Ok(Self::V1 { root, cpuacct }),
+            Some(cpuacct) if memory && pids => Ok(Self::V1 { root, cpuacct }),
             _ => Err(CgroupError::Unusable {
                 root,
                 v2,
                 v1: V1Finding {
                     cpuacct: cpuacct.is_some(),
                     memory,
+                    pids,
                 },
             }),
         }

@@ -22,16 +22,18 @@ const V1: Tree = &[
     ("cpuacct/cpuacct.usage", "42421377142832\n"),
     ("cpu/cpu.shares", "1024\n"),
     ("memory/memory.max_usage_in_bytes", "12071890944\n"),
-    ("pids/pids.max", "max\n"),
+    ("pids/cgroup.procs", "1\n"),
 ];
 const V1_CPU_CPUACCT: Tree = &[
     ("cpu,cpuacct/cpuacct.usage", "1\n"),
     ("memory/memory.max_usage_in_bytes", "1\n"),
+    ("pids/cgroup.procs", ""),
 ];
 /// systemd's hybrid mode: v1 controllers plus a controller-less v2 tree.
 const HYBRID: Tree = &[
     ("cpuacct/cpuacct.usage", "1\n"),
     ("memory/memory.max_usage_in_bytes", "1\n"),
+    ("pids/cgroup.procs", ""),
     ("unified/cgroup.controllers", ""),
 ];
 const V2: Tree = &[(
@@ -39,7 +41,15 @@ const V2: Tree = &[(
     "cpuset cpu io memory hugetlb pids rdma misc\n",
 )];
 const V2_NO_MEMORY: Tree = &[("cgroup.controllers", "cpuset cpu io pids\n")];
-const V1_NO_CPUACCT: Tree = &[("memory/memory.max_usage_in_bytes", "1\n")];
+const V1_NO_CPUACCT: Tree = &[
+    ("memory/memory.max_usage_in_bytes", "1\n"),
+    ("pids/cgroup.procs", ""),
+];
+const V1_NO_PIDS: Tree = &[
+    ("cpuacct/cpuacct.usage", "1\n"),
+    ("memory/memory.max_usage_in_bytes", "1\n"),
+];
+const V2_NO_PIDS: Tree = &[("cgroup.controllers", "cpuset cpu io memory\n")];
 
 #[derive(Debug)]
 enum Expect {
@@ -63,7 +73,17 @@ fn detection_finds_the_layout_or_refuses_naming_what_it_looked_for() {
         (
             "v2 without memory",
             V2_NO_MEMORY,
-            Expect::Refused(&["cgroup.controllers listing cpu and memory (it lacks memory)"]),
+            Expect::Refused(&["cgroup.controllers listing cpu, memory and pids (it lacks memory)"]),
+        ),
+        (
+            "v2 without pids",
+            V2_NO_PIDS,
+            Expect::Refused(&["(it lacks pids)"]),
+        ),
+        (
+            "v1 without pids",
+            V1_NO_PIDS,
+            Expect::Refused(&["/pids/cgroup.procs", "(no pids hierarchy)"]),
         ),
         (
             "v1 without cpuacct",
@@ -78,7 +98,7 @@ fn detection_finds_the_layout_or_refuses_naming_what_it_looked_for() {
                 "/cpuacct/cpuacct.usage",
                 "/cpu,cpuacct/cpuacct.usage",
                 "/memory/memory.max_usage_in_bytes",
-                "(no cpuacct and no memory hierarchy)",
+                "(no cpuacct and no memory and no pids hierarchy)",
                 "neither limited nor metered",
             ]),
         ),
@@ -155,10 +175,11 @@ fn oom_kills_are_read_from_either_format() {
 fn controllers_missing_from_the_list() {
     let cases: &[(&str, &[&str])] = &[
         ("cpuset cpu io memory pids\n", &[]),
-        ("memory cpu", &[]),
+        ("pids memory cpu", &[]),
         ("cpuset cpu io pids\n", &["memory"]),
-        ("cpuacct memory\n", &["cpu"]),
-        ("", &["cpu", "memory"]),
+        ("cpuacct memory pids\n", &["cpu"]),
+        ("memory cpu", &["pids"]),
+        ("", &["cpu", "memory", "pids"]),
     ];
     for (listed, missing) in cases {
         assert_eq!(missing_controllers(listed), *missing, "{listed:?}");
@@ -172,6 +193,7 @@ async fn v1_usage_and_oom_come_from_the_controller_trees() {
     const FILES: Tree = &[
         ("cpuacct/cpuacct.usage", "9\n"),
         ("memory/memory.max_usage_in_bytes", "9\n"),
+        ("pids/cgroup.procs", ""),
         ("cpuacct/skiff/ns/c1/cpuacct.usage", "123456789\n"),
         ("memory/skiff/ns/c1/memory.max_usage_in_bytes", "4096\n"),
         (
@@ -252,18 +274,19 @@ fn swap_accounting_is_found_in_either_layout() {
     const V1_SWAP: Tree = &[
         ("cpuacct/cpuacct.usage", "1\n"),
         ("memory/memory.max_usage_in_bytes", "1\n"),
+        ("pids/cgroup.procs", ""),
         (
             "memory/memory.memsw.limit_in_bytes",
             "9223372036854771712\n",
         ),
     ];
     const V2_SWAP: Tree = &[
-        ("cgroup.controllers", "cpu memory\n"),
+        ("cgroup.controllers", "cpu memory pids\n"),
         ("init.scope/cgroup.procs", "1\n"),
         ("system.slice/memory.swap.max", "max\n"),
     ];
     const V2_NO_SWAP: Tree = &[
-        ("cgroup.controllers", "cpu memory\n"),
+        ("cgroup.controllers", "cpu memory pids\n"),
         ("system.slice/memory.max", "max\n"),
     ];
     let cases: &[(&str, Tree, bool)] = &[
@@ -287,6 +310,7 @@ async fn leftovers_are_removed_from_every_hierarchy_unless_in_use() {
     const V1_LEFT: Tree = &[
         ("cpuacct/cpuacct.usage", "1\n"),
         ("memory/memory.max_usage_in_bytes", "1\n"),
+        ("pids/cgroup.procs", ""),
         ("pids/skiff/ns/c1/cgroup.procs", "4242\n"),
     ];
     let root = tree(
