@@ -341,6 +341,23 @@ async fn a_rotated_keyring_reseals_every_secret_and_an_api_missing_a_key_refuses
         // The old key leaves; the API with the new key alone (the positive
         // control) starts, and once the host takes work again every
         // container is created with its secret, opened under the new key.
+        // One more, whose sealed secret is then tampered with: it must not
+        // start without it, nor hold up the others on its host.
+        let held = t.create_id(&secret_checker(platform, &secret)).await;
+        let (sealed,): (Vec<u8>,) =
+            sqlx::query_as("SELECT secure_env_sealed FROM containers WHERE id = $1::uuid")
+                .bind(&held)
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        let mut tampered = sealed;
+        *tampered.last_mut().unwrap() ^= 1;
+        sqlx::query("UPDATE containers SET secure_env_sealed = $2 WHERE id = $1::uuid")
+            .bind(&held)
+            .bind(tampered)
+            .execute(&pool)
+            .await
+            .unwrap();
         std::fs::write(&platform.secrets_keyring, &new_line).unwrap();
         restart_api(platform).await;
         drop(undrain);
@@ -348,6 +365,21 @@ async fn a_rotated_keyring_reseals_every_secret_and_an_api_missing_a_key_refuses
             t.wait_exited_in(container, "succeeded").await;
             assert_eq!(t.logs(container).await.trim(), "secret-ok", "{container}");
         }
+        eventually(
+            "the replica to hold the tampered container back",
+            Duration::from_secs(30),
+            || async {
+                platform
+                    .service_logs()
+                    .lines()
+                    .any(|l| l.contains(&held) && l.contains("its secrets do not open"))
+                    .then_some(())
+            },
+        )
+        .await;
+        let held_view = t.get(&held).await;
+        assert!(held_view["started_at"].is_null(), "{held_view}");
+        assert_eq!(t.logs(&held).await.trim(), "", "{held_view}");
         assert_eq!(wait_job_done(&t, &job_id).await["state"], "succeeded");
         let tasks = t
             .call(Method::GET, &format!("/v1/jobs/{job_id}/tasks"), None)
