@@ -28,6 +28,9 @@ impl std::fmt::Debug for v1::ContainerSpec {
             .field("cpu_millis", &self.cpu_millis)
             .field("memory_mib", &self.memory_mib)
             .field("hostname", &self.hostname)
+            .field("network", &self.network())
+            .field("network_key", &self.network_key)
+            .field("ports", &self.ports)
             .finish()
     }
 }

@@ -99,6 +99,7 @@ pub fn assignment(row: &ContainerRow, keyring: &Keyring) -> pb::Assignment {
             cpu_millis: row.cpu_millis as u32,
             memory_mib: row.memory_mib as u32,
             hostname: row.name.clone(),
+            ..Default::default()
         }),
         stop_timeout_s: row.stop_timeout_s as u32,
     }

@@ -292,6 +292,7 @@ impl<R: Runtime> Agent<R> {
                 containerd_version: version,
                 hostname: self.host.hostname.clone(),
                 labels: self.host.labels.clone().into_iter().collect(),
+                network: None,
             })
             .await
             .map_err(rpc("Register"))?
