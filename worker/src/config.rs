@@ -177,6 +177,92 @@ pub struct WorkerConfig {
     /// Where to serve Prometheus metrics (GET /metrics); none when unset.
     #[arg(long, env = "SKIFF_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
+
+    /// Offer containers private networks (`network: private`): CNI
+    /// plugins, a bridge, the worker's nftables tables. Off: only
+    /// `network: none` containers are placed here.
+    #[arg(long, env = "SKIFF_NETWORK_ENABLED", default_value_t = true,
+          action = clap::ArgAction::Set)]
+    pub network_enabled: bool,
+
+    /// The bridge containers attach to (at most 15 characters). It also
+    /// names the CNI network, the nftables tables (`skiff_<bridge>`) and
+    /// the network namespaces (`<bridge>-<container id>`): every worker on
+    /// one machine needs its own.
+    #[arg(long, env = "SKIFF_NETWORK_BRIDGE", default_value = "skiff0")]
+    pub network_bridge: String,
+
+    /// The bridge's subnet; containers get addresses from it (the first is
+    /// the bridge's own, the gateway).
+    #[arg(long, env = "SKIFF_NETWORK_SUBNET", default_value = "10.213.0.0/22")]
+    pub network_subnet: ipnet::Ipv4Net,
+
+    /// Where the CNI plugins are (Debian's containernetworking-plugins).
+    #[arg(long, env = "SKIFF_CNI_PLUGIN_DIR", default_value = "/usr/lib/cni")]
+    pub cni_plugin_dir: PathBuf,
+
+    /// Network state (leases, saved results, hosts files), per bridge
+    /// under it. Keep it on a tmpfs (/run): a reboot then resets it with
+    /// the namespaces and rules it describes.
+    #[arg(
+        long,
+        env = "SKIFF_NETWORK_RUN_DIR",
+        default_value = "/run/skiff-worker/net"
+    )]
+    pub network_run_dir: PathBuf,
+
+    /// Host ports published container ports are given from, `first-last`.
+    /// Reserve the range for skiff: the worker holds each published port
+    /// bound, and refuses one another process holds.
+    #[arg(long, env = "SKIFF_PORT_RANGE", default_value = "20000-29999",
+          value_parser = parse_port_range)]
+    pub port_range: (u16, u16),
+
+    /// The host address published ports answer on (0.0.0.0: every address).
+    /// Loopback by default: nothing is exposed beyond the host unless the
+    /// operator says so.
+    #[arg(long, env = "SKIFF_PORT_HOST_IP", default_value = "127.0.0.1")]
+    pub port_host_ip: std::net::IpAddr,
+
+    /// Outbound NAT from containers to public addresses through the host's
+    /// uplink. Off: containers reach nothing outside their host's bridge.
+    #[arg(long, env = "SKIFF_EGRESS_NAT", default_value_t = false,
+          action = clap::ArgAction::Set)]
+    pub egress_nat: bool,
+
+    /// Tear down every container network of SKIFF_NETWORK_BRIDGE (namespaces,
+    /// leases, port rules, the worker's nftables tables, the bridge), then
+    /// exit: for decommissioning a host. Running containers lose their network.
+    #[arg(long)]
+    pub teardown_network: bool,
+
+    /// How long a new run waits for a host port that a finished run on this
+    /// host is still releasing.
+    #[arg(long, env = "SKIFF_PORT_WAIT_S", default_value_t = 10.0)]
+    pub port_wait_s: f64,
+}
+
+/// `first-last`, both 1..=65535, first <= last.
+fn parse_port_range(value: &str) -> Result<(u16, u16), ConfigError> {
+    let error = |problem| ConfigError::PortRange {
+        value: value.to_owned(),
+        problem,
+    };
+    let (a, b) = value
+        .split_once('-')
+        .ok_or_else(|| error("expected first-last, e.g. 20000-29999"))?;
+    let port = |s: &str| {
+        s.trim()
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| error("ports are 1 to 65535"))
+    };
+    let (a, b) = (port(a)?, port(b)?);
+    if a > b {
+        return Err(error("the first port is past the last"));
+    }
+    Ok((a, b))
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -189,6 +275,11 @@ pub enum ConfigError {
     #[error("host label {entry:?}: {problem}")]
     HostLabel {
         entry: String,
+        problem: &'static str,
+    },
+    #[error("port range {value:?}: {problem}")]
+    PortRange {
+        value: String,
         problem: &'static str,
     },
     #[error("host labels: at most {}", skiff_core::MAX_LABELS)]
@@ -271,6 +362,20 @@ impl HostLabels {
 }
 
 impl WorkerConfig {
+    /// The container network settings, when networks are offered.
+    pub fn network(&self) -> Option<crate::net::NetworkConfig> {
+        self.network_enabled.then(|| crate::net::NetworkConfig {
+            bridge: self.network_bridge.clone(),
+            subnet: self.network_subnet,
+            plugin_dir: self.cni_plugin_dir.clone(),
+            run_dir: self.network_run_dir.join(&self.network_bridge),
+            host_ip: self.port_host_ip,
+            port_range: self.port_range,
+            egress_nat: self.egress_nat,
+            port_wait: Duration::from_secs_f64(self.port_wait_s.max(0.0)),
+        })
+    }
+
     pub fn host_id(&self) -> String {
         self.host_id.clone().unwrap_or_else(|| {
             std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -400,5 +505,14 @@ mod tests {
         assert!(defaults.host_labels.as_map().is_empty());
         assert_eq!(defaults.metrics_listen, None);
         assert!(WorkerConfig::try_parse_from(["skiff-worker", "--host-labels", "x"]).is_err());
+    }
+
+    #[test]
+    fn port_ranges() {
+        assert_eq!(parse_port_range("20000-29999"), Ok((20000, 29999)));
+        assert_eq!(parse_port_range(" 80 - 80 "), Ok((80, 80)));
+        for bad in ["", "80", "0-10", "10-9", "1-70000", "a-b"] {
+            assert!(parse_port_range(bad).is_err(), "{bad:?}");
+        }
     }
 }

@@ -13,6 +13,7 @@
 //! - [`agent`]: registration, heartbeats, the assignment stream and fencing,
 //!   per-container supervisors (reconcile).
 //! - [`runtime`]: the containerd boundary (pull, spec, seccomp, tasks).
+//! - [`net`]: private container networks (CNI plugins, nftables, ports).
 //! - [`egress`]: which registries a pull may reach (policy and proxy).
 //! - [`logcap`]: a container's log kept under its size cap (newest bytes
 //!   behind a marker).
@@ -28,6 +29,7 @@ pub mod identity;
 pub mod logcap;
 pub mod logs;
 pub mod metrics;
+pub mod net;
 pub mod runtime;
 
 use agent::{Agent, AgentError, AgentSettings, HostInfo};
@@ -88,6 +90,7 @@ pub async fn serve(
                 .clone()
                 .unwrap_or_else(runtime::containerd::default_logger),
             log_max_bytes: config.log_max_bytes,
+            network: config.network(),
             seccomp_arches: if config.seccomp_compat_arches {
                 runtime::seccomp::ArchScope::WithCompat
             } else {
@@ -108,6 +111,15 @@ pub async fn serve(
         cpu_millis: config.cpu_millis(),
         memory_mib: config.memory_mib(),
         labels: config.host_labels.as_map().clone(),
+        network: runtime.network().map(|net| {
+            let c = net.config();
+            skiff_proto::HostNetwork {
+                port_range_start: u32::from(c.port_range.0),
+                port_range_end: u32::from(c.port_range.1),
+                host_ip: c.host_ip.to_string(),
+                subnet: c.subnet.to_string(),
+            }
+        }),
     };
     tracing::info!(host = %host.host_id, agent = %agent_addr, cpu_millis = host.cpu_millis,
         memory_mib = host.memory_mib, labels = ?host.labels, "skiff-worker starting");

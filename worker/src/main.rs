@@ -20,6 +20,18 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let config = WorkerConfig::parse();
+    if config.teardown_network {
+        let net = config
+            .network()
+            .context("--teardown-network: SKIFF_NETWORK_ENABLED is false")?;
+        let bridge = net.bridge.clone();
+        skiff_worker::net::Network::new(net)?
+            .teardown_all()
+            .await
+            .with_context(|| format!("tearing down the networks of bridge {bridge}"))?;
+        tracing::info!(%bridge, "container networks torn down");
+        return Ok(());
+    }
     let listener = TcpListener::bind(config.agent_listen)
         .await
         .with_context(|| format!("binding the agent endpoint on {}", config.agent_listen))?;

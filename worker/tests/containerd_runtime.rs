@@ -11,7 +11,7 @@
 use skiff_core::{CpuMillis, MemoryMib};
 use skiff_worker::runtime::containerd::{ContainerdConfig, ContainerdRuntime};
 use skiff_worker::runtime::{
-    ExitRecord, ImageInfo, RunSpec, Runtime, RuntimeError, TaskEvent, TaskStatus,
+    ExitRecord, ImageInfo, NetworkSpec, RunSpec, Runtime, RuntimeError, TaskEvent, TaskStatus,
 };
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
@@ -56,6 +56,7 @@ fn run_spec(image_ref: &str, image: &ImageInfo, command: &[&str], memory_mib: u6
         cpu: CpuMillis::parse(0.5).unwrap(),
         memory: MemoryMib::parse(memory_mib).unwrap(),
         hostname: "rt-test".to_owned(),
+        network: NetworkSpec::None,
     }
 }
 
@@ -202,7 +203,7 @@ async fn containerd_runtime_end_to_end() {
     let create_ms = t.elapsed().as_millis();
     rt.create(&spec).await.expect("create is idempotent");
     let t = Instant::now();
-    let started = rt.start(&id, 1).await.expect("start");
+    let started = rt.start(&spec, 1).await.expect("start");
     let start_ms = t.elapsed().as_millis();
     println!(
         "create {create_ms} ms, start {start_ms} ms (pid {})",
@@ -233,7 +234,7 @@ async fn containerd_runtime_end_to_end() {
     assert!(mine.task.is_none());
     assert_eq!(read_log(&rt, &id).matches("hello hello").count(), 1);
 
-    rt.start(&id, 2).await.expect("second generation starts");
+    rt.start(&spec, 2).await.expect("second generation starts");
     let (code, _) = wait_exit(&mut events, &id).await;
     assert_eq!(code, 3);
     let mine = rt
@@ -250,7 +251,7 @@ async fn containerd_runtime_end_to_end() {
     // --- the image's own entrypoint/cmd, env and working dir ---
     let defaults = run_spec(&env.image, &second, &[], 64);
     rt.create(&defaults).await.unwrap();
-    rt.start(&defaults.id, 1).await.unwrap();
+    rt.start(&defaults, 1).await.unwrap();
     let (code, _) = wait_exit(&mut events, &defaults.id).await;
     println!(
         "image defaults {:?} exited {code}: {:?}",
@@ -277,7 +278,7 @@ async fn containerd_runtime_end_to_end() {
         128,
     );
     rt.create(&probe).await.unwrap();
-    rt.start(&probe.id, 1).await.unwrap();
+    rt.start(&probe, 1).await.unwrap();
     let (code, _) = wait_exit(&mut events, &probe.id).await;
     let log = read_log_through(&rt, &probe.id, "raw=").await;
     println!("probe output:\n{log}");
@@ -303,7 +304,7 @@ async fn containerd_runtime_end_to_end() {
         64,
     );
     rt.create(&hog).await.unwrap();
-    rt.start(&hog.id, 1).await.unwrap();
+    rt.start(&hog, 1).await.unwrap();
     let (code, oom_event) = wait_exit(&mut events, &hog.id).await;
     let oom_cgroup = rt.oom_killed(&hog.id).await;
     println!(
@@ -316,10 +317,10 @@ async fn containerd_runtime_end_to_end() {
     // --- a running container: start refuses, remove kills ---
     let sleeper = run_spec(&env.image, &second, &["sleep", "1000"], 64);
     rt.create(&sleeper).await.unwrap();
-    rt.start(&sleeper.id, 1).await.unwrap();
+    rt.start(&sleeper, 1).await.unwrap();
     let task = rt.task(&sleeper.id).await.unwrap().unwrap();
     assert_eq!(task.status, TaskStatus::Running);
-    assert!(rt.start(&sleeper.id, 2).await.is_err());
+    assert!(rt.start(&sleeper, 2).await.is_err());
     // SIGTERM would be ignored: `sleep` is PID 1 in its namespace and has no handler.
     rt.kill(&sleeper.id, 9).await.unwrap();
     let (code, _) = wait_exit(&mut events, &sleeper.id).await;
@@ -328,7 +329,7 @@ async fn containerd_runtime_end_to_end() {
     // --- fencing: remove() SIGKILLs a running task, whatever it ignores ---
     let fenced = run_spec(&env.image, &second, &["sleep", "1000"], 64);
     rt.create(&fenced).await.unwrap();
-    rt.start(&fenced.id, 1).await.unwrap();
+    rt.start(&fenced, 1).await.unwrap();
     assert_eq!(
         rt.task(&fenced.id).await.unwrap().unwrap().status,
         TaskStatus::Running

@@ -140,6 +140,8 @@ pub struct HostInfo {
     pub memory_mib: u64,
     /// Operator labels, matched against containers' placement constraints.
     pub labels: BTreeMap<String, String>,
+    /// What the host offers `network: private` containers (None: nothing).
+    pub network: Option<skiff_proto::HostNetwork>,
 }
 
 /// The agent's tunables.
@@ -292,7 +294,7 @@ impl<R: Runtime> Agent<R> {
                 containerd_version: version,
                 hostname: self.host.hostname.clone(),
                 labels: self.host.labels.clone().into_iter().collect(),
-                network: None,
+                network: self.host.network.clone(),
             })
             .await
             .map_err(rpc("Register"))?

@@ -12,7 +12,8 @@
 use super::reconcile::{self, Known, Step};
 use super::report::{event, now_ms, report, Outbox, Reporter};
 use crate::runtime::{
-    ContainerInfo, ExitRecord, RunSpec, Runtime, RuntimeError, TaskEvent, TaskInfo, TaskStatus,
+    ContainerInfo, ExitRecord, NetworkSpec, RunSpec, Runtime, RuntimeError, TaskEvent, TaskInfo,
+    TaskStatus,
 };
 use skiff_core::{CpuMillis, MemoryMib, Reason};
 use skiff_proto as pb;
@@ -331,6 +332,12 @@ impl<R: Runtime> ContainerSupervisor<R> {
                     let mut r = report(&self.id, a.generation, pb::ObservedState::Running);
                     r.pid = task.as_ref().map_or(0, |t| t.pid);
                     r.started_at_unix_ms = self.observed.started_at_unix_ms;
+                    r.ip = self
+                        .runtime
+                        .ip(&self.id)
+                        .await
+                        .map(|ip| ip.to_string())
+                        .unwrap_or_default();
                     self.send(r);
                 }
                 self.checkpoint(a.generation, observed_at).await;
@@ -426,6 +433,7 @@ impl<R: Runtime> ContainerSupervisor<R> {
         r.events.push(event(generation, "Pulled", pulled));
         self.send(r);
 
+        let network = network_of(&spec);
         let run = RunSpec {
             id: self.id.clone(),
             image_ref: spec.image.clone(),
@@ -435,7 +443,8 @@ impl<R: Runtime> ContainerSupervisor<R> {
             secure_env: skiff_core::SecretEnv(spec.secure_env.into_iter().collect()),
             cpu: CpuMillis::from_millis(spec.cpu_millis),
             memory: MemoryMib::from_mib(spec.memory_mib),
-            hostname: spec.hostname,
+            hostname: spec.hostname.clone(),
+            network,
         };
         // Held through create and start; released before reporting. Create
         // and start themselves are not interrupted: a request dropped in
@@ -455,7 +464,7 @@ impl<R: Runtime> ContainerSupervisor<R> {
         let create_ms = create_started.elapsed().as_millis() as u64;
         let created_at = now_ms();
         let start_started = Instant::now();
-        let started = match self.runtime.start(&self.id, generation).await {
+        let started = match self.runtime.start(&run, generation).await {
             Ok(started) => started,
             Err(err) => {
                 self.fail(generation, Reason::StartFailed, err.to_string());
@@ -470,6 +479,7 @@ impl<R: Runtime> ContainerSupervisor<R> {
         tracing::info!(container = %self.id, generation, pid = started.pid, pull_ms, create_ms, start_ms, "started");
         let mut r = report(&self.id, generation, pb::ObservedState::Running);
         r.pid = started.pid;
+        r.ip = started.ip.map(|ip| ip.to_string()).unwrap_or_default();
         r.image_digest = image.digest;
         r.started_at_unix_ms = Some(started.started_at_unix_ms);
         r.timings = Some(pb::Timings {
@@ -625,9 +635,64 @@ impl<R: Runtime> ContainerSupervisor<R> {
     }
 }
 
+/// The run's network from its assignment: a control plane that predates
+/// networks sends none (NONE).
+pub(crate) fn network_of(spec: &pb::ContainerSpec) -> NetworkSpec {
+    match spec.network() {
+        pb::NetworkMode::Private => NetworkSpec::Private(crate::net::Request {
+            group: Some(spec.network_key.clone()).filter(|k| !k.is_empty()),
+            ports: spec
+                .ports
+                .iter()
+                .filter_map(|p| {
+                    Some(crate::net::Published {
+                        container_port: u16::try_from(p.container_port).ok()?,
+                        protocol: match p.protocol() {
+                            pb::Protocol::Udp => crate::net::ports::Protocol::Udp,
+                            _ => crate::net::ports::Protocol::Tcp,
+                        },
+                        host_port: u16::try_from(p.host_port).ok()?,
+                    })
+                })
+                .collect(),
+        }),
+        pb::NetworkMode::None | pb::NetworkMode::Unspecified => NetworkSpec::None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn network_of_the_assignment() {
+        let mut spec = pb::ContainerSpec::default();
+        assert_eq!(network_of(&spec), NetworkSpec::None, "older control plane");
+        spec.set_network(pb::NetworkMode::Private);
+        spec.network_key = "ab12".into();
+        spec.ports = vec![pb::PortMapping {
+            container_port: 80,
+            protocol: pb::Protocol::Udp as i32,
+            host_port: 20001,
+        }];
+        assert_eq!(
+            network_of(&spec),
+            NetworkSpec::Private(crate::net::Request {
+                group: Some("ab12".into()),
+                ports: vec![crate::net::Published {
+                    container_port: 80,
+                    protocol: crate::net::ports::Protocol::Udp,
+                    host_port: 20001,
+                }],
+            })
+        );
+        spec.network_key.clear();
+        spec.ports.clear();
+        assert_eq!(
+            network_of(&spec),
+            NetworkSpec::Private(crate::net::Request::default())
+        );
+    }
 
     #[test]
     fn process_start_time_is_read_from_proc() {

@@ -98,6 +98,7 @@ async fn harness(runtime: Arc<FakeRuntime>) -> Harness {
             cpu_millis: 2000,
             memory_mib: 1024,
             labels: BTreeMap::new(),
+            network: None,
         },
         AgentSettings {
             max_concurrent_starts: 2,

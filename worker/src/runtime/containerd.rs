@@ -13,9 +13,11 @@ use super::pull::{Puller, SNAPSHOTTER};
 use super::seccomp::{running_kernel, ArchScope, DockerProfile};
 use super::spec::{self, SpecOptions, DEFAULT_CAPABILITIES};
 use super::{
-    CgroupUsage, ContainerInfo, ExitRecord, HeldImage, ImageInfo, RunSpec, Runtime, RuntimeError,
-    StoredImage, TaskEvent, TaskInfo, TaskStarted, TaskStatus, LABEL_EXIT, LABEL_GENERATION,
+    CgroupUsage, ContainerInfo, ExitRecord, HeldImage, ImageInfo, NetworkSpec, RunSpec, Runtime,
+    RuntimeError, StoredImage, TaskEvent, TaskInfo, TaskStarted, TaskStatus, LABEL_EXIT,
+    LABEL_GENERATION,
 };
+use crate::net::{NetError, Network};
 use async_trait::async_trait;
 use backon::{BackoffBuilder, ExponentialBuilder};
 use containerd_client::events::{TaskExit, TaskOom};
@@ -32,7 +34,7 @@ use containerd_client::services::v1::{
 };
 use containerd_client::types::v1::{Process, Status as ProcessStatus};
 use prost::Message;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -73,6 +75,8 @@ pub struct ContainerdConfig {
     pub logger: PathBuf,
     /// A container's log is kept under this many bytes (0: no cap).
     pub log_max_bytes: u64,
+    /// Private container networks; None: this host offers none.
+    pub network: Option<crate::net::NetworkConfig>,
 }
 
 impl ContainerdConfig {
@@ -90,6 +94,7 @@ impl ContainerdConfig {
             seccomp_arches: ArchScope::Native,
             logger: default_logger(),
             log_max_bytes: 10 * 1024 * 1024,
+            network: None,
         }
     }
 }
@@ -155,6 +160,15 @@ pub struct ContainerdRuntime {
     /// Image reference -> when a container last started from it (since
     /// this worker started), for the image GC's least-recently-used order.
     last_used: std::sync::Mutex<HashMap<String, i64>>,
+    /// Private container networks, when the host offers them.
+    net: Option<Network>,
+}
+
+fn net_err(id: &str) -> impl FnOnce(NetError) -> RuntimeError + '_ {
+    move |source| RuntimeError::Network {
+        id: id.to_owned(),
+        source,
+    }
 }
 
 fn containerd_err(op: &'static str, id: &str) -> impl FnOnce(Status) -> RuntimeError {
@@ -321,7 +335,22 @@ impl ContainerdRuntime {
             cgroups,
             puller,
             last_used: std::sync::Mutex::new(HashMap::new()),
+            net: None,
         };
+        let mut runtime = runtime;
+        if let Some(cfg) = runtime.config.network.clone() {
+            let net = Network::new(cfg).map_err(net_err("the worker"))?;
+            // Runs with a live task keep their network; the rest is torn down.
+            let live: HashSet<String> = runtime
+                .list()
+                .await?
+                .into_iter()
+                .filter(|c| c.task.as_ref().is_some_and(|t| t.status.is_live()))
+                .map(|c| c.id)
+                .collect();
+            net.restore(&live).await.map_err(net_err("the worker"))?;
+            runtime.net = Some(net);
+        }
         let version = runtime.version().await?;
         info!(%version, namespace = %runtime.config.namespace, cgroups = %runtime.cgroups,
             swap_accounting = runtime.spec_options.swap_accounting, "connected to containerd");
@@ -330,6 +359,21 @@ impl ContainerdRuntime {
 
     pub fn config(&self) -> &ContainerdConfig {
         &self.config
+    }
+
+    /// The host's container network, when it offers one.
+    pub fn network(&self) -> Option<&Network> {
+        self.net.as_ref()
+    }
+
+    /// Tears a failed start's network down (logged, not returned: the
+    /// start's own error is the one to report).
+    async fn detach(&self, id: &str) {
+        if let Some(net) = &self.net {
+            if let Err(e) = net.detach(id).await {
+                warn!(container_id = %id, error = %e, "tearing down the network of a failed start");
+            }
+        }
     }
 
     /// The host's cgroup layout, as found at connect.
@@ -490,8 +534,25 @@ impl Runtime for ContainerdRuntime {
             Err(s) => return Err(containerd_err("Containers.Get", id)(s)),
         };
         if !exists {
+            let net = match (&spec.network, &self.net) {
+                (NetworkSpec::None, _) => None,
+                (NetworkSpec::Private(_), Some(net)) => {
+                    let (hosts, hostname) = net.hosts_files(id);
+                    Some(spec::NetPaths {
+                        netns: net.netns_path(id),
+                        hosts,
+                        hostname,
+                    })
+                }
+                (NetworkSpec::Private(_), None) => {
+                    return Err(RuntimeError::Spec {
+                        id: id.to_owned(),
+                        message: "a private network was asked for and this host offers none".into(),
+                    })
+                }
+            };
             // Holds secure env values: never logged.
-            let oci = spec::build(spec, &self.spec_options)?;
+            let oci = spec::build(spec, &self.spec_options, net.as_ref())?;
             let value = serde_json::to_vec(&oci).map_err(|e| RuntimeError::Spec {
                 id: id.to_owned(),
                 message: e.to_string(),
@@ -543,8 +604,9 @@ impl Runtime for ContainerdRuntime {
         Ok(())
     }
 
-    #[instrument(skip_all, fields(container_id = %id))]
-    async fn start(&self, id: &str, generation: u64) -> Result<TaskStarted, RuntimeError> {
+    #[instrument(skip_all, fields(container_id = %run.id))]
+    async fn start(&self, run: &RunSpec, generation: u64) -> Result<TaskStarted, RuntimeError> {
+        let id = run.id.as_str();
         if let Some(old) = self.get_task(id).await? {
             match task_info(&old).status {
                 TaskStatus::Running | TaskStatus::Paused => {
@@ -592,7 +654,16 @@ impl Runtime for ContainerdRuntime {
             log.display(),
             self.config.log_max_bytes
         );
-        self.tasks()
+        let ip = match (&run.network, &self.net) {
+            (NetworkSpec::Private(req), Some(net)) => Some(
+                net.attach(id, &run.hostname, req)
+                    .await
+                    .map_err(net_err(id))?,
+            ),
+            _ => None,
+        };
+        if let Err(s) = self
+            .tasks()
             .create(self.conn.req(CreateTaskRequest {
                 container_id: id.to_owned(),
                 rootfs: mounts,
@@ -601,7 +672,10 @@ impl Runtime for ContainerdRuntime {
                 ..Default::default()
             }))
             .await
-            .map_err(containerd_err("Tasks.Create", id))?;
+        {
+            self.detach(id).await;
+            return Err(containerd_err("Tasks.Create", id)(s));
+        }
         // Stamped before Start: the process begins during that call, so this
         // is never after a fast process's exit time (which containerd stamps),
         // and it over-states a run by at most the call's few milliseconds.
@@ -619,6 +693,7 @@ impl Runtime for ContainerdRuntime {
                 // Leave no half-started task behind: the next start retries cleanly.
                 let _ = self.kill_and_wait(id).await;
                 let _ = self.delete_task(id).await;
+                self.detach(id).await;
                 return Err(containerd_err("Tasks.Start", id)(s));
             }
         };
@@ -626,6 +701,7 @@ impl Runtime for ContainerdRuntime {
         Ok(TaskStarted {
             pid,
             started_at_unix_ms,
+            ip,
         })
     }
 
@@ -675,7 +751,15 @@ impl Runtime for ContainerdRuntime {
     }
 
     async fn delete_task(&self, id: &str) -> Result<(), RuntimeError> {
-        self.delete_task_inner(id).await
+        self.delete_task_inner(id).await?;
+        if let Some(net) = &self.net {
+            net.detach(id).await.map_err(net_err(id))?;
+        }
+        Ok(())
+    }
+
+    async fn ip(&self, id: &str) -> Option<std::net::Ipv4Addr> {
+        self.net.as_ref()?.ip(id).await
     }
 
     #[instrument(skip_all, fields(container_id = %id))]
@@ -683,6 +767,9 @@ impl Runtime for ContainerdRuntime {
         if self.get_task(id).await?.is_some() {
             self.kill_and_wait(id).await?;
             self.delete_task_inner(id).await?;
+        }
+        if let Some(net) = &self.net {
+            net.detach(id).await.map_err(net_err(id))?;
         }
         match self
             .containers()

@@ -172,7 +172,8 @@ impl Runtime for FakeRuntime {
         Ok(())
     }
 
-    async fn start(&self, id: &str, generation: u64) -> Result<TaskStarted, RuntimeError> {
+    async fn start(&self, run: &RunSpec, generation: u64) -> Result<TaskStarted, RuntimeError> {
+        let id = run.id.as_str();
         let mut state = self.state.lock().unwrap();
         state.calls.push(Call::Start(id.to_owned(), generation));
         state.next_pid += 1;
@@ -186,6 +187,7 @@ impl Runtime for FakeRuntime {
         Ok(TaskStarted {
             pid,
             started_at_unix_ms: crate::agent::now_ms(),
+            ip: None,
         })
     }
 

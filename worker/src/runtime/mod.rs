@@ -50,6 +50,12 @@ pub enum RuntimeError {
     Spec { id: String, message: String },
     #[error(transparent)]
     Cgroup(#[from] cgroup::CgroupError),
+    #[error("network of {id}: {source}")]
+    Network {
+        id: String,
+        #[source]
+        source: crate::net::NetError,
+    },
     #[error("{op} for {id}: {source}")]
     Io {
         op: &'static str,
@@ -97,6 +103,17 @@ pub struct RunSpec {
     pub cpu: CpuMillis,
     pub memory: MemoryMib,
     pub hostname: String,
+    pub network: NetworkSpec,
+}
+
+/// A run's network.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum NetworkSpec {
+    /// Its own network namespace with loopback only.
+    #[default]
+    None,
+    /// An address on the host's bridge, published ports, its group.
+    Private(crate::net::Request),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -181,6 +198,8 @@ pub struct CgroupUsage {
 pub struct TaskStarted {
     pub pid: u32,
     pub started_at_unix_ms: i64,
+    /// The container's address on the host's bridge (private network).
+    pub ip: Option<std::net::Ipv4Addr>,
 }
 
 /// Events from containerd's event stream that concern our containers' main tasks.
@@ -209,10 +228,16 @@ pub trait Runtime: Send + Sync + 'static {
     /// an existing container with this id is left as it is.
     async fn create(&self, spec: &RunSpec) -> Result<(), RuntimeError>;
 
-    /// Starts run `generation`: deletes any old (stopped) task, records the
-    /// generation label, creates the task with stdout+stderr appended to
+    /// Starts run `generation` of `run` (created before): deletes any old
+    /// (stopped) task, records the generation label, sets up the run's
+    /// network, creates the task with stdout+stderr appended to
     /// [`Runtime::log_path`] and starts it.
-    async fn start(&self, id: &str, generation: u64) -> Result<TaskStarted, RuntimeError>;
+    async fn start(&self, run: &RunSpec, generation: u64) -> Result<TaskStarted, RuntimeError>;
+
+    /// The container's address while its run has a private network.
+    async fn ip(&self, _id: &str) -> Option<std::net::Ipv4Addr> {
+        None
+    }
 
     /// Sends `signal` to the container's main process. NotFound is not an error.
     async fn kill(&self, id: &str, signal: u32) -> Result<(), RuntimeError>;
@@ -233,7 +258,8 @@ pub trait Runtime: Send + Sync + 'static {
     async fn record_exit(&self, id: &str, exit: &ExitRecord) -> Result<(), RuntimeError>;
 
     /// Deletes the container's task (its shim exits; the container, rootfs
-    /// and logs stay). NotFound is not an error.
+    /// and logs stay) and tears down the run's network (its ports are
+    /// free again). NotFound is not an error.
     async fn delete_task(&self, id: &str) -> Result<(), RuntimeError>;
 
     /// Records a finished run, then deletes the task.

@@ -82,8 +82,23 @@ pub struct SpecOptions {
     pub nofile_limit: u64,
 }
 
-/// The full runtime spec for `run` as JSON.
-pub fn build(run: &RunSpec, opts: &SpecOptions) -> Result<Value, RuntimeError> {
+/// Where a private network's pieces are, for a container that has one.
+#[derive(Debug, Clone)]
+pub struct NetPaths {
+    /// The named network namespace the worker sets up before each run.
+    pub netns: std::path::PathBuf,
+    /// Generated files bound over /etc/hosts and /etc/hostname.
+    pub hosts: std::path::PathBuf,
+    pub hostname: std::path::PathBuf,
+}
+
+/// The full runtime spec for `run` as JSON; `net`: its private network
+/// (None: a network namespace of its own with loopback only).
+pub fn build(
+    run: &RunSpec,
+    opts: &SpecOptions,
+    net: Option<&NetPaths>,
+) -> Result<Value, RuntimeError> {
     let spec_err = |message: String| RuntimeError::Spec {
         id: run.id.clone(),
         message,
@@ -135,7 +150,8 @@ pub fn build(run: &RunSpec, opts: &SpecOptions) -> Result<Value, RuntimeError> {
             "pids": { "limit": opts.pids_limit },
         },
         // A new network namespace without a path: runc creates it and brings
-        // up loopback only. Never join the host's network.
+        // up loopback only; with a private network, the worker's named one.
+        // Never the host's network.
         "namespaces": [
             { "type": "pid" },
             { "type": "ipc" },
@@ -154,6 +170,24 @@ pub fn build(run: &RunSpec, opts: &SpecOptions) -> Result<Value, RuntimeError> {
     }
     if let Some(seccomp) = &opts.seccomp {
         linux["seccomp"] = seccomp.clone();
+    }
+    let mut mounts = default_mounts(run.memory.bytes().max(0) as u64);
+    if let Some(net) = net {
+        for ns in linux["namespaces"]
+            .as_array_mut()
+            .expect("namespaces is an array")
+        {
+            if ns["type"] == "network" {
+                ns["path"] = json!(net.netns);
+            }
+        }
+        let list = mounts.as_array_mut().expect("mounts is an array");
+        for (dest, source) in [("/etc/hosts", &net.hosts), ("/etc/hostname", &net.hostname)] {
+            list.push(
+                json!({ "destination": dest, "type": "bind", "source": source,
+                              "options": ["rbind", "rprivate", "ro"] }),
+            );
+        }
     }
 
     Ok(json!({
@@ -176,7 +210,7 @@ pub fn build(run: &RunSpec, opts: &SpecOptions) -> Result<Value, RuntimeError> {
         },
         "root": { "path": "rootfs", "readonly": false },
         "hostname": run.hostname,
-        "mounts": default_mounts(run.memory.bytes().max(0) as u64),
+        "mounts": mounts,
         "linux": linux,
     }))
 }
@@ -347,6 +381,7 @@ mod tests {
             cpu: CpuMillis::parse(0.5).unwrap(),
             memory: MemoryMib::parse(256).unwrap(),
             hostname: "web-1".into(),
+            network: crate::runtime::NetworkSpec::None,
         }
     }
 
@@ -363,7 +398,7 @@ mod tests {
 
     #[test]
     fn resources_follow_the_request() {
-        let s = build(&run_spec(), &opts()).unwrap();
+        let s = build(&run_spec(), &opts(), None).unwrap();
         let r = &s["linux"]["resources"];
         assert_eq!(r["cpu"]["quota"], 50_000);
         assert_eq!(r["cpu"]["period"], 100_000);
@@ -382,6 +417,7 @@ mod tests {
                 swap_accounting: false,
                 ..opts()
             },
+            None,
         )
         .unwrap();
         assert!(no_swap["linux"]["resources"]["memory"]
@@ -390,8 +426,42 @@ mod tests {
     }
 
     #[test]
+    fn private_network_joins_the_named_namespace_and_binds_hosts_files() {
+        let net = NetPaths {
+            netns: "/run/netns/skb0-c1".into(),
+            hosts: "/run/skiff/net/files/c1/hosts".into(),
+            hostname: "/run/skiff/net/files/c1/hostname".into(),
+        };
+        let s = build(&run_spec(), &opts(), Some(&net)).unwrap();
+        let ns = s["linux"]["namespaces"].as_array().unwrap();
+        let netns: Vec<_> = ns.iter().filter(|n| n["type"] == "network").collect();
+        assert_eq!(netns.len(), 1);
+        assert_eq!(netns[0]["path"], "/run/netns/skb0-c1");
+        let mounts = s["mounts"].as_array().unwrap();
+        let hosts = mounts
+            .iter()
+            .find(|m| m["destination"] == "/etc/hosts")
+            .unwrap();
+        assert_eq!(hosts["source"], "/run/skiff/net/files/c1/hosts");
+        assert!(hosts["options"].as_array().unwrap().contains(&json!("ro")));
+        assert!(mounts.iter().any(|m| m["destination"] == "/etc/hostname"));
+        // Without one: runc's fresh namespace (no path), the image's files.
+        let s = build(&run_spec(), &opts(), None).unwrap();
+        assert!(s["linux"]["namespaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|n| n.get("path").is_none()));
+        assert!(!s["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["destination"] == "/etc/hosts"));
+    }
+
+    #[test]
     fn capabilities_lack_net_raw() {
-        let s = build(&run_spec(), &opts()).unwrap();
+        let s = build(&run_spec(), &opts(), None).unwrap();
         let caps = &s["process"]["capabilities"];
         for set in ["bounding", "effective", "permitted"] {
             let list: Vec<&str> = caps[set]
@@ -409,7 +479,7 @@ mod tests {
 
     #[test]
     fn network_namespace_is_new_never_the_hosts() {
-        let s = build(&run_spec(), &opts()).unwrap();
+        let s = build(&run_spec(), &opts(), None).unwrap();
         let ns = s["linux"]["namespaces"].as_array().unwrap();
         let net = ns.iter().find(|n| n["type"] == "network").unwrap();
         assert!(net.get("path").is_none());
@@ -424,6 +494,7 @@ mod tests {
                 cgroup_namespace: true,
                 ..opts()
             },
+            None,
         )
         .unwrap();
         let v2_ns = v2["linux"]["namespaces"].as_array().unwrap();
@@ -433,7 +504,7 @@ mod tests {
 
     #[test]
     fn env_layers_with_secure_env_on_top() {
-        let s = build(&run_spec(), &opts()).unwrap();
+        let s = build(&run_spec(), &opts(), None).unwrap();
         let env: Vec<&str> = s["process"]["env"]
             .as_array()
             .unwrap()
@@ -454,7 +525,7 @@ mod tests {
     #[test]
     fn process_comes_from_image_unless_command_given() {
         let mut run = run_spec();
-        let s = build(&run, &opts()).unwrap();
+        let s = build(&run, &opts(), None).unwrap();
         assert_eq!(s["process"]["args"], json!(["/bin/sh", "-c", "echo hi"]));
         assert_eq!(s["process"]["cwd"], "/app");
         assert_eq!(s["process"]["user"], json!({ "uid": 1000, "gid": 1001 }));
@@ -464,25 +535,25 @@ mod tests {
         run.command = vec!["sleep".into(), "1".into()];
         run.image.defaults.user = None;
         run.image.defaults.working_dir = None;
-        let s = build(&run, &opts()).unwrap();
+        let s = build(&run, &opts(), None).unwrap();
         assert_eq!(s["process"]["args"], json!(["sleep", "1"]));
         assert_eq!(s["process"]["cwd"], "/");
         assert_eq!(s["process"]["user"], json!({ "uid": 0, "gid": 0 }));
 
         run.image.defaults.user = Some("nginx".into());
         assert!(matches!(
-            build(&run, &opts()),
+            build(&run, &opts(), None),
             Err(RuntimeError::Spec { .. })
         ));
         run.image.defaults.user = Some("33".into());
-        let s = build(&run, &opts()).unwrap();
+        let s = build(&run, &opts(), None).unwrap();
         assert_eq!(s["process"]["user"], json!({ "uid": 33, "gid": 0 }));
     }
 
     #[test]
     fn tmp_is_a_tmpfs_as_large_as_the_memory_limit() {
         let run = run_spec();
-        let s = build(&run, &opts()).unwrap();
+        let s = build(&run, &opts(), None).unwrap();
         let tmp = s["mounts"]
             .as_array()
             .unwrap()
@@ -503,7 +574,7 @@ mod tests {
 
     #[test]
     fn mounts_and_paths_match_docker_defaults() {
-        let s = build(&run_spec(), &opts()).unwrap();
+        let s = build(&run_spec(), &opts(), None).unwrap();
         let mounts = s["mounts"].as_array().unwrap();
         let cgroup = mounts
             .iter()
@@ -534,7 +605,7 @@ mod tests {
         assert!(host_nofile_limit() <= NOFILE_LIMIT);
         let mut o = opts();
         o.nofile_limit = 20000;
-        let s = build(&run_spec(), &o).unwrap();
+        let s = build(&run_spec(), &o, None).unwrap();
         assert_eq!(s["process"]["rlimits"][0]["soft"], 20000);
     }
 
@@ -550,7 +621,7 @@ mod tests {
                 crate::runtime::seccomp::ArchScope::Native,
             ));
         }
-        let s = build(&run_spec(), &o).unwrap();
+        let s = build(&run_spec(), &o, None).unwrap();
         let parsed: oci_spec::runtime::Spec = serde_json::from_value(s).unwrap();
         let linux = parsed.linux().as_ref().unwrap();
         assert_eq!(
