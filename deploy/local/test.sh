@@ -64,6 +64,9 @@ REGISTRY_PORT=${SKIFF_TEST_REGISTRY_PORT:-5001}
 STATE="$SKIFF_REPO_ROOT/.skiff/test"
 RUN_DIR="$STATE/run"
 NETNS_PREFIX=${SKIFF_TEST_NETNS_PREFIX:-skiff-e2e-}
+# The e2e workers' bridges (and their nft tables skiff_<bridge> and
+# container namespaces <bridge>-<id>) start with this.
+export SKIFF_TEST_BRIDGE_PREFIX=${SKIFF_TEST_BRIDGE_PREFIX:-skb}
 BUILD_TIMEOUT=${SKIFF_TEST_BUILD_TIMEOUT:-40m}
 TEST_TIMEOUT=${SKIFF_TEST_TIMEOUT:-80m}
 BUDGET=${SKIFF_TEST_BUDGET:-85m}
@@ -217,6 +220,35 @@ delete_test_netns() {
     log "deleting leftover veth $link"
     ip link del "$link" 2>/dev/null || true
   done
+  # What e2e workers' private networks left (their own clean-up runs at
+  # the end of a test binary; a killed run skips it): container
+  # namespaces, bridges, the workers' nft tables.
+  for ns in $(ip netns list 2>/dev/null | awk '{print $1}'); do
+    [[ $ns == "$SKIFF_TEST_BRIDGE_PREFIX"*-* ]] || continue
+    log "deleting leftover container network namespace $ns"
+    ip netns del "$ns" 2>/dev/null || true
+  done
+  for link in $(ip -o link show type bridge 2>/dev/null | awk -F': ' '{print $2}'); do
+    [[ $link == "$SKIFF_TEST_BRIDGE_PREFIX"* ]] || continue
+    log "deleting leftover bridge $link"
+    ip link del "$link" 2>/dev/null || true
+  done
+  # portmap's DNAT chains of those networks (named in each rule's comment):
+  # left behind, they would shadow a later run's port.
+  local rule chain
+  while read -r rule; do
+    chain=$(awk '{for (i = 1; i < NF; i++) if ($i == "-j") print $(i + 1)}' <<<"$rule")
+    log "deleting leftover port mapping chain $chain"
+    eval "iptables -t nat ${rule/-A /-D }" 2>/dev/null || true
+    iptables -t nat -F "$chain" 2>/dev/null || true
+    iptables -t nat -X "$chain" 2>/dev/null || true
+  done < <(iptables -t nat -S CNI-HOSTPORT-DNAT 2>/dev/null | grep -F "skiff-$SKIFF_TEST_BRIDGE_PREFIX" || true)
+  local family table
+  while read -r _ family table; do
+    [[ $table == skiff_"$SKIFF_TEST_BRIDGE_PREFIX"* ]] || continue
+    log "deleting leftover nft table $family $table"
+    nft delete table "$family" "$table" 2>/dev/null || true
+  done < <(nft list tables 2>/dev/null)
 }
 
 # stop_limited: stop the time-limited cargo run, if one is under way

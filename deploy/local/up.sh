@@ -20,6 +20,9 @@
 #     Setting SKIFF_CPU_MILLIS / SKIFF_MEMORY_MIB in up.sh's environment
 #     declares that capacity for every worker instead (an oversubscribed pool,
 #     e.g. for the benchmark's sleeping-container scenarios); it is logged.
+#     Host n's private network: bridge skiffl<n>, subnet 10.213.<n-1>.0/24,
+#     host ports 20000+1000*(n-1) .. +999 on 127.0.0.1, no outbound NAT
+#     (worker_net_env); torn down (--teardown-network) when the stack stops.
 # pushes the sample image skiff/busybox:{latest,1}, creates (or reuses) a tenant
 # and writes .skiff/local.env. Logs: .skiff/local/logs/ and each daemon's dir.
 #
@@ -108,6 +111,14 @@ worker_metrics_port() { echo $((METRICS_PORT + PORT_STRIDE * ($1 - 1))); }
 worker_pidfile() { echo "$(host_dir "$1")/worker.pid"; }
 worker_log() { if (($1 == 1)); then echo "$STATE/logs/worker.log"; else echo "$STATE/logs/worker-$1.log"; fi; }
 worker_state_dir() { echo "$(host_dir "$1")/worker"; }
+# Host I's private network: its own bridge, /24 and 1000 host ports
+# (published on 127.0.0.1; outbound NAT off).
+worker_net_env() {
+  local i=$1
+  echo "SKIFF_NETWORK_BRIDGE=skiffl$i SKIFF_NETWORK_SUBNET=10.213.$((i - 1)).0/24" \
+    "SKIFF_PORT_RANGE=$((20000 + (i - 1) * 1000))-$((20999 + (i - 1) * 1000))" \
+    "SKIFF_NETWORK_RUN_DIR=$(host_dir "$i")/net SKIFF_PORT_HOST_IP=127.0.0.1 SKIFF_EGRESS_NAT=false"
+}
 
 # known_hosts: every host number with a containerd dir (this run's and
 # leftovers of an earlier run with more hosts), ascending.
@@ -139,6 +150,8 @@ stop_local_stack() {
   stop_skiff "$STATE"
   for n in "${hosts[@]}"; do
     containerd_kill_tasks "$(host_containerd_dir "$n")" "$(host_namespace "$n")" || true
+    # shellcheck disable=SC2046 # worker_net_env is KEY=value words
+    [[ -x ${WORKER_BIN:-} ]] && env $(worker_net_env "$n") "$WORKER_BIN" --teardown-network || true
   done
   for n in "${hosts[@]}"; do
     stop_containerd "$(host_containerd_dir "$n")" || true
@@ -298,6 +311,7 @@ start_worker() {
     SKIFF_CPU_MILLIS="$CPU_MILLIS" \
     SKIFF_MEMORY_MIB="$MEMORY_MIB" \
     SKIFF_INSECURE_REGISTRIES="$SKIFF_REGISTRY" \
+    $(worker_net_env "$i") \
     RUST_LOG="${RUST_LOG:-info}" NO_COLOR=1 \
     "$WORKER_BIN"
 }

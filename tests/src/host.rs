@@ -36,11 +36,28 @@ pub struct Host {
     pub metrics_addr: String,
     /// The network namespace the worker runs in, if any (partition pool).
     pub netns: Option<String>,
+    /// Its private-network settings (`SKIFF_NETWORK_*`, `SKIFF_PORT_RANGE`).
+    pub net: HostNet,
     pub(crate) worker: Mutex<Service>,
     pub(crate) lib: PathBuf,
     /// The worker's `SKIFF_STATE_DIR` (its key and certificate are in
     /// `identity/host.pem`).
     pub state_dir: PathBuf,
+}
+
+/// A host's private-network settings, unique on the machine.
+#[derive(Debug, Clone)]
+pub struct HostNet {
+    /// `SKIFF_NETWORK_BRIDGE` (also names its nft tables and namespaces).
+    pub bridge: String,
+    /// `SKIFF_NETWORK_SUBNET`, a /24.
+    pub subnet: String,
+    /// The bridge's own address: the host as its containers see it.
+    pub gateway: String,
+    /// `SKIFF_PORT_RANGE`, inclusive.
+    pub port_range: (u16, u16),
+    /// `SKIFF_NETWORK_RUN_DIR` joined with the bridge.
+    pub run_dir: PathBuf,
 }
 
 /// One row of `ctr tasks ls`.

@@ -20,6 +20,31 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+/// A host's private-network settings. Every worker on the machine needs a
+/// bridge, subnet and host-port range of its own (other pools, other runs);
+/// the bridge also names its nftables tables and namespaces.
+fn next_host_net(dir: &Path) -> crate::host::HostNet {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    static BASE: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    let base = *BASE.get_or_init(|| uuid::Uuid::new_v4().as_u128() as u32);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    // test.sh removes what a killed run leaves under this prefix.
+    let prefix = std::env::var("SKIFF_TEST_BRIDGE_PREFIX").unwrap_or_else(|_| "skb".into());
+    let second = 100 + base % 100;
+    let third = n % 256;
+    // 50 ports a host below the ephemeral range (32768-): 255 slots.
+    let slot = (base / 100 + n) % 255;
+    let first_port = 20000 + slot * 50;
+    crate::host::HostNet {
+        bridge: format!("{prefix}{:04x}{n}", base % 0x10000),
+        subnet: format!("10.{second}.{third}.0/24"),
+        gateway: format!("10.{second}.{third}.1"),
+        port_range: (first_port as u16, (first_port + 49) as u16),
+        run_dir: dir.join("net").join(format!("{prefix}{:04x}{n}", base % 0x10000)),
+    }
+}
+
 /// A host whose containerd runs and whose worker does not yet.
 pub(super) struct HostDir {
     /// `<run_dir>/hosts/h<n>`.
@@ -29,16 +54,19 @@ pub(super) struct HostDir {
     socket: String,
     /// The containerd namespace of this host's containers.
     namespace: String,
+    net: crate::host::HostNet,
 }
 
 /// Starts one containerd per host (arming each one's cleanup: its tasks and
 /// containers deleted, then containerd stopped).
 pub(super) async fn start_hosts_containerd(
     spec: &PoolSpec,
-    lib: &Path,
+    programs: &Programs,
     run: &PoolRun,
+    partition: Option<&Partition>,
     reapers: &mut Vec<Reaper>,
 ) -> Result<Vec<HostDir>> {
+    let lib = &programs.lib;
     let mut host_dirs = Vec::new();
     for h in 1..=spec.hosts {
         let dir = run.run_dir.join("hosts").join(format!("h{h}"));
@@ -52,12 +80,25 @@ pub(super) async fn start_hosts_containerd(
         .trim()
         .to_string();
         let namespace = format!("skiff-e2e-{}-{}-h{h}", run.short, spec.name);
+        let net = next_host_net(&dir);
+        // The partitioned host's worker (the last) has its bridge in its namespace.
+        let nsenter = match partition.filter(|_| h == spec.hosts) {
+            Some(p) => format!("nsenter --net=/run/netns/{} -- ", p.host_netns),
+            None => String::new(),
+        };
         reapers.push(Reaper::spawn(
             format!(
                 "source {lib}; SKIFF_DELETE_CONTAINERS=1 containerd_kill_tasks {dir} {namespace}; \
+                 {nsenter}env SKIFF_NETWORK_BRIDGE={bridge} SKIFF_NETWORK_SUBNET={subnet} \
+                   SKIFF_NETWORK_RUN_DIR={net_dir} {worker} --teardown-network; \
+                 for ns in /run/netns/{bridge}-*; do [ -e \"$ns\" ] && ip netns del \"${{ns##*/}}\"; done; \
                  stop_containerd {dir}",
                 lib = quote(lib),
                 dir = quote(&containerd_dir),
+                bridge = net.bridge,
+                subnet = net.subnet,
+                net_dir = quote(&dir.join("net")),
+                worker = quote(&programs.worker_bin),
             ),
             &dir.join("reaper.log"),
         )?);
@@ -66,6 +107,7 @@ pub(super) async fn start_hosts_containerd(
             containerd_dir,
             socket,
             namespace,
+            net,
         });
     }
     Ok(host_dirs)
@@ -124,6 +166,7 @@ pub(super) fn start_workers(
             containerd_dir,
             socket,
             namespace,
+            net,
         } = host_dir;
         let name = format!("h{}", i + 1);
         let in_netns = partition.filter(|_| i + 1 == spec.hosts);
@@ -243,6 +286,18 @@ pub(super) fn start_workers(
                 "SKIFF_IMAGE_MIN_IDLE_S".into(),
                 crate::platform::IMAGE_MIN_IDLE_S.to_string(),
             ),
+            ("SKIFF_NETWORK_BRIDGE".into(), net.bridge.clone()),
+            ("SKIFF_NETWORK_SUBNET".into(), net.subnet.clone()),
+            (
+                "SKIFF_NETWORK_RUN_DIR".into(),
+                dir.join("net").display().to_string(),
+            ),
+            (
+                "SKIFF_PORT_RANGE".into(),
+                format!("{}-{}", net.port_range.0, net.port_range.1),
+            ),
+            ("SKIFF_PORT_HOST_IP".into(), "127.0.0.1".into()),
+            ("SKIFF_EGRESS_NAT".into(), "false".into()),
             ("RUST_LOG".into(), "info".into()),
             ("NO_COLOR".into(), "1".into()),
             (
@@ -275,6 +330,7 @@ pub(super) fn start_workers(
             containerd_socket: socket,
             metrics_addr,
             netns: in_netns.map(|p| p.host_netns.clone()),
+            net,
             worker: Mutex::new(worker),
             state_dir: dir.join("worker"),
             lib: programs.lib.clone(),
