@@ -87,7 +87,9 @@ async fn network_namespace_has_only_loopback() {
              then echo host-api=reached; else echo host-api=unreachable; fi",
             t.platform.api_port
         );
-        let id = t.create_id(&t.platform.sh(&script)).await;
+        let mut spec = t.platform.sh(&script);
+        spec["network"] = json!("none");
+        let id = t.create_id(&spec).await;
         t.wait_exited_in(&id, "succeeded").await;
         let logs = t.logs(&id).await;
         let interfaces: Vec<&str> = logs

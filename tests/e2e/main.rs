@@ -10,6 +10,9 @@
 //! - `limits`: per-token rate limits (429 and its headers).
 //! - `isolation`: cgroup limits, OOM kills, network namespace, tenants,
 //!   secure environment.
+//! - `network`: private networks: published ports and addresses answer,
+//!   groups and tenants kept apart, the agent closed to containers, host
+//!   ports placed as a resource and freed.
 //! - `api`: bad input, listing and pagination, service endpoints.
 //! - `billing`: per-second metering, reports, ledger verification.
 //! - `deadlines`: `timeout_s` and `max_cost` stop a run with
@@ -60,6 +63,7 @@ mod isolation;
 mod jobs;
 mod lifecycle;
 mod limits;
+mod network;
 mod partition;
 mod placement;
 mod postgres_restart;

@@ -38,6 +38,8 @@ pub struct Host {
     pub netns: Option<String>,
     /// Its private-network settings (`SKIFF_NETWORK_*`, `SKIFF_PORT_RANGE`).
     pub net: HostNet,
+    /// The worker's `SKIFF_AGENT_LISTEN`.
+    pub agent_listen: String,
     pub(crate) worker: Mutex<Service>,
     pub(crate) lib: PathBuf,
     /// The worker's `SKIFF_STATE_DIR` (its key and certificate are in

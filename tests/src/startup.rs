@@ -133,14 +133,9 @@ impl Platform {
         let timers = pool_timers(&spec);
         let database = start_database(&env, &spec, &programs.lib, &run, &mut reapers).await?;
         let partition = start_partition(&spec, &run, &mut reapers).await?;
-        let host_dirs = start_hosts_containerd(
-            &spec,
-            &programs,
-            &run,
-            partition.as_ref(),
-            &mut reapers,
-        )
-        .await?;
+        let host_dirs =
+            start_hosts_containerd(&spec, &programs, &run, partition.as_ref(), &mut reapers)
+                .await?;
         pull_test_image(&env.image, &host_dirs).await?;
         let admin_token = format!("e2e-admin-{}", uuid::Uuid::new_v4().simple());
         let ca = trust::init_ca(&programs, &run).await?;

@@ -41,7 +41,9 @@ fn next_host_net(dir: &Path) -> crate::host::HostNet {
         subnet: format!("10.{second}.{third}.0/24"),
         gateway: format!("10.{second}.{third}.1"),
         port_range: (first_port as u16, (first_port + 49) as u16),
-        run_dir: dir.join("net").join(format!("{prefix}{:04x}{n}", base % 0x10000)),
+        run_dir: dir
+            .join("net")
+            .join(format!("{prefix}{:04x}{n}", base % 0x10000)),
     }
 }
 
@@ -205,20 +207,18 @@ pub(super) fn start_workers(
                 .collect::<Vec<_>>()
                 .join(",")
         };
+        let agent_listen = format!(
+            "{}:{}",
+            if spec.agent_listen_any && in_netns.is_none() {
+                "0.0.0.0"
+            } else {
+                ip
+            },
+            free_port()?
+        );
         let env_vars = vec![
             ("SKIFF_CONTROL_PLANE".to_string(), control_planes),
-            (
-                "SKIFF_AGENT_LISTEN".into(),
-                format!(
-                    "{}:{}",
-                    if spec.agent_listen_any && in_netns.is_none() {
-                        "0.0.0.0"
-                    } else {
-                        ip
-                    },
-                    free_port()?
-                ),
-            ),
+            ("SKIFF_AGENT_LISTEN".into(), agent_listen.clone()),
             ("SKIFF_HOST_ID".into(), id.clone()),
             ("SKIFF_CA_CERT".into(), ca.cert.display().to_string()),
             ("SKIFF_JOIN_TOKEN".into(), join_token.to_owned()),
@@ -331,6 +331,7 @@ pub(super) fn start_workers(
             metrics_addr,
             netns: in_netns.map(|p| p.host_netns.clone()),
             net,
+            agent_listen,
             worker: Mutex::new(worker),
             state_dir: dir.join("worker"),
             lib: programs.lib.clone(),
