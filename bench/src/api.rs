@@ -2,7 +2,7 @@
 
 use anyhow::{bail, Context, Result};
 use reqwest::StatusCode;
-use serde_json::json;
+use serde_json::{json, Value};
 use skiff_core::ContainerState;
 use std::time::Duration;
 
@@ -59,7 +59,8 @@ impl Api {
         self.create_sized(image, command, run_id, 0.1, 64).await
     }
 
-    /// [`Api::create`] with a given size.
+    /// [`Api::create`] with a given size. `network: none`: the raw
+    /// baselines (`ctr run`) have no network either.
     pub async fn create_sized(
         &self,
         image: &str,
@@ -74,14 +75,42 @@ impl Api {
             "cpu": cpu,
             "memory_mib": memory_mib,
             "stop_timeout_s": 0,
+            "network": "none",
             "labels": { RUN_LABEL: run_id },
         });
+        self.create_body(&body).await
+    }
+
+    /// [`Api::create`] on a private network, publishing `ports` (container
+    /// ports, host ports assigned).
+    pub async fn create_networked(
+        &self,
+        image: &str,
+        command: &[&str],
+        run_id: &str,
+        ports: &[u16],
+    ) -> Result<Container> {
+        let ports: Vec<Value> = ports.iter().map(|p| json!({ "port": p })).collect();
+        let body = json!({
+            "image": image,
+            "command": command,
+            "cpu": 0.1,
+            "memory_mib": 64,
+            "stop_timeout_s": 0,
+            "network": "private",
+            "ports": ports,
+            "labels": { RUN_LABEL: run_id },
+        });
+        self.create_body(&body).await
+    }
+
+    async fn create_body(&self, body: &Value) -> Result<Container> {
         let resp = self
             .http
             .post(self.url("/v1/containers"))
             .bearer_auth(&self.token)
             .timeout(Duration::from_secs(60))
-            .json(&body)
+            .json(body)
             .send()
             .await
             .context("POST /v1/containers")?;
@@ -149,6 +178,8 @@ impl Api {
                 "cpu": 0.1,
                 "memory_mib": 64,
                 "stop_timeout_s": 0,
+                // The raw baseline (`ctr run --rm`) has no network either.
+                "network": "none",
                 "labels": { RUN_LABEL: run_id },
             },
             "count": count,

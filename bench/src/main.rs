@@ -9,6 +9,7 @@ mod cold;
 mod ctr;
 mod jobs;
 mod machine;
+mod netstart;
 mod noisy;
 mod pool;
 mod report;
@@ -29,8 +30,11 @@ use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Scenario {
-    /// start latency with a cached image
+    /// start latency with a cached image (network none, as `ctr run -d`)
     Start,
+    /// start latency on a private network, with and without a published
+    /// port, vs `ctr run -d --cni` with the same CNI chain
+    StartNet,
     /// 200 containers posted at once -> all running
     Burst,
     /// worker RSS with the burst's containers sleeping
@@ -78,7 +82,7 @@ struct Args {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "start,burst,memory,teardown,cold,reads,pool,job,noisy"
+        default_value = "start,start-net,burst,memory,teardown,cold,reads,pool,job,noisy"
     )]
     scenarios: Vec<Scenario>,
     /// Samples of the start-latency scenario [default: 50, quick: 5].
@@ -427,6 +431,10 @@ async fn run(args: &Args, env: &HashMap<String, String>) -> Result<()> {
     if want(Scenario::Start) {
         let r = scenarios::start_latency(&ctx).await;
         record("start", r, &mut rows);
+    }
+    if want(Scenario::StartNet) {
+        let r = netstart::start_latency_network(&ctx).await;
+        record("start-net", r, &mut rows);
     }
 
     // burst -> memory -> teardown share one population of containers

@@ -129,7 +129,7 @@ pub async fn noisy_neighbour(
         flood.spawn(async move {
             let create = json!({
                 "image": image, "command": ["true"], "cpu": 0.1, "memory_mib": 64,
-                "labels": { RUN_LABEL: run },
+                "network": "none", "labels": { RUN_LABEL: run },
             });
             while !stop.load(Ordering::Relaxed) {
                 let status = if i < READERS {

@@ -62,7 +62,7 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-fn summary_json(s: &Summary) -> Value {
+pub fn summary_json(s: &Summary) -> Value {
     json!({"n": s.n, "p50": s.p50, "p99": s.p99, "min": s.min, "max": s.max, "mean": s.mean})
 }
 
@@ -109,6 +109,7 @@ fn run_spec(id: &str, image_ref: &str, image: skiff_worker::runtime::ImageInfo) 
         cpu: CpuMillis::from_millis(100),
         memory: MemoryMib::from_mib(64),
         hostname: id.chars().take(12).collect(),
+        network: skiff_worker::runtime::NetworkSpec::None,
     }
 }
 
@@ -154,18 +155,18 @@ pub async fn start_latency(ctx: &Ctx) -> Result<Outcome> {
         let id = new_id();
         let t = Instant::now();
         let info = rt.ensure_image(&ctx.image).await?;
-        rt.create(&run_spec(&id, &ctx.image, info)).await?;
-        rt.start(&id, 1).await?;
+        let spec = run_spec(&id, &ctx.image, info);
+        rt.create(&spec).await?;
+        rt.start(&spec, 1).await?;
         lib.push(ms(t.elapsed()));
         rt.remove(&id).await?;
 
         let id = new_id();
         let t = Instant::now();
         let info = rt_unconfined.ensure_image(&ctx.image).await?;
-        rt_unconfined
-            .create(&run_spec(&id, &ctx.image, info))
-            .await?;
-        rt_unconfined.start(&id, 1).await?;
+        let spec = run_spec(&id, &ctx.image, info);
+        rt_unconfined.create(&spec).await?;
+        rt_unconfined.start(&spec, 1).await?;
         lib_unconfined.push(ms(t.elapsed()));
         rt_unconfined.remove(&id).await?;
     }
