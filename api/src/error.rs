@@ -215,9 +215,15 @@ pub fn quota_value(quota: crate::store::quotas::Quota, amount: i64) -> serde_jso
 
 impl From<FieldError> for ApiError {
     fn from(err: FieldError) -> Self {
-        Self::Invalid {
-            field: err.field,
-            detail: err.message,
+        match err.kind {
+            skiff_core::FieldErrorKind::Invalid => Self::Invalid {
+                field: err.field,
+                detail: err.message,
+            },
+            skiff_core::FieldErrorKind::Unprocessable => Self::Unprocessable {
+                field: err.field,
+                detail: err.message,
+            },
         }
     }
 }
