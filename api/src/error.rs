@@ -21,11 +21,11 @@ pub enum ApiError {
         detail: String,
     },
     /// No host could ever take the request: `field` names the resource,
-    /// `max` the largest value any host offers.
+    /// `max` the largest value any host offers (when it is a number).
     #[error("{detail}")]
     NoHostFits {
-        field: &'static str,
-        max: serde_json::Value,
+        field: String,
+        max: Option<serde_json::Value>,
         detail: String,
     },
     /// Well-formed, but not acceptable as a whole (e.g. `tasks` of the
@@ -72,7 +72,8 @@ pub struct Problem {
     pub detail: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
-    /// With `no-host-fits`: the largest value any host offers for `field`.
+    /// With `no-host-fits`: the largest value any host offers for `field`
+    /// (when that is a number: not for `network` or a host port).
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<f64>)]
     pub max: Option<serde_json::Value>,
@@ -168,7 +169,7 @@ impl ApiError {
         let (detail, field) = match self {
             Self::Invalid { field, detail } => (detail.clone(), Some(field.clone())),
             Self::Conflict { field, detail } => (detail.clone(), field.clone()),
-            Self::NoHostFits { field, detail, .. } => (detail.clone(), Some((*field).to_owned())),
+            Self::NoHostFits { field, detail, .. } => (detail.clone(), Some(field.clone())),
             Self::IdempotencyKeyReused => (self.to_string(), Some("Idempotency-Key".to_owned())),
             Self::Unprocessable { field, detail } => (detail.clone(), Some(field.clone())),
             Self::QuotaExceeded(e) => (
@@ -182,7 +183,7 @@ impl ApiError {
             other => (other.to_string(), None),
         };
         let max = match self {
-            Self::NoHostFits { max, .. } => Some(max.clone()),
+            Self::NoHostFits { max, .. } => max.clone(),
             _ => None,
         };
         let (limit, use_) = match self {
@@ -215,9 +216,15 @@ pub fn quota_value(quota: crate::store::quotas::Quota, amount: i64) -> serde_jso
 
 impl From<FieldError> for ApiError {
     fn from(err: FieldError) -> Self {
-        Self::Invalid {
-            field: err.field,
-            detail: err.message,
+        match err.kind {
+            skiff_core::FieldErrorKind::Invalid => Self::Invalid {
+                field: err.field,
+                detail: err.message,
+            },
+            skiff_core::FieldErrorKind::Unprocessable => Self::Unprocessable {
+                field: err.field,
+                detail: err.message,
+            },
         }
     }
 }

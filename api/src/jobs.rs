@@ -209,6 +209,70 @@ mod tests {
         }
     }
 
+    fn job_with(template: serde_json::Value) -> JobRow {
+        JobRow {
+            id: Uuid::now_v7(),
+            tenant_id: Uuid::now_v7(),
+            name: "j".into(),
+            template: sqlx::types::Json(template),
+            tasks: None,
+            count: 2,
+            parallelism: 1,
+            max_retries: 0,
+            labels: sqlx::types::Json(BTreeMap::new()),
+            state: skiff_core::JobState::Pending,
+            timeout_s: None,
+            reason: None,
+            max_cost: None,
+            notify_url: None,
+            created_at: Utc::now(),
+            started_at: None,
+            finished_at: None,
+            secure_env_kid: None,
+            secure_env_sealed: None,
+        }
+    }
+
+    #[test]
+    fn a_task_container_keeps_the_templates_network() {
+        use skiff_core::{NetworkMode, Protocol};
+        let mut template = template();
+        template.network_group = Some("web".into());
+        template.ports = Some(vec![skiff_core::PortRequest {
+            port: 8080,
+            protocol: Protocol::Udp,
+            host_port: Some(20080),
+        }]);
+        // As the job is stored: the template serialised.
+        let job = job_with(serde_json::to_value(&template).unwrap());
+        let c = task_container(&job, &SecretEnv::default(), 600, 1, 1).unwrap();
+        assert_eq!(c.network, NetworkMode::Private);
+        assert_eq!(c.network_group.as_deref(), Some("web"));
+        assert_eq!(c.ports, template.ports.clone().unwrap());
+        // A template stored before networks existed (the migration marks it
+        // "network": "none") runs its tasks as they ran then.
+        let old = job_with(serde_json::json!({
+            "image": "img", "cpu": 0.1, "memory_mib": 64, "network": "none"
+        }));
+        let c = task_container(&old, &SecretEnv::default(), 600, 0, 1).unwrap();
+        assert_eq!((c.network, c.ports.len()), (NetworkMode::None, 0));
+        // A template with ports but no network is refused, naming the field.
+        let mut bad = template.clone();
+        bad.network = Some(NetworkMode::None);
+        let err = task_container(
+            &job_with(serde_json::to_value(&bad).unwrap()),
+            &SecretEnv::default(),
+            600,
+            0,
+            1,
+        )
+        .unwrap_err();
+        assert_eq!(
+            (err.field.as_str(), err.kind),
+            ("network_group", skiff_core::FieldErrorKind::Unprocessable)
+        );
+    }
+
     #[test]
     fn a_job_is_over_its_deadline_from_its_start_or_over_its_budget() {
         let now = Utc::now();

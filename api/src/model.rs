@@ -4,8 +4,9 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use skiff_core::{
-    validate_env, validate_labels, ContainerName, ContainerState, CpuMillis, FieldError, ImageRef,
-    MemoryMib, Reason, RestartPolicy, SecretEnv,
+    validate_env, validate_labels, validate_network, ContainerName, ContainerState, CpuMillis,
+    FieldError, ImageRef, MemoryMib, NetworkMode, PortRequest, Protocol, Reason, RestartPolicy,
+    SecretEnv,
 };
 use std::collections::BTreeMap;
 use utoipa::ToSchema;
@@ -93,6 +94,21 @@ pub struct CreateContainer {
     #[schema(minimum = 1, maximum = 86400)]
     pub max_pending_s: Option<u32>,
     pub placement: Option<PlacementRequest>,
+    /// `private` (default): its own network namespace with an address on
+    /// its host's bridge, placed only on hosts that offer a network; `none`:
+    /// loopback only.
+    #[schema(value_type = Option<schemas::NetworkModeName>)]
+    pub network: Option<NetworkMode>,
+    /// `network: private` only: containers of this tenant naming the same
+    /// group reach each other; without one, it reaches no other container.
+    /// A DNS label: 1 to 63 of a-z, 0-9 and '-', starting and ending with a
+    /// letter or digit.
+    #[schema(pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", max_length = 63)]
+    pub network_group: Option<String>,
+    /// `network: private` only: ports to publish on its host (at most 16),
+    /// each (port, protocol) once and each (host_port, protocol) once.
+    #[schema(schema_with = schemas::port_requests)]
+    pub ports: Option<Vec<PortRequest>>,
 }
 
 /// Constraints on where a container may run.
@@ -145,6 +161,9 @@ pub struct NewContainer {
     pub labels: BTreeMap<String, String>,
     pub max_pending_s: u32,
     pub host_labels: BTreeMap<String, String>,
+    pub network: NetworkMode,
+    pub network_group: Option<String>,
+    pub ports: Vec<PortRequest>,
 }
 
 /// Which job task a container is an attempt of.
@@ -217,6 +236,9 @@ impl CreateContainer {
             .and_then(|p| p.host_labels)
             .unwrap_or_default();
         validate_labels("placement.host_labels", &host_labels)?;
+        let network = self.network.unwrap_or_default();
+        let ports = self.ports.unwrap_or_default();
+        validate_network(network, self.network_group.as_deref(), &ports)?;
         Ok(NewContainer {
             id,
             name,
@@ -236,6 +258,9 @@ impl CreateContainer {
             labels,
             max_pending_s,
             host_labels,
+            network,
+            network_group: self.network_group,
+            ports,
         })
     }
 }
@@ -305,6 +330,16 @@ pub struct ContainerView {
     /// Seconds it may wait for capacity before failing with NoCapacity.
     pub max_pending_s: u32,
     pub placement: PlacementRequest,
+    /// `private` or `none`.
+    #[schema(value_type = schemas::NetworkModeName)]
+    pub network: NetworkMode,
+    /// The group it shares a network with (null: none).
+    pub network_group: Option<String>,
+    /// Its address on its host's bridge, while its task runs (`running`,
+    /// `stopping`) with `network: private`; null otherwise.
+    pub ip: Option<String>,
+    /// Its published ports, with the host ports of its current placement.
+    pub ports: Vec<PortView>,
     /// pending, scheduled, pulling, starting, running, stopping, succeeded, failed, stopped.
     #[schema(value_type = schemas::ContainerStateName)]
     pub state: ContainerState,
@@ -327,6 +362,22 @@ pub struct ContainerView {
     /// `LogTruncated` event says which run).
     #[serde(default)]
     pub logs_truncated: bool,
+}
+
+/// A published port of a container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PortView {
+    /// The container's port.
+    pub port: u16,
+    #[schema(value_type = schemas::ProtocolName)]
+    pub protocol: Protocol,
+    /// The host port it is published on: assigned when the container is
+    /// placed, freed when it finishes (null while pending and once
+    /// finished). As asked, when the request named one.
+    pub host_port: Option<u16>,
+    /// The address `host_port` answers on (its host's); null while no
+    /// host port is assigned.
+    pub host_ip: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -408,6 +459,75 @@ mod tests {
         .validate(600)
         .unwrap_err();
         assert_eq!(err.field, "labels.a b");
+    }
+
+    #[test]
+    fn network_fields_default_to_a_private_network_without_group_or_ports() {
+        let c = request(serde_json::json!({"image": "x", "cpu": 1, "memory_mib": 64}))
+            .validate(600)
+            .unwrap();
+        assert_eq!(c.network, NetworkMode::Private);
+        assert_eq!((c.network_group, c.ports), (None, vec![]));
+    }
+
+    #[test]
+    fn network_fields_are_checked_and_refusals_name_their_field() {
+        let with = |fields: serde_json::Value| {
+            let mut body = serde_json::json!({"image": "x", "cpu": 1, "memory_mib": 64});
+            for (k, v) in fields.as_object().unwrap() {
+                body[k] = v.clone();
+            }
+            request(body).validate(600)
+        };
+        let (bad, clash) = (Some(400), Some(422));
+        #[rustfmt::skip]
+        let rows = [
+            // (body fields, refusal: field and HTTP status; None: accepted)
+            (serde_json::json!({"network": "none"}), None, None),
+            (serde_json::json!({"network": "private", "network_group": "web"}), None, None),
+            (serde_json::json!({"network_group": "web-1"}), None, None),
+            (serde_json::json!({"network_group": "Web"}), Some("network_group"), bad),
+            (serde_json::json!({"network_group": "web-"}), Some("network_group"), bad),
+            (serde_json::json!({"network_group": ""}), Some("network_group"), bad),
+            (serde_json::json!({"network": "none", "network_group": "web"}), Some("network_group"), clash),
+            (serde_json::json!({"ports": [{"port": 80}, {"port": 53, "protocol": "udp", "host_port": 20053}]}), None, None),
+            (serde_json::json!({"network": "none", "ports": [{"port": 80}]}), Some("ports"), clash),
+            (serde_json::json!({"network": "none", "ports": []}), None, None),
+            (serde_json::json!({"ports": [{"port": 0}]}), Some("ports[0].port"), bad),
+            (serde_json::json!({"ports": [{"port": 80, "host_port": 0}]}), Some("ports[0].host_port"), bad),
+            (serde_json::json!({"ports": [{"port": 80}, {"port": 80, "protocol": "tcp"}]}), Some("ports[1].port"), clash),
+            (serde_json::json!({"ports": [{"port": 80}, {"port": 80, "protocol": "udp"}]}), None, None),
+            (serde_json::json!({"ports": [{"port": 80, "host_port": 8080}, {"port": 81, "host_port": 8080}]}), Some("ports[1].host_port"), clash),
+            (serde_json::json!({"ports": [{"port": 80, "host_port": 8080}, {"port": 81, "protocol": "udp", "host_port": 8080}]}), None, None),
+            (serde_json::json!({"ports": (1..=16).map(|p| serde_json::json!({"port": p})).collect::<Vec<_>>()}), None, None),
+            (serde_json::json!({"ports": (1..=17).map(|p| serde_json::json!({"port": p})).collect::<Vec<_>>()}), Some("ports"), bad),
+        ];
+        for (fields, field, status) in rows {
+            match (with(fields.clone()), field) {
+                (Ok(c), None) => {
+                    assert_eq!(
+                        c.network_group.as_deref(),
+                        fields.get("network_group").and_then(|g| g.as_str())
+                    );
+                    assert_eq!(
+                        c.ports.len(),
+                        fields
+                            .get("ports")
+                            .map_or(0, |p| p.as_array().unwrap().len())
+                    );
+                }
+                (Err(err), Some(field)) => {
+                    assert_eq!(err.field, field, "{fields}");
+                    let problem = crate::error::ApiError::from(err).to_problem();
+                    assert_eq!(
+                        (problem.field.as_deref(), Some(problem.status)),
+                        (Some(field), status),
+                        "{fields}"
+                    );
+                }
+                (got, _) => panic!("{fields}: {got:?}"),
+            }
+        }
     }
 
     #[test]

@@ -11,16 +11,22 @@
 //! - [`names`]: container names and POSIX environment keys.
 //! - [`image`]: image references per the distribution grammar.
 //! - [`labels`]: the one rule for container, host and placement labels.
+//! - [`network`]: network modes, groups and published ports.
 
 pub mod image;
 pub mod labels;
 pub mod names;
+pub mod network;
 pub mod resources;
 pub mod state;
 
 pub use image::{image_pattern, ImageRef};
 pub use labels::{check_label, is_label_key, validate_labels, MAX_LABELS};
 pub use names::{validate_env, ContainerName, EnvError, SecretEnv};
+pub use network::{
+    validate_network, NetworkMode, PortRequest, Protocol, PublishedPort, MAX_PORTS,
+    NETWORK_GROUP_PATTERN,
+};
 pub use resources::{CpuMillis, MemoryMib};
 pub use state::{
     ContainerState, DesiredState, HostState, JobState, PlacementPolicy, Reason, RestartPolicy,
@@ -32,6 +38,18 @@ pub use state::{
 pub struct FieldError {
     pub field: String,
     pub message: String,
+    pub kind: FieldErrorKind,
+}
+
+/// What is wrong: the field itself, or how it goes with the rest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FieldErrorKind {
+    /// Out of its own rules (a range, a pattern): the API's 400.
+    #[default]
+    Invalid,
+    /// Well-formed, but it does not go with other fields of the request
+    /// (e.g. ports with `network: none`): the API's 422.
+    Unprocessable,
 }
 
 impl FieldError {
@@ -39,6 +57,15 @@ impl FieldError {
         Self {
             field: field.into(),
             message: message.into(),
+            kind: FieldErrorKind::Invalid,
+        }
+    }
+
+    /// A field that does not go with the rest of the request.
+    pub fn unprocessable(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            kind: FieldErrorKind::Unprocessable,
+            ..Self::new(field, message)
         }
     }
 }

@@ -17,10 +17,11 @@ pub use chunk::messages;
 
 use crate::secrets::Keyring;
 use crate::store::assignments::AssignmentStep;
-use crate::store::hosts::{Heartbeat, HeldImage};
+use crate::store::hosts::{Heartbeat, HeldImage, NetworkOffer};
 use crate::store::{ContainerRow, StoreError};
 use crate::AppState;
-use skiff_core::DesiredState;
+use sha2::{Digest, Sha256};
+use skiff_core::{DesiredState, NetworkMode, Protocol};
 use skiff_proto as pb;
 use skiff_proto::control_plane_server::ControlPlane;
 use std::pin::Pin;
@@ -28,6 +29,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
+use uuid::Uuid;
 
 /// When a change is not readable yet (an older transaction is still open),
 /// how soon to look again: at this pace for [`PENDING_FAST_FOR`] (under a
@@ -99,10 +101,106 @@ pub fn assignment(row: &ContainerRow, keyring: &Keyring) -> pb::Assignment {
             cpu_millis: row.cpu_millis as u32,
             memory_mib: row.memory_mib as u32,
             hostname: row.name.clone(),
-            ..Default::default()
+            network: network_mode(row.network) as i32,
+            network_key: row
+                .network_group
+                .as_deref()
+                .map(|group| network_key(row.tenant_id, group))
+                .unwrap_or_default(),
+            ports: row
+                .host_ports
+                .0
+                .iter()
+                .map(|p| pb::PortMapping {
+                    container_port: u32::from(p.port),
+                    protocol: protocol(p.protocol) as i32,
+                    host_port: u32::from(p.host_port),
+                })
+                .collect(),
         }),
         stop_timeout_s: row.stop_timeout_s as u32,
     }
+}
+
+fn network_mode(mode: NetworkMode) -> pb::NetworkMode {
+    match mode {
+        NetworkMode::None => pb::NetworkMode::None,
+        NetworkMode::Private => pb::NetworkMode::Private,
+    }
+}
+
+fn protocol(protocol: Protocol) -> pb::Protocol {
+    match protocol {
+        Protocol::Tcp => pb::Protocol::Tcp,
+        Protocol::Udp => pb::Protocol::Udp,
+    }
+}
+
+/// The key a host groups private containers by: the first 16 hex digits
+/// of sha256(tenant id, NUL, group). The tenant is part of it, so two
+/// tenants naming the same group never share a key; the worker sees
+/// neither the tenant nor the group's name.
+pub fn network_key(tenant: Uuid, group: &str) -> String {
+    let mut hash = Sha256::new();
+    hash.update(tenant.to_string());
+    hash.update([0]);
+    hash.update(group);
+    hex::encode(&hash.finalize()[..8])
+}
+
+/// A registration's network offer, checked: None when the worker offers
+/// none (no `network`); a bad one is refused.
+pub fn network_offer(network: Option<&pb::HostNetwork>) -> Result<Option<NetworkOffer>, Status> {
+    let Some(n) = network else {
+        return Ok(None);
+    };
+    let port = |name: &str, value: u32| {
+        u16::try_from(value)
+            .ok()
+            .filter(|p| *p >= 1)
+            .ok_or_else(|| {
+                Status::invalid_argument(format!(
+                    "network.{name} {value} is not a port (1 to 65535)"
+                ))
+            })
+    };
+    let start = port("port_range_start", n.port_range_start)?;
+    let end = port("port_range_end", n.port_range_end)?;
+    if start > end {
+        return Err(Status::invalid_argument(format!(
+            "network.port_range_start {start} is past port_range_end {end}"
+        )));
+    }
+    let host_ip = n.host_ip.parse::<std::net::IpAddr>().map_err(|_| {
+        Status::invalid_argument(format!(
+            "network.host_ip {:?} is not an IP address",
+            n.host_ip
+        ))
+    })?;
+    if !is_cidr(&n.subnet) {
+        return Err(Status::invalid_argument(format!(
+            "network.subnet {:?} is not a CIDR subnet (e.g. 10.213.0.0/24)",
+            n.subnet
+        )));
+    }
+    Ok(Some(NetworkOffer {
+        port_range_start: start,
+        port_range_end: end,
+        host_ip,
+        subnet: n.subnet.clone(),
+    }))
+}
+
+/// `address/prefix`, the prefix within the address's length.
+fn is_cidr(subnet: &str) -> bool {
+    let Some((address, prefix)) = subnet.split_once('/') else {
+        return false;
+    };
+    let (Ok(address), Ok(prefix)) = (address.parse::<std::net::IpAddr>(), prefix.parse::<u8>())
+    else {
+        return false;
+    };
+    prefix <= if address.is_ipv4() { 32 } else { 128 }
 }
 
 type AssignmentStream = Pin<Box<dyn Stream<Item = Result<pb::AssignmentUpdate, Status>> + Send>>;
@@ -146,10 +244,14 @@ impl ControlPlane for ControlPlaneService {
                 )))
             }
         }
-        self.state.store.register_host(&host, &req).await?;
+        let network = network_offer(req.network.as_ref())?;
+        self.state
+            .store
+            .register_host(&host, &req, network.as_ref())
+            .await?;
         tracing::info!(host = %host, agent = %req.agent_addr, cpu_millis = req.cpu_millis,
             memory_mib = req.memory_mib, containerd = %req.containerd_version, labels = ?req.labels,
-            "host registered");
+            network = ?network, "host registered");
         Ok(Response::new(pb::RegisterResponse {
             heartbeat_interval_ms: self.state.config.heartbeat_interval().as_millis() as u32,
         }))
@@ -399,4 +501,62 @@ where
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     tokio::spawn(produce(tx));
     Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn network_keys_are_short_stable_and_per_tenant() {
+        let a = Uuid::from_u128(0xa);
+        let b = Uuid::from_u128(0xb);
+        let key = network_key(a, "web");
+        assert_eq!(key.len(), 16);
+        assert!(key.bytes().all(|c| c.is_ascii_hexdigit()), "{key}");
+        assert_eq!(key, network_key(a, "web"));
+        assert_ne!(key, network_key(b, "web"), "tenants never share a key");
+        assert_ne!(key, network_key(a, "db"));
+        // The separator keeps (tenant, group) pairs apart.
+        let mut hash = Sha256::new();
+        hash.update(format!("{a}\0web"));
+        assert_eq!(key, hex::encode(&hash.finalize()[..8]));
+    }
+
+    #[test]
+    fn network_offers_table() {
+        let offer = |start, end, ip: &str, subnet: &str| pb::HostNetwork {
+            port_range_start: start,
+            port_range_end: end,
+            host_ip: ip.into(),
+            subnet: subnet.into(),
+        };
+        #[rustfmt::skip]
+        let rows = [
+            // (case, offer, accepted)
+            ("a local offer", offer(20000, 20999, "127.0.0.1", "10.213.0.0/24"), true),
+            ("one port", offer(20000, 20000, "0.0.0.0", "10.213.0.0/24"), true),
+            ("the whole port space", offer(1, 65535, "::1", "fd00::/64"), true),
+            ("start past end", offer(20001, 20000, "127.0.0.1", "10.213.0.0/24"), false),
+            ("port 0", offer(0, 20000, "127.0.0.1", "10.213.0.0/24"), false),
+            ("past 65535", offer(20000, 65536, "127.0.0.1", "10.213.0.0/24"), false),
+            ("a name, not an address", offer(20000, 20999, "localhost", "10.213.0.0/24"), false),
+            ("no address", offer(20000, 20999, "", "10.213.0.0/24"), false),
+            ("no subnet", offer(20000, 20999, "127.0.0.1", ""), false),
+            ("a subnet without a prefix", offer(20000, 20999, "127.0.0.1", "10.213.0.0"), false),
+            ("a prefix too long", offer(20000, 20999, "127.0.0.1", "10.213.0.0/33"), false),
+        ];
+        for (case, offer, accepted) in rows {
+            let got = network_offer(Some(&offer));
+            assert_eq!(got.is_ok(), accepted, "{case}: {got:?}");
+            if let Err(status) = got {
+                assert_eq!(status.code(), tonic::Code::InvalidArgument, "{case}");
+            }
+        }
+        assert_eq!(network_offer(None).unwrap(), None);
+        let ok = network_offer(Some(&offer(20000, 20999, "127.0.0.1", "10.213.0.0/24")))
+            .unwrap()
+            .unwrap();
+        assert_eq!((ok.port_range_start, ok.port_range_end), (20000, 20999));
+    }
 }

@@ -36,6 +36,21 @@ pub struct HostView {
     pub labels: BTreeMap<String, String>,
     pub last_heartbeat_at: DateTime<Utc>,
     pub containerd_version: String,
+    /// What it offers `network: private` containers; null: no network
+    /// (they are never placed on it).
+    pub network: Option<HostNetworkView>,
+}
+
+/// A host's network offer, as its worker registered it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct HostNetworkView {
+    /// The range host ports are published from, inclusive.
+    pub port_range_start: u16,
+    pub port_range_end: u16,
+    /// The address published ports answer on.
+    pub host_ip: String,
+    /// The bridge subnet containers get their addresses from (CIDR).
+    pub subnet: String,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -47,7 +62,17 @@ fn view(h: HostStatus) -> HostView {
     let mut images: Vec<String> = h.images.0.iter().map(|i| i.digest.clone()).collect();
     images.sort();
     images.dedup();
+    let network = match (h.port_range_start, h.port_range_end, &h.host_ip, &h.subnet) {
+        (Some(start), Some(end), Some(host_ip), Some(subnet)) => Some(HostNetworkView {
+            port_range_start: u16::try_from(start).unwrap_or_default(),
+            port_range_end: u16::try_from(end).unwrap_or_default(),
+            host_ip: host_ip.clone(),
+            subnet: subnet.clone(),
+        }),
+        _ => None,
+    };
     HostView {
+        network,
         state: h.state().as_str().to_owned(),
         id: h.id,
         cpu: h.cpu_millis as f64 / 1000.0,

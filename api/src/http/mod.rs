@@ -384,6 +384,35 @@ mod tests {
     }
 
     #[test]
+    fn json_errors_name_the_network_field() {
+        let body = |fields: &str| format!(r#"{{"image":"a","cpu":1,"memory_mib":64,{fields}}}"#);
+        #[rustfmt::skip]
+        let rows = [
+            // (fields, the field named)
+            (r#""network":"host""#, "network"),
+            (r#""network_group":7"#, "network_group"),
+            (r#""ports":{"port":80}"#, "ports"),
+            (r#""ports":[{"port":80},{"port":70000}]"#, "ports[1].port"),
+            (r#""ports":[{"port":-1}]"#, "ports[0].port"),
+            (r#""ports":[{"port":80,"protocol":"sctp"}]"#, "ports[0].protocol"),
+            (r#""ports":[{"port":80,"host_port":65536}]"#, "ports[0].host_port"),
+            (r#""ports":[{"port":80,"bogus":1}]"#, "ports[0].bogus"),
+            (r#""ports":[{"protocol":"tcp"}]"#, "ports[0].port"),
+            (r#""ports":[[80]]"#, "ports[0]"),
+        ];
+        for (fields, want) in rows {
+            assert_eq!(field_of(&body(fields)), want, "{fields}");
+        }
+        // The same fields, well-formed, parse.
+        let ok: CreateContainer = parse_json(
+            body(r#""network":"private","network_group":"web","ports":[{"port":80,"protocol":"udp","host_port":20000}]"#)
+                .as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(ok.ports.unwrap()[0].host_port, Some(20000));
+    }
+
+    #[test]
     fn integral_numbers_are_integers() {
         let body: CreateContainer =
             parse_json(br#"{"image":"a","cpu":1.0,"memory_mib":64.0,"max_cost":1e3}"#).unwrap();

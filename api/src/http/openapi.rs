@@ -17,7 +17,7 @@ use utoipa::{Modify, OpenApi};
         join_tokens::create, join_tokens::list, join_tokens::revoke, usage::tenant_report, usage::admin_report, usage::verify, usage::rates,
         usage::add_rate, usage::add_adjustment),
     components(schemas(CreateContainer, PlacementRequest, RestartPolicyName, ContainerView,
-        hosts::HostView, hosts::HostList, Timings, ContainerList,
+        hosts::HostView, hosts::HostNetworkView, hosts::HostList, Timings, PortView, ContainerList,
         EventView, EventList, CreateTenant, TenantCreated, Problem, usage::CreateAdjustment,
         events::EventItem, events::EventPage, jobs::CreateJob, jobs::JobView, jobs::JobList, jobs::TaskCountsView, crate::jobs::TaskOverride, webhooks::WebhookSecret, webhooks::DeliveryView, webhooks::DeliveryList, join_tokens::CreateJoinToken, join_tokens::JoinTokenView, join_tokens::JoinTokenList)),
     modifiers(&BearerAuth, &CommonProblems, &UniqueOperationIds)

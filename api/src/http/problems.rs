@@ -42,8 +42,11 @@ pub struct Conflict(pub Problem);
 
 /// Well-formed but refused as a whole: an `Idempotency-Key` already used
 /// for a different request (`idempotency-key-reused`), no host that could
-/// ever take the request (`no-host-fits`, with `max`), or the parts of a
-/// request that do not fit together (`unprocessable`).
+/// ever take the request (`no-host-fits`: `field` names the resource,
+/// e.g. `cpu`, `network` or `ports[1].host_port`, with `max` when it is a
+/// number), or the parts of a request that do not fit together
+/// (`unprocessable`: e.g. `ports` with `network: none`, or the same port
+/// twice, `field` naming the one at fault).
 #[derive(IntoResponses)]
 #[response(status = 422, content_type = "application/problem+json")]
 pub struct Unprocessable(pub Problem);

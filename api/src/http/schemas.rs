@@ -136,6 +136,84 @@ impl ToSchema for ContainerStateName {
     }
 }
 
+/// A container's network: `none` or `private` (`NetworkMode::ALL`).
+pub struct NetworkModeName;
+
+impl PartialSchema for NetworkModeName {
+    fn schema() -> RefOr<Schema> {
+        one_of_names(skiff_core::NetworkMode::ALL.map(|m| m.as_str()))
+            .description(Some(
+                "`private`: its own network namespace with an address on its host's \
+                 bridge; `none`: loopback only.",
+            ))
+            .into()
+    }
+}
+
+impl ToSchema for NetworkModeName {
+    fn name() -> Cow<'static, str> {
+        "NetworkMode".into()
+    }
+}
+
+/// A published port's protocol: `tcp` or `udp` (`Protocol::ALL`).
+pub struct ProtocolName;
+
+impl PartialSchema for ProtocolName {
+    fn schema() -> RefOr<Schema> {
+        one_of_names(skiff_core::Protocol::ALL.map(|p| p.as_str()))
+            .description(Some("A published port's protocol."))
+            .into()
+    }
+}
+
+impl ToSchema for ProtocolName {
+    fn name() -> Cow<'static, str> {
+        "Protocol".into()
+    }
+}
+
+/// A request's `ports` (`skiff_core::PortRequest`): at most 16.
+pub fn port_requests() -> RefOr<Schema> {
+    let port = ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .property(
+            "port",
+            integer(1, 65535).description(Some("The container's port.")),
+        )
+        .required("port")
+        .property(
+            "protocol",
+            one_of_names(skiff_core::Protocol::ALL.map(|p| p.as_str()))
+                .description(Some("`tcp` (default) or `udp`.")),
+        )
+        .property(
+            "host_port",
+            ObjectBuilder::new()
+                .schema_type(nullable(Type::Integer))
+                .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
+                .minimum(Some(1))
+                .maximum(Some(65535))
+                .description(Some(
+                    "The host port to publish it on: it must lie in its host's \
+                     range, and the container waits while another holds it. \
+                     Absent or null: the lowest free port of the range.",
+                )),
+        )
+        .additional_properties(Some(
+            utoipa::openapi::schema::AdditionalProperties::FreeForm(false),
+        ));
+    ArrayBuilder::new()
+        .schema_type(nullable(Type::Array))
+        .items(port)
+        .max_items(Some(skiff_core::MAX_PORTS))
+        .description(Some(
+            "Ports to publish on its host (`network: private` only; at most 16). \
+             No two with the same (port, protocol), nor the same (host_port, protocol).",
+        ))
+        .into()
+}
+
 /// Why a container is in its state: `Completed`, `Error`, ...
 /// (`Reason::ALL`).
 pub struct ReasonName;

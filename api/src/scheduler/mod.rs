@@ -9,10 +9,12 @@
 //!
 //! Layout:
 //! - [`place`]: placement and fair ordering, pure, with table tests.
+//! - [`ports`]: host ports as a resource (assignment, admission), pure, with table tests.
 //! - [`pace`]: tenants' start rates (token buckets), pure, with table tests.
 
 pub mod pace;
 pub mod place;
+pub mod ports;
 
 use crate::AppState;
 use std::sync::Arc;

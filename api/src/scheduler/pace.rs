@@ -82,6 +82,8 @@ mod tests {
             image: "r/img:1".into(),
             host_labels: BTreeMap::new(),
             prefer_host: None,
+            network: skiff_core::NetworkMode::None,
+            ports: Vec::new(),
         }
     }
 

@@ -3,9 +3,12 @@
 //! the store loads the input under a lock and commits the output.
 //!
 //! Rules, in order:
-//! 1. Only a host whose free cpu and memory both cover the request, and
-//!    that carries every label of `placement.host_labels`. Never
-//!    oversubscribed: each placement is subtracted before the next.
+//! 1. Only a host whose free cpu and memory both cover the request, that
+//!    carries every label of `placement.host_labels`, and, for `network:
+//!    private`, that offers a network with the request's host ports free
+//!    ([`super::ports::assign_ports`]): ports count as a resource. Never
+//!    oversubscribed: each placement (its cpu, memory and host ports) is
+//!    subtracted before the next.
 //! 2. Among those, the host the container ran on before (its logs are
 //!    there), then a host that already holds the image (no pull), then the
 //!    policy: `binpack` takes the fullest host, `spread` the emptiest.
@@ -20,8 +23,9 @@
 //!    ([`super::pace`]): past its tokens, its requests wait
 //!    ([`Wait::StartRate`]) before they get here.
 
+use super::ports::{self, NetworkMisfit, PortRange, UsedPorts};
 use chrono::{DateTime, Utc};
-use skiff_core::PlacementPolicy;
+use skiff_core::{NetworkMode, PlacementPolicy, PortRequest, Protocol, PublishedPort};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use uuid::Uuid;
 
@@ -35,6 +39,9 @@ pub struct PendingRequest {
     pub image: String,
     pub host_labels: BTreeMap<String, String>,
     pub prefer_host: Option<String>,
+    pub network: NetworkMode,
+    /// Ports to publish (`network: private` only).
+    pub ports: Vec<PortRequest>,
 }
 
 /// A placeable host (ready, heartbeating) and what it has left.
@@ -48,13 +55,29 @@ pub struct HostCapacity {
     /// Image references held (pulled and unpacked).
     pub images: BTreeSet<String>,
     pub labels: BTreeMap<String, String>,
+    /// The range it publishes ports from; None: it offers no network.
+    pub network: Option<PortRange>,
+    /// Host ports its containers holding capacity use.
+    pub used_ports: UsedPorts,
 }
 
 impl HostCapacity {
-    fn fits(&self, r: &PendingRequest) -> bool {
-        self.free_cpu_millis >= r.cpu_millis
-            && self.free_memory_mib >= r.memory_mib
-            && self.matches(&r.host_labels)
+    /// The host ports `r` gets here if it fits now (room, labels, network,
+    /// ports); None: it does not fit.
+    pub fn fit(&self, r: &PendingRequest) -> Option<Vec<PublishedPort>> {
+        if !(self.has_room(r) && self.matches(&r.host_labels)) {
+            return None;
+        }
+        ports::ports_on(self.network, &self.used_ports, r.network, &r.ports)
+    }
+
+    fn has_room(&self, r: &PendingRequest) -> bool {
+        self.free_cpu_millis >= r.cpu_millis && self.free_memory_mib >= r.memory_mib
+    }
+
+    /// Whether it offers what `network` needs (a private one: a network).
+    fn offers(&self, network: NetworkMode) -> bool {
+        network == NetworkMode::None || self.network.is_some()
     }
 
     pub fn matches(&self, wanted: &BTreeMap<String, String>) -> bool {
@@ -87,12 +110,27 @@ pub enum Wait {
     BehindOlder,
     /// The tenant's start rate is spent for now (starts per second).
     StartRate { per_s: f64 },
+    /// `network: private`, and no placeable host with its labels offers a
+    /// network.
+    NoNetwork,
+    /// Hosts with room offer a network, but not the host ports it asks
+    /// for: `taken` is a fixed host port none of them has free (None: not
+    /// enough free ports for its dynamic ones).
+    NoHostPort { taken: Option<(u16, Protocol)> },
+}
+
+/// A container placed on a host, with the host ports it got there.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Placement {
+    pub container: Uuid,
+    pub host: String,
+    pub ports: Vec<PublishedPort>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Decision {
-    /// (container, host), in placement order.
-    pub placements: Vec<(Uuid, String)>,
+    /// In placement order.
+    pub placements: Vec<Placement>,
     pub waiting: Vec<(Uuid, Wait)>,
 }
 
@@ -134,33 +172,66 @@ pub fn place(
             decision.waiting.push((r.id, Wait::BehindOlder));
             continue;
         }
-        let Some(index) = choose(r, &hosts, policy) else {
-            let wait = if hosts.iter().any(|h| h.matches(&r.host_labels)) {
-                Wait::NoRoom
-            } else {
-                Wait::NoMatchingHost
-            };
-            decision.waiting.push((r.id, wait));
+        let Some((index, ports)) = choose(r, &hosts, policy) else {
+            decision.waiting.push((r.id, why_waiting(r, &hosts)));
             blocked.insert(r.tenant);
             continue;
         };
         let host = &mut hosts[index];
         host.free_cpu_millis -= r.cpu_millis;
         host.free_memory_mib -= r.memory_mib;
+        host.used_ports
+            .extend(ports.iter().map(|p| (p.host_port, p.protocol)));
         // The image is not counted as held until the host reports it: a
         // burst of one new image must not pull spread onto a single host.
-        decision.placements.push((r.id, host.id.clone()));
+        decision.placements.push(Placement {
+            container: r.id,
+            host: host.id.clone(),
+            ports,
+        });
     }
     decision
 }
 
-fn choose(r: &PendingRequest, hosts: &[HostCapacity], policy: PlacementPolicy) -> Option<usize> {
+/// Why no host takes `r` now.
+fn why_waiting(r: &PendingRequest, hosts: &[HostCapacity]) -> Wait {
+    let matching: Vec<&HostCapacity> = hosts.iter().filter(|h| h.matches(&r.host_labels)).collect();
+    if matching.is_empty() {
+        return Wait::NoMatchingHost;
+    }
+    if !matching.iter().any(|h| h.offers(r.network)) {
+        return Wait::NoNetwork;
+    }
+    // Hosts with room and a network: then the ports are what is missing.
+    let roomy: Vec<&&HostCapacity> = matching
+        .iter()
+        .filter(|h| h.has_room(r) && h.offers(r.network))
+        .collect();
+    if roomy.is_empty() {
+        return Wait::NoRoom;
+    }
+    let taken = r.ports.iter().find_map(|p| {
+        let key = (p.host_port?, p.protocol);
+        let free_somewhere = roomy.iter().any(|h| {
+            h.network.is_some_and(|range| range.contains(key.0)) && !h.used_ports.contains(&key)
+        });
+        (!free_somewhere).then_some(key)
+    });
+    Wait::NoHostPort { taken }
+}
+
+/// The host `r` goes to, and the host ports it gets there.
+fn choose(
+    r: &PendingRequest,
+    hosts: &[HostCapacity],
+    policy: PlacementPolicy,
+) -> Option<(usize, Vec<PublishedPort>)> {
     hosts
         .iter()
         .enumerate()
-        .filter(|(_, h)| h.fits(r))
+        .filter_map(|(i, h)| Some((i, h, h.fit(r)?)))
         // min_by_key keeps the first of equals: hosts are sorted by id.
-        .min_by_key(|(_, h)| {
+        .min_by_key(|(_, h, _)| {
             let preferred = r.prefer_host.as_deref() == Some(h.id.as_str());
             let has_image = h.images.contains(&r.image);
             let free_after = h.free_after_ppm(r);
@@ -170,7 +241,7 @@ fn choose(r: &PendingRequest, hosts: &[HostCapacity], policy: PlacementPolicy) -
             };
             (!preferred, !has_image, policy_key)
         })
-        .map(|(i, _)| i)
+        .map(|(i, _, ports)| (i, ports))
 }
 
 /// The largest request any of `hosts` could ever take (its whole capacity),
@@ -190,6 +261,24 @@ pub fn largest_fit(
     ))
 }
 
+/// Why none of `hosts` carrying `labels` could ever give a request of
+/// `network` with `ports` its network (see [`ports::network_misfit`]); None
+/// when one could, or when no host carries the labels (then the request
+/// queues: such a host may register).
+pub fn network_misfit(
+    hosts: &[HostCapacity],
+    labels: &BTreeMap<String, String>,
+    network: NetworkMode,
+    ports: &[PortRequest],
+) -> Option<NetworkMisfit> {
+    let offers: Vec<Option<PortRange>> = hosts
+        .iter()
+        .filter(|h| h.matches(labels))
+        .map(|h| h.network)
+        .collect();
+    ports::network_misfit(&offers, network, ports)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -206,6 +295,8 @@ mod tests {
             image: "r/img:1".into(),
             host_labels: BTreeMap::new(),
             prefer_host: None,
+            network: NetworkMode::None,
+            ports: Vec::new(),
         }
     }
 
@@ -218,6 +309,8 @@ mod tests {
             free_memory_mib: free_mem,
             images: BTreeSet::new(),
             labels: BTreeMap::new(),
+            network: None,
+            used_ports: UsedPorts::new(),
         }
     }
 
@@ -225,7 +318,16 @@ mod tests {
         decision
             .placements
             .iter()
-            .map(|(_, h)| h.as_str())
+            .map(|p| p.host.as_str())
+            .collect()
+    }
+
+    /// (container, host) of each placement, in order.
+    fn pairs(decision: &Decision) -> Vec<(Uuid, String)> {
+        decision
+            .placements
+            .iter()
+            .map(|p| (p.container, p.host.clone()))
             .collect()
     }
 
@@ -363,7 +465,7 @@ mod tests {
             vec![host("h1", 1000, 4096)],
             PlacementPolicy::Binpack,
         );
-        assert_eq!(d.placements, vec![(Uuid::from_u128(3), "h1".to_string())]);
+        assert_eq!(pairs(&d), vec![(Uuid::from_u128(3), "h1".to_string())]);
         assert_eq!(
             d.waiting,
             vec![
@@ -399,8 +501,114 @@ mod tests {
             PlacementPolicy::Binpack,
         );
         assert_eq!(
-            d.placements.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+            d.placements.iter().map(|p| p.container).collect::<Vec<_>>(),
             vec![Uuid::from_u128(0), Uuid::from_u128(5000)]
+        );
+    }
+
+    /// `h` offering a network on `start..=end`, with `used` taken.
+    fn offering(mut h: HostCapacity, start: u16, end: u16, used: &[u16]) -> HostCapacity {
+        h.network = Some(PortRange { start, end });
+        h.used_ports = used.iter().map(|p| (*p, Protocol::Tcp)).collect();
+        h
+    }
+
+    /// A `network: private` request publishing `ports`.
+    fn private(n: u128, tenant: Uuid, ports: Vec<PortRequest>) -> PendingRequest {
+        PendingRequest {
+            network: NetworkMode::Private,
+            ports,
+            ..req(n, tenant, 500, 256)
+        }
+    }
+
+    /// Container port `port`/tcp on any host port, or on `host_port`.
+    fn tcp(port: u16, host_port: Option<u16>) -> PortRequest {
+        PortRequest {
+            port,
+            protocol: Protocol::Tcp,
+            host_port,
+        }
+    }
+
+    #[test]
+    fn network_and_ports_table() {
+        let h1 = || host("h1", 1000, 1024);
+        let h2 = || host("h2", 4000, 4096);
+        let full = || host("h1", 0, 0);
+        let taken = |port| Wait::NoHostPort {
+            taken: Some((port, Protocol::Tcp)),
+        };
+        type Row<'a> = (
+            &'a str,
+            Vec<HostCapacity>,
+            Vec<PendingRequest>,
+            Vec<(&'a str, Vec<u16>)>,
+            Vec<(u128, Wait)>,
+        );
+        #[rustfmt::skip]
+        let rows: Vec<Row> = vec![
+            // (case, hosts, requests, placements (host, host ports), waiting)
+            ("ports fit", vec![offering(h1(), 20000, 20009, &[])], vec![private(1, A, vec![tcp(80, None), tcp(81, Some(20003))])], vec![("h1", vec![20000, 20003])], vec![]),
+            ("used ports are skipped", vec![offering(h1(), 20000, 20009, &[20000, 20001])], vec![private(1, A, vec![tcp(80, None)])], vec![("h1", vec![20002])], vec![]),
+            ("ports do not fit: the range is used up", vec![offering(h1(), 20000, 20001, &[20000, 20001])], vec![private(1, A, vec![tcp(80, None)])], vec![], vec![(1, Wait::NoHostPort { taken: None })]),
+            ("a fixed port in use waits", vec![offering(h1(), 20000, 20009, &[20005])], vec![private(1, A, vec![tcp(80, Some(20005))])], vec![], vec![(1, taken(20005))]),
+            ("a fixed port outside the range waits", vec![offering(h1(), 20000, 20009, &[])], vec![private(1, A, vec![tcp(80, Some(8080))])], vec![], vec![(1, taken(8080))]),
+            ("a fixed port twice in one round: the second waits", vec![offering(h1(), 20000, 20009, &[])], vec![private(1, A, vec![tcp(80, Some(20005))]), private(2, B, vec![tcp(80, Some(20005))])], vec![("h1", vec![20005])], vec![(2, taken(20005))]),
+            ("dynamic ports in one round never repeat", vec![offering(h1(), 20000, 20009, &[])], vec![private(1, A, vec![tcp(80, None)]), private(2, B, vec![tcp(80, None)])], vec![("h1", vec![20000]), ("h1", vec![20001])], vec![]),
+            ("the last free port goes once", vec![offering(h1(), 20000, 20000, &[])], vec![private(1, A, vec![tcp(80, None)]), private(2, B, vec![tcp(80, None)])], vec![("h1", vec![20000])], vec![(2, Wait::NoHostPort { taken: None })]),
+            ("a fixed port taken on one host goes to another", vec![offering(h1(), 20000, 20009, &[20005]), offering(h2(), 20000, 20009, &[])], vec![private(1, A, vec![tcp(80, Some(20005))])], vec![("h2", vec![20005])], vec![]),
+            ("private on a host without a network waits", vec![h1()], vec![private(1, A, vec![])], vec![], vec![(1, Wait::NoNetwork)]),
+            ("private skips the fuller host without a network", vec![h1(), offering(h2(), 20000, 20009, &[])], vec![private(1, A, vec![])], vec![("h2", vec![])], vec![]),
+            ("none on a host without a network still fits", vec![h1()], vec![req(1, A, 500, 256)], vec![("h1", vec![])], vec![]),
+            ("none publishes nothing on a host with a network", vec![offering(h1(), 20000, 20000, &[20000])], vec![req(1, A, 500, 256)], vec![("h1", vec![])], vec![]),
+            ("no room comes before ports", vec![offering(full(), 20000, 20009, &[20005])], vec![private(1, A, vec![tcp(80, Some(20005))])], vec![], vec![(1, Wait::NoRoom)]),
+        ];
+        for (case, hosts, requests, want, waiting) in rows {
+            let d = place(&requests, hosts, PlacementPolicy::Binpack);
+            let got: Vec<(&str, Vec<u16>)> = d
+                .placements
+                .iter()
+                .map(|p| {
+                    (
+                        p.host.as_str(),
+                        p.ports.iter().map(|p| p.host_port).collect(),
+                    )
+                })
+                .collect();
+            assert_eq!(got, want, "{case}: {d:?}");
+            let waiting: Vec<(Uuid, Wait)> = waiting
+                .into_iter()
+                .map(|(n, w)| (Uuid::from_u128(n), w))
+                .collect();
+            assert_eq!(d.waiting, waiting, "{case}");
+        }
+    }
+
+    #[test]
+    fn network_misfit_considers_matching_hosts_only() {
+        let mut zoned = offering(host("h2", 4000, 4096), 20000, 20009, &[]);
+        zoned.labels.insert("zone".into(), "b".into());
+        let hosts = vec![host("h1", 4000, 4096), zoned];
+        let any = BTreeMap::new();
+        let zone_a: BTreeMap<_, _> = [("zone".to_string(), "a".to_string())].into();
+        let web = [tcp(80, Some(20001))];
+        assert_eq!(
+            network_misfit(&hosts, &any, NetworkMode::Private, &web),
+            None
+        );
+        assert_eq!(
+            network_misfit(&hosts[..1], &any, NetworkMode::Private, &[]),
+            Some(NetworkMisfit::NoNetwork)
+        );
+        assert_eq!(
+            network_misfit(&hosts[..1], &any, NetworkMode::None, &[]),
+            None
+        );
+        assert_eq!(
+            network_misfit(&hosts, &zone_a, NetworkMode::Private, &web),
+            None,
+            "no host with the labels: it queues"
         );
     }
 

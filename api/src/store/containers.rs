@@ -45,9 +45,10 @@ pub(super) async fn insert_row(
         "INSERT INTO containers (id, tenant_id, name, image, command, env, secure_env_keys, \
          secure_env_kid, secure_env_sealed, cpu_millis, \
          memory_mib, restart_policy, max_restarts, stop_timeout_s, labels, max_pending_s, host_labels, \
-         timeout_s, max_cost, notify_url, job_id, task_index, task_attempt, pending_since) \
+         timeout_s, max_cost, notify_url, job_id, task_index, task_attempt, network, network_group, \
+         ports, pending_since) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, \
-         $19, $20, $21, $22, $23, now()) \
+         $19, $20, $21, $22, $23, $24, $25, $26, now()) \
          RETURNING {CONTAINER_COLUMNS}"
     ))
     .bind(c.id)
@@ -73,6 +74,9 @@ pub(super) async fn insert_row(
     .bind(c.task.map(|t| t.job))
     .bind(c.task.map(|t| t.index))
     .bind(c.task.map(|t| t.attempt))
+    .bind(c.network)
+    .bind(&c.network_group)
+    .bind(Json(&c.ports))
     .fetch_one(&mut *conn)
     .await;
     match result {
@@ -355,19 +359,23 @@ impl Store {
                     Some(host) => super::placement::host_room(&mut tx, host, live_within).await?,
                     None => None,
                 };
-                let (alive, fits) = host.map_or((false, false), |h| {
-                    (
-                        h.alive,
-                        h.placeable
-                            && h.free_cpu_millis >= i64::from(row.cpu_millis)
-                            && h.free_memory_mib >= i64::from(row.memory_mib),
-                    )
-                });
-                let target = lifecycle::new_run_target(&row.facts(), alive, fits);
+                // The host ports a new run would get there (asked only for
+                // a finished container: one that has not finished still
+                // holds its own).
+                let (alive, room) = host.map_or((false, None), |h| (h.alive, h.room_for(&row)));
+                let target = lifecycle::new_run_target(&row.facts(), alive, room.is_some());
                 let (state, requeue) = match target {
                     NewRunTarget::SameHostAfterStop => (ContainerState::Stopping, false),
                     NewRunTarget::SameHost => (ContainerState::Scheduled, false),
                     NewRunTarget::Queue => (ContainerState::Pending, true),
+                };
+                // A finished container claims capacity on its host again:
+                // with the host ports it got there now. Otherwise it keeps
+                // the ones it holds, or, queued, gets new ones when placed.
+                let host_ports = match target {
+                    NewRunTarget::SameHost if row.state.is_terminal() => room,
+                    NewRunTarget::Queue => Some(Vec::new()),
+                    _ => None,
                 };
                 if requeue && !row.state.is_terminal() {
                     if let Some(host) = row.host_id.as_deref() {
@@ -392,12 +400,14 @@ impl Store {
                      prefer_host_id = CASE WHEN $3 THEN host_id ELSE prefer_host_id END, \
                      host_id = CASE WHEN $3 THEN NULL ELSE host_id END, \
                      pending_since = CASE WHEN $3 THEN now() ELSE pending_since END, \
-                     scheduled_at = CASE WHEN $3 THEN NULL ELSE clock_timestamp() END \
+                     scheduled_at = CASE WHEN $3 THEN NULL ELSE clock_timestamp() END, \
+                     host_ports = COALESCE($4, host_ports), ip = NULL \
                      WHERE id = $1",
                 )
                 .bind(id)
                 .bind(state)
                 .bind(requeue)
+                .bind(host_ports.map(Json))
                 .execute(&mut *tx)
                 .await?;
                 if action == Action::Restart {

@@ -23,7 +23,7 @@ use chrono::{DateTime, Utc};
 use skiff_core::{ContainerState, HostState};
 use skiff_proto as pb;
 use sqlx::types::Json;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -53,6 +53,21 @@ pub struct HostStatus {
     pub lost: bool,
     pub revoked: bool,
     pub containerd_version: String,
+    pub port_range_start: Option<i32>,
+    pub port_range_end: Option<i32>,
+    pub host_ip: Option<String>,
+    pub subnet: Option<String>,
+}
+
+/// What a host offers `network: private` containers, as registered
+/// (validated by the gRPC layer).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkOffer {
+    pub port_range_start: u16,
+    pub port_range_end: u16,
+    pub host_ip: std::net::IpAddr,
+    /// CIDR.
+    pub subnet: String,
 }
 
 impl HostStatus {
@@ -94,12 +109,22 @@ pub struct LostHost {
 }
 
 impl Store {
-    pub async fn register_host(&self, host: &str, req: &pb::RegisterRequest) -> Result<()> {
+    /// Records a host's registration, with the network it offers (None:
+    /// none; its private containers then stay where they are, and no new
+    /// one is placed there).
+    pub async fn register_host(
+        &self,
+        host: &str,
+        req: &pb::RegisterRequest,
+        network: Option<&NetworkOffer>,
+    ) -> Result<()> {
         sqlx::query(
-            "INSERT INTO hosts (id, agent_addr, cpu_millis, memory_mib, containerd_version, hostname, labels) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) \
+            "INSERT INTO hosts (id, agent_addr, cpu_millis, memory_mib, containerd_version, hostname, labels, \
+               port_range_start, port_range_end, host_ip, subnet) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
              ON CONFLICT (id) DO UPDATE SET agent_addr = $2, cpu_millis = $3, memory_mib = $4, \
-               containerd_version = $5, hostname = $6, labels = $7, last_heartbeat_at = now()",
+               containerd_version = $5, hostname = $6, labels = $7, last_heartbeat_at = now(), \
+               port_range_start = $8, port_range_end = $9, host_ip = $10, subnet = $11",
         )
         .bind(host)
         .bind(&req.agent_addr)
@@ -108,9 +133,28 @@ impl Store {
         .bind(&req.containerd_version)
         .bind(&req.hostname)
         .bind(Json(req.labels.iter().collect::<BTreeMap<_, _>>()))
+        .bind(network.map(|n| i32::from(n.port_range_start)))
+        .bind(network.map(|n| i32::from(n.port_range_end)))
+        .bind(network.map(|n| n.host_ip.to_string()))
+        .bind(network.map(|n| n.subnet.as_str()))
         .execute(&self.pool)
         .await?;
         self.notify_scheduler().await
+    }
+
+    /// The address each of `hosts` publishes ports on (hosts offering no
+    /// network are left out).
+    pub async fn host_ips(&self, hosts: &[String]) -> Result<HashMap<String, String>> {
+        if hosts.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT id, host_ip FROM hosts WHERE id = ANY($1) AND host_ip IS NOT NULL",
+        )
+        .bind(hosts)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().collect())
     }
 
     /// Records a heartbeat; None when the host is unknown (it must
@@ -161,7 +205,8 @@ impl Store {
             "SELECT h.id, h.cpu_millis::bigint AS cpu_millis, h.memory_mib, \
                COALESCE(a.cpu, 0) AS allocated_cpu_millis, COALESCE(a.mem, 0) AS allocated_memory_mib, \
                COALESCE(a.running, 0) AS running, h.images, h.labels, h.last_heartbeat_at, h.draining, \
-               NOT {HOST_ALIVE} AS lost, h.revoked_at IS NOT NULL AS revoked, h.containerd_version \
+               NOT {HOST_ALIVE} AS lost, h.revoked_at IS NOT NULL AS revoked, h.containerd_version, \
+               h.port_range_start, h.port_range_end, h.host_ip, h.subnet \
              FROM hosts h LEFT JOIN ({ALLOCATION_BY_HOST}) a ON a.host_id = h.id \
              WHERE $2::text IS NULL OR h.id = $2 ORDER BY h.id"
         ))
@@ -326,7 +371,7 @@ async fn fail_host_lost(
 ) -> Result<()> {
     sqlx::query(
         "UPDATE containers SET state = 'failed', reason = 'HostLost', desired = 'stopped', \
-           restart_at = NULL, message = 'host ' || host_id || ' ' || $2, finished_at = now() \
+           restart_at = NULL, message = 'host ' || host_id || ' ' || $2, finished_at = now(), ip = NULL \
          WHERE id = $1",
     )
     .bind(row.id)
@@ -348,7 +393,7 @@ async fn replace_elsewhere(
            host_id = NULL, prefer_host_id = NULL, pending_since = now(), scheduled_at = NULL, \
            restart_at = NULL, backoff_step = 0, reason = 'HostLost', \
            message = 'host ' || host_id || ' ' || $3 || '; placing the container on another host', \
-           exit_code = NULL, started_at = NULL, finished_at = NULL \
+           exit_code = NULL, started_at = NULL, finished_at = NULL, host_ports = '[]', ip = NULL \
          WHERE id = $1",
     )
     .bind(row.id)

@@ -39,7 +39,9 @@ pub mod webhooks;
 
 use crate::lifecycle::{Facts, Transition};
 use chrono::{DateTime, Utc};
-use skiff_core::{ContainerState, DesiredState, Reason, RestartPolicy};
+use skiff_core::{
+    ContainerState, DesiredState, NetworkMode, PortRequest, PublishedPort, Reason, RestartPolicy,
+};
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::types::Json;
 use sqlx::{PgConnection, Postgres};
@@ -149,6 +151,15 @@ pub struct ContainerRow {
     pub start_ms: Option<i64>,
     pub deleted_at: Option<DateTime<Utc>>,
     pub removed_at: Option<DateTime<Utc>>,
+    pub network: NetworkMode,
+    pub network_group: Option<String>,
+    /// The ports it asks to publish.
+    pub ports: Json<Vec<PortRequest>>,
+    /// The host ports of its current placement (they count only while it
+    /// holds capacity: [`ContainerRow::holds_capacity`]).
+    pub host_ports: Json<Vec<PublishedPort>>,
+    /// Its address on its host's bridge, as last reported running.
+    pub ip: Option<String>,
 }
 
 impl ContainerRow {
@@ -162,6 +173,12 @@ impl ContainerRow {
             self.secure_env_sealed.as_deref(),
             &crate::secrets::container_row(self.id),
         )
+    }
+
+    /// Whether it holds capacity (cpu, memory, host ports) on its host:
+    /// the row-level twin of the `holds_capacity!` condition.
+    pub fn holds_capacity(&self) -> bool {
+        self.host_id.is_some() && self.removed_at.is_none() && !self.state.is_terminal()
     }
 
     /// The facts the lifecycle decides on.
@@ -187,18 +204,40 @@ const CONTAINER_COLUMNS: &str = "id, tenant_id, name, image, image_digest, comma
     cpu_millis, memory_mib, restart_policy, max_restarts, stop_timeout_s, timeout_s, max_cost, notify_url, labels, desired, generation, \
     restart_at, state, reason, message, exit_code, restart_count, backoff_step, host_id, \
     max_pending_s, pending_since, host_labels, prefer_host_id, created_at, \
-    scheduled_at, started_at, finished_at, queued_ms, pull_ms, create_ms, start_ms, deleted_at, removed_at";
+    scheduled_at, started_at, finished_at, queued_ms, pull_ms, create_ms, start_ms, deleted_at, removed_at, \
+    network, network_group, ports, host_ports, ip";
 
 /// The states that hold a host's resources (everything not finished).
 const TERMINAL_STATES: &str = "('succeeded', 'failed', 'stopped')";
 
+/// The one definition of a container holding capacity on its host (its
+/// cpu, memory and host ports): placed, not removed, not finished. A
+/// condition on `containers` (unqualified columns).
+macro_rules! holds_capacity {
+    () => {
+        "host_id IS NOT NULL AND removed_at IS NULL \
+         AND state NOT IN ('succeeded', 'failed', 'stopped')"
+    };
+}
+
 /// The one definition of a host's allocation, for placement and the hosts
 /// view alike: what its unfinished containers reserve, and how many run.
 /// Join it as `a` on `a.host_id = h.id`.
-const ALLOCATION_BY_HOST: &str = "SELECT host_id, SUM(cpu_millis)::bigint AS cpu, \
-    SUM(memory_mib)::bigint AS mem, count(*) FILTER (WHERE state = 'running') AS running \
-    FROM containers WHERE host_id IS NOT NULL AND removed_at IS NULL \
-    AND state NOT IN ('succeeded', 'failed', 'stopped') GROUP BY host_id";
+const ALLOCATION_BY_HOST: &str = concat!(
+    "SELECT host_id, SUM(cpu_millis)::bigint AS cpu, \
+     SUM(memory_mib)::bigint AS mem, count(*) FILTER (WHERE state = 'running') AS running \
+     FROM containers WHERE ",
+    holds_capacity!(),
+    " GROUP BY host_id"
+);
+
+/// The host ports in use, one row per (host_id, port): each a
+/// [`PublishedPort`] of a container holding capacity on that host.
+const PORTS_BY_HOST: &str = concat!(
+    "SELECT host_id, p AS port FROM containers, jsonb_array_elements(host_ports) p WHERE ",
+    holds_capacity!(),
+    " AND host_ports <> '[]'"
+);
 
 /// A host (`h`) heard from within `$1` seconds and not judged lost.
 const HOST_ALIVE: &str =

@@ -5,11 +5,12 @@
 //! (`max_pending_s`), restarts whose back-off has passed, and the admission
 //! check that refuses requests no host could ever take.
 
-use super::{Result, Store, ALLOCATION_BY_HOST, HOST_ALIVE};
+use super::{ContainerRow, Result, Store, ALLOCATION_BY_HOST, HOST_ALIVE, PORTS_BY_HOST};
 use crate::scheduler::pace::{self, StartRate};
 use crate::scheduler::place::{self, HostCapacity, PendingRequest, Wait};
+use crate::scheduler::ports::{self, PortRange, UsedPorts};
 use chrono::{DateTime, Utc};
-use skiff_core::PlacementPolicy;
+use skiff_core::{NetworkMode, PlacementPolicy, PortRequest, PublishedPort};
 use sqlx::types::Json;
 use sqlx::PgConnection;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -41,6 +42,24 @@ pub struct HostRoom {
     pub placeable: bool,
     pub free_cpu_millis: i64,
     pub free_memory_mib: i64,
+    /// Its port range (None: it offers no network).
+    pub network: Option<PortRange>,
+    pub used_ports: UsedPorts,
+}
+
+impl HostRoom {
+    /// The host ports a new run of `row` gets here if it may claim
+    /// capacity now (placeable, room for its cpu and memory, its network
+    /// and ports); None: it does not fit.
+    pub fn room_for(&self, row: &ContainerRow) -> Option<Vec<PublishedPort>> {
+        let fits = self.placeable
+            && self.free_cpu_millis >= i64::from(row.cpu_millis)
+            && self.free_memory_mib >= i64::from(row.memory_mib);
+        if !fits {
+            return None;
+        }
+        ports::ports_on(self.network, &self.used_ports, row.network, &row.ports.0)
+    }
 }
 
 #[derive(sqlx::FromRow)]
@@ -54,18 +73,29 @@ struct HostLoad {
     images: Vec<String>,
     alive: bool,
     placeable: bool,
+    port_range_start: Option<i32>,
+    port_range_end: Option<i32>,
 }
 
-impl From<HostLoad> for HostCapacity {
-    fn from(h: HostLoad) -> Self {
+impl HostLoad {
+    /// Its port range, as registered (None: it offers no network).
+    fn network(&self) -> Option<PortRange> {
+        let start = u16::try_from(self.port_range_start?).ok()?;
+        let end = u16::try_from(self.port_range_end?).ok()?;
+        Some(PortRange { start, end })
+    }
+
+    fn capacity(self, used_ports: UsedPorts) -> HostCapacity {
         HostCapacity {
-            id: h.id,
-            cpu_millis: h.cpu_millis,
-            memory_mib: h.memory_mib,
-            free_cpu_millis: h.free_cpu_millis,
-            free_memory_mib: h.free_memory_mib,
-            images: h.images.into_iter().collect::<BTreeSet<_>>(),
-            labels: h.labels.0,
+            network: self.network(),
+            used_ports,
+            id: self.id,
+            cpu_millis: self.cpu_millis,
+            memory_mib: self.memory_mib,
+            free_cpu_millis: self.free_cpu_millis,
+            free_memory_mib: self.free_memory_mib,
+            images: self.images.into_iter().collect::<BTreeSet<_>>(),
+            labels: self.labels.0,
         }
     }
 }
@@ -77,7 +107,8 @@ fn host_load_sql(filter: &str) -> String {
            h.cpu_millis::bigint - COALESCE(a.cpu, 0) AS free_cpu_millis, \
            h.memory_mib - COALESCE(a.mem, 0) AS free_memory_mib, h.labels, \
            ARRAY(SELECT i->>'reference' FROM jsonb_array_elements(h.images) i) AS images, \
-           {HOST_ALIVE} AS alive, ({HOST_ALIVE} AND NOT h.draining) AS placeable \
+           {HOST_ALIVE} AS alive, ({HOST_ALIVE} AND NOT h.draining) AS placeable, \
+           h.port_range_start, h.port_range_end \
          FROM hosts h LEFT JOIN ({ALLOCATION_BY_HOST}) a ON a.host_id = h.id \
          WHERE {filter} ORDER BY h.id"
     )
@@ -94,6 +125,26 @@ async fn load_hosts(
         .await?)
 }
 
+/// The host ports in use on each host (only `host`'s, when given).
+async fn used_ports(
+    conn: &mut PgConnection,
+    host: Option<&str>,
+) -> Result<HashMap<String, UsedPorts>> {
+    let rows: Vec<(String, Json<PublishedPort>)> = sqlx::query_as(&format!(
+        "SELECT host_id, port FROM ({PORTS_BY_HOST}) u WHERE $1::text IS NULL OR host_id = $1"
+    ))
+    .bind(host)
+    .fetch_all(conn)
+    .await?;
+    let mut used: HashMap<String, UsedPorts> = HashMap::new();
+    for (host, Json(p)) in rows {
+        used.entry(host)
+            .or_default()
+            .insert((p.host_port, p.protocol));
+    }
+    Ok(used)
+}
+
 /// Liveness and room of one host.
 pub(super) async fn host_room(
     conn: &mut PgConnection,
@@ -103,13 +154,22 @@ pub(super) async fn host_room(
     let rows = sqlx::query_as::<_, HostLoad>(&host_load_sql("h.id = $2"))
         .bind(live_within.as_secs_f64())
         .bind(host)
-        .fetch_all(conn)
+        .fetch_all(&mut *conn)
         .await?;
-    Ok(rows.into_iter().next().map(|h| HostRoom {
+    let Some(h) = rows.into_iter().next() else {
+        return Ok(None);
+    };
+    let used_ports = used_ports(conn, Some(host))
+        .await?
+        .remove(host)
+        .unwrap_or_default();
+    Ok(Some(HostRoom {
         alive: h.alive,
         placeable: h.placeable,
         free_cpu_millis: h.free_cpu_millis,
         free_memory_mib: h.free_memory_mib,
+        network: h.network(),
+        used_ports,
     }))
 }
 
@@ -141,6 +201,8 @@ struct PendingLoad {
     image: String,
     host_labels: Json<BTreeMap<String, String>>,
     prefer_host_id: Option<String>,
+    network: NetworkMode,
+    ports: Json<Vec<PortRequest>>,
 }
 
 /// What a placement round did.
@@ -163,7 +225,8 @@ impl Store {
         // The oldest of every tenant first (see place::fair_order); the
         // window runs in a subquery because FOR UPDATE refuses window functions.
         let pending: Vec<PendingLoad> = sqlx::query_as(
-            "SELECT id, tenant_id, cpu_millis, memory_mib, image, host_labels, prefer_host_id \
+            "SELECT id, tenant_id, cpu_millis, memory_mib, image, host_labels, prefer_host_id, \
+                    network, ports \
                FROM containers WHERE id IN ( \
                  SELECT id FROM ( \
                    SELECT id, created_at, \
@@ -224,15 +287,21 @@ impl Store {
                     image: p.image,
                     host_labels: p.host_labels.0,
                     prefer_host: p.prefer_host_id,
+                    network: p.network,
+                    ports: p.ports.0,
                 })
                 .collect(),
             &last_placed,
         );
+        let mut used = used_ports(&mut tx, None).await?;
         let hosts: Vec<HostCapacity> = load_hosts(&mut tx, live_within, "true")
             .await?
             .into_iter()
             .filter(|h| h.placeable)
-            .map(HostCapacity::from)
+            .map(|h| {
+                let used = used.remove(&h.id).unwrap_or_default();
+                h.capacity(used)
+            })
             .collect();
         let any_host = !hosts.is_empty();
         let (requests, paced_out) = pace::within_start_rate(requests, &tokens);
@@ -246,7 +315,14 @@ impl Store {
             .chain(paced_out.iter().map(|(r, _)| r))
             .map(|r| (r.id, r))
             .collect();
-        let (ids, hosts): (Vec<Uuid>, Vec<String>) = decision.placements.iter().cloned().unzip();
+        let ids: Vec<Uuid> = decision.placements.iter().map(|p| p.container).collect();
+        let hosts: Vec<&str> = decision
+            .placements
+            .iter()
+            .map(|p| p.host.as_str())
+            .collect();
+        let host_ports: Vec<Json<&Vec<PublishedPort>>> =
+            decision.placements.iter().map(|p| Json(&p.ports)).collect();
         if !ids.is_empty() {
             sqlx::query(
                 "WITH placed AS ( \
@@ -254,8 +330,9 @@ impl Store {
                      scheduled_at = clock_timestamp(), reason = NULL, message = NULL, \
                      queued_ms = GREATEST(0, (EXTRACT(EPOCH FROM \
                        (clock_timestamp() - COALESCE(c.pending_since, c.created_at))) * 1000)::bigint), \
-                     pending_since = NULL \
-                   FROM unnest($1::uuid[], $2::text[]) AS p(id, host) WHERE c.id = p.id \
+                     pending_since = NULL, host_ports = p.ports, ip = NULL \
+                   FROM unnest($1::uuid[], $2::text[], $3::jsonb[]) AS p(id, host, ports) \
+                   WHERE c.id = p.id \
                    RETURNING c.id, c.generation, p.host) \
                  INSERT INTO container_events (container_id, event_key, kind, message, at) \
                  SELECT id, 'scheduled-' || generation, 'Scheduled', 'placed on host ' || host, clock_timestamp() \
@@ -264,12 +341,13 @@ impl Store {
             )
             .bind(&ids)
             .bind(&hosts)
+            .bind(&host_ports)
             .execute(&mut *tx)
             .await?;
             let served: Vec<Uuid> = decision
                 .placements
                 .iter()
-                .filter_map(|(id, _)| by_id.get(id).map(|r| r.tenant))
+                .filter_map(|p| by_id.get(&p.container).map(|r| r.tenant))
                 .collect();
             // Each placement spends one of its tenant's start tokens.
             let mut spent: HashMap<Uuid, f64> = HashMap::new();
@@ -333,7 +411,7 @@ impl Store {
     }
 
     /// Starts the next run of containers whose restart back-off has passed,
-    /// on the host that still holds their resources.
+    /// on the host that still holds their resources (and host ports).
     pub async fn start_due_restarts(&self) -> Result<u64> {
         let mut tx = self.pool.begin().await?;
         // With placement and host loss, one at a time: a restart reclaims
@@ -343,7 +421,7 @@ impl Store {
             "WITH due AS ( \
                UPDATE containers SET generation = generation + 1, restart_count = restart_count + 1, \
                  restart_at = NULL, state = 'scheduled', reason = NULL, message = NULL, \
-                 started_at = NULL, finished_at = NULL, scheduled_at = clock_timestamp() \
+                 started_at = NULL, finished_at = NULL, scheduled_at = clock_timestamp(), ip = NULL \
                WHERE restart_at <= now() AND desired = 'running' AND deleted_at IS NULL \
                  AND state = 'starting' \
                RETURNING id, generation) \
@@ -357,22 +435,18 @@ impl Store {
         Ok(done.rows_affected())
     }
 
-    /// The largest (cpu millis, memory MiB) any live host (ready or
-    /// draining) carrying `labels` could ever take; None when there is no
-    /// such host yet (then requests queue instead of being refused).
-    pub async fn largest_fit(
-        &self,
-        live_within: Duration,
-        labels: &BTreeMap<String, String>,
-    ) -> Result<Option<(i64, i64)>> {
+    /// Every live host (ready or draining), for the admission check that
+    /// refuses what none could ever take ([`place::largest_fit`],
+    /// [`place::network_misfit`]). Their used ports are not loaded: it
+    /// judges them empty.
+    pub async fn live_hosts(&self, live_within: Duration) -> Result<Vec<HostCapacity>> {
         let mut conn = self.pool.acquire().await?;
-        let hosts: Vec<HostCapacity> = load_hosts(&mut conn, live_within, "true")
+        Ok(load_hosts(&mut conn, live_within, "true")
             .await?
             .into_iter()
             .filter(|h| h.alive)
-            .map(HostCapacity::from)
-            .collect();
-        Ok(place::largest_fit(&hosts, labels))
+            .map(|h| h.capacity(UsedPorts::new()))
+            .collect())
     }
 }
 
@@ -394,6 +468,18 @@ fn wait_message(r: &PendingRequest, wait: &Wait, any_host: bool) -> String {
         ),
         Wait::StartRate { per_s } => format!(
             "waiting for this tenant's start rate ({per_s} starts a second, max_starts_per_s in GET /v1/quota); needs {size}"
+        ),
+        Wait::NoNetwork => format!(
+            "waiting for a ready host that offers a private network (network: private) with {size} free"
+        ),
+        Wait::NoHostPort {
+            taken: Some((port, protocol)),
+        } => format!(
+            "waiting for a ready host with host port {port}/{protocol} free and {size} free"
+        ),
+        Wait::NoHostPort { taken: None } => format!(
+            "waiting for a ready host with {} free host ports and {size} free",
+            r.ports.len()
         ),
     }
 }

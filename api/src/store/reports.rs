@@ -10,7 +10,7 @@ use super::{
 use crate::lifecycle::{self, Observation};
 use crate::report_bounds::{self, Claim};
 use chrono::{DateTime, Utc};
-use skiff_core::{ContainerState, Reason};
+use skiff_core::{ContainerState, NetworkMode, Reason};
 use skiff_proto as pb;
 use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
@@ -88,7 +88,7 @@ impl Store {
             sqlx::query(
                 // Its secrets go with it: nothing will start it again.
                 "UPDATE containers SET removed_at = now(), secure_env_kid = NULL, \
-                 secure_env_sealed = NULL WHERE id = $1 AND desired = 'deleted'",
+                 secure_env_sealed = NULL, ip = NULL WHERE id = $1 AND desired = 'deleted'",
             )
             .bind(id)
             .execute(&mut *tx)
@@ -101,6 +101,7 @@ impl Store {
                 state = transition.state.unwrap_or(state);
             }
             record_facts(&mut tx, id, report, observed).await?;
+            record_ip(&mut tx, &row, report, observed).await?;
         }
         tx.commit().await?;
         Ok(Some(ReportOutcome {
@@ -233,6 +234,40 @@ async fn record_facts(
     .bind(nonzero(t.start_ms))
     .execute(&mut **tx)
     .await?;
+    Ok(())
+}
+
+/// The container's address on its host's bridge: set from a report of
+/// the current run's task running (a private container; an address that
+/// does not parse is ignored), cleared when that run ends.
+async fn record_ip(
+    tx: &mut Transaction<'_, Postgres>,
+    row: &ContainerRow,
+    report: &pb::StatusReport,
+    observed: pb::ObservedState,
+) -> Result<()> {
+    let ip = match observed {
+        pb::ObservedState::Running if row.network == NetworkMode::Private => {
+            match report.ip.parse::<std::net::IpAddr>() {
+                Ok(ip) => Some(ip.to_string()),
+                Err(_) if report.ip.is_empty() => return Ok(()),
+                Err(_) => {
+                    tracing::debug!(container = %row.id, ip = %report.ip, "reported address ignored: not an IP address");
+                    return Ok(());
+                }
+            }
+        }
+        pb::ObservedState::Exited | pb::ObservedState::Failed => None,
+        _ => return Ok(()),
+    };
+    if ip == row.ip {
+        return Ok(());
+    }
+    sqlx::query("UPDATE containers SET ip = $2 WHERE id = $1")
+        .bind(row.id)
+        .bind(ip)
+        .execute(&mut **tx)
+        .await?;
     Ok(())
 }
 

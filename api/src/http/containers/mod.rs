@@ -15,15 +15,17 @@ use super::problems::{Conflict, InvalidRequest, NotFound, QuotaExceeded, Unproce
 use super::{idempotency, json, parse_json, JsonBytes, Tenant};
 use crate::error::ApiError;
 use crate::model::{
-    ContainerList, ContainerView, CreateContainer, NewContainer, PlacementRequest, Timings,
-    UsageView,
+    ContainerList, ContainerView, CreateContainer, NewContainer, PlacementRequest, PortView,
+    Timings, UsageView,
 };
+use crate::scheduler::place;
+use crate::scheduler::ports::NetworkMisfit;
 use crate::store::{ContainerRow, ListFilter};
 use crate::AppState;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::Response;
-use skiff_core::ContainerState;
+use skiff_core::{ContainerState, NetworkMode, PublishedPort};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use uuid::Uuid;
@@ -40,14 +42,28 @@ pub(crate) async fn views(
     let usage = skiff_billing::container_usage(&mut conn, &ids).await?;
     drop(conn);
     let truncated = state.store.truncated_logs(&ids).await?;
+    // The address published ports answer on: their host's, read now.
+    let mut publishing: Vec<String> = rows
+        .iter()
+        .filter(|r| r.holds_capacity() && !r.host_ports.0.is_empty())
+        .filter_map(|r| r.host_id.clone())
+        .collect();
+    publishing.sort();
+    publishing.dedup();
+    let host_ips = state.store.host_ips(&publishing).await?;
     Ok(rows
         .into_iter()
         .map(|row| {
             let u = usage.get(&row.id).map(UsageView::from).unwrap_or_default();
             let logs_truncated = truncated.contains(&row.id);
+            let host_ip = row.host_id.as_ref().and_then(|h| host_ips.get(h)).cloned();
+            let mut view = view(row, u);
+            for port in view.ports.iter_mut().filter(|p| p.host_port.is_some()) {
+                port.host_ip = host_ip.clone();
+            }
             ContainerView {
                 logs_truncated,
-                ..view(row, u)
+                ..view
             }
         })
         .collect())
@@ -75,8 +91,44 @@ pub(super) async fn view_one(
         .expect("one row in, one view out"))
 }
 
+/// A container's published ports as shown: with the host ports of its
+/// placement while it holds capacity there (none while pending or once
+/// finished: they are free again). `host_ip` is left for the caller.
+fn port_views(row: &ContainerRow) -> Vec<PortView> {
+    let assigned: &[PublishedPort] = if row.holds_capacity() {
+        &row.host_ports.0
+    } else {
+        &[]
+    };
+    row.ports
+        .0
+        .iter()
+        .map(|asked| PortView {
+            port: asked.port,
+            protocol: asked.protocol,
+            host_port: assigned
+                .iter()
+                .find(|p| (p.port, p.protocol) == (asked.port, asked.protocol))
+                .map(|p| p.host_port),
+            host_ip: None,
+        })
+        .collect()
+}
+
 pub fn view(row: ContainerRow, usage: UsageView) -> ContainerView {
+    let ports = port_views(&row);
+    let task_up = matches!(
+        row.state,
+        ContainerState::Running | ContainerState::Stopping
+    );
+    let ip = row
+        .ip
+        .filter(|_| task_up && row.network == NetworkMode::Private);
     ContainerView {
+        network: row.network,
+        network_group: row.network_group,
+        ip,
+        ports,
         id: row.id,
         name: row.name,
         image: row.image,
@@ -248,21 +300,22 @@ pub(crate) async fn check_notify_url(
 }
 
 /// Refuses at once a request bigger than every live host (ready or
-/// draining) that carries its labels; queues it when there is no such host
-/// at all (one may register).
+/// draining) that carries its labels, or asking a network none of them
+/// could ever give it; queues it when there is no such host at all (one
+/// may register).
 async fn admit(state: &AppState, new: &NewContainer) -> Result<(), ApiError> {
-    let Some((max_cpu, max_memory)) = state
+    let hosts = state
         .store
-        .largest_fit(state.config.host_lost_after(), &new.host_labels)
-        .await?
-    else {
+        .live_hosts(state.config.host_lost_after())
+        .await?;
+    let Some((max_cpu, max_memory)) = place::largest_fit(&hosts, &new.host_labels) else {
         return Ok(());
     };
     if i64::from(new.cpu.millis()) > max_cpu {
         let max = max_cpu as f64 / 1000.0;
         return Err(ApiError::NoHostFits {
-            field: "cpu",
-            max: serde_json::json!(max),
+            field: "cpu".into(),
+            max: Some(serde_json::json!(max)),
             detail: format!(
                 "no host offers {} vCPU; the largest offers {max}",
                 new.cpu.as_vcpus()
@@ -271,15 +324,57 @@ async fn admit(state: &AppState, new: &NewContainer) -> Result<(), ApiError> {
     }
     if i64::from(new.memory.mib()) > max_memory {
         return Err(ApiError::NoHostFits {
-            field: "memory_mib",
-            max: serde_json::json!(max_memory),
+            field: "memory_mib".into(),
+            max: Some(serde_json::json!(max_memory)),
             detail: format!(
                 "no host offers {} MiB; the largest offers {max_memory} MiB",
                 new.memory.mib()
             ),
         });
     }
-    Ok(())
+    match place::network_misfit(&hosts, &new.host_labels, new.network, &new.ports) {
+        None => Ok(()),
+        Some(misfit) => Err(network_refusal(misfit)),
+    }
+}
+
+/// The answer to a request no live host could ever give its network.
+fn network_refusal(misfit: NetworkMisfit) -> ApiError {
+    let (field, max, detail) = match misfit {
+        NetworkMisfit::NoNetwork => (
+            "network".to_owned(),
+            None,
+            "no host offers a private network (network: none runs on any)".to_owned(),
+        ),
+        NetworkMisfit::HostPortOutOfRange {
+            index,
+            host_port,
+            ranges,
+        } => {
+            let ranges: Vec<String> = ranges.iter().map(ToString::to_string).collect();
+            (
+                format!("ports[{index}].host_port"),
+                None,
+                format!(
+                    "no host publishes host port {host_port}; their ranges: {}",
+                    ranges.join(", ")
+                ),
+            )
+        }
+        NetworkMisfit::TooManyPorts { max } => (
+            "ports".to_owned(),
+            Some(serde_json::json!(max)),
+            format!(
+                "no host publishes this many ports of one protocol; the largest range holds {max}"
+            ),
+        ),
+        NetworkMisfit::NoSingleHost => (
+            "ports".to_owned(),
+            None,
+            "no single host publishes all of these host ports".to_owned(),
+        ),
+    };
+    ApiError::NoHostFits { field, max, detail }
 }
 
 /// Get one container.
@@ -351,4 +446,47 @@ pub async fn list(
             next,
         },
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scheduler::ports::PortRange;
+
+    #[test]
+    fn network_refusals_are_no_host_fits_naming_the_field() {
+        let ranges = vec![PortRange {
+            start: 20000,
+            end: 20999,
+        }];
+        #[rustfmt::skip]
+        let rows = [
+            // (misfit, field, max)
+            (NetworkMisfit::NoNetwork, "network", None),
+            (NetworkMisfit::HostPortOutOfRange { index: 1, host_port: 8080, ranges }, "ports[1].host_port", None),
+            (NetworkMisfit::TooManyPorts { max: 1000 }, "ports", Some(serde_json::json!(1000))),
+            (NetworkMisfit::NoSingleHost, "ports", None),
+        ];
+        for (misfit, field, max) in rows {
+            let problem = network_refusal(misfit.clone()).to_problem();
+            assert_eq!(problem.status, 422, "{misfit:?}");
+            assert!(problem.type_.ends_with("/no-host-fits"), "{misfit:?}");
+            assert_eq!(problem.field.as_deref(), Some(field), "{misfit:?}");
+            assert_eq!(problem.max, max, "{misfit:?}");
+        }
+        let detail = network_refusal(NetworkMisfit::HostPortOutOfRange {
+            index: 0,
+            host_port: 80,
+            ranges: vec![PortRange {
+                start: 20000,
+                end: 20999,
+            }],
+        })
+        .to_problem()
+        .detail;
+        assert!(
+            detail.contains("80") && detail.contains("20000-20999"),
+            "{detail}"
+        );
+    }
 }
