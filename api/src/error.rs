@@ -28,6 +28,15 @@ pub enum ApiError {
         max: Option<serde_json::Value>,
         detail: String,
     },
+    /// No live host could ever give the request its network (a private
+    /// network, a host port outside every host's range, that many ports):
+    /// 409, the host ports being the resource in conflict.
+    #[error("{detail}")]
+    NoHostOffers {
+        field: String,
+        max: Option<serde_json::Value>,
+        detail: String,
+    },
     /// Well-formed, but not acceptable as a whole (e.g. `tasks` of the
     /// wrong length).
     #[error("{field}: {detail}")]
@@ -117,6 +126,11 @@ impl ApiError {
                 "no-host-fits",
                 "No host can run a container this large",
             ),
+            Self::NoHostOffers { .. } => (
+                StatusCode::CONFLICT,
+                "no-host-offers",
+                "No host offers this network",
+            ),
             Self::Unprocessable { .. } => (
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "unprocessable",
@@ -169,7 +183,9 @@ impl ApiError {
         let (detail, field) = match self {
             Self::Invalid { field, detail } => (detail.clone(), Some(field.clone())),
             Self::Conflict { field, detail } => (detail.clone(), field.clone()),
-            Self::NoHostFits { field, detail, .. } => (detail.clone(), Some(field.clone())),
+            Self::NoHostFits { field, detail, .. } | Self::NoHostOffers { field, detail, .. } => {
+                (detail.clone(), Some(field.clone()))
+            }
             Self::IdempotencyKeyReused => (self.to_string(), Some("Idempotency-Key".to_owned())),
             Self::Unprocessable { field, detail } => (detail.clone(), Some(field.clone())),
             Self::QuotaExceeded(e) => (
@@ -183,7 +199,7 @@ impl ApiError {
             other => (other.to_string(), None),
         };
         let max = match self {
-            Self::NoHostFits { max, .. } => max.clone(),
+            Self::NoHostFits { max, .. } | Self::NoHostOffers { max, .. } => max.clone(),
             _ => None,
         };
         let (limit, use_) = match self {

@@ -374,7 +374,7 @@ fn network_refusal(misfit: NetworkMisfit) -> ApiError {
             "no single host publishes all of these host ports".to_owned(),
         ),
     };
-    ApiError::NoHostFits { field, max, detail }
+    ApiError::NoHostOffers { field, max, detail }
 }
 
 /// Get one container.
@@ -454,7 +454,7 @@ mod tests {
     use crate::scheduler::ports::PortRange;
 
     #[test]
-    fn network_refusals_are_no_host_fits_naming_the_field() {
+    fn network_refusals_are_409_naming_the_field() {
         let ranges = vec![PortRange {
             start: 20000,
             end: 20999,
@@ -469,8 +469,8 @@ mod tests {
         ];
         for (misfit, field, max) in rows {
             let problem = network_refusal(misfit.clone()).to_problem();
-            assert_eq!(problem.status, 422, "{misfit:?}");
-            assert!(problem.type_.ends_with("/no-host-fits"), "{misfit:?}");
+            assert_eq!(problem.status, 409, "{misfit:?}");
+            assert!(problem.type_.ends_with("/no-host-offers"), "{misfit:?}");
             assert_eq!(problem.field.as_deref(), Some(field), "{misfit:?}");
             assert_eq!(problem.max, max, "{misfit:?}");
         }
