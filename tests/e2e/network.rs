@@ -277,3 +277,96 @@ async fn host_ports_are_a_placement_resource_freed_when_a_run_ends() {
     })
     .await
 }
+
+/// GETs `url` until it answers `body` (a fresh httpd takes a moment).
+async fn wait_answer(url: &str, body: &str) -> Option<String> {
+    let mut answered = None;
+    for _ in 0..50 {
+        answered = http_get(url).await;
+        if answered.as_deref().map(str::trim) == Some(body) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    answered.map(|a| a.trim().to_owned())
+}
+
+#[tokio::test]
+async fn a_sigkilled_worker_keeps_the_networks_of_its_containers() {
+    limit(secs(180), async {
+        let platform = Platform::spread().await;
+        // Exclusive: no other test runs while a worker is down.
+        let t = platform.new_exclusive_tenant().await;
+        let host = &platform.hosts[0];
+        let mut spec = on(host, web(platform, "before-kill"), Some("kept"));
+        spec["ports"] = json!([{ "port": 8080 }]);
+        let web_id = t.create_id(&spec).await;
+        let object = wait_running(&t, &web_id).await;
+        let ip = object["ip"].as_str().expect("ip").to_owned();
+        let host_port = object["ports"][0]["host_port"].as_u64().expect("port") as u16;
+        let url = format!("http://127.0.0.1:{host_port}/");
+        assert_eq!(
+            wait_answer(&url, "before-kill").await.as_deref(),
+            Some("before-kill")
+        );
+
+        platform.restart_worker_with_sigkill(host).await;
+
+        // The re-adopted container keeps its address and its port (and the
+        // new worker holds the port again: no host process can take it).
+        assert_eq!(
+            http_get(&url).await.as_deref().map(str::trim),
+            Some("before-kill")
+        );
+        assert!(
+            std::net::TcpListener::bind(("127.0.0.1", host_port)).is_err(),
+            "the restarted worker holds {host_port}"
+        );
+        let again = t.get(&web_id).await;
+        assert_eq!(again["ip"], ip.as_str(), "{again}");
+        // A new container on the host gets another address and port (the
+        // leases and port table survived) and its group peer reaches both.
+        let mut second = on(host, web(platform, "after-kill"), Some("kept"));
+        second["ports"] = json!([{ "port": 8080 }]);
+        let second_id = t.create_id(&second).await;
+        let object = wait_running(&t, &second_id).await;
+        assert_ne!(object["ip"], ip.as_str(), "{object}");
+        let second_port = object["ports"][0]["host_port"].as_u64().expect("port") as u16;
+        assert_ne!(second_port, host_port);
+        let second_url = format!("http://127.0.0.1:{second_port}/");
+        assert_eq!(
+            wait_answer(&second_url, "after-kill").await.as_deref(),
+            Some("after-kill")
+        );
+        let probe = prober(
+            platform,
+            &[
+                ("first", format!("http://{ip}:8080/")),
+                (
+                    "second",
+                    format!("http://{}:8080/", object["ip"].as_str().unwrap()),
+                ),
+            ],
+        );
+        let probe_id = t.create_id(&on(host, probe, Some("kept"))).await;
+        t.wait_exited_in(&probe_id, "succeeded").await;
+        let logs = t.logs(&probe_id).await;
+        assert_eq!(outcome(&logs, "first"), "before-kill", "{logs}");
+        assert_eq!(outcome(&logs, "second"), "after-kill", "{logs}");
+
+        // Stopped, the adopted one gives its port back.
+        t.stop(&web_id).await;
+        t.wait(&web_id, "exited", 60).await;
+        let mut freed = false;
+        for _ in 0..50 {
+            if std::net::TcpListener::bind(("127.0.0.1", host_port)).is_ok() {
+                freed = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        assert!(freed, "{host_port} is free once the run ended");
+        t.stop(&second_id).await;
+    })
+    .await
+}
