@@ -347,12 +347,24 @@ impl Network {
     }
 
     /// Sets up run `id`'s network: returns the container's address.
+    /// [`Network::prepare`] then [`Network::connect`].
     pub async fn attach(
         &self,
         id: &str,
         hostname: &str,
         req: &Request,
     ) -> Result<Ipv4Addr, NetError> {
+        self.prepare(id, hostname, req).await?;
+        self.connect(id, hostname, req).await
+    }
+
+    /// The part a task can be created against: claims the host ports,
+    /// creates the named namespace and the hosts files (without the
+    /// address yet). The task's creation may then run beside
+    /// [`Network::connect`], as `ctr run --cni` does: interfaces added
+    /// to a namespace runc has joined show up in it before its process
+    /// starts. On failure nothing is left.
+    pub async fn prepare(&self, id: &str, hostname: &str, req: &Request) -> Result<(), NetError> {
         // A run that died without its tear-down (worker crash): clean first,
         // host-local refuses a second lease for the same id.
         self.detach(id).await?;
@@ -362,16 +374,42 @@ impl Network {
             .map(|p| (p.host_port, p.protocol))
             .collect();
         self.ports.claim(id, &claims, self.cfg.port_wait).await?;
+        let prepared = async {
+            let (hosts, hostname_file) = self.hosts_files(id);
+            create_dir(hosts.parent().expect("files have a dir")).await?;
+            write_file(&hosts, hosts_file(None, hostname).as_bytes()).await?;
+            write_file(&hostname_file, format!("{hostname}\n").as_bytes()).await?;
+            run("ip", &["netns", "add", &self.netns_name(id)]).await
+        };
+        if let Err(e) = prepared.await {
+            self.fail(id).await;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Attaches the prepared namespace to the bridge: the container's
+    /// address. On failure everything of the run is torn down.
+    pub async fn connect(
+        &self,
+        id: &str,
+        hostname: &str,
+        req: &Request,
+    ) -> Result<Ipv4Addr, NetError> {
         match self.attach_claimed(id, hostname, req).await {
             Ok(ip) => Ok(ip),
             Err(e) => {
-                if let Err(cleanup) = self.detach(id).await {
-                    warn!(container = %id, error = %cleanup, "cleaning up a failed network set-up");
-                }
-                self.ports.release(id);
+                self.fail(id).await;
                 Err(e)
             }
         }
+    }
+
+    async fn fail(&self, id: &str) {
+        if let Err(cleanup) = self.detach(id).await {
+            warn!(container = %id, error = %cleanup, "cleaning up a failed network set-up");
+        }
+        self.ports.release(id);
     }
 
     async fn attach_claimed(
@@ -395,14 +433,12 @@ impl Network {
             })
             .collect();
         let netns = self.netns_path(id);
-        run("ip", &["netns", "add", &self.netns_name(id)]).await?;
         let lo = Invocation {
             container_id: id,
             netns: &netns,
             ifname: "lo",
             port_mappings: &[],
         };
-        self.plugins.add(&Self::loopback(), &lo).await?;
         let inv = Invocation {
             container_id: id,
             netns: &netns,
@@ -410,7 +446,14 @@ impl Network {
             port_mappings: &mappings,
         };
         let list = self.conflist(!mappings.is_empty());
-        let result = match self.plugins.add(&list, &inv).await {
+        // Two interfaces of one namespace: the plugins run side by side.
+        let loopback = Self::loopback();
+        let (lo_added, added) = tokio::join!(
+            self.plugins.add(&loopback, &lo),
+            self.plugins.add(&list, &inv)
+        );
+        let added = added.and_then(|r| lo_added.map(|_| r));
+        let result = match added {
             Ok(r) => r,
             Err(e) => {
                 // host-local may hold a lease, portmap rules: DEL what ADD did.
@@ -436,10 +479,10 @@ impl Network {
             &serde_json::to_vec(&attachment).expect("serializes"),
         )
         .await?;
-        let (hosts, hostname_file) = self.hosts_files(id);
-        create_dir(hosts.parent().expect("files have a dir")).await?;
-        write_file(&hosts, hosts_file(at.ip, hostname).as_bytes()).await?;
-        write_file(&hostname_file, format!("{hostname}\n").as_bytes()).await?;
+        // In place (the same inode): the file may be bound into a
+        // created task already.
+        let (hosts, _) = self.hosts_files(id);
+        write_file(&hosts, hosts_file(Some(at.ip), hostname).as_bytes()).await?;
         {
             let mut attached = self.attached.lock().await;
             let mut script = String::new();
@@ -570,9 +613,13 @@ impl Network {
     }
 }
 
-/// `/etc/hosts` of a container named `hostname` at `ip`.
-pub fn hosts_file(ip: Ipv4Addr, hostname: &str) -> String {
-    format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{ip}\t{hostname}\n")
+/// `/etc/hosts` of a container named `hostname` at `ip` (None: not known
+/// yet, the name is left out).
+pub fn hosts_file(ip: Option<Ipv4Addr>, hostname: &str) -> String {
+    let own = ip
+        .map(|ip| format!("{ip}\t{hostname}\n"))
+        .unwrap_or_default();
+    format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{own}")
 }
 
 async fn run(program: &str, args: &[&str]) -> Result<(), NetError> {
@@ -638,7 +685,7 @@ mod tests {
     #[test]
     fn hosts_file_names_the_container() {
         assert_eq!(
-            hosts_file("10.1.0.2".parse().unwrap(), "web-1"),
+            hosts_file(Some("10.1.0.2".parse().unwrap()), "web-1"),
             "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n10.1.0.2\tweb-1\n"
         );
     }

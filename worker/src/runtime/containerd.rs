@@ -654,28 +654,49 @@ impl Runtime for ContainerdRuntime {
             log.display(),
             self.config.log_max_bytes
         );
-        let ip = match (&run.network, &self.net) {
-            (NetworkSpec::Private(req), Some(net)) => Some(
-                net.attach(id, &run.hostname, req)
-                    .await
-                    .map_err(net_err(id))?,
-            ),
+        let net = match (&run.network, &self.net) {
+            (NetworkSpec::Private(req), Some(net)) => Some((net, req)),
             _ => None,
         };
-        if let Err(s) = self
-            .tasks()
-            .create(self.conn.req(CreateTaskRequest {
-                container_id: id.to_owned(),
-                rootfs: mounts,
-                stdout: uri.clone(),
-                stderr: uri,
-                ..Default::default()
-            }))
-            .await
-        {
-            self.detach(id).await;
+        if let Some((net, req)) = net {
+            net.prepare(id, &run.hostname, req)
+                .await
+                .map_err(net_err(id))?;
+        }
+        let mut tasks = self.tasks();
+        let create = tasks.create(self.conn.req(CreateTaskRequest {
+            container_id: id.to_owned(),
+            rootfs: mounts,
+            stdout: uri.clone(),
+            stderr: uri,
+            ..Default::default()
+        }));
+        // The namespace exists: runc joins it while the plugins attach it
+        // to the bridge (the process starts only after both).
+        let (created, connected) = match net {
+            Some((net, req)) => {
+                let (created, connected) =
+                    tokio::join!(create, net.connect(id, &run.hostname, req));
+                (created, Some(connected))
+            }
+            None => (create.await, None),
+        };
+        if let Err(s) = created {
+            if let Some(Ok(_)) = connected {
+                self.detach(id).await;
+            }
             return Err(containerd_err("Tasks.Create", id)(s));
         }
+        let ip = match connected {
+            Some(Err(e)) => {
+                // connect tore its part down; the task goes too.
+                let _ = self.kill_and_wait(id).await;
+                let _ = self.delete_task_inner(id).await;
+                return Err(net_err(id)(e));
+            }
+            Some(Ok(ip)) => Some(ip),
+            None => None,
+        };
         // Stamped before Start: the process begins during that call, so this
         // is never after a fast process's exit time (which containerd stamps),
         // and it over-states a run by at most the call's few milliseconds.
