@@ -14,7 +14,7 @@
 
 use crate::progress;
 use crate::report::Row;
-use crate::scenarios::{summary_json, Ctx, Outcome, SLEEP};
+use crate::scenarios::{ms, summary_json, Ctx, Outcome, SLEEP};
 use crate::stats::summarize;
 use anyhow::{bail, Context, Result};
 use serde_json::json;
@@ -108,6 +108,21 @@ impl MountNs {
         Ok(())
     }
 
+    /// `ctr run -d --cni --snapshotter overlayfs <image> <id> sleep ...`.
+    async fn run_cni(&self, ctx: &Ctx, ns: &str, id: &str) -> Result<()> {
+        let mut run = vec![
+            "run",
+            "-d",
+            "--cni",
+            "--snapshotter",
+            "overlayfs",
+            &ctx.image,
+            id,
+        ];
+        run.extend_from_slice(SLEEP);
+        self.ctr(ctx, ns, &run).await
+    }
+
     async fn stop(mut self) {
         let _ = self.child.kill().await;
     }
@@ -130,10 +145,6 @@ async fn clean(ctx: &Ctx) {
         .args(["link", "del", BRIDGE])
         .output()
         .await;
-}
-
-fn ms(d: std::time::Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
 }
 
 pub async fn start_latency_network(ctx: &Ctx) -> Result<Outcome> {
@@ -187,17 +198,7 @@ type Samples = (Vec<f64>, Vec<f64>, Vec<f64>, Vec<serde_json::Value>);
 async fn samples(ctx: &Ctx, mount_ns: &MountNs, ns: &str, n: usize) -> Result<Samples> {
     // Warm-up (untimed): the bridge, the plugins' pages, the shims.
     let id = format!("bench-{}", uuid::Uuid::new_v4().simple());
-    let mut run = vec![
-        "run",
-        "-d",
-        "--cni",
-        "--snapshotter",
-        "overlayfs",
-        &ctx.image,
-        &id,
-    ];
-    run.extend_from_slice(SLEEP);
-    mount_ns.ctr(ctx, ns, &run).await?;
+    mount_ns.run_cni(ctx, ns, &id).await?;
     ctx.ctr.remove(ns, &id).await?;
     let c = ctx
         .api
@@ -229,18 +230,8 @@ async fn samples(ctx: &Ctx, mount_ns: &MountNs, ns: &str, n: usize) -> Result<Sa
             ctx.api.delete(&c.id.to_string()).await?;
         }
         let id = format!("bench-{}", uuid::Uuid::new_v4().simple());
-        let mut run = vec![
-            "run",
-            "-d",
-            "--cni",
-            "--snapshotter",
-            "overlayfs",
-            &ctx.image,
-            &id,
-        ];
-        run.extend_from_slice(SLEEP);
         let t = Instant::now();
-        mount_ns.ctr(ctx, ns, &run).await?;
+        mount_ns.run_cni(ctx, ns, &id).await?;
         raw.push(ms(t.elapsed()));
         ctx.ctr.remove(ns, &id).await?;
     }

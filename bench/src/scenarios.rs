@@ -58,7 +58,7 @@ pub struct Outcome {
     pub details: Value,
 }
 
-fn ms(d: Duration) -> f64 {
+pub fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 

@@ -112,16 +112,8 @@ async fn a_private_container_serves_and_only_its_group_reaches_it() {
         // From the host: through the published port and the address.
         let published = format!("http://127.0.0.1:{host_port}/");
         let direct = format!("http://{ip}:8080/");
-        let mut answered = None;
-        for _ in 0..50 {
-            answered = http_get(&published).await;
-            if answered.is_some() {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
         assert_eq!(
-            answered.as_deref().map(str::trim),
+            wait_answer(&published, "hello-from-web").await.as_deref(),
             Some("hello-from-web"),
             "{}",
             t.diag(&web_id).await
@@ -259,16 +251,8 @@ async fn host_ports_are_a_placement_resource_freed_when_a_run_ends() {
         let object = wait_running(&t, &second_id).await;
         assert_eq!(object["ports"][0]["host_port"], fixed, "{object}");
         let url = format!("http://127.0.0.1:{fixed}/");
-        let mut answered = None;
-        for _ in 0..50 {
-            answered = http_get(&url).await;
-            if answered.as_deref().map(str::trim) == Some("second") {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
         assert_eq!(
-            answered.as_deref().map(str::trim),
+            wait_answer(&url, "second").await.as_deref(),
             Some("second"),
             "{}",
             t.diag(&second_id).await
