@@ -328,3 +328,49 @@ async fn private_containers_wait_for_a_host_with_a_network_and_none_runs_anywher
         (Some(21000), Some("127.0.0.1"))
     );
 }
+
+#[tokio::test]
+async fn a_deleted_running_container_holds_its_port_until_its_host_removed_it() {
+    let store = setup().await;
+    let a = store.create_tenant("a", b"a").await.unwrap();
+    host(&store, "h1", Some((20000, 20009))).await;
+    let fixed = serde_json::json!({"ports": [{"port": 80, "host_port": 20003}]});
+    let first = create(&store, a, "first", fixed.clone()).await;
+    place(&store).await;
+    report(&store, a, first, pb::ObservedState::Running, "10.213.0.2").await;
+    let generation = row(&store, a, first).await.generation;
+
+    // Deleted while running: `stopped` at once, but its task is still being
+    // stopped on the host, which holds the port until then.
+    match store
+        .request(a, first, Action::Delete, LIVE, None, &quota())
+        .await
+        .unwrap()
+    {
+        Acted::Done(Some(_)) => {}
+        other => panic!("{other:?}"),
+    }
+    let second = create(&store, a, "second", fixed).await;
+    place(&store).await;
+    let waiting = row(&store, a, second).await;
+    assert_eq!(waiting.state, ContainerState::Pending, "{waiting:?}");
+    assert_eq!(waiting.reason, Some(Reason::WaitingForCapacity));
+
+    // The host reports it removed: the port passes to the second.
+    let removed = pb::StatusReport {
+        container_id: first.to_string(),
+        generation: generation as u64,
+        state: pb::ObservedState::Removed as i32,
+        ..Default::default()
+    };
+    store
+        .apply_report("h1", &removed, chrono::Duration::seconds(5))
+        .await
+        .unwrap();
+    place(&store).await;
+    assert_eq!(
+        row(&store, a, second).await.state,
+        ContainerState::Scheduled
+    );
+    assert_eq!(host_ports(&store, a, second).await, [Some(20003)]);
+}
