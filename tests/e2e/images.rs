@@ -80,6 +80,18 @@ async fn past_the_disk_budget_the_least_recently_used_unused_image_is_removed() 
             "the image in use removed: {view_later}"
         );
         t.delete(&c).await;
+        // a, removed, runs again: pulled anew (the worker forgot what it
+        // knew of it), not started from what was removed.
+        let again = t.create_id(&run(&images[0].0, &["true"])).await;
+        t.wait_exited_in(&again, "succeeded").await;
+        let events = t.events(&again).await;
+        assert!(
+            events.iter().any(|e| e["kind"] == "Pulled"
+                && e["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with("pulled "))),
+            "a pulled again after its removal: {events:?}"
+        );
     })
     .await
 }

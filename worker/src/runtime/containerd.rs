@@ -920,6 +920,7 @@ impl Runtime for ContainerdRuntime {
             .lock()
             .expect("last-used lock")
             .remove(reference);
+        self.puller.forget(&Puller::record_name(reference));
         Ok(())
     }
 

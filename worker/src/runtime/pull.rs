@@ -77,6 +77,12 @@ pub struct Puller {
     /// One async mutex per image name, so concurrent ensure_image calls for
     /// the same image wait for one pull instead of racing each other.
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Images resolved before, by canonical name: a start of one needs
+    /// only its top snapshot checked, not the image record, manifest and
+    /// config read again (three containerd calls, under the image's lock).
+    /// A present image is never re-resolved against the registry anyway;
+    /// [`Puller::forget`] drops one the image GC removes.
+    resolved: Mutex<HashMap<String, ImageInfo>>,
 }
 
 /// Manifest and config of an image, parsed.
@@ -270,6 +276,7 @@ impl Puller {
             egress,
             _proxy: proxy,
             locks: Mutex::new(HashMap::new()),
+            resolved: Mutex::new(HashMap::new()),
         })
     }
 
@@ -346,6 +353,9 @@ impl Puller {
         // The canonical name (docker.io/library/x:latest for "x") keys the
         // lock and the image record, so spellings of one image share both.
         let name = parsed.whole();
+        if let Some(info) = self.cached(&name).await.map_err(err)? {
+            return Ok(info);
+        }
 
         let lock = {
             let mut locks = self.locks.lock().expect("image lock map poisoned");
@@ -363,16 +373,57 @@ impl Puller {
         result
     }
 
+    /// An image resolved before whose top snapshot is still there.
+    async fn cached(&self, name: &str) -> Result<Option<ImageInfo>, String> {
+        let known = self
+            .resolved
+            .lock()
+            .expect("resolved images lock")
+            .get(name)
+            .cloned();
+        let Some(info) = known else {
+            return Ok(None);
+        };
+        if self.snapshot_exists(&info.top_chain_id).await? {
+            return Ok(Some(info));
+        }
+        self.forget(name);
+        Ok(None)
+    }
+
+    /// Drops what is known of image `name` (canonical): it was removed.
+    pub fn forget(&self, name: &str) {
+        self.resolved
+            .lock()
+            .expect("resolved images lock")
+            .remove(name);
+    }
+
+    fn remember(&self, name: &str, info: &ImageInfo) {
+        self.resolved.lock().expect("resolved images lock").insert(
+            name.to_owned(),
+            ImageInfo {
+                fetched: false,
+                ..info.clone()
+            },
+        );
+    }
+
     async fn ensure_locked(&self, parsed: &Reference, name: &str) -> Result<ImageInfo, String> {
         let started = Instant::now();
+        if let Some(info) = self.cached(name).await? {
+            return Ok(info);
+        }
         if let Some(info) = self.resolve_cached(name).await? {
             debug!(
                 elapsed_ms = started.elapsed().as_millis() as u64,
                 "image cached"
             );
+            self.remember(name, &info);
             return Ok(info);
         }
         let info = self.pull(parsed, name).await?;
+        self.remember(name, &info);
         info!(
             digest = %info.digest,
             elapsed_ms = started.elapsed().as_millis() as u64,
