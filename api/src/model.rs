@@ -21,6 +21,53 @@ const MAX_TIMEOUT_S: u32 = 604_800;
 /// The largest `max_cost` (micro-units).
 const MAX_COST: i64 = 1_000_000_000_000_000;
 const MAX_COMMAND_BYTES: usize = 64 * 1024;
+
+/// A `command`: arguments without NUL, at most 64 KiB in all.
+pub fn validate_command(command: &[String]) -> Result<(), FieldError> {
+    if command.iter().any(|arg| arg.contains('\0')) {
+        return Err(FieldError::new(
+            "command",
+            "arguments must not contain NUL bytes",
+        ));
+    }
+    if command.iter().map(String::len).sum::<usize>() > MAX_COMMAND_BYTES {
+        return Err(FieldError::new(
+            "command",
+            "must be at most 64 KiB in total",
+        ));
+    }
+    Ok(())
+}
+
+/// `POST /v1/containers/{id}/exec`: a process to run in the running container.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExecRequest {
+    /// argv (the container's PATH applies): at least one argument, without
+    /// NUL, at most 65536 bytes in all.
+    #[schema(min_items = 1, schema_with = schemas::exec_command)]
+    pub command: Vec<String>,
+    /// Merged over the container's environment.
+    pub env: Option<BTreeMap<String, String>>,
+    /// SIGKILLed past this many seconds (default 30, at most 3600);
+    /// `timed_out` says so.
+    #[schema(minimum = 1, maximum = 3600)]
+    pub timeout_s: Option<u32>,
+}
+
+/// How an exec went. Output is UTF-8 (invalid bytes replaced); each stream
+/// keeps its first 1 MiB.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ExecResult {
+    /// The process's exit code (128 + signal when it was killed).
+    pub exit_code: i32,
+    pub stdout: String,
+    pub stderr: String,
+    pub stdout_truncated: bool,
+    pub stderr_truncated: bool,
+    /// It ran past `timeout_s` and was SIGKILLed.
+    pub timed_out: bool,
+}
 const MAX_PENDING_S: u32 = 86_400;
 
 /// A `timeout_s` (of a container or a job) is 1 s to 7 days.
@@ -188,18 +235,7 @@ impl CreateContainer {
         let cpu = CpuMillis::parse(self.cpu)?;
         let memory = MemoryMib::parse(self.memory_mib)?;
         let command = self.command.unwrap_or_default();
-        if command.iter().any(|arg| arg.contains('\0')) {
-            return Err(FieldError::new(
-                "command",
-                "arguments must not contain NUL bytes",
-            ));
-        }
-        if command.iter().map(String::len).sum::<usize>() > MAX_COMMAND_BYTES {
-            return Err(FieldError::new(
-                "command",
-                "must be at most 64 KiB in total",
-            ));
-        }
+        validate_command(&command)?;
         let env = self.env.unwrap_or_default();
         let secure_env = self.secure_env.unwrap_or_default();
         validate_env([("env", &env), ("secure_env", &secure_env.0)])?;

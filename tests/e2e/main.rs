@@ -19,6 +19,8 @@
 //!   `DeadlineExceeded` and `BudgetExceeded`.
 //! - `events`: the tenant's event log (JSON pages, SSE resumed from its
 //!   last id, two replicas writing).
+//! - `exec`: a process run in a running container (output, exit code,
+//!   bounds, its cgroup, refusals).
 //! - `hosts`: the hosts route, drain and undrain.
 //! - `jobs`: parallelism, per-task overrides, retries, cancel.
 //! - `idempotency`: `Idempotency-Key` on creation (concurrent retries, a
@@ -55,6 +57,7 @@ mod deadlines;
 mod egress;
 mod escape;
 mod events;
+mod exec;
 mod fuzz;
 mod hosts;
 mod idempotency;

@@ -1,6 +1,8 @@
 //! The worker's `WorkerAgent` gRPC service: serves a container's log file
 //! (stdout and stderr of every run, appended by containerd's shim) to the
-//! control plane, from any point, optionally following new output.
+//! control plane, from any point, optionally following new output; and
+//! runs a process in a running container for it (exec, bounded in time
+//! and output: [`crate::runtime::exec`]).
 
 use crate::runtime::{Runtime, TaskStatus};
 use skiff_proto as pb;
@@ -47,6 +49,10 @@ pub fn only_the_control_plane(
 use tonic::{Request, Response, Status};
 
 const CHUNK: usize = 64 * 1024;
+/// The most output an exec may return, per stream.
+const EXEC_MAX_OUTPUT: u64 = 1024 * 1024;
+/// The longest an exec may run.
+const EXEC_MAX_TIMEOUT_S: u32 = 3600;
 const FOLLOW_POLL: Duration = Duration::from_millis(200);
 
 pub struct LogService<R: Runtime> {
@@ -88,6 +94,50 @@ async fn tail_offset(file: &mut tokio::fs::File, len: u64, lines: u32) -> std::i
 #[tonic::async_trait]
 impl<R: Runtime> WorkerAgent for LogService<R> {
     type ReadLogsStream = LogStream;
+
+    async fn exec(
+        &self,
+        request: Request<pb::ExecRequest>,
+    ) -> Result<Response<pb::ExecResponse>, Status> {
+        let req = request.into_inner();
+        let id = uuid::Uuid::parse_str(&req.container_id)
+            .map_err(|_| Status::invalid_argument("container_id must be a uuid"))?
+            .to_string();
+        if req.command.is_empty() {
+            return Err(Status::invalid_argument("command is empty"));
+        }
+        let spec = crate::runtime::exec::ExecSpec {
+            command: req.command,
+            env: req.env.into_iter().collect(),
+            timeout: Duration::from_secs(u64::from(req.timeout_s.clamp(1, EXEC_MAX_TIMEOUT_S))),
+            max_output_bytes: req.max_output_bytes.min(EXEC_MAX_OUTPUT) as usize,
+        };
+        match self.runtime.exec(&id, &spec).await {
+            Ok(out) => Ok(Response::new(pb::ExecResponse {
+                stdout: out.stdout,
+                stderr: out.stderr,
+                exit_code: out.exit_code,
+                stdout_truncated: out.stdout_truncated,
+                stderr_truncated: out.stderr_truncated,
+                timed_out: out.timed_out,
+            })),
+            Err(crate::runtime::RuntimeError::Containerd { op, source, .. })
+                if matches!(
+                    source.code(),
+                    tonic::Code::NotFound | tonic::Code::FailedPrecondition
+                ) =>
+            {
+                Err(Status::failed_precondition(format!(
+                    "the container has no running task ({op}: {})",
+                    source.message()
+                )))
+            }
+            Err(e) => {
+                tracing::warn!(container = %id, error = %e, "exec failed");
+                Err(Status::internal(e.to_string()))
+            }
+        }
+    }
 
     async fn read_logs(
         &self,

@@ -107,6 +107,19 @@ pub fn command() -> RefOr<Schema> {
         .into()
 }
 
+/// An exec's argv: at least one argument, otherwise as [`command`].
+pub fn exec_command() -> RefOr<Schema> {
+    ArrayBuilder::new()
+        .schema_type(Type::Array)
+        .items(string().pattern(Some(NO_NUL_PATTERN)).build())
+        .min_items(Some(1))
+        .description(Some(
+            "The process's argv (the container's PATH applies): arguments without NUL, \
+             at most 65536 bytes in all.",
+        ))
+        .into()
+}
+
 /// An image reference (`skiff_core::ImageRef::parse`).
 pub fn image() -> RefOr<Schema> {
     string()

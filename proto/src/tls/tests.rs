@@ -7,7 +7,7 @@ use super::pki::{create_authority, key_and_request, Authority};
 use super::*;
 use crate::worker_agent_client::WorkerAgentClient;
 use crate::worker_agent_server::{WorkerAgent, WorkerAgentServer};
-use crate::{LogChunk, LogsRequest};
+use crate::{ExecRequest, ExecResponse, LogChunk, LogsRequest};
 use std::pin::Pin;
 use tokio_stream::Stream;
 
@@ -49,6 +49,13 @@ impl WorkerAgent for Echo {
         Ok(tonic::Response::new(Box::pin(tokio_stream::iter([Ok(
             chunk,
         )]))))
+    }
+
+    async fn exec(
+        &self,
+        _request: tonic::Request<ExecRequest>,
+    ) -> Result<tonic::Response<ExecResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("not in this test"))
     }
 }
 

@@ -381,12 +381,17 @@ impl ContainerdRuntime {
         &self.cgroups
     }
 
-    fn tasks(&self) -> TasksClient<Channel> {
+    /// `msg` as a request in the worker's namespace.
+    pub(super) fn conn_req<T>(&self, msg: T) -> Request<T> {
+        self.conn.req(msg)
+    }
+
+    pub(super) fn tasks(&self) -> TasksClient<Channel> {
         // Tasks.List has no streaming form: room for many thousand tasks.
         TasksClient::new(self.conn.channel.clone()).max_decoding_message_size(LIST_MAX_BYTES)
     }
 
-    fn containers(&self) -> ContainersClient<Channel> {
+    pub(super) fn containers(&self) -> ContainersClient<Channel> {
         ContainersClient::new(self.conn.channel.clone())
     }
 
@@ -777,6 +782,14 @@ impl Runtime for ContainerdRuntime {
             net.detach(id).await.map_err(net_err(id))?;
         }
         Ok(())
+    }
+
+    async fn exec(
+        &self,
+        id: &str,
+        spec: &super::exec::ExecSpec,
+    ) -> Result<super::exec::ExecOutput, RuntimeError> {
+        self.exec_in(id, spec).await
     }
 
     async fn ip(&self, id: &str) -> Option<std::net::Ipv4Addr> {

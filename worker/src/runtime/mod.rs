@@ -9,6 +9,8 @@
 //! - [`pull`]: fetches images from an OCI registry into containerd's content store and unpacks them.
 //! - [`spec`]: builds the complete OCI runtime spec for a container.
 //! - [`seccomp`]: resolves the containers/common default profile into OCI form.
+//! - [`exec`]: a process run in a running container (containerd Exec), its
+//!   output collected through FIFOs.
 //! - `fake` (tests only): an in-memory `Runtime` for the agent's unit tests.
 //!
 //! Bookkeeping lives in containerd itself (container labels), not in the
@@ -16,6 +18,7 @@
 
 pub mod cgroup;
 pub mod containerd;
+pub mod exec;
 #[cfg(test)]
 pub(crate) mod fake;
 pub mod pull;
@@ -233,6 +236,19 @@ pub trait Runtime: Send + Sync + 'static {
     /// network, creates the task with stdout+stderr appended to
     /// [`Runtime::log_path`] and starts it.
     async fn start(&self, run: &RunSpec, generation: u64) -> Result<TaskStarted, RuntimeError>;
+
+    /// Runs a process in the container's running task and collects its
+    /// output (see [`exec`]).
+    async fn exec(
+        &self,
+        id: &str,
+        _spec: &exec::ExecSpec,
+    ) -> Result<exec::ExecOutput, RuntimeError> {
+        Err(RuntimeError::Spec {
+            id: id.to_owned(),
+            message: "exec is not supported by this runtime".into(),
+        })
+    }
 
     /// The container's address while its run has a private network.
     async fn ip(&self, _id: &str) -> Option<std::net::Ipv4Addr> {

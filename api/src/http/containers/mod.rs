@@ -4,11 +4,14 @@
 //! - this module: create, get, list, and the views they answer with.
 //! - [`actions`]: stop, start, restart (idempotent with a key), delete.
 //! - [`observe`]: wait, events, logs.
+//! - [`exec`]: a process run in the running container.
 
 mod actions;
+mod exec;
 mod observe;
 
 pub use actions::*;
+pub use exec::*;
 pub use observe::*;
 
 use super::problems::{Conflict, InvalidRequest, NotFound, QuotaExceeded, Unprocessable};

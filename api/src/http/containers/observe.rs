@@ -117,6 +117,28 @@ pub struct LogsQuery {
     pub follow: Option<bool>,
 }
 
+/// The agent of `host_id`, dialed (the channel is shared): logs and exec.
+pub(super) async fn agent_of(
+    state: &AppState,
+    host_id: &str,
+) -> Result<pb::worker_agent_client::WorkerAgentClient<tonic::transport::Channel>, ApiError> {
+    let host = state
+        .store
+        .host(host_id)
+        .await?
+        .ok_or_else(|| ApiError::Unavailable(format!("host {host_id} is unknown")))?;
+    if host.revoked {
+        // Its certificate may still verify: it is not dialed again.
+        return Err(ApiError::Unavailable(format!(
+            "host {host_id} was revoked; it is no longer dialed"
+        )));
+    }
+    state
+        .agents
+        .client(host_id, &host.agent_addr)
+        .map_err(|e| ApiError::Unavailable(e.message().to_owned()))
+}
+
 /// stdout and stderr of every run, kept after exit until the container is deleted.
 #[utoipa::path(get, path = "/v1/containers/{id}/logs", tag = "containers", params(("id" = Uuid, Path), LogsQuery),
     responses((status = 200, content_type = "text/plain", body = String), InvalidRequest, NotFound),
@@ -133,21 +155,7 @@ pub async fn logs(
     let Some(host_id) = row.host_id.as_deref() else {
         return Ok((text_plain, "").into_response());
     };
-    let host = state
-        .store
-        .host(host_id)
-        .await?
-        .ok_or_else(|| ApiError::Unavailable(format!("host {host_id} is unknown")))?;
-    if host.revoked {
-        // Its certificate may still verify: it is not dialed again.
-        return Err(ApiError::Unavailable(format!(
-            "host {host_id} was revoked; its logs are no longer read"
-        )));
-    }
-    let mut client = state
-        .agents
-        .client(host_id, &host.agent_addr)
-        .map_err(|e| ApiError::Unavailable(e.message().to_owned()))?;
+    let mut client = agent_of(&state, host_id).await?;
     let stream = client
         .read_logs(pb::LogsRequest {
             container_id: row.id.to_string(),
