@@ -17,12 +17,14 @@
 //! - [`egress`]: which registries a pull may reach (policy and proxy).
 //! - [`logcap`]: a container's log kept under its size cap (newest bytes
 //!   behind a marker).
-//! - [`logs`]: the `WorkerAgent` gRPC service that serves log files (to the
-//!   control plane's certificate only).
+//! - [`logs`]: the `WorkerAgent` gRPC service that serves log files and
+//!   runs execs (to the control plane's certificate only); [`attach`]: its
+//!   interactive exec.
 //! - [`metrics`]: Prometheus metrics and their optional HTTP endpoint.
 
 pub mod advertise;
 pub mod agent;
+pub mod attach;
 pub mod config;
 pub mod egress;
 pub mod identity;

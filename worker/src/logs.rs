@@ -2,7 +2,7 @@
 //! (stdout and stderr of every run, appended by containerd's shim) to the
 //! control plane, from any point, optionally following new output; and
 //! runs a process in a running container for it (exec, bounded in time
-//! and output: [`crate::runtime::exec`]).
+//! and output: [`crate::runtime::exec`]; interactive: [`crate::attach`]).
 
 use crate::runtime::{Runtime, TaskStatus};
 use skiff_proto as pb;
@@ -94,6 +94,14 @@ async fn tail_offset(file: &mut tokio::fs::File, len: u64, lines: u32) -> std::i
 #[tonic::async_trait]
 impl<R: Runtime> WorkerAgent for LogService<R> {
     type ReadLogsStream = LogStream;
+    type AttachStream = crate::attach::AttachStream;
+
+    async fn attach(
+        &self,
+        request: Request<tonic::Streaming<pb::AttachInput>>,
+    ) -> Result<Response<Self::AttachStream>, Status> {
+        crate::attach::serve(self.runtime.clone(), request).await
+    }
 
     async fn exec(
         &self,

@@ -71,7 +71,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/containers/{id}/start", post(containers::start))
         .route("/v1/containers/{id}/restart", post(containers::restart))
         .route("/v1/containers/{id}/logs", get(containers::logs))
-        .route("/v1/containers/{id}/exec", post(containers::exec))
+        .route(
+            "/v1/containers/{id}/exec",
+            post(containers::exec).get(containers::attach),
+        )
         .route("/v1/containers/{id}/events", get(containers::events))
         .route("/v1/containers/{id}/wait", get(containers::wait))
         .route("/v1/containers/{id}/deliveries", get(webhooks::deliveries))

@@ -12,7 +12,7 @@ use utoipa::{Modify, OpenApi};
     info(title = "skiff", description = "Serverless container instances on your own hosts. \
         Containers are billed per second of task run time; image pulls and queueing are free."),
     paths(containers::create, containers::list, containers::get, containers::delete, containers::stop,
-        containers::start, containers::restart, containers::logs, containers::exec, containers::events, containers::wait,
+        containers::start, containers::restart, containers::logs, containers::exec, containers::attach, containers::events, containers::wait,
         tenants::create, events::list, jobs::create, jobs::get, jobs::list, jobs::tasks, jobs::cancel, jobs::delete, webhooks::rotate_secret, quotas::get, quotas::set, webhooks::deliveries, webhooks::job_deliveries, hosts::list, hosts::drain, hosts::undrain, hosts::revoke,
         join_tokens::create, join_tokens::list, join_tokens::revoke, usage::tenant_report, usage::admin_report, usage::verify, usage::rates,
         usage::add_rate, usage::add_adjustment),

@@ -57,6 +57,16 @@ impl WorkerAgent for Echo {
     ) -> Result<tonic::Response<ExecResponse>, tonic::Status> {
         Err(tonic::Status::unimplemented("not in this test"))
     }
+
+    type AttachStream =
+        Pin<Box<dyn Stream<Item = Result<crate::AttachOutput, tonic::Status>> + Send>>;
+
+    async fn attach(
+        &self,
+        _request: tonic::Request<tonic::Streaming<crate::AttachInput>>,
+    ) -> Result<tonic::Response<Self::AttachStream>, tonic::Status> {
+        Err(tonic::Status::unimplemented("not in this test"))
+    }
 }
 
 async fn serve(ca: &Authority, own: Arc<Credentials>, clients: ClientCerts) -> String {

@@ -792,6 +792,16 @@ impl Runtime for ContainerdRuntime {
         self.exec_in(id, spec).await
     }
 
+    async fn attach(
+        &self,
+        id: &str,
+        spec: &super::exec::AttachSpec,
+        input: mpsc::Receiver<super::exec::AttachIn>,
+        output: mpsc::Sender<Vec<u8>>,
+    ) -> Result<i32, RuntimeError> {
+        self.attach_in(id, spec, input, output).await
+    }
+
     async fn ip(&self, id: &str) -> Option<std::net::Ipv4Addr> {
         self.net.as_ref()?.ip(id).await
     }

@@ -10,8 +10,8 @@
 use super::containerd::ContainerdRuntime;
 use super::RuntimeError;
 use containerd_client::services::v1::{
-    DeleteProcessRequest, ExecProcessRequest, GetContainerRequest, KillRequest, StartRequest,
-    WaitRequest,
+    DeleteProcessRequest, ExecProcessRequest, GetContainerRequest, KillRequest, ResizePtyRequest,
+    StartRequest, WaitRequest,
 };
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -20,6 +20,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tonic::Code;
 
+/// The step whose failure means the process could not be started.
+const START_EXEC: &str = "Tasks.Start (exec)";
 const PROCESS_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/Process";
 const SIGKILL: u32 = 9;
 /// How long a SIGKILLed exec may take to be reaped.
@@ -45,6 +47,25 @@ pub struct ExecOutput {
     /// The exit status (128 + signal when killed).
     pub exit_code: i32,
     pub timed_out: bool,
+}
+
+/// An interactive exec.
+#[derive(Debug, Clone)]
+pub struct AttachSpec {
+    pub command: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    /// A pseudo-terminal: stdout and stderr are one stream.
+    pub tty: bool,
+    /// The terminal's (cols, rows) to start with.
+    pub size: Option<(u32, u32)>,
+}
+
+/// What the caller of an interactive exec sends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AttachIn {
+    Stdin(Vec<u8>),
+    Resize { cols: u32, rows: u32 },
+    CloseStdin,
 }
 
 /// The exec's process spec: the container's `process` with `command` as
@@ -83,6 +104,24 @@ pub fn process_spec(
     process
 }
 
+/// Forwards what one FIFO yields to `output` on a blocking thread, until
+/// its end (or the receiver is gone).
+fn forward(
+    path: PathBuf,
+    output: tokio::sync::mpsc::Sender<Vec<u8>>,
+) -> tokio::task::JoinHandle<std::io::Result<()>> {
+    tokio::task::spawn_blocking(move || {
+        let mut fifo = std::fs::File::open(&path)?;
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            let n = fifo.read(&mut buf)?;
+            if n == 0 || output.blocking_send(buf[..n].to_vec()).is_err() {
+                return Ok(());
+            }
+        }
+    })
+}
+
 /// Reads one FIFO to its end on a blocking thread: the first `max` bytes
 /// kept, the rest dropped. Opening blocks until the shim opens the writing
 /// end ([`unblock`] ends that wait when it never will).
@@ -114,6 +153,28 @@ fn unblock(path: &Path) {
         .open(path);
 }
 
+/// The exit code of a process that could not start, as shells give it:
+/// 127 when the program was not found, 126 otherwise (not executable).
+pub fn not_started_code(runtime_message: &str) -> i32 {
+    if runtime_message.contains("not found") || runtime_message.contains("no such file") {
+        127
+    } else {
+        126
+    }
+}
+
+/// Whether the exec process was created (so it must be deleted): any
+/// outcome but a failed `Tasks.Exec`.
+fn created_ok(result: &Result<i32, RuntimeError>) -> bool {
+    !matches!(
+        result,
+        Err(RuntimeError::Containerd {
+            op: "Tasks.Exec",
+            ..
+        })
+    )
+}
+
 impl ContainerdRuntime {
     /// [`super::Runtime::exec`] on containerd.
     pub(super) async fn exec_in(
@@ -121,30 +182,7 @@ impl ContainerdRuntime {
         id: &str,
         spec: &ExecSpec,
     ) -> Result<ExecOutput, RuntimeError> {
-        let containerd_err = |op: &'static str| {
-            move |source: tonic::Status| RuntimeError::Containerd {
-                op,
-                id: id.to_owned(),
-                source,
-            }
-        };
-        let container = self
-            .containers()
-            .get(self.conn_req(GetContainerRequest { id: id.to_owned() }))
-            .await
-            .map_err(containerd_err("Containers.Get"))?
-            .into_inner()
-            .container
-            .and_then(|c| c.spec)
-            .ok_or_else(|| RuntimeError::Spec {
-                id: id.to_owned(),
-                message: "the container has no spec".into(),
-            })?;
-        let oci: Value =
-            serde_json::from_slice(&container.value).map_err(|e| RuntimeError::Spec {
-                id: id.to_owned(),
-                message: format!("the container's spec: {e}"),
-            })?;
+        let oci = self.container_spec(id).await?;
         let process = process_spec(&oci["process"], &spec.command, &spec.env);
 
         let exec_id = format!("exec-{}", uuid::Uuid::new_v4().simple());
@@ -182,7 +220,18 @@ impl ContainerdRuntime {
         };
         let (out, err) = (joined(out.await), joined(err.await));
         let _ = std::fs::remove_dir_all(&dir);
-        let (exit_code, timed_out) = ran?;
+        let (exit_code, timed_out) = match ran {
+            // The process never started (no such program, not executable):
+            // the caller's mistake, answered as a shell would.
+            Err(RuntimeError::Containerd { op, source, .. }) if op == START_EXEC => {
+                return Ok(ExecOutput {
+                    stderr: format!("{}\n", source.message()).into_bytes(),
+                    exit_code: not_started_code(source.message()),
+                    ..ExecOutput::default()
+                });
+            }
+            ran => ran?,
+        };
         let (stdout, stdout_truncated) = out.map_err(io_err("reading the exec's stdout"))?;
         let (stderr, stderr_truncated) = err.map_err(io_err("reading the exec's stderr"))?;
         Ok(ExecOutput {
@@ -192,6 +241,208 @@ impl ContainerdRuntime {
             stderr_truncated,
             exit_code,
             timed_out,
+        })
+    }
+
+    /// [`super::Runtime::attach`] on containerd: the exit code.
+    pub(super) async fn attach_in(
+        &self,
+        id: &str,
+        spec: &AttachSpec,
+        mut input: tokio::sync::mpsc::Receiver<AttachIn>,
+        output: tokio::sync::mpsc::Sender<Vec<u8>>,
+    ) -> Result<i32, RuntimeError> {
+        let containerd_err = |op: &'static str| {
+            move |source: tonic::Status| RuntimeError::Containerd {
+                op,
+                id: id.to_owned(),
+                source,
+            }
+        };
+        let io_err = |op: &'static str| {
+            move |source: std::io::Error| RuntimeError::Io {
+                op,
+                id: id.to_owned(),
+                source,
+            }
+        };
+        let oci = self.container_spec(id).await?;
+        let mut process = process_spec(&oci["process"], &spec.command, &spec.env);
+        process["terminal"] = Value::Bool(spec.tty);
+        if let (true, Some((cols, rows))) = (spec.tty, spec.size) {
+            process["consoleSize"] = serde_json::json!({ "width": cols, "height": rows });
+        }
+        let exec_id = format!("exec-{}", uuid::Uuid::new_v4().simple());
+        let dir = self.config().state_dir.join("exec").join(&exec_id);
+        std::fs::create_dir_all(&dir).map_err(io_err("creating the exec's FIFO directory"))?;
+        let (in_path, out_path, err_path) =
+            (dir.join("stdin"), dir.join("stdout"), dir.join("stderr"));
+        let fifos: Vec<&PathBuf> = if spec.tty {
+            vec![&in_path, &out_path]
+        } else {
+            vec![&in_path, &out_path, &err_path]
+        };
+        for path in &fifos {
+            nix::unistd::mkfifo(
+                *path,
+                nix::sys::stat::Mode::S_IRUSR | nix::sys::stat::Mode::S_IWUSR,
+            )
+            .map_err(|e| io_err("creating an exec FIFO")(std::io::Error::from(e)))?;
+        }
+        // Read and write: opening never blocks, and closing it is stdin's end.
+        let stdin = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&in_path)
+            .map_err(io_err("opening the exec's stdin"))?;
+        let mut stdin = Some(tokio::fs::File::from_std(stdin));
+        let mut readers = vec![forward(out_path.clone(), output.clone())];
+        if !spec.tty {
+            readers.push(forward(err_path.clone(), output.clone()));
+        }
+        drop(output);
+        let created = self
+            .tasks()
+            .exec(self.conn_req(ExecProcessRequest {
+                container_id: id.to_owned(),
+                exec_id: exec_id.clone(),
+                stdin: in_path.display().to_string(),
+                stdout: out_path.display().to_string(),
+                stderr: if spec.tty {
+                    String::new()
+                } else {
+                    err_path.display().to_string()
+                },
+                terminal: spec.tty,
+                spec: Some(prost_types::Any {
+                    type_url: PROCESS_TYPE_URL.to_owned(),
+                    value: serde_json::to_vec(&process).expect("JSON serializes"),
+                }),
+            }))
+            .await
+            .map_err(containerd_err("Tasks.Exec"));
+        let result = match created {
+            Err(e) => Err(e),
+            Ok(_) => self.attach_run(id, &exec_id, &mut input, &mut stdin).await,
+        };
+        drop(stdin);
+        if result.is_err() {
+            unblock(&out_path);
+            unblock(&err_path);
+        }
+        for reader in readers {
+            let _ = reader.await;
+        }
+        if created_ok(&result) {
+            let _ = self
+                .tasks()
+                .delete_process(self.conn_req(DeleteProcessRequest {
+                    container_id: id.to_owned(),
+                    exec_id: exec_id.clone(),
+                }))
+                .await;
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        result
+    }
+
+    /// Starts the exec and serves its input until it exits.
+    async fn attach_run(
+        &self,
+        id: &str,
+        exec_id: &str,
+        input: &mut tokio::sync::mpsc::Receiver<AttachIn>,
+        stdin: &mut Option<tokio::fs::File>,
+    ) -> Result<i32, RuntimeError> {
+        use tokio::io::AsyncWriteExt as _;
+        let containerd_err = |op: &'static str| {
+            move |source: tonic::Status| RuntimeError::Containerd {
+                op,
+                id: id.to_owned(),
+                source,
+            }
+        };
+        self.tasks()
+            .start(self.conn_req(StartRequest {
+                container_id: id.to_owned(),
+                exec_id: exec_id.to_owned(),
+            }))
+            .await
+            .map_err(containerd_err("Tasks.Start (exec)"))?;
+        let mut tasks = self.tasks();
+        let wait = tasks.wait(self.conn_req(WaitRequest {
+            container_id: id.to_owned(),
+            exec_id: exec_id.to_owned(),
+        }));
+        tokio::pin!(wait);
+        let mut caller_gone = false;
+        loop {
+            tokio::select! {
+                status = &mut wait => {
+                    let status = status.map_err(containerd_err("Tasks.Wait (exec)"))?;
+                    return Ok(status.into_inner().exit_status as i32);
+                }
+                msg = input.recv(), if !caller_gone => match msg {
+                    Some(AttachIn::Stdin(bytes)) => {
+                        if let Some(file) = stdin.as_mut() {
+                            // A process that stopped reading: its input is dropped.
+                            if file.write_all(&bytes).await.is_err() {
+                                *stdin = None;
+                            }
+                        }
+                    }
+                    Some(AttachIn::Resize { cols, rows }) => {
+                        let _ = self
+                            .tasks()
+                            .resize_pty(self.conn_req(ResizePtyRequest {
+                                container_id: id.to_owned(),
+                                exec_id: exec_id.to_owned(),
+                                width: cols,
+                                height: rows,
+                            }))
+                            .await;
+                    }
+                    Some(AttachIn::CloseStdin) => *stdin = None,
+                    None => {
+                        // The caller went away: the process goes too.
+                        caller_gone = true;
+                        *stdin = None;
+                        let _ = self
+                            .tasks()
+                            .kill(self.conn_req(KillRequest {
+                                container_id: id.to_owned(),
+                                exec_id: exec_id.to_owned(),
+                                signal: SIGKILL,
+                                all: false,
+                            }))
+                            .await;
+                    }
+                },
+            }
+        }
+    }
+
+    /// The container's OCI spec as stored in containerd.
+    async fn container_spec(&self, id: &str) -> Result<Value, RuntimeError> {
+        let container = self
+            .containers()
+            .get(self.conn_req(GetContainerRequest { id: id.to_owned() }))
+            .await
+            .map_err(|source| RuntimeError::Containerd {
+                op: "Containers.Get",
+                id: id.to_owned(),
+                source,
+            })?
+            .into_inner()
+            .container
+            .and_then(|c| c.spec)
+            .ok_or_else(|| RuntimeError::Spec {
+                id: id.to_owned(),
+                message: "the container has no spec".into(),
+            })?;
+        serde_json::from_slice(&container.value).map_err(|e| RuntimeError::Spec {
+            id: id.to_owned(),
+            message: format!("the container's spec: {e}"),
         })
     }
 
@@ -234,7 +485,7 @@ impl ContainerdRuntime {
                     exec_id: exec_id.to_owned(),
                 }))
                 .await
-                .map_err(containerd_err("Tasks.Start (exec)"))?;
+                .map_err(containerd_err(START_EXEC))?;
             let wait = |limit: Duration| {
                 let mut tasks = self.tasks();
                 let req = self.conn_req(WaitRequest {
@@ -299,6 +550,17 @@ impl ContainerdRuntime {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_process_that_cannot_start_exits_as_a_shell_says() {
+        let not_found = "OCI runtime exec failed: exec failed: unable to start container process: \
+            exec: \"pgrep\": executable file not found in $PATH: unknown";
+        assert_eq!(not_started_code(not_found), 127);
+        assert_eq!(
+            not_started_code("exec: \"/etc/hosts\": permission denied"),
+            126
+        );
+    }
 
     #[test]
     fn the_process_is_the_containers_with_argv_and_env_replaced() {

@@ -250,6 +250,22 @@ pub trait Runtime: Send + Sync + 'static {
         })
     }
 
+    /// Runs an interactive process in the container's running task: `input`
+    /// feeds it, `output` gets what it writes; the exit code at its end. It
+    /// is SIGKILLed when `input` closes before it exits.
+    async fn attach(
+        &self,
+        id: &str,
+        _spec: &exec::AttachSpec,
+        _input: mpsc::Receiver<exec::AttachIn>,
+        _output: mpsc::Sender<Vec<u8>>,
+    ) -> Result<i32, RuntimeError> {
+        Err(RuntimeError::Spec {
+            id: id.to_owned(),
+            message: "attach is not supported by this runtime".into(),
+        })
+    }
+
     /// The container's address while its run has a private network.
     async fn ip(&self, _id: &str) -> Option<std::net::Ipv4Addr> {
         None
