@@ -48,6 +48,7 @@ pub struct ExecRequest {
     #[schema(min_items = 1, schema_with = schemas::exec_command)]
     pub command: Vec<String>,
     /// Merged over the container's environment.
+    #[schema(schema_with = schemas::env_map)]
     pub env: Option<BTreeMap<String, String>>,
     /// SIGKILLed past this many seconds (default 30, at most 3600);
     /// `timed_out` says so.

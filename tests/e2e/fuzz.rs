@@ -43,6 +43,10 @@ const RATE_PER_S: u32 = 40;
 
 /// The operation that long-polls (fuzzed with invalid input only).
 const WAIT_PATH: &str = "/v1/containers/{id}/wait";
+/// The interactive exec: a WebSocket, which schemathesis does not speak
+/// (a valid request without the upgrade is refused by design), so fuzzed
+/// with invalid input only.
+const ATTACH: &str = "GET /v1/containers/{id}/exec";
 
 /// One `st run` against the pool.
 struct FuzzRun {
@@ -193,9 +197,23 @@ async fn schemathesis_finds_no_failure_in_the_api() {
                     "admin".into(),
                     "--exclude-path".into(),
                     WAIT_PATH.into(),
+                    "--exclude-name".into(),
+                    ATTACH.into(),
                 ],
                 max_examples: 40,
                 max_time_s: 100,
+            },
+            FuzzRun {
+                name: "attach",
+                token: tenant.token.clone(),
+                args: vec![
+                    "--include-name".into(),
+                    ATTACH.into(),
+                    "--mode".into(),
+                    "negative".into(),
+                ],
+                max_examples: 40,
+                max_time_s: 15,
             },
             FuzzRun {
                 name: "wait",

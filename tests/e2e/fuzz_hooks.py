@@ -9,6 +9,8 @@ rules of its API; each is in the operation's text instead:
 - a usage window: `to` after `from`, at most 366 days, whole seconds;
 - a rate card: effective from a whole UTC hour that has not passed;
 - `env` and `secure_env` (and a job task's `env`): no key in both;
+- `ports`: no (port, protocol) twice, no (host_port, protocol) twice, and
+  ports or a `network_group` only with `network: private` (the default);
 - a job: `tasks`, when given, has `count` entries; its task names
   (`<name>-<index>-a<attempt>`) are container names (at most 63 characters);
 - a `notify_url` names a host the server allows (the fuzz pool allows
@@ -114,8 +116,35 @@ def _size(container, limit=64 * 1024):
                 break
 
 
+def _ports(container):
+    """Publishes each (port, protocol) and (host_port, protocol) once, and
+    nothing without a private network."""
+    if container.get("network") == "none":
+        container.pop("ports", None)
+        container.pop("network_group", None)
+        return
+    ports = container.get("ports")
+    if not isinstance(ports, list):
+        return
+    seen, kept = set(), []
+    for p in ports:
+        if not isinstance(p, dict):
+            kept.append(p)
+            continue
+        protocol = p.get("protocol") or "tcp"
+        keys = {("port", p.get("port"), protocol)}
+        if p.get("host_port") is not None:
+            keys.add(("host", p.get("host_port"), protocol))
+        if keys & seen:
+            continue
+        seen |= keys
+        kept.append(p)
+    container["ports"] = kept
+
+
 def _container(body, extra_env=()):
     _no_key_in_both(body, extra_env)
+    _ports(body)
     _labels(body.get("labels"))
     placement = body.get("placement")
     if isinstance(placement, dict):
@@ -173,6 +202,8 @@ def before_call(ctx, case, kwargs):
         _notify_url(body)
     elif (method, path) == ("POST", "/v1/jobs") and body is not None:
         _job(body)
+    elif (method, path) == ("POST", "/v1/containers/{id}/exec") and body is not None:
+        _size(body)
     elif (method, path) == ("POST", "/v1/tenants") and body is not None:
         if isinstance(body.get("name"), str):
             name = body["name"].strip()
