@@ -8,6 +8,15 @@
 //! The spec is plain `serde_json` rather than the `oci-spec` builders: it
 //! reads like the config.json it becomes, and a unit test checks that it
 //! parses as `oci_spec::runtime::Spec`. It holds secure env values: never log it.
+//!
+//! Layout:
+//! - [`user`]: the image's `User` (names or numbers) resolved against its
+//!   /etc/passwd and /etc/group.
+//! - [`rootfs`]: reads those files from the layer directories of a
+//!   snapshot, without mounting it.
+
+pub mod rootfs;
+pub mod user;
 
 use super::{RunSpec, RuntimeError};
 use serde_json::{json, Value};
