@@ -2,7 +2,7 @@
 # Build an OCI image from Debian's busybox-static without docker and push it
 # to a plain-HTTP registry with curl.
 #
-#   deploy/local/build-image.sh REGISTRY REPO:TAG [REPO:TAG...] [--extra-layers MB,MB,...] [--work DIR]
+#   deploy/local/build-image.sh REGISTRY REPO:TAG [REPO:TAG...] [--extra-layers MB,MB,...] [--user USER] [--work DIR]
 #
 #   REGISTRY        host:port of a plain-HTTP registry, e.g. 127.0.0.1:5050
 #   REPO:TAG        where to push (several tags of the same repository or of
@@ -12,6 +12,8 @@
 #                   "10,20,20" for a ~50 MB multi-layer benchmark image. The
 #                   bytes are deterministic (AES-CTR keystream), so rebuilding
 #                   gives the same digests and re-pushing skips the blobs.
+#   --user USER     the config's User (user[:group], names or numbers), e.g.
+#                   "nobody": the image runs as that user (default: root)
 #   --work DIR      build directory (kept; default: a temporary one, removed)
 #
 # The base layer: /bin/busybox, one symlink per applet (busybox --list-full:
@@ -31,13 +33,15 @@ MT_LAYER=application/vnd.oci.image.layer.v1.tar+gzip
 
 log() { printf '[build-image] %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
-usage() { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 
-registry="" refs=() extra="" work=""
+registry="" refs=() extra="" user="" work=""
 while (($#)); do
   case $1 in
     --extra-layers) extra=${2:?}; shift 2 ;;
     --extra-layers=*) extra=${1#*=}; shift ;;
+    --user) user=${2:?}; shift 2 ;;
+    --user=*) user=${1#*=}; shift ;;
     --work) work=${2:?}; shift 2 ;;
     --work=*) work=${1#*=}; shift ;;
     -h | --help) usage ;;
@@ -51,6 +55,7 @@ for r in "${refs[@]}"; do
   [[ $r =~ ^[a-z0-9]+([._/-][a-z0-9]+)*:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$ ]] || die "bad reference '$r' (want repo:tag)"
 done
 if [[ -n $extra && ! $extra =~ ^[0-9]+(,[0-9]+)*$ ]]; then die "--extra-layers wants sizes in MiB like 10,20,20"; fi
+if [[ -n $user && ! $user =~ ^[A-Za-z0-9_.-]+(:[A-Za-z0-9_.-]+)?$ ]]; then die "--user wants user[:group], e.g. nobody or 65534:65534"; fi
 
 if [[ -z $work ]]; then
   work=$(mktemp -d /tmp/skiff-image.XXXXXX)
@@ -143,7 +148,9 @@ if [[ -n $extra ]]; then
 fi
 
 # --- config and manifest -------------------------------------------------------
-printf '%s' "{\"architecture\":\"$arch\",\"os\":\"linux\",\"created\":\"1970-01-01T00:00:00Z\",\"config\":{\"Env\":[\"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\"],\"Cmd\":[\"sh\"],\"WorkingDir\":\"/\"},\"rootfs\":{\"type\":\"layers\",\"diff_ids\":[$diff_ids_json]},\"history\":[$history_json]}" >"$work/config.json"
+user_json=""
+[[ -z $user ]] || user_json=",\"User\":\"$user\""
+printf '%s' "{\"architecture\":\"$arch\",\"os\":\"linux\",\"created\":\"1970-01-01T00:00:00Z\",\"config\":{\"Env\":[\"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\"],\"Cmd\":[\"sh\"],\"WorkingDir\":\"/\"$user_json},\"rootfs\":{\"type\":\"layers\",\"diff_ids\":[$diff_ids_json]},\"history\":[$history_json]}" >"$work/config.json"
 config_digest="sha256:$(sha256_of "$work/config.json")"
 config_size=$(stat -c %s "$work/config.json")
 cp "$work/config.json" "$work/blobs/${config_digest#sha256:}"

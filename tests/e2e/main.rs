@@ -5,7 +5,7 @@
 //!
 //! Layout:
 //! - `run`: a container's life from create to exit (exit codes, logs,
-//!   events, timings, missing images).
+//!   events, timings, missing images, the image's user by name).
 //! - `lifecycle`: stop, start, restart, restart policies, delete.
 //! - `limits`: per-token rate limits (429 and its headers).
 //! - `isolation`: cgroup limits, OOM kills, network namespace, tenants,

@@ -3,7 +3,7 @@
 
 use crate::tenant;
 use serde_json::{json, Value};
-use skiff_e2e::{id_of, registry_digest, unique};
+use skiff_e2e::{id_of, push_user_image, registry_digest, unique};
 use skiff_e2e::{limit, secs};
 use std::time::Duration;
 
@@ -137,6 +137,44 @@ async fn missing_image_fails_with_image_pull_failed() {
             "message names the image: {diag}"
         );
         assert!(done["image_digest"].is_null(), "{diag}");
+        assert!(done["started_at"].is_null(), "never started: {diag}");
+    })
+    .await
+}
+
+#[tokio::test]
+async fn an_image_user_name_runs_as_that_user_and_an_unknown_one_fails_to_start() {
+    limit(secs(120), async {
+        let t = tenant().await;
+        // Two layers each: the names are looked up in the lower one's
+        // /etc/passwd (root and nobody, 65534).
+        let (nobody, ghost) = tokio::join!(
+            push_user_image(t.platform, "skiff/e2e-user-nobody:1", "nobody"),
+            push_user_image(t.platform, "skiff/e2e-user-ghost:1", "ghost"),
+        );
+        let mut spec = t
+            .platform
+            .sh("echo uid=$(id -u) gid=$(id -g) groups=$(id -G)");
+        spec["image"] = json!(nobody);
+        let id = t.create_id(&spec).await;
+        t.wait_exited_in(&id, "succeeded").await;
+        let diag = t.diag(&id).await;
+        assert_eq!(
+            t.logs(&id).await.trim(),
+            "uid=65534 gid=65534 groups=65534",
+            "{diag}"
+        );
+
+        spec["image"] = json!(ghost);
+        let id = t.create_id(&spec).await;
+        let done = t.wait_exited_in(&id, "failed").await;
+        let diag = t.diag(&id).await;
+        assert_eq!(done["reason"], "StartFailed", "{diag}");
+        let message = done["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains("no user \"ghost\"") && message.contains(&ghost),
+            "the message names the user and the image: {diag}"
+        );
         assert!(done["started_at"].is_null(), "never started: {diag}");
     })
     .await

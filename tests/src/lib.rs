@@ -156,13 +156,29 @@ pub async fn registry_digest(image: &str) -> String {
 /// MiB (deploy/local/build-image.sh: deterministic, so the same arguments
 /// give the same digest) as `<registry>/<repo_tag>`; returns the reference.
 pub async fn push_extra_image(platform: &Platform, repo_tag: &str, extra_mib: u32) -> String {
+    build_and_push(
+        platform,
+        repo_tag,
+        &["--extra-layers", &extra_mib.to_string()],
+    )
+    .await
+}
+
+/// Builds and pushes a busybox image whose config's `User` is `user`, as
+/// `<registry>/<repo_tag>`; returns the reference. It has a 1 MiB layer
+/// above the base, so its /etc/passwd is read from a lower layer.
+pub async fn push_user_image(platform: &Platform, repo_tag: &str, user: &str) -> String {
+    build_and_push(platform, repo_tag, &["--extra-layers", "1", "--user", user]).await
+}
+
+/// Runs deploy/local/build-image.sh for `repo_tag` with `args`.
+async fn build_and_push(platform: &Platform, repo_tag: &str, args: &[&str]) -> String {
     let script = platform.deploy_lib().with_file_name("build-image.sh");
     let output = tokio::process::Command::new("bash")
         .arg(&script)
         .arg(platform.registry())
         .arg(repo_tag)
-        .arg("--extra-layers")
-        .arg(extra_mib.to_string())
+        .args(args)
         .output()
         .await
         .unwrap_or_else(|e| panic!("running {}: {e}", script.display()));

@@ -260,6 +260,43 @@ async fn containerd_runtime_end_to_end() {
     );
     assert_eq!(code, 0);
 
+    // --- the image's user, by name or number, from its /etc/passwd ---
+    let mut users = Vec::new();
+    for (user, want) in [
+        ("nobody", "uid=65534 gid=65534 groups=65534"),
+        ("65534", "uid=65534 gid=65534 groups=65534"),
+        ("nobody:root", "uid=65534 gid=0 groups=0"),
+        ("4242", "uid=4242 gid=0 groups=0"),
+    ] {
+        let mut image = second.clone();
+        image.defaults.user = Some(user.to_owned());
+        let run = run_spec(
+            &env.image,
+            &image,
+            &["sh", "-c", "echo uid=$(id -u) gid=$(id -g) groups=$(id -G)"],
+            64,
+        );
+        rt.create(&run).await.expect("create as an image user");
+        rt.start(&run, 1).await.unwrap();
+        let (code, _) = wait_exit(&mut events, &run.id).await;
+        let log = read_log_through(&rt, &run.id, "groups=").await;
+        assert_eq!(code, 0, "{user}: {log}");
+        assert_eq!(log.trim(), want, "{user}");
+        users.push(run.id);
+    }
+    let mut ghost = second.clone();
+    ghost.defaults.user = Some("ghost".to_owned());
+    let refused = run_spec(&env.image, &ghost, &["true"], 64);
+    match rt.create(&refused).await {
+        Err(e @ RuntimeError::Spec { .. }) => {
+            let msg = e.to_string();
+            assert!(msg.contains("\"ghost\""), "{msg}");
+            assert!(msg.contains(&env.image), "{msg}");
+        }
+        other => panic!("an unknown user name must be refused at create: {other:?}"),
+    }
+    assert!(rt.list().await.unwrap().iter().all(|c| c.id != refused.id));
+
     // --- limits and isolation seen from inside ---
     let probe = run_spec(
         &env.image,
@@ -343,7 +380,7 @@ async fn containerd_runtime_end_to_end() {
     // --- cleanup ---
     let ids = [&id, &defaults.id, &probe.id, &hog.id, &sleeper.id];
     let t = Instant::now();
-    for cid in ids {
+    for cid in ids.iter().copied().chain(&users) {
         rt.remove(cid).await.expect("remove");
     }
     println!("remove: {} ms for {}", t.elapsed().as_millis(), ids.len());

@@ -8,9 +8,19 @@
 //! The spec is plain `serde_json` rather than the `oci-spec` builders: it
 //! reads like the config.json it becomes, and a unit test checks that it
 //! parses as `oci_spec::runtime::Spec`. It holds secure env values: never log it.
+//!
+//! Layout:
+//! - [`user`]: the image's `User` (names or numbers) resolved against its
+//!   /etc/passwd and /etc/group.
+//! - [`rootfs`]: reads those files from the layer directories of a
+//!   snapshot, without mounting it.
+
+pub mod rootfs;
+pub mod user;
 
 use super::{RunSpec, RuntimeError};
 use serde_json::{json, Value};
+use user::ProcessUser;
 
 /// Docker's default capability set without CAP_NET_RAW (no raw sockets:
 /// ping spoofing and ARP tricks are not something tenants need).
@@ -92,11 +102,13 @@ pub struct NetPaths {
     pub hostname: std::path::PathBuf,
 }
 
-/// The full runtime spec for `run` as JSON; `net`: its private network
+/// The full runtime spec for `run` as JSON, its process running as `user`
+/// (the image's, resolved: see [`user`]); `net`: its private network
 /// (None: a network namespace of its own with loopback only).
 pub fn build(
     run: &RunSpec,
     opts: &SpecOptions,
+    user: &ProcessUser,
     net: Option<&NetPaths>,
 ) -> Result<Value, RuntimeError> {
     let spec_err = |message: String| RuntimeError::Spec {
@@ -116,7 +128,6 @@ pub fn build(
         ));
     }
 
-    let (uid, gid) = parse_user(run.image.defaults.user.as_deref()).map_err(spec_err)?;
     let cwd = run
         .image
         .defaults
@@ -194,7 +205,11 @@ pub fn build(
         "ociVersion": "1.0.2",
         "process": {
             "terminal": false,
-            "user": { "uid": uid, "gid": gid },
+            "user": {
+                "uid": user.uid,
+                "gid": user.gid,
+                "additionalGids": user.additional_gids,
+            },
             "args": args,
             "env": merged_env(run),
             "cwd": cwd,
@@ -235,26 +250,6 @@ fn merged_env(run: &RunSpec) -> Vec<String> {
         set(k, v);
     }
     env.into_iter().map(|(k, v)| format!("{k}={v}")).collect()
-}
-
-/// `uid[:gid]`, numeric only: resolving names would need the image's
-/// /etc/passwd, which is not mounted when the spec is built.
-fn parse_user(user: Option<&str>) -> Result<(u32, u32), String> {
-    let Some(user) = user.map(str::trim).filter(|u| !u.is_empty()) else {
-        return Ok((0, 0));
-    };
-    let (u, g) = match user.split_once(':') {
-        Some((u, g)) => (u, Some(g)),
-        None => (user, None),
-    };
-    let parse = |s: &str| {
-        s.parse::<u32>().map_err(|_| {
-            format!("image user {user:?} is not numeric (uid[:gid]); user names are not supported")
-        })
-    };
-    let uid = parse(u)?;
-    let gid = g.map(parse).transpose()?.unwrap_or(0);
-    Ok((uid, gid))
 }
 
 /// Deny all devices, then allow Docker's defaults: mknod of any char/block
@@ -385,6 +380,10 @@ mod tests {
         }
     }
 
+    fn root() -> ProcessUser {
+        ProcessUser::root()
+    }
+
     fn opts() -> SpecOptions {
         SpecOptions {
             cgroup_parent: "/skiff/test".into(),
@@ -398,7 +397,7 @@ mod tests {
 
     #[test]
     fn resources_follow_the_request() {
-        let s = build(&run_spec(), &opts(), None).unwrap();
+        let s = build(&run_spec(), &opts(), &root(), None).unwrap();
         let r = &s["linux"]["resources"];
         assert_eq!(r["cpu"]["quota"], 50_000);
         assert_eq!(r["cpu"]["period"], 100_000);
@@ -417,6 +416,7 @@ mod tests {
                 swap_accounting: false,
                 ..opts()
             },
+            &root(),
             None,
         )
         .unwrap();
@@ -432,7 +432,7 @@ mod tests {
             hosts: "/run/skiff/net/files/c1/hosts".into(),
             hostname: "/run/skiff/net/files/c1/hostname".into(),
         };
-        let s = build(&run_spec(), &opts(), Some(&net)).unwrap();
+        let s = build(&run_spec(), &opts(), &root(), Some(&net)).unwrap();
         let ns = s["linux"]["namespaces"].as_array().unwrap();
         let netns: Vec<_> = ns.iter().filter(|n| n["type"] == "network").collect();
         assert_eq!(netns.len(), 1);
@@ -446,7 +446,7 @@ mod tests {
         assert!(hosts["options"].as_array().unwrap().contains(&json!("ro")));
         assert!(mounts.iter().any(|m| m["destination"] == "/etc/hostname"));
         // Without one: runc's fresh namespace (no path), the image's files.
-        let s = build(&run_spec(), &opts(), None).unwrap();
+        let s = build(&run_spec(), &opts(), &root(), None).unwrap();
         assert!(s["linux"]["namespaces"]
             .as_array()
             .unwrap()
@@ -461,7 +461,7 @@ mod tests {
 
     #[test]
     fn capabilities_lack_net_raw() {
-        let s = build(&run_spec(), &opts(), None).unwrap();
+        let s = build(&run_spec(), &opts(), &root(), None).unwrap();
         let caps = &s["process"]["capabilities"];
         for set in ["bounding", "effective", "permitted"] {
             let list: Vec<&str> = caps[set]
@@ -479,7 +479,7 @@ mod tests {
 
     #[test]
     fn network_namespace_is_new_never_the_hosts() {
-        let s = build(&run_spec(), &opts(), None).unwrap();
+        let s = build(&run_spec(), &opts(), &root(), None).unwrap();
         let ns = s["linux"]["namespaces"].as_array().unwrap();
         let net = ns.iter().find(|n| n["type"] == "network").unwrap();
         assert!(net.get("path").is_none());
@@ -494,6 +494,7 @@ mod tests {
                 cgroup_namespace: true,
                 ..opts()
             },
+            &root(),
             None,
         )
         .unwrap();
@@ -504,7 +505,7 @@ mod tests {
 
     #[test]
     fn env_layers_with_secure_env_on_top() {
-        let s = build(&run_spec(), &opts(), None).unwrap();
+        let s = build(&run_spec(), &opts(), &root(), None).unwrap();
         let env: Vec<&str> = s["process"]["env"]
             .as_array()
             .unwrap()
@@ -525,35 +526,36 @@ mod tests {
     #[test]
     fn process_comes_from_image_unless_command_given() {
         let mut run = run_spec();
-        let s = build(&run, &opts(), None).unwrap();
+        let app = ProcessUser {
+            uid: 1000,
+            gid: 1001,
+            additional_gids: vec![1001, 27],
+        };
+        let s = build(&run, &opts(), &app, None).unwrap();
         assert_eq!(s["process"]["args"], json!(["/bin/sh", "-c", "echo hi"]));
         assert_eq!(s["process"]["cwd"], "/app");
-        assert_eq!(s["process"]["user"], json!({ "uid": 1000, "gid": 1001 }));
+        assert_eq!(
+            s["process"]["user"],
+            json!({ "uid": 1000, "gid": 1001, "additionalGids": [1001, 27] })
+        );
         assert_eq!(s["hostname"], "web-1");
         assert_eq!(s["root"]["path"], "rootfs");
 
         run.command = vec!["sleep".into(), "1".into()];
-        run.image.defaults.user = None;
         run.image.defaults.working_dir = None;
-        let s = build(&run, &opts(), None).unwrap();
+        let s = build(&run, &opts(), &root(), None).unwrap();
         assert_eq!(s["process"]["args"], json!(["sleep", "1"]));
         assert_eq!(s["process"]["cwd"], "/");
-        assert_eq!(s["process"]["user"], json!({ "uid": 0, "gid": 0 }));
-
-        run.image.defaults.user = Some("nginx".into());
-        assert!(matches!(
-            build(&run, &opts(), None),
-            Err(RuntimeError::Spec { .. })
-        ));
-        run.image.defaults.user = Some("33".into());
-        let s = build(&run, &opts(), None).unwrap();
-        assert_eq!(s["process"]["user"], json!({ "uid": 33, "gid": 0 }));
+        assert_eq!(
+            s["process"]["user"],
+            json!({ "uid": 0, "gid": 0, "additionalGids": [0] })
+        );
     }
 
     #[test]
     fn tmp_is_a_tmpfs_as_large_as_the_memory_limit() {
         let run = run_spec();
-        let s = build(&run, &opts(), None).unwrap();
+        let s = build(&run, &opts(), &root(), None).unwrap();
         let tmp = s["mounts"]
             .as_array()
             .unwrap()
@@ -574,7 +576,7 @@ mod tests {
 
     #[test]
     fn mounts_and_paths_match_docker_defaults() {
-        let s = build(&run_spec(), &opts(), None).unwrap();
+        let s = build(&run_spec(), &opts(), &root(), None).unwrap();
         let mounts = s["mounts"].as_array().unwrap();
         let cgroup = mounts
             .iter()
@@ -605,7 +607,7 @@ mod tests {
         assert!(host_nofile_limit() <= NOFILE_LIMIT);
         let mut o = opts();
         o.nofile_limit = 20000;
-        let s = build(&run_spec(), &o, None).unwrap();
+        let s = build(&run_spec(), &o, &root(), None).unwrap();
         assert_eq!(s["process"]["rlimits"][0]["soft"], 20000);
     }
 
@@ -621,7 +623,7 @@ mod tests {
                 crate::runtime::seccomp::ArchScope::Native,
             ));
         }
-        let s = build(&run_spec(), &o, None).unwrap();
+        let s = build(&run_spec(), &o, &root(), None).unwrap();
         let parsed: oci_spec::runtime::Spec = serde_json::from_value(s).unwrap();
         let linux = parsed.linux().as_ref().unwrap();
         assert_eq!(
