@@ -355,7 +355,9 @@ pg_ctl_as_postgres() { (cd / && runuser -u postgres -- "$SKIFF_PG_BIN/pg_ctl" "$
 psql_url() { local url=$1; shift; "$SKIFF_PG_BIN/psql" "$url" -v ON_ERROR_STOP=1 -qtAX "$@"; }
 
 # start_postgres DIR PORT: a private cluster in DIR on 127.0.0.1:PORT,
-# database "skiff" created. Sets and prints SKIFF_PG_URL; also sets
+# database "skiff" created, max_connections SKIFF_PG_MAX_CONNECTIONS (400:
+# the e2e run's pools share one cluster, each replica pooling up to
+# SKIFF_DB_MAX_CONNECTIONS; 100, the default, ran out under load). Sets and prints SKIFF_PG_URL; also sets
 # SKIFF_PG_SOCKET_DIR (its unix-socket directory: reachable from a network
 # namespace too, postgres://postgres@/postgres?host=<dir>&port=PORT). If
 # DATABASE_URL is set, nothing is started and that URL is used. Can be called
@@ -430,7 +432,8 @@ start_postgres() {
     local attempt
     for attempt in 1 2 3; do
       if (cd / && setsid -w runuser -u postgres -- "$SKIFF_PG_BIN/pg_ctl" -D "$data" -l "$data/postgres.log" -w -t 60 \
-        -o "-p $port -k $sockdir -c listen_addresses=127.0.0.1" start >&2 9>&-); then
+        -o "-p $port -k $sockdir -c listen_addresses=127.0.0.1 -c max_connections=${SKIFF_PG_MAX_CONNECTIONS:-400}" \
+        start >&2 9>&-); then
         break
       fi
       ((attempt < 3)) || die "postgres did not start: see $data/postgres.log"
