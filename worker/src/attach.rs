@@ -13,6 +13,28 @@ use tonic::{Request, Response, Status, Streaming};
 
 pub type AttachStream = Pin<Box<dyn Stream<Item = Result<pb::AttachOutput, Status>> + Send>>;
 
+/// An exec's failure as the control plane is told it: no running task is
+/// a failed precondition (the API's 409), anything else internal.
+pub fn exec_status(id: &str, e: crate::runtime::RuntimeError) -> Status {
+    match e {
+        crate::runtime::RuntimeError::Containerd { op, source, .. }
+            if matches!(
+                source.code(),
+                tonic::Code::NotFound | tonic::Code::FailedPrecondition
+            ) =>
+        {
+            Status::failed_precondition(format!(
+                "the container has no running task ({op}: {})",
+                source.message()
+            ))
+        }
+        e => {
+            tracing::warn!(container = %id, error = %e, "exec failed");
+            Status::internal(e.to_string())
+        }
+    }
+}
+
 /// Serves one attach call on `runtime`.
 pub async fn serve<R: Runtime>(
     runtime: Arc<R>,
@@ -87,21 +109,7 @@ pub async fn serve<R: Runtime>(
             Ok(code) => Ok(pb::AttachOutput {
                 output: Some(pb::attach_output::Output::ExitCode(code)),
             }),
-            Err(crate::runtime::RuntimeError::Containerd { op, source, .. })
-                if matches!(
-                    source.code(),
-                    tonic::Code::NotFound | tonic::Code::FailedPrecondition
-                ) =>
-            {
-                Err(Status::failed_precondition(format!(
-                    "the container has no running task ({op}: {})",
-                    source.message()
-                )))
-            }
-            Err(e) => {
-                tracing::warn!(container = %id, error = %e, "attach failed");
-                Err(Status::internal(e.to_string()))
-            }
+            Err(e) => Err(exec_status(&id, e)),
         };
         let _ = out_tx.send(last).await;
     });

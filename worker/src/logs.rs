@@ -129,21 +129,7 @@ impl<R: Runtime> WorkerAgent for LogService<R> {
                 stderr_truncated: out.stderr_truncated,
                 timed_out: out.timed_out,
             })),
-            Err(crate::runtime::RuntimeError::Containerd { op, source, .. })
-                if matches!(
-                    source.code(),
-                    tonic::Code::NotFound | tonic::Code::FailedPrecondition
-                ) =>
-            {
-                Err(Status::failed_precondition(format!(
-                    "the container has no running task ({op}: {})",
-                    source.message()
-                )))
-            }
-            Err(e) => {
-                tracing::warn!(container = %id, error = %e, "exec failed");
-                Err(Status::internal(e.to_string()))
-            }
+            Err(e) => Err(crate::attach::exec_status(&id, e)),
         }
     }
 

@@ -171,7 +171,7 @@ fn net_err(id: &str) -> impl FnOnce(NetError) -> RuntimeError + '_ {
     }
 }
 
-fn containerd_err(op: &'static str, id: &str) -> impl FnOnce(Status) -> RuntimeError {
+pub(super) fn containerd_err(op: &'static str, id: &str) -> impl FnOnce(Status) -> RuntimeError {
     let id = id.to_owned();
     move |source| RuntimeError::Containerd { op, id, source }
 }

@@ -7,7 +7,7 @@
 //! its first `max_output_bytes` and the rest is read and dropped, so a
 //! chatty process never blocks on a full pipe nor fills memory.
 
-use super::containerd::ContainerdRuntime;
+use super::containerd::{containerd_err, ContainerdRuntime};
 use super::RuntimeError;
 use containerd_client::services::v1::{
     DeleteProcessRequest, ExecProcessRequest, GetContainerRequest, KillRequest, ResizePtyRequest,
@@ -252,13 +252,6 @@ impl ContainerdRuntime {
         mut input: tokio::sync::mpsc::Receiver<AttachIn>,
         output: tokio::sync::mpsc::Sender<Vec<u8>>,
     ) -> Result<i32, RuntimeError> {
-        let containerd_err = |op: &'static str| {
-            move |source: tonic::Status| RuntimeError::Containerd {
-                op,
-                id: id.to_owned(),
-                source,
-            }
-        };
         let io_err = |op: &'static str| {
             move |source: std::io::Error| RuntimeError::Io {
                 op,
@@ -320,7 +313,7 @@ impl ContainerdRuntime {
                 }),
             }))
             .await
-            .map_err(containerd_err("Tasks.Exec"));
+            .map_err(containerd_err("Tasks.Exec", id));
         let result = match created {
             Err(e) => Err(e),
             Ok(_) => self.attach_run(id, &exec_id, &mut input, &mut stdin).await,
@@ -355,20 +348,13 @@ impl ContainerdRuntime {
         stdin: &mut Option<tokio::fs::File>,
     ) -> Result<i32, RuntimeError> {
         use tokio::io::AsyncWriteExt as _;
-        let containerd_err = |op: &'static str| {
-            move |source: tonic::Status| RuntimeError::Containerd {
-                op,
-                id: id.to_owned(),
-                source,
-            }
-        };
         self.tasks()
             .start(self.conn_req(StartRequest {
                 container_id: id.to_owned(),
                 exec_id: exec_id.to_owned(),
             }))
             .await
-            .map_err(containerd_err("Tasks.Start (exec)"))?;
+            .map_err(containerd_err("Tasks.Start (exec)", id))?;
         let mut tasks = self.tasks();
         let wait = tasks.wait(self.conn_req(WaitRequest {
             container_id: id.to_owned(),
@@ -379,7 +365,7 @@ impl ContainerdRuntime {
         loop {
             tokio::select! {
                 status = &mut wait => {
-                    let status = status.map_err(containerd_err("Tasks.Wait (exec)"))?;
+                    let status = status.map_err(containerd_err("Tasks.Wait (exec)", id))?;
                     return Ok(status.into_inner().exit_status as i32);
                 }
                 msg = input.recv(), if !caller_gone => match msg {
@@ -407,19 +393,24 @@ impl ContainerdRuntime {
                         // The caller went away: the process goes too.
                         caller_gone = true;
                         *stdin = None;
-                        let _ = self
-                            .tasks()
-                            .kill(self.conn_req(KillRequest {
-                                container_id: id.to_owned(),
-                                exec_id: exec_id.to_owned(),
-                                signal: SIGKILL,
-                                all: false,
-                            }))
-                            .await;
+                        let _ = self.kill_exec(id, exec_id).await;
                     }
                 },
             }
         }
+    }
+
+    /// SIGKILLs an exec's process.
+    async fn kill_exec(&self, id: &str, exec_id: &str) -> Result<(), tonic::Status> {
+        self.tasks()
+            .kill(self.conn_req(KillRequest {
+                container_id: id.to_owned(),
+                exec_id: exec_id.to_owned(),
+                signal: SIGKILL,
+                all: false,
+            }))
+            .await
+            .map(drop)
     }
 
     /// The container's OCI spec as stored in containerd.
@@ -428,11 +419,7 @@ impl ContainerdRuntime {
             .containers()
             .get(self.conn_req(GetContainerRequest { id: id.to_owned() }))
             .await
-            .map_err(|source| RuntimeError::Containerd {
-                op: "Containers.Get",
-                id: id.to_owned(),
-                source,
-            })?
+            .map_err(containerd_err("Containers.Get", id))?
             .into_inner()
             .container
             .and_then(|c| c.spec)
@@ -456,13 +443,6 @@ impl ContainerdRuntime {
         stderr: &Path,
         timeout: Duration,
     ) -> Result<(i32, bool), RuntimeError> {
-        let containerd_err = |op: &'static str| {
-            move |source: tonic::Status| RuntimeError::Containerd {
-                op,
-                id: id.to_owned(),
-                source,
-            }
-        };
         self.tasks()
             .exec(self.conn_req(ExecProcessRequest {
                 container_id: id.to_owned(),
@@ -477,7 +457,7 @@ impl ContainerdRuntime {
                 }),
             }))
             .await
-            .map_err(containerd_err("Tasks.Exec"))?;
+            .map_err(containerd_err("Tasks.Exec", id))?;
         let result = async {
             self.tasks()
                 .start(self.conn_req(StartRequest {
@@ -485,7 +465,7 @@ impl ContainerdRuntime {
                     exec_id: exec_id.to_owned(),
                 }))
                 .await
-                .map_err(containerd_err(START_EXEC))?;
+                .map_err(containerd_err(START_EXEC, id))?;
             let wait = |limit: Duration| {
                 let mut tasks = self.tasks();
                 let req = self.conn_req(WaitRequest {
@@ -496,33 +476,26 @@ impl ContainerdRuntime {
             };
             match wait(timeout).await {
                 Ok(done) => {
-                    let status = done.map_err(containerd_err("Tasks.Wait (exec)"))?;
+                    let status = done.map_err(containerd_err("Tasks.Wait (exec)", id))?;
                     Ok((status.into_inner().exit_status as i32, false))
                 }
                 Err(_) => {
-                    match self
-                        .tasks()
-                        .kill(self.conn_req(KillRequest {
-                            container_id: id.to_owned(),
-                            exec_id: exec_id.to_owned(),
-                            signal: SIGKILL,
-                            all: false,
-                        }))
-                        .await
-                    {
+                    match self.kill_exec(id, exec_id).await {
                         Ok(_) => {}
                         Err(s) if matches!(s.code(), Code::NotFound | Code::FailedPrecondition) => {
                         }
-                        Err(s) => return Err(containerd_err("Tasks.Kill (exec)")(s)),
+                        Err(s) => return Err(containerd_err("Tasks.Kill (exec)", id)(s)),
                     }
                     let status = wait(KILL_GRACE)
                         .await
                         .map_err(|_| {
-                            containerd_err("Tasks.Wait (exec)")(tonic::Status::deadline_exceeded(
-                                "the exec was not reaped after SIGKILL",
-                            ))
+                            containerd_err("Tasks.Wait (exec)", id)(
+                                tonic::Status::deadline_exceeded(
+                                    "the exec was not reaped after SIGKILL",
+                                ),
+                            )
                         })?
-                        .map_err(containerd_err("Tasks.Wait (exec)"))?;
+                        .map_err(containerd_err("Tasks.Wait (exec)", id))?;
                     Ok((status.into_inner().exit_status as i32, true))
                 }
             }

@@ -226,16 +226,21 @@ mod tests {
             (&[], None),
         ];
         for (entries, want) in cases {
-            let entries: HashMap<PathBuf, Entry> = entries
-                .iter()
-                .map(|(p, e)| (PathBuf::from(p), *e))
-                .collect();
-            let probe = |p: &Path| Ok(entries.get(p).copied().unwrap_or(Absent));
+            let entries = tree(entries);
+            let probe = |p: &Path| Ok(entries.get(p).copied().unwrap_or(Entry::Absent));
             let layers = [PathBuf::from("up"), PathBuf::from("low")];
             let got = locate(&layers, "/etc/passwd", probe).unwrap();
             let want = want.map(|layer| Path::new(layer).join("etc/passwd"));
             assert_eq!(got, want, "{entries:?}");
         }
+    }
+
+    /// The fake layer tree a case describes.
+    fn tree(entries: Layers) -> HashMap<PathBuf, Entry> {
+        entries
+            .iter()
+            .map(|(p, e)| (PathBuf::from(p), *e))
+            .collect()
     }
 
     #[test]
@@ -249,11 +254,8 @@ mod tests {
             (&[("up/etc", Dir), ("up/etc/passwd", Other)], "its /etc/passwd is not a regular file"),
         ];
         for (entries, want) in cases {
-            let entries: HashMap<PathBuf, Entry> = entries
-                .iter()
-                .map(|(p, e)| (PathBuf::from(p), *e))
-                .collect();
-            let probe = |p: &Path| Ok(entries.get(p).copied().unwrap_or(Absent));
+            let entries = tree(entries);
+            let probe = |p: &Path| Ok(entries.get(p).copied().unwrap_or(Entry::Absent));
             let got = locate(&[PathBuf::from("up")], "/etc/passwd", probe);
             assert_eq!(got.map_err(|e| e.to_string()), Err(want.to_string()));
         }

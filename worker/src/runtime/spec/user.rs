@@ -184,18 +184,25 @@ struct GroupEntry<'a> {
     members: std::str::Split<'a, char>,
 }
 
+/// A passwd or group line's name and the fields after its password; None
+/// for comments and lines without a name.
+fn entry_fields(line: &str) -> Option<(&str, std::str::Split<'_, char>)> {
+    let line = line.trim();
+    if line.starts_with('#') {
+        return None;
+    }
+    let mut fields = line.split(':');
+    let name = fields.next().filter(|n| !n.is_empty())?;
+    let _password = fields.next()?;
+    Some((name, fields))
+}
+
 /// `name:password:uid:gid:gecos:home:shell` lines, in order. Blank lines,
 /// comments and lines without numeric ids (NIS `+`/`-` entries, damage)
 /// are skipped: they match nothing.
 fn passwd_entries(passwd: &str) -> impl Iterator<Item = PasswdEntry<'_>> {
     passwd.lines().filter_map(|line| {
-        let line = line.trim();
-        if line.starts_with('#') {
-            return None;
-        }
-        let mut fields = line.split(':');
-        let name = fields.next().filter(|n| !n.is_empty())?;
-        let _password = fields.next()?;
+        let (name, mut fields) = entry_fields(line)?;
         let uid = fields.next()?.parse().ok()?;
         let gid = fields.next()?.parse().ok()?;
         Some(PasswdEntry { name, uid, gid })
@@ -206,13 +213,7 @@ fn passwd_entries(passwd: &str) -> impl Iterator<Item = PasswdEntry<'_>> {
 /// [`passwd_entries`].
 fn group_entries(group: &str) -> impl Iterator<Item = GroupEntry<'_>> {
     group.lines().filter_map(|line| {
-        let line = line.trim();
-        if line.starts_with('#') {
-            return None;
-        }
-        let mut fields = line.split(':');
-        let name = fields.next().filter(|n| !n.is_empty())?;
-        let _password = fields.next()?;
+        let (name, mut fields) = entry_fields(line)?;
         let gid = fields.next()?.parse().ok()?;
         let members = fields.next().unwrap_or("").split(',');
         Some(GroupEntry { name, gid, members })
