@@ -153,6 +153,9 @@ pub struct CreateContainer {
     /// letter or digit.
     #[schema(pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", max_length = 63)]
     pub network_group: Option<String>,
+    /// Mount its root filesystem read-only (default false); `/tmp` stays
+    /// a writable tmpfs.
+    pub read_only_rootfs: Option<bool>,
     /// `network: private` only: ports to publish on its host (at most 16),
     /// each (port, protocol) once and each (host_port, protocol) once.
     #[schema(schema_with = schemas::port_requests)]
@@ -212,6 +215,7 @@ pub struct NewContainer {
     pub network: NetworkMode,
     pub network_group: Option<String>,
     pub ports: Vec<PortRequest>,
+    pub read_only_rootfs: bool,
 }
 
 /// Which job task a container is an attempt of.
@@ -298,6 +302,7 @@ impl CreateContainer {
             network,
             network_group: self.network_group,
             ports,
+            read_only_rootfs: self.read_only_rootfs.unwrap_or(false),
         })
     }
 }
@@ -372,6 +377,8 @@ pub struct ContainerView {
     pub network: NetworkMode,
     /// The group it shares a network with (null: none).
     pub network_group: Option<String>,
+    /// Its root filesystem is read-only.
+    pub read_only_rootfs: bool,
     /// Its address on its host's bridge, while its task runs (`running`,
     /// `stopping`) with `network: private`; null otherwise.
     pub ip: Option<String>,

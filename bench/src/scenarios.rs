@@ -110,6 +110,7 @@ fn run_spec(id: &str, image_ref: &str, image: skiff_worker::runtime::ImageInfo) 
         memory: MemoryMib::from_mib(64),
         hostname: id.chars().take(12).collect(),
         network: skiff_worker::runtime::NetworkSpec::None,
+        read_only_rootfs: false,
     }
 }
 

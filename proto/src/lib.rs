@@ -31,6 +31,7 @@ impl std::fmt::Debug for v1::ContainerSpec {
             .field("network", &self.network())
             .field("network_key", &self.network_key)
             .field("ports", &self.ports)
+            .field("read_only_rootfs", &self.read_only_rootfs)
             .finish()
     }
 }

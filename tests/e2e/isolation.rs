@@ -394,3 +394,36 @@ async fn secure_env_values_are_never_returned_or_logged() {
     })
     .await
 }
+
+#[tokio::test]
+async fn a_read_only_rootfs_refuses_writes_while_tmp_takes_them() {
+    limit(secs(60), async {
+        let t = tenant().await;
+        let probe =
+            "if touch /probe 2>/dev/null; then echo root=writable; else echo root=read-only; fi; \
+                     if touch /tmp/probe; then echo tmp=writable; fi";
+        let mut read_only = t.platform.sh(probe);
+        read_only["read_only_rootfs"] = json!(true);
+        let ro = t.create_id(&read_only).await;
+        // The control: the same probe in a default container.
+        let rw = t.create_id(&t.platform.sh(probe)).await;
+        let ro_view = t.wait_exited_in(&ro, "succeeded").await;
+        assert_eq!(ro_view["read_only_rootfs"], true, "{ro_view}");
+        let rw_view = t.wait_exited_in(&rw, "succeeded").await;
+        assert_eq!(rw_view["read_only_rootfs"], false, "{rw_view}");
+        let (ro_logs, rw_logs) = (t.logs(&ro).await, t.logs(&rw).await);
+        assert_eq!(
+            ro_logs,
+            "root=read-only\ntmp=writable\n",
+            "{}",
+            t.diag(&ro).await
+        );
+        assert_eq!(
+            rw_logs,
+            "root=writable\ntmp=writable\n",
+            "{}",
+            t.diag(&rw).await
+        );
+    })
+    .await
+}

@@ -57,6 +57,7 @@ fn run_spec(image_ref: &str, image: &ImageInfo, command: &[&str], memory_mib: u6
         memory: MemoryMib::parse(memory_mib).unwrap(),
         hostname: "rt-test".to_owned(),
         network: NetworkSpec::None,
+        read_only_rootfs: false,
     }
 }
 

@@ -117,6 +117,7 @@ pub fn assignment(row: &ContainerRow, keyring: &Keyring) -> pb::Assignment {
                     host_port: u32::from(p.host_port),
                 })
                 .collect(),
+            read_only_rootfs: row.read_only_rootfs,
         }),
         stop_timeout_s: row.stop_timeout_s as u32,
     }

@@ -153,6 +153,7 @@ pub struct ContainerRow {
     pub removed_at: Option<DateTime<Utc>>,
     pub network: NetworkMode,
     pub network_group: Option<String>,
+    pub read_only_rootfs: bool,
     /// The ports it asks to publish.
     pub ports: Json<Vec<PortRequest>>,
     /// The host ports of its current placement (they count only while it
@@ -205,7 +206,7 @@ const CONTAINER_COLUMNS: &str = "id, tenant_id, name, image, image_digest, comma
     restart_at, state, reason, message, exit_code, restart_count, backoff_step, host_id, \
     max_pending_s, pending_since, host_labels, prefer_host_id, created_at, \
     scheduled_at, started_at, finished_at, queued_ms, pull_ms, create_ms, start_ms, deleted_at, removed_at, \
-    network, network_group, ports, host_ports, ip";
+    network, network_group, ports, host_ports, ip, read_only_rootfs";
 
 /// The states that hold a host's resources (everything not finished).
 const TERMINAL_STATES: &str = "('succeeded', 'failed', 'stopped')";

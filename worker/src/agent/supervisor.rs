@@ -445,6 +445,7 @@ impl<R: Runtime> ContainerSupervisor<R> {
             memory: MemoryMib::from_mib(spec.memory_mib),
             hostname: spec.hostname.clone(),
             network,
+            read_only_rootfs: spec.read_only_rootfs,
         };
         // Held through create and start; released before reporting. Create
         // and start themselves are not interrupted: a request dropped in

@@ -107,6 +107,8 @@ pub struct RunSpec {
     pub memory: MemoryMib,
     pub hostname: String,
     pub network: NetworkSpec,
+    /// The root filesystem is mounted read-only.
+    pub read_only_rootfs: bool,
 }
 
 /// A run's network.

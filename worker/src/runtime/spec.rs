@@ -223,7 +223,7 @@ pub fn build(
             ],
             "noNewPrivileges": true,
         },
-        "root": { "path": "rootfs", "readonly": false },
+        "root": { "path": "rootfs", "readonly": run.read_only_rootfs },
         "hostname": run.hostname,
         "mounts": mounts,
         "linux": linux,
@@ -377,6 +377,7 @@ mod tests {
             memory: MemoryMib::parse(256).unwrap(),
             hostname: "web-1".into(),
             network: crate::runtime::NetworkSpec::None,
+            read_only_rootfs: false,
         }
     }
 
@@ -457,6 +458,26 @@ mod tests {
             .unwrap()
             .iter()
             .any(|m| m["destination"] == "/etc/hosts"));
+    }
+
+    #[test]
+    fn the_rootfs_is_read_only_when_asked() {
+        let s = build(&run_spec(), &opts(), &root(), None).unwrap();
+        assert_eq!(s["root"]["readonly"], false);
+        let run = RunSpec {
+            read_only_rootfs: true,
+            ..run_spec()
+        };
+        let s = build(&run, &opts(), &root(), None).unwrap();
+        assert_eq!(s["root"]["readonly"], true);
+        // /tmp stays writable: a tmpfs of its own.
+        let tmp = s["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["destination"] == "/tmp")
+            .unwrap();
+        assert_eq!(tmp["type"], "tmpfs");
     }
 
     #[test]

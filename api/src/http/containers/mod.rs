@@ -130,6 +130,7 @@ pub fn view(row: ContainerRow, usage: UsageView) -> ContainerView {
     ContainerView {
         network: row.network,
         network_group: row.network_group,
+        read_only_rootfs: row.read_only_rootfs,
         ip,
         ports,
         id: row.id,
