@@ -381,6 +381,14 @@ mod tests {
         }
     }
 
+    /// The spec's mount at `destination`.
+    fn mount<'a>(spec: &'a Value, destination: &str) -> Option<&'a Value> {
+        spec["mounts"]
+            .as_array()?
+            .iter()
+            .find(|m| m["destination"] == destination)
+    }
+
     fn root() -> ProcessUser {
         ProcessUser::root()
     }
@@ -438,14 +446,10 @@ mod tests {
         let netns: Vec<_> = ns.iter().filter(|n| n["type"] == "network").collect();
         assert_eq!(netns.len(), 1);
         assert_eq!(netns[0]["path"], "/run/netns/skb0-c1");
-        let mounts = s["mounts"].as_array().unwrap();
-        let hosts = mounts
-            .iter()
-            .find(|m| m["destination"] == "/etc/hosts")
-            .unwrap();
+        let hosts = mount(&s, "/etc/hosts").unwrap();
         assert_eq!(hosts["source"], "/run/skiff/net/files/c1/hosts");
         assert!(hosts["options"].as_array().unwrap().contains(&json!("ro")));
-        assert!(mounts.iter().any(|m| m["destination"] == "/etc/hostname"));
+        assert!(mount(&s, "/etc/hostname").is_some());
         // Without one: runc's fresh namespace (no path), the image's files.
         let s = build(&run_spec(), &opts(), &root(), None).unwrap();
         assert!(s["linux"]["namespaces"]
@@ -453,11 +457,7 @@ mod tests {
             .unwrap()
             .iter()
             .all(|n| n.get("path").is_none()));
-        assert!(!s["mounts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|m| m["destination"] == "/etc/hosts"));
+        assert!(mount(&s, "/etc/hosts").is_none());
     }
 
     #[test]
@@ -471,12 +471,7 @@ mod tests {
         let s = build(&run, &opts(), &root(), None).unwrap();
         assert_eq!(s["root"]["readonly"], true);
         // /tmp stays writable: a tmpfs of its own.
-        let tmp = s["mounts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|m| m["destination"] == "/tmp")
-            .unwrap();
+        let tmp = mount(&s, "/tmp").unwrap();
         assert_eq!(tmp["type"], "tmpfs");
     }
 
@@ -577,12 +572,7 @@ mod tests {
     fn tmp_is_a_tmpfs_as_large_as_the_memory_limit() {
         let run = run_spec();
         let s = build(&run, &opts(), &root(), None).unwrap();
-        let tmp = s["mounts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|m| m["destination"] == "/tmp")
-            .unwrap();
+        let tmp = mount(&s, "/tmp").unwrap();
         assert_eq!(tmp["type"], "tmpfs");
         let size = format!("size={}", run.memory.bytes());
         assert!(
@@ -599,10 +589,7 @@ mod tests {
     fn mounts_and_paths_match_docker_defaults() {
         let s = build(&run_spec(), &opts(), &root(), None).unwrap();
         let mounts = s["mounts"].as_array().unwrap();
-        let cgroup = mounts
-            .iter()
-            .find(|m| m["destination"] == "/sys/fs/cgroup")
-            .unwrap();
+        let cgroup = mount(&s, "/sys/fs/cgroup").unwrap();
         assert_eq!(
             cgroup["options"],
             json!(["nosuid", "noexec", "nodev", "relatime", "ro"])
