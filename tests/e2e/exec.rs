@@ -185,6 +185,29 @@ async fn an_interactive_tty_session_runs_a_shell_over_a_websocket() {
         );
         assert_eq!(exit, Some(json!(7)), "the exit code, last: {seen:?}");
 
+        // A program that is not there: 127 and the runtime's word, as the
+        // one-shot exec answers.
+        let mut ws = attach(&t, &id, "command=no-such-program&tty=true")
+            .await
+            .expect("the session opens");
+        let (mut said, mut code) = (String::new(), None);
+        while let Some(frame) = tokio::time::timeout(std::time::Duration::from_secs(30), ws.next())
+            .await
+            .expect("frames keep coming")
+        {
+            match frame.expect("a frame") {
+                Message::Binary(bytes) => said.push_str(&String::from_utf8_lossy(&bytes)),
+                Message::Text(text) => {
+                    let v: Value = serde_json::from_str(text.as_str()).expect("JSON");
+                    code = Some(v["exit_code"].clone());
+                }
+                Message::Close(_) => break,
+                _ => {}
+            }
+        }
+        assert_eq!(code, Some(json!(127)), "{said:?}");
+        assert!(said.contains("not found"), "{said:?}");
+
         // A client that goes away takes its process with it.
         let ws = attach(&t, &id, "command=sleep&command=313").await.unwrap();
         let find = json!({ "command": ["sh", "-c", "ps | grep -v grep | grep -q 'sleep 313'"] });

@@ -15,22 +15,24 @@
 //! and tears down the rest.
 //!
 //! Layout: [`cni`] (calling plugins), [`nft`] (the rules, as pure
-//! functions), [`ports`] (holding host ports).
+//! functions), [`ports`] (holding host ports), `restore` (re-adopting at
+//! start, tearing everything down).
 
 pub mod cni;
 pub mod nft;
 pub mod ports;
+mod restore;
 
 use cni::{Invocation, NetworkList, Plugins, PortMapping};
 use ipnet::Ipv4Net;
 use ports::{PortError, Ports, Protocol};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 /// Where `ip netns` keeps named namespaces.
 const NETNS_DIR: &str = "/run/netns";
@@ -252,98 +254,6 @@ impl Network {
             name: "skiff-lo".into(),
             plugins: vec![json!({ "type": "loopback" })],
         }
-    }
-
-    /// Loads the worker's tables with the runs of `live` (ids with a live
-    /// task) in them, in one transaction, and tears down every other run's
-    /// leftovers (state files, namespaces, leases). Called once at start,
-    /// before any run is attached.
-    pub async fn restore(&self, live: &HashSet<String>) -> Result<(), NetError> {
-        let mut attached = self.attached.lock().await;
-        let state_dir = self.cfg.run_dir.join("state");
-        create_dir(&state_dir).await?;
-        let mut kept: HashMap<String, Attachment> = HashMap::new();
-        let mut stale: Vec<(String, Option<Attachment>)> = Vec::new();
-        let mut entries = tokio::fs::read_dir(&state_dir)
-            .await
-            .map_err(io("reading the network state"))?;
-        while let Some(entry) = entries
-            .next_entry()
-            .await
-            .map_err(io("reading the network state"))?
-        {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let Some(id) = name.strip_suffix(".json") else {
-                continue;
-            };
-            let saved = tokio::fs::read(entry.path())
-                .await
-                .ok()
-                .and_then(|b| serde_json::from_slice::<Attachment>(&b).ok());
-            match saved {
-                Some(a) if live.contains(id) => {
-                    kept.insert(id.to_owned(), a);
-                }
-                saved => stale.push((id.to_owned(), saved)),
-            }
-        }
-        // Namespaces of ours without a state file: a crash between
-        // creating one and saving its state.
-        let prefix = format!("{}-", self.cfg.bridge);
-        if let Ok(mut dir) = tokio::fs::read_dir(NETNS_DIR).await {
-            while let Ok(Some(entry)) = dir.next_entry().await {
-                let name = entry.file_name().to_string_lossy().into_owned();
-                if let Some(id) = name.strip_prefix(&prefix) {
-                    if !kept.contains_key(id) && !stale.iter().any(|(s, _)| s == id) {
-                        stale.push((id.to_owned(), None));
-                    }
-                }
-            }
-        }
-        // Leases of host-local without either (it keeps `<ip>` files
-        // holding "<container id>\r\n<ifname>").
-        let leases = self
-            .cfg
-            .run_dir
-            .join("ipam")
-            .join(format!("skiff-{}", self.cfg.bridge));
-        if let Ok(mut dir) = tokio::fs::read_dir(&leases).await {
-            while let Ok(Some(entry)) = dir.next_entry().await {
-                let name = entry.file_name().to_string_lossy().into_owned();
-                if name == "lock" || name.starts_with("last_reserved_ip") {
-                    continue;
-                }
-                let Ok(text) = tokio::fs::read_to_string(entry.path()).await else {
-                    continue;
-                };
-                let id = text.lines().next().unwrap_or("").trim().to_owned();
-                if !id.is_empty() && !kept.contains_key(&id) && !stale.iter().any(|(s, _)| *s == id)
-                {
-                    stale.push((id, None));
-                }
-            }
-        }
-        let members: Vec<nft::Member> = kept.values().map(Attachment::member).collect();
-        nft::apply(&self.tables.full(&members)).await?;
-        for (id, a) in &kept {
-            if let Err(e) = self.ports.claim(id, &a.claims(), Duration::ZERO).await {
-                warn!(container = %id, error = %e, "could not hold a published port again");
-            }
-        }
-        info!(
-            kept = kept.len(),
-            stale = stale.len(),
-            bridge = %self.cfg.bridge,
-            "container network restored"
-        );
-        *attached = kept;
-        drop(attached);
-        for (id, saved) in stale {
-            if let Err(e) = self.release(&id, saved).await {
-                warn!(container = %id, error = %e, "tearing down a leftover network");
-            }
-        }
-        Ok(())
     }
 
     /// Sets up run `id`'s network: returns the container's address.
@@ -588,22 +498,6 @@ impl Network {
         }
         self.ports.release(id);
         debug!(container = %id, "network detached");
-        Ok(())
-    }
-
-    /// Tears down every container network of this bridge, the worker's
-    /// tables and the bridge itself: for decommissioning a host (and for
-    /// tests cleaning up after themselves). Containers still running lose
-    /// their network.
-    pub async fn teardown_all(&self) -> Result<(), NetError> {
-        self.restore(&HashSet::new()).await?;
-        nft::apply(&self.tables.delete_all()).await?;
-        if tokio::fs::try_exists(Path::new("/sys/class/net").join(&self.cfg.bridge))
-            .await
-            .unwrap_or(false)
-        {
-            run("ip", &["link", "del", &self.cfg.bridge]).await?;
-        }
         Ok(())
     }
 
