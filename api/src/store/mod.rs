@@ -238,10 +238,12 @@ const ALLOCATION_BY_HOST: &str = concat!(
 /// container `stopped` at once, but its task may run for up to its stop
 /// timeout and its host holds the port until then: handed to another run
 /// meanwhile, that run's start would wait for it and could give up.
-const PORTS_BY_HOST: &str = "SELECT host_id, p AS port FROM containers, \
-     jsonb_array_elements(host_ports) p \
-     WHERE host_id IS NOT NULL AND removed_at IS NULL AND host_ports <> '[]' \
-       AND (state NOT IN ('succeeded', 'failed', 'stopped') OR desired = 'deleted')";
+const PORTS_BY_HOST: &str = concat!(
+    "SELECT host_id, p AS port FROM containers, jsonb_array_elements(host_ports) p \
+     WHERE host_ports <> '[]' AND ((",
+    holds_capacity!(),
+    ") OR (desired = 'deleted' AND host_id IS NOT NULL AND removed_at IS NULL))"
+);
 
 /// A host (`h`) heard from within `$1` seconds and not judged lost.
 const HOST_ALIVE: &str =
