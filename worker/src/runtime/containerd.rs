@@ -162,6 +162,9 @@ pub struct ContainerdRuntime {
     last_used: std::sync::Mutex<HashMap<String, i64>>,
     /// Private container networks, when the host offers them.
     net: Option<Network>,
+    /// Users resolved from images' files, by (manifest digest, USER): an
+    /// image's files never change, so each is read once.
+    pub(super) users: std::sync::Mutex<HashMap<(String, String), super::spec::user::ProcessUser>>,
 }
 
 fn net_err(id: &str) -> impl FnOnce(NetError) -> RuntimeError + '_ {
@@ -336,6 +339,7 @@ impl ContainerdRuntime {
             puller,
             last_used: std::sync::Mutex::new(HashMap::new()),
             net: None,
+            users: std::sync::Mutex::new(HashMap::new()),
         };
         let mut runtime = runtime;
         if let Some(cfg) = runtime.config.network.clone() {
@@ -395,7 +399,7 @@ impl ContainerdRuntime {
         ContainersClient::new(self.conn.channel.clone())
     }
 
-    fn snapshots(&self) -> SnapshotsClient<Channel> {
+    pub(super) fn snapshots(&self) -> SnapshotsClient<Channel> {
         SnapshotsClient::new(self.conn.channel.clone())
     }
 
@@ -556,52 +560,7 @@ impl Runtime for ContainerdRuntime {
                     })
                 }
             };
-            use containerd_client::services::v1::snapshots::ViewSnapshotRequest;
-            use spec::user::{ImageUser, Parsed};
-            let image_err = |e: &dyn std::fmt::Display| RuntimeError::Spec {
-                id: id.to_owned(),
-                message: format!("image {}: {e}", spec.image_ref),
-            };
-            let user = match ImageUser::parse(spec.image.defaults.user.as_deref())
-                .map_err(|e| image_err(&e))?
-            {
-                Parsed::Known(user) => user,
-                Parsed::Lookup(user) => {
-                    // A name (or a uid's gid) is in the image's files: read
-                    // from a view of its top snapshot, whose mounts are the
-                    // image's layer directories (held by the image, not by
-                    // the view). No lease: a view a crash leaves behind is
-                    // unreferenced, and GC takes it.
-                    let key = format!("skiff-user-{id}-{}", uuid::Uuid::new_v4());
-                    let mounts = self
-                        .snapshots()
-                        .view(self.conn.req(ViewSnapshotRequest {
-                            snapshotter: SNAPSHOTTER.to_owned(),
-                            key: key.clone(),
-                            parent: spec.image.top_chain_id.clone(),
-                            labels: HashMap::new(),
-                        }))
-                        .await
-                        .map_err(containerd_err("Snapshots.View", id))?
-                        .into_inner()
-                        .mounts;
-                    let files = spec::rootfs::read(&mounts, "/etc/passwd")
-                        .and_then(|p| Ok((p, spec::rootfs::read(&mounts, "/etc/group")?)));
-                    if let Err(s) = self
-                        .snapshots()
-                        .remove(self.conn.req(RemoveSnapshotRequest {
-                            snapshotter: SNAPSHOTTER.to_owned(),
-                            key,
-                        }))
-                        .await
-                    {
-                        warn!(error = %s, "removing the view of the image's users");
-                    }
-                    let (passwd, group) = files.map_err(|e| image_err(&e))?;
-                    user.resolve(passwd.as_deref(), group.as_deref())
-                        .map_err(|e| image_err(&e))?
-                }
-            };
+            let user = self.process_user(spec).await?;
             // Holds secure env values: never logged.
             let oci = spec::build(spec, &self.spec_options, &user, net.as_ref())?;
             let value = serde_json::to_vec(&oci).map_err(|e| RuntimeError::Spec {

@@ -9,6 +9,7 @@
 //! - [`pull`]: fetches images from an OCI registry into containerd's content store and unpacks them.
 //! - [`spec`]: builds the complete OCI runtime spec for a container.
 //! - [`seccomp`]: resolves the containers/common default profile into OCI form.
+//! - `users`: the user a container runs as, looked up in its image once.
 //! - [`exec`]: a process run in a running container (containerd Exec), its
 //!   output collected through FIFOs.
 //! - `fake` (tests only): an in-memory `Runtime` for the agent's unit tests.
@@ -24,6 +25,7 @@ pub(crate) mod fake;
 pub mod pull;
 pub mod seccomp;
 pub mod spec;
+mod users;
 
 use async_trait::async_trait;
 use skiff_core::{CpuMillis, MemoryMib, SecretEnv};
