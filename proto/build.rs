@@ -3,7 +3,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // ContainerSpec carries secure_env: its Debug is written by hand (lib.rs)
     // so that logging an assignment never prints the values.
     tonic_prost_build::configure()
-        .skip_debug(["skiff.worker.v1.ContainerSpec"])
+        .skip_debug([
+            "skiff.worker.v1.ContainerSpec",
+            "skiff.worker.v1.SecretVolume",
+        ])
         .compile_protos(&["proto/worker.proto"], &["proto"])?;
     Ok(())
 }

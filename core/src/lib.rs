@@ -12,6 +12,7 @@
 //! - [`image`]: image references per the distribution grammar.
 //! - [`labels`]: the one rule for container, host and placement labels.
 //! - [`network`]: network modes, groups and published ports.
+//! - [`volumes`]: empty_dir and secret volumes, and where they are mounted.
 
 pub mod image;
 pub mod labels;
@@ -19,6 +20,7 @@ pub mod names;
 pub mod network;
 pub mod resources;
 pub mod state;
+pub mod volumes;
 
 pub use image::{image_pattern, ImageRef};
 pub use labels::{check_label, is_label_key, validate_labels, MAX_LABELS};
@@ -30,6 +32,9 @@ pub use network::{
 pub use resources::{CpuMillis, MemoryMib};
 pub use state::{
     ContainerState, DesiredState, HostState, JobState, PlacementPolicy, Reason, RestartPolicy,
+};
+pub use volumes::{
+    validate_volumes, EmptyDir, Medium, SecretFiles, SecretPaths, VolumeMount, VolumeSource,
 };
 
 /// A validation failure that names the offending input field.

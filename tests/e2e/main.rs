@@ -77,6 +77,7 @@ mod rest_tls;
 mod run;
 mod secrets;
 mod trust;
+mod volumes;
 mod webhooks;
 mod worker_restart;
 

@@ -58,6 +58,8 @@ fn run_spec(image_ref: &str, image: &ImageInfo, command: &[&str], memory_mib: u6
         hostname: "rt-test".to_owned(),
         network: NetworkSpec::None,
         read_only_rootfs: false,
+        volumes: Vec::new(),
+        mounts: Vec::new(),
     }
 }
 

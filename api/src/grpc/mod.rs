@@ -15,7 +15,7 @@ pub mod join;
 pub use agents::AgentClients;
 pub use chunk::messages;
 
-use crate::secrets::Keyring;
+use crate::secrets::{Keyring, Secrets};
 use crate::store::assignments::AssignmentStep;
 use crate::store::hosts::{Heartbeat, HeldImage, NetworkOffer};
 use crate::store::{ContainerRow, StoreError};
@@ -78,16 +78,16 @@ fn desired(row: &ContainerRow) -> pb::DesiredState {
 /// its host, loudly, rather than started without them; the rest of the
 /// host's assignments flow as ever, and it runs once the keyring opens it.
 pub fn assignment(row: &ContainerRow, keyring: &Keyring) -> pb::Assignment {
-    let (desired, secure_env) = match row.desired {
-        DesiredState::Running => match row.secure_env(keyring) {
-            Ok(env) => (desired(row), env),
+    let (desired, secrets) = match row.desired {
+        DesiredState::Running => match row.secrets(keyring) {
+            Ok(secrets) => (desired(row), secrets),
             Err(err) => {
                 tracing::error!(container = %row.id, error = %err,
                     "its secrets do not open: its host keeps it stopped");
-                (pb::DesiredState::Stopped, skiff_core::SecretEnv::default())
+                (pb::DesiredState::Stopped, Secrets::default())
             }
         },
-        _ => (desired(row), skiff_core::SecretEnv::default()),
+        _ => (desired(row), Secrets::default()),
     };
     pb::Assignment {
         container_id: row.id.to_string(),
@@ -97,7 +97,7 @@ pub fn assignment(row: &ContainerRow, keyring: &Keyring) -> pb::Assignment {
             image: row.image.clone(),
             command: row.command.0.clone(),
             env: row.env.0.clone().into_iter().collect(),
-            secure_env: secure_env.0.into_iter().collect(),
+            secure_env: secrets.env.0.into_iter().collect(),
             cpu_millis: row.cpu_millis as u32,
             memory_mib: row.memory_mib as u32,
             hostname: row.name.clone(),
@@ -118,9 +118,51 @@ pub fn assignment(row: &ContainerRow, keyring: &Keyring) -> pb::Assignment {
                 })
                 .collect(),
             read_only_rootfs: row.read_only_rootfs,
+            volumes: volumes(&row.volumes.0, secrets.files),
+            mounts: row
+                .mounts
+                .0
+                .iter()
+                .map(|m| pb::VolumeMount {
+                    volume: m.volume.clone(),
+                    path: m.path.clone(),
+                    read_only: m.read_only,
+                })
+                .collect(),
         }),
         stop_timeout_s: row.stop_timeout_s as u32,
     }
+}
+
+/// A container's volumes as its worker needs them: secret files opened.
+fn volumes(
+    volumes: &[skiff_core::VolumeSource],
+    mut files: skiff_core::SecretFiles,
+) -> Vec<pb::Volume> {
+    use pb::volume::Source;
+    volumes
+        .iter()
+        .map(|v| {
+            let source = match (&v.empty_dir, &v.secret) {
+                (Some(dir), _) => Source::EmptyDir(pb::EmptyDir {
+                    size_mib: dir.size_mib,
+                    memory: dir.medium == skiff_core::Medium::Memory,
+                }),
+                _ => Source::Secret(pb::SecretVolume {
+                    files: files
+                        .0
+                        .remove(&v.name)
+                        .unwrap_or_default()
+                        .into_iter()
+                        .collect(),
+                }),
+            };
+            pb::Volume {
+                name: v.name.clone(),
+                source: Some(source),
+            }
+        })
+        .collect()
 }
 
 fn network_mode(mode: NetworkMode) -> pb::NetworkMode {

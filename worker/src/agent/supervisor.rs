@@ -11,6 +11,7 @@
 
 use super::reconcile::{self, Known, Step};
 use super::report::{event, now_ms, report, Outbox, Reporter};
+use crate::runtime::volumes::{Mount, Volume, VolumeKind};
 use crate::runtime::{
     ContainerInfo, ExitRecord, NetworkSpec, RunSpec, Runtime, RuntimeError, TaskEvent, TaskInfo,
     TaskStatus,
@@ -446,6 +447,16 @@ impl<R: Runtime> ContainerSupervisor<R> {
             hostname: spec.hostname.clone(),
             network,
             read_only_rootfs: spec.read_only_rootfs,
+            volumes: spec.volumes.into_iter().filter_map(volume_of).collect(),
+            mounts: spec
+                .mounts
+                .into_iter()
+                .map(|m| Mount {
+                    volume: m.volume,
+                    path: m.path,
+                    read_only: m.read_only,
+                })
+                .collect(),
         };
         // Held through create and start; released before reporting. Create
         // and start themselves are not interrupted: a request dropped in
@@ -638,6 +649,21 @@ impl<R: Runtime> ContainerSupervisor<R> {
 
 /// The run's network from its assignment: a control plane that predates
 /// networks sends none (NONE).
+/// One volume of an assignment (one without a source, from a newer control
+/// plane, is left out).
+fn volume_of(v: pb::Volume) -> Option<Volume> {
+    let kind = match v.source? {
+        pb::volume::Source::EmptyDir(d) => VolumeKind::EmptyDir {
+            size_mib: d.size_mib,
+            memory: d.memory,
+        },
+        pb::volume::Source::Secret(s) => VolumeKind::Secret {
+            files: s.files.into_iter().collect(),
+        },
+    };
+    Some(Volume { name: v.name, kind })
+}
+
 pub(crate) fn network_of(spec: &pb::ContainerSpec) -> NetworkSpec {
     match spec.network() {
         pb::NetworkMode::Private => NetworkSpec::Private(crate::net::Request {

@@ -10,6 +10,7 @@
 //! - [`spec`]: builds the complete OCI runtime spec for a container.
 //! - [`seccomp`]: resolves the containers/common default profile into OCI form.
 //! - `users`: the user a container runs as, looked up in its image once.
+//! - [`volumes`]: a container's empty_dir and secret volumes on its host.
 //! - [`exec`]: a process run in a running container (containerd Exec), its
 //!   output collected through FIFOs.
 //! - `fake` (tests only): an in-memory `Runtime` for the agent's unit tests.
@@ -26,6 +27,7 @@ pub mod pull;
 pub mod seccomp;
 pub mod spec;
 mod users;
+pub mod volumes;
 
 use async_trait::async_trait;
 use skiff_core::{CpuMillis, MemoryMib, SecretEnv};
@@ -111,6 +113,9 @@ pub struct RunSpec {
     pub network: NetworkSpec,
     /// The root filesystem is mounted read-only.
     pub read_only_rootfs: bool,
+    /// Its volumes (kept across runs, removed with it) and where it mounts them.
+    pub volumes: Vec<volumes::Volume>,
+    pub mounts: Vec<volumes::Mount>,
 }
 
 /// A run's network.

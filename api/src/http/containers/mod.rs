@@ -131,6 +131,8 @@ pub fn view(row: ContainerRow, usage: UsageView) -> ContainerView {
         network: row.network,
         network_group: row.network_group,
         read_only_rootfs: row.read_only_rootfs,
+        volumes: row.volumes.0,
+        mounts: row.mounts.0,
         ip,
         ports,
         id: row.id,
