@@ -6,8 +6,8 @@ use serde::{Deserialize, Serialize};
 use skiff_core::{
     validate_env, validate_labels, validate_network, validate_volumes, ContainerName,
     ContainerState, CpuMillis, EmptyDir, FieldError, ImageRef, Medium, MemoryMib, NetworkMode,
-    PortRequest, Protocol, Reason, RestartPolicy, SecretEnv, SecretFiles, SecretPaths, VolumeMount,
-    VolumeSource,
+    PortRequest, Probe, Protocol, Reason, RestartPolicy, SecretEnv, SecretFiles, SecretPaths,
+    VolumeMount, VolumeSource,
 };
 use std::collections::BTreeMap;
 use utoipa::ToSchema;
@@ -168,6 +168,13 @@ pub struct CreateContainer {
     /// Where it mounts its volumes (at most 16), each path once.
     #[schema(max_items = 16)]
     pub mounts: Option<Vec<MountRequest>>,
+    /// Checked by its host while it runs: failing `failure_threshold` times
+    /// in a row kills the process, and the run ends with
+    /// `LivenessProbeFailed` (restarted per its restart policy).
+    pub liveness_probe: Option<Probe>,
+    /// Checked by its host while it runs: `ready` on the object is true
+    /// from its first pass until `failure_threshold` failures in a row.
+    pub readiness_probe: Option<Probe>,
 }
 
 /// One volume: exactly one of `empty_dir` and `secret`.
@@ -288,6 +295,8 @@ pub struct NewContainer {
     /// The contents of its secret volumes (sealed at rest, never shown).
     pub secret_files: SecretFiles,
     pub mounts: Vec<VolumeMount>,
+    pub liveness_probe: Option<Probe>,
+    pub readiness_probe: Option<Probe>,
 }
 
 /// Which job task a container is an attempt of.
@@ -364,6 +373,20 @@ impl CreateContainer {
             })
             .collect();
         validate_volumes(&volumes, &secret_files, &mounts, memory.mib().into())?;
+        for (field, probe) in [
+            ("liveness_probe", &self.liveness_probe),
+            ("readiness_probe", &self.readiness_probe),
+        ] {
+            if let Some(probe) = probe {
+                probe.validate(field)?;
+                if let Some(exec) = &probe.exec {
+                    validate_command(&exec.command).map_err(|mut e| {
+                        e.field = format!("{field}.exec.command");
+                        e
+                    })?;
+                }
+            }
+        }
         // A secret is always mounted read-only; the object says so.
         for m in &mut mounts {
             m.read_only |= volumes
@@ -396,6 +419,8 @@ impl CreateContainer {
             volumes,
             secret_files,
             mounts,
+            liveness_probe: self.liveness_probe,
+            readiness_probe: self.readiness_probe,
         })
     }
 }
@@ -523,6 +548,11 @@ pub struct ContainerView {
     pub volumes: Vec<VolumeSource>,
     /// Where it mounts them.
     pub mounts: Vec<VolumeMount>,
+    pub liveness_probe: Option<Probe>,
+    pub readiness_probe: Option<Probe>,
+    /// Its run is `running` and passes its readiness probe (without one:
+    /// it is `running`).
+    pub ready: bool,
     /// Its address on its host's bridge, while its task runs (`running`,
     /// `stopping`) with `network: private`; null otherwise.
     pub ip: Option<String>,

@@ -12,12 +12,14 @@
 //! - [`image`]: image references per the distribution grammar.
 //! - [`labels`]: the one rule for container, host and placement labels.
 //! - [`network`]: network modes, groups and published ports.
+//! - [`probes`]: liveness and readiness probes and when they fail.
 //! - [`volumes`]: empty_dir and secret volumes, and where they are mounted.
 
 pub mod image;
 pub mod labels;
 pub mod names;
 pub mod network;
+pub mod probes;
 pub mod resources;
 pub mod state;
 pub mod volumes;
@@ -29,6 +31,7 @@ pub use network::{
     validate_network, NetworkMode, PortRequest, Protocol, PublishedPort, MAX_PORTS,
     NETWORK_GROUP_PATTERN,
 };
+pub use probes::{Probe, Tally};
 pub use resources::{CpuMillis, MemoryMib};
 pub use state::{
     ContainerState, DesiredState, HostState, JobState, PlacementPolicy, Reason, RestartPolicy,

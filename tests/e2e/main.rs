@@ -70,6 +70,7 @@ mod network;
 mod partition;
 mod placement;
 mod postgres_restart;
+mod probes;
 mod queueing;
 mod quotas;
 mod replicas;

@@ -122,6 +122,7 @@ fn exit_record(generation: u64, exit_code: i32, oom_killed: bool) -> ExitRecord 
         started_at_unix_ms: 0,
         finished_at_unix_ms: 1,
         oom_killed,
+        liveness_failed: false,
     }
 }
 

@@ -129,6 +129,8 @@ pub fn assignment(row: &ContainerRow, keyring: &Keyring) -> pb::Assignment {
                     read_only: m.read_only,
                 })
                 .collect(),
+            liveness_probe: row.liveness_probe.as_ref().map(|p| probe(&p.0)),
+            readiness_probe: row.readiness_probe.as_ref().map(|p| probe(&p.0)),
         }),
         stop_timeout_s: row.stop_timeout_s as u32,
     }
@@ -163,6 +165,27 @@ fn volumes(
             }
         })
         .collect()
+}
+
+fn probe(p: &skiff_core::Probe) -> pb::Probe {
+    use pb::probe::Action;
+    use skiff_core::probes::Action as A;
+    pb::Probe {
+        action: p.action().map(|a| match a {
+            A::Exec(command) => Action::Exec(pb::ExecAction {
+                command: command.to_vec(),
+            }),
+            A::HttpGet { port, path } => Action::HttpGet(pb::HttpGetAction {
+                port: port.into(),
+                path: path.to_owned(),
+            }),
+            A::TcpSocket { port } => Action::TcpSocket(pb::TcpSocketAction { port: port.into() }),
+        }),
+        initial_delay_s: p.initial_delay_s,
+        period_s: p.period_s,
+        timeout_s: p.timeout_s,
+        failure_threshold: p.failure_threshold,
+    }
 }
 
 fn network_mode(mode: NetworkMode) -> pb::NetworkMode {

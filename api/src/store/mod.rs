@@ -164,6 +164,10 @@ pub struct ContainerRow {
     /// Its volumes (secret contents are sealed: [`ContainerRow::secrets`]).
     pub volumes: Json<Vec<skiff_core::VolumeSource>>,
     pub mounts: Json<Vec<skiff_core::VolumeMount>>,
+    pub liveness_probe: Option<Json<skiff_core::Probe>>,
+    pub readiness_probe: Option<Json<skiff_core::Probe>>,
+    /// The current run's readiness as its host last reported it.
+    pub ready: bool,
 }
 
 impl ContainerRow {
@@ -209,7 +213,8 @@ const CONTAINER_COLUMNS: &str = "id, tenant_id, name, image, image_digest, comma
     restart_at, state, reason, message, exit_code, restart_count, backoff_step, host_id, \
     max_pending_s, pending_since, host_labels, prefer_host_id, created_at, \
     scheduled_at, started_at, finished_at, queued_ms, pull_ms, create_ms, start_ms, deleted_at, removed_at, \
-    network, network_group, ports, host_ports, ip, read_only_rootfs, volumes, mounts";
+    network, network_group, ports, host_ports, ip, read_only_rootfs, volumes, mounts, \
+    liveness_probe, readiness_probe, ready";
 
 /// The states that hold a host's resources (everything not finished).
 const TERMINAL_STATES: &str = "('succeeded', 'failed', 'stopped')";

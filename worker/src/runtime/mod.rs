@@ -165,6 +165,10 @@ pub struct ExitRecord {
     pub started_at_unix_ms: i64,
     pub finished_at_unix_ms: i64,
     pub oom_killed: bool,
+    /// Its host killed it: its liveness probe failed (absent in records
+    /// written before probes existed).
+    #[serde(default)]
+    pub liveness_failed: bool,
 }
 
 /// A container of ours in containerd, with its bookkeeping labels decoded.
