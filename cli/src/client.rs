@@ -1,0 +1,202 @@
+//! The REST client: one method per route the CLI uses, each answer read into
+//! the API's own type (and kept as raw JSON too, so `--output json` shows
+//! every field the server sent, including ones newer than this build).
+//! A non-2xx answer becomes [`Error::Api`] with the server's problem+json.
+
+use crate::config::Target;
+use crate::Error;
+use reqwest::{Method, RequestBuilder, Response, StatusCode};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::Value;
+use skiff_api::error::Problem;
+use skiff_api::model::{ContainerList, ContainerView};
+use std::time::Duration;
+
+/// An answer as the API's type, and as the JSON it came in.
+#[derive(Debug)]
+pub struct Fetched<T> {
+    pub typed: T,
+    pub raw: Value,
+}
+
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    api: String,
+    token: String,
+}
+
+impl Client {
+    pub fn new(target: &Target) -> Result<Self, Error> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .user_agent(concat!("skiff-cli/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|source| Error::Transport {
+                what: "building a client for",
+                url: target.api.clone(),
+                source,
+            })?;
+        Ok(Self {
+            http,
+            api: target.api.clone(),
+            token: target.token.clone(),
+        })
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.api)
+    }
+
+    pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        self.http
+            .request(method, self.url(path))
+            .bearer_auth(&self.token)
+    }
+
+    /// Sends `request`; a non-2xx answer becomes [`Error::Api`].
+    pub async fn send(&self, path: &str, request: RequestBuilder) -> Result<Response, Error> {
+        let response = request.send().await.map_err(|source| Error::Transport {
+            what: "requesting",
+            url: self.url(path),
+            source,
+        })?;
+        if response.status().is_success() {
+            return Ok(response);
+        }
+        Err(problem_of(response).await)
+    }
+
+    /// Sends `request` and reads the answer as `T` (and as raw JSON).
+    pub async fn fetch<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        request: RequestBuilder,
+    ) -> Result<Fetched<T>, Error> {
+        let url = self.url(path);
+        let response = self.send(path, request).await?;
+        let bytes = response.bytes().await.map_err(|source| Error::Transport {
+            what: "reading the answer of",
+            url: url.clone(),
+            source,
+        })?;
+        let raw: Value = serde_json::from_slice(&bytes).map_err(|source| Error::Decode {
+            url: url.clone(),
+            source,
+        })?;
+        let typed =
+            serde_json::from_value(raw.clone()).map_err(|source| Error::Decode { url, source })?;
+        Ok(Fetched { typed, raw })
+    }
+
+    pub async fn get<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+    ) -> Result<Fetched<T>, Error> {
+        self.fetch(path, self.request(Method::GET, path).query(query))
+            .await
+    }
+
+    pub async fn post<T: DeserializeOwned, B: Serialize + ?Sized>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<Fetched<T>, Error> {
+        self.fetch(path, self.request(Method::POST, path).json(body))
+            .await
+    }
+
+    /// A POST without a body (stop, start, restart, cancel).
+    pub async fn post_empty<T: DeserializeOwned>(&self, path: &str) -> Result<Fetched<T>, Error> {
+        self.fetch(path, self.request(Method::POST, path)).await
+    }
+
+    /// DELETE; `Some` with the answer's JSON when there is one (202).
+    pub async fn delete(&self, path: &str) -> Result<Option<Value>, Error> {
+        let response = self.send(path, self.request(Method::DELETE, path)).await?;
+        if response.status() == StatusCode::NO_CONTENT {
+            return Ok(None);
+        }
+        Ok(response.json().await.ok())
+    }
+
+    pub async fn container(&self, id: &str) -> Result<Fetched<ContainerView>, Error> {
+        self.get(&format!("/v1/containers/{id}"), &[]).await
+    }
+
+    /// Every page of `GET /v1/containers` with `query` (state, label).
+    pub async fn containers(
+        &self,
+        query: &[(&str, String)],
+    ) -> Result<Vec<Fetched<ContainerView>>, Error> {
+        let mut all = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut q = query.to_vec();
+            q.push(("limit", "100".into()));
+            if let Some(c) = &cursor {
+                q.push(("cursor", c.clone()));
+            }
+            let page: Fetched<ContainerList> = self.get("/v1/containers", &q).await?;
+            let raws = page.raw["items"].as_array().cloned().unwrap_or_default();
+            for (typed, raw) in page.typed.items.into_iter().zip(raws) {
+                all.push(Fetched { typed, raw });
+            }
+            match page.typed.next {
+                Some(next) => cursor = Some(next),
+                None => return Ok(all),
+            }
+        }
+    }
+
+    /// A container's id from its id, its name, or a unique prefix of its id.
+    pub async fn resolve(&self, name_or_id: &str) -> Result<String, Error> {
+        if uuid::Uuid::parse_str(name_or_id).is_ok() {
+            return Ok(name_or_id.to_owned());
+        }
+        let all = self.containers(&[]).await?;
+        if let Some(c) = all.iter().find(|c| c.typed.name == name_or_id) {
+            return Ok(c.typed.id.to_string());
+        }
+        let matches: Vec<_> = all
+            .iter()
+            .filter(|c| c.typed.id.to_string().starts_with(name_or_id))
+            .collect();
+        match matches.as_slice() {
+            [one] => Ok(one.typed.id.to_string()),
+            [] => Err(Error::Resolve(format!(
+                "no container named {name_or_id:?} or with an id starting with it"
+            ))),
+            many => Err(Error::Resolve(format!(
+                "{name_or_id:?} is the start of {} container ids; give more of it",
+                many.len()
+            ))),
+        }
+    }
+}
+
+/// A non-2xx answer as a problem: the server's problem+json, else one made
+/// of the status and the body's text.
+async fn problem_of(response: Response) -> Error {
+    let status = response.status();
+    let text = response.text().await.unwrap_or_default();
+    let problem = serde_json::from_str::<Problem>(&text).unwrap_or_else(|_| Problem {
+        type_: "about:blank".into(),
+        title: status.canonical_reason().unwrap_or("error").into(),
+        status: status.as_u16(),
+        detail: if text.trim().is_empty() {
+            "(no details)".into()
+        } else {
+            text.trim().into()
+        },
+        field: None,
+        max: None,
+        limit: None,
+        use_: None,
+    });
+    Error::Api {
+        problem: Box::new(problem),
+    }
+}
