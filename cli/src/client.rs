@@ -10,6 +10,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
 use skiff_api::error::Problem;
+use skiff_api::http::jobs::{JobList, JobView};
 use skiff_api::model::{ContainerList, ContainerView};
 use std::time::Duration;
 
@@ -18,6 +19,26 @@ use std::time::Duration;
 pub struct Fetched<T> {
     pub typed: T,
     pub raw: Value,
+}
+
+/// A page of a list route: its items and the cursor of the next page.
+pub trait Page: DeserializeOwned {
+    type Item;
+    fn split(self) -> (Vec<Self::Item>, Option<String>);
+}
+
+impl Page for ContainerList {
+    type Item = ContainerView;
+    fn split(self) -> (Vec<ContainerView>, Option<String>) {
+        (self.items, self.next)
+    }
+}
+
+impl Page for JobList {
+    type Item = JobView;
+    fn split(self) -> (Vec<JobView>, Option<String>) {
+        (self.items, self.next)
+    }
 }
 
 #[derive(Clone)]
@@ -131,6 +152,17 @@ impl Client {
         &self,
         query: &[(&str, String)],
     ) -> Result<Vec<Fetched<ContainerView>>, Error> {
+        self.all_pages::<ContainerList>("/v1/containers", query)
+            .await
+    }
+
+    /// Every item of a paged list (`limit`, `cursor` -> `{items, next}`),
+    /// each as its type and its raw JSON.
+    pub async fn all_pages<P: Page>(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+    ) -> Result<Vec<Fetched<P::Item>>, Error> {
         let mut all = Vec::new();
         let mut cursor: Option<String> = None;
         loop {
@@ -139,12 +171,16 @@ impl Client {
             if let Some(c) = &cursor {
                 q.push(("cursor", c.clone()));
             }
-            let page: Fetched<ContainerList> = self.get("/v1/containers", &q).await?;
+            let page: Fetched<P> = self.get(path, &q).await?;
             let raws = page.raw["items"].as_array().cloned().unwrap_or_default();
-            for (typed, raw) in page.typed.items.into_iter().zip(raws) {
-                all.push(Fetched { typed, raw });
-            }
-            match page.typed.next {
+            let (items, next) = page.typed.split();
+            all.extend(
+                items
+                    .into_iter()
+                    .zip(raws)
+                    .map(|(typed, raw)| Fetched { typed, raw }),
+            );
+            match next {
                 Some(next) => cursor = Some(next),
                 None => return Ok(all),
             }

@@ -11,7 +11,7 @@ use crate::output::{self, age, or_dash, print_value, Format};
 use crate::Error;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use skiff_api::http::jobs::{CreateJob, JobList, JobView};
-use skiff_api::model::{ContainerList, ContainerView};
+use skiff_api::model::ContainerList;
 use std::time::Duration;
 
 const POLL: Duration = Duration::from_millis(500);
@@ -109,26 +109,13 @@ pub fn progress_line(job: &JobView) -> String {
 }
 
 pub async fn ls(ctx: &Ctx) -> Result<i32, Error> {
-    let mut jobs = Vec::new();
-    let mut raws = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let mut query = vec![("limit", "100".to_string())];
-        if let Some(c) = &cursor {
-            query.push(("cursor", c.clone()));
-        }
-        let page: Fetched<JobList> = ctx.client.get("/v1/jobs", &query).await?;
-        raws.extend(page.raw["items"].as_array().cloned().unwrap_or_default());
-        jobs.extend(page.typed.items);
-        match page.typed.next {
-            Some(next) => cursor = Some(next),
-            None => break,
-        }
-    }
+    let jobs = ctx.client.all_pages::<JobList>("/v1/jobs", &[]).await?;
     if matches!(ctx.format, Format::Json | Format::Yaml) {
+        let raws = jobs.into_iter().map(|j| j.raw).collect();
         print_value(ctx.format, &serde_json::Value::Array(raws))?;
         return Ok(0);
     }
+    let jobs: Vec<JobView> = jobs.into_iter().map(|j| j.typed).collect();
     print_jobs(ctx.format, &jobs)
 }
 
@@ -184,25 +171,7 @@ pub async fn cancel(ctx: &Ctx, job: &str) -> Result<i32, Error> {
 }
 
 pub async fn tasks(ctx: &Ctx, job: &str) -> Result<i32, Error> {
-    let mut all = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let mut query = vec![("limit", "100".to_string())];
-        if let Some(c) = &cursor {
-            query.push(("cursor", c.clone()));
-        }
-        let page: Fetched<ContainerList> = ctx
-            .client
-            .get(&format!("/v1/jobs/{job}/tasks"), &query)
-            .await?;
-        let raws = page.raw["items"].as_array().cloned().unwrap_or_default();
-        for (typed, raw) in page.typed.items.into_iter().zip(raws) {
-            all.push(Fetched::<ContainerView> { typed, raw });
-        }
-        match page.typed.next {
-            Some(next) => cursor = Some(next),
-            None => break,
-        }
-    }
+    let path = format!("/v1/jobs/{job}/tasks");
+    let all = ctx.client.all_pages::<ContainerList>(&path, &[]).await?;
     print_containers(ctx.format, &all)
 }
