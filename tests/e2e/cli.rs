@@ -14,42 +14,83 @@ use std::path::PathBuf;
 use std::process::{Output, Stdio};
 use tokio::process::Command;
 
-/// The `skiff` binary: beside `skiff-api` in the pool's binary directory.
-fn skiff_bin(t: &Tenant) -> PathBuf {
-    t.platform.api_bin.with_file_name("skiff")
+/// One test's CLI: a fresh tenant and a config dir of its own (so no
+/// profile of the machine is read), removed when dropped.
+struct Cli {
+    t: Tenant,
+    config: PathBuf,
 }
 
-/// A config dir of the test's own, so no profile of the machine is read.
-fn config_home(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(unique(&format!("skiff-cli-{name}")));
-    std::fs::create_dir_all(&dir).expect("a config dir");
-    dir
+impl Cli {
+    async fn new(name: &str) -> Self {
+        let t = tenant().await;
+        let config = std::env::temp_dir().join(unique(&format!("skiff-cli-{name}")));
+        std::fs::create_dir_all(&config).expect("a config dir");
+        Self { t, config }
+    }
+
+    /// The `skiff` binary: beside `skiff-api` in the pool's binary dir.
+    fn bin(&self) -> PathBuf {
+        self.t.platform.api_bin.with_file_name("skiff")
+    }
+
+    fn image(&self) -> String {
+        self.t.platform.image().to_owned()
+    }
+
+    /// `program args` as the tenant: `SKIFF_API`, `SKIFF_TOKEN`, the config
+    /// dir, no profile or admin token from the test's own environment.
+    fn command(&self, program: &PathBuf, args: &[&str]) -> Command {
+        let mut command = Command::new(program);
+        command
+            .args(args)
+            .env("SKIFF_API", &self.t.api_url)
+            .env("SKIFF_TOKEN", &self.t.token)
+            .env("XDG_CONFIG_HOME", &self.config)
+            .env_remove("SKIFF_PROFILE")
+            .env_remove("SKIFF_ADMIN_TOKEN")
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        command
+    }
+
+    fn skiff(&self, args: &[&str]) -> Command {
+        self.command(&self.bin(), args)
+    }
+
+    /// `skiff args`, to its end; asserts its exit code, returns stdout
+    /// and stderr.
+    async fn expect(&self, code: i32, args: &[&str]) -> (String, String) {
+        expect(code, self.skiff(args)).await
+    }
+
+    /// [`Cli::expect`] without `SKIFF_API` and `SKIFF_TOKEN`: only the
+    /// profile in the config dir.
+    async fn expect_bare(&self, code: i32, args: &[&str]) -> (String, String) {
+        let mut command = self.skiff(args);
+        command.env_remove("SKIFF_API").env_remove("SKIFF_TOKEN");
+        expect(code, command).await
+    }
 }
 
-/// `skiff <args>` as the tenant (`SKIFF_API`, `SKIFF_TOKEN`), no colours.
-fn skiff(t: &Tenant, config: &PathBuf, args: &[&str]) -> Command {
-    let mut command = Command::new(skiff_bin(t));
-    command
-        .args(args)
-        .env("SKIFF_API", &t.api_url)
-        .env("SKIFF_TOKEN", &t.token)
-        .env("XDG_CONFIG_HOME", config)
-        .env_remove("SKIFF_PROFILE")
-        .env_remove("SKIFF_ADMIN_TOKEN")
-        .stdin(Stdio::null())
-        .kill_on_drop(true);
-    command
+impl Drop for Cli {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.config);
+    }
 }
 
-async fn output(mut command: Command) -> Output {
-    command.output().await.expect("running skiff")
+/// Runs `command` to its end, asserts its exit code; stdout and stderr.
+async fn expect(code: i32, mut command: Command) -> (String, String) {
+    let out = command.output().await.expect("running skiff");
+    assert_eq!(out.status.code(), Some(code), "{}", shown(&out));
+    (text(&out.stdout), text(&out.stderr))
 }
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-/// `stdout`, `stderr` and the exit code, for assertion messages.
+/// The exit code, stdout and stderr, for assertion messages.
 fn shown(out: &Output) -> String {
     format!(
         "exit {:?}\n--- stdout:\n{}\n--- stderr:\n{}",
@@ -62,62 +103,42 @@ fn shown(out: &Output) -> String {
 #[tokio::test]
 async fn run_exits_with_the_code_prints_the_logs_and_ps_shows_it() {
     limit(secs(120), async {
-        let t = tenant().await;
-        let config = config_home("run");
-        let image = t.platform.image().to_owned();
+        let cli = Cli::new("run").await;
+        let (t, image) = (&cli.t, cli.image());
         let name = unique("cli-run");
-        let out = output(skiff(
-            &t,
-            &config,
-            &[
-                "run",
-                "--name",
-                &name,
-                "--cpu",
-                "0.2",
-                "-m",
-                "64m",
-                "-e",
-                "WHO=cli",
-                &image,
-                "--",
-                "sh",
-                "-c",
-                "echo hello-$WHO; echo to-stderr >&2; exit 3",
-            ],
-        ))
-        .await;
-        assert_eq!(out.status.code(), Some(3), "{}", shown(&out));
-        let stdout = text(&out.stdout);
-        assert!(stdout.contains("hello-cli\n"), "{}", shown(&out));
-        assert!(stdout.contains("to-stderr\n"), "{}", shown(&out));
+        let script = "echo hello-$WHO; echo to-stderr >&2; exit 3";
+        let (stdout, stderr) = cli
+            .expect(
+                3,
+                &[
+                    "run", "--name", &name, "--cpu", "0.2", "-m", "64m", "-e", "WHO=cli", &image,
+                    "--", "sh", "-c", script,
+                ],
+            )
+            .await;
+        let both = format!("{stdout}\n---\n{stderr}");
+        assert!(stdout.contains("hello-cli\n"), "{both}");
+        assert!(stdout.contains("to-stderr\n"), "{both}");
         // Not a terminal: one plain line per phase, on stderr only.
-        let stderr = text(&out.stderr);
         for phase in ["queued", "pulling", "created", "started"] {
-            assert!(
-                stderr.contains(&format!("✔ {phase}")),
-                "{phase}: {}",
-                shown(&out)
-            );
+            assert!(stderr.contains(&format!("✔ {phase}")), "{phase}: {both}");
         }
         assert!(
             !stderr.contains('\x1b'),
-            "no escapes off a terminal: {}",
-            shown(&out)
+            "no escapes off a terminal: {both}"
         );
-        assert!(!stdout.contains("✔"), "{}", shown(&out));
+        assert!(!stdout.contains('✔'), "{both}");
 
         // Control: a command that exits 0 makes skiff exit 0, and --rm
         // leaves nothing behind.
         let kept = unique("cli-ok");
-        let out = output(skiff(
-            &t,
-            &config,
-            &["run", "--rm", "--name", &kept, &image, "--", "echo", "fine"],
-        ))
-        .await;
-        assert_eq!(out.status.code(), Some(0), "{}", shown(&out));
-        assert_eq!(text(&out.stdout), "fine\n", "{}", shown(&out));
+        let (stdout, _) = cli
+            .expect(
+                0,
+                &["run", "--rm", "--name", &kept, &image, "--", "echo", "fine"],
+            )
+            .await;
+        assert_eq!(stdout, "fine\n");
         assert!(
             t.list_all()
                 .await
@@ -130,9 +151,7 @@ async fn run_exits_with_the_code_prints_the_logs_and_ps_shows_it() {
         // only live ones (a sleeper, as the control).
         let sleeper = t.create_id(&t.platform.sleeper(0.1)).await;
         t.wait(&sleeper, "running", 60).await;
-        let out = output(skiff(&t, &config, &["ps", "-a"])).await;
-        assert!(out.status.success(), "{}", shown(&out));
-        let listing = text(&out.stdout);
+        let (listing, _) = cli.expect(0, &["ps", "-a"]).await;
         let header = listing.lines().next().unwrap_or_default();
         for column in [
             "ID", "NAME", "IMAGE", "STATE", "AGE", "CPU", "MEMORY", "EXIT",
@@ -146,20 +165,18 @@ async fn run_exits_with_the_code_prints_the_logs_and_ps_shows_it() {
         for cell in ["failed", "0.2", "64Mi", " 3"] {
             assert!(line.contains(cell), "{cell} in {line:?}");
         }
-        let out = output(skiff(&t, &config, &["ps"])).await;
-        let live = text(&out.stdout);
+        let (live, _) = cli.expect(0, &["ps"]).await;
         assert!(live.contains(&sleeper), "the sleeper runs: {live}");
         assert!(!live.contains(&name), "a finished one is not live: {live}");
         // The same through -o json: the API's objects.
-        let out = output(skiff(&t, &config, &["ps", "-a", "-o", "json"])).await;
+        let (json_text, _) = cli.expect(0, &["ps", "-a", "-o", "json"]).await;
         let items: serde_json::Value =
-            serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", shown(&out)));
+            serde_json::from_str(&json_text).unwrap_or_else(|e| panic!("{e}: {json_text}"));
         let ours = items
             .as_array()
             .and_then(|a| a.iter().find(|c| c["name"] == name.as_str()).cloned())
             .unwrap_or_else(|| panic!("{name} not in {items}"));
         assert_eq!(ours["exit_code"], 3, "{ours}");
-        let _ = std::fs::remove_dir_all(&config);
     })
     .await
 }
@@ -167,21 +184,18 @@ async fn run_exits_with_the_code_prints_the_logs_and_ps_shows_it() {
 #[tokio::test]
 async fn logs_follow_follows_until_the_container_exits() {
     limit(secs(90), async {
-        let t = tenant().await;
-        let config = config_home("logs");
+        let cli = Cli::new("logs").await;
+        let t = &cli.t;
         // It prints `two` and exits only once /tmp/go exists.
-        let id = t
-            .create_id(
-                &t.platform
-                    .sh("echo one; while [ ! -f /tmp/go ]; do sleep 0.1; done; echo two"),
-            )
-            .await;
+        let waits_for_go = "echo one; while [ ! -f /tmp/go ]; do sleep 0.1; done; echo two";
+        let id = t.create_id(&t.platform.sh(waits_for_go)).await;
         t.wait(&id, "running", 60).await;
         eventually("its first line", secs(30), || async {
             (t.logs(&id).await == "one\n").then_some(())
         })
         .await;
-        let mut follower = skiff(&t, &config, &["logs", "-f", &id])
+        let mut follower = cli
+            .skiff(&["logs", "-f", &id])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -189,9 +203,8 @@ async fn logs_follow_follows_until_the_container_exits() {
 
         // Control: without -f the log so far comes back at once, without
         // `two`, while the follower is still there.
-        let out = output(skiff(&t, &config, &["logs", &id])).await;
-        assert!(out.status.success(), "{}", shown(&out));
-        assert_eq!(text(&out.stdout), "one\n", "{}", shown(&out));
+        let (so_far, _) = cli.expect(0, &["logs", &id]).await;
+        assert_eq!(so_far, "one\n");
         assert!(
             follower.try_wait().expect("try_wait").is_none(),
             "logs -f returned before the container exited"
@@ -205,7 +218,6 @@ async fn logs_follow_follows_until_the_container_exits() {
         assert!(out.status.success(), "{}", shown(&out));
         assert_eq!(text(&out.stdout), "one\ntwo\n", "{}", shown(&out));
         t.wait_exited_in(&id, "succeeded").await;
-        let _ = std::fs::remove_dir_all(&config);
     })
     .await
 }
@@ -213,37 +225,25 @@ async fn logs_follow_follows_until_the_container_exits() {
 #[tokio::test]
 async fn a_refused_request_exits_non_zero_naming_the_field() {
     limit(secs(60), async {
-        let t = tenant().await;
-        let config = config_home("refused");
-        let image = t.platform.image().to_owned();
-        let out = output(skiff(
-            &t,
-            &config,
-            &["run", "--cpu", "0", "-d", &image, "--", "true"],
-        ))
-        .await;
-        assert_eq!(out.status.code(), Some(1), "{}", shown(&out));
-        let stderr = text(&out.stderr);
-        assert!(stderr.contains("(400)"), "{}", shown(&out));
-        assert!(stderr.contains("field: cpu"), "{}", shown(&out));
-        assert!(out.stdout.is_empty(), "{}", shown(&out));
+        let cli = Cli::new("refused").await;
+        let image = cli.image();
+        let (stdout, stderr) = cli
+            .expect(1, &["run", "--cpu", "0", "-d", &image, "--", "true"])
+            .await;
+        assert!(stderr.contains("(400)"), "{stderr}");
+        assert!(stderr.contains("field: cpu"), "{stderr}");
+        assert!(stdout.is_empty(), "{stdout}");
 
         // Control: the same with a valid cpu is accepted (-d prints the id).
-        let out = output(skiff(
-            &t,
-            &config,
-            &["run", "--cpu", "0.1", "-d", &image, "--", "true"],
-        ))
-        .await;
-        assert_eq!(out.status.code(), Some(0), "{}", shown(&out));
-        let id = text(&out.stdout).trim().to_owned();
-        assert_eq!(id_of(&t.get(&id).await), id);
+        let (stdout, _) = cli
+            .expect(0, &["run", "--cpu", "0.1", "-d", &image, "--", "true"])
+            .await;
+        let id = stdout.trim();
+        assert_eq!(id_of(&cli.t.get(id).await), id);
 
         // A flag the CLI itself can tell is wrong never reaches the API.
-        let out = output(skiff(&t, &config, &["run", "-m", "12k", &image])).await;
-        assert_eq!(out.status.code(), Some(1), "{}", shown(&out));
-        assert!(text(&out.stderr).contains("--memory"), "{}", shown(&out));
-        let _ = std::fs::remove_dir_all(&config);
+        let (_, stderr) = cli.expect(1, &["run", "-m", "12k", &image]).await;
+        assert!(stderr.contains("--memory"), "{stderr}");
     })
     .await
 }
@@ -251,36 +251,24 @@ async fn a_refused_request_exits_non_zero_naming_the_field() {
 #[tokio::test]
 async fn login_saves_a_profile_with_a_private_token_file() {
     limit(secs(60), async {
-        let t = tenant().await;
-        let config = config_home("login");
-        let bare = |args: &[&str]| {
-            let mut c = skiff(&t, &config, args);
-            c.env_remove("SKIFF_API").env_remove("SKIFF_TOKEN");
-            c
-        };
+        let cli = Cli::new("login").await;
+        let t = &cli.t;
         // Nothing configured: a clear refusal.
-        let out = output(bare(&["ps"])).await;
-        assert_eq!(out.status.code(), Some(1), "{}", shown(&out));
-        assert!(text(&out.stderr).contains("skiff login"), "{}", shown(&out));
+        let (_, stderr) = cli.expect_bare(1, &["ps"]).await;
+        assert!(stderr.contains("skiff login"), "{stderr}");
 
         // A wrong token is refused at login, and nothing is saved.
-        let out = output(bare(&[
-            "login",
-            "--api",
-            &t.api_url,
-            "--token",
-            "not-a-token",
-        ]))
-        .await;
-        assert_eq!(out.status.code(), Some(1), "{}", shown(&out));
-        assert!(text(&out.stderr).contains("(401)"), "{}", shown(&out));
-        let token_file = config.join("skiff/credentials.toml");
+        let (_, stderr) = cli
+            .expect_bare(1, &["login", "--api", &t.api_url, "--token", "not-a-token"])
+            .await;
+        assert!(stderr.contains("(401)"), "{stderr}");
+        let token_file = cli.config.join("skiff/credentials.toml");
         assert!(!token_file.exists());
 
-        let out = output(bare(&["login", "--api", &t.api_url, "--token", &t.token])).await;
-        assert_eq!(out.status.code(), Some(0), "{}", shown(&out));
+        cli.expect_bare(0, &["login", "--api", &t.api_url, "--token", &t.token])
+            .await;
         let mode = std::fs::metadata(&token_file)
-            .unwrap_or_else(|e| panic!("{}: {e}\n{}", token_file.display(), shown(&out)))
+            .unwrap_or_else(|e| panic!("{}: {e}", token_file.display()))
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600, "token file mode {mode:o}");
@@ -289,10 +277,8 @@ async fn login_saves_a_profile_with_a_private_token_file() {
 
         // The profile is now enough.
         let id = t.create_id(&t.platform.spec(&["true"])).await;
-        let out = output(bare(&["ps", "-a"])).await;
-        assert_eq!(out.status.code(), Some(0), "{}", shown(&out));
-        assert!(text(&out.stdout).contains(&id), "{}", shown(&out));
-        let _ = std::fs::remove_dir_all(&config);
+        let (listing, _) = cli.expect_bare(0, &["ps", "-a"]).await;
+        assert!(listing.contains(&id), "{listing}");
     })
     .await
 }
@@ -300,28 +286,19 @@ async fn login_saves_a_profile_with_a_private_token_file() {
 #[tokio::test]
 async fn run_draws_its_phases_live_on_a_terminal() {
     limit(secs(90), async {
-        let t = tenant().await;
-        let config = config_home("tty");
-        let image = t.platform.image().to_owned();
-        let bin = skiff_bin(&t);
+        let cli = Cli::new("tty").await;
         // script(1) gives skiff a pseudo-terminal and exits with its code.
         let line = format!(
-            "{} run {image} -- sh -c 'echo on-a-tty; exit 4'",
-            bin.display()
+            "{} run {} -- sh -c 'echo on-a-tty; exit 4'",
+            cli.bin().display(),
+            cli.image()
         );
-        let mut command = Command::new("script");
-        command
-            .args(["-q", "-e", "-f", "-c", &line, "/dev/null"])
-            .env("SKIFF_API", &t.api_url)
-            .env("SKIFF_TOKEN", &t.token)
-            .env("XDG_CONFIG_HOME", &config)
-            .env("TERM", "xterm")
-            .env_remove("NO_COLOR")
-            .stdin(Stdio::null())
-            .kill_on_drop(true);
-        let out = output(command).await;
-        assert_eq!(out.status.code(), Some(4), "{}", shown(&out));
-        let screen = text(&out.stdout);
+        let mut script = cli.command(
+            &PathBuf::from("script"),
+            &["-q", "-e", "-f", "-c", &line, "/dev/null"],
+        );
+        script.env("TERM", "xterm").env_remove("NO_COLOR");
+        let (screen, _) = expect(4, script).await;
         for phase in ["queued", "pulling", "created", "started"] {
             assert!(
                 screen.contains(&format!("✔ {phase}")),
@@ -332,7 +309,6 @@ async fn run_draws_its_phases_live_on_a_terminal() {
         // The spinner redraws its line: terminal escapes, which the
         // non-terminal run of the test above never prints.
         assert!(screen.contains('\x1b'), "{screen:?}");
-        let _ = std::fs::remove_dir_all(&config);
     })
     .await
 }
