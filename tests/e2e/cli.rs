@@ -4,7 +4,8 @@
 //! private `XDG_CONFIG_HOME`. `run` exits with the container's code and
 //! prints its logs; `ps` shows it; `logs -f` follows until the exit; a
 //! refused request exits non-zero naming the field; `login` writes a 0600
-//! token file; the live phases are drawn on a pseudo-terminal (`script`).
+//! token file; the live phases are drawn on a pseudo-terminal (`script`);
+//! exec, inspect, events, rm, job run, usage and the admin commands answer.
 
 use crate::tenant;
 use serde_json::json;
@@ -309,6 +310,109 @@ async fn run_draws_its_phases_live_on_a_terminal() {
         // The spinner redraws its line: terminal escapes, which the
         // non-terminal run of the test above never prints.
         assert!(screen.contains('\x1b'), "{screen:?}");
+    })
+    .await
+}
+
+#[tokio::test]
+async fn exec_inspect_events_rm_jobs_usage_and_admin_commands_answer() {
+    limit(secs(120), async {
+        let cli = Cli::new("more").await;
+        let (t, image) = (&cli.t, cli.image());
+        let name = unique("cli-exec");
+        let (stdout, _) = cli
+            .expect(
+                0,
+                &[
+                    "run", "-d", "--cpu", "0.1", "-m", "64", "--name", &name, &image, "--",
+                    "sleep", "600",
+                ],
+            )
+            .await;
+        let id = stdout.trim().to_owned();
+        t.wait(&id, "running", 60).await;
+
+        // exec: its output, and its exit code as skiff's (by name).
+        let (stdout, stderr) = cli
+            .expect(
+                5,
+                &[
+                    "exec",
+                    &name,
+                    "--",
+                    "sh",
+                    "-c",
+                    "echo out; echo err >&2; exit 5",
+                ],
+            )
+            .await;
+        assert_eq!((stdout.as_str(), stderr.as_str()), ("out\n", "err\n"));
+        let (yaml, _) = cli.expect(0, &["inspect", &name, "-o", "yaml"]).await;
+        assert!(yaml.contains(&format!("name: {name}")), "{yaml}");
+        assert!(yaml.contains("state: running"), "{yaml}");
+        let (events, _) = cli.expect(0, &["events", "--container", &id]).await;
+        assert!(events.contains("Started"), "{events}");
+        let (removed, _) = cli.expect(0, &["rm", &name]).await;
+        assert_eq!(removed.trim(), id);
+        t.wait_removed(&id).await;
+
+        // A job: 0 when every task succeeded, 1 when one failed.
+        let job = [
+            "job",
+            "run",
+            "--count",
+            "3",
+            "--parallelism",
+            "2",
+            "--cpu",
+            "0.1",
+            "-m",
+            "64",
+        ];
+        let mut ok = job.to_vec();
+        ok.extend([image.as_str(), "--", "true"]);
+        let (_, stderr) = cli.expect(0, &ok).await;
+        assert!(stderr.contains("3 done, 0 failed"), "{stderr}");
+        assert!(stderr.contains("succeeded"), "{stderr}");
+        let mut failing = job.to_vec();
+        failing.extend([image.as_str(), "--", "false"]);
+        let (_, stderr) = cli.expect(1, &failing).await;
+        assert!(stderr.contains("0 done, 3 failed"), "{stderr}");
+        let (jobs, _) = cli.expect(0, &["job", "ls"]).await;
+        assert_eq!(jobs.lines().count(), 3, "a header and two jobs: {jobs}");
+
+        // Usage as CSV (the server's) and as a table with a total.
+        let (csv, _) = cli.expect(0, &["usage", "-o", "csv"]).await;
+        assert!(
+            csv.lines().next().is_some_and(|h| h.contains("cost")),
+            "{csv}"
+        );
+        let (table, _) = cli.expect(0, &["usage", "--group-by", "day"]).await;
+        assert!(
+            table.lines().last().is_some_and(|l| l.starts_with("TOTAL")),
+            "{table}"
+        );
+
+        // Admin commands take SKIFF_ADMIN_TOKEN; a tenant's token is refused.
+        let admin = |args: &[&str]| {
+            let mut c = cli.skiff(args);
+            c.env("SKIFF_ADMIN_TOKEN", t.platform.admin_token());
+            c
+        };
+        let (hosts, _) = expect(0, admin(&["hosts"])).await;
+        assert!(hosts.contains(t.platform.hosts[0].id.as_str()), "{hosts}");
+        let (_, stderr) = cli.expect(1, &["hosts"]).await;
+        assert!(stderr.contains("(40"), "{stderr}");
+        let (created, _) = expect(
+            0,
+            admin(&["tenants", "create", &unique("cli-made"), "-o", "json"]),
+        )
+        .await;
+        let created: serde_json::Value = serde_json::from_str(&created).expect("json");
+        assert!(created["token"].is_string(), "{created}");
+
+        let (script, _) = cli.expect(0, &["completions", "bash"]).await;
+        assert!(script.contains("skiff"), "{script}");
     })
     .await
 }

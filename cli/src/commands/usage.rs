@@ -79,6 +79,7 @@ fn report_table(report: &Value) -> String {
     let cells = |row: &Value, key: String| {
         vec![
             key,
+            row["name"].as_str().unwrap_or("-").to_owned(),
             row["billed_seconds"].to_string(),
             row["vcpu_seconds"].to_string(),
             row["gib_seconds"].to_string(),
@@ -131,13 +132,14 @@ mod tests {
     #[test]
     fn the_table_ends_with_the_total() {
         let report = serde_json::json!({
-            "items": [{"key": "c1", "billed_seconds": 3, "vcpu_seconds": 1.5, "gib_seconds": 0.75, "cost": 10}],
+            "items": [{"key": "c1", "name": "web", "billed_seconds": 3, "vcpu_seconds": 1.5, "gib_seconds": 0.75, "cost": 10}],
             "total": {"key": null, "billed_seconds": 3, "vcpu_seconds": 1.5, "gib_seconds": 0.75, "cost": 10}
         });
         let text = report_table(&report);
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 3, "{text}");
         assert!(lines[1].starts_with("c1"), "{text}");
+        assert!(lines[1].contains("web"), "{text}");
         assert!(lines[2].starts_with("TOTAL"), "{text}");
     }
 }
