@@ -150,10 +150,10 @@ pub struct LogsArgs {
 
 #[derive(Debug, Args)]
 pub struct ExecArgs {
-    /// Interactive (stdin): not offered yet, the one-shot exec runs instead.
+    /// Interactive: stdin goes to the process (over a WebSocket).
     #[arg(short = 'i', long)]
     pub interactive: bool,
-    /// A terminal: not offered yet.
+    /// A pseudo-terminal for the process (with -i, this terminal goes raw).
     #[arg(short = 't', long)]
     pub tty: bool,
     /// Seconds before it is killed (default 30).

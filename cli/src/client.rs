@@ -76,6 +76,23 @@ impl Client {
             .bearer_auth(&self.token)
     }
 
+    /// The WebSocket URL of `path` with `query` (`ws://`, or `wss://` for
+    /// an https API).
+    pub fn websocket_url(&self, path: &str, query: &[(&str, String)]) -> String {
+        let Ok(mut url) = reqwest::Url::parse_with_params(&self.url(path), query) else {
+            return self.url(path);
+        };
+        let scheme = if url.scheme() == "https" { "wss" } else { "ws" };
+        // Both are special schemes, so the change is always allowed.
+        let _ = url.set_scheme(scheme);
+        url.into()
+    }
+
+    /// The bearer token (the WebSocket request sends it itself).
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
     /// Sends `request`; a non-2xx answer becomes [`Error::Api`].
     pub async fn send(&self, path: &str, request: RequestBuilder) -> Result<Response, Error> {
         let response = request.send().await.map_err(|source| Error::Transport {
@@ -213,24 +230,36 @@ impl Client {
     }
 }
 
-/// A non-2xx answer as a problem: the server's problem+json, else one made
-/// of the status and the body's text.
+/// A non-2xx answer as a problem.
 async fn problem_of(response: Response) -> Error {
-    let status = response.status();
-    let text = response.text().await.unwrap_or_default();
-    let problem = serde_json::from_str::<Problem>(&text).unwrap_or_else(|_| Problem {
-        type_: "about:blank".into(),
-        title: status.canonical_reason().unwrap_or("error").into(),
-        status: status.as_u16(),
-        detail: if text.trim().is_empty() {
-            "(no details)".into()
-        } else {
-            text.trim().into()
-        },
-        field: None,
-        max: None,
-        limit: None,
-        use_: None,
+    let status = response.status().as_u16();
+    let body = response.bytes().await.unwrap_or_default();
+    problem(status, &body)
+}
+
+/// The API's problem+json in `body`, else one made of the status and the
+/// body's text.
+pub fn problem(status: u16, body: &[u8]) -> Error {
+    let problem = serde_json::from_slice::<Problem>(body).unwrap_or_else(|_| {
+        let text = String::from_utf8_lossy(body).trim().to_owned();
+        Problem {
+            type_: "about:blank".into(),
+            title: StatusCode::from_u16(status)
+                .ok()
+                .and_then(|s| s.canonical_reason())
+                .unwrap_or("error")
+                .into(),
+            status,
+            detail: if text.is_empty() {
+                "(no details)".into()
+            } else {
+                text
+            },
+            field: None,
+            max: None,
+            limit: None,
+            use_: None,
+        }
     });
     Error::Api {
         problem: Box::new(problem),

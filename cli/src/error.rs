@@ -17,6 +17,13 @@ pub enum Error {
         #[source]
         source: reqwest::Error,
     },
+    /// The interactive exec's WebSocket failed.
+    #[error("interactive exec at {url}")]
+    WebSocket {
+        url: String,
+        #[source]
+        source: Box<tokio_tungstenite::tungstenite::Error>,
+    },
     /// An answer the CLI could not read as the type it expected.
     #[error("unexpected answer from {url}")]
     Decode {

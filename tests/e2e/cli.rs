@@ -5,7 +5,8 @@
 //! prints its logs; `ps` shows it; `logs -f` follows until the exit; a
 //! refused request exits non-zero naming the field; `login` writes a 0600
 //! token file; the live phases are drawn on a pseudo-terminal (`script`);
-//! exec, inspect, events, rm, job run, usage and the admin commands answer.
+//! exec (one-shot, -i and -it), inspect, events, rm, job run, usage and the
+//! admin commands answer.
 
 use crate::tenant;
 use serde_json::json;
@@ -413,6 +414,69 @@ async fn exec_inspect_events_rm_jobs_usage_and_admin_commands_answer() {
 
         let (script, _) = cli.expect(0, &["completions", "bash"]).await;
         assert!(script.contains("skiff"), "{script}");
+    })
+    .await
+}
+
+#[tokio::test]
+async fn exec_i_sends_stdin_and_exec_it_gets_a_terminal() {
+    use tokio::io::AsyncWriteExt;
+    limit(secs(90), async {
+        let cli = Cli::new("exec-it").await;
+        let t = &cli.t;
+        let id = t.create_id(&t.platform.sh("exec sleep 600")).await;
+        t.wait(&id, "running", 60).await;
+
+        // -i: stdin reaches the process, its exit code is skiff's; no
+        // terminal without -t (the control for the -it case below).
+        let mut child = cli
+            .skiff(&[
+                "exec",
+                "-i",
+                &id,
+                "--",
+                "sh",
+                "-c",
+                "tty; read line; echo got-$line; exit 6",
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawning skiff exec -i");
+        let mut stdin = child.stdin.take().expect("its stdin");
+        stdin.write_all(b"through-stdin\n").await.expect("writing");
+        drop(stdin);
+        let out = tokio::time::timeout(secs(30), child.wait_with_output())
+            .await
+            .expect("skiff exec -i ends")
+            .expect("skiff exec -i");
+        assert_eq!(out.status.code(), Some(6), "{}", shown(&out));
+        assert_eq!(
+            text(&out.stdout),
+            "not a tty\ngot-through-stdin\n",
+            "{}",
+            shown(&out)
+        );
+
+        // -it from a terminal (script's): the process gets one too.
+        let line = format!(
+            "{} exec -it {id} -- sh -c 'tty; exit 7'",
+            cli.bin().display()
+        );
+        let mut script = cli.command(
+            &PathBuf::from("script"),
+            &["-q", "-e", "-f", "-c", &line, "/dev/null"],
+        );
+        // (stdin stays /dev/null: script(1) waits for its stdin's end before
+        // it exits, and skiff sends what little it reads as stdin)
+        script.env("TERM", "xterm");
+        let out = tokio::time::timeout(secs(30), script.output())
+            .await
+            .expect("skiff exec -it ends")
+            .expect("skiff exec -it");
+        assert_eq!(out.status.code(), Some(7), "{}", shown(&out));
+        assert!(text(&out.stdout).contains("/dev/pts/"), "{}", shown(&out));
     })
     .await
 }

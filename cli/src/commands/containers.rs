@@ -1,5 +1,6 @@
 //! The container commands besides `run`: `ps`, `inspect`, `logs`,
-//! `stop|start|restart`, `rm`, `wait` and `exec`. Each takes ids, names or
+//! `stop|start|restart`, `rm`, `wait` and `exec` (one-shot; `-i`/`-t` hand
+//! over to [`super::attach`]). Each takes ids, names or
 //! unique id prefixes ([`crate::client::Client::resolve`]).
 
 use super::run::{stream_logs, wait_exited};
@@ -165,14 +166,17 @@ pub async fn wait(ctx: &Ctx, args: IdsArgs) -> Result<i32, Error> {
 
 /// A one-shot exec: its stdout and stderr, and its exit code as ours.
 pub async fn exec(ctx: &Ctx, args: ExecArgs) -> Result<i32, Error> {
-    if args.interactive || args.tty {
-        return Err(Error::flag(
-            "-i/-t",
-            "set",
-            "an interactive exec is not offered by this CLI yet; drop -i/-t for a one-shot exec",
-        ));
-    }
     let id = ctx.client.resolve(&args.container).await?;
+    if args.interactive || args.tty {
+        return super::attach::interactive(
+            &ctx.client,
+            &id,
+            &args.command,
+            args.interactive,
+            args.tty,
+        )
+        .await;
+    }
     let body = ExecRequest {
         command: args.command,
         env: parse::key_values("--env", &args.env)?,

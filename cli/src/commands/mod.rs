@@ -6,6 +6,7 @@
 //! - [`run`]: `skiff run` (create, phases, logs, exit code, `--rm`).
 //! - [`containers`]: `ps`, `inspect`, `logs`, `stop|start|restart|rm`,
 //!   `wait`, `exec`.
+//! - [`attach`]: `skiff exec -i [-t]`, the interactive exec's WebSocket.
 //! - [`events`]: `skiff events [-f]`.
 //! - [`jobs`]: `skiff job run|ls|get|cancel|tasks`.
 //! - [`usage`]: `skiff usage`.
@@ -13,6 +14,7 @@
 //! - [`login`]: `skiff login`.
 
 pub mod admin;
+pub mod attach;
 pub mod containers;
 pub mod events;
 pub mod jobs;
