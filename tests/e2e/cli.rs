@@ -56,6 +56,19 @@ impl Cli {
         command
     }
 
+    /// `skiff <args>` (a shell line) on a pseudo-terminal: script(1) gives
+    /// it one and exits with its code. Its stdin stays /dev/null: script
+    /// waits for its own stdin's end before it exits.
+    fn in_terminal(&self, args: &str) -> Command {
+        let line = format!("{} {args}", self.bin().display());
+        let mut script = self.command(
+            &PathBuf::from("script"),
+            &["-q", "-e", "-f", "-c", &line, "/dev/null"],
+        );
+        script.env("TERM", "xterm").env_remove("NO_COLOR");
+        script
+    }
+
     fn skiff(&self, args: &[&str]) -> Command {
         self.command(&self.bin(), args)
     }
@@ -289,17 +302,10 @@ async fn login_saves_a_profile_with_a_private_token_file() {
 async fn run_draws_its_phases_live_on_a_terminal() {
     limit(secs(90), async {
         let cli = Cli::new("tty").await;
-        // script(1) gives skiff a pseudo-terminal and exits with its code.
-        let line = format!(
-            "{} run {} -- sh -c 'echo on-a-tty; exit 4'",
-            cli.bin().display(),
+        let script = cli.in_terminal(&format!(
+            "run {} -- sh -c 'echo on-a-tty; exit 4'",
             cli.image()
-        );
-        let mut script = cli.command(
-            &PathBuf::from("script"),
-            &["-q", "-e", "-f", "-c", &line, "/dev/null"],
-        );
-        script.env("TERM", "xterm").env_remove("NO_COLOR");
+        ));
         let (screen, _) = expect(4, script).await;
         for phase in ["queued", "pulling", "created", "started"] {
             assert!(
@@ -460,17 +466,7 @@ async fn exec_i_sends_stdin_and_exec_it_gets_a_terminal() {
         );
 
         // -it from a terminal (script's): the process gets one too.
-        let line = format!(
-            "{} exec -it {id} -- sh -c 'tty; exit 7'",
-            cli.bin().display()
-        );
-        let mut script = cli.command(
-            &PathBuf::from("script"),
-            &["-q", "-e", "-f", "-c", &line, "/dev/null"],
-        );
-        // (stdin stays /dev/null: script(1) waits for its stdin's end before
-        // it exits, and skiff sends what little it reads as stdin)
-        script.env("TERM", "xterm");
+        let mut script = cli.in_terminal(&format!("exec -it {id} -- sh -c 'tty; exit 7'"));
         let out = tokio::time::timeout(secs(30), script.output())
             .await
             .expect("skiff exec -it ends")
