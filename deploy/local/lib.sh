@@ -28,6 +28,7 @@ SKIFF_PG_BIN="${SKIFF_PG_BIN:-/usr/lib/postgresql/15/bin}"
 SKIFF_APT_PACKAGES=(
   containerd runc postgresql docker-registry busybox-static protobuf-compiler
   golang-github-containers-common curl ca-certificates iproute2 wrk gcc libc6-dev
+  prometheus
 )
 
 log() { printf '[skiff %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }

@@ -47,6 +47,7 @@
 #   SKIFF_CONTAINERD_NAMESPACE   host 1's namespace (skiff-local)
 #   SKIFF_CONTAINERD_SOCKETS     every host's socket, comma-separated, host order
 #   SKIFF_CONTAINERD_NAMESPACES  every host's namespace, likewise
+#   SKIFF_WORKER_METRICS         every worker's /metrics URL, comma-separated
 #
 # Supervision (like systemd's Restart=always): when a skiff-api or skiff-worker
 # exits, whatever the reason, it is started again with the same environment
@@ -452,6 +453,10 @@ fi
 join_by_comma() { local IFS=,; echo "$*"; }
 API_URLS=()
 for ((i = 1; i <= REPLICAS; i++)); do API_URLS+=("$(api_url "$i")"); done
+WORKER_METRICS=()
+for ((i = 1; i <= WORKERS; i++)); do
+  WORKER_METRICS+=("http://127.0.0.1:$(worker_metrics_port "$i")/metrics")
+done
 
 (
   umask 077
@@ -467,6 +472,7 @@ SKIFF_CONTAINERD_SOCKETS=$(join_by_comma "${CTR_SOCKS[@]}")
 SKIFF_CONTAINERD_NAMESPACES=$(join_by_comma "${CTR_NAMESPACES[@]}")
 SKIFF_API_URLS=$(join_by_comma "${API_URLS[@]}")
 SKIFF_CA_CERT=$CA_DIR/ca.crt
+SKIFF_WORKER_METRICS=$(join_by_comma "${WORKER_METRICS[@]}")
 EOF
 )
 mv "$ENV_FILE.tmp" "$ENV_FILE"

@@ -53,6 +53,7 @@ mod api;
 mod assignments;
 mod billing;
 mod credentials;
+mod dashboards;
 mod deadlines;
 mod egress;
 mod escape;

@@ -106,6 +106,31 @@ pub async fn serve(
     let agent_addr = advertise::advertise_addr(listening, config.agent_advertise, || {
         advertise::route_to(config.control_plane.first().map_or("", String::as_str))
     })?;
+    // Bound before anything runs, so a taken port fails the start.
+    let metrics_listener = match config.metrics_listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| WorkerError::MetricsListen { addr, source })?,
+        ),
+        None => None,
+    };
+    let metrics_url = match &metrics_listener {
+        Some(listener) => {
+            let addr = listener.local_addr().map_err(WorkerError::Listen)?;
+            // An address bound on every interface is reached at the agent's.
+            let ip = if addr.ip().is_unspecified() {
+                agent_addr.ip()
+            } else {
+                addr.ip()
+            };
+            format!(
+                "http://{}/metrics",
+                std::net::SocketAddr::new(ip, addr.port())
+            )
+        }
+        None => String::new(),
+    };
     let host = HostInfo {
         host_id: identity.host_id.clone(),
         hostname: config.host_id(),
@@ -122,23 +147,15 @@ pub async fn serve(
                 subnet: c.subnet.to_string(),
             }
         }),
+        metrics_url,
     };
     tracing::info!(host = %host.host_id, agent = %agent_addr, cpu_millis = host.cpu_millis,
         memory_mib = host.memory_mib, labels = ?host.labels, "skiff-worker starting");
+    let metrics = Arc::new(WorkerMetrics::default());
     let control = Arc::new(agent::ControlPlanes::new(
         &config.control_plane,
         identity.client_config()?,
     )?);
-    let metrics = Arc::new(WorkerMetrics::default());
-    // Bound before anything runs, so a taken port fails the start.
-    let metrics_listener = match config.metrics_listen {
-        Some(addr) => Some(
-            TcpListener::bind(addr)
-                .await
-                .map_err(|source| WorkerError::MetricsListen { addr, source })?,
-        ),
-        None => None,
-    };
 
     let cancel = CancellationToken::new();
     {

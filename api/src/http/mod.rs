@@ -139,6 +139,19 @@ async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
         if let Ok(n) = skiff_billing::metered_seconds_total(&mut conn).await {
             state.metrics.metered_seconds.set(n);
         }
+        if let Ok(lag) = skiff_billing::checkpoint_lag_seconds(&mut conn).await {
+            state.metrics.checkpoint_lag.set(lag);
+        }
+    }
+    if let Ok(hosts) = state
+        .store
+        .host_statuses(state.config.host_lost_after(), None)
+        .await
+    {
+        state.metrics.set_hosts(&hosts);
+    }
+    if let Ok(n) = state.store.pending_count().await {
+        state.metrics.pending.set(n);
     }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

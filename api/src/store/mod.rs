@@ -308,6 +308,16 @@ impl Store {
         &self.pool
     }
 
+    /// Containers waiting for a host (the queue's depth).
+    pub async fn pending_count(&self) -> Result<i64> {
+        Ok(sqlx::query_scalar(
+            "SELECT count(*) FROM containers \
+             WHERE state = 'pending' AND desired = 'running' AND deleted_at IS NULL",
+        )
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
     pub async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())

@@ -144,6 +144,8 @@ pub struct HostInfo {
     pub labels: BTreeMap<String, String>,
     /// What the host offers `network: private` containers (None: nothing).
     pub network: Option<skiff_proto::HostNetwork>,
+    /// Where it serves Prometheus metrics (empty: nowhere).
+    pub metrics_url: String,
 }
 
 /// The agent's tunables.
@@ -297,6 +299,7 @@ impl<R: Runtime> Agent<R> {
                 hostname: self.host.hostname.clone(),
                 labels: self.host.labels.clone().into_iter().collect(),
                 network: self.host.network.clone(),
+                metrics_url: self.host.metrics_url.clone(),
             })
             .await
             .map_err(rpc("Register"))?

@@ -126,6 +126,7 @@ async fn harness(runtime: Arc<FakeRuntime>) -> Harness {
             memory_mib: 1024,
             labels: BTreeMap::new(),
             network: None,
+            metrics_url: String::new(),
         },
         AgentSettings {
             max_concurrent_starts: 2,
