@@ -472,6 +472,14 @@ fn volume_sources(
     Ok((volumes, files))
 }
 
+/// An image pull under way.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
+pub struct PullView {
+    /// Layer bytes fetched so far (layers the host held count as fetched).
+    pub bytes_done: i64,
+    pub bytes_total: i64,
+}
+
 /// Where a container's start time went, in milliseconds.
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, ToSchema)]
 pub struct Timings {
@@ -553,6 +561,9 @@ pub struct ContainerView {
     /// Its run is `running` and passes its readiness probe (without one:
     /// it is `running`).
     pub ready: bool,
+    /// While `pulling`: how far the image's download is (null otherwise,
+    /// and until its host reports).
+    pub pull: Option<PullView>,
     /// Its address on its host's bridge, while its task runs (`running`,
     /// `stopping`) with `network: private`; null otherwise.
     pub ip: Option<String>,
