@@ -160,6 +160,11 @@ pub struct CreateContainer {
     /// each (port, protocol) once and each (host_port, protocol) once.
     #[schema(schema_with = schemas::port_requests)]
     pub ports: Option<Vec<PortRequest>>,
+    /// Never serialized (a job's stored template cannot hold one): see
+    /// [`crate::http::registry_credentials`].
+    #[serde(skip_serializing)]
+    #[schema(schema_with = crate::http::registry_credentials::request_credentials_schema)]
+    pub image_registry_credentials: Option<Vec<skiff_core::RegistryCredential>>,
 }
 
 /// Constraints on where a container may run.
@@ -216,6 +221,8 @@ pub struct NewContainer {
     pub network_group: Option<String>,
     pub ports: Vec<PortRequest>,
     pub read_only_rootfs: bool,
+    /// The request's credential for the image's registry.
+    pub registry_credential: Option<skiff_core::RegistryCredential>,
 }
 
 /// Which job task a container is an attempt of.
@@ -280,6 +287,11 @@ impl CreateContainer {
         let network = self.network.unwrap_or_default();
         let ports = self.ports.unwrap_or_default();
         validate_network(network, self.network_group.as_deref(), &ports)?;
+        let registry_credential = skiff_core::registry::pick_for_image(
+            "image_registry_credentials",
+            &self.image,
+            self.image_registry_credentials.unwrap_or_default(),
+        )?;
         Ok(NewContainer {
             id,
             name,
@@ -303,6 +315,7 @@ impl CreateContainer {
             network_group: self.network_group,
             ports,
             read_only_rootfs: self.read_only_rootfs.unwrap_or(false),
+            registry_credential,
         })
     }
 }

@@ -17,6 +17,7 @@ pub mod image;
 pub mod labels;
 pub mod names;
 pub mod network;
+pub mod registry;
 pub mod resources;
 pub mod state;
 
@@ -27,6 +28,7 @@ pub use network::{
     validate_network, NetworkMode, PortRequest, Protocol, PublishedPort, MAX_PORTS,
     NETWORK_GROUP_PATTERN,
 };
+pub use registry::{Password, RegistryCredential};
 pub use resources::{CpuMillis, MemoryMib};
 pub use state::{
     ContainerState, DesiredState, HostState, JobState, PlacementPolicy, Reason, RestartPolicy,

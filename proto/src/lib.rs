@@ -32,6 +32,43 @@ impl std::fmt::Debug for v1::ContainerSpec {
             .field("network_key", &self.network_key)
             .field("ports", &self.ports)
             .field("read_only_rootfs", &self.read_only_rootfs)
+            .field("registry_credential", &self.registry_credential)
             .finish()
+    }
+}
+
+impl std::fmt::Debug for v1::RegistryCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryCredential")
+            .field("server", &self.server)
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod redaction {
+    #[test]
+    fn registry_passwords_never_print() {
+        let credential = super::RegistryCredential {
+            server: "r.example".into(),
+            username: "bob".into(),
+            password: "hunter2".into(),
+        };
+        let spec = super::ContainerSpec {
+            registry_credential: Some(credential.clone()),
+            ..Default::default()
+        };
+        let pull = super::PullRequest {
+            image: "r.example/a".into(),
+            registry_credential: Some(credential),
+        };
+        for shown in [format!("{spec:?}"), format!("{pull:?}")] {
+            assert!(
+                shown.contains("bob") && !shown.contains("hunter2"),
+                "{shown}"
+            );
+        }
     }
 }

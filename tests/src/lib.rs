@@ -11,6 +11,7 @@
 //! - `startup`: how a pool comes up, and its readiness probe.
 //! - [`host`]: [`Host`], one containerd + worker, and its tools.
 //! - [`postgres`]: a pool's own PostgreSQL cluster (stop, start again).
+//! - [`registry`]: the test registry behind basic auth, and its login.
 //! - [`netns`]: a partitioned pool's network namespaces and link.
 //! - [`tenant`]: [`Tenant`] and [`Reply`], one tenant's requests.
 //! - [`service`]: child processes tied to the test process's life.
@@ -34,6 +35,7 @@ pub mod host;
 pub mod netns;
 pub mod platform;
 pub mod postgres;
+pub mod registry;
 pub mod service;
 mod startup;
 pub mod tenant;

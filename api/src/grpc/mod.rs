@@ -6,11 +6,13 @@
 //! - [`join`]: join tokens in, certificates out; renewal.
 //! - [`chunk`]: assignment steps as size-bounded messages.
 //! - [`agents`]: the client for the workers' `WorkerAgent` service (logs).
+//! - [`registry`]: the registry credential an assignment carries.
 
 pub mod agents;
 pub mod auth;
 pub mod chunk;
 pub mod join;
+pub mod registry;
 
 pub use agents::AgentClients;
 pub use chunk::messages;
@@ -118,6 +120,7 @@ pub fn assignment(row: &ContainerRow, keyring: &Keyring) -> pb::Assignment {
                 })
                 .collect(),
             read_only_rootfs: row.read_only_rootfs,
+            registry_credential: None,
         }),
         stop_timeout_s: row.stop_timeout_s as u32,
     }

@@ -49,8 +49,9 @@ pub fn from_request(
 /// sha256 over the method, the path and the body as canonical JSON (keys
 /// sorted, no insignificant whitespace), so a retry that re-serialises the
 /// same request still matches; a body that is not JSON counts as its bytes.
-/// The values of every `secure_env` are left out (their keys count): an
-/// unsalted hash of a short secret stored beside its key would give it away.
+/// The values of every `secure_env` are left out (their keys count), and so
+/// is every `password` (of `image_registry_credentials`): an unsalted hash
+/// of a short secret stored beside its key would give it away.
 pub fn fingerprint(method: &Method, path: &str, body: &[u8]) -> Vec<u8> {
     let canonical = serde_json::from_slice::<serde_json::Value>(body)
         .map(|mut v| {
@@ -67,7 +68,8 @@ pub fn fingerprint(method: &Method, path: &str, body: &[u8]) -> Vec<u8> {
     hash.finalize().to_vec()
 }
 
-/// Blanks the values of every `secure_env` object inside `value`.
+/// Blanks the values of every `secure_env` object and every `password`
+/// inside `value`.
 fn blank_secrets(value: &mut serde_json::Value) {
     match value {
         serde_json::Value::Object(map) => {
@@ -77,6 +79,9 @@ fn blank_secrets(value: &mut serde_json::Value) {
                         secrets
                             .values_mut()
                             .for_each(|v| *v = serde_json::Value::Null);
+                    }
+                    serde_json::Value::String(_) if key == "password" => {
+                        *inner = serde_json::Value::Null;
                     }
                     _ => blank_secrets(inner),
                 }
@@ -169,6 +174,12 @@ mod tests {
     #[test]
     fn secret_values_are_not_part_of_a_fingerprint_but_their_keys_are() {
         let of = |body: &str| fingerprint(&Method::POST, "/v1/containers", body.as_bytes());
+        let creds = |p: &str| {
+            of(&format!(
+                r#"{{"image":"x","image_registry_credentials":[{{"server":"r","username":"u","password":"{p}"}}]}}"#
+            ))
+        };
+        assert_eq!(creds("one"), creds("two"));
         let a = of(r#"{"image":"x","secure_env":{"TOKEN":"one"}}"#);
         assert_eq!(a, of(r#"{"image":"x","secure_env":{"TOKEN":"two"}}"#));
         assert_ne!(a, of(r#"{"image":"x","secure_env":{"OTHER":"one"}}"#));

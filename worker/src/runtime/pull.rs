@@ -14,6 +14,7 @@
 //! is resolved from containerd alone: no registry traffic, so a registry
 //! outage does not stop restarts of containers whose image is cached.
 
+use super::auth::{self, Proofs, RegistryLogin};
 use super::containerd::Conn;
 use super::{ImageDefaults, ImageInfo, RuntimeError};
 use crate::egress::proxy::EgressProxy;
@@ -36,11 +37,10 @@ use containerd_client::types::Descriptor;
 use futures::{StreamExt, TryStreamExt};
 use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::errors::OciDistributionError;
-use oci_client::secrets::RegistryAuth;
 use oci_client::{Client as RegistryClient, Reference};
 use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tonic::Code;
@@ -73,7 +73,7 @@ pub struct Puller {
     http: RegistryClient,
     https: RegistryClient,
     /// Both clients connect through it (kept alive with the puller).
-    _proxy: EgressProxy,
+    proxy: EgressProxy,
     /// One async mutex per image name, so concurrent ensure_image calls for
     /// the same image wait for one pull instead of racing each other.
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -83,6 +83,32 @@ pub struct Puller {
     /// A present image is never re-resolved against the registry anyway;
     /// [`Puller::forget`] drops one the image GC removes.
     resolved: Mutex<HashMap<String, ImageInfo>>,
+    /// Images (canonical names) pulled with credentials: their cached copy
+    /// is used only after the caller's own authorization (see [`auth`]).
+    private: Mutex<HashSet<String>>,
+    proofs: Proofs,
+}
+
+/// oci-client's clients for one protocol, through the egress proxy at `proxy`.
+fn registry_client(protocol: ClientProtocol, proxy: String) -> RegistryClient {
+    RegistryClient::new(ClientConfig {
+        protocol,
+        // Pick linux/amd64 from image indexes: that is what the hosts run.
+        platform_resolver: Some(Box::new(oci_client::client::linux_amd64_resolver)),
+        connect_timeout: Some(std::time::Duration::from_secs(10)),
+        read_timeout: Some(std::time::Duration::from_secs(60)),
+        // Every connection, redirects included (and no system proxy).
+        https_proxy: Some(proxy.clone()),
+        http_proxy: Some(proxy),
+        ..ClientConfig::default()
+    })
+}
+
+/// A registry error as the pull reports it: an authorization failure says
+/// "unauthorized"; never the password.
+fn pull_message(e: &OciDistributionError, login: Option<&RegistryLogin>) -> String {
+    let message = auth::unauthorized_message(e, login).unwrap_or_else(|| registry_message(e));
+    RegistryLogin::redact(login, message)
 }
 
 /// Manifest and config of an image, parsed.
@@ -256,27 +282,16 @@ impl Puller {
     pub(crate) async fn new(conn: Conn, egress: EgressPolicy) -> std::io::Result<Self> {
         let egress = Arc::new(egress);
         let proxy = EgressProxy::start(egress.clone()).await?;
-        let client = |protocol| {
-            RegistryClient::new(ClientConfig {
-                protocol,
-                // Pick linux/amd64 from image indexes: that is what the hosts run.
-                platform_resolver: Some(Box::new(oci_client::client::linux_amd64_resolver)),
-                connect_timeout: Some(std::time::Duration::from_secs(10)),
-                read_timeout: Some(std::time::Duration::from_secs(60)),
-                // Every connection, redirects included (and no system proxy).
-                https_proxy: Some(proxy.url()),
-                http_proxy: Some(proxy.url()),
-                ..ClientConfig::default()
-            })
-        };
         Ok(Self {
             conn,
-            http: client(ClientProtocol::Http),
-            https: client(ClientProtocol::Https),
+            http: registry_client(ClientProtocol::Http, proxy.url()),
+            https: registry_client(ClientProtocol::Https, proxy.url()),
             egress,
-            _proxy: proxy,
+            proxy,
             locks: Mutex::new(HashMap::new()),
             resolved: Mutex::new(HashMap::new()),
+            private: Mutex::new(HashSet::new()),
+            proofs: Proofs::default(),
         })
     }
 
@@ -310,6 +325,49 @@ impl Puller {
         }
     }
 
+    /// A client of its own for a pull with credentials: oci-client keeps
+    /// the first credential (and its tokens) a client saw for a registry,
+    /// so a shared one would pull for one tenant with another's.
+    fn login_client(&self, registry: &str) -> RegistryClient {
+        let protocol = match self.registry_target(registry).2 {
+            Scheme::Http => ClientProtocol::Http,
+            Scheme::Https => ClientProtocol::Https,
+        };
+        registry_client(protocol, self.proxy.url())
+    }
+
+    /// Whether `login` may read the cached private image `parsed` (named
+    /// `name`): a manifest request with it, unless one succeeded within
+    /// [`auth::PROOF_TTL`]. Public images pass at once.
+    async fn authorize(
+        &self,
+        parsed: &Reference,
+        name: &str,
+        login: Option<&RegistryLogin>,
+    ) -> Result<(), String> {
+        if !self
+            .private
+            .lock()
+            .expect("private images lock")
+            .contains(name)
+        {
+            return Ok(());
+        }
+        let now = Instant::now();
+        if self.proofs.fresh(name, login, now) {
+            return Ok(());
+        }
+        self.check_egress(parsed.resolve_registry()).await?;
+        let client = self.login_client(parsed.resolve_registry());
+        client
+            .fetch_manifest_digest(parsed, &RegistryLogin::registry_auth(login))
+            .await
+            .map_err(|e| pull_message(&e, login))?;
+        self.proofs.record(name, login, now);
+        debug!("cached private image: the caller's authorization checked");
+        Ok(())
+    }
+
     /// Refuses a pull the egress policy forbids before any connection, with
     /// the policy's words (the proxy enforces the same on every connection).
     async fn check_egress(&self, registry: &str) -> Result<(), String> {
@@ -341,8 +399,15 @@ impl Puller {
             .unwrap_or_else(|_| reference.to_owned())
     }
 
+    /// Makes sure the image is present and unpacked, pulling it with
+    /// `login` (None: anonymously) if not; a cached image that was pulled
+    /// with credentials is used only once `login` is shown to read it.
     #[instrument(skip_all, fields(image = %reference))]
-    pub async fn ensure_image(&self, reference: &str) -> Result<ImageInfo, RuntimeError> {
+    pub async fn ensure_image(
+        &self,
+        reference: &str,
+        login: Option<&RegistryLogin>,
+    ) -> Result<ImageInfo, RuntimeError> {
         let err = |message: String| RuntimeError::Pull {
             image: reference.to_owned(),
             message,
@@ -354,6 +419,7 @@ impl Puller {
         // lock and the image record, so spellings of one image share both.
         let name = parsed.whole();
         if let Some(info) = self.cached(&name).await.map_err(err)? {
+            self.authorize(&parsed, &name, login).await.map_err(err)?;
             return Ok(info);
         }
 
@@ -363,7 +429,7 @@ impl Puller {
         };
         let result = {
             let _guard = lock.lock().await;
-            self.ensure_locked(&parsed, &name).await.map_err(err)
+            self.ensure_locked(&parsed, &name, login).await.map_err(err)
         };
         // Forget the mutex when nobody else holds or waits for it.
         let mut locks = self.locks.lock().expect("image lock map poisoned");
@@ -397,6 +463,11 @@ impl Puller {
             .lock()
             .expect("resolved images lock")
             .remove(name);
+        self.private
+            .lock()
+            .expect("private images lock")
+            .remove(name);
+        self.proofs.forget(name);
     }
 
     fn remember(&self, name: &str, info: &ImageInfo) {
@@ -409,12 +480,19 @@ impl Puller {
         );
     }
 
-    async fn ensure_locked(&self, parsed: &Reference, name: &str) -> Result<ImageInfo, String> {
+    async fn ensure_locked(
+        &self,
+        parsed: &Reference,
+        name: &str,
+        login: Option<&RegistryLogin>,
+    ) -> Result<ImageInfo, String> {
         let started = Instant::now();
         if let Some(info) = self.cached(name).await? {
+            self.authorize(parsed, name, login).await?;
             return Ok(info);
         }
         if let Some(info) = self.resolve_cached(name).await? {
+            self.authorize(parsed, name, login).await?;
             debug!(
                 elapsed_ms = started.elapsed().as_millis() as u64,
                 "image cached"
@@ -422,7 +500,14 @@ impl Puller {
             self.remember(name, &info);
             return Ok(info);
         }
-        let info = self.pull(parsed, name).await?;
+        let info = self.pull(parsed, name, login).await?;
+        if login.is_some() {
+            self.private
+                .lock()
+                .expect("private images lock")
+                .insert(name.to_owned());
+            self.proofs.record(name, login, Instant::now());
+        }
         self.remember(name, &info);
         info!(
             digest = %info.digest,
@@ -446,6 +531,17 @@ impl Puller {
             Err(s) if s.code() == Code::NotFound => return Ok(None),
             Err(s) => return Err(status_message("Images.Get", &s)),
         };
+        // Pulled with credentials (by this worker or one before it).
+        if image
+            .as_ref()
+            .and_then(|i| i.labels.get(auth::LABEL_AUTH))
+            .is_some_and(|v| v == auth::AUTH_REQUIRED)
+        {
+            self.private
+                .lock()
+                .expect("private images lock")
+                .insert(name.to_owned());
+        }
         let Some(target) = image.and_then(|i| i.target) else {
             return Ok(None);
         };
@@ -502,15 +598,27 @@ impl Puller {
         }))
     }
 
-    async fn pull(&self, parsed: &Reference, name: &str) -> Result<ImageInfo, String> {
+    async fn pull(
+        &self,
+        parsed: &Reference,
+        name: &str,
+        login: Option<&RegistryLogin>,
+    ) -> Result<ImageInfo, String> {
         self.check_egress(parsed.resolve_registry()).await?;
-        let client = self.registry_client(parsed.resolve_registry());
-        let auth = RegistryAuth::Anonymous;
+        let own_client;
+        let client = match login {
+            Some(_) => {
+                own_client = self.login_client(parsed.resolve_registry());
+                &own_client
+            }
+            None => self.registry_client(parsed.resolve_registry()),
+        };
+        let auth = RegistryLogin::registry_auth(login);
 
         let (mut manifest_bytes, mut manifest_digest) = client
             .pull_manifest_raw(parsed, &auth, ACCEPTED_MANIFESTS)
             .await
-            .map_err(|e| registry_message(&e))?;
+            .map_err(|e| pull_message(&e, login))?;
         let mut manifest_bytes_vec = manifest_bytes.to_vec();
         let mut media_type = media_type_of(&manifest_bytes_vec);
         if is_index(&media_type, &manifest_bytes_vec) {
@@ -519,7 +627,7 @@ impl Puller {
             (manifest_bytes, manifest_digest) = client
                 .pull_manifest_raw(&by_digest, &auth, ACCEPTED_MANIFESTS)
                 .await
-                .map_err(|e| registry_message(&e))?;
+                .map_err(|e| pull_message(&e, login))?;
             manifest_bytes_vec = manifest_bytes.to_vec();
             media_type = if entry.media_type.is_empty() {
                 media_type_of(&manifest_bytes_vec)
@@ -538,7 +646,7 @@ impl Puller {
         client
             .pull_blob(parsed, manifest.config.digest.as_str(), &mut config_bytes)
             .await
-            .map_err(|e| format!("fetching config: {}", registry_message(&e)))?;
+            .map_err(|e| format!("fetching config: {}", pull_message(&e, login)))?;
         let config = parse_config(&config_bytes, &manifest)?;
         let chain_ids = chain_ids(&config.rootfs.diff_ids);
         let resolved = Resolved {
@@ -553,7 +661,7 @@ impl Puller {
 
         let lease = self.create_lease().await?;
         let result = self
-            .store_and_unpack(client, parsed, name, &lease, &resolved)
+            .store_and_unpack(client, parsed, name, &lease, &resolved, login.is_some())
             .await;
         self.delete_lease(&lease).await;
         result?;
@@ -573,6 +681,7 @@ impl Puller {
         name: &str,
         lease: &str,
         r: &Resolved,
+        private: bool,
     ) -> Result<(), String> {
         // Layers: fetch those missing, a few at a time. The futures are
         // built up front (not in a closure passed to the stream) so the
@@ -649,9 +758,16 @@ impl Puller {
         )
         .await?;
 
+        // Pulled with credentials: later uses from the cache check the
+        // caller's own (see [`auth`]).
+        let labels = if private {
+            HashMap::from([(auth::LABEL_AUTH.to_owned(), auth::AUTH_REQUIRED.to_owned())])
+        } else {
+            HashMap::new()
+        };
         let image = Image {
             name: name.to_owned(),
-            labels: HashMap::new(),
+            labels,
             target: Some(Descriptor {
                 media_type: r.manifest_media_type.clone(),
                 digest: r.manifest_digest.clone(),
@@ -679,7 +795,11 @@ impl Puller {
                     UpdateImageRequest {
                         image: Some(image),
                         update_mask: Some(prost_types::FieldMask {
-                            paths: vec!["target".to_owned()],
+                            paths: if private {
+                                vec!["target".to_owned(), format!("labels.{}", auth::LABEL_AUTH)]
+                            } else {
+                                vec!["target".to_owned()]
+                            },
                         }),
                         source_date_epoch: None,
                     },
