@@ -69,7 +69,9 @@ pub fn normalize_server(field: &str, server: &str) -> Result<String, FieldError>
 /// A `username`: 1 to 255 characters, no `:` and no control characters.
 pub fn check_username(field: &str, username: &str) -> Result<(), FieldError> {
     let n = username.chars().count();
-    if n == 0 || n > MAX_USERNAME_LEN || username.chars().any(|c| c == ':' || c.is_control()) {
+    // (C0 and DEL, as USERNAME_PATTERN: not C1, which `is_control` counts)
+    let bad = |c: char| c == ':' || c < ' ' || c == '\u{7f}';
+    if n == 0 || n > MAX_USERNAME_LEN || username.chars().any(bad) {
         return Err(FieldError::new(
             field,
             "must be 1 to 255 characters, without ':' or control characters",
