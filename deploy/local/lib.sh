@@ -751,6 +751,64 @@ EOF
   printf '%s\n' "$SKIFF_AUTH_REGISTRY"
 }
 
+# start_token_registry DIR PORT TOKEN_PORT IMAGES_DIR USER PASSWORD_FILE: a
+# third docker-registry on 127.0.0.1:PORT with `auth: token` (the
+# distribution spec's bearer-token flow), serving the images in
+# IMAGES_DIR/storage (the registry with basic auth's), and its token server
+# (token-server.py) on 127.0.0.1:TOKEN_PORT, which grants tokens to USER with
+# the password in PASSWORD_FILE. Its signing key and certificate are made
+# once in DIR. Sets and prints SKIFF_TOKEN_REGISTRY (host:port); sets
+# SKIFF_TOKEN_SERVER (host:port).
+start_token_registry() {
+  local dir=$1 port=$2 token_port=$3 images_dir=$4 user=$5 password_file=$6 cfg code i
+  cfg="$dir/config.yml"
+  mkdir -p "$dir"
+  SKIFF_TOKEN_REGISTRY="127.0.0.1:$port"
+  SKIFF_TOKEN_SERVER="127.0.0.1:$token_port"
+  if [[ ! -s $dir/cert.pem ]]; then
+    (umask 077 && openssl req -x509 -newkey rsa:2048 -nodes -keyout "$dir/key.pem" -out "$dir/cert.pem" \
+      -days 3650 -subj "/CN=skiff-local-token" 2>/dev/null) || die "openssl could not make the token server's key"
+  fi
+  cat >"$dir/token.json" <<EOF
+{"listen": "$SKIFF_TOKEN_SERVER", "key": "$dir/key.pem", "cert": "$dir/cert.pem",
+ "password_file": "$password_file", "user": "$user",
+ "issuer": "skiff-local-token", "service": "skiff-local"}
+EOF
+  stop_pidfile "$dir/token.pid" "$dir/token.json" token-server 5
+  stop_registry "$dir"
+  ensure_port_free "$token_port" "the registry's token server"
+  ensure_port_free "$port" "the OCI registry with token auth"
+  spawn_daemon "$dir/token.pid" "$dir/token.log" python3 "$SKIFF_DEPLOY_DIR/token-server.py" "$dir/token.json"
+  write_registry_config "$cfg" "$images_dir" "$port" "a registry with token auth for skiff"
+  cat >>"$cfg" <<EOF
+auth:
+  token:
+    realm: http://$SKIFF_TOKEN_SERVER/token
+    service: skiff-local
+    issuer: skiff-local-token
+    rootcertbundle: $dir/cert.pem
+EOF
+  log "starting the registry with token auth on $SKIFF_TOKEN_REGISTRY (tokens from $SKIFF_TOKEN_SERVER)"
+  spawn_daemon "$dir/registry.pid" "$dir/registry.log" docker-registry serve "$cfg"
+  local token_code=""
+  for ((i = 0; i < 150; i++)); do
+    code=$(curl -sS -o /dev/null -w '%{http_code}' --max-time 2 "http://$SKIFF_TOKEN_REGISTRY/v2/" 2>/dev/null || true)
+    token_code=$(curl -sS -o /dev/null -w '%{http_code}' --max-time 2 "http://$SKIFF_TOKEN_SERVER/token" 2>/dev/null || true)
+    [[ $code == 401 && $token_code == 401 ]] && break
+    sleep 0.2
+  done
+  if [[ $code != 401 || $token_code != 401 ]]; then
+    tail -n 20 "$dir/registry.log" "$dir/token.log" >&2 || true
+    die "the registry with token auth ($code) or its token server ($token_code) did not answer 401 (logs: $dir/registry.log, $dir/token.log)"
+  fi
+  printf '%s\n' "$SKIFF_TOKEN_REGISTRY"
+}
+
+stop_token_registry() {
+  stop_pidfile "$1/token.pid" "$1/token.json" token-server 5
+  stop_registry "$1"
+}
+
 # ---------------------------------------------------------------------------
 # images
 # ---------------------------------------------------------------------------
@@ -795,5 +853,6 @@ stop_all() {
   for c in "${dirs[@]}"; do stop_containerd "$c"; done
   stop_registry "$dir/registry"
   stop_registry "$dir/auth-registry"
+  stop_token_registry "$dir/token-registry"
   stop_postgres "$dir/postgres"
 }

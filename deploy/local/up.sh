@@ -35,7 +35,9 @@
 # Worker i talks to the gRPC endpoint of replica ((i-1) mod M)+1 (round robin)
 # and fails over to the others in turn (SKIFF_CONTROL_PLANE lists them all).
 # The bases move with SKIFF_LOCAL_{PG,REGISTRY,API,GRPC,AGENT,METRICS}_PORT
-# (the registry with auth: SKIFF_LOCAL_AUTH_REGISTRY_PORT, default registry + 1).
+# (the registry with auth: SKIFF_LOCAL_AUTH_REGISTRY_PORT, default registry + 1;
+# with token auth: SKIFF_LOCAL_TOKEN_REGISTRY_PORT, + 2, its token server
+# SKIFF_LOCAL_TOKEN_SERVER_PORT, + 3).
 #
 # .skiff/local.env (a contract; `set -a; . .skiff/local.env; set +a`):
 #   SKIFF_API                    replica 1's URL
@@ -48,6 +50,9 @@
 #   SKIFF_AUTH_REGISTRY_USER     its user (skiff)
 #   SKIFF_AUTH_REGISTRY_PASSWORD its password (random, kept in
 #                                .skiff/local/auth-registry/password)
+#   SKIFF_TOKEN_REGISTRY         127.0.0.1:5052: the same images behind the
+#                                distribution spec's bearer tokens (the same
+#                                login; its token server on 127.0.0.1:5053)
 #   SKIFF_DATABASE_URL           the database
 #   SKIFF_CONTAINERD_SOCKET      host 1's containerd socket
 #   SKIFF_CONTAINERD_NAMESPACE   host 1's namespace (skiff-local)
@@ -80,6 +85,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 PG_PORT=${SKIFF_LOCAL_PG_PORT:-54329}
 REGISTRY_PORT=${SKIFF_LOCAL_REGISTRY_PORT:-5050}
 AUTH_REGISTRY_PORT=${SKIFF_LOCAL_AUTH_REGISTRY_PORT:-$((REGISTRY_PORT + 1))}
+TOKEN_REGISTRY_PORT=${SKIFF_LOCAL_TOKEN_REGISTRY_PORT:-$((REGISTRY_PORT + 2))}
+TOKEN_SERVER_PORT=${SKIFF_LOCAL_TOKEN_SERVER_PORT:-$((REGISTRY_PORT + 3))}
 API_PORT=${SKIFF_LOCAL_API_PORT:-8080}
 GRPC_PORT=${SKIFF_LOCAL_GRPC_PORT:-8081}
 AGENT_PORT=${SKIFF_LOCAL_AGENT_PORT:-8082}
@@ -250,6 +257,8 @@ SAMPLE_IMAGE="$SKIFF_REGISTRY/skiff/busybox:latest"
 start_auth_registry "$STATE/auth-registry" "$AUTH_REGISTRY_PORT" >/dev/null
 log "pushing the sample image to $SKIFF_AUTH_REGISTRY (basic auth)"
 build_and_push_images "$SKIFF_AUTH_REGISTRY" "$STATE/image-build" "$STATE/auth-registry/netrc"
+start_token_registry "$STATE/token-registry" "$TOKEN_REGISTRY_PORT" "$TOKEN_SERVER_PORT" \
+  "$STATE/auth-registry" "$SKIFF_AUTH_REGISTRY_USER" "$STATE/auth-registry/password" >/dev/null
 
 # admin token: generated once, kept
 if [[ ! -s $STATE/admin-token ]]; then
@@ -320,7 +329,7 @@ start_worker() {
     SKIFF_STATE_DIR="$(worker_state_dir "$i")" \
     SKIFF_CPU_MILLIS="$CPU_MILLIS" \
     SKIFF_MEMORY_MIB="$MEMORY_MIB" \
-    SKIFF_INSECURE_REGISTRIES="$SKIFF_REGISTRY,$SKIFF_AUTH_REGISTRY" \
+    SKIFF_INSECURE_REGISTRIES="$SKIFF_REGISTRY,$SKIFF_AUTH_REGISTRY,$SKIFF_TOKEN_REGISTRY,$SKIFF_TOKEN_SERVER" \
     $(worker_net_env "$i") \
     RUST_LOG="${RUST_LOG:-info}" NO_COLOR=1 \
     "$WORKER_BIN"
@@ -480,6 +489,7 @@ SKIFF_CA_CERT=$CA_DIR/ca.crt
 SKIFF_AUTH_REGISTRY=$SKIFF_AUTH_REGISTRY
 SKIFF_AUTH_REGISTRY_USER=$SKIFF_AUTH_REGISTRY_USER
 SKIFF_AUTH_REGISTRY_PASSWORD=$SKIFF_AUTH_REGISTRY_PASSWORD
+SKIFF_TOKEN_REGISTRY=$SKIFF_TOKEN_REGISTRY
 EOF
 )
 mv "$ENV_FILE.tmp" "$ENV_FILE"

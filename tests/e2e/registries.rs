@@ -1,8 +1,9 @@
-//! Private registries: the test registry behind basic auth (htpasswd)
-//! holds the sample image. The right credentials pull it and the container
-//! runs; wrong ones, or none, fail it with `ImagePullFailed` and a message
-//! that says unauthorized, on a host that has the image cached too (a
-//! cached private image is used only after the caller's own authorization).
+//! Private registries: the test registries behind basic auth (htpasswd)
+//! and behind bearer tokens (the distribution spec's token flow) hold the
+//! sample image. The right credentials pull it and the container runs;
+//! wrong ones, or none, fail it with `ImagePullFailed` and a message that
+//! says unauthorized, on a host that has the image cached too (a cached
+//! private image is used only after the caller's own authorization).
 //! A tenant's stored credential is used when the request gives none, and a
 //! request's own overrides it; stored ones are write-only and per tenant.
 //! Prewarm puts the image on a host, which `GET /v1/images` (admin only)
@@ -101,6 +102,31 @@ async fn right_credentials_pull_a_private_image_and_wrong_or_none_are_unauthoriz
         failed.push(elsewhere);
 
         for id in [ok].iter().chain(&failed) {
+            assert_never_shown(&t, id, &[&registry.password, &wrong]).await;
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn the_bearer_token_flow_pulls_with_the_right_credentials_only() {
+    limit(secs(120), async {
+        let t = crate::tenant().await;
+        let registry = AuthRegistry::get();
+        let server = registry.token_registry.clone();
+        // Control: the token server grants a token for the right login.
+        let mut spec = t.platform.spec(&["echo", "token-ok"]);
+        spec["image"] = json!(registry.token_image());
+        spec["image_registry_credentials"] = registry.credentials_for(&server, &registry.password);
+        let ok = t.create_id(&spec).await;
+        t.wait_exited_in(&ok, "succeeded").await;
+        assert!(t.logs(&ok).await.contains("token-ok"));
+        // A wrong password gets no token, and the pull is unauthorized.
+        let wrong = format!("wrong-{}", uuid::Uuid::new_v4().simple());
+        spec["image_registry_credentials"] = registry.credentials_for(&server, &wrong);
+        let refused = t.create_id(&spec).await;
+        assert_unauthorized(&t, &refused).await;
+        for id in [&ok, &refused] {
             assert_never_shown(&t, id, &[&registry.password, &wrong]).await;
         }
     })

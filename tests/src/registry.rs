@@ -1,7 +1,9 @@
-//! The test registry behind basic auth that `deploy/local/test.sh` starts
-//! (htpasswd, holding the sample image): where it is and its login, from
-//! `SKIFF_TEST_AUTH_REGISTRY`, `SKIFF_TEST_AUTH_REGISTRY_USER` and
-//! `SKIFF_TEST_AUTH_REGISTRY_PASSWORD`.
+//! The test registries with auth that `deploy/local/test.sh` starts, both
+//! holding the sample image: one behind basic auth (htpasswd,
+//! `SKIFF_TEST_AUTH_REGISTRY`), one behind the distribution spec's bearer
+//! tokens (`SKIFF_TEST_TOKEN_REGISTRY`, its token server at
+//! `SKIFF_TEST_TOKEN_SERVER`), with one login
+//! (`SKIFF_TEST_AUTH_REGISTRY_USER`, `SKIFF_TEST_AUTH_REGISTRY_PASSWORD`).
 
 use serde_json::{json, Value};
 
@@ -12,6 +14,10 @@ pub struct AuthRegistry {
     pub host: String,
     pub user: String,
     pub password: String,
+    /// The registry with token auth (`127.0.0.1:<port>`).
+    pub token_registry: String,
+    /// Its token server (`127.0.0.1:<port>`).
+    pub token_server: String,
 }
 
 impl std::fmt::Debug for AuthRegistry {
@@ -19,6 +25,8 @@ impl std::fmt::Debug for AuthRegistry {
         f.debug_struct("AuthRegistry")
             .field("host", &self.host)
             .field("user", &self.user)
+            .field("token_registry", &self.token_registry)
+            .field("token_server", &self.token_server)
             .finish()
     }
 }
@@ -31,6 +39,8 @@ impl AuthRegistry {
             host: var("SKIFF_TEST_AUTH_REGISTRY")?,
             user: var("SKIFF_TEST_AUTH_REGISTRY_USER")?,
             password: var("SKIFF_TEST_AUTH_REGISTRY_PASSWORD")?,
+            token_registry: var("SKIFF_TEST_TOKEN_REGISTRY")?,
+            token_server: var("SKIFF_TEST_TOKEN_SERVER")?,
         })
     }
 
@@ -44,14 +54,33 @@ impl AuthRegistry {
         })
     }
 
-    /// The sample image in it.
+    /// The sample image in the registry with basic auth.
     pub fn image(&self) -> String {
         format!("{}/skiff/busybox:latest", self.host)
     }
 
+    /// The sample image in the registry with token auth.
+    pub fn token_image(&self) -> String {
+        format!("{}/skiff/busybox:latest", self.token_registry)
+    }
+
+    /// A request's `image_registry_credentials` for `server` with `password`.
+    pub fn credentials_for(&self, server: &str, password: &str) -> Value {
+        json!([{ "server": server, "username": self.user, "password": password }])
+    }
+
     /// A request's `image_registry_credentials` with `password`.
     pub fn credentials_with(&self, password: &str) -> Value {
-        json!([{ "server": self.host, "username": self.user, "password": password }])
+        self.credentials_for(&self.host, password)
+    }
+
+    /// What hosts must reach over plain HTTP: both registries and the
+    /// token server.
+    pub fn insecure(&self) -> String {
+        format!(
+            "{},{},{}",
+            self.host, self.token_registry, self.token_server
+        )
     }
 
     /// A request's `image_registry_credentials` with the right password.

@@ -232,7 +232,7 @@ pub(super) fn start_workers(
                     "{registry},{}{}",
                     crate::platform::REDIRECTING_REGISTRY_HOST,
                     crate::registry::AuthRegistry::from_env()
-                        .map(|r| format!(",{}", r.host))
+                        .map(|r| format!(",{}", r.insecure()))
                         .unwrap_or_default()
                 ),
             ),
