@@ -7,6 +7,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .skip_debug([
             "skiff.worker.v1.ContainerSpec",
             "skiff.worker.v1.RegistryCredential",
+            "skiff.worker.v1.SecretVolume",
         ])
         .compile_protos(&["proto/worker.proto"], &["proto"])?;
     Ok(())

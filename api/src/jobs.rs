@@ -9,11 +9,12 @@
 //! `SKIFF_TASK_COUNT` and `SKIFF_TASK_ATTEMPT` in its environment.
 
 use crate::model::{CreateContainer, NewContainer, TaskOf};
+use crate::secrets::Secrets;
 use crate::store::jobs::JobRow;
 use crate::AppState;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use skiff_core::{FieldError, Reason, SecretEnv};
+use skiff_core::{FieldError, Reason};
 use std::collections::BTreeMap;
 use uuid::Uuid;
 
@@ -75,10 +76,54 @@ pub fn task_request(
     c
 }
 
+/// Takes a job template's secrets out of it (`secure_env`, and the
+/// contents of its secret volumes, left empty) to be sealed apart from the
+/// stored template. Contents that are not base64 stay, for validation to
+/// name.
+pub fn take_secrets(template: &mut CreateContainer) -> Secrets {
+    use base64::Engine as _;
+    let mut secrets = Secrets {
+        env: template.secure_env.take().unwrap_or_default(),
+        ..Secrets::default()
+    };
+    for v in template.volumes.iter_mut().flatten() {
+        let Some(secret) = v.secret.as_mut() else {
+            continue;
+        };
+        let files = secrets.files.0.entry(v.name.clone()).or_default();
+        for (path, content) in secret.files.iter_mut() {
+            let b64 = base64::engine::general_purpose::STANDARD;
+            if let Ok(bytes) = b64.decode(content.as_bytes()) {
+                files.insert(path.clone(), bytes);
+                content.clear();
+            }
+        }
+    }
+    secrets.files.0.retain(|_, files| !files.is_empty());
+    secrets
+}
+
+/// Puts back what [`take_secrets`] took.
+fn restore_secrets(template: &mut CreateContainer, secrets: &Secrets) {
+    use base64::Engine as _;
+    if !secrets.env.0.is_empty() {
+        template.secure_env = Some(secrets.env.clone());
+    }
+    for v in template.volumes.iter_mut().flatten() {
+        let (Some(secret), Some(files)) = (v.secret.as_mut(), secrets.files.0.get(&v.name)) else {
+            continue;
+        };
+        for (path, bytes) in files {
+            let b64 = base64::engine::general_purpose::STANDARD;
+            secret.files.insert(path.clone(), b64.encode(bytes));
+        }
+    }
+}
+
 /// The validated container of a task's attempt.
 pub fn task_container(
     job: &JobRow,
-    secure_env: &SecretEnv,
+    secrets: &Secrets,
     default_max_pending_s: u32,
     index: i32,
     attempt: i32,
@@ -86,9 +131,7 @@ pub fn task_container(
     let mut template: CreateContainer = serde_json::from_value(job.template.0.clone())
         .map_err(|e| FieldError::new("template", e.to_string()))?;
     // The template is stored without its secrets; they are sealed beside it.
-    if !secure_env.0.is_empty() {
-        template.secure_env = Some(secure_env.clone());
-    }
+    restore_secrets(&mut template, secrets);
     let overrides: Option<Vec<TaskOverride>> = match &job.tasks {
         Some(tasks) => Some(
             serde_json::from_value(tasks.0.clone())
@@ -148,8 +191,8 @@ pub async fn drive(state: &AppState) -> Result<(), crate::store::StoreError> {
     for id in state.store.unfinished_jobs().await? {
         let driven = state
             .store
-            .drive_job(id, &quota, |job, secure_env, index, attempt| {
-                task_container(job, secure_env, max_pending, index, attempt)
+            .drive_job(id, &quota, |job, secrets, index, attempt| {
+                task_container(job, secrets, max_pending, index, attempt)
             })
             .await;
         match driven {
@@ -245,7 +288,7 @@ mod tests {
         }]);
         // As the job is stored: the template serialised.
         let job = job_with(serde_json::to_value(&template).unwrap());
-        let c = task_container(&job, &SecretEnv::default(), 600, 1, 1).unwrap();
+        let c = task_container(&job, &Secrets::default(), 600, 1, 1).unwrap();
         assert_eq!(c.network, NetworkMode::Private);
         assert_eq!(c.network_group.as_deref(), Some("web"));
         assert_eq!(c.ports, template.ports.clone().unwrap());
@@ -254,14 +297,14 @@ mod tests {
         let old = job_with(serde_json::json!({
             "image": "img", "cpu": 0.1, "memory_mib": 64, "network": "none"
         }));
-        let c = task_container(&old, &SecretEnv::default(), 600, 0, 1).unwrap();
+        let c = task_container(&old, &Secrets::default(), 600, 0, 1).unwrap();
         assert_eq!((c.network, c.ports.len()), (NetworkMode::None, 0));
         // A template with ports but no network is refused, naming the field.
         let mut bad = template.clone();
         bad.network = Some(NetworkMode::None);
         let err = task_container(
             &job_with(serde_json::to_value(&bad).unwrap()),
-            &SecretEnv::default(),
+            &Secrets::default(),
             600,
             0,
             1,

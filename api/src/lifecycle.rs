@@ -51,7 +51,10 @@ pub enum Observation {
     /// The run ended; `exit_code` is None when nothing ran (a stop came first).
     Exited {
         exit_code: Option<i32>,
-        oom_killed: bool,
+        /// What ended it, when not the process itself: the kernel's OOM
+        /// killer (`OOMKilled`) or its host for a failed liveness probe
+        /// (`LivenessProbeFailed`).
+        killed_by: Option<Reason>,
         started_at: Option<DateTime<Utc>>,
         finished_at: DateTime<Utc>,
     },
@@ -127,10 +130,10 @@ pub fn observe(c: &Facts, observation: &Observation, now: DateTime<Utc>) -> Tran
         }
         Observation::Exited {
             exit_code,
-            oom_killed,
+            killed_by,
             started_at,
             finished_at,
-        } => exited(c, *exit_code, *oom_killed, *started_at, *finished_at),
+        } => exited(c, *exit_code, *killed_by, *started_at, *finished_at),
         // A failed run is final for this generation: a back-off pending
         // from an earlier exit is cancelled (its capacity is released).
         Observation::Failed { reason, message } => Transition {
@@ -163,7 +166,7 @@ fn stop_outcome(c: &Facts) -> (ContainerState, Reason) {
 fn exited(
     c: &Facts,
     exit_code: Option<i32>,
-    oom: bool,
+    killed_by: Option<Reason>,
     started_at: Option<DateTime<Utc>>,
     finished_at: DateTime<Utc>,
 ) -> Transition {
@@ -203,12 +206,10 @@ fn exited(
             ..base
         };
     }
-    let exit_reason = if oom {
-        Reason::OOMKilled
-    } else if code == 0 {
-        Reason::Completed
-    } else {
-        Reason::Error
+    let exit_reason = match killed_by {
+        Some(reason) => reason,
+        None if code == 0 => Reason::Completed,
+        None => Reason::Error,
     };
     if c.restart_policy.restarts_after(code) && c.may_restart() {
         let ran_long = started_at.is_some_and(|s| finished_at - s >= BACKOFF_RESET_AFTER);
@@ -224,13 +225,18 @@ fn exited(
             ..base
         };
     }
-    let (state, message) = if oom {
+    let (state, message) = if killed_by == Some(Reason::OOMKilled) {
         (
             S::Failed,
             format!(
                 "the process exceeded its memory limit of {} MiB and was killed",
                 c.memory_mib
             ),
+        )
+    } else if killed_by == Some(Reason::LivenessProbeFailed) {
+        (
+            S::Failed,
+            format!("its liveness probe failed and its host killed it (exit code {code})"),
         )
     } else if code == 0 {
         (S::Succeeded, format!("exited with code {code}"))
@@ -385,9 +391,13 @@ mod tests {
     }
 
     fn exit(code: Option<i32>, oom: bool) -> Observation {
+        killed(code, oom.then_some(Reason::OOMKilled))
+    }
+
+    fn killed(code: Option<i32>, killed_by: Option<Reason>) -> Observation {
         Observation::Exited {
             exit_code: code,
-            oom_killed: oom,
+            killed_by,
             started_at: Some(t(0)),
             finished_at: t(5),
         }
@@ -500,6 +510,20 @@ mod tests {
                 exit(Some(137), true),
                 Some(S::Failed),
                 Some(Some(Reason::OOMKilled)),
+            ),
+            (
+                "liveness never",
+                facts(S::Running),
+                killed(Some(137), Some(Reason::LivenessProbeFailed)),
+                Some(S::Failed),
+                Some(Some(Reason::LivenessProbeFailed)),
+            ),
+            (
+                "liveness on_failure",
+                on_failure.clone(),
+                killed(Some(137), Some(Reason::LivenessProbeFailed)),
+                Some(S::Starting),
+                Some(Some(Reason::BackOff)),
             ),
             (
                 "exit 0 on_failure",
@@ -635,7 +659,7 @@ mod tests {
         c.backoff_step = 6;
         let long = Observation::Exited {
             exit_code: Some(1),
-            oom_killed: false,
+            killed_by: None,
             started_at: Some(t(0)),
             finished_at: t(0) + BACKOFF_RESET_AFTER,
         };

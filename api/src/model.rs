@@ -4,9 +4,10 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use skiff_core::{
-    validate_env, validate_labels, validate_network, ContainerName, ContainerState, CpuMillis,
-    FieldError, ImageRef, MemoryMib, NetworkMode, PortRequest, Protocol, Reason, RestartPolicy,
-    SecretEnv,
+    validate_env, validate_labels, validate_network, validate_volumes, ContainerName,
+    ContainerState, CpuMillis, EmptyDir, FieldError, ImageRef, Medium, MemoryMib, NetworkMode,
+    PortRequest, Probe, Protocol, Reason, RestartPolicy, SecretEnv, SecretFiles, SecretPaths,
+    VolumeMount, VolumeSource,
 };
 use std::collections::BTreeMap;
 use utoipa::ToSchema;
@@ -160,11 +161,85 @@ pub struct CreateContainer {
     /// each (port, protocol) once and each (host_port, protocol) once.
     #[schema(schema_with = schemas::port_requests)]
     pub ports: Option<Vec<PortRequest>>,
+    /// Volumes it may mount (at most 16): scratch space (`empty_dir`) or
+    /// files handed over as secret (`secret`).
+    #[schema(max_items = 16)]
+    pub volumes: Option<Vec<VolumeRequest>>,
+    /// Where it mounts its volumes (at most 16), each path once.
+    #[schema(max_items = 16)]
+    pub mounts: Option<Vec<MountRequest>>,
+    /// Checked by its host while it runs: failing `failure_threshold` times
+    /// in a row kills the process, and the run ends with
+    /// `LivenessProbeFailed` (restarted per its restart policy).
+    pub liveness_probe: Option<Probe>,
+    /// Checked by its host while it runs: `ready` on the object is true
+    /// from its first pass until `failure_threshold` failures in a row.
+    pub readiness_probe: Option<Probe>,
     /// Never serialized (a job's stored template cannot hold one): see
     /// [`crate::http::registry_credentials`].
     #[serde(skip_serializing)]
     #[schema(schema_with = crate::http::registry_credentials::request_credentials_schema)]
     pub image_registry_credentials: Option<Vec<skiff_core::RegistryCredential>>,
+}
+
+/// One volume: exactly one of `empty_dir` and `secret`.
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeRequest {
+    /// A DNS label, unique among the container's volumes.
+    #[schema(pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", max_length = 63)]
+    pub name: String,
+    pub empty_dir: Option<EmptyDirRequest>,
+    pub secret: Option<SecretVolumeRequest>,
+}
+
+/// Scratch space that lives as long as the container (kept across its
+/// restarts); writes past `size_mib` fail (ENOSPC).
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EmptyDirRequest {
+    /// MiB, at least 1. `memory`: at most `memory_mib` (the default), as
+    /// its pages count against the container's memory; `disk`: at most
+    /// 65536, default 1024.
+    #[schema(minimum = 1, maximum = 65536)]
+    pub size_mib: Option<u32>,
+    /// `disk` (default) or `memory` (a tmpfs).
+    pub medium: Option<skiff_core::Medium>,
+}
+
+/// Files handed over as secret: sealed at rest, never returned, mounted
+/// read-only, each file mode 0400 owned by the container's user, on a
+/// tmpfs.
+#[derive(Clone, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SecretVolumeRequest {
+    /// Relative path (components of A-Z, a-z, 0-9, '.', '_', '-'; at most
+    /// 8 levels) to its content in base64. At most 64 files and 1 MiB in
+    /// all the container's secret volumes.
+    #[schema(value_type = BTreeMap<String, String>)]
+    pub files: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for SecretVolumeRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecretVolumeRequest")
+            .field("files", &self.files.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// Where the container mounts one of its volumes.
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MountRequest {
+    /// The name of one of its `volumes`.
+    pub volume: String,
+    /// An absolute, normalised path other than `/` and not under /proc,
+    /// /sys or /dev.
+    #[schema(pattern = "^/[^\\u0000]+$", max_length = 4096)]
+    pub path: String,
+    /// Mount it read-only (default false; secret volumes always are).
+    pub read_only: Option<bool>,
 }
 
 /// Constraints on where a container may run.
@@ -221,6 +296,12 @@ pub struct NewContainer {
     pub network_group: Option<String>,
     pub ports: Vec<PortRequest>,
     pub read_only_rootfs: bool,
+    pub volumes: Vec<VolumeSource>,
+    /// The contents of its secret volumes (sealed at rest, never shown).
+    pub secret_files: SecretFiles,
+    pub mounts: Vec<VolumeMount>,
+    pub liveness_probe: Option<Probe>,
+    pub readiness_probe: Option<Probe>,
     /// The request's credential for the image's registry.
     pub registry_credential: Option<skiff_core::RegistryCredential>,
 }
@@ -287,6 +368,38 @@ impl CreateContainer {
         let network = self.network.unwrap_or_default();
         let ports = self.ports.unwrap_or_default();
         validate_network(network, self.network_group.as_deref(), &ports)?;
+        let (volumes, secret_files) = volume_sources(self.volumes.unwrap_or_default(), memory)?;
+        let mut mounts: Vec<VolumeMount> = self
+            .mounts
+            .unwrap_or_default()
+            .into_iter()
+            .map(|m| VolumeMount {
+                volume: m.volume,
+                path: m.path,
+                read_only: m.read_only.unwrap_or(false),
+            })
+            .collect();
+        validate_volumes(&volumes, &secret_files, &mounts, memory.mib().into())?;
+        for (field, probe) in [
+            ("liveness_probe", &self.liveness_probe),
+            ("readiness_probe", &self.readiness_probe),
+        ] {
+            if let Some(probe) = probe {
+                probe.validate(field)?;
+                if let Some(exec) = &probe.exec {
+                    validate_command(&exec.command).map_err(|mut e| {
+                        e.field = format!("{field}.exec.command");
+                        e
+                    })?;
+                }
+            }
+        }
+        // A secret is always mounted read-only; the object says so.
+        for m in &mut mounts {
+            m.read_only |= volumes
+                .iter()
+                .any(|v| v.name == m.volume && v.secret.is_some());
+        }
         let registry_credential = skiff_core::registry::pick_for_image(
             "image_registry_credentials",
             &self.image,
@@ -315,9 +428,61 @@ impl CreateContainer {
             network_group: self.network_group,
             ports,
             read_only_rootfs: self.read_only_rootfs.unwrap_or(false),
+            volumes,
+            secret_files,
+            mounts,
+            liveness_probe: self.liveness_probe,
+            readiness_probe: self.readiness_probe,
             registry_credential,
         })
     }
+}
+
+/// A request's volumes as stored (defaults filled in, secret contents
+/// decoded apart from the rest); what [`validate_volumes`] checks next.
+fn volume_sources(
+    requests: Vec<VolumeRequest>,
+    memory: MemoryMib,
+) -> Result<(Vec<VolumeSource>, SecretFiles), FieldError> {
+    use base64::Engine as _;
+    let mut files = SecretFiles::default();
+    let mut volumes = Vec::with_capacity(requests.len());
+    for (i, v) in requests.into_iter().enumerate() {
+        let empty_dir = v.empty_dir.map(|d| {
+            let medium = d.medium.unwrap_or_default();
+            let size_mib = d.size_mib.unwrap_or(match medium {
+                Medium::Memory => memory.mib(),
+                Medium::Disk => skiff_core::volumes::DEFAULT_DISK_MIB,
+            });
+            EmptyDir { size_mib, medium }
+        });
+        let secret = match v.secret {
+            Some(secret) => {
+                let mut decoded = BTreeMap::new();
+                for (path, b64) in secret.files {
+                    let bytes = base64::engine::general_purpose::STANDARD
+                        .decode(b64.as_bytes())
+                        .map_err(|_| {
+                            FieldError::new(
+                                format!("volumes[{i}].secret.files.{path}"),
+                                "must be base64 (standard alphabet, padded)",
+                            )
+                        })?;
+                    decoded.insert(path, bytes);
+                }
+                let paths = decoded.keys().cloned().collect();
+                files.0.insert(v.name.clone(), decoded);
+                Some(SecretPaths { files: paths })
+            }
+            None => None,
+        };
+        volumes.push(VolumeSource {
+            name: v.name,
+            empty_dir,
+            secret,
+        });
+    }
+    Ok((volumes, files))
 }
 
 /// Where a container's start time went, in milliseconds.
@@ -392,6 +557,15 @@ pub struct ContainerView {
     pub network_group: Option<String>,
     /// Its root filesystem is read-only.
     pub read_only_rootfs: bool,
+    /// Its volumes: sizes and secret file paths, never secret contents.
+    pub volumes: Vec<VolumeSource>,
+    /// Where it mounts them.
+    pub mounts: Vec<VolumeMount>,
+    pub liveness_probe: Option<Probe>,
+    pub readiness_probe: Option<Probe>,
+    /// Its run is `running` and passes its readiness probe (without one:
+    /// it is `running`).
+    pub ready: bool,
     /// Its address on its host's bridge, while its task runs (`running`,
     /// `stopping`) with `network: private`; null otherwise.
     pub ip: Option<String>,

@@ -15,9 +15,11 @@
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
+use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use rand::RngCore as _;
-use skiff_core::SecretEnv;
+use skiff_core::{SecretEnv, SecretFiles};
+use std::collections::BTreeMap;
 use std::path::Path;
 use zeroize::Zeroizing;
 
@@ -246,38 +248,99 @@ impl Keyring {
             .map_err(|_| corrupt())
     }
 
-    /// Seals a secret environment for `row`; None when it is empty (nothing
+    /// Seals a row's secrets for `row`; None when there are none (nothing
     /// to keep).
-    pub fn seal_env(&self, env: &SecretEnv, row: &str) -> Option<Sealed> {
-        if env.0.is_empty() {
+    pub fn seal_secrets(&self, secrets: &Secrets, row: &str) -> Option<Sealed> {
+        if secrets.env.0.is_empty() && secrets.files.is_empty() {
             return None;
         }
-        let plaintext =
-            Zeroizing::new(serde_json::to_vec(&env.0).expect("a string map serializes"));
+        let plain = if secrets.files.is_empty() {
+            Plain::Env(secrets.env.0.clone())
+        } else {
+            Plain::Both(Both {
+                env: secrets.env.0.clone(),
+                files: secrets
+                    .files
+                    .0
+                    .iter()
+                    .map(|(volume, files)| {
+                        let files = files.iter().map(|(p, b)| (p.clone(), B64.encode(b)));
+                        (volume.clone(), files.collect())
+                    })
+                    .collect(),
+            })
+        };
+        let plaintext = Zeroizing::new(serde_json::to_vec(&plain).expect("string maps serialize"));
         Some(self.seal(&plaintext, row))
     }
 
-    /// Opens a secret environment stored as key id and bytes (both None:
-    /// there is none).
-    pub fn open_env(
+    /// Opens a row's secrets stored as key id and bytes (both None: there
+    /// are none).
+    pub fn open_secrets(
         &self,
         kid: Option<&str>,
         bytes: Option<&[u8]>,
         row: &str,
-    ) -> Result<SecretEnv, SecretError> {
+    ) -> Result<Secrets, SecretError> {
         let (Some(kid), Some(bytes)) = (kid, bytes) else {
-            return Ok(SecretEnv::default());
+            return Ok(Secrets::default());
         };
         let sealed = Sealed {
             kid: kid.to_owned(),
             bytes: bytes.to_vec(),
         };
-        let plaintext = self.open(&sealed, row)?;
-        serde_json::from_slice(&plaintext).map_err(|_| SecretError::Corrupt {
+        let corrupt = || SecretError::Corrupt {
             row: row.to_owned(),
             kid: kid.to_owned(),
-        })
+        };
+        let plaintext = self.open(&sealed, row)?;
+        match serde_json::from_slice(&plaintext).map_err(|_| corrupt())? {
+            Plain::Env(env) => Ok(Secrets {
+                env: SecretEnv(env),
+                files: SecretFiles::default(),
+            }),
+            Plain::Both(both) => {
+                let mut files = SecretFiles::default();
+                for (volume, encoded) in both.files {
+                    let mut decoded = BTreeMap::new();
+                    for (path, b64) in encoded {
+                        decoded.insert(path, B64.decode(b64).map_err(|_| corrupt())?);
+                    }
+                    files.0.insert(volume, decoded);
+                }
+                Ok(Secrets {
+                    env: SecretEnv(both.env),
+                    files,
+                })
+            }
+        }
     }
+}
+
+/// What a row keeps sealed: its secret environment and its secret
+/// volumes' files. `Debug` shows keys and paths only.
+#[derive(Debug, Clone, Default)]
+pub struct Secrets {
+    pub env: SecretEnv,
+    pub files: SecretFiles,
+}
+
+/// A sealed plaintext: the environment alone (as every row sealed before
+/// secret volumes existed, and still when there are no files), or both.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(untagged)]
+enum Plain {
+    Both(Both),
+    Env(BTreeMap<String, String>),
+}
+
+/// Environment and files (volume -> path -> base64). An environment map
+/// never parses as this: its values are strings, never maps.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Both {
+    env: BTreeMap<String, String>,
+    files: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 /// The row a container's secrets are bound to.
@@ -417,22 +480,58 @@ mod tests {
     }
 
     #[test]
-    fn secret_environments_round_trip_and_empty_ones_are_not_stored() {
+    fn secrets_round_trip_and_empty_ones_are_not_stored() {
         let keyring = Keyring::parse(&ring(&["k1"])).unwrap();
-        assert_eq!(
-            keyring.seal_env(&SecretEnv::default(), "containers/a"),
-            None
-        );
+        let open = |sealed: &Sealed| {
+            keyring
+                .open_secrets(Some(&sealed.kid), Some(&sealed.bytes), "containers/a")
+                .unwrap()
+        };
+        assert!(keyring
+            .seal_secrets(&Secrets::default(), "containers/a")
+            .is_none());
         let env = SecretEnv([("TOKEN".to_string(), "s3cret".to_string())].into());
-        let sealed = keyring.seal_env(&env, "containers/a").unwrap();
-        let opened = keyring
-            .open_env(Some(&sealed.kid), Some(&sealed.bytes), "containers/a")
-            .unwrap();
-        assert_eq!(opened, env);
+        let only_env = Secrets {
+            env: env.clone(),
+            files: SecretFiles::default(),
+        };
+        let sealed = keyring.seal_secrets(&only_env, "containers/a").unwrap();
+        // Without files the plaintext is the environment map, as rows
+        // sealed before secret volumes existed hold it.
         assert_eq!(
-            keyring.open_env(None, None, "containers/a").unwrap(),
-            SecretEnv::default()
+            &**keyring.open(&sealed, "containers/a").unwrap(),
+            br#"{"TOKEN":"s3cret"}"#
         );
+        assert_eq!(open(&sealed).env, env);
+        assert!(open(&sealed).files.is_empty());
+        // Files (any bytes) beside the environment, or alone.
+        let files = SecretFiles(
+            [(
+                "creds".to_string(),
+                [("tls/key".to_string(), vec![0u8, 255, 10])].into(),
+            )]
+            .into(),
+        );
+        for env in [env, SecretEnv::default()] {
+            let both = Secrets {
+                env: env.clone(),
+                files: files.clone(),
+            };
+            let opened = open(&keyring.seal_secrets(&both, "containers/a").unwrap());
+            assert_eq!((opened.env, opened.files), (env, files.clone()));
+        }
+        // An environment whose keys look like the combined form's is still one.
+        let tricky = SecretEnv(
+            [
+                ("env".to_string(), "{}".to_string()),
+                ("files".to_string(), "{}".to_string()),
+            ]
+            .into(),
+        );
+        let sealed = keyring.seal(&serde_json::to_vec(&tricky.0).unwrap(), "containers/a");
+        assert_eq!(open(&sealed).env, tricky);
+        let none = keyring.open_secrets(None, None, "containers/a").unwrap();
+        assert!(none.env.0.is_empty() && none.files.is_empty());
     }
 
     #[test]

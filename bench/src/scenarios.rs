@@ -111,6 +111,8 @@ fn run_spec(id: &str, image_ref: &str, image: skiff_worker::runtime::ImageInfo) 
         hostname: id.chars().take(12).collect(),
         network: skiff_worker::runtime::NetworkSpec::None,
         read_only_rootfs: false,
+        volumes: Vec::new(),
+        mounts: Vec::new(),
     }
 }
 

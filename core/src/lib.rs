@@ -12,14 +12,18 @@
 //! - [`image`]: image references per the distribution grammar.
 //! - [`labels`]: the one rule for container, host and placement labels.
 //! - [`network`]: network modes, groups and published ports.
+//! - [`probes`]: liveness and readiness probes and when they fail.
+//! - [`volumes`]: empty_dir and secret volumes, and where they are mounted.
 
 pub mod image;
 pub mod labels;
 pub mod names;
 pub mod network;
+pub mod probes;
 pub mod registry;
 pub mod resources;
 pub mod state;
+pub mod volumes;
 
 pub use image::{image_pattern, ImageRef};
 pub use labels::{check_label, is_label_key, validate_labels, MAX_LABELS};
@@ -28,10 +32,14 @@ pub use network::{
     validate_network, NetworkMode, PortRequest, Protocol, PublishedPort, MAX_PORTS,
     NETWORK_GROUP_PATTERN,
 };
+pub use probes::{Probe, Tally};
 pub use registry::{Password, RegistryCredential};
 pub use resources::{CpuMillis, MemoryMib};
 pub use state::{
     ContainerState, DesiredState, HostState, JobState, PlacementPolicy, Reason, RestartPolicy,
+};
+pub use volumes::{
+    validate_volumes, EmptyDir, Medium, SecretFiles, SecretPaths, VolumeMount, VolumeSource,
 };
 
 /// A validation failure that names the offending input field.

@@ -185,6 +185,9 @@ pub enum Reason {
     DeadlineExceeded,
     /// Stopped by the platform: its metered cost reached its `max_cost`.
     BudgetExceeded,
+    /// Killed by its host: its liveness probe failed `failure_threshold`
+    /// times in a row.
+    LivenessProbeFailed,
 }
 
 impl Reason {
@@ -203,10 +206,11 @@ impl Reason {
             Self::NoCapacity => "NoCapacity",
             Self::DeadlineExceeded => "DeadlineExceeded",
             Self::BudgetExceeded => "BudgetExceeded",
+            Self::LivenessProbeFailed => "LivenessProbeFailed",
         }
     }
 
-    pub const ALL: [Reason; 13] = [
+    pub const ALL: [Reason; 14] = [
         Self::Error,
         Self::Completed,
         Self::ImagePullFailed,
@@ -220,6 +224,7 @@ impl Reason {
         Self::NoCapacity,
         Self::DeadlineExceeded,
         Self::BudgetExceeded,
+        Self::LivenessProbeFailed,
     ];
 }
 

@@ -32,7 +32,18 @@ impl std::fmt::Debug for v1::ContainerSpec {
             .field("network_key", &self.network_key)
             .field("ports", &self.ports)
             .field("read_only_rootfs", &self.read_only_rootfs)
+            .field("volumes", &self.volumes)
+            .field("mounts", &self.mounts)
             .field("registry_credential", &self.registry_credential)
+            .finish()
+    }
+}
+
+/// Paths only: the contents are secret.
+impl std::fmt::Debug for v1::SecretVolume {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecretVolume")
+            .field("files", &self.files.keys().collect::<Vec<_>>())
             .finish()
     }
 }

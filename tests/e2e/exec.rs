@@ -8,18 +8,6 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use skiff_e2e::{limit, secs, Tenant};
 
-async fn exec(t: &Tenant, id: &str, body: Value) -> (StatusCode, Value) {
-    let reply = t
-        .call(
-            Method::POST,
-            &format!("/v1/containers/{id}/exec"),
-            Some(&body),
-        )
-        .await;
-    let status = reply.status;
-    (status, reply.json())
-}
-
 #[tokio::test]
 async fn exec_runs_in_the_container_and_passes_its_output_and_exit_code() {
     limit(secs(120), async {
@@ -30,7 +18,7 @@ async fn exec_runs_in_the_container_and_passes_its_output_and_exit_code() {
         let id = t.create_id(&spec).await;
         t.wait(&id, "running", 60).await;
 
-        let (status, out) = exec(&t, &id, json!({ "command": ["cat", "/etc/hostname"] })).await;
+        let (status, out) = t.exec(&id, json!({ "command": ["cat", "/etc/hostname"] })).await;
         assert_eq!(status, StatusCode::OK, "{out}");
         assert_eq!(out["stdout"], "exec-target\n", "{out}");
         assert_eq!(out["exit_code"], 0, "{out}");
@@ -38,9 +26,7 @@ async fn exec_runs_in_the_container_and_passes_its_output_and_exit_code() {
 
         // Exit codes, both streams, the container's environment with the
         // request's over it.
-        let (_, out) = exec(
-            &t,
-            &id,
+        let (_, out) = t.exec(&id,
             json!({
                 "command": ["sh", "-c", "echo out $FROM_CONTAINER $EXTRA; echo err >&2; exit 3"],
                 "env": { "EXTRA": "x2" },
@@ -53,9 +39,7 @@ async fn exec_runs_in_the_container_and_passes_its_output_and_exit_code() {
 
         // It runs in the container's cgroup (its limits apply) and PID
         // namespace (pid 1 is the container's process).
-        let (_, out) = exec(
-            &t,
-            &id,
+        let (_, out) = t.exec(&id,
             json!({ "command": ["sh", "-c", "cat /proc/self/cgroup; echo ---; cat /proc/1/cgroup; cat /proc/1/cmdline"] }),
         )
         .await;
@@ -65,18 +49,16 @@ async fn exec_runs_in_the_container_and_passes_its_output_and_exit_code() {
         assert!(text.contains("sleep"), "pid 1 is the container's: {text}");
 
         // A program that is not there: 127 and the runtime's word, as a shell.
-        let (status, out) = exec(&t, &id, json!({ "command": ["no-such-program"] })).await;
+        let (status, out) = t.exec(&id, json!({ "command": ["no-such-program"] })).await;
         assert_eq!(status, StatusCode::OK, "{out}");
         assert_eq!(out["exit_code"], 127, "{out}");
         assert!(out["stderr"].as_str().unwrap().contains("not found"), "{out}");
 
         // Bounded: past timeout_s it is SIGKILLed; output past 1 MiB dropped.
-        let (_, out) = exec(&t, &id, json!({ "command": ["sleep", "100"], "timeout_s": 1 })).await;
+        let (_, out) = t.exec(&id, json!({ "command": ["sleep", "100"], "timeout_s": 1 })).await;
         assert_eq!(out["timed_out"], true, "{out}");
         assert_eq!(out["exit_code"], 137, "{out}");
-        let (_, out) = exec(
-            &t,
-            &id,
+        let (_, out) = t.exec(&id,
             json!({ "command": ["sh", "-c", "head -c 3000000 /dev/zero | tr '\\\\0' a"] }),
         )
         .await;
@@ -85,20 +67,20 @@ async fn exec_runs_in_the_container_and_passes_its_output_and_exit_code() {
 
         // Bad input names its field; another tenant's container does not
         // exist for it.
-        let (status, problem) = exec(&t, &id, json!({ "command": [] })).await;
+        let (status, problem) = t.exec(&id, json!({ "command": [] })).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{problem}");
         assert_eq!(problem["field"], "command", "{problem}");
-        let (status, problem) = exec(&t, &id, json!({ "command": ["true"], "timeout_s": 0 })).await;
+        let (status, problem) = t.exec(&id, json!({ "command": ["true"], "timeout_s": 0 })).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{problem}");
         assert_eq!(problem["field"], "timeout_s", "{problem}");
         let other = t.another().await;
-        let (status, _) = exec(&other, &id, json!({ "command": ["true"] })).await;
+        let (status, _) = other.exec(&id, json!({ "command": ["true"] })).await;
         assert_eq!(status, StatusCode::NOT_FOUND);
 
         // Not running: refused, naming the state.
         t.stop(&id).await;
         t.wait(&id, "exited", 60).await;
-        let (status, problem) = exec(&t, &id, json!({ "command": ["true"] })).await;
+        let (status, problem) = t.exec(&id, json!({ "command": ["true"] })).await;
         assert_eq!(status, StatusCode::CONFLICT, "{problem}");
         assert_eq!(problem["field"], "state", "{problem}");
         assert_eq!(t.logs(&id).await, "main\n", "exec output never reaches the log");
@@ -213,7 +195,7 @@ async fn an_interactive_tty_session_runs_a_shell_over_a_websocket() {
         let find = json!({ "command": ["sh", "-c", "ps | grep -v grep | grep -q 'sleep 313'"] });
         let mut found = json!(null);
         for _ in 0..50 {
-            found = exec(&t, &id, find.clone()).await.1;
+            found = t.exec(&id, find.clone()).await.1;
             if found["exit_code"] == 0 {
                 break;
             }
@@ -226,7 +208,7 @@ async fn an_interactive_tty_session_runs_a_shell_over_a_websocket() {
         drop(ws);
         let mut gone = false;
         for _ in 0..50 {
-            let (_, found) = exec(&t, &id, find.clone()).await;
+            let (_, found) = t.exec(&id, find.clone()).await;
             if found["exit_code"] == 1 {
                 gone = true;
                 break;

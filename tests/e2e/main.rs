@@ -73,6 +73,7 @@ mod network;
 mod partition;
 mod placement;
 mod postgres_restart;
+mod probes;
 mod queueing;
 mod quotas;
 mod registries;
@@ -81,6 +82,7 @@ mod rest_tls;
 mod run;
 mod secrets;
 mod trust;
+mod volumes;
 mod webhooks;
 mod worker_restart;
 

@@ -215,6 +215,18 @@ impl Tenant {
         reply.json()
     }
 
+    /// `POST /v1/containers/{id}/exec` with `body`: the status and the answer.
+    pub async fn exec(&self, id: &str, body: Value) -> (StatusCode, Value) {
+        let reply = self
+            .call(
+                Method::POST,
+                &format!("/v1/containers/{id}/exec"),
+                Some(&body),
+            )
+            .await;
+        (reply.status, reply.json())
+    }
+
     /// GET .../wait, returning whatever came back.
     pub async fn wait_reply(&self, id: &str, what: &str, timeout_s: u64) -> Reply {
         let timeout_text = timeout_s.to_string();

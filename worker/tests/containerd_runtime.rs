@@ -58,6 +58,8 @@ fn run_spec(image_ref: &str, image: &ImageInfo, command: &[&str], memory_mib: u6
         hostname: "rt-test".to_owned(),
         network: NetworkSpec::None,
         read_only_rootfs: false,
+        volumes: Vec::new(),
+        mounts: Vec::new(),
     }
 }
 
@@ -120,6 +122,7 @@ fn exit_record(generation: u64, exit_code: i32, oom_killed: bool) -> ExitRecord 
         started_at_unix_ms: 0,
         finished_at_unix_ms: 1,
         oom_killed,
+        liveness_failed: false,
     }
 }
 

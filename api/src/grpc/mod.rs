@@ -17,7 +17,7 @@ pub mod registry;
 pub use agents::AgentClients;
 pub use chunk::messages;
 
-use crate::secrets::Keyring;
+use crate::secrets::{Keyring, Secrets};
 use crate::store::assignments::AssignmentStep;
 use crate::store::hosts::{Heartbeat, HeldImage, NetworkOffer};
 use crate::store::{ContainerRow, StoreError};
@@ -80,16 +80,16 @@ fn desired(row: &ContainerRow) -> pb::DesiredState {
 /// its host, loudly, rather than started without them; the rest of the
 /// host's assignments flow as ever, and it runs once the keyring opens it.
 pub fn assignment(row: &ContainerRow, keyring: &Keyring) -> pb::Assignment {
-    let (desired, secure_env) = match row.desired {
-        DesiredState::Running => match row.secure_env(keyring) {
-            Ok(env) => (desired(row), env),
+    let (desired, secrets) = match row.desired {
+        DesiredState::Running => match row.secrets(keyring) {
+            Ok(secrets) => (desired(row), secrets),
             Err(err) => {
                 tracing::error!(container = %row.id, error = %err,
                     "its secrets do not open: its host keeps it stopped");
-                (pb::DesiredState::Stopped, skiff_core::SecretEnv::default())
+                (pb::DesiredState::Stopped, Secrets::default())
             }
         },
-        _ => (desired(row), skiff_core::SecretEnv::default()),
+        _ => (desired(row), Secrets::default()),
     };
     pb::Assignment {
         container_id: row.id.to_string(),
@@ -99,7 +99,7 @@ pub fn assignment(row: &ContainerRow, keyring: &Keyring) -> pb::Assignment {
             image: row.image.clone(),
             command: row.command.0.clone(),
             env: row.env.0.clone().into_iter().collect(),
-            secure_env: secure_env.0.into_iter().collect(),
+            secure_env: secrets.env.0.into_iter().collect(),
             cpu_millis: row.cpu_millis as u32,
             memory_mib: row.memory_mib as u32,
             hostname: row.name.clone(),
@@ -120,9 +120,74 @@ pub fn assignment(row: &ContainerRow, keyring: &Keyring) -> pb::Assignment {
                 })
                 .collect(),
             read_only_rootfs: row.read_only_rootfs,
+            volumes: volumes(&row.volumes.0, secrets.files),
+            mounts: row
+                .mounts
+                .0
+                .iter()
+                .map(|m| pb::VolumeMount {
+                    volume: m.volume.clone(),
+                    path: m.path.clone(),
+                    read_only: m.read_only,
+                })
+                .collect(),
+            liveness_probe: row.liveness_probe.as_ref().map(|p| probe(&p.0)),
+            readiness_probe: row.readiness_probe.as_ref().map(|p| probe(&p.0)),
             registry_credential: None,
         }),
         stop_timeout_s: row.stop_timeout_s as u32,
+    }
+}
+
+/// A container's volumes as its worker needs them: secret files opened.
+fn volumes(
+    volumes: &[skiff_core::VolumeSource],
+    mut files: skiff_core::SecretFiles,
+) -> Vec<pb::Volume> {
+    use pb::volume::Source;
+    volumes
+        .iter()
+        .map(|v| {
+            let source = match (&v.empty_dir, &v.secret) {
+                (Some(dir), _) => Source::EmptyDir(pb::EmptyDir {
+                    size_mib: dir.size_mib,
+                    memory: dir.medium == skiff_core::Medium::Memory,
+                }),
+                _ => Source::Secret(pb::SecretVolume {
+                    files: files
+                        .0
+                        .remove(&v.name)
+                        .unwrap_or_default()
+                        .into_iter()
+                        .collect(),
+                }),
+            };
+            pb::Volume {
+                name: v.name.clone(),
+                source: Some(source),
+            }
+        })
+        .collect()
+}
+
+fn probe(p: &skiff_core::Probe) -> pb::Probe {
+    use pb::probe::Action;
+    use skiff_core::probes::Action as A;
+    pb::Probe {
+        action: p.action().map(|a| match a {
+            A::Exec(command) => Action::Exec(pb::ExecAction {
+                command: command.to_vec(),
+            }),
+            A::HttpGet { port, path } => Action::HttpGet(pb::HttpGetAction {
+                port: port.into(),
+                path: path.to_owned(),
+            }),
+            A::TcpSocket { port } => Action::TcpSocket(pb::TcpSocketAction { port: port.into() }),
+        }),
+        initial_delay_s: p.initial_delay_s,
+        period_s: p.period_s,
+        timeout_s: p.timeout_s,
+        failure_threshold: p.failure_threshold,
     }
 }
 

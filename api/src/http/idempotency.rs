@@ -49,9 +49,10 @@ pub fn from_request(
 /// sha256 over the method, the path and the body as canonical JSON (keys
 /// sorted, no insignificant whitespace), so a retry that re-serialises the
 /// same request still matches; a body that is not JSON counts as its bytes.
-/// The values of every `secure_env` are left out (their keys count), and so
-/// is every `password` (of `image_registry_credentials`): an unsalted hash
-/// of a short secret stored beside its key would give it away.
+/// The values of every `secure_env`, and the file contents of every secret
+/// volume, are left out (their keys and paths count), and so is every
+/// `password` (of `image_registry_credentials`): an unsalted hash of a
+/// short secret stored beside its key would give it away.
 pub fn fingerprint(method: &Method, path: &str, body: &[u8]) -> Vec<u8> {
     let canonical = serde_json::from_slice::<serde_json::Value>(body)
         .map(|mut v| {
@@ -68,8 +69,8 @@ pub fn fingerprint(method: &Method, path: &str, body: &[u8]) -> Vec<u8> {
     hash.finalize().to_vec()
 }
 
-/// Blanks the values of every `secure_env` object and every `password`
-/// inside `value`.
+/// Blanks the values of every `secure_env` object, of every `files`
+/// object of a `secret` object, and every `password`, inside `value`.
 fn blank_secrets(value: &mut serde_json::Value) {
     match value {
         serde_json::Value::Object(map) => {
@@ -79,6 +80,13 @@ fn blank_secrets(value: &mut serde_json::Value) {
                         secrets
                             .values_mut()
                             .for_each(|v| *v = serde_json::Value::Null);
+                    }
+                    serde_json::Value::Object(secret) if key == "secret" => {
+                        if let Some(serde_json::Value::Object(files)) = secret.get_mut("files") {
+                            files
+                                .values_mut()
+                                .for_each(|v| *v = serde_json::Value::Null);
+                        }
                     }
                     serde_json::Value::String(_) if key == "password" => {
                         *inner = serde_json::Value::Null;
@@ -184,6 +192,13 @@ mod tests {
         assert_eq!(a, of(r#"{"image":"x","secure_env":{"TOKEN":"two"}}"#));
         assert_ne!(a, of(r#"{"image":"x","secure_env":{"OTHER":"one"}}"#));
         assert_ne!(a, of(r#"{"image":"y","secure_env":{"TOKEN":"one"}}"#));
+        let files = |name: &str, content: &str| {
+            of(&format!(
+                r#"{{"image":"x","volumes":[{{"name":"s","secret":{{"files":{{"{name}":"{content}"}}}}}}]}}"#
+            ))
+        };
+        assert_eq!(files("token", "b25l"), files("token", "dHdv"));
+        assert_ne!(files("token", "b25l"), files("other", "b25l"));
         // A job's template too.
         let job = |v: &str| {
             fingerprint(

@@ -254,7 +254,7 @@ pub async fn create(
     }
     // The template is stored without its secrets: they are sealed apart.
     let mut template = body.template;
-    let secure_env = template.secure_env.take().unwrap_or_default();
+    let secrets = crate::jobs::take_secrets(&mut template);
     let mut template = serde_json::to_value(&template).map_err(ApiError::internal)?;
     if let Some(fields) = template.as_object_mut() {
         fields.remove("secure_env");
@@ -287,7 +287,7 @@ pub async fn create(
     };
     // Every task's request is checked now, so none fails to start later.
     for index in 0..body.count {
-        task_container(&row, &secure_env, state.config.max_pending_s, index, 1).map_err(
+        task_container(&row, &secrets, state.config.max_pending_s, index, 1).map_err(
             |mut err| {
                 err.field = format!("template.{}", err.field);
                 ApiError::from(err)
@@ -307,7 +307,7 @@ pub async fn create(
         .store
         .insert_job(
             &row,
-            &secure_env,
+            &secrets,
             idem.as_ref(),
             &state.config.quota_defaults(),
             render,

@@ -40,15 +40,19 @@ pub(super) async fn insert_row(
     c: &NewContainer,
     keyring: &crate::secrets::Keyring,
 ) -> Result<ContainerRow> {
-    let sealed = keyring.seal_env(&c.secure_env, &crate::secrets::container_row(c.id));
+    let secrets = crate::secrets::Secrets {
+        env: c.secure_env.clone(),
+        files: c.secret_files.clone(),
+    };
+    let sealed = keyring.seal_secrets(&secrets, &crate::secrets::container_row(c.id));
     let result = sqlx::query_as::<_, ContainerRow>(&format!(
         "INSERT INTO containers (id, tenant_id, name, image, command, env, secure_env_keys, \
          secure_env_kid, secure_env_sealed, cpu_millis, \
          memory_mib, restart_policy, max_restarts, stop_timeout_s, labels, max_pending_s, host_labels, \
          timeout_s, max_cost, notify_url, job_id, task_index, task_attempt, network, network_group, \
-         ports, read_only_rootfs, pending_since) \
+         ports, read_only_rootfs, volumes, mounts, liveness_probe, readiness_probe, pending_since) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, \
-         $19, $20, $21, $22, $23, $24, $25, $26, $27, now()) \
+         $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, now()) \
          RETURNING {CONTAINER_COLUMNS}"
     ))
     .bind(c.id)
@@ -78,6 +82,10 @@ pub(super) async fn insert_row(
     .bind(&c.network_group)
     .bind(Json(&c.ports))
     .bind(c.read_only_rootfs)
+    .bind(Json(&c.volumes))
+    .bind(Json(&c.mounts))
+    .bind(c.liveness_probe.as_ref().map(Json))
+    .bind(c.readiness_probe.as_ref().map(Json))
     .fetch_one(&mut *conn)
     .await;
     let row = match result {

@@ -39,18 +39,19 @@ pub struct JobRow {
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
-    /// The template's `secure_env`, sealed (the template holds none).
+    /// The template's `secure_env` and secret volume files, sealed (the
+    /// template holds neither: [`crate::jobs::take_secrets`]).
     pub secure_env_kid: Option<String>,
     pub secure_env_sealed: Option<Vec<u8>>,
 }
 
 impl JobRow {
-    /// Its template's `secure_env`, opened with the keyring.
-    pub fn secure_env(
+    /// Its template's secrets, opened with the keyring.
+    pub fn secrets(
         &self,
         keyring: &crate::secrets::Keyring,
-    ) -> Result<skiff_core::SecretEnv, crate::secrets::SecretError> {
-        keyring.open_env(
+    ) -> Result<crate::secrets::Secrets, crate::secrets::SecretError> {
+        keyring.open_secrets(
             self.secure_env_kid.as_deref(),
             self.secure_env_sealed.as_deref(),
             &crate::secrets::job_row(self.id),
@@ -80,7 +81,7 @@ impl Store {
     pub async fn insert_job(
         &self,
         job: &JobRow,
-        secure_env: &skiff_core::SecretEnv,
+        secrets: &crate::secrets::Secrets,
         idem: Option<&Idem>,
         quota: &Amounts,
         render: impl FnOnce(&JobRow) -> StoredResponse,
@@ -97,7 +98,7 @@ impl Store {
         super::quotas::admit(&mut tx, job.tenant_id, quota, &ask).await?;
         let sealed = self
             .keyring
-            .seal_env(secure_env, &crate::secrets::job_row(job.id));
+            .seal_secrets(secrets, &crate::secrets::job_row(job.id));
         let result = sqlx::query_as::<_, JobRow>(&format!(
             "INSERT INTO jobs (id, tenant_id, name, template, tasks, count, parallelism, max_retries, labels, \
              timeout_s, max_cost, notify_url, secure_env_kid, secure_env_sealed) \
@@ -221,7 +222,7 @@ impl Store {
         quota: &Amounts,
         build: impl Fn(
             &JobRow,
-            &skiff_core::SecretEnv,
+            &crate::secrets::Secrets,
             i32,
             i32,
         ) -> std::result::Result<NewContainer, skiff_core::FieldError>,
@@ -270,12 +271,12 @@ impl Store {
         let mut free = (i64::from(job.parallelism) - active).max(0);
         // Its template's secrets, opened only when a task may start (a job
         // whose secrets do not open still meets its deadline and budget).
-        let secure_env = if free > 0 {
-            job.secure_env(&self.keyring)?
+        let secrets = if free > 0 {
+            job.secrets(&self.keyring)?
         } else {
-            skiff_core::SecretEnv::default()
+            crate::secrets::Secrets::default()
         };
-        let build = |index, attempt| build(&job, &secure_env, index, attempt);
+        let build = |index, attempt| build(&job, &secrets, index, attempt);
         if free > 0 {
             // Tasks start only within the tenant's quota; the rest wait.
             let (limits, use_) = super::quotas::lock_quota(&mut tx, job.tenant_id, quota).await?;

@@ -117,7 +117,7 @@ pub struct ContainerRow {
     pub image_digest: Option<String>,
     pub command: Json<Vec<String>>,
     pub env: Json<BTreeMap<String, String>>,
-    /// Keys of `secure_env` (the values are sealed: [`ContainerRow::secure_env`]).
+    /// Keys of `secure_env` (the values are sealed: [`ContainerRow::secrets`]).
     pub secure_env_keys: Vec<String>,
     pub secure_env_kid: Option<String>,
     pub secure_env_sealed: Option<Vec<u8>>,
@@ -164,15 +164,22 @@ pub struct ContainerRow {
     pub host_ports: Json<Vec<PublishedPort>>,
     /// Its address on its host's bridge, as last reported running.
     pub ip: Option<String>,
+    /// Its volumes (secret contents are sealed: [`ContainerRow::secrets`]).
+    pub volumes: Json<Vec<skiff_core::VolumeSource>>,
+    pub mounts: Json<Vec<skiff_core::VolumeMount>>,
+    pub liveness_probe: Option<Json<skiff_core::Probe>>,
+    pub readiness_probe: Option<Json<skiff_core::Probe>>,
+    /// The current run's readiness as its host last reported it.
+    pub ready: bool,
 }
 
 impl ContainerRow {
-    /// Its `secure_env`, opened with the keyring.
-    pub fn secure_env(
+    /// Its `secure_env` and secret volume files, opened with the keyring.
+    pub fn secrets(
         &self,
         keyring: &crate::secrets::Keyring,
-    ) -> Result<skiff_core::SecretEnv, crate::secrets::SecretError> {
-        keyring.open_env(
+    ) -> Result<crate::secrets::Secrets, crate::secrets::SecretError> {
+        keyring.open_secrets(
             self.secure_env_kid.as_deref(),
             self.secure_env_sealed.as_deref(),
             &crate::secrets::container_row(self.id),
@@ -209,7 +216,8 @@ const CONTAINER_COLUMNS: &str = "id, tenant_id, name, image, image_digest, comma
     restart_at, state, reason, message, exit_code, restart_count, backoff_step, host_id, \
     max_pending_s, pending_since, host_labels, prefer_host_id, created_at, \
     scheduled_at, started_at, finished_at, queued_ms, pull_ms, create_ms, start_ms, deleted_at, removed_at, \
-    network, network_group, ports, host_ports, ip, read_only_rootfs";
+    network, network_group, ports, host_ports, ip, read_only_rootfs, volumes, mounts, \
+    liveness_probe, readiness_probe, ready";
 
 /// The states that hold a host's resources (everything not finished).
 const TERMINAL_STATES: &str = "('succeeded', 'failed', 'stopped')";

@@ -102,6 +102,7 @@ impl Store {
             }
             record_facts(&mut tx, id, report, observed).await?;
             record_ip(&mut tx, &row, report, observed).await?;
+            record_ready(&mut tx, &row, report, observed).await?;
         }
         tx.commit().await?;
         Ok(Some(ReportOutcome {
@@ -190,7 +191,10 @@ fn observation(report: &pb::StatusReport, observed: pb::ObservedState) -> Option
         },
         O::Exited => Observation::Exited {
             exit_code: report.exit_code,
-            oom_killed: report.reason == Reason::OOMKilled.as_str(),
+            killed_by: match report.reason.parse() {
+                Ok(r @ (Reason::OOMKilled | Reason::LivenessProbeFailed)) => Some(r),
+                _ => None,
+            },
             started_at: ms_to_time(report.started_at_unix_ms),
             finished_at: ms_to_time(report.finished_at_unix_ms).unwrap_or_else(Utc::now),
         },
@@ -268,6 +272,29 @@ async fn record_ip(
         .bind(ip)
         .execute(&mut **tx)
         .await?;
+    Ok(())
+}
+
+/// The current run's readiness: what a report of it running says (no
+/// news: as it was); false as soon as it is anything but running.
+async fn record_ready(
+    tx: &mut Transaction<'_, Postgres>,
+    row: &ContainerRow,
+    report: &pb::StatusReport,
+    observed: pb::ObservedState,
+) -> Result<()> {
+    let ready = match (observed, report.ready) {
+        (pb::ObservedState::Running, Some(ready)) => ready,
+        (pb::ObservedState::Running, None) => return Ok(()),
+        _ => false,
+    };
+    if ready != row.ready {
+        sqlx::query("UPDATE containers SET ready = $2 WHERE id = $1")
+            .bind(row.id)
+            .bind(ready)
+            .execute(&mut **tx)
+            .await?;
+    }
     Ok(())
 }
 

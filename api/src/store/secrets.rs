@@ -228,7 +228,11 @@ impl Store {
             .await?;
             for (id, env) in &rows {
                 let env = env.as_ref().map(|j| j.0.clone()).unwrap_or_default();
-                let sealed = self.keyring.seal_env(&env, &row_of(*id));
+                let secrets = crate::secrets::Secrets {
+                    env,
+                    files: Default::default(),
+                };
+                let sealed = self.keyring.seal_secrets(&secrets, &row_of(*id));
                 sqlx::query(&format!(
                     "UPDATE {table} SET {clear}, secure_env_kid = $2, secure_env_sealed = $3 \
                      WHERE id = $1"

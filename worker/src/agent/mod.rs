@@ -18,6 +18,7 @@
 //! - [`updates`]: joins a step's messages; a step counts only when complete.
 //! - [`supervisor`]: one task per container carrying out reconcile steps.
 //! - [`reconcile`]: the pure decision of a container's next step.
+//! - [`probes`]: a run's liveness and readiness probes.
 //! - [`report`]: status reports (ordered, retried) and meter checkpoints.
 //! - [`images`]: removing unused images past the host's disk budget.
 //! - [`logbudget`]: cutting finished containers' logs past the host's log budget.
@@ -25,6 +26,7 @@
 mod control_plane;
 pub mod images;
 pub mod logbudget;
+pub mod probes;
 mod reconcile;
 mod report;
 mod supervisor;

@@ -9,9 +9,11 @@
 //! worker's shutdown cancels them all. Cancelled, it stops at the next safe
 //! point and touches neither containerd nor the control plane again.
 
+use super::probes;
 use super::reconcile::{self, Known, Step};
 use super::report::{event, now_ms, report, Outbox, Reporter};
 use crate::runtime::auth::RegistryLogin;
+use crate::runtime::volumes::{Mount, Volume, VolumeKind};
 use crate::runtime::{
     ContainerInfo, ExitRecord, NetworkSpec, RunSpec, Runtime, RuntimeError, TaskEvent, TaskInfo,
     TaskStatus,
@@ -81,6 +83,7 @@ pub fn spawn<R: Runtime>(
     let (desired_tx, desired_rx) = watch::channel(assignment);
     let (events_tx, events_rx) = mpsc::unbounded_channel();
     let (outbox, delivery) = Outbox::spawn(shared.reporter.clone(), cancel.clone());
+    let (probe_news_tx, probe_news) = mpsc::unbounded_channel();
     let supervisor = ContainerSupervisor {
         id: id.clone(),
         runtime: shared.runtime.clone(),
@@ -98,6 +101,10 @@ pub fn spawn<R: Runtime>(
         resent_last_exit: false,
         task_running: false,
         outbox,
+        probes: None,
+        probe_news_tx,
+        probe_news,
+        liveness_failed: None,
     };
     let task = tokio::spawn(
         supervisor
@@ -199,6 +206,12 @@ struct ContainerSupervisor<R: Runtime> {
     task_running: bool,
     /// Reports waiting for delivery, in order.
     outbox: Outbox,
+    /// The current run's probes (stopped when dropped).
+    probes: Option<probes::Probing>,
+    probe_news_tx: mpsc::UnboundedSender<(u64, probes::News)>,
+    probe_news: mpsc::UnboundedReceiver<(u64, probes::News)>,
+    /// The generation its host killed for a failed liveness probe.
+    liveness_failed: Option<u64>,
 }
 
 impl<R: Runtime> ContainerSupervisor<R> {
@@ -233,6 +246,9 @@ impl<R: Runtime> ContainerSupervisor<R> {
                     }
                 }
                 Some(event) = self.events.recv() => self.note_event(&event),
+                Some((generation, news)) = self.probe_news.recv() => {
+                    self.on_probe_news(generation, news).await;
+                }
                 _ = tokio::time::sleep(resync) => {}
             }
         }
@@ -242,6 +258,48 @@ impl<R: Runtime> ContainerSupervisor<R> {
         if let TaskEvent::OomKilled { .. } = event {
             self.oom_seen = true;
         }
+    }
+
+    /// Starts the probes of run `a.generation` unless they run already.
+    async fn ensure_probes(&mut self, a: &pb::Assignment, pid: u32) {
+        if self
+            .probes
+            .as_ref()
+            .is_some_and(|p| p.generation == a.generation)
+        {
+            return;
+        }
+        let Some(spec) = &a.spec else { return };
+        let target = probes::Target {
+            container_id: self.id.clone(),
+            pid,
+            ip: self.runtime.ip(&self.id).await,
+        };
+        self.probes = probes::spawn(
+            self.runtime.clone(),
+            target,
+            spec.liveness_probe.clone(),
+            spec.readiness_probe.clone(),
+            self.probe_news_tx.clone(),
+            a.generation,
+        );
+    }
+
+    /// A probe's verdict changed: reported with its event; a failed
+    /// liveness probe kills the run's process (its exit says why).
+    async fn on_probe_news(&mut self, generation: u64, news: probes::News) {
+        if generation != self.observed.generation || !self.task_running {
+            return;
+        }
+        if let probes::News::LivenessFailed(why) = &news {
+            tracing::warn!(container = %self.id, generation, %why, "liveness probe failed; killing the process");
+            self.liveness_failed = Some(generation);
+            self.probes = None;
+            if let Err(err) = self.runtime.kill(&self.id, SIGKILL).await {
+                tracing::warn!(container = %self.id, error = %err, "killing after a failed liveness probe");
+            }
+        }
+        self.send(probes::report(&self.id, generation, &news));
     }
 
     /// Queues a report for in-order delivery (see [`Outbox`]).
@@ -328,9 +386,17 @@ impl<R: Runtime> ContainerSupervisor<R> {
             Step::Running {
                 report: send_report,
             } => {
+                let pid = task.as_ref().map_or(0, |t| t.pid);
+                self.ensure_probes(a, pid).await;
                 if send_report {
                     // Re-adopted after a worker restart, or a report not yet sent.
                     let mut r = report(&self.id, a.generation, pb::ObservedState::Running);
+                    // Not ready until its probe passes again.
+                    r.ready = a
+                        .spec
+                        .as_ref()
+                        .and_then(|s| s.readiness_probe.as_ref())
+                        .map(|_| false);
                     r.pid = task.as_ref().map_or(0, |t| t.pid);
                     r.started_at_unix_ms = self.observed.started_at_unix_ms;
                     r.ip = self
@@ -448,6 +514,16 @@ impl<R: Runtime> ContainerSupervisor<R> {
             hostname: spec.hostname.clone(),
             network,
             read_only_rootfs: spec.read_only_rootfs,
+            volumes: spec.volumes.into_iter().filter_map(volume_of).collect(),
+            mounts: spec
+                .mounts
+                .into_iter()
+                .map(|m| Mount {
+                    volume: m.volume,
+                    path: m.path,
+                    read_only: m.read_only,
+                })
+                .collect(),
         };
         // Held through create and start; released before reporting. Create
         // and start themselves are not interrupted: a request dropped in
@@ -505,6 +581,8 @@ impl<R: Runtime> ContainerSupervisor<R> {
         started_event.at_unix_ms = started.started_at_unix_ms;
         r.events.push(started_event);
         self.send(r);
+        self.liveness_failed = None;
+        self.ensure_probes(a, started.pid).await;
     }
 
     fn fail(&mut self, generation: u64, reason: Reason, message: String) {
@@ -518,6 +596,8 @@ impl<R: Runtime> ContainerSupervisor<R> {
 
     /// SIGTERM, then SIGKILL after the assignment's stop timeout.
     async fn stop(&mut self, a: &pb::Assignment) -> Result<(), RuntimeError> {
+        // A stopping run is not probed: its end is the stop's.
+        self.probes = None;
         let generation = self.observed.generation;
         let mut r = report(&self.id, generation, pb::ObservedState::Stopping);
         r.events.push(event(
@@ -580,8 +660,10 @@ impl<R: Runtime> ContainerSupervisor<R> {
     /// and its record and finishes again (the control plane takes a repeated
     /// exit report of a run as a no-op).
     async fn finish(&mut self, task: &TaskInfo) -> Result<(), RuntimeError> {
+        self.probes = None;
         let oom = self.oom_seen || self.runtime.oom_killed(&self.id).await;
         let exit = ExitRecord {
+            liveness_failed: self.liveness_failed == Some(self.observed.generation),
             generation: self.observed.generation,
             exit_code: task.exit_code.unwrap_or(-1),
             started_at_unix_ms: self.observed.started_at_unix_ms.unwrap_or(0),
@@ -613,9 +695,16 @@ impl<R: Runtime> ContainerSupervisor<R> {
         r.started_at_unix_ms = (exit.started_at_unix_ms > 0).then_some(exit.started_at_unix_ms);
         if exit.oom_killed {
             r.reason = Reason::OOMKilled.as_str().to_owned();
+        } else if exit.liveness_failed {
+            r.reason = Reason::LivenessProbeFailed.as_str().to_owned();
         }
         let message = if exit.oom_killed {
             format!("exited with code {} (OOM killed)", exit.exit_code)
+        } else if exit.liveness_failed {
+            format!(
+                "exited with code {} (killed: its liveness probe failed)",
+                exit.exit_code
+            )
         } else {
             format!("exited with code {}", exit.exit_code)
         };
@@ -636,6 +725,21 @@ impl<R: Runtime> ContainerSupervisor<R> {
         r.events.push(e);
         self.send(r);
     }
+}
+
+/// One volume of an assignment (one without a source, from a newer control
+/// plane, is left out).
+fn volume_of(v: pb::Volume) -> Option<Volume> {
+    let kind = match v.source? {
+        pb::volume::Source::EmptyDir(d) => VolumeKind::EmptyDir {
+            size_mib: d.size_mib,
+            memory: d.memory,
+        },
+        pb::volume::Source::Secret(s) => VolumeKind::Secret {
+            files: s.files.into_iter().collect(),
+        },
+    };
+    Some(Volume { name: v.name, kind })
 }
 
 /// The run's network from its assignment: a control plane that predates

@@ -12,6 +12,7 @@ use super::cgroup::{self, CgroupLayout};
 use super::pull::{Puller, SNAPSHOTTER};
 use super::seccomp::{running_kernel, ArchScope, DockerProfile};
 use super::spec::{self, SpecOptions, DEFAULT_CAPABILITIES};
+use super::volumes;
 use super::{
     CgroupUsage, ContainerInfo, ExitRecord, HeldImage, ImageInfo, NetworkSpec, RunSpec, Runtime,
     RuntimeError, StoredImage, TaskEvent, TaskInfo, TaskStarted, TaskStatus, LABEL_EXIT,
@@ -309,6 +310,7 @@ impl ContainerdRuntime {
             swap_accounting: cgroups.swap_accounting(),
             cgroup_namespace: matches!(cgroups, CgroupLayout::V2 { .. }),
             nofile_limit: spec::host_nofile_limit(),
+            volumes_root: config.state_dir.join("volumes"),
         };
         if spec_options.nofile_limit < spec::NOFILE_LIMIT {
             warn!(
@@ -355,6 +357,9 @@ impl ContainerdRuntime {
             net.restore(&live).await.map_err(net_err("the worker"))?;
             runtime.net = Some(net);
         }
+        // Volumes of containers removed while the worker was down.
+        let known: HashSet<String> = runtime.list().await?.into_iter().map(|c| c.id).collect();
+        volumes::sweep(&runtime.spec_options.volumes_root, &known).await;
         let version = runtime.version().await?;
         info!(%version, namespace = %runtime.config.namespace, cgroups = %runtime.cgroups,
             swap_accounting = runtime.spec_options.swap_accounting, "connected to containerd");
@@ -681,6 +686,17 @@ impl Runtime for ContainerdRuntime {
                 .await
                 .map_err(net_err(id))?;
         }
+        if !run.volumes.is_empty() {
+            let user = self.process_user(run).await?;
+            volumes::prepare(
+                &self.spec_options.volumes_root,
+                id,
+                &run.volumes,
+                user.uid,
+                user.gid,
+            )
+            .await?;
+        }
         let mut tasks = self.tasks();
         let create = tasks.create(self.conn.req(CreateTaskRequest {
             container_id: id.to_owned(),
@@ -850,6 +866,7 @@ impl Runtime for ContainerdRuntime {
             Err(s) if s.code() == Code::NotFound => {}
             Err(s) => return Err(containerd_err("Snapshots.Remove", id)(s)),
         }
+        volumes::remove(&self.spec_options.volumes_root, id).await?;
         let log = self.log_path(id);
         for path in [crate::logcap::lock_path(&log), log] {
             match tokio::fs::remove_file(path).await {

@@ -12,6 +12,7 @@
 //! - [`spec`]: builds the complete OCI runtime spec for a container.
 //! - [`seccomp`]: resolves the containers/common default profile into OCI form.
 //! - `users`: the user a container runs as, looked up in its image once.
+//! - [`volumes`]: a container's empty_dir and secret volumes on its host.
 //! - [`exec`]: a process run in a running container (containerd Exec), its
 //!   output collected through FIFOs.
 //! - `fake` (tests only): an in-memory `Runtime` for the agent's unit tests.
@@ -29,6 +30,7 @@ pub mod pull;
 pub mod seccomp;
 pub mod spec;
 mod users;
+pub mod volumes;
 
 use async_trait::async_trait;
 use skiff_core::{CpuMillis, MemoryMib, SecretEnv};
@@ -114,6 +116,9 @@ pub struct RunSpec {
     pub network: NetworkSpec,
     /// The root filesystem is mounted read-only.
     pub read_only_rootfs: bool,
+    /// Its volumes (kept across runs, removed with it) and where it mounts them.
+    pub volumes: Vec<volumes::Volume>,
+    pub mounts: Vec<volumes::Mount>,
 }
 
 /// A run's network.
@@ -163,6 +168,10 @@ pub struct ExitRecord {
     pub started_at_unix_ms: i64,
     pub finished_at_unix_ms: i64,
     pub oom_killed: bool,
+    /// Its host killed it: its liveness probe failed (absent in records
+    /// written before probes existed).
+    #[serde(default)]
+    pub liveness_failed: bool,
 }
 
 /// A container of ours in containerd, with its bookkeeping labels decoded.

@@ -90,6 +90,8 @@ pub struct SpecOptions {
     /// VMs) withhold even from root; runc then fails with EPERM. So this is
     /// [`NOFILE_LIMIT`] capped at the host's hard limit.
     pub nofile_limit: u64,
+    /// Where containers' volumes live ([`super::volumes`]).
+    pub volumes_root: std::path::PathBuf,
 }
 
 /// Where a private network's pieces are, for a container that has one.
@@ -183,6 +185,15 @@ pub fn build(
         linux["seccomp"] = seccomp.clone();
     }
     let mut mounts = default_mounts(run.memory.bytes().max(0) as u64);
+    mounts
+        .as_array_mut()
+        .expect("mounts is an array")
+        .extend(super::volumes::oci_mounts(
+            &opts.volumes_root,
+            &run.id,
+            &run.volumes,
+            &run.mounts,
+        ));
     if let Some(net) = net {
         for ns in linux["namespaces"]
             .as_array_mut()
@@ -378,6 +389,8 @@ mod tests {
             hostname: "web-1".into(),
             network: crate::runtime::NetworkSpec::None,
             read_only_rootfs: false,
+            volumes: Vec::new(),
+            mounts: Vec::new(),
         }
     }
 
@@ -401,6 +414,7 @@ mod tests {
             swap_accounting: true,
             cgroup_namespace: false,
             nofile_limit: NOFILE_LIMIT,
+            volumes_root: "/state/volumes".into(),
         }
     }
 
