@@ -291,3 +291,78 @@ impl Store {
             .transpose()?)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keyring() -> Keyring {
+        Keyring::parse(&Keyring::new_key_line("k1").unwrap()).unwrap()
+    }
+
+    fn sealed(keyring: &Keyring, owner: Owner, id: Uuid, server: &str) -> SealedCredential {
+        let row = match owner {
+            Owner::Tenant => registry_credential_row(id),
+            Owner::Container => container_registry_credential_row(id),
+        };
+        let s = keyring.seal(b"hunter2", &row);
+        SealedCredential {
+            id,
+            server: server.into(),
+            username: "bob".into(),
+            password_kid: s.kid,
+            password_sealed: s.bytes,
+        }
+    }
+
+    #[test]
+    fn a_containers_own_credential_for_the_server_comes_before_the_tenants() {
+        let k = keyring();
+        let (container, tenant) = (Uuid::now_v7(), Uuid::now_v7());
+        let mut step = StepCredentials::default();
+        step.stored.insert(
+            (tenant, "r.example".into()),
+            sealed(&k, Owner::Tenant, Uuid::now_v7(), "r.example"),
+        );
+        let (owner, _) = step.applying(container, tenant, "r.example").unwrap();
+        assert_eq!(owner, Owner::Tenant);
+        assert!(step.applying(container, tenant, "other.example").is_none());
+        assert!(step
+            .applying(container, Uuid::now_v7(), "r.example")
+            .is_none());
+        step.own.insert(
+            container,
+            sealed(&k, Owner::Container, container, "r.example"),
+        );
+        let (owner, _) = step.applying(container, tenant, "r.example").unwrap();
+        assert_eq!(owner, Owner::Container);
+        // Its own credential is for its image's server only.
+        step.own.insert(
+            container,
+            sealed(&k, Owner::Container, container, "elsewhere.example"),
+        );
+        let (owner, _) = step.applying(container, tenant, "r.example").unwrap();
+        assert_eq!(owner, Owner::Tenant);
+    }
+
+    #[test]
+    fn a_password_opens_for_its_own_row_only_and_never_prints() {
+        let k = keyring();
+        let id = Uuid::now_v7();
+        let own = sealed(&k, Owner::Container, id, "r.example");
+        let opened = own.open(Owner::Container, &k).unwrap();
+        assert_eq!(
+            (opened.username.as_str(), opened.password.as_str()),
+            ("bob", "hunter2")
+        );
+        // Bound to its row: as a tenant's, or moved to another id, it does not open.
+        assert!(own.open(Owner::Tenant, &k).is_err());
+        let moved = SealedCredential {
+            id: Uuid::now_v7(),
+            ..own.clone()
+        };
+        assert!(moved.open(Owner::Container, &k).is_err());
+        assert!(!format!("{own:?}").contains("hunter2"));
+        assert!(!format!("{opened:?}").contains("hunter2"));
+    }
+}
