@@ -13,6 +13,9 @@
 //! An image whose record, manifest, config and top snapshot are all present
 //! is resolved from containerd alone: no registry traffic, so a registry
 //! outage does not stop restarts of containers whose image is cached.
+//! An image pulled with credentials is the exception: its cached copy is
+//! handed to a caller only once the registry would serve it that caller's
+//! own credentials (`login`: the clients, refusals and that check).
 
 use super::auth::{self, Proofs, RegistryLogin};
 use super::containerd::Conn;
@@ -35,7 +38,7 @@ use containerd_client::services::v1::{
 };
 use containerd_client::types::Descriptor;
 use futures::{StreamExt, TryStreamExt};
-use oci_client::client::{ClientConfig, ClientProtocol};
+use oci_client::client::ClientProtocol;
 use oci_client::errors::OciDistributionError;
 use oci_client::{Client as RegistryClient, Reference};
 use serde::Deserialize;
@@ -45,6 +48,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tonic::Code;
 use tracing::{debug, info, instrument};
+
+mod login;
+use login::{pull_message, registry_client};
 
 pub const SNAPSHOTTER: &str = "overlayfs";
 
@@ -87,28 +93,6 @@ pub struct Puller {
     /// is used only after the caller's own authorization (see [`auth`]).
     private: Mutex<HashSet<String>>,
     proofs: Proofs,
-}
-
-/// oci-client's clients for one protocol, through the egress proxy at `proxy`.
-fn registry_client(protocol: ClientProtocol, proxy: String) -> RegistryClient {
-    RegistryClient::new(ClientConfig {
-        protocol,
-        // Pick linux/amd64 from image indexes: that is what the hosts run.
-        platform_resolver: Some(Box::new(oci_client::client::linux_amd64_resolver)),
-        connect_timeout: Some(std::time::Duration::from_secs(10)),
-        read_timeout: Some(std::time::Duration::from_secs(60)),
-        // Every connection, redirects included (and no system proxy).
-        https_proxy: Some(proxy.clone()),
-        http_proxy: Some(proxy),
-        ..ClientConfig::default()
-    })
-}
-
-/// A registry error as the pull reports it: an authorization failure says
-/// "unauthorized"; never the password.
-fn pull_message(e: &OciDistributionError, login: Option<&RegistryLogin>) -> String {
-    let message = auth::unauthorized_message(e, login).unwrap_or_else(|| registry_message(e));
-    RegistryLogin::redact(login, message)
 }
 
 /// Manifest and config of an image, parsed.
@@ -323,49 +307,6 @@ impl Puller {
             Scheme::Http => &self.http,
             Scheme::Https => &self.https,
         }
-    }
-
-    /// A client of its own for a pull with credentials: oci-client keeps
-    /// the first credential (and its tokens) a client saw for a registry,
-    /// so a shared one would pull for one tenant with another's.
-    fn login_client(&self, registry: &str) -> RegistryClient {
-        let protocol = match self.registry_target(registry).2 {
-            Scheme::Http => ClientProtocol::Http,
-            Scheme::Https => ClientProtocol::Https,
-        };
-        registry_client(protocol, self.proxy.url())
-    }
-
-    /// Whether `login` may read the cached private image `parsed` (named
-    /// `name`): a manifest request with it, unless one succeeded within
-    /// [`auth::PROOF_TTL`]. Public images pass at once.
-    async fn authorize(
-        &self,
-        parsed: &Reference,
-        name: &str,
-        login: Option<&RegistryLogin>,
-    ) -> Result<(), String> {
-        if !self
-            .private
-            .lock()
-            .expect("private images lock")
-            .contains(name)
-        {
-            return Ok(());
-        }
-        let now = Instant::now();
-        if self.proofs.fresh(name, login, now) {
-            return Ok(());
-        }
-        self.check_egress(parsed.resolve_registry()).await?;
-        let client = self.login_client(parsed.resolve_registry());
-        client
-            .fetch_manifest_digest(parsed, &RegistryLogin::registry_auth(login))
-            .await
-            .map_err(|e| pull_message(&e, login))?;
-        self.proofs.record(name, login, now);
-        debug!("cached private image: the caller's authorization checked");
-        Ok(())
     }
 
     /// Refuses a pull the egress policy forbids before any connection, with
