@@ -21,6 +21,8 @@
 //! - [`trust`]: join tokens, host identities, issued certificates, revocation.
 //! - [`webhooks`]: completion webhook deliveries and the tenant's signing secret.
 //! - [`events`]: the tenant's event log, read in commit order.
+//! - [`registry_credentials`]: registry credentials (a tenant's stored
+//!   ones, a container's own), sealed, and which applies to a pull.
 
 pub mod assignments;
 pub mod containers;
@@ -31,6 +33,7 @@ pub mod jobs;
 pub mod limits;
 pub mod placement;
 pub mod quotas;
+pub mod registry_credentials;
 pub mod reports;
 pub mod secrets;
 pub mod tenants;

@@ -12,6 +12,7 @@
 use super::probes;
 use super::reconcile::{self, Known, Step};
 use super::report::{event, now_ms, report, Outbox, Reporter};
+use crate::runtime::auth::RegistryLogin;
 use crate::runtime::volumes::{Mount, Volume, VolumeKind};
 use crate::runtime::{
     ContainerInfo, ExitRecord, NetworkSpec, RunSpec, Runtime, RuntimeError, TaskEvent, TaskInfo,
@@ -469,9 +470,10 @@ impl<R: Runtime> ContainerSupervisor<R> {
         let pull_started = Instant::now();
         // A pull may take minutes; a fenced container must not wait for it.
         // Dropping it is safe: the content store keeps what was written, under a lease.
+        let login = RegistryLogin::from_pb(spec.registry_credential.as_ref());
         let pulled = tokio::select! {
             _ = self.cancel.cancelled() => return,
-            pulled = self.runtime.ensure_image(&spec.image) => pulled,
+            pulled = self.runtime.ensure_image_with(&spec.image, login.as_ref()) => pulled,
         };
         let image = match pulled {
             Ok(image) => image,

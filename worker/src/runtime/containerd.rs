@@ -527,7 +527,15 @@ impl Runtime for ContainerdRuntime {
     }
 
     async fn ensure_image(&self, reference: &str) -> Result<ImageInfo, RuntimeError> {
-        let info = self.puller.ensure_image(reference).await?;
+        self.ensure_image_with(reference, None).await
+    }
+
+    async fn ensure_image_with(
+        &self,
+        reference: &str,
+        login: Option<&super::auth::RegistryLogin>,
+    ) -> Result<ImageInfo, RuntimeError> {
+        let info = self.puller.ensure_image(reference, login).await?;
         self.last_used
             .lock()
             .expect("last-used lock")
