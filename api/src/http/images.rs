@@ -271,6 +271,7 @@ mod tests {
             port_range_end: None,
             host_ip: None,
             subnet: None,
+            metrics_url: None,
         }
     }
 
