@@ -223,6 +223,7 @@ pub async fn serve(
         AgentSettings {
             max_concurrent_starts: config.max_concurrent_starts(),
             checkpoint_interval: config.checkpoint_interval_s.get(),
+            pull_progress_interval: Duration::from_millis(config.pull_progress_ms.max(10)),
         },
         control.clone(),
         control,

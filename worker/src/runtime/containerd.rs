@@ -526,6 +526,10 @@ impl Runtime for ContainerdRuntime {
         Ok(v.version)
     }
 
+    fn pull_progress(&self, reference: &str) -> Option<(u64, u64)> {
+        self.puller.progress(reference)
+    }
+
     async fn ensure_image(&self, reference: &str) -> Result<ImageInfo, RuntimeError> {
         self.ensure_image_with(reference, None).await
     }

@@ -243,6 +243,12 @@ pub trait Runtime: Send + Sync + 'static {
     /// into snapshots. Does no registry traffic for an image already present.
     async fn ensure_image(&self, reference: &str) -> Result<ImageInfo, RuntimeError>;
 
+    /// How far a pull of `reference` under way is: (layer bytes fetched,
+    /// of all its layers); None when none is under way.
+    fn pull_progress(&self, _reference: &str) -> Option<(u64, u64)> {
+        None
+    }
+
     /// [`Runtime::ensure_image`] with a registry login (None: anonymous);
     /// a cached image that was pulled with credentials is used only once
     /// `login` is shown to read it (see [`auth`]).

@@ -93,6 +93,22 @@ pub struct Puller {
     /// is used only after the caller's own authorization (see [`auth`]).
     private: Mutex<HashSet<String>>,
     proofs: Proofs,
+    /// Pulls under way, by canonical name: layer bytes fetched and in all.
+    progress: Mutex<HashMap<String, Arc<Progress>>>,
+}
+
+/// How far one pull's layer downloads are.
+#[derive(Debug, Default)]
+struct Progress {
+    done: std::sync::atomic::AtomicU64,
+    total: std::sync::atomic::AtomicU64,
+}
+
+impl Progress {
+    fn add(&self, bytes: u64) {
+        self.done
+            .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// Manifest and config of an image, parsed.
@@ -276,6 +292,7 @@ impl Puller {
             resolved: Mutex::new(HashMap::new()),
             private: Mutex::new(HashSet::new()),
             proofs: Proofs::default(),
+            progress: Mutex::new(HashMap::new()),
         })
     }
 
@@ -338,6 +355,20 @@ impl Puller {
             .parse::<Reference>()
             .map(|r| r.whole())
             .unwrap_or_else(|_| reference.to_owned())
+    }
+
+    /// How far a pull of `reference` under way is: (layer bytes fetched,
+    /// of all its layers); None when none is.
+    pub fn progress(&self, reference: &str) -> Option<(u64, u64)> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let name = reference.parse::<Reference>().ok()?.whole();
+        let progress = self
+            .progress
+            .lock()
+            .expect("progress map")
+            .get(&name)?
+            .clone();
+        Some((progress.done.load(Relaxed), progress.total.load(Relaxed)))
     }
 
     /// Makes sure the image is present and unpacked, pulling it with
@@ -631,6 +662,34 @@ impl Puller {
         // Each layer is unpacked as soon as it and every layer below it are
         // in the content store, while later layers are still downloading:
         // a cold pull then costs about the download plus the last unpack.
+        let progress = Arc::new(Progress::default());
+        let total: i64 = r.manifest.layers.iter().map(|l| l.size.max(0)).sum();
+        progress
+            .total
+            .store(total as u64, std::sync::atomic::Ordering::Relaxed);
+        self.progress
+            .lock()
+            .expect("progress map")
+            .insert(name.to_owned(), progress.clone());
+        let result = self
+            .store_and_unpack_with(client, parsed, name, lease, r, private, &progress)
+            .await;
+        self.progress.lock().expect("progress map").remove(name);
+        result
+    }
+
+    /// [`Puller::store_and_unpack`], counting fetched bytes in `progress`.
+    #[allow(clippy::too_many_arguments)]
+    async fn store_and_unpack_with(
+        &self,
+        client: &RegistryClient,
+        parsed: &Reference,
+        name: &str,
+        lease: &str,
+        r: &Resolved,
+        private: bool,
+        progress: &Progress,
+    ) -> Result<(), String> {
         let layers = r.manifest.layers.len();
         let (fetched_tx, mut fetched_rx) = tokio::sync::mpsc::unbounded_channel::<usize>();
         let fetches: Vec<_> = r
@@ -642,7 +701,7 @@ impl Puller {
             .map(|(i, (layer, diff_id))| {
                 let fetched = fetched_tx.clone();
                 async move {
-                    self.fetch_layer(client, parsed, lease, layer, diff_id)
+                    self.fetch_layer(client, parsed, lease, layer, diff_id, progress)
                         .await?;
                     let _ = fetched.send(i);
                     Ok::<(), String>(())
@@ -762,8 +821,10 @@ impl Puller {
         lease: &str,
         layer: &Desc,
         diff_id: &str,
+        progress: &Progress,
     ) -> Result<(), String> {
         if self.content_exists(&layer.digest).await? {
+            progress.add(layer.size.max(0) as u64);
             return Ok(());
         }
         let started = Instant::now();
@@ -777,7 +838,9 @@ impl Puller {
             &layer.digest,
             layer.size,
             labels,
-            stream.map_err(|e| e.to_string()),
+            stream
+                .inspect_ok(|chunk| progress.add(chunk.len() as u64))
+                .map_err(|e| e.to_string()),
         )
         .await?;
         debug!(
