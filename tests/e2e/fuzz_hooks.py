@@ -167,8 +167,10 @@ def _volumes(container):
                 v["empty_dir"] = {}
             empty_dir = v.get("empty_dir")
             if isinstance(empty_dir, dict) and empty_dir.get("medium") == "memory":
-                if isinstance(memory, int) and isinstance(empty_dir.get("size_mib"), int):
-                    empty_dir["size_mib"] = max(1, min(empty_dir["size_mib"], memory))
+                size = empty_dir.get("size_mib")
+                # (JSON numbers: 100 and 100.0 alike)
+                if isinstance(memory, (int, float)) and isinstance(size, (int, float)):
+                    empty_dir["size_mib"] = max(1, min(int(size), int(memory)))
             secret = v.get("secret")
             if isinstance(secret, dict) and isinstance(secret.get("files"), dict):
                 files = list(secret["files"].values())[:8]

@@ -75,6 +75,7 @@ mod partition;
 mod placement;
 mod postgres_restart;
 mod probes;
+mod pull_progress;
 mod queueing;
 mod quotas;
 mod registries;
