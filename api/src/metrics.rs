@@ -1,10 +1,16 @@
 //! Prometheus metrics of the control plane: API latency and the phases of
 //! a container's start (queue, pull, create, start), so operators see the
-//! same figures the benchmark prints.
+//! same figures the benchmark prints; and, set from PostgreSQL at each
+//! scrape, the pool's capacity and allocation per host, the queue, and the
+//! meter's checkpoint lag (`deploy/grafana/` charts and alerts on them).
+//!
+//! Every family is exported from the start: labelled ones get their known
+//! label values at zero, so a dashboard or an alert never meets a missing
+//! series before the first event (per-host families appear with the hosts).
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
 
 pub struct Metrics {
@@ -35,7 +41,28 @@ pub struct Metrics {
     /// Time each step of a scheduler pass took (`expire`, `deadlines`,
     /// `jobs`, `hosts`, `place`, `restarts`).
     pub scheduler_step: HistogramVec,
+    /// Per host (set at each scrape): capacity, what its unfinished
+    /// containers reserve, containers running, and 1 while it is alive.
+    pub host_cpu_millis: IntGaugeVec,
+    pub host_allocated_cpu_millis: IntGaugeVec,
+    pub host_memory_mib: IntGaugeVec,
+    pub host_allocated_memory_mib: IntGaugeVec,
+    pub host_running: IntGaugeVec,
+    pub host_up: IntGaugeVec,
+    /// Containers waiting for a host (set at each scrape).
+    pub pending: IntGauge,
+    /// Seconds since the oldest open meter run's last checkpoint (set at
+    /// each scrape; 0 with none open).
+    pub checkpoint_lag: Gauge,
+    /// Usage-chain verifications served, by result (`ok`, `broken`).
+    pub chain_verifications: IntCounterVec,
 }
+
+/// The scheduler's steps, as [`Metrics::scheduler_step`] labels them.
+pub const SCHEDULER_STEPS: [&str; 6] =
+    ["expire", "deadlines", "jobs", "hosts", "place", "restarts"];
+/// A container's start phases, as [`Metrics::phase_duration`] labels them.
+pub const PHASES: [&str; 4] = ["queue", "pull", "create", "start"];
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -140,6 +167,72 @@ impl Default for Metrics {
             &["step"],
         )
         .expect("valid metric");
+        let gauge = |name: &str, help: &str| {
+            IntGaugeVec::new(Opts::new(name, help), &["host"]).expect("valid metric")
+        };
+        let host_cpu_millis = gauge(
+            "skiff_host_cpu_millis",
+            "A host's cpu capacity (millicores)",
+        );
+        let host_allocated_cpu_millis = gauge(
+            "skiff_host_allocated_cpu_millis",
+            "Millicores a host's unfinished containers reserve",
+        );
+        let host_memory_mib = gauge("skiff_host_memory_mib", "A host's memory capacity (MiB)");
+        let host_allocated_memory_mib = gauge(
+            "skiff_host_allocated_memory_mib",
+            "MiB a host's unfinished containers reserve",
+        );
+        let host_running = gauge(
+            "skiff_host_running_containers",
+            "Containers running on a host",
+        );
+        let host_up = gauge(
+            "skiff_host_up",
+            "1 while a host heartbeats, 0 once it is lost",
+        );
+        let pending = IntGauge::new("skiff_pending_containers", "Containers waiting for a host")
+            .expect("valid metric");
+        let checkpoint_lag = Gauge::new(
+            "skiff_meter_checkpoint_lag_seconds",
+            "Seconds since the oldest open meter run's last checkpoint",
+        )
+        .expect("valid metric");
+        let chain_verifications = counter(
+            "skiff_usage_chain_verifications_total",
+            "Usage-chain verifications served, by result",
+            "result",
+        );
+        // Known label values at zero, so every series exists from the start.
+        for phase in PHASES {
+            phase_duration.with_label_values(&[phase]);
+        }
+        for step in SCHEDULER_STEPS {
+            scheduler_step.with_label_values(&[step]);
+        }
+        for state in (1..=7).filter_map(|i| skiff_proto::ObservedState::try_from(i).ok()) {
+            reports.with_label_values(&[state.as_str_name()]);
+        }
+        for result in ["applied", "duplicate_or_closed"] {
+            checkpoints.with_label_values(&[result]);
+        }
+        for kind in ["snapshot", "delta"] {
+            assignments_sent.with_label_values(&[kind]);
+        }
+        for refusal in crate::report_bounds::Refusal::ALL {
+            reports_refused.with_label_values(&[refusal.as_str()]);
+        }
+        for refusal in crate::grpc::auth::Refusal::ALL {
+            calls_refused.with_label_values(&[refusal.as_str()]);
+        }
+        for reason in ["timeout", "no_role"] {
+            handshakes_refused.with_label_values(&[reason]);
+        }
+        joins.with_label_values(&["joined"]);
+        for result in ["ok", "broken"] {
+            chain_verifications.with_label_values(&[result]);
+        }
+        http_duration.with_label_values(&["GET", "/metrics", "200"]);
         for collector in [
             Box::new(http_duration.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(scheduler_step.clone()),
@@ -155,6 +248,15 @@ impl Default for Metrics {
             Box::new(calls_refused.clone()),
             Box::new(handshakes_refused.clone()),
             Box::new(joins.clone()),
+            Box::new(host_cpu_millis.clone()),
+            Box::new(host_allocated_cpu_millis.clone()),
+            Box::new(host_memory_mib.clone()),
+            Box::new(host_allocated_memory_mib.clone()),
+            Box::new(host_running.clone()),
+            Box::new(host_up.clone()),
+            Box::new(pending.clone()),
+            Box::new(checkpoint_lag.clone()),
+            Box::new(chain_verifications.clone()),
         ] {
             registry.register(collector).expect("unique metric");
         }
@@ -174,6 +276,15 @@ impl Default for Metrics {
             handshakes_refused,
             joins,
             scheduler_step,
+            host_cpu_millis,
+            host_allocated_cpu_millis,
+            host_memory_mib,
+            host_allocated_memory_mib,
+            host_running,
+            host_up,
+            pending,
+            checkpoint_lag,
+            chain_verifications,
         }
     }
 }
@@ -184,6 +295,39 @@ impl Metrics {
             self.phase_duration
                 .with_label_values(&[phase])
                 .observe(ms as f64 / 1000.0);
+        }
+    }
+
+    /// Sets the per-host families to `hosts` (hosts gone since drop out).
+    pub fn set_hosts(&self, hosts: &[crate::store::hosts::HostStatus]) {
+        for family in [
+            &self.host_cpu_millis,
+            &self.host_allocated_cpu_millis,
+            &self.host_memory_mib,
+            &self.host_allocated_memory_mib,
+            &self.host_running,
+            &self.host_up,
+        ] {
+            family.reset();
+        }
+        for h in hosts {
+            let host = [h.id.as_str()];
+            self.host_cpu_millis
+                .with_label_values(&host)
+                .set(h.cpu_millis);
+            self.host_allocated_cpu_millis
+                .with_label_values(&host)
+                .set(h.allocated_cpu_millis);
+            self.host_memory_mib
+                .with_label_values(&host)
+                .set(h.memory_mib);
+            self.host_allocated_memory_mib
+                .with_label_values(&host)
+                .set(h.allocated_memory_mib);
+            self.host_running.with_label_values(&host).set(h.running);
+            self.host_up
+                .with_label_values(&host)
+                .set(i64::from(!h.lost && !h.revoked));
         }
     }
 

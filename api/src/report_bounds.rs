@@ -23,6 +23,13 @@ pub enum Refusal {
 }
 
 impl Refusal {
+    pub const ALL: [Refusal; 4] = [
+        Self::NotThisHost,
+        Self::StartBeforePlacement,
+        Self::InTheFuture,
+        Self::EndBeforeStart,
+    ];
+
     /// The metric label.
     pub fn as_str(self) -> &'static str {
         match self {

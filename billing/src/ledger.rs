@@ -787,6 +787,17 @@ pub async fn open_runs(conn: &mut PgConnection) -> Result<i64, BillingError> {
     )
 }
 
+/// Seconds since the oldest open run's last checkpoint (0 with none open):
+/// how far the meter is behind the runs it meters.
+pub async fn checkpoint_lag_seconds(conn: &mut PgConnection) -> Result<f64, BillingError> {
+    Ok(sqlx::query_scalar(
+        "SELECT COALESCE(EXTRACT(EPOCH FROM now() - min(last_seen_at)), 0)::float8 \
+         FROM metering_runs WHERE ended_at IS NULL",
+    )
+    .fetch_one(conn)
+    .await?)
+}
+
 /// Seconds metered so far over all tenants (usage records, adjustments
 /// excluded): a monotonic source for a Prometheus counter, read from the
 /// per-tenant head rows (one row per tenant, not one per record).

@@ -42,9 +42,9 @@ pub mod rules;
 pub use chain::{BrokenRecord, RecordKind, UsageRecord, Verification};
 pub use error::BillingError;
 pub use ledger::{
-    append_adjustment, checkpoint, close_run, close_runs_of_host, forget_meter_reports,
-    metered_seconds_total, open_run, open_runs, verify_chain, verify_chain_incremental, Adjustment,
-    MeasuredUsage, RunFacts,
+    append_adjustment, checkpoint, checkpoint_lag_seconds, close_run, close_runs_of_host,
+    forget_meter_reports, metered_seconds_total, open_run, open_runs, verify_chain,
+    verify_chain_incremental, Adjustment, MeasuredUsage, RunFacts,
 };
 pub use rates::{add_rate, ensure_default_rate, rates, RateCard, DEFAULT_RATE};
 pub use report::{

@@ -1,5 +1,5 @@
 //! The phases of a starting container, as `skiff run` shows them: queued,
-//! pulling (with bytes when the API reports a `pull` object), created,
+//! pulling (with bytes while the object carries `pull`), created,
 //! started, each with the time the container object carries (`timings`).
 //! [`phases`] is the pure part; [`Display`] draws it: on a terminal a
 //! spinner on the current phase with each finished one printed above it,
@@ -8,7 +8,6 @@
 
 use crate::output::bytes;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use serde_json::Value;
 use skiff_api::model::ContainerView;
 use skiff_core::ContainerState;
 use std::time::Duration;
@@ -21,12 +20,16 @@ pub struct Phase {
     pub ms: Option<i64>,
 }
 
-/// Pull progress, when the container JSON carries
-/// `pull: {"bytes_done", "bytes_total"}` (older servers do not).
-pub fn pull_bytes(raw: &Value) -> Option<(u64, Option<u64>)> {
-    let pull = raw.get("pull")?;
-    let done = pull.get("bytes_done")?.as_u64()?;
-    Some((done, pull.get("bytes_total").and_then(Value::as_u64)))
+/// Pull progress while the object carries `pull: {bytes_done,
+/// bytes_total}` (null before the host reports, and from servers that
+/// predate it): done, and the total when known.
+pub fn pull_bytes(view: &ContainerView) -> Option<(u64, Option<u64>)> {
+    let pull = view.pull?;
+    let done = u64::try_from(pull.bytes_done).ok()?;
+    Some((
+        done,
+        u64::try_from(pull.bytes_total).ok().filter(|t| *t > 0),
+    ))
 }
 
 /// The four phases of a container's (latest) start, from its object.
@@ -91,7 +94,7 @@ impl Display {
     }
 
     /// Shows what changed since the last call.
-    pub fn update(&mut self, view: &ContainerView, raw: &Value) {
+    pub fn update(&mut self, view: &ContainerView) {
         let phases = phases(view);
         while self.shown < phases.len() && phases[self.shown].done {
             self.line(&done_line(&phases[self.shown]));
@@ -104,7 +107,7 @@ impl Display {
                     msg.push_str(&format!(" ({m})"));
                 }
             }
-            if let Some((done, total)) = pull_bytes(raw).filter(|_| current.name == "pulling") {
+            if let Some((done, total)) = pull_bytes(view).filter(|_| current.name == "pulling") {
                 msg.push_str(&format!(" {}", bytes(done)));
                 if let Some(total) = total {
                     msg.push_str(&format!(" / {}", bytes(total)));
@@ -144,7 +147,7 @@ impl Drop for Display {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{json, Value};
 
     /// A container object as the API sends it, in `state` with `timings`.
     fn view(state: &str, timings: Value) -> ContainerView {
@@ -199,14 +202,11 @@ mod tests {
 
     #[test]
     fn pull_bytes_are_read_when_present_and_absent_is_fine() {
-        assert_eq!(pull_bytes(&json!({})), None);
-        assert_eq!(
-            pull_bytes(&json!({"pull": {"bytes_done": 5, "bytes_total": 10}})),
-            Some((5, Some(10)))
-        );
-        assert_eq!(
-            pull_bytes(&json!({"pull": {"bytes_done": 5}})),
-            Some((5, None))
-        );
+        let mut v = view("pulling", json!({"queued_ms": 1}));
+        assert_eq!(pull_bytes(&v), None);
+        v.pull = serde_json::from_value(json!({"bytes_done": 5, "bytes_total": 10})).unwrap();
+        assert_eq!(pull_bytes(&v), Some((5, Some(10))));
+        v.pull = serde_json::from_value(json!({"bytes_done": 5, "bytes_total": 0})).unwrap();
+        assert_eq!(pull_bytes(&v), Some((5, None)));
     }
 }

@@ -11,8 +11,15 @@ rules of its API; each is in the operation's text instead:
 - `env` and `secure_env` (and a job task's `env`): no key in both;
 - `ports`: no (port, protocol) twice, no (host_port, protocol) twice, and
   ports or a `network_group` only with `network: private` (the default);
+- `image_registry_credentials`: no server twice (compared in lower case),
+  and none in a job's template (stored credentials serve its tasks);
 - a job: `tasks`, when given, has `count` entries; its task names
   (`<name>-<index>-a<attempt>`) are container names (at most 63 characters);
+- `volumes`: names unique, exactly one of `empty_dir` and `secret`, a
+  memory volume no larger than `memory_mib`, secret file paths relative and
+  normalised with base64 contents; `mounts` name a declared volume, each at
+  a normalised path once;
+- a probe has exactly one action, its command without NUL;
 - a `notify_url` names a host the server allows (the fuzz pool allows
   127.0.0.1 and localhost);
 - limits in bytes (UTF-8), where JSON Schema's `maxLength` counts
@@ -26,6 +33,7 @@ request is one the server must accept. Invalid requests are left as they were
 made: the server must still refuse each one.
 """
 
+import base64
 import datetime
 import random
 import uuid
@@ -142,9 +150,85 @@ def _ports(container):
     container["ports"] = kept
 
 
+def _volumes(container):
+    """Volumes and mounts that go together (see the module's text)."""
+    volumes = container.get("volumes")
+    names = []
+    if isinstance(volumes, list):
+        memory = container.get("memory_mib")
+        kept = []
+        for i, v in enumerate(volumes):
+            if not isinstance(v, dict):
+                continue
+            v["name"] = f"v{i}"
+            if v.get("empty_dir") is not None and v.get("secret") is not None:
+                v["secret"] = None
+            if v.get("empty_dir") is None and v.get("secret") is None:
+                v["empty_dir"] = {}
+            empty_dir = v.get("empty_dir")
+            if isinstance(empty_dir, dict) and empty_dir.get("medium") == "memory":
+                size = empty_dir.get("size_mib")
+                # (JSON numbers: 100 and 100.0 alike)
+                if isinstance(memory, (int, float)) and isinstance(size, (int, float)):
+                    empty_dir["size_mib"] = max(1, min(int(size), int(memory)))
+            secret = v.get("secret")
+            if isinstance(secret, dict) and isinstance(secret.get("files"), dict):
+                files = list(secret["files"].values())[:8]
+                secret["files"] = {
+                    f"f{j}": base64.b64encode(_utf8(content)[:1024]).decode()
+                    for j, content in enumerate(files)
+                }
+            kept.append(v)
+            names.append(v["name"])
+        container["volumes"] = kept
+    mounts = container.get("mounts")
+    if isinstance(mounts, list):
+        kept = []
+        for i, m in enumerate(mounts):
+            if isinstance(m, dict) and names:
+                m["volume"] = names[i % len(names)]
+                m["path"] = f"/m{i}"
+                kept.append(m)
+        container["mounts"] = kept
+
+
+def _probes(container):
+    for field in ("liveness_probe", "readiness_probe"):
+        probe = container.get(field)
+        if not isinstance(probe, dict):
+            continue
+        actions = [a for a in ("exec", "http_get", "tcp_socket") if probe.get(a) is not None]
+        for extra in actions[1:]:
+            probe[extra] = None
+        if not actions:
+            probe["tcp_socket"] = {"port": 80}
+        exec_ = probe.get("exec")
+        if isinstance(exec_, dict) and isinstance(exec_.get("command"), list):
+            exec_["command"] = [str(a).replace("\0", "")[:1024] for a in exec_["command"]] or ["true"]
+
+
+def _registry_credentials(body):
+    """Names each registry server once (servers compare in lower case)."""
+    credentials = body.get("image_registry_credentials")
+    if not isinstance(credentials, list):
+        return
+    seen, kept = set(), []
+    for c in credentials:
+        server = c.get("server") if isinstance(c, dict) else None
+        if isinstance(server, str):
+            if server.lower() in seen:
+                continue
+            seen.add(server.lower())
+        kept.append(c)
+    body["image_registry_credentials"] = kept
+
+
 def _container(body, extra_env=()):
     _no_key_in_both(body, extra_env)
+    _registry_credentials(body)
     _ports(body)
+    _volumes(body)
+    _probes(body)
     _labels(body.get("labels"))
     placement = body.get("placement")
     if isinstance(placement, dict):
@@ -167,6 +251,7 @@ def _job(body):
         else:
             body["tasks"] = None
     if isinstance(template, dict):
+        template.pop("image_registry_credentials", None)
         task_env = set(JOB_ENV)
         for task in tasks or []:
             if isinstance(task, dict) and isinstance(task.get("env"), dict):
@@ -202,6 +287,8 @@ def before_call(ctx, case, kwargs):
         _notify_url(body)
     elif (method, path) == ("POST", "/v1/jobs") and body is not None:
         _job(body)
+    elif (method, path) == ("POST", "/v1/images/prewarm") and body is not None:
+        _registry_credentials(body)
     elif (method, path) == ("POST", "/v1/containers/{id}/exec") and body is not None:
         _size(body)
     elif (method, path) == ("POST", "/v1/tenants") and body is not None:

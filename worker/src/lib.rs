@@ -19,7 +19,7 @@
 //!   behind a marker).
 //! - [`logs`]: the `WorkerAgent` gRPC service that serves log files and
 //!   runs execs (to the control plane's certificate only); [`attach`]: its
-//!   interactive exec.
+//!   interactive exec; [`prewarm`]: its `Pull` (an image ahead of use).
 //! - [`metrics`]: Prometheus metrics and their optional HTTP endpoint.
 
 pub mod advertise;
@@ -32,6 +32,7 @@ pub mod logcap;
 pub mod logs;
 pub mod metrics;
 pub mod net;
+pub mod prewarm;
 pub mod runtime;
 
 use agent::{Agent, AgentError, AgentSettings, HostInfo};
@@ -106,6 +107,31 @@ pub async fn serve(
     let agent_addr = advertise::advertise_addr(listening, config.agent_advertise, || {
         advertise::route_to(config.control_plane.first().map_or("", String::as_str))
     })?;
+    // Bound before anything runs, so a taken port fails the start.
+    let metrics_listener = match config.metrics_listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| WorkerError::MetricsListen { addr, source })?,
+        ),
+        None => None,
+    };
+    let metrics_url = match &metrics_listener {
+        Some(listener) => {
+            let addr = listener.local_addr().map_err(WorkerError::Listen)?;
+            // An address bound on every interface is reached at the agent's.
+            let ip = if addr.ip().is_unspecified() {
+                agent_addr.ip()
+            } else {
+                addr.ip()
+            };
+            format!(
+                "http://{}/metrics",
+                std::net::SocketAddr::new(ip, addr.port())
+            )
+        }
+        None => String::new(),
+    };
     let host = HostInfo {
         host_id: identity.host_id.clone(),
         hostname: config.host_id(),
@@ -122,23 +148,15 @@ pub async fn serve(
                 subnet: c.subnet.to_string(),
             }
         }),
+        metrics_url,
     };
     tracing::info!(host = %host.host_id, agent = %agent_addr, cpu_millis = host.cpu_millis,
         memory_mib = host.memory_mib, labels = ?host.labels, "skiff-worker starting");
+    let metrics = Arc::new(WorkerMetrics::default());
     let control = Arc::new(agent::ControlPlanes::new(
         &config.control_plane,
         identity.client_config()?,
     )?);
-    let metrics = Arc::new(WorkerMetrics::default());
-    // Bound before anything runs, so a taken port fails the start.
-    let metrics_listener = match config.metrics_listen {
-        Some(addr) => Some(
-            TcpListener::bind(addr)
-                .await
-                .map_err(|source| WorkerError::MetricsListen { addr, source })?,
-        ),
-        None => None,
-    };
 
     let cancel = CancellationToken::new();
     {
@@ -205,6 +223,7 @@ pub async fn serve(
         AgentSettings {
             max_concurrent_starts: config.max_concurrent_starts(),
             checkpoint_interval: config.checkpoint_interval_s.get(),
+            pull_progress_interval: Duration::from_millis(config.pull_progress_ms.max(10)),
         },
         control.clone(),
         control,

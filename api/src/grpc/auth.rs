@@ -29,6 +29,14 @@ pub enum Refusal {
 }
 
 impl Refusal {
+    pub const ALL: [Refusal; 5] = [
+        Refusal::NoCertificate,
+        Refusal::NotAHost,
+        Refusal::Expired,
+        Refusal::Revoked,
+        Refusal::NotIssued,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Refusal::NoCertificate => "no_certificate",

@@ -39,6 +39,8 @@ pub struct HostView {
     /// What it offers `network: private` containers; null: no network
     /// (they are never placed on it).
     pub network: Option<HostNetworkView>,
+    /// Where its worker serves Prometheus metrics; null: nowhere.
+    pub metrics_url: Option<String>,
 }
 
 /// A host's network offer, as its worker registered it.
@@ -84,6 +86,7 @@ fn view(h: HostStatus) -> HostView {
         labels: h.labels.0,
         last_heartbeat_at: h.last_heartbeat_at,
         containerd_version: h.containerd_version,
+        metrics_url: h.metrics_url,
     }
 }
 

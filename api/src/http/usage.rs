@@ -200,6 +200,15 @@ pub async fn verify(
         state.config.verify_min_interval(),
     )
     .await?;
+    let result = if verification.ok { "ok" } else { "broken" };
+    state
+        .metrics
+        .chain_verifications
+        .with_label_values(&[result])
+        .inc();
+    if !verification.ok {
+        tracing::error!(%tenant, first_broken = ?verification.first_broken, "usage chain verification found a break");
+    }
     Ok(json(StatusCode::OK, verification))
 }
 

@@ -57,6 +57,8 @@ pub struct HostStatus {
     pub port_range_end: Option<i32>,
     pub host_ip: Option<String>,
     pub subnet: Option<String>,
+    /// Where its worker serves Prometheus metrics.
+    pub metrics_url: Option<String>,
 }
 
 /// What a host offers `network: private` containers, as registered
@@ -99,6 +101,15 @@ pub struct Heartbeat<'a> {
     pub running: u32,
 }
 
+/// A worker's metrics address as kept: an http(s) URL of at most 2048
+/// bytes, else none (a worker's word is shown to operators, not trusted).
+fn metrics_url(url: &str) -> Option<&str> {
+    let ok = url.len() <= 2048
+        && (url.starts_with("http://") || url.starts_with("https://"))
+        && url.bytes().all(|b| b.is_ascii_graphic());
+    ok.then_some(url)
+}
+
 /// A host judged lost by [`Store::handle_lost_hosts`].
 #[derive(Debug, Clone)]
 pub struct LostHost {
@@ -120,11 +131,12 @@ impl Store {
     ) -> Result<()> {
         sqlx::query(
             "INSERT INTO hosts (id, agent_addr, cpu_millis, memory_mib, containerd_version, hostname, labels, \
-               port_range_start, port_range_end, host_ip, subnet) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+               port_range_start, port_range_end, host_ip, subnet, metrics_url) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
              ON CONFLICT (id) DO UPDATE SET agent_addr = $2, cpu_millis = $3, memory_mib = $4, \
                containerd_version = $5, hostname = $6, labels = $7, last_heartbeat_at = now(), \
-               port_range_start = $8, port_range_end = $9, host_ip = $10, subnet = $11",
+               port_range_start = $8, port_range_end = $9, host_ip = $10, subnet = $11, \
+               metrics_url = $12",
         )
         .bind(host)
         .bind(&req.agent_addr)
@@ -137,6 +149,7 @@ impl Store {
         .bind(network.map(|n| i32::from(n.port_range_end)))
         .bind(network.map(|n| n.host_ip.to_string()))
         .bind(network.map(|n| n.subnet.as_str()))
+        .bind(metrics_url(&req.metrics_url))
         .execute(&self.pool)
         .await?;
         self.notify_scheduler().await
@@ -206,7 +219,7 @@ impl Store {
                COALESCE(a.cpu, 0) AS allocated_cpu_millis, COALESCE(a.mem, 0) AS allocated_memory_mib, \
                COALESCE(a.running, 0) AS running, h.images, h.labels, h.last_heartbeat_at, h.draining, \
                NOT {HOST_ALIVE} AS lost, h.revoked_at IS NOT NULL AS revoked, h.containerd_version, \
-               h.port_range_start, h.port_range_end, h.host_ip, h.subnet \
+               h.port_range_start, h.port_range_end, h.host_ip, h.subnet, h.metrics_url \
              FROM hosts h LEFT JOIN ({ALLOCATION_BY_HOST}) a ON a.host_id = h.id \
              WHERE $2::text IS NULL OR h.id = $2 ORDER BY h.id"
         ))

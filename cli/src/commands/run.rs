@@ -45,6 +45,7 @@ pub fn request(args: &ContainerArgs, run: Option<&RunArgs>) -> Result<CreateCont
     Ok(CreateContainer {
         name: run.and_then(|r| r.name.clone()),
         image: args.image.clone(),
+        image_registry_credentials: None,
         command: (!args.command.is_empty()).then(|| args.command.clone()),
         env: parse::key_values("--env", &args.env)?,
         secure_env: parse::key_values("--secret-env", &args.secret_env)?.map(SecretEnv),
@@ -105,7 +106,7 @@ async fn attach(client: &Client, id: &str, created: Fetched<ContainerView>) -> R
     let mut display = Display::new();
     let mut current = created;
     loop {
-        display.update(&current.typed, &current.raw);
+        display.update(&current.typed);
         let state = current.typed.state;
         if matches!(state, ContainerState::Running | ContainerState::Stopping)
             || state.is_terminal()

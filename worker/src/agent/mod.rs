@@ -144,6 +144,8 @@ pub struct HostInfo {
     pub labels: BTreeMap<String, String>,
     /// What the host offers `network: private` containers (None: nothing).
     pub network: Option<skiff_proto::HostNetwork>,
+    /// Where it serves Prometheus metrics (empty: nowhere).
+    pub metrics_url: String,
 }
 
 /// The agent's tunables.
@@ -153,6 +155,8 @@ pub struct AgentSettings {
     pub max_concurrent_starts: usize,
     /// The running-container re-check and meter checkpoint interval.
     pub checkpoint_interval: Duration,
+    /// How often a pull's progress is reported (when it moved).
+    pub pull_progress_interval: Duration,
 }
 
 /// Aborts a task when dropped (a session's helpers end with it).
@@ -205,6 +209,7 @@ impl<R: Runtime> Agent<R> {
                 start_slots: Arc::new(Semaphore::new(settings.max_concurrent_starts.max(1))),
                 reporter: Reporter::new(sink),
                 checkpoint_interval: settings.checkpoint_interval,
+                pull_progress_interval: settings.pull_progress_interval,
             },
             host,
             control,
@@ -297,6 +302,7 @@ impl<R: Runtime> Agent<R> {
                 hostname: self.host.hostname.clone(),
                 labels: self.host.labels.clone().into_iter().collect(),
                 network: self.host.network.clone(),
+                metrics_url: self.host.metrics_url.clone(),
             })
             .await
             .map_err(rpc("Register"))?

@@ -51,6 +51,33 @@ impl RecordingSink {
             .collect()
     }
 
+    /// Waits until a report of `id` passes `check`; returns it.
+    async fn wait_report(
+        &self,
+        id: &str,
+        check: impl Fn(&pb::StatusReport) -> bool,
+    ) -> pb::StatusReport {
+        let reported = async {
+            loop {
+                let arrived = self.arrived.notified();
+                let found = self
+                    .reports
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .find(|r| r.container_id == id && check(r))
+                    .cloned();
+                if let Some(found) = found {
+                    return found;
+                }
+                arrived.await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(30), reported)
+            .await
+            .unwrap_or_else(|_| panic!("{id}: no such report: {:?}", self.states_of(id)))
+    }
+
     /// Waits until `id` has been reported in `state`. The timeout only
     /// keeps a broken agent from hanging the test run.
     async fn wait_for(&self, id: &str, state: pb::ObservedState) {
@@ -99,10 +126,12 @@ async fn harness(runtime: Arc<FakeRuntime>) -> Harness {
             memory_mib: 1024,
             labels: BTreeMap::new(),
             network: None,
+            metrics_url: String::new(),
         },
         AgentSettings {
             max_concurrent_starts: 2,
             checkpoint_interval: Duration::from_secs(5),
+            pull_progress_interval: Duration::from_millis(10),
         },
         // Never dialed: these tests drive apply_update directly.
         Arc::new(
@@ -534,4 +563,111 @@ async fn an_assigned_container_is_started_and_reported_running() {
             pb::ObservedState::Running
         ]
     );
+}
+
+/// A run of `A` (re-adopted, running) with these probes.
+fn probed(liveness: Option<pb::Probe>, readiness: Option<pb::Probe>) -> pb::Assignment {
+    let mut a = running(A, 1);
+    let spec = a.spec.as_mut().unwrap();
+    spec.liveness_probe = liveness;
+    spec.readiness_probe = readiness;
+    a
+}
+
+fn exec_probe() -> pb::Probe {
+    pb::Probe {
+        action: Some(pb::probe::Action::Exec(pb::ExecAction {
+            command: vec!["check".into()],
+        })),
+        period_s: 1,
+        timeout_s: 1,
+        failure_threshold: 1,
+        ..Default::default()
+    }
+}
+
+fn has_event(r: &pb::StatusReport, kind: &str) -> bool {
+    r.events.iter().any(|e| e.kind == kind)
+}
+
+#[tokio::test]
+async fn a_failing_liveness_probe_kills_the_run_and_its_exit_says_why() {
+    let runtime = FakeRuntime::new();
+    runtime.with_running(A, 1).exec_exits_with(1);
+    let h = harness(runtime).await;
+    h.agent
+        .apply_update(snapshot(1, vec![probed(Some(exec_probe()), None)]))
+        .await
+        .unwrap();
+    let failed = h
+        .sink
+        .wait_report(A, |r| has_event(r, "LivenessProbeFailed"))
+        .await;
+    assert!(failed.events[0].message.contains("exited with code 1"));
+    let exited = h
+        .sink
+        .wait_report(A, |r| r.state == pb::ObservedState::Exited as i32)
+        .await;
+    assert_eq!(exited.reason, "LivenessProbeFailed");
+    assert_eq!(exited.exit_code, Some(137));
+    assert!(h.runtime.calls().contains(&Call::Kill(A.to_owned(), 9)));
+}
+
+#[tokio::test]
+async fn a_passing_readiness_probe_makes_the_run_ready_and_liveness_leaves_it_be() {
+    let runtime = FakeRuntime::new();
+    runtime.with_running(A, 1).exec_exits_with(0);
+    let h = harness(runtime).await;
+    h.agent
+        .apply_update(snapshot(
+            1,
+            vec![probed(Some(exec_probe()), Some(exec_probe()))],
+        ))
+        .await
+        .unwrap();
+    let ready = h.sink.wait_report(A, |r| r.ready == Some(true)).await;
+    assert!(has_event(&ready, "Ready"));
+    // Re-adopted with a readiness probe: reported not ready until it passed.
+    let first = h.sink.wait_report(A, |_| true).await;
+    assert_eq!(first.ready, Some(false));
+    assert!(!h
+        .runtime
+        .calls()
+        .iter()
+        .any(|c| matches!(c, Call::Kill(..))));
+    assert_eq!(h.runtime.task_status(A), Some(TaskStatus::Running));
+}
+
+#[tokio::test]
+async fn a_pull_under_way_reports_its_progress_as_it_moves() {
+    let runtime = FakeRuntime::new();
+    let pulls = runtime.hold_pulls();
+    runtime.pull_progress_is(Some((1, 10)));
+    let h = harness(runtime).await;
+    h.agent
+        .apply_update(snapshot(1, vec![running(C, 1)]))
+        .await
+        .unwrap();
+    let first = h.sink.wait_report(C, |r| r.pull.is_some()).await;
+    assert_eq!(first.state, pb::ObservedState::Pulling as i32);
+    assert_eq!(
+        first.pull.map(|p| (p.bytes_done, p.bytes_total)),
+        Some((1, 10))
+    );
+    h.runtime.pull_progress_is(Some((10, 10)));
+    h.sink
+        .wait_report(C, |r| r.pull.is_some_and(|p| p.bytes_done == 10))
+        .await;
+    pulls.add_permits(1);
+    h.sink.wait_for(C, pb::ObservedState::Running).await;
+    // Reported only when it moved: once at 1, once at 10.
+    let reported = h
+        .sink
+        .reports
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|r| r.container_id == C && r.pull.is_some())
+        .count();
+    assert_eq!(reported, 2);
 }
