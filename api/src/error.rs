@@ -72,7 +72,9 @@ pub enum ApiError {
     Internal(String),
 }
 
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+/// (Deserialize: clients in this workspace, e.g. the CLI, read it with
+/// this very type.)
+#[derive(Debug, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Problem {
     #[serde(rename = "type")]
     pub type_: String,

@@ -41,7 +41,7 @@ pub fn validate_command(command: &[String]) -> Result<(), FieldError> {
 }
 
 /// `POST /v1/containers/{id}/exec`: a process to run in the running container.
-#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExecRequest {
     /// argv (the container's PATH applies): at least one argument, without
@@ -59,7 +59,7 @@ pub struct ExecRequest {
 
 /// How an exec went. Output is UTF-8 (invalid bytes replaced); each stream
 /// keeps its first 1 MiB.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ExecResult {
     /// The process's exit code (128 + signal when it was killed).
     pub exit_code: i32,
@@ -629,7 +629,7 @@ pub struct ContainerList {
     pub next: Option<String>,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct EventView {
     /// Pulling, Pulled, Created, Started, Exited, Killing, Restarting, Scheduled, Failed, ...
     pub kind: String,
@@ -637,13 +637,13 @@ pub struct EventView {
     pub at: DateTime<Utc>,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct EventList {
     pub items: Vec<EventView>,
 }
 
 /// Body of `POST /v1/tenants`.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTenant {
     /// 1 to 128 bytes (UTF-8; leading and trailing blanks are trimmed),

@@ -73,7 +73,10 @@ TOKEN_REGISTRY_PORT=${SKIFF_TEST_TOKEN_REGISTRY_PORT:-5003}
 TOKEN_SERVER_PORT=${SKIFF_TEST_TOKEN_SERVER_PORT:-5004}
 STATE="$SKIFF_REPO_ROOT/.skiff/test"
 RUN_DIR="$STATE/run"
-NETNS_PREFIX=${SKIFF_TEST_NETNS_PREFIX:-skiff-e2e-}
+# The partitioned pool's network namespaces start with this (the harness
+# reads it too, so a run with an override never touches another's).
+export SKIFF_TEST_NETNS_PREFIX=${SKIFF_TEST_NETNS_PREFIX:-skiff-e2e-}
+NETNS_PREFIX=$SKIFF_TEST_NETNS_PREFIX
 # The e2e workers' bridges (and their nft tables skiff_<bridge> and
 # container namespaces <bridge>-<id>) start with this.
 export SKIFF_TEST_BRIDGE_PREFIX=${SKIFF_TEST_BRIDGE_PREFIX:-skb}

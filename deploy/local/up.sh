@@ -59,6 +59,8 @@
 #   SKIFF_CONTAINERD_SOCKETS     every host's socket, comma-separated, host order
 #   SKIFF_CONTAINERD_NAMESPACES  every host's namespace, likewise
 #   SKIFF_WORKER_METRICS         every worker's /metrics URL, comma-separated
+#   SKIFF_CLI                    the `skiff` CLI binary (absolute path):
+#                                `set -a; . .skiff/local.env; $SKIFF_CLI ps`
 #
 # Supervision (like systemd's Restart=always): when a skiff-api or skiff-worker
 # exits, whatever the reason, it is started again with the same environment
@@ -212,14 +214,14 @@ done
 if [[ ${SKIFF_LOCAL_NO_BUILD:-0} == 1 ]]; then
   log "SKIFF_LOCAL_NO_BUILD=1: not building, using the binaries in $TARGET_DIR"
 else
-  log "building skiff-api and skiff-worker (${SKIFF_LOCAL_PROFILE:-release})"
+  log "building skiff-api, skiff-worker and the skiff CLI (${SKIFF_LOCAL_PROFILE:-release})"
   # in the background, so that Ctrl-C/SIGTERM stop the script (and the build) at once
-  (cd "$SKIFF_REPO_ROOT" && exec cargo build "${BUILD_ARGS[@]}" --bin skiff-api --bin skiff-worker --bin skiff-logger) 9>&- &
+  (cd "$SKIFF_REPO_ROOT" && exec cargo build "${BUILD_ARGS[@]}" --bin skiff-api --bin skiff-worker --bin skiff-logger --bin skiff) 9>&- &
   BUILD_PID=$!
   wait "$BUILD_PID" || die "cargo build failed"
   BUILD_PID=""
 fi
-for b in "$API_BIN" "$WORKER_BIN" "$TARGET_DIR/skiff-logger"; do
+for b in "$API_BIN" "$WORKER_BIN" "$TARGET_DIR/skiff-logger" "$TARGET_DIR/skiff"; do
   [[ -x $b ]] || die "$b is missing (build it, or drop SKIFF_LOCAL_NO_BUILD)"
 done
 
@@ -496,6 +498,7 @@ SKIFF_AUTH_REGISTRY=$SKIFF_AUTH_REGISTRY
 SKIFF_AUTH_REGISTRY_USER=$SKIFF_AUTH_REGISTRY_USER
 SKIFF_AUTH_REGISTRY_PASSWORD=$SKIFF_AUTH_REGISTRY_PASSWORD
 SKIFF_TOKEN_REGISTRY=$SKIFF_TOKEN_REGISTRY
+SKIFF_CLI=$TARGET_DIR/skiff
 EOF
 )
 mv "$ENV_FILE.tmp" "$ENV_FILE"
@@ -509,6 +512,7 @@ $(cat "$ENV_FILE")
 Try it (in another shell, from $SKIFF_REPO_ROOT):
 
   set -a; . .skiff/local.env; set +a
+  \$SKIFF_CLI run $SAMPLE_IMAGE -- echo hello      # the skiff CLI; \$SKIFF_CLI ps -a
   curl -sS -H "Authorization: Bearer \$SKIFF_TOKEN" -H 'content-type: application/json' \\
     -d '{"image":"$SAMPLE_IMAGE","command":["echo","hello"],"cpu":0.5,"memory_mib":256}' \\
     \$SKIFF_API/v1/containers

@@ -15,6 +15,8 @@
 //!   ports placed as a resource and freed.
 //! - `api`: bad input, listing and pagination, service endpoints.
 //! - `billing`: per-second metering, reports, ledger verification.
+//! - `cli`: the `skiff` binary as a subprocess (run, ps, logs -f,
+//!   refusals, login, the live phases on a pseudo-terminal).
 //! - `deadlines`: `timeout_s` and `max_cost` stop a run with
 //!   `DeadlineExceeded` and `BudgetExceeded`.
 //! - `events`: the tenant's event log (JSON pages, SSE resumed from its
@@ -55,6 +57,7 @@
 mod api;
 mod assignments;
 mod billing;
+mod cli;
 mod credentials;
 mod dashboards;
 mod deadlines;

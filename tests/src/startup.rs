@@ -287,11 +287,12 @@ async fn start_partition(
         return Ok(None);
     }
     let short = &run.short;
+    // (test.sh cleans up namespaces named $SKIFF_TEST_NETNS_PREFIX* and
+    // veths named ske2e* that a killed run leaves)
+    let netns = std::env::var("SKIFF_TEST_NETNS_PREFIX").unwrap_or_else(|_| "skiff-e2e-".into());
     let partition = Partition {
-        // (test.sh cleans up namespaces named skiff-e2e-* and veths
-        // named ske2e* that a killed run leaves)
-        api_netns: format!("skiff-e2e-{short}-api"),
-        host_netns: format!("skiff-e2e-{short}-h{}", spec.hosts),
+        api_netns: format!("{netns}{short}-api"),
+        host_netns: format!("{netns}{short}-h{}", spec.hosts),
         api_veth: format!("ske2e{short}a"),
         host_veth: format!("ske2e{short}h"),
     };

@@ -28,7 +28,7 @@ const MAX_TASKS: i32 = 10_000;
 const MAX_RETRIES: i32 = 10;
 
 /// Body of `POST /v1/jobs`.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateJob {
     /// `[a-z0-9-]`, unique within the tenant; default `job-` and the last
