@@ -2,12 +2,20 @@
 // navigation), polling, state badges, messages and formatting.
 import { useEffect, useRef, useState } from 'preact/hooks';
 
-/** A page: its <h1> takes focus when the page changes, for screen readers and keyboards. */
+/** Whether a page has been shown yet (the first one keeps the browser's focus). */
+let shownAPage = false;
+
+/**
+ * A page: its <h1> takes focus when the page changes (not on the first
+ * load, where the browser starts at the top), for screen readers and
+ * keyboards.
+ */
 export function Page({ title, children, actions }) {
   const heading = useRef(null);
   useEffect(() => {
     document.title = `${title} · skiff console`;
-    heading.current?.focus({ preventScroll: true });
+    if (shownAPage) heading.current?.focus({ preventScroll: true });
+    shownAPage = true;
   }, [title]);
   return (
     <section class="page" aria-labelledby="page-title">
