@@ -15,6 +15,7 @@
 //!   ports placed as a resource and freed.
 //! - `api`: bad input, listing and pagination, service endpoints.
 //! - `billing`: per-second metering, reports, ledger verification.
+//! - `console`: the web console in headless Chromium (Playwright).
 //! - `deadlines`: `timeout_s` and `max_cost` stop a run with
 //!   `DeadlineExceeded` and `BudgetExceeded`.
 //! - `events`: the tenant's event log (JSON pages, SSE resumed from its
@@ -52,6 +53,7 @@
 mod api;
 mod assignments;
 mod billing;
+mod console;
 mod credentials;
 mod dashboards;
 mod deadlines;
