@@ -49,23 +49,47 @@ async function problemOf(response) {
   return new ApiProblem(response.status, body);
 }
 
+/** A fresh Idempotency-Key (128 random bits, hex; works outside secure contexts too). */
+function idempotencyKey() {
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
+}
+
+const RETRY_DELAYS_MS = [250, 1000];
+
 /**
  * One request; resolves to the Response when it is 2xx, else throws an
  * ApiProblem. `token` overrides the session's (signing in).
+ *
+ * A request the network dropped (fetch's TypeError: a reset connection, the
+ * browser's "network changed") is sent again, twice at most. A POST carries
+ * an Idempotency-Key, the same on every try, so a retried create or stop
+ * happens once (the API answers a repeat with the first answer).
  */
 export async function request(path, { method = 'GET', body, accept = 'application/json', signal, token } = {}) {
   const bearer = token ?? loadSession()?.token;
   const headers = { Accept: accept };
   if (bearer) headers.Authorization = `Bearer ${bearer}`;
   if (body !== undefined) headers['Content-Type'] = 'application/json';
-  const response = await fetch(path, {
-    method,
-    headers,
-    body: body === undefined ? undefined : JSON.stringify(body),
-    signal,
-    cache: 'no-store',
-    credentials: 'omit',
-  });
+  if (method === 'POST') headers['Idempotency-Key'] = idempotencyKey();
+  let response;
+  for (let attempt = 0; ; attempt += 1) {
+    try {
+      response = await fetch(path, {
+        method,
+        headers,
+        body: body === undefined ? undefined : JSON.stringify(body),
+        signal,
+        cache: 'no-store',
+        credentials: 'omit',
+      });
+      break;
+    } catch (error) {
+      if (error.name === 'AbortError' || attempt >= RETRY_DELAYS_MS.length) throw error;
+      await new Promise((done) => setTimeout(done, RETRY_DELAYS_MS[attempt]));
+      if (signal?.aborted) throw error;
+    }
+  }
   if (!response.ok) {
     const problem = await problemOf(response);
     if (response.status === 401 && token === undefined) onUnauthorized();

@@ -16,6 +16,7 @@ mkdirSync(SHOTS, { recursive: true });
 const RUN = Date.now().toString(36);
 const CONTAINER = `console-${RUN}`;
 const LOG_LINE = `hello from the console ${RUN}`;
+const LATE_LINE = `after the exec ${RUN}`;
 
 test.describe.configure({ mode: 'serial' });
 
@@ -53,15 +54,34 @@ async function snap(page, name) {
   await settled(page);
 }
 
+/**
+ * Loads a page of the console (`goto`, or `reload` without a path) until
+ * the app has rendered. Chromium aborts loads in flight with
+ * ERR_NETWORK_CHANGED when a network interface comes or goes, which the
+ * other e2e tests (bridges, veths, namespaces) do all the time on this
+ * machine: such a load is tried again, twice at most.
+ */
+async function load(page, path) {
+  for (let attempt = 1; ; attempt += 1) {
+    try {
+      const response = path ? await page.goto(path) : await page.reload();
+      await expect(page.locator('#app > *').first()).toBeAttached({ timeout: 10_000 });
+      return response;
+    } catch (error) {
+      if (attempt >= 3) throw error;
+    }
+  }
+}
+
 async function signIn(page, token, heading) {
-  await page.goto('/console/');
+  await load(page, '/console/');
   await page.getByLabel('API token').fill(token);
   await page.getByRole('button', { name: 'Sign in' }).click();
   await expect(page.getByRole('heading', { level: 1, name: heading })).toBeVisible();
 }
 
 test('signs in with a tenant token, by keyboard, keeping it out of the URL', async ({ page }) => {
-  const response = await page.goto('/console/');
+  const response = await load(page, '/console/');
   const csp = response.headers()['content-security-policy'];
   expect(csp).toContain("script-src 'self'");
   expect(csp).not.toContain('unsafe');
@@ -75,7 +95,7 @@ test('signs in with a tenant token, by keyboard, keeping it out of the URL', asy
 
   // Keyboard only, from a fresh load: the skip link first, then the token
   // field; Enter submits.
-  await page.reload();
+  await load(page);
   await expect(page.getByRole('heading', { level: 1, name: 'Sign in' })).toBeVisible();
   await page.keyboard.press('Tab');
   await expect(page.getByRole('link', { name: 'Skip to content' })).toBeFocused();
@@ -118,11 +138,15 @@ test('shows the API’s validation error for cpu 0 at the CPU field', async ({ p
   await snap(page, '03-run-form-cpu-0');
 });
 
-test('runs a container from the form, watches it succeed and reads its logs', async ({ page }) => {
+test('runs a container from the form, follows its log live, watches it succeed', async ({ page, request }) => {
   test.setTimeout(180_000);
   await signIn(page, TENANT, 'Containers');
+  // It prints a line, then waits for /tmp/go (made below through the exec
+  // route), then prints another: the second line must reach the page by
+  // the open follow stream, while the page shows it running.
+  const script = `echo ${LOG_LINE}; until [ -e /tmp/go ]; do sleep 0.2; done; echo ${LATE_LINE} >&2`;
   await page.getByLabel('Image').fill(IMAGE);
-  await page.getByLabel('Command').fill(JSON.stringify(['sh', '-c', `echo ${LOG_LINE}; echo second line >&2; sleep 1`]));
+  await page.getByLabel('Command').fill(JSON.stringify(['sh', '-c', script]));
   await page.getByLabel('CPU (vCPU)').fill('0.25');
   await page.getByLabel('Memory (MiB)').fill('64');
   await page.getByLabel('Name (optional)').fill(CONTAINER);
@@ -131,10 +155,22 @@ test('runs a container from the form, watches it succeed and reads its logs', as
 
   await page.waitForURL(/\/console\/containers\/[0-9a-f-]{36}$/);
   await expect(page.getByRole('heading', { level: 2, name: CONTAINER })).toBeVisible();
+  const id = page.url().split('/').pop();
   const state = page.getByTestId('container-state');
-  await expect(state).toContainText('succeeded', { timeout: 120_000 });
-  await expect(page.getByTestId('logs')).toContainText(LOG_LINE, { timeout: 30_000 });
-  await expect(page.getByTestId('logs')).toContainText('second line');
+  const logs = page.getByTestId('logs');
+  await expect(state).toContainText('running', { timeout: 120_000 });
+  await expect(logs).toContainText(LOG_LINE, { timeout: 60_000 });
+  await expect(page.getByTestId('log-status')).toHaveText('following live');
+  await expect(logs).not.toContainText(LATE_LINE);
+  await snap(page, '04a-container-running');
+
+  const exec = await request.post(`/v1/containers/${id}/exec`, {
+    headers: { Authorization: `Bearer ${TENANT}` },
+    data: { command: ['touch', '/tmp/go'] },
+  });
+  expect(exec.status(), await exec.text()).toBe(200);
+  await expect(logs).toContainText(LATE_LINE, { timeout: 60_000 });
+  await expect(state).toContainText('succeeded', { timeout: 60_000 });
   await expect(page.getByTestId('log-status')).toHaveText('complete');
 
   const timeline = page.locator('ol.timeline');
@@ -146,9 +182,10 @@ test('runs a container from the form, watches it succeed and reads its logs', as
   await snap(page, '04-container-succeeded');
 
   // A deep link reloads into the same page (the API serves the app there).
-  await page.reload();
+  await load(page);
   await expect(page.getByRole('heading', { level: 2, name: CONTAINER })).toBeVisible();
-  await expect(page.getByTestId('logs')).toContainText(LOG_LINE);
+  await expect(logs).toContainText(LOG_LINE);
+  await expect(logs).toContainText(LATE_LINE);
 
   // The live list shows it, and its filters work.
   await page.getByRole('link', { name: 'All containers' }).click();

@@ -3,10 +3,12 @@
 //! Debian's headless Chromium (`/usr/bin/chromium`; no browser is ever
 //! downloaded) against replica 1 of the main pool, which serves the console
 //! at `/console` from the assets embedded in `skiff-api`. It signs in with a
-//! fresh tenant's token, runs a container from the form and watches it
-//! reach `succeeded`, reads its log, sees the API's validation error for
-//! `cpu: 0` at the CPU field, sees the usage chart painted (and downloads
-//! the CSV), a job's progress, and, with the admin token, the hosts.
+//! fresh tenant's token, runs a container from the form, sees its log
+//! followed live (a line written after an exec shows up while the page
+//! watches) and the container reach `succeeded`, sees the API's validation
+//! error for `cpu: 0` at the CPU field, sees the usage chart painted (and
+//! downloads the CSV), a job's progress, and, with the admin token, the
+//! hosts.
 //!
 //! Screenshots of every page, at 1280 and 360 px wide, are left in
 //! `<target>/console-screenshots/` for a reviewer; Playwright's traces of a
@@ -22,6 +24,7 @@ const SCREENSHOTS: &[&str] = &[
     "01-sign-in",
     "02-containers-empty",
     "03-run-form-cpu-0",
+    "04a-container-running",
     "04-container-succeeded",
     "05-containers-list",
     "06-usage-per-day",

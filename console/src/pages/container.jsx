@@ -225,7 +225,9 @@ function Events({ path, state, restarts }) {
 
 /**
  * The log, followed live: a follow stream is (re)opened when the container
- * gets a host or a new run, and each stream starts from the log's
+ * gets a host, a new run or finishes, and again a second after a stream
+ * ends while the container is not finished (its host ends a follow at once
+ * while the task is not started yet). Each stream starts from the log's
  * beginning, so its text replaces what was shown.
  */
 function Logs({ id, hostId, state, restarts }) {
@@ -235,35 +237,44 @@ function Logs({ id, hostId, state, restarts }) {
   const [autoScroll, setAutoScroll] = useState(true);
   const box = useRef(null);
   const terminal = TERMINAL_STATES.includes(state);
+  const latestState = useRef(state);
+  latestState.current = state;
   useEffect(() => {
     if (!hostId) {
       setStatus('waiting');
       return undefined;
     }
     const controller = new AbortController();
-    let received = '';
-    setStatus('following');
-    setError(null);
-    followLogs(
-      id,
-      (chunk) => {
-        received += chunk;
-        setText(received);
-      },
-      controller.signal,
-    )
-      .then(() => {
-        setText(received);
-        setStatus('ended');
-      })
-      .catch((e) => {
-        if (e.name === 'AbortError') return;
-        setError(e);
-        setStatus('ended');
-      });
+    const follow = async () => {
+      for (;;) {
+        let received = '';
+        setStatus('following');
+        setError(null);
+        try {
+          await followLogs(
+            id,
+            (chunk) => {
+              received += chunk;
+              setText(received);
+            },
+            controller.signal,
+          );
+          setText(received);
+        } catch (e) {
+          if (e.name === 'AbortError') return;
+          setError(e);
+        }
+        if (controller.signal.aborted) return;
+        if (TERMINAL_STATES.includes(latestState.current)) break;
+        await new Promise((done) => setTimeout(done, 1000));
+        if (controller.signal.aborted) return;
+      }
+      setStatus('ended');
+    };
+    follow();
     return () => controller.abort();
-    // A finished container's stream ends by itself; `terminal` re-reads
-    // once more at the end, in case the stream began before the last output.
+    // `terminal` reads the whole log once more at the end, in case the
+    // last stream began before the last output.
   }, [id, hostId, restarts, terminal]);
   useEffect(() => {
     if (autoScroll && box.current) box.current.scrollTop = box.current.scrollHeight;
