@@ -70,8 +70,8 @@ async fn secrets_command(command: SecretsCommand) -> anyhow::Result<()> {
             .context("connecting to the database")?;
             let done = store.reseal_secrets().await?;
             println!(
-                "re-sealed under key {current}: {} containers, {} jobs",
-                done.containers, done.jobs
+                "re-sealed under key {current}: {} containers, {} jobs, {} registry credentials",
+                done.containers, done.jobs, done.registry_credentials
             );
             if !done.unopenable.is_empty() {
                 anyhow::bail!(

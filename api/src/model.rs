@@ -175,6 +175,11 @@ pub struct CreateContainer {
     /// Checked by its host while it runs: `ready` on the object is true
     /// from its first pass until `failure_threshold` failures in a row.
     pub readiness_probe: Option<Probe>,
+    /// Never serialized (a job's stored template cannot hold one): see
+    /// [`crate::http::registry_credentials`].
+    #[serde(skip_serializing)]
+    #[schema(schema_with = crate::http::registry_credentials::request_credentials_schema)]
+    pub image_registry_credentials: Option<Vec<skiff_core::RegistryCredential>>,
 }
 
 /// One volume: exactly one of `empty_dir` and `secret`.
@@ -297,6 +302,8 @@ pub struct NewContainer {
     pub mounts: Vec<VolumeMount>,
     pub liveness_probe: Option<Probe>,
     pub readiness_probe: Option<Probe>,
+    /// The request's credential for the image's registry.
+    pub registry_credential: Option<skiff_core::RegistryCredential>,
 }
 
 /// Which job task a container is an attempt of.
@@ -393,6 +400,11 @@ impl CreateContainer {
                 .iter()
                 .any(|v| v.name == m.volume && v.secret.is_some());
         }
+        let registry_credential = skiff_core::registry::pick_for_image(
+            "image_registry_credentials",
+            &self.image,
+            self.image_registry_credentials.unwrap_or_default(),
+        )?;
         Ok(NewContainer {
             id,
             name,
@@ -421,6 +433,7 @@ impl CreateContainer {
             mounts,
             liveness_probe: self.liveness_probe,
             readiness_probe: self.readiness_probe,
+            registry_credential,
         })
     }
 }
@@ -470,6 +483,14 @@ fn volume_sources(
         });
     }
     Ok((volumes, files))
+}
+
+/// An image pull under way.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
+pub struct PullView {
+    /// Layer bytes fetched so far (layers the host held count as fetched).
+    pub bytes_done: i64,
+    pub bytes_total: i64,
 }
 
 /// Where a container's start time went, in milliseconds.
@@ -553,6 +574,9 @@ pub struct ContainerView {
     /// Its run is `running` and passes its readiness probe (without one:
     /// it is `running`).
     pub ready: bool,
+    /// While `pulling`: how far the image's download is (null otherwise,
+    /// and until its host reports).
+    pub pull: Option<PullView>,
     /// Its address on its host's bridge, while its task runs (`running`,
     /// `stopping`) with `network: private`; null otherwise.
     pub ip: Option<String>,

@@ -353,6 +353,17 @@ pub fn job_row(id: uuid::Uuid) -> String {
     format!("jobs/{id}")
 }
 
+/// The row a tenant's stored registry password is bound to.
+pub fn registry_credential_row(id: uuid::Uuid) -> String {
+    format!("registry_credentials/{id}")
+}
+
+/// The row a container's own registry password is bound to (apart from
+/// its `secure_env`, so neither opens as the other).
+pub fn container_registry_credential_row(id: uuid::Uuid) -> String {
+    format!("containers/{id}/registry_credential")
+}
+
 fn valid_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= MAX_KEY_ID

@@ -55,6 +55,17 @@ pub fn image_pattern() -> &'static str {
     &PATTERN
 }
 
+/// The regular expression (anchored) of a registry host, `host[:port]`,
+/// as an image reference spells it.
+pub fn registry_host_pattern() -> &'static str {
+    DOMAIN.as_str()
+}
+
+/// Whether `host` is a registry `host[:port]` an image reference could name.
+pub fn is_registry_host(host: &str) -> bool {
+    DOMAIN.is_match(host)
+}
+
 pub const DEFAULT_REGISTRY: &str = "docker.io";
 const MAX_NAME_LEN: usize = 255;
 

@@ -20,6 +20,7 @@ pub mod labels;
 pub mod names;
 pub mod network;
 pub mod probes;
+pub mod registry;
 pub mod resources;
 pub mod state;
 pub mod volumes;
@@ -32,6 +33,7 @@ pub use network::{
     NETWORK_GROUP_PATTERN,
 };
 pub use probes::{Probe, Tally};
+pub use registry::{Password, RegistryCredential};
 pub use resources::{CpuMillis, MemoryMib};
 pub use state::{
     ContainerState, DesiredState, HostState, JobState, PlacementPolicy, Reason, RestartPolicy,

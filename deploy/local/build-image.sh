@@ -2,7 +2,7 @@
 # Build an OCI image from Debian's busybox-static without docker and push it
 # to a plain-HTTP registry with curl.
 #
-#   deploy/local/build-image.sh REGISTRY REPO:TAG [REPO:TAG...] [--extra-layers MB,MB,...] [--user USER] [--work DIR]
+#   deploy/local/build-image.sh REGISTRY REPO:TAG [REPO:TAG...] [--extra-layers MB,MB,...] [--user USER] [--work DIR] [--netrc FILE]
 #
 #   REGISTRY        host:port of a plain-HTTP registry, e.g. 127.0.0.1:5050
 #   REPO:TAG        where to push (several tags of the same repository or of
@@ -15,6 +15,9 @@
 #   --user USER     the config's User (user[:group], names or numbers), e.g.
 #                   "nobody": the image runs as that user (default: root)
 #   --work DIR      build directory (kept; default: a temporary one, removed)
+#   --netrc FILE    push with basic auth from this curl netrc file (a
+#                   registry with htpasswd auth; the password stays out of
+#                   the command lines)
 #
 # The base layer: /bin/busybox, one symlink per applet (busybox --list-full:
 # bin/sh, bin/echo, bin/sleep, usr/bin/wget, usr/sbin/httpd, ...),
@@ -33,9 +36,9 @@ MT_LAYER=application/vnd.oci.image.layer.v1.tar+gzip
 
 log() { printf '[build-image] %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
-usage() { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 
-registry="" refs=() extra="" user="" work=""
+registry="" refs=() extra="" user="" work="" netrc=""
 while (($#)); do
   case $1 in
     --extra-layers) extra=${2:?}; shift 2 ;;
@@ -44,6 +47,8 @@ while (($#)); do
     --user=*) user=${1#*=}; shift ;;
     --work) work=${2:?}; shift 2 ;;
     --work=*) work=${1#*=}; shift ;;
+    --netrc) netrc=${2:?}; shift 2 ;;
+    --netrc=*) netrc=${1#*=}; shift ;;
     -h | --help) usage ;;
     -*) die "unknown option $1" ;;
     *) if [[ -z $registry ]]; then registry=$1; else refs+=("$1"); fi; shift ;;
@@ -160,22 +165,26 @@ manifest_digest="sha256:$(sha256_of "$work/manifest.json")"
 
 # --- push ---------------------------------------------------------------------
 base_url="http://$registry"
+# curl with the registry's credentials, when it wants them.
+rcurl() {
+  if [[ -n $netrc ]]; then curl --netrc-file "$netrc" "$@"; else curl "$@"; fi
+}
 
 # push_blob REPO DIGEST
 push_blob() {
   local repo=$1 digest=$2 file="$work/blobs/${2#sha256:}" code location sep headers
-  code=$(curl -sS -o /dev/null -w '%{http_code}' -I "$base_url/v2/$repo/blobs/$digest") || die "registry $registry unreachable"
+  code=$(rcurl -sS -o /dev/null -w '%{http_code}' -I "$base_url/v2/$repo/blobs/$digest") || die "registry $registry unreachable"
   if [[ $code == 200 ]]; then
     log "  $repo: blob $digest already present"
     return 0
   fi
-  headers=$(curl -fsS -X POST -o /dev/null -D - "$base_url/v2/$repo/blobs/uploads/") || die "could not start an upload to $repo"
+  headers=$(rcurl -fsS -X POST -o /dev/null -D - "$base_url/v2/$repo/blobs/uploads/") || die "could not start an upload to $repo"
   location=$(printf '%s\n' "$headers" | tr -d '\r' | awk 'tolower($1) == "location:" {print $2; exit}')
   [[ -n $location ]] || die "no Location in the upload response of $repo"
   [[ $location == http* ]] || location="$base_url$location"
   sep='?'
   [[ $location == *\?* ]] && sep='&'
-  curl -fsS -X PUT -o /dev/null -H 'Content-Type: application/octet-stream' \
+  rcurl -fsS -X PUT -o /dev/null -H 'Content-Type: application/octet-stream' \
     --data-binary @"$file" "$location${sep}digest=${digest/:/%3A}" || die "upload of $digest to $repo failed"
   log "  $repo: pushed blob $digest ($(stat -c %s "$file") bytes)"
 }
@@ -187,7 +196,7 @@ for ref in "${refs[@]}"; do
   for f in "$work"/blobs/*; do
     push_blob "$repo" "sha256:$(basename "$f")"
   done
-  got=$(curl -fsS -X PUT -o /dev/null -D - -H "Content-Type: $MT_MANIFEST" \
+  got=$(rcurl -fsS -X PUT -o /dev/null -D - -H "Content-Type: $MT_MANIFEST" \
     --data-binary @"$work/manifest.json" "$base_url/v2/$repo/manifests/$tag" \
     | tr -d '\r' | awk 'tolower($1) == "docker-content-digest:" {print $2; exit}') \
     || die "manifest push of $repo:$tag failed"

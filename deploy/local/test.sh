@@ -8,6 +8,9 @@
 #   PostgreSQL 15 cluster   127.0.0.1:54339   (always private; DATABASE_URL is ignored)
 #   containerd + runc       .skiff/test/containerd/containerd.sock
 #   docker-registry         127.0.0.1:5001    with skiff/busybox:{latest,1}
+#   docker-registry (auth)  127.0.0.1:5002    the same, behind htpasswd basic auth
+#   docker-registry (token) 127.0.0.1:5003    the same images, behind bearer tokens
+#   token-server.py         127.0.0.1:5004    its token server (the same login)
 # exports for the tests
 #   SKIFF_TEST_DATABASE_URL      postgres://postgres@127.0.0.1:54339/postgres
 #                                (an admin URL: tests create their own databases)
@@ -17,6 +20,10 @@
 #   SKIFF_TEST_CONTAINERD_SOCKET the private containerd's socket
 #   SKIFF_TEST_REGISTRY          127.0.0.1:5001
 #   SKIFF_TEST_IMAGE             127.0.0.1:5001/skiff/busybox:latest
+#   SKIFF_TEST_AUTH_REGISTRY     127.0.0.1:5002 (basic auth)
+#   SKIFF_TEST_AUTH_REGISTRY_USER, SKIFF_TEST_AUTH_REGISTRY_PASSWORD  its login
+#   SKIFF_TEST_TOKEN_REGISTRY    127.0.0.1:5003 (token auth, the same login)
+#   SKIFF_TEST_TOKEN_SERVER      127.0.0.1:5004 (its token server)
 #   SKIFF_TEST_STATE_DIR         <checkout>/.skiff/test/run (emptied at start)
 #   SKIFF_TEST_PROBE             the sample image's /usr/local/bin/skiff-probe
 #                                (deploy/local/probe.c), for host-side controls
@@ -61,6 +68,9 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 # (the overrides are for testing this script itself next to a real run)
 PG_PORT=${SKIFF_TEST_PG_PORT:-54339}
 REGISTRY_PORT=${SKIFF_TEST_REGISTRY_PORT:-5001}
+AUTH_REGISTRY_PORT=${SKIFF_TEST_AUTH_REGISTRY_PORT:-5002}
+TOKEN_REGISTRY_PORT=${SKIFF_TEST_TOKEN_REGISTRY_PORT:-5003}
+TOKEN_SERVER_PORT=${SKIFF_TEST_TOKEN_SERVER_PORT:-5004}
 STATE="$SKIFF_REPO_ROOT/.skiff/test"
 RUN_DIR="$STATE/run"
 NETNS_PREFIX=${SKIFF_TEST_NETNS_PREFIX:-skiff-e2e-}
@@ -313,18 +323,28 @@ EOF
 start_registry "$STATE/registry" "$REGISTRY_PORT" >/dev/null
 log "building and pushing the sample image to $SKIFF_REGISTRY"
 build_and_push_images "$SKIFF_REGISTRY" "$STATE/image-build"
+start_auth_registry "$STATE/auth-registry" "$AUTH_REGISTRY_PORT" >/dev/null
+log "pushing the sample image to $SKIFF_AUTH_REGISTRY (basic auth)"
+build_and_push_images "$SKIFF_AUTH_REGISTRY" "$STATE/image-build" "$STATE/auth-registry/netrc"
+start_token_registry "$STATE/token-registry" "$TOKEN_REGISTRY_PORT" "$TOKEN_SERVER_PORT" \
+  "$STATE/auth-registry" "$SKIFF_AUTH_REGISTRY_USER" "$STATE/auth-registry/password" >/dev/null
 
 export SKIFF_TEST_DATABASE_URL="$ADMIN_URL"
 export SKIFF_TEST_PG_SOCKET_DIR="$SKIFF_PG_SOCKET_DIR"
 export SKIFF_TEST_CONTAINERD_SOCKET="$TEST_CTR_SOCK"
 export SKIFF_TEST_REGISTRY="$SKIFF_REGISTRY"
 export SKIFF_TEST_IMAGE="$SKIFF_REGISTRY/skiff/busybox:latest"
+export SKIFF_TEST_AUTH_REGISTRY="$SKIFF_AUTH_REGISTRY"
+export SKIFF_TEST_AUTH_REGISTRY_USER="$SKIFF_AUTH_REGISTRY_USER"
+export SKIFF_TEST_AUTH_REGISTRY_PASSWORD="$SKIFF_AUTH_REGISTRY_PASSWORD"
+export SKIFF_TEST_TOKEN_REGISTRY="$SKIFF_TOKEN_REGISTRY"
+export SKIFF_TEST_TOKEN_SERVER="$SKIFF_TOKEN_SERVER"
 export SKIFF_TEST_STATE_DIR="$RUN_DIR"
 export SKIFF_TEST_DEPLOY_LIB="$SKIFF_DEPLOY_DIR/lib.sh"
 export SKIFF_TEST_PROBE="$STATE/image-build/skiff-probe"
 export SKIFF_TEST_SCHEMATHESIS="$SKIFF_SCHEMATHESIS"
 log "test stack ready:"
-env | grep '^SKIFF_TEST_' | sort >&2
+env | grep '^SKIFF_TEST_' | grep -v '_PASSWORD=' | sort >&2
 
 # run_limited LIMIT_S WHAT CMD...: run CMD under timeout(1) with LIMIT_S, in
 # the background (so that Ctrl-C/SIGTERM reach this script's traps at once:

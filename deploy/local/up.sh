@@ -34,7 +34,10 @@
 #                   (1: 8082/8083, 2: 8182/8183, 3: 8282/8283, ...)
 # Worker i talks to the gRPC endpoint of replica ((i-1) mod M)+1 (round robin)
 # and fails over to the others in turn (SKIFF_CONTROL_PLANE lists them all).
-# The bases move with SKIFF_LOCAL_{PG,REGISTRY,API,GRPC,AGENT,METRICS}_PORT.
+# The bases move with SKIFF_LOCAL_{PG,REGISTRY,API,GRPC,AGENT,METRICS}_PORT
+# (the registry with auth: SKIFF_LOCAL_AUTH_REGISTRY_PORT, default registry + 1;
+# with token auth: SKIFF_LOCAL_TOKEN_REGISTRY_PORT, + 2, its token server
+# SKIFF_LOCAL_TOKEN_SERVER_PORT, + 3).
 #
 # .skiff/local.env (a contract; `set -a; . .skiff/local.env; set +a`):
 #   SKIFF_API                    replica 1's URL
@@ -42,6 +45,14 @@
 #   SKIFF_TOKEN                  a tenant's token
 #   SKIFF_ADMIN_TOKEN            the admin token
 #   SKIFF_SAMPLE_IMAGE           127.0.0.1:5050/skiff/busybox:latest
+#   SKIFF_AUTH_REGISTRY          127.0.0.1:5051: a second registry, behind
+#                                htpasswd basic auth, holding the sample image
+#   SKIFF_AUTH_REGISTRY_USER     its user (skiff)
+#   SKIFF_AUTH_REGISTRY_PASSWORD its password (random, kept in
+#                                .skiff/local/auth-registry/password)
+#   SKIFF_TOKEN_REGISTRY         127.0.0.1:5052: the same images behind the
+#                                distribution spec's bearer tokens (the same
+#                                login; its token server on 127.0.0.1:5053)
 #   SKIFF_DATABASE_URL           the database
 #   SKIFF_CONTAINERD_SOCKET      host 1's containerd socket
 #   SKIFF_CONTAINERD_NAMESPACE   host 1's namespace (skiff-local)
@@ -74,6 +85,9 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 PG_PORT=${SKIFF_LOCAL_PG_PORT:-54329}
 REGISTRY_PORT=${SKIFF_LOCAL_REGISTRY_PORT:-5050}
+AUTH_REGISTRY_PORT=${SKIFF_LOCAL_AUTH_REGISTRY_PORT:-$((REGISTRY_PORT + 1))}
+TOKEN_REGISTRY_PORT=${SKIFF_LOCAL_TOKEN_REGISTRY_PORT:-$((REGISTRY_PORT + 2))}
+TOKEN_SERVER_PORT=${SKIFF_LOCAL_TOKEN_SERVER_PORT:-$((REGISTRY_PORT + 3))}
 API_PORT=${SKIFF_LOCAL_API_PORT:-8080}
 GRPC_PORT=${SKIFF_LOCAL_GRPC_PORT:-8081}
 AGENT_PORT=${SKIFF_LOCAL_AGENT_PORT:-8082}
@@ -243,6 +257,11 @@ start_registry "$STATE/registry" "$REGISTRY_PORT" >/dev/null
 log "building and pushing the sample image to $SKIFF_REGISTRY"
 build_and_push_images "$SKIFF_REGISTRY" "$STATE/image-build"
 SAMPLE_IMAGE="$SKIFF_REGISTRY/skiff/busybox:latest"
+start_auth_registry "$STATE/auth-registry" "$AUTH_REGISTRY_PORT" >/dev/null
+log "pushing the sample image to $SKIFF_AUTH_REGISTRY (basic auth)"
+build_and_push_images "$SKIFF_AUTH_REGISTRY" "$STATE/image-build" "$STATE/auth-registry/netrc"
+start_token_registry "$STATE/token-registry" "$TOKEN_REGISTRY_PORT" "$TOKEN_SERVER_PORT" \
+  "$STATE/auth-registry" "$SKIFF_AUTH_REGISTRY_USER" "$STATE/auth-registry/password" >/dev/null
 
 # admin token: generated once, kept
 if [[ ! -s $STATE/admin-token ]]; then
@@ -313,7 +332,7 @@ start_worker() {
     SKIFF_STATE_DIR="$(worker_state_dir "$i")" \
     SKIFF_CPU_MILLIS="$CPU_MILLIS" \
     SKIFF_MEMORY_MIB="$MEMORY_MIB" \
-    SKIFF_INSECURE_REGISTRIES="$SKIFF_REGISTRY" \
+    SKIFF_INSECURE_REGISTRIES="$SKIFF_REGISTRY,$SKIFF_AUTH_REGISTRY,$SKIFF_TOKEN_REGISTRY,$SKIFF_TOKEN_SERVER" \
     $(worker_net_env "$i") \
     RUST_LOG="${RUST_LOG:-info}" NO_COLOR=1 \
     "$WORKER_BIN"
@@ -475,6 +494,10 @@ SKIFF_CONTAINERD_NAMESPACES=$(join_by_comma "${CTR_NAMESPACES[@]}")
 SKIFF_API_URLS=$(join_by_comma "${API_URLS[@]}")
 SKIFF_CA_CERT=$CA_DIR/ca.crt
 SKIFF_WORKER_METRICS=$(join_by_comma "${WORKER_METRICS[@]}")
+SKIFF_AUTH_REGISTRY=$SKIFF_AUTH_REGISTRY
+SKIFF_AUTH_REGISTRY_USER=$SKIFF_AUTH_REGISTRY_USER
+SKIFF_AUTH_REGISTRY_PASSWORD=$SKIFF_AUTH_REGISTRY_PASSWORD
+SKIFF_TOKEN_REGISTRY=$SKIFF_TOKEN_REGISTRY
 EOF
 )
 mv "$ENV_FILE.tmp" "$ENV_FILE"

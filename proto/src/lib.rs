@@ -34,6 +34,7 @@ impl std::fmt::Debug for v1::ContainerSpec {
             .field("read_only_rootfs", &self.read_only_rootfs)
             .field("volumes", &self.volumes)
             .field("mounts", &self.mounts)
+            .field("registry_credential", &self.registry_credential)
             .finish()
     }
 }
@@ -44,5 +45,41 @@ impl std::fmt::Debug for v1::SecretVolume {
         f.debug_struct("SecretVolume")
             .field("files", &self.files.keys().collect::<Vec<_>>())
             .finish()
+    }
+}
+
+impl std::fmt::Debug for v1::RegistryCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryCredential")
+            .field("server", &self.server)
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod redaction {
+    #[test]
+    fn registry_passwords_never_print() {
+        let credential = super::RegistryCredential {
+            server: "r.example".into(),
+            username: "bob".into(),
+            password: "hunter2".into(),
+        };
+        let spec = super::ContainerSpec {
+            registry_credential: Some(credential.clone()),
+            ..Default::default()
+        };
+        let pull = super::PullRequest {
+            image: "r.example/a".into(),
+            registry_credential: Some(credential),
+        };
+        for shown in [format!("{spec:?}"), format!("{pull:?}")] {
+            assert!(
+                shown.contains("bob") && !shown.contains("hunter2"),
+                "{shown}"
+            );
+        }
     }
 }

@@ -11,6 +11,8 @@ rules of its API; each is in the operation's text instead:
 - `env` and `secure_env` (and a job task's `env`): no key in both;
 - `ports`: no (port, protocol) twice, no (host_port, protocol) twice, and
   ports or a `network_group` only with `network: private` (the default);
+- `image_registry_credentials`: no server twice (compared in lower case),
+  and none in a job's template (stored credentials serve its tasks);
 - a job: `tasks`, when given, has `count` entries; its task names
   (`<name>-<index>-a<attempt>`) are container names (at most 63 characters);
 - `volumes`: names unique, exactly one of `empty_dir` and `secret`, a
@@ -165,8 +167,10 @@ def _volumes(container):
                 v["empty_dir"] = {}
             empty_dir = v.get("empty_dir")
             if isinstance(empty_dir, dict) and empty_dir.get("medium") == "memory":
-                if isinstance(memory, int) and isinstance(empty_dir.get("size_mib"), int):
-                    empty_dir["size_mib"] = max(1, min(empty_dir["size_mib"], memory))
+                size = empty_dir.get("size_mib")
+                # (JSON numbers: 100 and 100.0 alike)
+                if isinstance(memory, (int, float)) and isinstance(size, (int, float)):
+                    empty_dir["size_mib"] = max(1, min(int(size), int(memory)))
             secret = v.get("secret")
             if isinstance(secret, dict) and isinstance(secret.get("files"), dict):
                 files = list(secret["files"].values())[:8]
@@ -203,8 +207,25 @@ def _probes(container):
             exec_["command"] = [str(a).replace("\0", "")[:1024] for a in exec_["command"]] or ["true"]
 
 
+def _registry_credentials(body):
+    """Names each registry server once (servers compare in lower case)."""
+    credentials = body.get("image_registry_credentials")
+    if not isinstance(credentials, list):
+        return
+    seen, kept = set(), []
+    for c in credentials:
+        server = c.get("server") if isinstance(c, dict) else None
+        if isinstance(server, str):
+            if server.lower() in seen:
+                continue
+            seen.add(server.lower())
+        kept.append(c)
+    body["image_registry_credentials"] = kept
+
+
 def _container(body, extra_env=()):
     _no_key_in_both(body, extra_env)
+    _registry_credentials(body)
     _ports(body)
     _volumes(body)
     _probes(body)
@@ -230,6 +251,7 @@ def _job(body):
         else:
             body["tasks"] = None
     if isinstance(template, dict):
+        template.pop("image_registry_credentials", None)
         task_env = set(JOB_ENV)
         for task in tasks or []:
             if isinstance(task, dict) and isinstance(task.get("env"), dict):
@@ -265,6 +287,8 @@ def before_call(ctx, case, kwargs):
         _notify_url(body)
     elif (method, path) == ("POST", "/v1/jobs") and body is not None:
         _job(body)
+    elif (method, path) == ("POST", "/v1/images/prewarm") and body is not None:
+        _registry_credentials(body)
     elif (method, path) == ("POST", "/v1/containers/{id}/exec") and body is not None:
         _size(body)
     elif (method, path) == ("POST", "/v1/tenants") and body is not None:

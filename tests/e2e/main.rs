@@ -33,6 +33,9 @@
 //! - `queueing`: waiting for capacity, fairness across tenants, expiry.
 //! - `quotas`: admission refused past a tenant's quota; job tasks wait
 //!   for room.
+//! - `registries`: private registries: credentials in the request or
+//!   stored per tenant, unauthorized pulls (cached images too), prewarm and
+//!   the hosts' images.
 //! - `replicas`: two API replicas placing one burst; a replica SIGKILLed
 //!   during a burst of creates.
 //! - `assignments`: one changed assignment sends one; a broken stream
@@ -74,8 +77,10 @@ mod partition;
 mod placement;
 mod postgres_restart;
 mod probes;
+mod pull_progress;
 mod queueing;
 mod quotas;
+mod registries;
 mod replicas;
 mod rest_tls;
 mod run;

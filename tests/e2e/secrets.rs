@@ -1,6 +1,7 @@
-//! Secrets at rest: `secure_env` of containers and job templates is stored
-//! sealed (AES-256-GCM, the key id beside it), never in plain text in any
-//! row, and still reaches the container; a keyring rotation re-seals every
+//! Secrets at rest: `secure_env` of containers and job templates (and
+//! registry passwords) is stored sealed (AES-256-GCM, the key id beside
+//! it), never in plain text in any row, and still reaches the container;
+//! a keyring rotation re-seals every
 //! row under the new key (`skiff-api secrets reencrypt`), rows an earlier
 //! version left in plain text are sealed at start, and an API whose keyring
 //! lacks a key that rows were sealed under (or holds another key under a
@@ -242,6 +243,22 @@ async fn a_rotated_keyring_reseals_every_secret_and_an_api_missing_a_key_refuses
                 "{table}"
             );
         }
+        // Registry passwords, sealed under the first key too: a stored one,
+        // and a container's own (for the test registry, which takes any).
+        let registry_password = format!("regpw-{}", uuid::Uuid::new_v4().simple());
+        let stored = t
+            .call(
+                Method::PUT,
+                "/v1/registry-credentials/registry.example",
+                Some(&json!({ "username": "u", "password": registry_password })),
+            )
+            .await;
+        assert_eq!(stored.status, StatusCode::CREATED, "{stored:?}");
+        let mut spec = platform.spec(&["echo", "credential-ok"]);
+        spec["image_registry_credentials"] = json!([{
+            "server": platform.registry(), "username": "u", "password": registry_password,
+        }]);
+        let with_credential = t.create_id(&spec).await;
         // A row as an earlier version wrote it: secrets in plain text.
         let legacy_secret = format!("legacy-{}", uuid::Uuid::new_v4().simple());
         let mut spec = secret_checker(platform, &legacy_secret);
@@ -323,6 +340,22 @@ async fn a_rotated_keyring_reseals_every_secret_and_an_api_missing_a_key_refuses
                 "{table}"
             );
         }
+        for (table, owner, row) in [
+            ("registry_credentials", "tenant_id", &t.id),
+            ("container_registry_credentials", "id", &with_credential),
+        ] {
+            let kids: Vec<String> = sqlx::query_scalar(&format!(
+                "SELECT password_kid FROM {table} WHERE {owner} = $1::uuid"
+            ))
+            .bind(row)
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+            assert_eq!(kids, ["rotated-2"], "{table}");
+            assert!(rows_mentioning(&pool, table, &registry_password)
+                .await
+                .is_empty());
+        }
 
         // An API whose keyring lacks rotated-2 refuses to start and says
         // why; so does one holding another key under the id rotated-2.
@@ -365,6 +398,8 @@ async fn a_rotated_keyring_reseals_every_secret_and_an_api_missing_a_key_refuses
             t.wait_exited_in(container, "succeeded").await;
             assert_eq!(t.logs(container).await.trim(), "secret-ok", "{container}");
         }
+        // Its re-sealed registry password opens and reaches the host.
+        t.wait_exited_in(&with_credential, "succeeded").await;
         eventually(
             "the replica to hold the tampered container back",
             Duration::from_secs(30),

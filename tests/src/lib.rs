@@ -11,6 +11,7 @@
 //! - `startup`: how a pool comes up, and its readiness probe.
 //! - [`host`]: [`Host`], one containerd + worker, and its tools.
 //! - [`postgres`]: a pool's own PostgreSQL cluster (stop, start again).
+//! - [`registry`]: the test registry behind basic auth, and its login.
 //! - [`netns`]: a partitioned pool's network namespaces and link.
 //! - [`tenant`]: [`Tenant`] and [`Reply`], one tenant's requests.
 //! - [`service`]: child processes tied to the test process's life.
@@ -20,7 +21,10 @@
 //!
 //! Environment (exported by `deploy/local/test.sh`): `SKIFF_TEST_DATABASE_URL`
 //! (a superuser URL; the harness creates its own databases from it),
-//! `SKIFF_TEST_REGISTRY`, `SKIFF_TEST_IMAGE`, `SKIFF_TEST_STATE_DIR`, and when
+//! `SKIFF_TEST_REGISTRY`, `SKIFF_TEST_IMAGE`, `SKIFF_TEST_STATE_DIR`, the
+//! registries with auth ([`registry`]: `SKIFF_TEST_AUTH_REGISTRY`,
+//! `SKIFF_TEST_TOKEN_REGISTRY`, `SKIFF_TEST_TOKEN_SERVER`, and their login
+//! `SKIFF_TEST_AUTH_REGISTRY_USER`, `SKIFF_TEST_AUTH_REGISTRY_PASSWORD`), and when
 //! present `SKIFF_TEST_PG_SOCKET_DIR` (else asked of PostgreSQL) and
 //! `SKIFF_TEST_DEPLOY_LIB` (else this checkout's `deploy/local/lib.sh`).
 //! Without them every test fails with a message that says to run that
@@ -34,6 +38,7 @@ pub mod host;
 pub mod netns;
 pub mod platform;
 pub mod postgres;
+pub mod registry;
 pub mod service;
 mod startup;
 pub mod tenant;

@@ -240,6 +240,11 @@ pub struct WorkerConfig {
     /// host is still releasing.
     #[arg(long, env = "SKIFF_PORT_WAIT_S", default_value_t = 10.0)]
     pub port_wait_s: f64,
+
+    /// How often a pulling container's download progress is reported
+    /// (milliseconds; only when it moved).
+    #[arg(long, env = "SKIFF_PULL_PROGRESS_MS", default_value_t = 500)]
+    pub pull_progress_ms: u64,
 }
 
 /// `first-last`, both 1..=65535, first <= last.

@@ -19,7 +19,7 @@
 //!   behind a marker).
 //! - [`logs`]: the `WorkerAgent` gRPC service that serves log files and
 //!   runs execs (to the control plane's certificate only); [`attach`]: its
-//!   interactive exec.
+//!   interactive exec; [`prewarm`]: its `Pull` (an image ahead of use).
 //! - [`metrics`]: Prometheus metrics and their optional HTTP endpoint.
 
 pub mod advertise;
@@ -32,6 +32,7 @@ pub mod logcap;
 pub mod logs;
 pub mod metrics;
 pub mod net;
+pub mod prewarm;
 pub mod runtime;
 
 use agent::{Agent, AgentError, AgentSettings, HostInfo};
@@ -222,6 +223,7 @@ pub async fn serve(
         AgentSettings {
             max_concurrent_starts: config.max_concurrent_starts(),
             checkpoint_interval: config.checkpoint_interval_s.get(),
+            pull_progress_interval: Duration::from_millis(config.pull_progress_ms.max(10)),
         },
         control.clone(),
         control,

@@ -2,7 +2,8 @@
 //! (stdout and stderr of every run, appended by containerd's shim) to the
 //! control plane, from any point, optionally following new output; and
 //! runs a process in a running container for it (exec, bounded in time
-//! and output: [`crate::runtime::exec`]; interactive: [`crate::attach`]).
+//! and output: [`crate::runtime::exec`]; interactive: [`crate::attach`]);
+//! and pulls an image ahead of use ([`crate::prewarm`]).
 
 use crate::runtime::{Runtime, TaskStatus};
 use skiff_proto as pb;
@@ -101,6 +102,13 @@ impl<R: Runtime> WorkerAgent for LogService<R> {
         request: Request<tonic::Streaming<pb::AttachInput>>,
     ) -> Result<Response<Self::AttachStream>, Status> {
         crate::attach::serve(self.runtime.clone(), request).await
+    }
+
+    async fn pull(
+        &self,
+        request: Request<pb::PullRequest>,
+    ) -> Result<Response<pb::PullResponse>, Status> {
+        crate::prewarm::serve(self.runtime.clone(), request.into_inner()).await
     }
 
     async fn exec(

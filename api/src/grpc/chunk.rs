@@ -18,7 +18,11 @@ pub fn messages(step: &AssignmentStep, keyring: &Keyring) -> Vec<pb::AssignmentU
     let assignments = step
         .assignments
         .iter()
-        .map(|row| assignment(row, keyring))
+        .map(|row| {
+            let mut a = assignment(row, keyring);
+            super::registry::attach(&mut a, row, &step.credentials, keyring);
+            a
+        })
         .collect();
     let removed = step.removed.iter().map(|id| id.to_string()).collect();
     chunk(

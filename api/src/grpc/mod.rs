@@ -6,11 +6,13 @@
 //! - [`join`]: join tokens in, certificates out; renewal.
 //! - [`chunk`]: assignment steps as size-bounded messages.
 //! - [`agents`]: the client for the workers' `WorkerAgent` service (logs).
+//! - [`registry`]: the registry credential an assignment carries.
 
 pub mod agents;
 pub mod auth;
 pub mod chunk;
 pub mod join;
+pub mod registry;
 
 pub use agents::AgentClients;
 pub use chunk::messages;
@@ -131,6 +133,7 @@ pub fn assignment(row: &ContainerRow, keyring: &Keyring) -> pb::Assignment {
                 .collect(),
             liveness_probe: row.liveness_probe.as_ref().map(|p| probe(&p.0)),
             readiness_probe: row.readiness_probe.as_ref().map(|p| probe(&p.0)),
+            registry_credential: None,
         }),
         stop_timeout_s: row.stop_timeout_s as u32,
     }

@@ -50,7 +50,9 @@ pub fn from_request(
 /// sorted, no insignificant whitespace), so a retry that re-serialises the
 /// same request still matches; a body that is not JSON counts as its bytes.
 /// The values of every `secure_env`, and the file contents of every secret
-/// volume, are left out (their keys and paths count): an unsalted hash of a short secret stored beside its key would give it away.
+/// volume, are left out (their keys and paths count), and so is every
+/// `password` (of `image_registry_credentials`): an unsalted hash of a
+/// short secret stored beside its key would give it away.
 pub fn fingerprint(method: &Method, path: &str, body: &[u8]) -> Vec<u8> {
     let canonical = serde_json::from_slice::<serde_json::Value>(body)
         .map(|mut v| {
@@ -67,8 +69,8 @@ pub fn fingerprint(method: &Method, path: &str, body: &[u8]) -> Vec<u8> {
     hash.finalize().to_vec()
 }
 
-/// Blanks the values of every `secure_env` object, and of every `files`
-/// object of a `secret` object, inside `value`.
+/// Blanks the values of every `secure_env` object, of every `files`
+/// object of a `secret` object, and every `password`, inside `value`.
 fn blank_secrets(value: &mut serde_json::Value) {
     match value {
         serde_json::Value::Object(map) => {
@@ -85,6 +87,9 @@ fn blank_secrets(value: &mut serde_json::Value) {
                                 .values_mut()
                                 .for_each(|v| *v = serde_json::Value::Null);
                         }
+                    }
+                    serde_json::Value::String(_) if key == "password" => {
+                        *inner = serde_json::Value::Null;
                     }
                     _ => blank_secrets(inner),
                 }
@@ -177,6 +182,12 @@ mod tests {
     #[test]
     fn secret_values_are_not_part_of_a_fingerprint_but_their_keys_are() {
         let of = |body: &str| fingerprint(&Method::POST, "/v1/containers", body.as_bytes());
+        let creds = |p: &str| {
+            of(&format!(
+                r#"{{"image":"x","image_registry_credentials":[{{"server":"r","username":"u","password":"{p}"}}]}}"#
+            ))
+        };
+        assert_eq!(creds("one"), creds("two"));
         let a = of(r#"{"image":"x","secure_env":{"TOKEN":"one"}}"#);
         assert_eq!(a, of(r#"{"image":"x","secure_env":{"TOKEN":"two"}}"#));
         assert_ne!(a, of(r#"{"image":"x","secure_env":{"OTHER":"one"}}"#));

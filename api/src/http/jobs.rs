@@ -237,6 +237,15 @@ pub async fn create(
     if let Some(url) = &notify_url {
         super::containers::check_notify_url(&state, tenant, url).await?;
     }
+    if body.template.image_registry_credentials.is_some() {
+        return Err(ApiError::Unprocessable {
+            field: "template.image_registry_credentials".into(),
+            detail: "not accepted in a job's template (it would be stored with the job); \
+                     store the credential with PUT /v1/registry-credentials/{server}: \
+                     the tasks' pulls use it"
+                .into(),
+        });
+    }
     if body.template.notify_url.is_some() {
         return Err(ApiError::invalid(
             "template.notify_url",

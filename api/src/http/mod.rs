@@ -14,6 +14,8 @@
 //! - [`join_tokens`]: admin routes for the tokens hosts join with.
 //! - [`webhooks`]: the tenant's webhook secret, a container's or a job's deliveries.
 //! - [`usage`]: usage reports, ledger verification, rate card.
+//! - [`registry_credentials`]: a tenant's stored registry credentials.
+//! - [`images`]: prewarming images onto hosts, and what each host holds.
 //! - [`openapi`]: the OpenAPI 3 document, generated from the handlers;
 //!   [`problems`], its error answers; [`schemas`], the schemas and
 //!   parameters it spells out by hand.
@@ -24,11 +26,13 @@ pub mod containers;
 pub mod events;
 pub mod hosts;
 pub mod idempotency;
+pub mod images;
 pub mod jobs;
 pub mod join_tokens;
 pub mod openapi;
 pub mod problems;
 pub mod quotas;
+pub mod registry_credentials;
 pub mod schemas;
 mod strict;
 pub mod tenants;
@@ -103,6 +107,13 @@ pub fn router(state: Arc<AppState>) -> Router {
             post(join_tokens::create).get(join_tokens::list),
         )
         .route("/v1/admin/join-tokens/{id}", delete(join_tokens::revoke))
+        .route("/v1/registry-credentials", get(registry_credentials::list))
+        .route(
+            "/v1/registry-credentials/{server}",
+            put(registry_credentials::put).delete(registry_credentials::delete),
+        )
+        .route("/v1/images", get(images::list))
+        .route("/v1/images/prewarm", post(images::prewarm))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

@@ -28,19 +28,14 @@ const PRUNE_EVERY: Duration = Duration::from_secs(60);
 const PURGE_BATCH: i64 = 1000;
 
 pub async fn run(state: Arc<AppState>, shutdown: CancellationToken) {
-    // Since when this replica has reached the database without a failure.
-    let mut healthy_since = Instant::now();
+    let mut hearing = Hearing::new(Instant::now());
     let mut last_prune = Instant::now();
     loop {
-        // A host's silence only means something once this control plane has
-        // been able to hear from it for the whole timeout: after an API
-        // restart, or a database outage during which no heartbeat could be
-        // recorded, every host would otherwise look lost.
-        let judge_hosts = healthy_since.elapsed() >= state.config.host_lost_after();
-        if let Err(err) = pass(&state, judge_hosts).await {
-            if err.is_unavailable() {
-                healthy_since = Instant::now();
-            }
+        let judge_hosts = hearing.may_judge(Instant::now(), state.config.host_lost_after());
+        let outcome = pass(&state, judge_hosts).await;
+        let unavailable = outcome.as_ref().is_err_and(|e| e.is_unavailable());
+        hearing.after_pass(Instant::now(), outcome.is_ok(), unavailable);
+        if let Err(err) = outcome {
             tracing::warn!(error = %err, "scheduler pass failed; retrying");
         }
         if last_prune.elapsed() >= PRUNE_EVERY {
@@ -51,6 +46,43 @@ pub async fn run(state: Arc<AppState>, shutdown: CancellationToken) {
             _ = shutdown.cancelled() => return,
             _ = state.hub.scheduler_woken() => {}
             _ = tokio::time::sleep(state.config.scheduler_tick()) => {}
+        }
+    }
+}
+
+/// Whether this replica may judge hosts by their silence. A host's
+/// silence only means something once this control plane has been able to
+/// hear from it for the whole timeout: after an API start, or a database
+/// outage during which no heartbeat could be recorded, every host would
+/// otherwise look lost. Hearing starts again when the database is reached
+/// after an outage: at the end of the first pass that succeeds (a pass
+/// begun during the outage may have waited all through it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Hearing {
+    since: Instant,
+    /// The last pass found the database unavailable.
+    recovering: bool,
+}
+
+impl Hearing {
+    fn new(now: Instant) -> Self {
+        Self {
+            since: now,
+            recovering: false,
+        }
+    }
+
+    fn may_judge(&self, now: Instant, lost_after: std::time::Duration) -> bool {
+        !self.recovering && now.duration_since(self.since) >= lost_after
+    }
+
+    fn after_pass(&mut self, now: Instant, ok: bool, unavailable: bool) {
+        if unavailable {
+            self.since = now;
+            self.recovering = true;
+        } else if ok && self.recovering {
+            self.since = now;
+            self.recovering = false;
         }
     }
 }
@@ -173,5 +205,31 @@ impl<'a> StepTimer<'a> {
             .with_label_values(&[name])
             .observe((now - self.since).as_secs_f64());
         self.since = now;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn hosts_are_judged_only_after_hearing_from_them_for_the_whole_timeout() {
+        let lost_after = Duration::from_secs(10);
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let mut h = Hearing::new(t0);
+        assert!(!h.may_judge(at(9), lost_after), "just started");
+        assert!(h.may_judge(at(10), lost_after));
+        // An outage: no judging while it lasts ...
+        h.after_pass(at(20), false, true);
+        assert!(!h.may_judge(at(40), lost_after));
+        // ... a pass that waited through it succeeds at 45: hearing starts then.
+        h.after_pass(at(45), true, false);
+        assert!(!h.may_judge(at(54), lost_after));
+        assert!(h.may_judge(at(55), lost_after));
+        // A failure that is not an outage (a bad row, say) changes nothing.
+        h.after_pass(at(60), false, false);
+        assert!(h.may_judge(at(60), lost_after));
     }
 }

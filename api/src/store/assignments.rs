@@ -10,6 +10,7 @@
 //! with a higher id (a plain sequence would skip it). Each step reads in one
 //! REPEATABLE READ snapshot, so the rows it sends match its watermark.
 
+use super::registry_credentials::{self, StepCredentials};
 use super::{ContainerRow, Result, Store, StoreError, CONTAINER_COLUMNS};
 use sqlx::PgConnection;
 use std::collections::HashSet;
@@ -29,6 +30,22 @@ pub struct AssignmentStep {
     /// Changes exist that finished transactions cannot show yet (an older
     /// transaction is still open): read again shortly.
     pub pending: bool,
+    /// The registry credentials its containers meant to run may pull with
+    /// (read in the same snapshot), still sealed.
+    pub credentials: StepCredentials,
+}
+
+/// The registry credentials `rows` may need: those of containers meant to
+/// run, whose image names a registry.
+async fn credentials_of(conn: &mut PgConnection, rows: &[ContainerRow]) -> Result<StepCredentials> {
+    let wanted: Vec<_> = rows
+        .iter()
+        .filter(|r| r.desired == skiff_core::DesiredState::Running)
+        .filter_map(|r| {
+            skiff_core::registry::registry_of(&r.image).map(|server| (r.id, r.tenant_id, server))
+        })
+        .collect();
+    registry_credentials::load_for(conn, &wanted).await
 }
 
 async fn begin_snapshot(conn: &mut PgConnection) -> Result<u64> {
@@ -58,6 +75,7 @@ impl Store {
         .bind(host_id)
         .fetch_all(&mut *tx)
         .await?;
+        let credentials = credentials_of(&mut tx, &assignments).await?;
         tx.commit().await?;
         Ok(AssignmentStep {
             revision,
@@ -65,6 +83,7 @@ impl Store {
             assignments,
             removed: Vec::new(),
             pending: false,
+            credentials,
         })
     }
 
@@ -113,6 +132,7 @@ impl Store {
             .fetch_all(&mut *tx)
             .await?
         };
+        let credentials = credentials_of(&mut tx, &assignments).await?;
         tx.commit().await?;
         let kept: HashSet<Uuid> = assignments.iter().map(|r| r.id).collect();
         let removed = changed
@@ -125,6 +145,7 @@ impl Store {
             assignments,
             removed,
             pending,
+            credentials,
         }))
     }
 

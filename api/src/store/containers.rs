@@ -88,12 +88,16 @@ pub(super) async fn insert_row(
     .bind(c.readiness_probe.as_ref().map(Json))
     .fetch_one(&mut *conn)
     .await;
-    match result {
+    let row = match result {
         Err(sqlx::Error::Database(db)) if db.constraint() == Some("containers_tenant_name") => {
             Err(StoreError::NameTaken(c.name.clone()))
         }
         other => Ok(other?),
+    }?;
+    if let Some(credential) = &c.registry_credential {
+        super::registry_credentials::insert_for_container(conn, c.id, credential, keyring).await?;
     }
+    Ok(row)
 }
 
 /// What a new (pending) container adds to its tenant's use.

@@ -21,6 +21,8 @@
 //! - [`trust`]: join tokens, host identities, issued certificates, revocation.
 //! - [`webhooks`]: completion webhook deliveries and the tenant's signing secret.
 //! - [`events`]: the tenant's event log, read in commit order.
+//! - [`registry_credentials`]: registry credentials (a tenant's stored
+//!   ones, a container's own), sealed, and which applies to a pull.
 
 pub mod assignments;
 pub mod containers;
@@ -31,6 +33,7 @@ pub mod jobs;
 pub mod limits;
 pub mod placement;
 pub mod quotas;
+pub mod registry_credentials;
 pub mod reports;
 pub mod secrets;
 pub mod tenants;
@@ -168,6 +171,9 @@ pub struct ContainerRow {
     pub readiness_probe: Option<Json<skiff_core::Probe>>,
     /// The current run's readiness as its host last reported it.
     pub ready: bool,
+    /// The current run's image pull, as its host last reported it.
+    pub pull_bytes_done: Option<i64>,
+    pub pull_bytes_total: Option<i64>,
 }
 
 impl ContainerRow {
@@ -214,7 +220,7 @@ const CONTAINER_COLUMNS: &str = "id, tenant_id, name, image, image_digest, comma
     max_pending_s, pending_since, host_labels, prefer_host_id, created_at, \
     scheduled_at, started_at, finished_at, queued_ms, pull_ms, create_ms, start_ms, deleted_at, removed_at, \
     network, network_group, ports, host_ports, ip, read_only_rootfs, volumes, mounts, \
-    liveness_probe, readiness_probe, ready";
+    liveness_probe, readiness_probe, ready, pull_bytes_done, pull_bytes_total";
 
 /// The states that hold a host's resources (everything not finished).
 const TERMINAL_STATES: &str = "('succeeded', 'failed', 'stopped')";

@@ -103,6 +103,7 @@ impl Store {
             record_facts(&mut tx, id, report, observed).await?;
             record_ip(&mut tx, &row, report, observed).await?;
             record_ready(&mut tx, &row, report, observed).await?;
+            record_pull(&mut tx, &row, report, observed).await?;
         }
         tx.commit().await?;
         Ok(Some(ReportOutcome {
@@ -295,6 +296,41 @@ async fn record_ready(
             .execute(&mut **tx)
             .await?;
     }
+    Ok(())
+}
+
+/// How far the current run's pull is: a pulling report's numbers; a
+/// pulling report without them starts afresh (a new run's pull). Kept
+/// after, as the object shows them only while `pulling`.
+async fn record_pull(
+    tx: &mut Transaction<'_, Postgres>,
+    row: &ContainerRow,
+    report: &pb::StatusReport,
+    observed: pb::ObservedState,
+) -> Result<()> {
+    let (done, total) = match (observed, &report.pull) {
+        (pb::ObservedState::Pulling, Some(p)) => (
+            i64::try_from(p.bytes_done).unwrap_or(i64::MAX),
+            i64::try_from(p.bytes_total).unwrap_or(i64::MAX),
+        ),
+        (pb::ObservedState::Pulling, None) if row.pull_bytes_total.is_some() => {
+            // A new pull begins: nothing known of it yet.
+            sqlx::query(
+                "UPDATE containers SET pull_bytes_done = NULL, pull_bytes_total = NULL WHERE id = $1",
+            )
+            .bind(row.id)
+            .execute(&mut **tx)
+            .await?;
+            return Ok(());
+        }
+        _ => return Ok(()),
+    };
+    sqlx::query("UPDATE containers SET pull_bytes_done = $2, pull_bytes_total = $3 WHERE id = $1")
+        .bind(row.id)
+        .bind(done.min(total).max(0))
+        .bind(total.max(0))
+        .execute(&mut **tx)
+        .await?;
     Ok(())
 }
 

@@ -9,7 +9,9 @@
 //! none is left.
 
 use super::{Result, Store, StoreError};
-use crate::secrets::{container_row, job_row, Sealed};
+use crate::secrets::{
+    container_registry_credential_row, container_row, job_row, registry_credential_row, Sealed,
+};
 use skiff_core::SecretEnv;
 use sqlx::types::Json;
 use std::time::Duration;
@@ -52,11 +54,58 @@ const LEGACY_JOBS: Legacy = Legacy {
     row_of: job_row,
 };
 
+/// A sealed column pair: the id of the key and the sealed bytes, in a
+/// table whose rows are bound by `row_of(id)`.
+struct SealedColumn {
+    table: &'static str,
+    kid: &'static str,
+    sealed: &'static str,
+    row_of: fn(Uuid) -> String,
+}
+
+const CONTAINERS_SECURE_ENV: SealedColumn = SealedColumn {
+    table: "containers",
+    kid: "secure_env_kid",
+    sealed: "secure_env_sealed",
+    row_of: container_row,
+};
+
+const JOBS_SECURE_ENV: SealedColumn = SealedColumn {
+    table: "jobs",
+    kid: "secure_env_kid",
+    sealed: "secure_env_sealed",
+    row_of: job_row,
+};
+
+const REGISTRY_PASSWORDS: SealedColumn = SealedColumn {
+    table: "registry_credentials",
+    kid: "password_kid",
+    sealed: "password_sealed",
+    row_of: registry_credential_row,
+};
+
+const CONTAINER_REGISTRY_PASSWORDS: SealedColumn = SealedColumn {
+    table: "container_registry_credentials",
+    kid: "password_kid",
+    sealed: "password_sealed",
+    row_of: container_registry_credential_row,
+};
+
+/// Every sealed column, for the start-up check and `secrets reencrypt`.
+const SEALED: [&SealedColumn; 4] = [
+    &CONTAINERS_SECURE_ENV,
+    &JOBS_SECURE_ENV,
+    &REGISTRY_PASSWORDS,
+    &CONTAINER_REGISTRY_PASSWORDS,
+];
+
 /// What a bulk pass changed.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Resealed {
     pub containers: u64,
     pub jobs: u64,
+    /// Registry passwords: tenants' stored ones and containers' own.
+    pub registry_credentials: u64,
     /// Rows whose secrets did not open (left as they were).
     pub unopenable: Vec<Uuid>,
 }
@@ -92,12 +141,20 @@ impl Store {
     /// (those secrets could not be opened: an API must not serve then).
     pub async fn missing_secret_keys(&self) -> Result<Vec<String>> {
         let known: Vec<String> = self.keyring.ids().map(str::to_owned).collect();
-        Ok(sqlx::query_scalar(
-            "SELECT kid FROM ( \
-               SELECT DISTINCT secure_env_kid AS kid FROM containers WHERE secure_env_kid IS NOT NULL \
-               UNION SELECT DISTINCT secure_env_kid FROM jobs WHERE secure_env_kid IS NOT NULL \
-             ) k WHERE kid <> ALL($1) ORDER BY kid",
-        )
+        let kids = SEALED
+            .iter()
+            .map(|c| {
+                format!(
+                    "SELECT DISTINCT {kid} AS kid FROM {table} WHERE {kid} IS NOT NULL",
+                    kid = c.kid,
+                    table = c.table
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" UNION ");
+        Ok(sqlx::query_scalar(&format!(
+            "SELECT kid FROM ({kids}) k WHERE kid <> ALL($1) ORDER BY kid"
+        ))
         .bind(&known)
         .fetch_all(&self.pool)
         .await?)
@@ -203,25 +260,34 @@ impl Store {
         let current = self.keyring.current();
         // Rows whose secrets do not open are listed, and left as they are.
         let unopenable = std::sync::Mutex::new(Vec::new());
+        let left = SEALED
+            .iter()
+            .map(|c| {
+                format!(
+                    "(SELECT count(*) FROM {} WHERE {} <> $1 AND id <> ALL($2))",
+                    c.table, c.kid
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" + ");
+        let left = format!("SELECT {left}");
         self.until_none_left(
             async || {
                 let skip = unopenable.lock().expect("list").clone();
-                Ok(sqlx::query_scalar(
-                    "SELECT (SELECT count(*) FROM containers WHERE secure_env_kid <> $1 \
-                               AND id <> ALL($2)) \
-                          + (SELECT count(*) FROM jobs WHERE secure_env_kid <> $1 \
-                               AND id <> ALL($2))",
-                )
-                .bind(current)
-                .bind(skip)
-                .fetch_one(&self.pool)
-                .await?)
+                Ok(sqlx::query_scalar(&left)
+                    .bind(current)
+                    .bind(skip)
+                    .fetch_one(&self.pool)
+                    .await?)
             },
             async || {
                 done.containers += self
-                    .reseal_table("containers", container_row, &unopenable)
+                    .reseal_column(&CONTAINERS_SECURE_ENV, &unopenable)
                     .await?;
-                done.jobs += self.reseal_table("jobs", job_row, &unopenable).await?;
+                done.jobs += self.reseal_column(&JOBS_SECURE_ENV, &unopenable).await?;
+                for column in [&REGISTRY_PASSWORDS, &CONTAINER_REGISTRY_PASSWORDS] {
+                    done.registry_credentials += self.reseal_column(column, &unopenable).await?;
+                }
                 Ok(())
             },
         )
@@ -230,22 +296,26 @@ impl Store {
         Ok(done)
     }
 
-    /// [`Store::reseal_secrets`] of one table; `row_of` names a row's
-    /// associated data; rows that do not open are added to `unopenable`
-    /// (and skipped from then on).
-    async fn reseal_table(
+    /// [`Store::reseal_secrets`] of one sealed column; rows that do not
+    /// open are added to `unopenable` (and skipped from then on).
+    async fn reseal_column(
         &self,
-        table: &'static str,
-        row_of: fn(Uuid) -> String,
+        column: &SealedColumn,
         unopenable: &std::sync::Mutex<Vec<Uuid>>,
     ) -> Result<u64> {
+        let SealedColumn {
+            table,
+            kid: kid_column,
+            sealed: sealed_column,
+            row_of,
+        } = column;
         let mut done = 0;
         loop {
             let skip = unopenable.lock().expect("list").clone();
             let mut tx = self.pool.begin().await?;
             let rows: Vec<(Uuid, String, Vec<u8>)> = sqlx::query_as(&format!(
-                "SELECT id, secure_env_kid, secure_env_sealed FROM {table} \
-                 WHERE secure_env_kid IS NOT NULL AND secure_env_kid <> $1 AND id <> ALL($3) \
+                "SELECT id, {kid_column}, {sealed_column} FROM {table} \
+                 WHERE {kid_column} IS NOT NULL AND {kid_column} <> $1 AND id <> ALL($3) \
                  ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED"
             ))
             .bind(self.keyring.current())
@@ -265,7 +335,7 @@ impl Store {
                 };
                 let new = self.keyring.seal(&plaintext, &row);
                 sqlx::query(&format!(
-                    "UPDATE {table} SET secure_env_kid = $2, secure_env_sealed = $3 WHERE id = $1"
+                    "UPDATE {table} SET {kid_column} = $2, {sealed_column} = $3 WHERE id = $1"
                 ))
                 .bind(id)
                 .bind(&new.kid)

@@ -67,6 +67,13 @@ impl WorkerAgent for Echo {
     ) -> Result<tonic::Response<Self::AttachStream>, tonic::Status> {
         Err(tonic::Status::unimplemented("not in this test"))
     }
+
+    async fn pull(
+        &self,
+        _request: tonic::Request<crate::PullRequest>,
+    ) -> Result<tonic::Response<crate::PullResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("not in this test"))
+    }
 }
 
 async fn serve(ca: &Authority, own: Arc<Credentials>, clients: ClientCerts) -> String {

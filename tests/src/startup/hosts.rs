@@ -224,11 +224,17 @@ pub(super) fn start_workers(
             ("SKIFF_JOIN_TOKEN".into(), join_token.to_owned()),
             ("SKIFF_CONTAINERD_SOCKET".into(), socket.clone()),
             ("SKIFF_CONTAINERD_NAMESPACE".into(), namespace.clone()),
-            // The test registry over plain HTTP, and the egress tests'
-            // stubs; a deny list for those tests.
+            // The test registries over plain HTTP (the one with auth
+            // too), and the egress tests' stubs; a deny list for those tests.
             (
                 "SKIFF_INSECURE_REGISTRIES".into(),
-                format!("{registry},{}", crate::platform::REDIRECTING_REGISTRY_HOST),
+                format!(
+                    "{registry},{}{}",
+                    crate::platform::REDIRECTING_REGISTRY_HOST,
+                    crate::registry::AuthRegistry::from_env()
+                        .map(|r| format!(",{}", r.insecure()))
+                        .unwrap_or_default()
+                ),
             ),
             (
                 "SKIFF_REGISTRY_DENY".into(),

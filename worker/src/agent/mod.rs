@@ -155,6 +155,8 @@ pub struct AgentSettings {
     pub max_concurrent_starts: usize,
     /// The running-container re-check and meter checkpoint interval.
     pub checkpoint_interval: Duration,
+    /// How often a pull's progress is reported (when it moved).
+    pub pull_progress_interval: Duration,
 }
 
 /// Aborts a task when dropped (a session's helpers end with it).
@@ -207,6 +209,7 @@ impl<R: Runtime> Agent<R> {
                 start_slots: Arc::new(Semaphore::new(settings.max_concurrent_starts.max(1))),
                 reporter: Reporter::new(sink),
                 checkpoint_interval: settings.checkpoint_interval,
+                pull_progress_interval: settings.pull_progress_interval,
             },
             host,
             control,

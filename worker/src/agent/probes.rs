@@ -249,10 +249,11 @@ fn http_get(addr: SocketAddr, path: &str, timeout: Duration) -> std::io::Result<
     let mut stream = TcpStream::connect_timeout(&addr, timeout)?;
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;
-    write!(
-        stream,
+    // One write: a server may answer (and close) on a partial request.
+    let request = format!(
         "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: skiff-probe\r\nAccept: */*\r\nConnection: close\r\n\r\n"
-    )?;
+    );
+    stream.write_all(request.as_bytes())?;
     let mut head = Vec::new();
     let mut buf = [0u8; 512];
     while head.len() < MAX_ANSWER && !head.windows(2).any(|w| w == b"\r\n") {
@@ -301,10 +302,19 @@ mod tests {
         let port = listener.local_addr().unwrap().port();
         std::thread::spawn(move || {
             for stream in listener.incoming().take(2).flatten() {
+                // Answers once the request's head is in (a bare connect
+                // sends none).
                 let mut stream = stream;
-                let mut buf = [0u8; 1024];
-                let _ = stream.read(&mut buf);
-                let _ = stream.write_all(b"HTTP/1.1 204 No Content\r\n\r\n");
+                let (mut head, mut buf) = (Vec::new(), [0u8; 1024]);
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                if !head.is_empty() {
+                    let _ = stream.write_all(b"HTTP/1.1 204 No Content\r\n\r\n");
+                }
             }
         });
         let target = Target {

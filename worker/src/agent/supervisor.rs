@@ -12,6 +12,7 @@
 use super::probes;
 use super::reconcile::{self, Known, Step};
 use super::report::{event, now_ms, report, Outbox, Reporter};
+use crate::runtime::auth::RegistryLogin;
 use crate::runtime::volumes::{Mount, Volume, VolumeKind};
 use crate::runtime::{
     ContainerInfo, ExitRecord, NetworkSpec, RunSpec, Runtime, RuntimeError, TaskEvent, TaskInfo,
@@ -49,6 +50,8 @@ pub struct Shared<R: Runtime> {
     pub reporter: Reporter,
     /// The running-container re-check and meter checkpoint interval.
     pub checkpoint_interval: Duration,
+    /// How often a pull's progress is reported (when it moved).
+    pub pull_progress_interval: Duration,
 }
 
 /// The agent's handle to one container's supervisor.
@@ -89,6 +92,7 @@ pub fn spawn<R: Runtime>(
         start_slots: shared.start_slots.clone(),
         reporter: shared.reporter.clone(),
         checkpoint_interval: shared.checkpoint_interval,
+        pull_progress_interval: shared.pull_progress_interval,
         desired: desired_rx,
         events: events_rx,
         cancel: cancel.clone(),
@@ -186,6 +190,7 @@ struct ContainerSupervisor<R: Runtime> {
     start_slots: Arc<Semaphore>,
     reporter: Reporter,
     checkpoint_interval: Duration,
+    pull_progress_interval: Duration,
     desired: watch::Receiver<pb::Assignment>,
     events: mpsc::UnboundedReceiver<TaskEvent>,
     cancel: CancellationToken,
@@ -469,9 +474,26 @@ impl<R: Runtime> ContainerSupervisor<R> {
         let pull_started = Instant::now();
         // A pull may take minutes; a fenced container must not wait for it.
         // Dropping it is safe: the content store keeps what was written, under a lease.
-        let pulled = tokio::select! {
-            _ = self.cancel.cancelled() => return,
-            pulled = self.runtime.ensure_image(&spec.image) => pulled,
+        let login = RegistryLogin::from_pb(spec.registry_credential.as_ref());
+        let (runtime, cancel) = (self.runtime.clone(), self.cancel.clone());
+        let pulling = runtime.ensure_image_with(&spec.image, login.as_ref());
+        tokio::pin!(pulling);
+        let mut tick = tokio::time::interval(self.pull_progress_interval);
+        let mut last = None;
+        let pulled = loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                pulled = &mut pulling => break pulled,
+                _ = tick.tick() => {
+                    let now = self.runtime.pull_progress(&spec.image);
+                    if let Some((bytes_done, bytes_total)) = now.filter(|_| now != last) {
+                        let mut r = report(&self.id, generation, pb::ObservedState::Pulling);
+                        r.pull = Some(pb::PullProgress { bytes_done, bytes_total });
+                        self.send(r);
+                        last = now;
+                    }
+                }
+            }
         };
         let image = match pulled {
             Ok(image) => image,

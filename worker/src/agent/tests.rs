@@ -131,6 +131,7 @@ async fn harness(runtime: Arc<FakeRuntime>) -> Harness {
         AgentSettings {
             max_concurrent_starts: 2,
             checkpoint_interval: Duration::from_secs(5),
+            pull_progress_interval: Duration::from_millis(10),
         },
         // Never dialed: these tests drive apply_update directly.
         Arc::new(
@@ -635,4 +636,38 @@ async fn a_passing_readiness_probe_makes_the_run_ready_and_liveness_leaves_it_be
         .iter()
         .any(|c| matches!(c, Call::Kill(..))));
     assert_eq!(h.runtime.task_status(A), Some(TaskStatus::Running));
+}
+
+#[tokio::test]
+async fn a_pull_under_way_reports_its_progress_as_it_moves() {
+    let runtime = FakeRuntime::new();
+    let pulls = runtime.hold_pulls();
+    runtime.pull_progress_is(Some((1, 10)));
+    let h = harness(runtime).await;
+    h.agent
+        .apply_update(snapshot(1, vec![running(C, 1)]))
+        .await
+        .unwrap();
+    let first = h.sink.wait_report(C, |r| r.pull.is_some()).await;
+    assert_eq!(first.state, pb::ObservedState::Pulling as i32);
+    assert_eq!(
+        first.pull.map(|p| (p.bytes_done, p.bytes_total)),
+        Some((1, 10))
+    );
+    h.runtime.pull_progress_is(Some((10, 10)));
+    h.sink
+        .wait_report(C, |r| r.pull.is_some_and(|p| p.bytes_done == 10))
+        .await;
+    pulls.add_permits(1);
+    h.sink.wait_for(C, pb::ObservedState::Running).await;
+    // Reported only when it moved: once at 1, once at 10.
+    let reported = h
+        .sink
+        .reports
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|r| r.container_id == C && r.pull.is_some())
+        .count();
+    assert_eq!(reported, 2);
 }

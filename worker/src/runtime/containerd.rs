@@ -526,8 +526,20 @@ impl Runtime for ContainerdRuntime {
         Ok(v.version)
     }
 
+    fn pull_progress(&self, reference: &str) -> Option<(u64, u64)> {
+        self.puller.progress(reference)
+    }
+
     async fn ensure_image(&self, reference: &str) -> Result<ImageInfo, RuntimeError> {
-        let info = self.puller.ensure_image(reference).await?;
+        self.ensure_image_with(reference, None).await
+    }
+
+    async fn ensure_image_with(
+        &self,
+        reference: &str,
+        login: Option<&super::auth::RegistryLogin>,
+    ) -> Result<ImageInfo, RuntimeError> {
+        let info = self.puller.ensure_image(reference, login).await?;
         self.last_used
             .lock()
             .expect("last-used lock")

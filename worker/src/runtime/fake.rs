@@ -40,6 +40,8 @@ struct State {
     failing_removals: bool,
     /// What every exec exits with.
     exec_exit: i32,
+    /// What pull_progress answers.
+    pull_progress: Option<(u64, u64)>,
 }
 
 #[derive(Default)]
@@ -110,6 +112,12 @@ impl FakeRuntime {
     }
 
     /// Makes remove() fail (as containerd would when unreachable) or succeed again.
+    /// Makes pull_progress answer `progress` (for any image).
+    pub fn pull_progress_is(&self, progress: Option<(u64, u64)>) -> &Self {
+        self.state.lock().unwrap().pull_progress = progress;
+        self
+    }
+
     /// Makes every exec (probes included) exit with `code`.
     pub fn exec_exits_with(&self, code: i32) -> &Self {
         self.state.lock().unwrap().exec_exit = code;
@@ -154,6 +162,10 @@ fn not_found(op: &'static str, id: &str) -> RuntimeError {
 
 #[async_trait]
 impl Runtime for FakeRuntime {
+    fn pull_progress(&self, _reference: &str) -> Option<(u64, u64)> {
+        self.state.lock().unwrap().pull_progress
+    }
+
     async fn exec(
         &self,
         _id: &str,

@@ -7,6 +7,8 @@
 //! - [`cgroup`]: the host's cgroup layout (v2 or v1): usage, OOM kills and
 //!   leftovers of a container's cgroup; refuses a host with neither.
 //! - [`pull`]: fetches images from an OCI registry into containerd's content store and unpacks them.
+//! - [`auth`]: registry credentials of a pull, and who may use a cached
+//!   private image.
 //! - [`spec`]: builds the complete OCI runtime spec for a container.
 //! - [`seccomp`]: resolves the containers/common default profile into OCI form.
 //! - `users`: the user a container runs as, looked up in its image once.
@@ -18,6 +20,7 @@
 //! Bookkeeping lives in containerd itself (container labels), not in the
 //! worker's memory, so a restarted worker re-adopts what is running.
 
+pub mod auth;
 pub mod cgroup;
 pub mod containerd;
 pub mod exec;
@@ -239,6 +242,24 @@ pub trait Runtime: Send + Sync + 'static {
     /// Makes sure `reference` is in containerd's content store and unpacked
     /// into snapshots. Does no registry traffic for an image already present.
     async fn ensure_image(&self, reference: &str) -> Result<ImageInfo, RuntimeError>;
+
+    /// How far a pull of `reference` under way is: (layer bytes fetched,
+    /// of all its layers); None when none is under way.
+    fn pull_progress(&self, _reference: &str) -> Option<(u64, u64)> {
+        None
+    }
+
+    /// [`Runtime::ensure_image`] with a registry login (None: anonymous);
+    /// a cached image that was pulled with credentials is used only once
+    /// `login` is shown to read it (see [`auth`]).
+    async fn ensure_image_with(
+        &self,
+        reference: &str,
+        login: Option<&auth::RegistryLogin>,
+    ) -> Result<ImageInfo, RuntimeError> {
+        let _ = login;
+        self.ensure_image(reference).await
+    }
 
     /// Creates the container record and its rootfs snapshot. Idempotent:
     /// an existing container with this id is left as it is.

@@ -13,7 +13,11 @@
 //! An image whose record, manifest, config and top snapshot are all present
 //! is resolved from containerd alone: no registry traffic, so a registry
 //! outage does not stop restarts of containers whose image is cached.
+//! An image pulled with credentials is the exception: its cached copy is
+//! handed to a caller only once the registry would serve it that caller's
+//! own credentials (`login`: the clients, refusals and that check).
 
+use super::auth::{self, Proofs, RegistryLogin};
 use super::containerd::Conn;
 use super::{ImageDefaults, ImageInfo, RuntimeError};
 use crate::egress::proxy::EgressProxy;
@@ -34,17 +38,19 @@ use containerd_client::services::v1::{
 };
 use containerd_client::types::Descriptor;
 use futures::{StreamExt, TryStreamExt};
-use oci_client::client::{ClientConfig, ClientProtocol};
+use oci_client::client::ClientProtocol;
 use oci_client::errors::OciDistributionError;
-use oci_client::secrets::RegistryAuth;
 use oci_client::{Client as RegistryClient, Reference};
 use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tonic::Code;
 use tracing::{debug, info, instrument};
+
+mod login;
+use login::{pull_message, registry_client};
 
 pub const SNAPSHOTTER: &str = "overlayfs";
 
@@ -73,7 +79,7 @@ pub struct Puller {
     http: RegistryClient,
     https: RegistryClient,
     /// Both clients connect through it (kept alive with the puller).
-    _proxy: EgressProxy,
+    proxy: EgressProxy,
     /// One async mutex per image name, so concurrent ensure_image calls for
     /// the same image wait for one pull instead of racing each other.
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -83,6 +89,26 @@ pub struct Puller {
     /// A present image is never re-resolved against the registry anyway;
     /// [`Puller::forget`] drops one the image GC removes.
     resolved: Mutex<HashMap<String, ImageInfo>>,
+    /// Images (canonical names) pulled with credentials: their cached copy
+    /// is used only after the caller's own authorization (see [`auth`]).
+    private: Mutex<HashSet<String>>,
+    proofs: Proofs,
+    /// Pulls under way, by canonical name: layer bytes fetched and in all.
+    progress: Mutex<HashMap<String, Arc<Progress>>>,
+}
+
+/// How far one pull's layer downloads are.
+#[derive(Debug, Default)]
+struct Progress {
+    done: std::sync::atomic::AtomicU64,
+    total: std::sync::atomic::AtomicU64,
+}
+
+impl Progress {
+    fn add(&self, bytes: u64) {
+        self.done
+            .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// Manifest and config of an image, parsed.
@@ -256,27 +282,17 @@ impl Puller {
     pub(crate) async fn new(conn: Conn, egress: EgressPolicy) -> std::io::Result<Self> {
         let egress = Arc::new(egress);
         let proxy = EgressProxy::start(egress.clone()).await?;
-        let client = |protocol| {
-            RegistryClient::new(ClientConfig {
-                protocol,
-                // Pick linux/amd64 from image indexes: that is what the hosts run.
-                platform_resolver: Some(Box::new(oci_client::client::linux_amd64_resolver)),
-                connect_timeout: Some(std::time::Duration::from_secs(10)),
-                read_timeout: Some(std::time::Duration::from_secs(60)),
-                // Every connection, redirects included (and no system proxy).
-                https_proxy: Some(proxy.url()),
-                http_proxy: Some(proxy.url()),
-                ..ClientConfig::default()
-            })
-        };
         Ok(Self {
             conn,
-            http: client(ClientProtocol::Http),
-            https: client(ClientProtocol::Https),
+            http: registry_client(ClientProtocol::Http, proxy.url()),
+            https: registry_client(ClientProtocol::Https, proxy.url()),
             egress,
-            _proxy: proxy,
+            proxy,
             locks: Mutex::new(HashMap::new()),
             resolved: Mutex::new(HashMap::new()),
+            private: Mutex::new(HashSet::new()),
+            proofs: Proofs::default(),
+            progress: Mutex::new(HashMap::new()),
         })
     }
 
@@ -341,8 +357,29 @@ impl Puller {
             .unwrap_or_else(|_| reference.to_owned())
     }
 
+    /// How far a pull of `reference` under way is: (layer bytes fetched,
+    /// of all its layers); None when none is.
+    pub fn progress(&self, reference: &str) -> Option<(u64, u64)> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let name = reference.parse::<Reference>().ok()?.whole();
+        let progress = self
+            .progress
+            .lock()
+            .expect("progress map")
+            .get(&name)?
+            .clone();
+        Some((progress.done.load(Relaxed), progress.total.load(Relaxed)))
+    }
+
+    /// Makes sure the image is present and unpacked, pulling it with
+    /// `login` (None: anonymously) if not; a cached image that was pulled
+    /// with credentials is used only once `login` is shown to read it.
     #[instrument(skip_all, fields(image = %reference))]
-    pub async fn ensure_image(&self, reference: &str) -> Result<ImageInfo, RuntimeError> {
+    pub async fn ensure_image(
+        &self,
+        reference: &str,
+        login: Option<&RegistryLogin>,
+    ) -> Result<ImageInfo, RuntimeError> {
         let err = |message: String| RuntimeError::Pull {
             image: reference.to_owned(),
             message,
@@ -354,6 +391,7 @@ impl Puller {
         // lock and the image record, so spellings of one image share both.
         let name = parsed.whole();
         if let Some(info) = self.cached(&name).await.map_err(err)? {
+            self.authorize(&parsed, &name, login).await.map_err(err)?;
             return Ok(info);
         }
 
@@ -363,7 +401,7 @@ impl Puller {
         };
         let result = {
             let _guard = lock.lock().await;
-            self.ensure_locked(&parsed, &name).await.map_err(err)
+            self.ensure_locked(&parsed, &name, login).await.map_err(err)
         };
         // Forget the mutex when nobody else holds or waits for it.
         let mut locks = self.locks.lock().expect("image lock map poisoned");
@@ -397,6 +435,11 @@ impl Puller {
             .lock()
             .expect("resolved images lock")
             .remove(name);
+        self.private
+            .lock()
+            .expect("private images lock")
+            .remove(name);
+        self.proofs.forget(name);
     }
 
     fn remember(&self, name: &str, info: &ImageInfo) {
@@ -409,12 +452,19 @@ impl Puller {
         );
     }
 
-    async fn ensure_locked(&self, parsed: &Reference, name: &str) -> Result<ImageInfo, String> {
+    async fn ensure_locked(
+        &self,
+        parsed: &Reference,
+        name: &str,
+        login: Option<&RegistryLogin>,
+    ) -> Result<ImageInfo, String> {
         let started = Instant::now();
         if let Some(info) = self.cached(name).await? {
+            self.authorize(parsed, name, login).await?;
             return Ok(info);
         }
         if let Some(info) = self.resolve_cached(name).await? {
+            self.authorize(parsed, name, login).await?;
             debug!(
                 elapsed_ms = started.elapsed().as_millis() as u64,
                 "image cached"
@@ -422,7 +472,14 @@ impl Puller {
             self.remember(name, &info);
             return Ok(info);
         }
-        let info = self.pull(parsed, name).await?;
+        let info = self.pull(parsed, name, login).await?;
+        if login.is_some() {
+            self.private
+                .lock()
+                .expect("private images lock")
+                .insert(name.to_owned());
+            self.proofs.record(name, login, Instant::now());
+        }
         self.remember(name, &info);
         info!(
             digest = %info.digest,
@@ -446,6 +503,17 @@ impl Puller {
             Err(s) if s.code() == Code::NotFound => return Ok(None),
             Err(s) => return Err(status_message("Images.Get", &s)),
         };
+        // Pulled with credentials (by this worker or one before it).
+        if image
+            .as_ref()
+            .and_then(|i| i.labels.get(auth::LABEL_AUTH))
+            .is_some_and(|v| v == auth::AUTH_REQUIRED)
+        {
+            self.private
+                .lock()
+                .expect("private images lock")
+                .insert(name.to_owned());
+        }
         let Some(target) = image.and_then(|i| i.target) else {
             return Ok(None);
         };
@@ -502,15 +570,27 @@ impl Puller {
         }))
     }
 
-    async fn pull(&self, parsed: &Reference, name: &str) -> Result<ImageInfo, String> {
+    async fn pull(
+        &self,
+        parsed: &Reference,
+        name: &str,
+        login: Option<&RegistryLogin>,
+    ) -> Result<ImageInfo, String> {
         self.check_egress(parsed.resolve_registry()).await?;
-        let client = self.registry_client(parsed.resolve_registry());
-        let auth = RegistryAuth::Anonymous;
+        let own_client;
+        let client = match login {
+            Some(_) => {
+                own_client = self.login_client(parsed.resolve_registry());
+                &own_client
+            }
+            None => self.registry_client(parsed.resolve_registry()),
+        };
+        let auth = RegistryLogin::registry_auth(login);
 
         let (mut manifest_bytes, mut manifest_digest) = client
             .pull_manifest_raw(parsed, &auth, ACCEPTED_MANIFESTS)
             .await
-            .map_err(|e| registry_message(&e))?;
+            .map_err(|e| pull_message(&e, login))?;
         let mut manifest_bytes_vec = manifest_bytes.to_vec();
         let mut media_type = media_type_of(&manifest_bytes_vec);
         if is_index(&media_type, &manifest_bytes_vec) {
@@ -519,7 +599,7 @@ impl Puller {
             (manifest_bytes, manifest_digest) = client
                 .pull_manifest_raw(&by_digest, &auth, ACCEPTED_MANIFESTS)
                 .await
-                .map_err(|e| registry_message(&e))?;
+                .map_err(|e| pull_message(&e, login))?;
             manifest_bytes_vec = manifest_bytes.to_vec();
             media_type = if entry.media_type.is_empty() {
                 media_type_of(&manifest_bytes_vec)
@@ -538,7 +618,7 @@ impl Puller {
         client
             .pull_blob(parsed, manifest.config.digest.as_str(), &mut config_bytes)
             .await
-            .map_err(|e| format!("fetching config: {}", registry_message(&e)))?;
+            .map_err(|e| format!("fetching config: {}", pull_message(&e, login)))?;
         let config = parse_config(&config_bytes, &manifest)?;
         let chain_ids = chain_ids(&config.rootfs.diff_ids);
         let resolved = Resolved {
@@ -553,7 +633,7 @@ impl Puller {
 
         let lease = self.create_lease().await?;
         let result = self
-            .store_and_unpack(client, parsed, name, &lease, &resolved)
+            .store_and_unpack(client, parsed, name, &lease, &resolved, login.is_some())
             .await;
         self.delete_lease(&lease).await;
         result?;
@@ -573,6 +653,7 @@ impl Puller {
         name: &str,
         lease: &str,
         r: &Resolved,
+        private: bool,
     ) -> Result<(), String> {
         // Layers: fetch those missing, a few at a time. The futures are
         // built up front (not in a closure passed to the stream) so the
@@ -581,6 +662,34 @@ impl Puller {
         // Each layer is unpacked as soon as it and every layer below it are
         // in the content store, while later layers are still downloading:
         // a cold pull then costs about the download plus the last unpack.
+        let progress = Arc::new(Progress::default());
+        let total: i64 = r.manifest.layers.iter().map(|l| l.size.max(0)).sum();
+        progress
+            .total
+            .store(total as u64, std::sync::atomic::Ordering::Relaxed);
+        self.progress
+            .lock()
+            .expect("progress map")
+            .insert(name.to_owned(), progress.clone());
+        let result = self
+            .store_and_unpack_with(client, parsed, name, lease, r, private, &progress)
+            .await;
+        self.progress.lock().expect("progress map").remove(name);
+        result
+    }
+
+    /// [`Puller::store_and_unpack`], counting fetched bytes in `progress`.
+    #[allow(clippy::too_many_arguments)]
+    async fn store_and_unpack_with(
+        &self,
+        client: &RegistryClient,
+        parsed: &Reference,
+        name: &str,
+        lease: &str,
+        r: &Resolved,
+        private: bool,
+        progress: &Progress,
+    ) -> Result<(), String> {
         let layers = r.manifest.layers.len();
         let (fetched_tx, mut fetched_rx) = tokio::sync::mpsc::unbounded_channel::<usize>();
         let fetches: Vec<_> = r
@@ -592,7 +701,7 @@ impl Puller {
             .map(|(i, (layer, diff_id))| {
                 let fetched = fetched_tx.clone();
                 async move {
-                    self.fetch_layer(client, parsed, lease, layer, diff_id)
+                    self.fetch_layer(client, parsed, lease, layer, diff_id, progress)
                         .await?;
                     let _ = fetched.send(i);
                     Ok::<(), String>(())
@@ -649,9 +758,16 @@ impl Puller {
         )
         .await?;
 
+        // Pulled with credentials: later uses from the cache check the
+        // caller's own (see [`auth`]).
+        let labels = if private {
+            HashMap::from([(auth::LABEL_AUTH.to_owned(), auth::AUTH_REQUIRED.to_owned())])
+        } else {
+            HashMap::new()
+        };
         let image = Image {
             name: name.to_owned(),
-            labels: HashMap::new(),
+            labels,
             target: Some(Descriptor {
                 media_type: r.manifest_media_type.clone(),
                 digest: r.manifest_digest.clone(),
@@ -679,7 +795,11 @@ impl Puller {
                     UpdateImageRequest {
                         image: Some(image),
                         update_mask: Some(prost_types::FieldMask {
-                            paths: vec!["target".to_owned()],
+                            paths: if private {
+                                vec!["target".to_owned(), format!("labels.{}", auth::LABEL_AUTH)]
+                            } else {
+                                vec!["target".to_owned()]
+                            },
                         }),
                         source_date_epoch: None,
                     },
@@ -701,8 +821,10 @@ impl Puller {
         lease: &str,
         layer: &Desc,
         diff_id: &str,
+        progress: &Progress,
     ) -> Result<(), String> {
         if self.content_exists(&layer.digest).await? {
+            progress.add(layer.size.max(0) as u64);
             return Ok(());
         }
         let started = Instant::now();
@@ -716,7 +838,9 @@ impl Puller {
             &layer.digest,
             layer.size,
             labels,
-            stream.map_err(|e| e.to_string()),
+            stream
+                .inspect_ok(|chunk| progress.add(chunk.len() as u64))
+                .map_err(|e| e.to_string()),
         )
         .await?;
         debug!(

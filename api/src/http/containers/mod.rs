@@ -19,7 +19,7 @@ use super::{idempotency, json, parse_json, JsonBytes, Tenant};
 use crate::error::ApiError;
 use crate::model::{
     ContainerList, ContainerView, CreateContainer, NewContainer, PlacementRequest, PortView,
-    Timings, UsageView,
+    PullView, Timings, UsageView,
 };
 use crate::scheduler::place;
 use crate::scheduler::ports::NetworkMisfit;
@@ -133,6 +133,13 @@ pub fn view(row: ContainerRow, usage: UsageView) -> ContainerView {
         read_only_rootfs: row.read_only_rootfs,
         volumes: row.volumes.0,
         mounts: row.mounts.0,
+        pull: match (row.state, row.pull_bytes_done, row.pull_bytes_total) {
+            (ContainerState::Pulling, Some(bytes_done), Some(bytes_total)) => Some(PullView {
+                bytes_done,
+                bytes_total,
+            }),
+            _ => None,
+        },
         ready: row.state == ContainerState::Running && (row.readiness_probe.is_none() || row.ready),
         liveness_probe: row.liveness_probe.map(|p| p.0),
         readiness_probe: row.readiness_probe.map(|p| p.0),

@@ -118,7 +118,7 @@ pub struct LogsQuery {
 }
 
 /// The agent of `host_id`, dialed (the channel is shared): logs and exec.
-pub(super) async fn agent_of(
+pub(crate) async fn agent_of(
     state: &AppState,
     host_id: &str,
 ) -> Result<pb::worker_agent_client::WorkerAgentClient<tonic::transport::Channel>, ApiError> {
