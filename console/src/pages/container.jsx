@@ -37,6 +37,10 @@ export function ContainerDetail({ id }) {
   );
 }
 
+function formatMiB(bytes) {
+  return (bytes / 1048576).toFixed(1);
+}
+
 function Summary({ c }) {
   return (
     <section class="card" aria-labelledby="summary-title">
@@ -49,6 +53,17 @@ function Summary({ c }) {
           <StateBadge state={c.state} />
           {c.reason && <span class="reason"> {c.reason}</span>}
         </dd>
+        {c.pull && (
+          <>
+            <dt>
+              <label for="pull-progress">Pull</label>
+            </dt>
+            <dd>
+              <progress id="pull-progress" max={Math.max(c.pull.bytes_total, 1)} value={c.pull.bytes_done} />{' '}
+              {formatMiB(c.pull.bytes_done)} of {formatMiB(c.pull.bytes_total)} MiB
+            </dd>
+          </>
+        )}
         {c.message && (
           <>
             <dt>Message</dt>
