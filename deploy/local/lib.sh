@@ -29,7 +29,7 @@ SKIFF_APT_PACKAGES=(
   containerd runc postgresql docker-registry busybox-static protobuf-compiler
   golang-github-containers-common curl ca-certificates iproute2 wrk gcc libc6-dev
   prometheus
-  apache2-utils
+  apache2-utils chromium
 )
 
 log() { printf '[skiff %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
@@ -77,6 +77,38 @@ install_deps() {
     fi
   fi
   [[ -x "$SKIFF_PG_BIN/initdb" ]] || die "$SKIFF_PG_BIN/initdb missing (expected PostgreSQL 15 from Debian 12)"
+}
+
+# install_node: node and npm for the web console (console/), from Debian's
+# nodejs and npm packages, only when `npm` is missing: a node that ships its
+# own npm (e.g. NodeSource's nodejs) conflicts with Debian's npm package.
+install_node() {
+  command -v npm >/dev/null 2>&1 || apt_install_missing nodejs npm
+  command -v node >/dev/null 2>&1 || die "node is missing after installing nodejs"
+}
+
+# build_console: `npm ci` and `npm run build` in console/ (skiff-api embeds
+# console/dist, so before cargo), each skipped when what it would make is
+# there already from the same inputs (package-lock.json; the sources), so
+# that an unchanged console neither reinstalls nor makes cargo rebuild the
+# API. Stamps: .skiff/console-{deps,build}.sha256.
+build_console() {
+  local dir="$SKIFF_REPO_ROOT/console" stamps="$SKIFF_REPO_ROOT/.skiff" deps sources
+  install_node
+  mkdir -p "$stamps"
+  deps=$(sha256sum "$dir/package-lock.json" | cut -d' ' -f1)
+  if [[ ! -x $dir/node_modules/.bin/vite || $(cat "$stamps/console-deps.sha256" 2>/dev/null) != "$deps" ]]; then
+    log "console: npm ci"
+    (cd "$dir" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund >&2) || die "npm ci failed in $dir"
+    printf '%s\n' "$deps" >"$stamps/console-deps.sha256"
+  fi
+  sources=$(cd "$dir" && find index.html vite.config.js package.json package-lock.json src public -type f -print0 \
+    | sort -z | xargs -0 sha256sum | sha256sum | cut -d' ' -f1)
+  if [[ ! -f $dir/dist/index.html || $(cat "$stamps/console-build.sha256" 2>/dev/null) != "$sources" ]]; then
+    log "console: npm run build"
+    (cd "$dir" && npm run build >&2) || die "npm run build failed in $dir"
+    printf '%s\n' "$sources" >"$stamps/console-build.sha256"
+  fi
 }
 
 # install_schemathesis: schemathesis $SKIFF_SCHEMATHESIS_VERSION in

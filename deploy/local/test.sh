@@ -299,6 +299,8 @@ trap 'exit 143' TERM
 
 install_deps
 install_schemathesis >/dev/null
+# skiff-api embeds the web console: built before cargo (CI fails without it).
+build_console
 
 # --- clean what an earlier (killed) run left ---------------------------------
 kill_test_processes

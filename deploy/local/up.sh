@@ -214,6 +214,8 @@ done
 if [[ ${SKIFF_LOCAL_NO_BUILD:-0} == 1 ]]; then
   log "SKIFF_LOCAL_NO_BUILD=1: not building, using the binaries in $TARGET_DIR"
 else
+  # skiff-api embeds the web console (console/dist): built first.
+  build_console
   log "building skiff-api, skiff-worker and the skiff CLI (${SKIFF_LOCAL_PROFILE:-release})"
   # in the background, so that Ctrl-C/SIGTERM stop the script (and the build) at once
   (cd "$SKIFF_REPO_ROOT" && exec cargo build "${BUILD_ARGS[@]}" --bin skiff-api --bin skiff-worker --bin skiff-logger --bin skiff) 9>&- &
@@ -518,6 +520,8 @@ Try it (in another shell, from $SKIFF_REPO_ROOT):
     \$SKIFF_API/v1/containers
   curl -sS -H "Authorization: Bearer \$SKIFF_TOKEN" \$SKIFF_API/v1/containers
   curl -sS -H "Authorization: Bearer \$SKIFF_TOKEN" "\$SKIFF_API/v1/containers/<id>/logs"
+
+The web console: $API_URL/console/ (sign in with \$SKIFF_TOKEN, or \$SKIFF_ADMIN_TOKEN for the hosts)
 
 Inspect: psql \$SKIFF_DATABASE_URL   |   ctr --address \$SKIFF_CONTAINERD_SOCKET -n ${CTR_NAMESPACES[0]} tasks ls
 Logs: $STATE/logs/ (api*.log, worker*.log)

@@ -17,6 +17,7 @@
 //! - `billing`: per-second metering, reports, ledger verification.
 //! - `cli`: the `skiff` binary as a subprocess (run, ps, logs -f,
 //!   refusals, login, the live phases on a pseudo-terminal).
+//! - `console`: the web console in headless Chromium (Playwright).
 //! - `deadlines`: `timeout_s` and `max_cost` stop a run with
 //!   `DeadlineExceeded` and `BudgetExceeded`.
 //! - `events`: the tenant's event log (JSON pages, SSE resumed from its
@@ -58,6 +59,7 @@ mod api;
 mod assignments;
 mod billing;
 mod cli;
+mod console;
 mod credentials;
 mod dashboards;
 mod deadlines;

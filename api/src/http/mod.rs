@@ -4,6 +4,7 @@
 //! Layout:
 //! - [`bounds`]: the request timeout and the limit of requests in progress.
 //! - [`containers`]: the tenant's container routes.
+//! - [`console`]: the web console's embedded assets at `/console`.
 //! - [`jobs`]: a tenant's jobs (create, get, list, tasks, cancel, delete).
 //! - [`events`]: the tenant's event log, as pages or a live SSE stream.
 //! - [`tenants`]: admin routes for tenants.
@@ -20,6 +21,7 @@
 //!   parameters it spells out by hand.
 
 pub mod bounds;
+pub mod console;
 pub mod containers;
 pub mod events;
 pub mod hosts;
@@ -116,6 +118,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi::document))
+        .merge(console::routes::<Arc<AppState>>())
         .fallback(|| async { ApiError::NotFound("route") })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(middleware::from_fn_with_state(state.clone(), bounds::bound))
