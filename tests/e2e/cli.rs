@@ -433,8 +433,9 @@ async fn exec_i_sends_stdin_and_exec_it_gets_a_terminal() {
         let id = t.create_id(&t.platform.sh("exec sleep 600")).await;
         t.wait(&id, "running", 60).await;
 
-        // -i: stdin reaches the process, its exit code is skiff's; no
-        // terminal without -t (the control for the -it case below).
+        // -i: stdin reaches the process, and so does its end; its exit
+        // code is skiff's; no terminal without -t (the control for the -it
+        // case below).
         let mut child = cli
             .skiff(&[
                 "exec",
@@ -443,7 +444,8 @@ async fn exec_i_sends_stdin_and_exec_it_gets_a_terminal() {
                 "--",
                 "sh",
                 "-c",
-                "tty; read line; echo got-$line; exit 6",
+                // cat ends only if the end of stdin reaches the process.
+                "tty; cat; echo eof; exit 6",
             ])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -460,7 +462,7 @@ async fn exec_i_sends_stdin_and_exec_it_gets_a_terminal() {
         assert_eq!(out.status.code(), Some(6), "{}", shown(&out));
         assert_eq!(
             text(&out.stdout),
-            "not a tty\ngot-through-stdin\n",
+            "not a tty\nthrough-stdin\neof\n",
             "{}",
             shown(&out)
         );

@@ -10,7 +10,8 @@ use super::{
 use crate::runtime::containerd::{containerd_err, ContainerdRuntime};
 use crate::runtime::RuntimeError;
 use containerd_client::services::v1::{
-    DeleteProcessRequest, ExecProcessRequest, ResizePtyRequest, StartRequest, WaitRequest,
+    CloseIoRequest, DeleteProcessRequest, ExecProcessRequest, ResizePtyRequest, StartRequest,
+    WaitRequest,
 };
 use serde_json::Value;
 use std::io::Read;
@@ -203,7 +204,19 @@ impl ContainerdRuntime {
                             }))
                             .await;
                     }
-                    Some(AttachIn::CloseStdin) => *stdin = None,
+                    Some(AttachIn::CloseStdin) => {
+                        // The shim holds a writer of the stdin FIFO too:
+                        // only its CloseIO ends the process's input.
+                        *stdin = None;
+                        let _ = self
+                            .tasks()
+                            .close_io(self.conn_req(CloseIoRequest {
+                                container_id: id.to_owned(),
+                                exec_id: exec_id.to_owned(),
+                                stdin: true,
+                            }))
+                            .await;
+                    }
                     None => {
                         // The caller went away: the process goes too.
                         caller_gone = true;
