@@ -111,6 +111,38 @@ impl Progress {
     }
 }
 
+/// A pull's [`Progress`], listed under its image's name while it lasts
+/// (dropped, however the pull ends, it is listed no more).
+struct Tracked<'a> {
+    pulls: &'a Mutex<HashMap<String, Arc<Progress>>>,
+    name: String,
+    progress: Arc<Progress>,
+}
+
+impl<'a> Tracked<'a> {
+    fn start(pulls: &'a Mutex<HashMap<String, Arc<Progress>>>, name: &str, total: u64) -> Self {
+        let progress = Arc::new(Progress::default());
+        progress
+            .total
+            .store(total, std::sync::atomic::Ordering::Relaxed);
+        pulls
+            .lock()
+            .expect("progress map")
+            .insert(name.to_owned(), progress.clone());
+        Self {
+            pulls,
+            name: name.to_owned(),
+            progress,
+        }
+    }
+}
+
+impl Drop for Tracked<'_> {
+    fn drop(&mut self) {
+        self.pulls.lock().expect("progress map").remove(&self.name);
+    }
+}
+
 /// Manifest and config of an image, parsed.
 struct Resolved {
     manifest_digest: String,
@@ -655,6 +687,9 @@ impl Puller {
         r: &Resolved,
         private: bool,
     ) -> Result<(), String> {
+        let total = r.manifest.layers.iter().map(|l| l.size.max(0) as u64).sum();
+        let tracked = Tracked::start(&self.progress, name, total);
+        let progress = &*tracked.progress;
         // Layers: fetch those missing, a few at a time. The futures are
         // built up front (not in a closure passed to the stream) so the
         // whole pull future stays `Send`.
@@ -662,34 +697,6 @@ impl Puller {
         // Each layer is unpacked as soon as it and every layer below it are
         // in the content store, while later layers are still downloading:
         // a cold pull then costs about the download plus the last unpack.
-        let progress = Arc::new(Progress::default());
-        let total: i64 = r.manifest.layers.iter().map(|l| l.size.max(0)).sum();
-        progress
-            .total
-            .store(total as u64, std::sync::atomic::Ordering::Relaxed);
-        self.progress
-            .lock()
-            .expect("progress map")
-            .insert(name.to_owned(), progress.clone());
-        let result = self
-            .store_and_unpack_with(client, parsed, name, lease, r, private, &progress)
-            .await;
-        self.progress.lock().expect("progress map").remove(name);
-        result
-    }
-
-    /// [`Puller::store_and_unpack`], counting fetched bytes in `progress`.
-    #[allow(clippy::too_many_arguments)]
-    async fn store_and_unpack_with(
-        &self,
-        client: &RegistryClient,
-        parsed: &Reference,
-        name: &str,
-        lease: &str,
-        r: &Resolved,
-        private: bool,
-        progress: &Progress,
-    ) -> Result<(), String> {
         let layers = r.manifest.layers.len();
         let (fetched_tx, mut fetched_rx) = tokio::sync::mpsc::unbounded_channel::<usize>();
         let fetches: Vec<_> = r
@@ -1340,6 +1347,22 @@ fn parse_config(bytes: &[u8], manifest: &Manifest) -> Result<ImageConfig, String
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pull_is_listed_with_its_progress_while_it_lasts() {
+        let pulls = Mutex::new(HashMap::new());
+        {
+            let tracked = Tracked::start(&pulls, "reg/x:1", 10);
+            tracked.progress.add(4);
+            let listed = pulls.lock().unwrap().get("reg/x:1").cloned().unwrap();
+            use std::sync::atomic::Ordering::Relaxed;
+            assert_eq!(
+                (listed.done.load(Relaxed), listed.total.load(Relaxed)),
+                (4, 10)
+            );
+        }
+        assert!(pulls.lock().unwrap().is_empty(), "gone with the pull");
+    }
 
     #[test]
     fn chain_ids_follow_the_oci_definition() {
