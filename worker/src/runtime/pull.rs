@@ -16,10 +16,12 @@
 //! An image pulled with credentials is the exception: its cached copy is
 //! handed to a caller only once the registry would serve it that caller's
 //! own credentials (`login`: the clients, refusals and that check).
+//! The documents read (index, manifest, config) are oci-spec's types, and
+//! the checks made of them are pure functions in `manifest`.
 
 use super::auth::{self, Proofs, RegistryLogin};
 use super::containerd::Conn;
-use super::{ImageDefaults, ImageInfo, RuntimeError};
+use super::{ImageInfo, RuntimeError};
 use crate::egress::proxy::EgressProxy;
 use crate::egress::{EgressPolicy, Scheme};
 use containerd_client::services::v1::snapshots::{
@@ -41,8 +43,6 @@ use futures::{StreamExt, TryStreamExt};
 use oci_client::client::ClientProtocol;
 use oci_client::errors::OciDistributionError;
 use oci_client::{Client as RegistryClient, Reference};
-use serde::Deserialize;
-use sha2::{Digest as _, Sha256};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -50,20 +50,17 @@ use tonic::Code;
 use tracing::{debug, info, instrument};
 
 mod login;
+mod manifest;
 use login::{pull_message, registry_client};
+pub use manifest::chain_ids;
+use manifest::{
+    digest_of, is_index, media_type_of, parse_config, parse_manifest, pick_platform, sha256_digest,
+    ACCEPTED_MANIFESTS,
+};
+use oci_spec::image::Descriptor as Desc;
+use oci_spec::image::{ImageConfiguration, ImageManifest};
 
 pub const SNAPSHOTTER: &str = "overlayfs";
-
-const MEDIA_OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-const MEDIA_OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-const MEDIA_DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-const MEDIA_DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
-const ACCEPTED_MANIFESTS: &[&str] = &[
-    MEDIA_OCI_MANIFEST,
-    MEDIA_OCI_INDEX,
-    MEDIA_DOCKER_MANIFEST,
-    MEDIA_DOCKER_LIST,
-];
 
 /// Content.Write message size: well under containerd's 16 MiB gRPC limit,
 /// large enough that per-message overhead does not matter.
@@ -148,123 +145,10 @@ struct Resolved {
     manifest_digest: String,
     manifest_media_type: String,
     manifest_bytes: Vec<u8>,
-    manifest: Manifest,
+    manifest: ImageManifest,
     config_bytes: Vec<u8>,
-    config: ImageConfig,
+    config: ImageConfiguration,
     chain_ids: Vec<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Manifest {
-    schema_version: u32,
-    #[serde(default)]
-    media_type: Option<String>,
-    config: Desc,
-    #[serde(default)]
-    layers: Vec<Desc>,
-}
-
-#[derive(Debug, Deserialize)]
-struct Index {
-    manifests: Vec<IndexEntry>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct IndexEntry {
-    #[serde(default)]
-    media_type: String,
-    digest: String,
-    #[serde(default)]
-    platform: Option<Platform>,
-}
-
-#[derive(Debug, Deserialize)]
-struct Platform {
-    architecture: String,
-    os: String,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Desc {
-    media_type: String,
-    digest: String,
-    size: i64,
-}
-
-impl Desc {
-    fn to_containerd(&self) -> Descriptor {
-        Descriptor {
-            media_type: self.media_type.clone(),
-            digest: self.digest.clone(),
-            size: self.size,
-            annotations: HashMap::new(),
-        }
-    }
-}
-
-#[derive(Debug, Deserialize)]
-struct ImageConfig {
-    #[serde(default)]
-    config: Option<ContainerConfig>,
-    rootfs: RootFs,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct ContainerConfig {
-    #[serde(default)]
-    entrypoint: Option<Vec<String>>,
-    #[serde(default)]
-    cmd: Option<Vec<String>>,
-    #[serde(default)]
-    env: Option<Vec<String>>,
-    #[serde(default)]
-    working_dir: Option<String>,
-    #[serde(default)]
-    user: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-struct RootFs {
-    diff_ids: Vec<String>,
-}
-
-impl ImageConfig {
-    fn defaults(&self) -> ImageDefaults {
-        let c = self.config.as_ref();
-        ImageDefaults {
-            entrypoint: c.and_then(|c| c.entrypoint.clone()).unwrap_or_default(),
-            cmd: c.and_then(|c| c.cmd.clone()).unwrap_or_default(),
-            env: c.and_then(|c| c.env.clone()).unwrap_or_default(),
-            working_dir: c
-                .and_then(|c| c.working_dir.clone())
-                .filter(|d| !d.is_empty()),
-            user: c.and_then(|c| c.user.clone()).filter(|u| !u.is_empty()),
-        }
-    }
-}
-
-/// chainID[0] = diffID[0]; chainID[n] = sha256("<chainID[n-1]> <diffID[n]>").
-pub fn chain_ids(diff_ids: &[String]) -> Vec<String> {
-    let mut out: Vec<String> = Vec::with_capacity(diff_ids.len());
-    for diff in diff_ids {
-        let next = match out.last() {
-            None => diff.clone(),
-            Some(parent) => format!(
-                "sha256:{}",
-                hex::encode(Sha256::digest(format!("{parent} {diff}").as_bytes()))
-            ),
-        };
-        out.push(next);
-    }
-    out
-}
-
-fn sha256_digest(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
 }
 
 /// A registry error as a short message ("manifest unknown") rather than
@@ -557,19 +441,19 @@ impl Puller {
         // Records written by other clients (ctr) may point at an index.
         if is_index(&target.media_type, &manifest_bytes) {
             let entry = pick_platform(&manifest_bytes)?;
-            let Some(bytes) = self.read_content(&entry.digest).await? else {
+            let Some(bytes) = self.read_content(&digest_of(&entry)).await? else {
                 return Ok(None);
             };
             manifest_bytes = bytes;
-            manifest_digest = entry.digest;
-            manifest_media_type = entry.media_type;
+            manifest_digest = digest_of(&entry);
+            manifest_media_type = entry.media_type().to_string();
         }
         let manifest = parse_manifest(&manifest_bytes)?;
-        let Some(config_bytes) = self.read_content(&manifest.config.digest).await? else {
+        let Some(config_bytes) = self.read_content(&digest_of(manifest.config())).await? else {
             return Ok(None);
         };
         let config = parse_config(&config_bytes, &manifest)?;
-        let chain_ids = chain_ids(&config.rootfs.diff_ids);
+        let chain_ids = chain_ids(config.rootfs().diff_ids());
         let resolved = Resolved {
             manifest_digest,
             manifest_media_type,
@@ -584,8 +468,8 @@ impl Puller {
         if !self.snapshot_exists(&top).await? {
             // Unpack from the content store if every layer blob is there
             // (e.g. snapshots were pruned); otherwise fall back to a pull.
-            for layer in &resolved.manifest.layers {
-                if !self.content_exists(&layer.digest).await? {
+            for layer in resolved.manifest.layers() {
+                if !self.content_exists(&digest_of(layer)).await? {
                     return Ok(None);
                 }
             }
@@ -597,7 +481,7 @@ impl Puller {
         Ok(Some(ImageInfo {
             digest: resolved.manifest_digest,
             top_chain_id: top,
-            defaults: resolved.config.defaults(),
+            defaults: manifest::defaults(&resolved.config),
             fetched: false,
         }))
     }
@@ -627,17 +511,13 @@ impl Puller {
         let mut media_type = media_type_of(&manifest_bytes_vec);
         if is_index(&media_type, &manifest_bytes_vec) {
             let entry = pick_platform(&manifest_bytes_vec)?;
-            let by_digest = parsed.clone_with_digest(entry.digest.clone());
+            let by_digest = parsed.clone_with_digest(digest_of(&entry));
             (manifest_bytes, manifest_digest) = client
                 .pull_manifest_raw(&by_digest, &auth, ACCEPTED_MANIFESTS)
                 .await
                 .map_err(|e| pull_message(&e, login))?;
             manifest_bytes_vec = manifest_bytes.to_vec();
-            media_type = if entry.media_type.is_empty() {
-                media_type_of(&manifest_bytes_vec)
-            } else {
-                entry.media_type
-            };
+            media_type = entry.media_type().to_string();
         }
         if sha256_digest(&manifest_bytes_vec) != manifest_digest {
             return Err(format!(
@@ -648,11 +528,15 @@ impl Puller {
 
         let mut config_bytes = Vec::new();
         client
-            .pull_blob(parsed, manifest.config.digest.as_str(), &mut config_bytes)
+            .pull_blob(
+                parsed,
+                digest_of(manifest.config()).as_str(),
+                &mut config_bytes,
+            )
             .await
             .map_err(|e| format!("fetching config: {}", pull_message(&e, login)))?;
         let config = parse_config(&config_bytes, &manifest)?;
-        let chain_ids = chain_ids(&config.rootfs.diff_ids);
+        let chain_ids = chain_ids(config.rootfs().diff_ids());
         let resolved = Resolved {
             manifest_digest,
             manifest_media_type: media_type,
@@ -673,7 +557,7 @@ impl Puller {
         Ok(ImageInfo {
             digest: resolved.manifest_digest.clone(),
             top_chain_id: resolved.chain_ids.last().cloned().unwrap_or_default(),
-            defaults: resolved.config.defaults(),
+            defaults: manifest::defaults(&resolved.config),
             fetched: true,
         })
     }
@@ -687,7 +571,7 @@ impl Puller {
         r: &Resolved,
         private: bool,
     ) -> Result<(), String> {
-        let total = r.manifest.layers.iter().map(|l| l.size.max(0) as u64).sum();
+        let total = r.manifest.layers().iter().map(Desc::size).sum();
         let tracked = Tracked::start(&self.progress, name, total);
         let progress = &*tracked.progress;
         // Layers: fetch those missing, a few at a time. The futures are
@@ -697,13 +581,13 @@ impl Puller {
         // Each layer is unpacked as soon as it and every layer below it are
         // in the content store, while later layers are still downloading:
         // a cold pull then costs about the download plus the last unpack.
-        let layers = r.manifest.layers.len();
+        let layers = r.manifest.layers().len();
         let (fetched_tx, mut fetched_rx) = tokio::sync::mpsc::unbounded_channel::<usize>();
         let fetches: Vec<_> = r
             .manifest
-            .layers
+            .layers()
             .iter()
-            .zip(&r.config.rootfs.diff_ids)
+            .zip(r.config.rootfs().diff_ids())
             .enumerate()
             .map(|(i, (layer, diff_id))| {
                 let fetched = fetched_tx.clone();
@@ -741,7 +625,7 @@ impl Puller {
             HashMap::from([(format!("containerd.io/gc.ref.snapshot.{SNAPSHOTTER}"), top)]);
         self.write_small(
             lease,
-            &r.manifest.config.digest,
+            &digest_of(r.manifest.config()),
             &r.config_bytes,
             config_labels,
         )
@@ -749,12 +633,12 @@ impl Puller {
 
         let mut manifest_labels = HashMap::from([(
             "containerd.io/gc.ref.content.config".to_owned(),
-            r.manifest.config.digest.clone(),
+            digest_of(r.manifest.config()),
         )]);
-        for (i, layer) in r.manifest.layers.iter().enumerate() {
+        for (i, layer) in r.manifest.layers().iter().enumerate() {
             manifest_labels.insert(
                 format!("containerd.io/gc.ref.content.l.{i}"),
-                layer.digest.clone(),
+                digest_of(layer),
             );
         }
         self.write_small(
@@ -830,20 +714,21 @@ impl Puller {
         diff_id: &str,
         progress: &Progress,
     ) -> Result<(), String> {
-        if self.content_exists(&layer.digest).await? {
-            progress.add(layer.size.max(0) as u64);
+        let digest = digest_of(layer);
+        if self.content_exists(&digest).await? {
+            progress.add(layer.size());
             return Ok(());
         }
         let started = Instant::now();
         let stream = client
-            .pull_blob_stream(parsed, layer.digest.as_str())
+            .pull_blob_stream(parsed, digest.as_str())
             .await
-            .map_err(|e| format!("fetching layer {}: {}", layer.digest, registry_message(&e)))?;
+            .map_err(|e| format!("fetching layer {digest}: {}", registry_message(&e)))?;
         let labels = HashMap::from([("containerd.io/uncompressed".to_owned(), diff_id.to_owned())]);
         self.write_content(
             lease,
-            &layer.digest,
-            layer.size,
+            &digest,
+            i64::try_from(layer.size()).unwrap_or(i64::MAX),
             labels,
             stream
                 .inspect_ok(|chunk| progress.add(chunk.len() as u64))
@@ -851,8 +736,8 @@ impl Puller {
         )
         .await?;
         debug!(
-            layer = %layer.digest,
-            size = layer.size,
+            layer = %digest,
+            size = layer.size(),
             elapsed_ms = started.elapsed().as_millis() as u64,
             "layer stored"
         );
@@ -861,7 +746,7 @@ impl Puller {
 
     /// Unpacks every layer whose chain ID has no committed snapshot yet.
     async fn unpack(&self, lease: &str, r: &Resolved) -> Result<(), String> {
-        for i in 0..r.manifest.layers.len() {
+        for i in 0..r.manifest.layers().len() {
             self.unpack_layer(lease, r, i).await?;
         }
         Ok(())
@@ -872,7 +757,7 @@ impl Puller {
     async fn unpack_layer(&self, lease: &str, r: &Resolved, i: usize) -> Result<(), String> {
         let mut snapshots = SnapshotsClient::new(self.conn.channel.clone());
         let mut diff = DiffClient::new(self.conn.channel.clone());
-        let layer = &r.manifest.layers[i];
+        let layer = &r.manifest.layers()[i];
         let chain_id = &r.chain_ids[i];
         if self.snapshot_exists(chain_id).await? {
             return Ok(());
@@ -903,7 +788,7 @@ impl Puller {
         let applied = diff
             .apply(self.conn.leased(
                 ApplyRequest {
-                    diff: Some(layer.to_containerd()),
+                    diff: Some(manifest::to_containerd(layer)),
                     mounts,
                     payloads: HashMap::new(),
                     sync_fs: false,
@@ -924,11 +809,13 @@ impl Puller {
                 return Err(e);
             }
         };
-        if applied.digest != r.config.rootfs.diff_ids[i] {
+        if applied.digest != r.config.rootfs().diff_ids()[i] {
             self.remove_snapshot(&key, lease).await;
             return Err(format!(
                 "layer {} unpacked to {}, but the config says {}",
-                layer.digest, applied.digest, r.config.rootfs.diff_ids[i]
+                digest_of(layer),
+                applied.digest,
+                r.config.rootfs().diff_ids()[i]
             ));
         }
         match snapshots
@@ -1019,20 +906,23 @@ impl Puller {
         };
         if is_index(&target.media_type, &bytes) {
             let entry = pick_platform(&bytes)?;
-            let Some(manifest) = self.read_content(&entry.digest).await? else {
+            let Some(manifest) = self.read_content(&digest_of(&entry)).await? else {
                 return Ok(blobs);
             };
-            blobs.push((entry.digest.clone(), manifest.len() as u64));
+            blobs.push((digest_of(&entry), manifest.len() as u64));
             bytes = manifest;
         }
         let manifest = parse_manifest(&bytes)?;
-        let Some(config_bytes) = self.read_content(&manifest.config.digest).await? else {
+        let Some(config_bytes) = self.read_content(&digest_of(manifest.config())).await? else {
             return Ok(blobs);
         };
-        blobs.push((manifest.config.digest.clone(), config_bytes.len() as u64));
+        blobs.push((
+            digest_of(manifest.config()).clone(),
+            config_bytes.len() as u64,
+        ));
         let config = parse_config(&config_bytes, &manifest)?;
         let mut snapshots = SnapshotsClient::new(self.conn.channel.clone());
-        for chain_id in chain_ids(&config.rootfs.diff_ids) {
+        for chain_id in chain_ids(config.rootfs().diff_ids()) {
             match snapshots
                 .usage(self.conn.req(SnapshotUsageRequest {
                     snapshotter: SNAPSHOTTER.to_owned(),
@@ -1266,84 +1156,6 @@ impl Puller {
     }
 }
 
-fn media_type_of(bytes: &[u8]) -> String {
-    #[derive(Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    struct Probe {
-        #[serde(default)]
-        media_type: Option<String>,
-        #[serde(default)]
-        manifests: Option<serde_json::Value>,
-    }
-    match serde_json::from_slice::<Probe>(bytes) {
-        Ok(Probe {
-            media_type: Some(m),
-            ..
-        }) => m,
-        Ok(Probe {
-            manifests: Some(_), ..
-        }) => MEDIA_OCI_INDEX.to_owned(),
-        _ => MEDIA_OCI_MANIFEST.to_owned(),
-    }
-}
-
-fn is_index(media_type: &str, bytes: &[u8]) -> bool {
-    media_type == MEDIA_OCI_INDEX
-        || media_type == MEDIA_DOCKER_LIST
-        || media_type_of(bytes) == MEDIA_OCI_INDEX
-}
-
-/// The linux/amd64 entry of an image index.
-fn pick_platform(bytes: &[u8]) -> Result<IndexEntry, String> {
-    let index: Index =
-        serde_json::from_slice(bytes).map_err(|e| format!("parsing image index: {e}"))?;
-    index
-        .manifests
-        .into_iter()
-        .find(|m| {
-            m.platform
-                .as_ref()
-                .is_some_and(|p| p.os == "linux" && p.architecture == "amd64")
-        })
-        .ok_or_else(|| "image index has no linux/amd64 manifest".to_owned())
-}
-
-fn parse_manifest(bytes: &[u8]) -> Result<Manifest, String> {
-    let manifest: Manifest =
-        serde_json::from_slice(bytes).map_err(|e| format!("parsing manifest: {e}"))?;
-    if manifest.schema_version != 2 {
-        return Err(format!(
-            "unsupported manifest schema version {}",
-            manifest.schema_version
-        ));
-    }
-    if let Some(m) = &manifest.media_type {
-        if m != MEDIA_OCI_MANIFEST && m != MEDIA_DOCKER_MANIFEST {
-            return Err(format!("unsupported manifest media type {m}"));
-        }
-    }
-    Ok(manifest)
-}
-
-fn parse_config(bytes: &[u8], manifest: &Manifest) -> Result<ImageConfig, String> {
-    if sha256_digest(bytes) != manifest.config.digest {
-        return Err(format!(
-            "config does not match its digest {}",
-            manifest.config.digest
-        ));
-    }
-    let config: ImageConfig =
-        serde_json::from_slice(bytes).map_err(|e| format!("parsing image config: {e}"))?;
-    if config.rootfs.diff_ids.len() != manifest.layers.len() {
-        return Err(format!(
-            "image config lists {} layers, the manifest {}",
-            config.rootfs.diff_ids.len(),
-            manifest.layers.len()
-        ));
-    }
-    Ok(config)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1362,41 +1174,5 @@ mod tests {
             );
         }
         assert!(pulls.lock().unwrap().is_empty(), "gone with the pull");
-    }
-
-    #[test]
-    fn chain_ids_follow_the_oci_definition() {
-        let diffs = vec!["sha256:aaa".to_owned(), "sha256:bbb".to_owned()];
-        let chain = chain_ids(&diffs);
-        assert_eq!(chain[0], "sha256:aaa");
-        assert_eq!(
-            chain[1],
-            format!(
-                "sha256:{}",
-                hex::encode(Sha256::digest(b"sha256:aaa sha256:bbb"))
-            )
-        );
-        assert!(chain_ids(&[]).is_empty());
-    }
-
-    #[test]
-    fn index_picks_linux_amd64() {
-        let index = br#"{"schemaVersion":2,"manifests":[
-            {"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:arm","size":1,
-             "platform":{"architecture":"arm64","os":"linux"}},
-            {"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:amd","size":1,
-             "platform":{"architecture":"amd64","os":"linux"}}]}"#;
-        assert!(is_index("", index));
-        assert_eq!(pick_platform(index).unwrap().digest, "sha256:amd");
-    }
-
-    #[test]
-    fn config_defaults_tolerate_nulls() {
-        let cfg = br#"{"config":{"Env":null,"Cmd":["sh"],"WorkingDir":""},"rootfs":{"type":"layers","diff_ids":[]}}"#;
-        let config: ImageConfig = serde_json::from_slice(cfg).unwrap();
-        let d = config.defaults();
-        assert_eq!(d.cmd, vec!["sh"]);
-        assert!(d.env.is_empty());
-        assert_eq!(d.working_dir, None);
     }
 }
