@@ -18,6 +18,24 @@
 //! - [`commands`]: one module per group of commands.
 //! - [`error`]: the crate's error type.
 
+/// `println!` for the command's output: a reader that went away (`skiff ps |
+/// head`) ends the process quietly, as it does any Unix filter, instead of
+/// the panic `println!` makes of a broken pipe.
+#[macro_export]
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::output::write_out(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// `print!` likewise (see [`outln!`]).
+#[macro_export]
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::output::write_out(format_args!($($arg)*))
+    };
+}
+
 pub mod args;
 pub mod client;
 pub mod commands;

@@ -18,7 +18,7 @@ pub enum Format {
 /// Prints `value` as JSON or YAML (for `table`, as JSON too: callers with
 /// a table print it themselves).
 pub fn print_value(format: Format, value: &Value) -> Result<(), Error> {
-    println!("{}", render_value(format, value)?);
+    crate::outln!("{}", render_value(format, value)?);
     Ok(())
 }
 
@@ -112,6 +112,16 @@ pub fn state_colour(state: &str) -> String {
 /// An optional value, or `-`.
 pub fn or_dash<T: ToString>(value: Option<T>) -> String {
     value.map_or_else(|| "-".into(), |v| v.to_string())
+}
+
+/// Writes to stdout; a closed pipe (the reader went away) exits with 0,
+/// another write error with 1 (see [`crate::outln!`]).
+pub fn write_out(args: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    if let Err(e) = std::io::stdout().lock().write_fmt(args) {
+        let code = i32::from(e.kind() != std::io::ErrorKind::BrokenPipe);
+        std::process::exit(code);
+    }
 }
 
 #[cfg(test)]

@@ -30,7 +30,7 @@ pub async fn hosts(ctx: &Ctx) -> Result<i32, Error> {
             ]
         })
         .collect();
-    println!(
+    crate::outln!(
         "{}",
         output::rows(
             ctx.format,
@@ -56,7 +56,7 @@ pub async fn create_tenant(ctx: &Ctx, name: &str) -> Result<i32, Error> {
         return Ok(0);
     }
     let t = created.typed;
-    println!(
+    crate::outln!(
         "{}",
         output::rows(
             ctx.format,

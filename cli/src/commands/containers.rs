@@ -51,7 +51,7 @@ pub fn print_containers(
         .iter()
         .map(|c| container_row(&c.typed, now, format == Format::Table))
         .collect();
-    println!(
+    crate::outln!(
         "{}",
         output::rows(
             format,
@@ -142,7 +142,7 @@ fn print_one(format: Format, id: &str, object: &Value) -> Result<(), Error> {
     match format {
         Format::Json | Format::Yaml => print_value(format, object),
         Format::Table | Format::Csv => {
-            println!("{id}");
+            crate::outln!("{id}");
             Ok(())
         }
     }
@@ -158,7 +158,7 @@ pub async fn wait(ctx: &Ctx, args: IdsArgs) -> Result<i32, Error> {
                 ctx.format,
                 &json!({"id": id, "state": done.state, "exit_code": done.exit_code}),
             )?,
-            _ => println!("{}", or_dash(done.exit_code)),
+            _ => crate::outln!("{}", or_dash(done.exit_code)),
         }
     }
     Ok(0)
@@ -191,7 +191,7 @@ pub async fn exec(ctx: &Ctx, args: ExecArgs) -> Result<i32, Error> {
         return Ok(result.typed.exit_code);
     }
     let r = result.typed;
-    print!("{}", r.stdout);
+    crate::out!("{}", r.stdout);
     eprint!("{}", r.stderr);
     for (stream, cut) in [
         ("stdout", r.stdout_truncated),

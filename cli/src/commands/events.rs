@@ -30,7 +30,7 @@ pub async fn events(ctx: &Ctx, args: EventsArgs) -> Result<i32, Error> {
         return Ok(0);
     }
     let rows = page.typed.items.iter().map(row).collect();
-    println!(
+    crate::outln!(
         "{}",
         output::rows(
             ctx.format,
@@ -85,13 +85,13 @@ async fn follow(ctx: &Ctx, query: &[(&str, String)]) -> Result<i32, Error> {
 
 fn print_event(format: Format, data: &str) -> Result<(), Error> {
     if format == Format::Json {
-        println!("{data}");
+        crate::outln!("{data}");
         return Ok(());
     }
     let item: EventItem = serde_json::from_str(data).map_err(|source| Error::Decode {
         url: "the event stream".into(),
         source,
     })?;
-    println!("{}", row(&item).join("  "));
+    crate::outln!("{}", row(&item).join("  "));
     Ok(())
 }

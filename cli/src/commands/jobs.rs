@@ -32,7 +32,7 @@ pub async fn run(ctx: &Ctx, args: JobRunArgs) -> Result<i32, Error> {
     let created: Fetched<JobView> = ctx.client.post("/v1/jobs", &body).await?;
     let id = created.typed.id.to_string();
     if args.detach {
-        println!("{id}");
+        crate::outln!("{id}");
         return Ok(0);
     }
     eprintln!("job {id} ({} tasks)", created.typed.count);
@@ -137,7 +137,7 @@ fn print_jobs(format: Format, jobs: &[JobView]) -> Result<i32, Error> {
             ]
         })
         .collect();
-    println!(
+    crate::outln!(
         "{}",
         output::rows(
             format,
@@ -165,7 +165,7 @@ pub async fn cancel(ctx: &Ctx, job: &str) -> Result<i32, Error> {
     if matches!(ctx.format, Format::Json | Format::Yaml) {
         print_value(ctx.format, &view.raw)?;
     } else {
-        println!("{job}");
+        crate::outln!("{job}");
     }
     Ok(0)
 }

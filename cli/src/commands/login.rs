@@ -44,7 +44,7 @@ pub async fn login(overrides: &Overrides) -> Result<i32, Error> {
     }
     let profile = overrides.profile.as_deref().unwrap_or(DEFAULT_PROFILE);
     let file = config::save_profile(&config::dir()?, profile, &api, &token)?;
-    println!(
+    crate::outln!(
         "saved profile {profile}: {api} (token in {})",
         file.display()
     );

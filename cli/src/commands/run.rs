@@ -76,7 +76,7 @@ pub async fn run(ctx: &Ctx, args: RunArgs) -> Result<i32, Error> {
     let created: Fetched<ContainerView> = ctx.client.post("/v1/containers", &body).await?;
     let id = created.typed.id.to_string();
     if args.detach {
-        println!("{id}");
+        crate::outln!("{id}");
         return Ok(0);
     }
     let outcome = tokio::select! {

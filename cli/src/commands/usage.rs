@@ -44,7 +44,7 @@ pub async fn usage(ctx: &Ctx, args: UsageArgs) -> Result<i32, Error> {
             url: ctx.client.url(path),
             source,
         })?;
-        print!("{text}");
+        crate::out!("{text}");
         return Ok(0);
     }
     let report = ctx.client.get::<Value>(path, &query).await?.raw;
@@ -52,7 +52,7 @@ pub async fn usage(ctx: &Ctx, args: UsageArgs) -> Result<i32, Error> {
         print_value(ctx.format, &report)?;
         return Ok(0);
     }
-    println!("{}", report_table(&report));
+    crate::outln!("{}", report_table(&report));
     Ok(0)
 }
 
