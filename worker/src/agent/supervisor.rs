@@ -478,7 +478,11 @@ impl<R: Runtime> ContainerSupervisor<R> {
         let (runtime, cancel) = (self.runtime.clone(), self.cancel.clone());
         let pulling = runtime.ensure_image_with(&spec.image, login.as_ref());
         tokio::pin!(pulling);
-        let mut tick = tokio::time::interval(self.pull_progress_interval);
+        // First look one interval in: a cached image is ready before it.
+        let mut tick = tokio::time::interval_at(
+            tokio::time::Instant::now() + self.pull_progress_interval,
+            self.pull_progress_interval,
+        );
         let mut last = None;
         let pulled = loop {
             tokio::select! {

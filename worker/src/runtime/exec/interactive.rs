@@ -10,8 +10,7 @@ use super::{
 use crate::runtime::containerd::{containerd_err, ContainerdRuntime};
 use crate::runtime::RuntimeError;
 use containerd_client::services::v1::{
-    CloseIoRequest, DeleteProcessRequest, ExecProcessRequest, ResizePtyRequest, StartRequest,
-    WaitRequest,
+    CloseIoRequest, DeleteProcessRequest, ExecProcessRequest, ResizePtyRequest, WaitRequest,
 };
 use serde_json::Value;
 use std::io::Read;
@@ -164,13 +163,7 @@ impl ContainerdRuntime {
         stdin: &mut Option<tokio::fs::File>,
     ) -> Result<i32, RuntimeError> {
         use tokio::io::AsyncWriteExt as _;
-        self.tasks()
-            .start(self.conn_req(StartRequest {
-                container_id: id.to_owned(),
-                exec_id: exec_id.to_owned(),
-            }))
-            .await
-            .map_err(containerd_err(START_EXEC, id))?;
+        self.start_exec(id, exec_id).await?;
         let mut tasks = self.tasks();
         let wait = tasks.wait(self.conn_req(WaitRequest {
             container_id: id.to_owned(),

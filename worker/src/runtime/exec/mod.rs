@@ -150,6 +150,19 @@ pub fn not_started_code(runtime_message: &str) -> i32 {
 }
 
 impl ContainerdRuntime {
+    /// Starts exec process `exec_id` (a failure is a [`START_EXEC`] error:
+    /// the program could not start).
+    pub(super) async fn start_exec(&self, id: &str, exec_id: &str) -> Result<(), RuntimeError> {
+        self.tasks()
+            .start(self.conn_req(StartRequest {
+                container_id: id.to_owned(),
+                exec_id: exec_id.to_owned(),
+            }))
+            .await
+            .map(|_| ())
+            .map_err(containerd_err(START_EXEC, id))
+    }
+
     /// [`super::Runtime::exec`] on containerd.
     pub(super) async fn exec_in(
         &self,
@@ -277,13 +290,7 @@ impl ContainerdRuntime {
             .await
             .map_err(containerd_err("Tasks.Exec", id))?;
         let result = async {
-            self.tasks()
-                .start(self.conn_req(StartRequest {
-                    container_id: id.to_owned(),
-                    exec_id: exec_id.to_owned(),
-                }))
-                .await
-                .map_err(containerd_err(START_EXEC, id))?;
+            self.start_exec(id, exec_id).await?;
             let wait = |limit: Duration| {
                 let mut tasks = self.tasks();
                 let req = self.conn_req(WaitRequest {
