@@ -10,6 +10,7 @@
 //! - [`http`]: REST routes, auth, problem+json errors ([`error`]), OpenAPI.
 //! - [`model`]: JSON shapes and request validation.
 //! - [`jobs`]: a job's task containers (pure) and the job driver.
+//! - [`groups`]: container groups (members placed, networked and acted on together).
 //! - [`lifecycle`]: the container lifecycle as pure decisions (table-tested).
 //! - [`store`]: PostgreSQL access, one module per resource.
 //! - [`grpc`]: the workers' `ControlPlane` service and the log client.
@@ -26,6 +27,7 @@
 
 pub mod config;
 pub mod error;
+pub mod groups;
 pub mod grpc;
 pub mod http;
 pub mod jobs;

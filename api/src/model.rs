@@ -289,6 +289,8 @@ pub struct NewContainer {
     pub notify_url: Option<String>,
     /// Set on a job's task containers.
     pub task: Option<TaskOf>,
+    /// Set on a container group's members.
+    pub group: Option<Uuid>,
     pub labels: BTreeMap<String, String>,
     pub max_pending_s: u32,
     pub host_labels: BTreeMap<String, String>,
@@ -421,6 +423,7 @@ impl CreateContainer {
             max_cost: self.max_cost,
             notify_url: self.notify_url.filter(|u| !u.is_empty()),
             task: None,
+            group: None,
             labels,
             max_pending_s,
             host_labels,

@@ -14,7 +14,9 @@
 //! - [`network`]: network modes, groups and published ports.
 //! - [`probes`]: liveness and readiness probes and when they fail.
 //! - [`volumes`]: empty_dir and secret volumes, and where they are mounted.
+//! - [`groups`]: container groups: their members' rules and the group's state.
 
+pub mod groups;
 pub mod image;
 pub mod labels;
 pub mod names;
@@ -25,6 +27,7 @@ pub mod resources;
 pub mod state;
 pub mod volumes;
 
+pub use groups::{group_state, GroupState, MemberFacts, MAX_MEMBERS};
 pub use image::{image_pattern, ImageRef};
 pub use labels::{check_label, is_label_key, validate_labels, MAX_LABELS};
 pub use names::{validate_env, ContainerName, EnvError, SecretEnv};

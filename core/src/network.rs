@@ -26,6 +26,11 @@ pub const NETWORK_GROUP_PATTERN: &str = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$";
 
 static NETWORK_GROUP: Lazy<Regex> = Lazy::new(|| Regex::new(NETWORK_GROUP_PATTERN).unwrap());
 
+/// A DNS label ([`NETWORK_GROUP_PATTERN`]): network groups, volume and group names.
+pub fn is_dns_label(s: &str) -> bool {
+    NETWORK_GROUP.is_match(s)
+}
+
 /// How a container is networked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -134,6 +134,7 @@ pub fn assignment(row: &ContainerRow, keyring: &Keyring) -> pb::Assignment {
             liveness_probe: row.liveness_probe.as_ref().map(|p| probe(&p.0)),
             readiness_probe: row.readiness_probe.as_ref().map(|p| probe(&p.0)),
             registry_credential: None,
+            sandbox: row.group_id.map(|g| g.to_string()).unwrap_or_default(),
         }),
         stop_timeout_s: row.stop_timeout_s as u32,
     }

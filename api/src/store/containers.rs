@@ -50,9 +50,9 @@ pub(super) async fn insert_row(
          secure_env_kid, secure_env_sealed, cpu_millis, \
          memory_mib, restart_policy, max_restarts, stop_timeout_s, labels, max_pending_s, host_labels, \
          timeout_s, max_cost, notify_url, job_id, task_index, task_attempt, network, network_group, \
-         ports, read_only_rootfs, volumes, mounts, liveness_probe, readiness_probe, pending_since) \
+         ports, read_only_rootfs, volumes, mounts, liveness_probe, readiness_probe, group_id, pending_since) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, \
-         $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, now()) \
+         $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, now()) \
          RETURNING {CONTAINER_COLUMNS}"
     ))
     .bind(c.id)
@@ -86,6 +86,7 @@ pub(super) async fn insert_row(
     .bind(Json(&c.mounts))
     .bind(c.liveness_probe.as_ref().map(Json))
     .bind(c.readiness_probe.as_ref().map(Json))
+    .bind(c.group)
     .fetch_one(&mut *conn)
     .await;
     let row = match result {

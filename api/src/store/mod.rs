@@ -169,6 +169,8 @@ pub struct ContainerRow {
     pub mounts: Json<Vec<skiff_core::VolumeMount>>,
     pub liveness_probe: Option<Json<skiff_core::Probe>>,
     pub readiness_probe: Option<Json<skiff_core::Probe>>,
+    /// The container group it is a member of (None: a container of its own).
+    pub group_id: Option<Uuid>,
     /// The current run's readiness as its host last reported it.
     pub ready: bool,
     /// The current run's image pull, as its host last reported it.
@@ -220,7 +222,7 @@ const CONTAINER_COLUMNS: &str = "id, tenant_id, name, image, image_digest, comma
     max_pending_s, pending_since, host_labels, prefer_host_id, created_at, \
     scheduled_at, started_at, finished_at, queued_ms, pull_ms, create_ms, start_ms, deleted_at, removed_at, \
     network, network_group, ports, host_ports, ip, read_only_rootfs, volumes, mounts, \
-    liveness_probe, readiness_probe, ready, pull_bytes_done, pull_bytes_total";
+    liveness_probe, readiness_probe, ready, pull_bytes_done, pull_bytes_total, group_id";
 
 /// The states that hold a host's resources (everything not finished).
 const TERMINAL_STATES: &str = "('succeeded', 'failed', 'stopped')";
