@@ -246,6 +246,21 @@ pub struct ApiConfig {
     /// Maximum PostgreSQL connections.
     #[arg(long, env = "SKIFF_DB_MAX_CONNECTIONS", default_value_t = 16)]
     pub db_max_connections: u32,
+
+    /// Registries whose images the ACI layer checks when a container group
+    /// is created (a manifest request with the request's credentials, so
+    /// that an image the registry refuses is answered `InaccessibleImage`
+    /// at once): `host[:port]` over HTTPS, `http://host[:port]` over plain
+    /// HTTP, comma-separated. Name only registries the workers pull from:
+    /// the API server reaches them itself. Empty: no check (a bad image
+    /// fails at its pull).
+    #[arg(
+        long,
+        env = "SKIFF_ACI_CHECK_REGISTRIES",
+        default_value = "",
+        value_delimiter = ','
+    )]
+    pub aci_check_registries: Vec<String>,
 }
 
 /// A setting that would only break later.
