@@ -11,6 +11,7 @@
 //! - [`model`]: JSON shapes and request validation.
 //! - [`jobs`]: a job's task containers (pure) and the job driver.
 //! - [`groups`]: container groups (members placed, networked and acted on together).
+//! - [`aci`]: Azure Container Instances' ARM API under `/aci`, onto [`groups`].
 //! - [`lifecycle`]: the container lifecycle as pure decisions (table-tested).
 //! - [`store`]: PostgreSQL access, one module per resource.
 //! - [`grpc`]: the workers' `ControlPlane` service and the log client.
@@ -25,6 +26,7 @@
 //! PostgreSQL (placement under an advisory lock, rows locked `FOR UPDATE`,
 //! wake-ups as `NOTIFY`s).
 
+pub mod aci;
 pub mod config;
 pub mod error;
 pub mod groups;

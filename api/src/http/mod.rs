@@ -51,7 +51,7 @@ use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post, put};
+use axum::routing::{any, delete, get, post, put};
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
@@ -118,6 +118,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi::document))
+        // Azure Container Instances' ARM API (not in the OpenAPI document:
+        // its contract is Microsoft's).
+        .route("/aci/{*rest}", any(crate::aci::routes::handle))
         .merge(console::routes::<Arc<AppState>>())
         .fallback(|| async { ApiError::NotFound("route") })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
@@ -128,6 +131,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         ))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn(crate::aci::arm::arm_errors))
         .with_state(state)
 }
 
