@@ -47,6 +47,11 @@ short_hash() { printf '%s' "$1" | sha256sum | cut -c1-8; }
 # Debian's python3 and python3-venv.
 SKIFF_SCHEMATHESIS_VERSION=4.32.5
 
+# Microsoft's Python SDK for Azure Container Instances, which the ACI tests
+# (tests/e2e/aci.rs, aci_sdk.py) drive skiff's /aci with, pinned with the
+# Azure core libraries it runs on; into the same virtual environment.
+SKIFF_ACI_SDK_PINS="azure-mgmt-containerinstance==10.1.0 azure-mgmt-core==1.6.0 azure-core==1.41.0"
+
 # apt_install_missing PACKAGE...: install those of the Debian packages that
 # are missing (apt-get update only when something is).
 apt_install_missing() {
@@ -131,6 +136,25 @@ install_schemathesis() {
       || die "$SKIFF_SCHEMATHESIS is not schemathesis $SKIFF_SCHEMATHESIS_VERSION after installing it"
   fi
   printf '%s\n' "$SKIFF_SCHEMATHESIS"
+}
+
+# install_aci_sdk: the pins of SKIFF_ACI_SDK_PINS in <checkout>/.skiff/venv
+# (made by install_schemathesis, which runs first). Sets and prints
+# SKIFF_PYTHON, the venv's python.
+install_aci_sdk() {
+  local venv="$SKIFF_REPO_ROOT/.skiff/venv" want have
+  SKIFF_PYTHON="$venv/bin/python"
+  want=$(tr ' ' '\n' <<<"$SKIFF_ACI_SDK_PINS" | sort | tr '\n' ' ')
+  have=$("$SKIFF_PYTHON" -c 'from importlib.metadata import version as v
+names = ["azure-mgmt-containerinstance", "azure-mgmt-core", "azure-core"]
+print(" ".join(sorted(f"{n}=={v(n)}" for n in names)) + " ")' 2>/dev/null) || true
+  if [[ $have != "$want" ]]; then
+    log "installing $SKIFF_ACI_SDK_PINS (PyPI) into $venv"
+    # shellcheck disable=SC2086 # one pin a word
+    "$venv/bin/pip" install --quiet --disable-pip-version-check $SKIFF_ACI_SDK_PINS >&2 \
+      || die "could not install $SKIFF_ACI_SDK_PINS into $venv"
+  fi
+  printf '%s\n' "$SKIFF_PYTHON"
 }
 
 # ---------------------------------------------------------------------------

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # deploy/local/test.sh: run every test of the workspace against real services.
 #
-# As root on Debian 12: installs what is missing (apt; schemathesis from PyPI
-# into <checkout>/.skiff/venv), starts a test stack private to
+# As root on Debian 12: installs what is missing (apt; schemathesis and the
+# Azure ACI SDK from PyPI into <checkout>/.skiff/venv), starts a test stack private to
 # <checkout>/.skiff/test/ (separate from up.sh's, so both can run at the same
 # time):
 #   PostgreSQL 15 cluster   127.0.0.1:54339   (always private; DATABASE_URL is ignored)
@@ -30,6 +30,8 @@
 #   SKIFF_TEST_SCHEMATHESIS      the `st` program of schemathesis (pinned in
 #                                lib.sh, installed into .skiff/venv), which
 #                                tests/e2e/fuzz.rs runs against the API
+#   SKIFF_TEST_PYTHON            that venv's python, with Microsoft's ACI SDK
+#                                (pinned in lib.sh), for tests/e2e/aci.rs
 #   SKIFF_TEST_DEPLOY_LIB        absolute path of deploy/local/lib.sh, for
 #                                tests that start more daemons of their own:
 #       bash -c 'source "$SKIFF_TEST_DEPLOY_LIB"; start_containerd DIR'
@@ -299,6 +301,7 @@ trap 'exit 143' TERM
 
 install_deps
 install_schemathesis >/dev/null
+install_aci_sdk >/dev/null
 # skiff-api embeds the web console: built before cargo (CI fails without it).
 build_console
 
@@ -346,6 +349,7 @@ export SKIFF_TEST_STATE_DIR="$RUN_DIR"
 export SKIFF_TEST_DEPLOY_LIB="$SKIFF_DEPLOY_DIR/lib.sh"
 export SKIFF_TEST_PROBE="$STATE/image-build/skiff-probe"
 export SKIFF_TEST_SCHEMATHESIS="$SKIFF_SCHEMATHESIS"
+export SKIFF_TEST_PYTHON="$SKIFF_PYTHON"
 log "test stack ready:"
 env | grep '^SKIFF_TEST_' | grep -v '_PASSWORD=' | sort >&2
 

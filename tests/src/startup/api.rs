@@ -83,6 +83,9 @@ pub(super) fn start_api_replicas(
                 "127.0.0.1,localhost".into(),
             ),
             ("SKIFF_WEBHOOK_RETRY_BASE_S".into(), "0.3".into()),
+            // The ACI layer checks images of the test registries at
+            // admission (InaccessibleImage), as the workers pull them.
+            ("SKIFF_ACI_CHECK_REGISTRIES".into(), aci_check_registries()),
             // Tests poll hard with one token (200 waits at once in the
             // replicas' burst): far above the defaults here. The limits
             // themselves are tested on a replica of their own (limits.rs),
@@ -171,4 +174,23 @@ pub(crate) async fn wait_ready(client: &reqwest::Client, api: &ApiReplica) -> Re
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// The test registries (plain HTTP) whose images the API checks at an ACI
+/// group's admission.
+fn aci_check_registries() -> String {
+    let mut registries: Vec<String> = std::env::var("SKIFF_TEST_REGISTRY")
+        .ok()
+        .filter(|r| !r.is_empty())
+        .into_iter()
+        .collect();
+    if let Some(auth) = crate::registry::AuthRegistry::from_env() {
+        registries.push(auth.host);
+        registries.push(auth.token_registry);
+    }
+    registries
+        .iter()
+        .map(|r| format!("http://{r}"))
+        .collect::<Vec<_>>()
+        .join(",")
 }
