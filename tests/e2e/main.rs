@@ -13,6 +13,9 @@
 //! - `network`: private networks: published ports and addresses answer,
 //!   groups and tenants kept apart, the agent closed to containers, host
 //!   ports placed as a resource and freed.
+//! - `aci`: Azure Container Instances' ARM API driven by Microsoft's Python
+//!   SDK (`aci_sdk.py`): a group's life, refusals with ARM codes, tenants
+//!   apart, members on localhost, secure values, exec over the WebSocket.
 //! - `api`: bad input, listing and pagination, service endpoints.
 //! - `billing`: per-second metering, reports, ledger verification.
 //! - `cli`: the `skiff` binary as a subprocess (run, ps, logs -f,
@@ -55,6 +58,7 @@
 //! - `fuzz`: schemathesis against `/openapi.json` (tenant and admin
 //!   operations, every check), on a pool of its own.
 
+mod aci;
 mod api;
 mod assignments;
 mod billing;
