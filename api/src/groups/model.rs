@@ -2,11 +2,11 @@
 //! the ACI layer builds), its validation into one [`NewContainer`] per
 //! member, and the object the API shows.
 
+use crate::http::schemas;
 use crate::model::{
     ContainerView, CreateContainer, MountRequest, NewContainer, PlacementRequest, PortView,
     RestartPolicyName, VolumeRequest,
 };
-use crate::http::schemas;
 use serde::{Deserialize, Serialize};
 use skiff_core::{
     FieldError, GroupState, NetworkMode, PortRequest, Probe, RegistryCredential, RestartPolicy,
@@ -247,8 +247,10 @@ impl CreateGroup {
                 ));
             }
         }
-        let restart_policy: RestartPolicy =
-            self.restart_policy.map(Into::into).unwrap_or(RestartPolicy::Always);
+        let restart_policy: RestartPolicy = self
+            .restart_policy
+            .map(Into::into)
+            .unwrap_or(RestartPolicy::Always);
         labels.insert(GROUP_LABEL.to_owned(), id.to_string());
         let mut members = Vec::with_capacity(self.containers.len());
         for (i, m) in self.containers.iter().enumerate() {
@@ -377,7 +379,10 @@ mod tests {
             assert_eq!(m.labels[GROUP_LABEL], g.id.to_string());
             assert_eq!(m.labels[MEMBER_LABEL], name);
         }
-        assert!(!g.labels.contains_key(GROUP_LABEL), "the group's own labels");
+        assert!(
+            !g.labels.contains_key(GROUP_LABEL),
+            "the group's own labels"
+        );
     }
 
     #[test]
@@ -404,7 +409,9 @@ mod tests {
         g.name = Some("Bad_Name".into());
         assert_eq!(g.validate(60).unwrap_err().field, "name");
 
-        let e = group(vec![member("a"), member("a")]).validate(60).unwrap_err();
+        let e = group(vec![member("a"), member("a")])
+            .validate(60)
+            .unwrap_err();
         assert_eq!(e.field, "containers[1].name");
     }
 
