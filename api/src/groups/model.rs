@@ -25,6 +25,8 @@ pub const DEFAULT_NAMESPACE: &str = "default";
 /// At most this many annotations, of at most this many bytes in all.
 pub const MAX_ANNOTATIONS: usize = 16;
 pub const MAX_ANNOTATION_BYTES: usize = 4096;
+/// A group's own labels: every member carries two more of the server's.
+pub const MAX_GROUP_LABELS: usize = skiff_core::MAX_LABELS - 2;
 
 /// Body of `POST /v1/groups`: containers placed on one host together,
 /// sharing one network namespace (localhost), address, published ports
@@ -38,7 +40,7 @@ pub struct CreateGroup {
     /// A namespace inside the tenant (ACI's resource group): 1 to 90 of
     /// letters, digits, '_', '-', '.', '(' and ')', not ending in '.';
     /// compared case-insensitively. Default `default`.
-    #[schema(pattern = r"^[-\w._()]{0,89}[-\w_()]$", max_length = 90)]
+    #[schema(pattern = r"^[-A-Za-z0-9_.()]{0,89}[-A-Za-z0-9_()]$", max_length = 90)]
     pub namespace: Option<String>,
     /// 1 to 10 containers, each name once.
     #[schema(min_items = 1, max_items = 10)]
@@ -51,9 +53,10 @@ pub struct CreateGroup {
     /// Volumes its members may mount (shared by them).
     #[schema(max_items = 16)]
     pub volumes: Option<Vec<VolumeRequest>>,
-    #[schema(schema_with = schemas::labels_map)]
+    #[schema(schema_with = schemas::group_labels_map)]
     pub labels: Option<BTreeMap<String, String>>,
     /// Free-form strings kept and returned unchanged (at most 16, 4 KiB in all).
+    #[schema(schema_with = schemas::annotations)]
     pub annotations: Option<BTreeMap<String, String>>,
     /// Groups (and containers) of this tenant naming the same network
     /// group reach each other.
@@ -239,6 +242,12 @@ impl CreateGroup {
         check_annotations(&annotations)?;
         let mut labels = self.labels.clone().unwrap_or_default();
         skiff_core::validate_labels("labels", &labels)?;
+        if labels.len() > MAX_GROUP_LABELS {
+            return Err(FieldError::new(
+                "labels",
+                format!("at most {MAX_GROUP_LABELS} on a group (its containers carry two more)"),
+            ));
+        }
         for key in [GROUP_LABEL, MEMBER_LABEL] {
             if labels.contains_key(key) {
                 return Err(FieldError::new(
