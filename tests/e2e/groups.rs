@@ -91,6 +91,20 @@ fn all_members(g: &Value, field: &str, value: &str) -> bool {
         .is_some_and(|ms| ms.iter().all(|m| m["container"][field] == value))
 }
 
+/// Polls a member's logs until `needle` appears `n` times (the logger
+/// writes a run's output a moment after the run is reported).
+async fn wait_logs_count(t: &Tenant, id: &str, needle: &str, n: usize) -> String {
+    let mut logs = String::new();
+    for _ in 0..150 {
+        logs = t.logs(id).await;
+        if logs.matches(needle).count() >= n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    logs
+}
+
 async fn http_get(url: &str) -> Option<String> {
     let reply = reqwest::Client::new()
         .get(url)
@@ -148,14 +162,7 @@ async fn a_groups_containers_share_one_host_localhost_and_its_published_port() {
 
         // The client reached the server on localhost.
         let client_id = &ids[1];
-        let mut logs = String::new();
-        for _ in 0..150 {
-            logs = t.logs(client_id).await;
-            if logs.contains("got=") {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        let logs = wait_logs_count(&t, client_id, "got=", 1).await;
         assert!(logs.contains("got=group-pong"), "{logs}\n{}", t.diag(client_id).await);
 
         // The group's published port answers from the host.
@@ -276,7 +283,7 @@ async fn a_group_is_stopped_started_and_restarted_as_a_whole() {
             .collect();
         assert_eq!(hosts[0], hosts[1], "{g:#}");
         for member in &ids {
-            let logs = t.logs(member).await;
+            let logs = wait_logs_count(&t, member, "run-", 2).await;
             assert_eq!(logs.matches("run-").count(), 2, "two runs: {logs}");
         }
 
@@ -308,7 +315,7 @@ async fn a_group_is_stopped_started_and_restarted_as_a_whole() {
         })
         .await;
         for member in &ids {
-            let logs = t.logs(member).await;
+            let logs = wait_logs_count(&t, member, "run-", 3).await;
             assert_eq!(
                 logs.matches("run-").count(),
                 3,
