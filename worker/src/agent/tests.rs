@@ -565,6 +565,29 @@ async fn an_assigned_container_is_started_and_reported_running() {
     );
 }
 
+#[tokio::test]
+async fn a_member_of_a_malformed_sandbox_fails_to_start_before_its_pull() {
+    let h = harness(FakeRuntime::new()).await;
+    let mut a = running(C, 1);
+    let spec = a.spec.as_mut().unwrap();
+    spec.set_network(pb::NetworkMode::Private);
+    spec.sandbox = "../../run/netns".into();
+
+    h.agent.apply_update(snapshot(1, vec![a])).await.unwrap();
+
+    let failed = h
+        .sink
+        .wait_report(C, |r| r.state == pb::ObservedState::Failed as i32)
+        .await;
+    assert_eq!(failed.reason, "StartFailed");
+    assert!(
+        failed.message.contains("is not a sandbox id"),
+        "{}",
+        failed.message
+    );
+    assert!(h.runtime.calls().is_empty(), "{:?}", h.runtime.calls());
+}
+
 /// A run of `A` (re-adopted, running) with these probes.
 fn probed(liveness: Option<pb::Probe>, readiness: Option<pb::Probe>) -> pb::Assignment {
     let mut a = running(A, 1);

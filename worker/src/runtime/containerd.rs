@@ -10,13 +10,14 @@
 
 use super::cgroup::{self, CgroupLayout};
 use super::pull::{Puller, SNAPSHOTTER};
+use super::sandbox;
 use super::seccomp::{running_kernel, ArchScope, DockerProfile};
 use super::spec::{self, SpecOptions, DEFAULT_CAPABILITIES};
 use super::volumes;
 use super::{
     CgroupUsage, ContainerInfo, ExitRecord, HeldImage, ImageInfo, NetworkSpec, RunSpec, Runtime,
     RuntimeError, StoredImage, TaskEvent, TaskInfo, TaskStarted, TaskStatus, LABEL_EXIT,
-    LABEL_GENERATION,
+    LABEL_GENERATION, LABEL_SANDBOX,
 };
 use crate::net::{NetError, Network};
 use async_trait::async_trait;
@@ -507,6 +508,12 @@ impl ContainerdRuntime {
                 .get(LABEL_EXIT)
                 .and_then(|e| serde_json::from_str(e).ok()),
             task: task.map(task_info),
+            // Written checked; a label that is not a key names nothing.
+            sandbox: c
+                .labels
+                .get(LABEL_SANDBOX)
+                .filter(|s| sandbox::valid_key(s))
+                .cloned(),
         }
     }
 }

@@ -391,6 +391,7 @@ mod tests {
             read_only_rootfs: false,
             volumes: Vec::new(),
             mounts: Vec::new(),
+            sandbox: None,
         }
     }
 
