@@ -320,7 +320,8 @@ pub trait Runtime: Send + Sync + 'static {
         })
     }
 
-    /// The container's address while its run has a private network.
+    /// The container's address while its run has a private network (a
+    /// sandbox member's: its sandbox's).
     async fn ip(&self, _id: &str) -> Option<std::net::Ipv4Addr> {
         None
     }
@@ -345,7 +346,8 @@ pub trait Runtime: Send + Sync + 'static {
 
     /// Deletes the container's task (its shim exits; the container, rootfs
     /// and logs stay) and tears down the run's network (its ports are
-    /// free again). NotFound is not an error.
+    /// free again; a sandbox's only once no member has a task). NotFound
+    /// is not an error.
     async fn delete_task(&self, id: &str) -> Result<(), RuntimeError>;
 
     /// Records a finished run, then deletes the task.
@@ -355,7 +357,8 @@ pub trait Runtime: Send + Sync + 'static {
     }
 
     /// Removes everything of the container from the host: task (killed),
-    /// container record, snapshot and log file. NotFound is not an error.
+    /// container record, snapshot and log file (and, the last member of a
+    /// sandbox here, the sandbox's volumes). NotFound is not an error.
     async fn remove(&self, id: &str) -> Result<(), RuntimeError>;
 
     /// All containers in the worker's namespace.

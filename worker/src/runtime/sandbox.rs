@@ -16,9 +16,13 @@
 //! with tests beside them; [`Sandboxes`] holds, per key, the members with a
 //! task and the lock that serialises set-up, joining and tear-down.
 
-use super::{ContainerInfo, RunSpec, RuntimeError};
+use super::containerd::{containerd_err, net_err, ContainerdRuntime};
+use super::{volumes, ContainerInfo, NetworkSpec, RunSpec, RuntimeError, LABEL_SANDBOX};
+use containerd_client::services::v1::GetContainerRequest;
 use std::collections::{HashMap, HashSet};
+use std::net::Ipv4Addr;
 use std::sync::Arc;
+use tracing::warn;
 
 /// The longest sandbox id taken (a uuid has 36 characters).
 const MAX_KEY: usize = 64;
@@ -102,6 +106,13 @@ pub fn known_keys(containers: &[ContainerInfo]) -> HashSet<String> {
         .iter()
         .flat_map(|c| std::iter::once(c.id.clone()).chain(c.sandbox.clone()))
         .collect()
+}
+
+/// containerd's filter for the container records of `sandbox`'s members
+/// (as nerdctl writes them: the label's name quoted; a key is hex digits
+/// and dashes, a value that needs no quoting).
+pub fn members_filter(sandbox: &str) -> String {
+    format!("labels.\"{LABEL_SANDBOX}\"=={sandbox}")
 }
 
 /// The host's sandboxes: per key, the members with a task (or a start
@@ -234,6 +245,134 @@ impl Drop for Held<'_> {
     }
 }
 
+/// A start's part in its sandbox ([`ContainerdRuntime::enter_sandbox`]).
+pub(super) struct Entry<'a> {
+    /// Held while this start sets its sandbox up.
+    held: Option<Held<'a>>,
+    /// Another member's task holds the sandbox's network and volumes:
+    /// this start uses them as they are.
+    pub joined: bool,
+    /// The sandbox's address, when joined.
+    pub ip: Option<Ipv4Addr>,
+}
+
+impl Entry<'_> {
+    /// The start set its sandbox up (its task is created): the member is
+    /// in, the next ones join. Dropping the entry instead (a failed
+    /// start) leaves the sandbox empty.
+    pub fn set_up(mut self, id: &str) {
+        if let Some(held) = self.held.as_mut() {
+            held.enter(id);
+        }
+    }
+}
+
+impl ContainerdRuntime {
+    /// Where a start of `run` stands with its sandbox. An ordinary
+    /// container's network and volumes are its own: nothing is held. A
+    /// member joins when another member has a task, and is in at once;
+    /// else it holds the sandbox while it sets it up, so a member
+    /// starting beside it waits, then joins (see [`Entry::set_up`]).
+    pub(super) async fn enter_sandbox(&self, run: &RunSpec) -> Entry<'_> {
+        let Some(sandbox) = &run.sandbox else {
+            return Entry {
+                held: None,
+                joined: false,
+                ip: None,
+            };
+        };
+        let mut held = self.sandboxes.lock(sandbox).await;
+        if held.plan(&run.id) == Plan::SetUp {
+            // In from before a restart (its created task deleted since):
+            // out until its set-up succeeds.
+            held.leave(&run.id);
+            return Entry {
+                held: Some(held),
+                joined: false,
+                ip: None,
+            };
+        }
+        held.enter(&run.id);
+        drop(held);
+        let net = match (&run.network, &self.net) {
+            (NetworkSpec::Private(_), Some(net)) => Some(net),
+            _ => None,
+        };
+        let ip = match net {
+            Some(net) => net.ip(sandbox).await,
+            None => None,
+        };
+        if net.is_some() && ip.is_none() {
+            warn!(container_id = %run.id, sandbox, "joining a sandbox whose network is not attached");
+        }
+        Entry {
+            held: None,
+            joined: true,
+            ip,
+        }
+    }
+
+    /// Run `id` has no task any more: its network goes, unless it is a
+    /// member of `sandbox` and another member still has a task. Holds the
+    /// sandbox through the tear-down, so no member sets it up meanwhile.
+    pub(super) async fn end_network(
+        &self,
+        id: &str,
+        sandbox: Option<&str>,
+    ) -> Result<(), RuntimeError> {
+        let Some(sandbox) = sandbox else {
+            return match &self.net {
+                Some(net) => net.detach(id).await.map_err(net_err(id)),
+                None => Ok(()),
+            };
+        };
+        let mut held = self.sandboxes.lock(sandbox).await;
+        let last = held.leave(id);
+        match &self.net {
+            Some(net) if last => net.detach(sandbox).await.map_err(net_err(id)),
+            _ => Ok(()),
+        }
+    }
+
+    /// [`Self::end_network`] for a failed start (logged, not returned: the
+    /// start's own error is the one to report).
+    pub(super) async fn end_network_logged(&self, id: &str, sandbox: Option<&str>) {
+        if let Err(e) = self.end_network(id, sandbox).await {
+            warn!(container_id = %id, error = %e, "tearing down the network of a failed start");
+        }
+    }
+
+    /// The sandbox container `id` was created in (its label); None for an
+    /// ordinary container or one already gone.
+    pub(super) async fn sandbox_label(&self, id: &str) -> Result<Option<String>, RuntimeError> {
+        match self
+            .containers()
+            .get(self.conn_req(GetContainerRequest { id: id.to_owned() }))
+            .await
+        {
+            Ok(r) => Ok(r
+                .into_inner()
+                .container
+                .and_then(|c| c.labels.get(LABEL_SANDBOX).cloned())
+                .filter(|s| valid_key(s))),
+            Err(s) if s.code() == tonic::Code::NotFound => Ok(None),
+            Err(s) => Err(containerd_err("Containers.Get", id)(s)),
+        }
+    }
+
+    /// Removes the volumes of `sandbox` once no container here is its
+    /// member (the last one's record is gone). Held: a member setting the
+    /// sandbox up prepares its volumes after this, never during it.
+    pub(super) async fn remove_sandbox_volumes(&self, sandbox: &str) -> Result<(), RuntimeError> {
+        let _held = self.sandboxes.lock(sandbox).await;
+        let members = members_filter(sandbox);
+        if self.list_containers_where(vec![members]).await?.is_empty() {
+            volumes::remove(&self.spec_options.volumes_root, sandbox).await?;
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -345,6 +484,14 @@ mod tests {
                 "s2",
                 "s3"
             ])
+        );
+    }
+
+    #[test]
+    fn members_are_found_by_their_label() {
+        assert_eq!(
+            members_filter("0f1e2d3c-4b5a"),
+            r#"labels."skiff.sandbox"==0f1e2d3c-4b5a"#
         );
     }
 
