@@ -138,6 +138,12 @@ impl FakeRuntime {
         self.state.lock().unwrap().containers.contains_key(id)
     }
 
+    /// The sandbox `id` was created in (its label, in containerd).
+    pub fn sandbox_of(&self, id: &str) -> Option<String> {
+        let state = self.state.lock().unwrap();
+        state.containers.get(id)?.sandbox.clone()
+    }
+
     pub fn task_status(&self, id: &str) -> Option<TaskStatus> {
         let state = self.state.lock().unwrap();
         state.containers.get(id)?.task.as_ref().map(|t| t.status)
