@@ -478,7 +478,11 @@ mod tests {
             require_host: Some("h1".into()),
             ..req(1, A, 2000, 256)
         };
-        let d = place(&[pinned.clone()], hosts.clone(), PlacementPolicy::Spread);
+        let d = place(
+            std::slice::from_ref(&pinned),
+            hosts.clone(),
+            PlacementPolicy::Spread,
+        );
         assert!(
             d.placements.is_empty(),
             "h2 has room but is not its group's host"
