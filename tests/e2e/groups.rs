@@ -186,7 +186,9 @@ async fn a_groups_containers_share_one_host_localhost_and_its_published_port() {
         );
         alone["network"] = json!("private");
         alone["restart_policy"] = json!("never");
-        alone["placement"] = json!({ "host_labels": { skiff_e2e::platform::HOST_LABEL: hosts[0] } });
+        let host = t.host_of(&ids[0]).await;
+        alone["placement"] =
+            json!({ "host_labels": { skiff_e2e::platform::HOST_LABEL: host.name } });
         let alone_id = t.create_id(&alone).await;
         t.wait_exited_in(&alone_id, "succeeded").await;
         let alone_logs = t.logs(&alone_id).await;

@@ -11,7 +11,7 @@ use super::{
 use crate::lifecycle::{self, Action, NewRunTarget, Request};
 use crate::model::NewContainer;
 use chrono::{DateTime, Utc};
-use skiff_core::ContainerState;
+use skiff_core::{ContainerState, PublishedPort};
 use sqlx::types::Json;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -344,18 +344,38 @@ impl Store {
             // Its group's members are placed and acted on together only.
             return Err(StoreError::GroupMember(group));
         }
-        act_locked(&mut tx, tenant, row, action, live_within, quota, false).await?;
+        act_locked(
+            &mut tx,
+            tenant,
+            row,
+            action,
+            live_within,
+            quota,
+            &GroupRun::Own,
+        )
+        .await?;
         let row = lock_container(&mut tx, id, None).await?;
         tx.commit().await?;
         Ok(Acted::Done(row.map(Box::new)))
     }
 }
 
+/// Where a new run of a container group's member goes: the group decides
+/// for all its members at once (see [`super::groups`]), never one member
+/// by its own room.
+#[derive(Debug, Clone)]
+pub(super) enum GroupRun {
+    /// Not a group's member: its own host's room decides.
+    Own,
+    /// Back on the group's host, which has room for every member coming
+    /// back; a finished member claims these host ports (the group's).
+    Home(Vec<PublishedPort>),
+    /// Through the queue, where the members are placed together.
+    Queue,
+}
+
 /// Applies `action` to a container locked in the caller's transaction (the
 /// caller took the admission and placement locks a new run needs).
-/// `queue_new_runs`: a new run always waits in the queue instead of
-/// reclaiming its old host's room on its own (a container group's members,
-/// which must be placed together).
 pub(super) async fn act_locked(
     tx: &mut sqlx::PgConnection,
     tenant: Uuid,
@@ -363,7 +383,7 @@ pub(super) async fn act_locked(
     action: Action,
     live_within: Duration,
     quota: &Amounts,
-    queue_new_runs: bool,
+    group: &GroupRun,
 ) -> Result<()> {
     let id = row.id;
     let decision = lifecycle::request(&row.facts(), action, Utc::now());
@@ -399,11 +419,15 @@ pub(super) async fn act_locked(
             // The host ports a new run would get there (asked only for
             // a finished container: one that has not finished still
             // holds its own).
-            let (alive, room) = host.map_or((false, None), |h| (h.alive, h.room_for(&row)));
-            let target = match lifecycle::new_run_target(&row.facts(), alive, room.is_some()) {
-                NewRunTarget::SameHost if queue_new_runs => NewRunTarget::Queue,
-                target => target,
-            };
+            let (alive, room) = host.map_or((false, None), |h| {
+                let room = match group {
+                    GroupRun::Own => h.room_for(&row),
+                    GroupRun::Home(ports) => Some(ports.clone()),
+                    GroupRun::Queue => None,
+                };
+                (h.alive, room)
+            });
+            let target = lifecycle::new_run_target(&row.facts(), alive, room.is_some());
             let (state, requeue) = match target {
                 NewRunTarget::SameHostAfterStop => (ContainerState::Stopping, false),
                 NewRunTarget::SameHost => (ContainerState::Scheduled, false),

@@ -4,7 +4,7 @@
 //! by [`crate::lifecycle`], with new runs always queued so the members are
 //! placed together: [`crate::scheduler::groups`]).
 
-use super::containers::{act_locked, insert_row, Acted, Created};
+use super::containers::{act_locked, insert_row, Acted, Created, GroupRun};
 use super::idempotency::{self, Idem, StoredResponse};
 use super::quotas::Amounts;
 use super::{lock_container, ContainerRow, Result, Store, StoreError, CONTAINER_COLUMNS};
@@ -84,6 +84,36 @@ async fn lock_group(conn: &mut PgConnection, tenant: Uuid, id: Uuid) -> Result<O
     .bind(tenant)
     .fetch_optional(&mut *conn)
     .await?)
+}
+
+/// Where the members' new runs go: back on the group's host when it is
+/// alive and has room for every finished member at once (their logs of
+/// earlier runs are there), else through the queue, together.
+async fn group_run(
+    conn: &mut PgConnection,
+    rows: &[ContainerRow],
+    live_within: Duration,
+) -> Result<GroupRun> {
+    let Some(home) = rows.iter().find_map(|r| r.host_id.clone()) else {
+        return Ok(GroupRun::Queue);
+    };
+    let Some(room) = super::placement::host_room(conn, &home, live_within).await? else {
+        return Ok(GroupRun::Queue);
+    };
+    let newcomers: Vec<&ContainerRow> = rows.iter().filter(|r| r.state.is_terminal()).collect();
+    let holder = rows
+        .iter()
+        .find(|r| r.holds_capacity() && r.host_id.as_deref() == Some(home.as_str()));
+    Ok(
+        match room
+            .alive
+            .then(|| room.room_for_group(&newcomers, holder))
+            .flatten()
+        {
+            Some(ports) => GroupRun::Home(ports),
+            None => GroupRun::Queue,
+        },
+    )
 }
 
 impl Store {
@@ -243,10 +273,19 @@ impl Store {
         .bind(id)
         .fetch_all(&mut *tx)
         .await?;
+        let mut rows = Vec::with_capacity(ids.len());
         for member in ids {
             if let Some(row) = lock_container(&mut tx, member, Some(tenant)).await? {
-                act_locked(&mut tx, tenant, row, action, live_within, quota, true).await?;
+                rows.push(row);
             }
+        }
+        let run = if new_run {
+            group_run(&mut tx, &rows, live_within).await?
+        } else {
+            GroupRun::Queue
+        };
+        for row in rows {
+            act_locked(&mut tx, tenant, row, action, live_within, quota, &run).await?;
         }
         if action == Action::Delete {
             sqlx::query("UPDATE container_groups SET deleted_at = now() WHERE id = $1")

@@ -61,6 +61,31 @@ impl HostRoom {
         }
         ports::ports_on(self.network, &self.used_ports, row.network, &row.ports.0)
     }
+
+    /// Whether a container group's members coming back (`newcomers`) fit
+    /// here together, and the host ports they get: those `holder` (a
+    /// member running here) holds, else new ones for the group's ports.
+    pub fn room_for_group(
+        &self,
+        newcomers: &[&ContainerRow],
+        holder: Option<&ContainerRow>,
+    ) -> Option<Vec<PublishedPort>> {
+        let cpu: i64 = newcomers.iter().map(|r| i64::from(r.cpu_millis)).sum();
+        let memory: i64 = newcomers.iter().map(|r| i64::from(r.memory_mib)).sum();
+        if !(self.placeable && self.free_cpu_millis >= cpu && self.free_memory_mib >= memory) {
+            return None;
+        }
+        match (holder, newcomers.first()) {
+            (Some(holder), _) => Some(holder.host_ports.0.clone()),
+            (None, Some(first)) => ports::ports_on(
+                self.network,
+                &self.used_ports,
+                first.network,
+                &first.ports.0,
+            ),
+            (None, None) => Some(Vec::new()),
+        }
+    }
 }
 
 #[derive(sqlx::FromRow)]
