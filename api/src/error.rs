@@ -261,6 +261,17 @@ impl From<crate::store::StoreError> for ApiError {
                 field: Some("name".into()),
                 detail: format!("a container named {name:?} already exists"),
             },
+            StoreError::GroupNameTaken(name) => Self::Conflict {
+                field: Some("name".into()),
+                detail: format!("a container group named {name:?} already exists in its namespace"),
+            },
+            StoreError::GroupMember(group) => Self::Conflict {
+                field: None,
+                detail: format!(
+                    "this container is a member of container group {group}: stop, start, \
+                     restart or delete the group (/v1/groups/{group})"
+                ),
+            },
             StoreError::Database(e) => Self::Internal(e.to_string()),
             StoreError::Migrate(e) => Self::Internal(e.to_string()),
             StoreError::Corrupt(e) => Self::Internal(e),

@@ -113,6 +113,7 @@ fn run_spec(id: &str, image_ref: &str, image: skiff_worker::runtime::ImageInfo) 
         read_only_rootfs: false,
         volumes: Vec::new(),
         mounts: Vec::new(),
+        sandbox: None,
     }
 }
 

@@ -89,7 +89,10 @@ pub fn group_state(members: &[MemberFacts]) -> GroupState {
             GroupState::Succeeded
         };
     }
-    if members.iter().all(|m| m.has_started || m.state.is_terminal()) {
+    if members
+        .iter()
+        .all(|m| m.has_started || m.state.is_terminal())
+    {
         GroupState::Running
     } else {
         GroupState::Pending
@@ -139,52 +142,82 @@ mod tests {
         let cases: &[(&str, Vec<MemberFacts>, GroupState)] = &[
             (
                 "both waiting for a host",
-                vec![m(S::Pending, D::Running, false), m(S::Pending, D::Running, false)],
+                vec![
+                    m(S::Pending, D::Running, false),
+                    m(S::Pending, D::Running, false),
+                ],
                 GroupState::Pending,
             ),
             (
                 "one running, one still pulling",
-                vec![m(S::Running, D::Running, true), m(S::Pulling, D::Running, false)],
+                vec![
+                    m(S::Running, D::Running, true),
+                    m(S::Pulling, D::Running, false),
+                ],
                 GroupState::Pending,
             ),
             (
                 "both running",
-                vec![m(S::Running, D::Running, true), m(S::Running, D::Running, true)],
+                vec![
+                    m(S::Running, D::Running, true),
+                    m(S::Running, D::Running, true),
+                ],
                 GroupState::Running,
             ),
             (
                 "one restarting after it ran",
-                vec![m(S::Running, D::Running, true), m(S::Starting, D::Running, true)],
+                vec![
+                    m(S::Running, D::Running, true),
+                    m(S::Starting, D::Running, true),
+                ],
                 GroupState::Running,
             ),
             (
                 "a sidecar done, the main one running",
-                vec![m(S::Running, D::Running, true), m(S::Succeeded, D::Running, true)],
+                vec![
+                    m(S::Running, D::Running, true),
+                    m(S::Succeeded, D::Running, true),
+                ],
                 GroupState::Running,
             ),
             (
                 "all done",
-                vec![m(S::Succeeded, D::Running, true), m(S::Succeeded, D::Running, true)],
+                vec![
+                    m(S::Succeeded, D::Running, true),
+                    m(S::Succeeded, D::Running, true),
+                ],
                 GroupState::Succeeded,
             ),
             (
                 "one failed for good",
-                vec![m(S::Running, D::Running, true), m(S::Failed, D::Running, true)],
+                vec![
+                    m(S::Running, D::Running, true),
+                    m(S::Failed, D::Running, true),
+                ],
                 GroupState::Failed,
             ),
             (
                 "an image that never pulled",
-                vec![m(S::Failed, D::Running, false), m(S::Pending, D::Running, false)],
+                vec![
+                    m(S::Failed, D::Running, false),
+                    m(S::Pending, D::Running, false),
+                ],
                 GroupState::Failed,
             ),
             (
                 "stop asked, one still stopping",
-                vec![m(S::Stopping, D::Stopped, true), m(S::Stopped, D::Stopped, true)],
+                vec![
+                    m(S::Stopping, D::Stopped, true),
+                    m(S::Stopped, D::Stopped, true),
+                ],
                 GroupState::Stopped,
             ),
             (
                 "stopped",
-                vec![m(S::Stopped, D::Stopped, true), m(S::Stopped, D::Stopped, true)],
+                vec![
+                    m(S::Stopped, D::Stopped, true),
+                    m(S::Stopped, D::Stopped, true),
+                ],
                 GroupState::Stopped,
             ),
             ("no members", vec![], GroupState::Stopped),

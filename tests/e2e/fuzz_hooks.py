@@ -20,6 +20,11 @@ rules of its API; each is in the operation's text instead:
   normalised with base64 contents; `mounts` name a declared volume, each at
   a normalised path once;
 - a probe has exactly one action, its command without NUL;
+- a container group: its containers named once each, none publishing a
+  `host_port` of its own (the group's `ports` publish); the group's
+  `volumes` go with every container's `mounts` and `memory_mib`; its
+  labels never `skiff.group` or `skiff.group-member` (the server's own);
+  its `annotations` at most 4 KiB in all;
 - a `notify_url` names a host the server allows (the fuzz pool allows
   127.0.0.1 and localhost);
 - limits in bytes (UTF-8), where JSON Schema's `maxLength` counts
@@ -266,6 +271,64 @@ def _job(body):
     _notify_url(body)
 
 
+def _group(body):
+    members = body.get("containers")
+    if isinstance(members, list):
+        seen, kept = set(), []
+        for m in members:
+            name = m.get("name") if isinstance(m, dict) else None
+            if isinstance(name, str):
+                if name in seen:
+                    continue
+                seen.add(name)
+            kept.append(m)
+        body["containers"] = kept
+    members = [m for m in body.get("containers") or [] if isinstance(m, dict)]
+    _registry_credentials(body)
+    _ports(body)
+    # The group's volumes against its smallest member; then each member's
+    # mounts against them.
+    memories = [m["memory_mib"] for m in members if isinstance(m.get("memory_mib"), (int, float))]
+    shared = {"volumes": body.get("volumes"), "memory_mib": min(memories) if memories else None}
+    _volumes(shared)
+    if "volumes" in body:
+        body["volumes"] = shared["volumes"]
+    for m in members:
+        own = {"volumes": body.get("volumes"), "mounts": m.get("mounts"), "memory_mib": m.get("memory_mib")}
+        _volumes(own)
+        if "mounts" in m:
+            m["mounts"] = own["mounts"]
+        if not isinstance(body.get("volumes"), list):
+            m.pop("mounts", None)
+        ports = m.get("ports")
+        if isinstance(ports, list):
+            for p in ports:
+                if isinstance(p, dict):
+                    p.pop("host_port", None)
+            _ports(m)
+        _no_key_in_both(m)
+        _probes(m)
+        _size(m)
+    labels = body.get("labels")
+    if isinstance(labels, dict):
+        labels.pop("skiff.group", None)
+        labels.pop("skiff.group-member", None)
+        _labels(labels)
+    placement = body.get("placement")
+    if isinstance(placement, dict):
+        _labels(placement.get("host_labels"))
+    annotations = body.get("annotations")
+    if isinstance(annotations, dict):
+        total = 0
+        for key in list(annotations):
+            value = annotations[key]
+            size = len(_utf8(key)) + (len(_utf8(value)) if isinstance(value, str) else 0)
+            if total + size > 4096:
+                del annotations[key]
+            else:
+                total += size
+
+
 @schemathesis.hook
 def before_call(ctx, case, kwargs):
     meta = case.meta
@@ -287,6 +350,8 @@ def before_call(ctx, case, kwargs):
         _notify_url(body)
     elif (method, path) == ("POST", "/v1/jobs") and body is not None:
         _job(body)
+    elif (method, path) == ("POST", "/v1/groups") and body is not None:
+        _group(body)
     elif (method, path) == ("POST", "/v1/images/prewarm") and body is not None:
         _registry_credentials(body)
     elif (method, path) == ("POST", "/v1/containers/{id}/exec") and body is not None:

@@ -27,6 +27,8 @@
 //!   last id, two replicas writing).
 //! - `exec`: a process run in a running container (output, exit code,
 //!   bounds, its cgroup, refusals).
+//! - `groups`: container groups: one host, shared localhost, address and
+//!   published ports; acted on as a whole; requests checked by field.
 //! - `hosts`: the hosts route, drain and undrain.
 //! - `jobs`: parallelism, per-task overrides, retries, cancel.
 //! - `idempotency`: `Idempotency-Key` on creation (concurrent retries, a
@@ -72,6 +74,7 @@ mod escape;
 mod events;
 mod exec;
 mod fuzz;
+mod groups;
 mod hosts;
 mod idempotency;
 mod images;

@@ -60,6 +60,7 @@ fn run_spec(image_ref: &str, image: &ImageInfo, command: &[&str], memory_mib: u6
         read_only_rootfs: false,
         volumes: Vec::new(),
         mounts: Vec::new(),
+        sandbox: None,
     }
 }
 

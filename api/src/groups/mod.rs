@@ -19,8 +19,15 @@ pub mod model;
 pub use model::*;
 
 use crate::error::ApiError;
+use crate::http::containers::{admit_shape, Shape};
+use crate::lifecycle::Action;
+use crate::model::ContainerView;
+use crate::store::containers::{Acted, Created};
+use crate::store::groups::{GroupListFilter, GroupRow, GroupWithMembers};
 use crate::store::idempotency::{Idem, StoredResponse};
+use crate::store::ContainerRow;
 use crate::AppState;
+use skiff_core::{group_state, MemberFacts, NetworkMode};
 use uuid::Uuid;
 
 /// What can be asked of a whole group.
@@ -45,14 +52,9 @@ pub struct GroupFilter {
     pub limit: i64,
 }
 
-/// What a create did.
-pub enum GroupCreated {
-    New(Box<GroupView>, StoredResponse),
-    /// The idempotency key's earlier answer (see [`crate::http::idempotency`]).
-    Replay(StoredResponse),
-    InFlight,
-    KeyReused,
-}
+/// What a create did (as a container's: see
+/// [`crate::http::idempotency::answer_created`]).
+pub type GroupCreated = Created<GroupView>;
 
 /// Creates a group (validated: [`CreateGroup::validate`]) with its members
 /// `pending`, in one transaction with the tenant's quota check (the sum of
@@ -67,14 +69,43 @@ pub async fn create(
     idem: Option<&Idem>,
     render: impl FnOnce(&GroupView) -> StoredResponse,
 ) -> Result<GroupCreated, ApiError> {
-    let _ = (state, tenant, new, idem, render);
-    todo!()
+    let first = new.members.first().expect("validated: at least one member");
+    admit_shape(
+        state,
+        &Shape {
+            host_labels: &first.host_labels,
+            cpu_millis: new.members.iter().map(|m| i64::from(m.cpu.millis())).sum(),
+            memory_mib: new.members.iter().map(|m| i64::from(m.memory.mib())).sum(),
+            network: NetworkMode::Private,
+            ports: &first.ports,
+            what: "the group's containers in all",
+        },
+    )
+    .await?;
+    let created = state
+        .store
+        .insert_group(tenant, &new, idem, &state.config.quota_defaults(), |g| {
+            render(&view_new(g))
+        })
+        .await?;
+    Ok(match created {
+        Created::New(g, response) => {
+            tracing::info!(group = %g.group.id, tenant = %tenant, members = g.members.len(),
+                "container group created");
+            Created::New(Box::new(view_new(&g)), response)
+        }
+        Created::Replay(r) => Created::Replay(r),
+        Created::InFlight => Created::InFlight,
+        Created::KeyReused => Created::KeyReused,
+    })
 }
 
 /// The group now (None: no such group for this tenant).
 pub async fn get(state: &AppState, tenant: Uuid, id: Uuid) -> Result<Option<GroupView>, ApiError> {
-    let _ = (state, tenant, id);
-    todo!()
+    match state.store.get_group(tenant, id).await? {
+        Some(g) => Ok(Some(view(state, g).await?)),
+        None => Ok(None),
+    }
 }
 
 /// The group named `name` in `namespace` (case-insensitive), if any.
@@ -84,8 +115,10 @@ pub async fn find(
     namespace: &str,
     name: &str,
 ) -> Result<Option<GroupView>, ApiError> {
-    let _ = (state, tenant, namespace, name);
-    todo!()
+    match state.store.find_group(tenant, namespace, name).await? {
+        Some(g) => Ok(Some(view(state, g).await?)),
+        None => Ok(None),
+    }
 }
 
 /// A page of the tenant's groups, oldest first.
@@ -94,8 +127,22 @@ pub async fn list(
     tenant: Uuid,
     filter: &GroupFilter,
 ) -> Result<Vec<GroupView>, ApiError> {
-    let _ = (state, tenant, filter);
-    todo!()
+    let groups = state
+        .store
+        .list_groups(
+            tenant,
+            &GroupListFilter {
+                namespace: filter.namespace.clone(),
+                after: filter.after,
+                limit: filter.limit,
+            },
+        )
+        .await?;
+    let mut out = Vec::with_capacity(groups.len());
+    for g in groups {
+        out.push(view(state, g).await?);
+    }
+    Ok(out)
 }
 
 /// Applies `action` to every member together (None: no such group).
@@ -105,14 +152,135 @@ pub async fn act(
     id: Uuid,
     action: GroupAction,
 ) -> Result<Option<GroupView>, ApiError> {
-    let _ = (state, tenant, id, action);
-    todo!()
+    match act_keyed(state, tenant, id, action, None).await? {
+        Acted::Done(view) => Ok(view),
+        // Without a key there is no earlier request.
+        Acted::Replay(_) | Acted::InFlight | Acted::KeyReused => Err(ApiError::Internal(
+            "an idempotency answer without a key".into(),
+        )),
+    }
+}
+
+/// [`act`] with an idempotency key (the native API's POSTs): the caller
+/// records the response with [`crate::store::Store::record_response`].
+pub async fn act_keyed(
+    state: &AppState,
+    tenant: Uuid,
+    id: Uuid,
+    action: GroupAction,
+    idem: Option<&Idem>,
+) -> Result<Acted<Option<GroupView>>, ApiError> {
+    let action = match action {
+        GroupAction::Stop => Action::Stop,
+        GroupAction::Start => Action::Start,
+        GroupAction::Restart => Action::Restart,
+    };
+    request(state, tenant, id, action, idem).await
 }
 
 /// Deletes the group: every member stops and is removed from its host; the
 /// group is gone from reads at once (None: no such group). Its usage stays
 /// in the reports.
-pub async fn delete(state: &AppState, tenant: Uuid, id: Uuid) -> Result<Option<GroupView>, ApiError> {
-    let _ = (state, tenant, id);
-    todo!()
+pub async fn delete(
+    state: &AppState,
+    tenant: Uuid,
+    id: Uuid,
+) -> Result<Option<GroupView>, ApiError> {
+    match request(state, tenant, id, Action::Delete, None).await? {
+        Acted::Done(view) => Ok(view),
+        Acted::Replay(_) | Acted::InFlight | Acted::KeyReused => Err(ApiError::Internal(
+            "an idempotency answer without a key".into(),
+        )),
+    }
+}
+
+async fn request(
+    state: &AppState,
+    tenant: Uuid,
+    id: Uuid,
+    action: Action,
+    idem: Option<&Idem>,
+) -> Result<Acted<Option<GroupView>>, ApiError> {
+    let done = state
+        .store
+        .group_request(
+            tenant,
+            id,
+            action,
+            state.config.host_lost_after(),
+            idem,
+            &state.config.quota_defaults(),
+        )
+        .await?;
+    Ok(match done {
+        Acted::Done(Some(g)) => {
+            tracing::info!(group = %id, tenant = %tenant, action = action.as_str(), "container group request");
+            Acted::Done(Some(view(state, g).await?))
+        }
+        Acted::Done(None) => Acted::Done(None),
+        Acted::Replay(r) => Acted::Replay(r),
+        Acted::InFlight => Acted::InFlight,
+        Acted::KeyReused => Acted::KeyReused,
+    })
+}
+
+/// A group as shown now: its members' views with their usage.
+async fn view(state: &AppState, g: GroupWithMembers) -> Result<GroupView, ApiError> {
+    let facts = facts(&g.members);
+    let members = crate::http::containers::views(state, g.members).await?;
+    Ok(assemble(g.group, &facts, members))
+}
+
+/// A group just created (no usage yet).
+fn view_new(g: &GroupWithMembers) -> GroupView {
+    let members = g
+        .members
+        .iter()
+        .map(|r| crate::http::containers::view(r.clone(), Default::default()))
+        .collect();
+    assemble(g.group.clone(), &facts(&g.members), members)
+}
+
+fn facts(rows: &[ContainerRow]) -> Vec<MemberFacts> {
+    rows.iter()
+        .map(|r| MemberFacts {
+            state: r.state,
+            desired: r.desired,
+            has_started: r.started_at.is_some() || r.restart_count > 0 || r.generation > 1,
+        })
+        .collect()
+}
+
+fn assemble(group: GroupRow, facts: &[MemberFacts], members: Vec<ContainerView>) -> GroupView {
+    let spec: Option<CreateGroup> = serde_json::from_value(group.spec.0.clone()).ok();
+    let listens = |name: &str| -> Vec<skiff_core::PortRequest> {
+        spec.as_ref()
+            .and_then(|s| s.containers.iter().find(|m| m.name == name))
+            .and_then(|m| m.ports.clone())
+            .unwrap_or_default()
+    };
+    let first = members.first();
+    let running = members.iter().find(|m| m.ip.is_some());
+    GroupView {
+        id: group.id,
+        name: group.name,
+        namespace: group.namespace,
+        state: group_state(facts),
+        restart_policy: group.restart_policy,
+        labels: group.labels.0,
+        annotations: group.annotations.0,
+        ports: first.map(|m| m.ports.clone()).unwrap_or_default(),
+        ip: running.and_then(|m| m.ip.clone()),
+        volumes: first.map(|m| m.volumes.clone()).unwrap_or_default(),
+        host_id: members.iter().find_map(|m| m.host_id.clone()),
+        containers: members
+            .into_iter()
+            .map(|c| MemberView {
+                name: c.name.clone(),
+                ports: listens(&c.name),
+                container: c,
+            })
+            .collect(),
+        created_at: group.created_at,
+    }
 }

@@ -2,11 +2,11 @@
 //! the ACI layer builds), its validation into one [`NewContainer`] per
 //! member, and the object the API shows.
 
+use crate::http::schemas;
 use crate::model::{
     ContainerView, CreateContainer, MountRequest, NewContainer, PlacementRequest, PortView,
     RestartPolicyName, VolumeRequest,
 };
-use crate::http::schemas;
 use serde::{Deserialize, Serialize};
 use skiff_core::{
     FieldError, GroupState, NetworkMode, PortRequest, Probe, RegistryCredential, RestartPolicy,
@@ -25,6 +25,8 @@ pub const DEFAULT_NAMESPACE: &str = "default";
 /// At most this many annotations, of at most this many bytes in all.
 pub const MAX_ANNOTATIONS: usize = 16;
 pub const MAX_ANNOTATION_BYTES: usize = 4096;
+/// A group's own labels: every member carries two more of the server's.
+pub const MAX_GROUP_LABELS: usize = skiff_core::MAX_LABELS - 2;
 
 /// Body of `POST /v1/groups`: containers placed on one host together,
 /// sharing one network namespace (localhost), address, published ports
@@ -38,7 +40,7 @@ pub struct CreateGroup {
     /// A namespace inside the tenant (ACI's resource group): 1 to 90 of
     /// letters, digits, '_', '-', '.', '(' and ')', not ending in '.';
     /// compared case-insensitively. Default `default`.
-    #[schema(pattern = r"^[-\w._()]{0,89}[-\w_()]$", max_length = 90)]
+    #[schema(pattern = r"^[-A-Za-z0-9_.()]{0,89}[-A-Za-z0-9_()]$", max_length = 90)]
     pub namespace: Option<String>,
     /// 1 to 10 containers, each name once.
     #[schema(min_items = 1, max_items = 10)]
@@ -51,9 +53,10 @@ pub struct CreateGroup {
     /// Volumes its members may mount (shared by them).
     #[schema(max_items = 16)]
     pub volumes: Option<Vec<VolumeRequest>>,
-    #[schema(schema_with = schemas::labels_map)]
+    #[schema(schema_with = schemas::group_labels_map)]
     pub labels: Option<BTreeMap<String, String>>,
     /// Free-form strings kept and returned unchanged (at most 16, 4 KiB in all).
+    #[schema(schema_with = schemas::annotations)]
     pub annotations: Option<BTreeMap<String, String>>,
     /// Groups (and containers) of this tenant naming the same network
     /// group reach each other.
@@ -239,6 +242,12 @@ impl CreateGroup {
         check_annotations(&annotations)?;
         let mut labels = self.labels.clone().unwrap_or_default();
         skiff_core::validate_labels("labels", &labels)?;
+        if labels.len() > MAX_GROUP_LABELS {
+            return Err(FieldError::new(
+                "labels",
+                format!("at most {MAX_GROUP_LABELS} on a group (its containers carry two more)"),
+            ));
+        }
         for key in [GROUP_LABEL, MEMBER_LABEL] {
             if labels.contains_key(key) {
                 return Err(FieldError::new(
@@ -247,8 +256,10 @@ impl CreateGroup {
                 ));
             }
         }
-        let restart_policy: RestartPolicy =
-            self.restart_policy.map(Into::into).unwrap_or(RestartPolicy::Always);
+        let restart_policy: RestartPolicy = self
+            .restart_policy
+            .map(Into::into)
+            .unwrap_or(RestartPolicy::Always);
         labels.insert(GROUP_LABEL.to_owned(), id.to_string());
         let mut members = Vec::with_capacity(self.containers.len());
         for (i, m) in self.containers.iter().enumerate() {
@@ -377,7 +388,10 @@ mod tests {
             assert_eq!(m.labels[GROUP_LABEL], g.id.to_string());
             assert_eq!(m.labels[MEMBER_LABEL], name);
         }
-        assert!(!g.labels.contains_key(GROUP_LABEL), "the group's own labels");
+        assert!(
+            !g.labels.contains_key(GROUP_LABEL),
+            "the group's own labels"
+        );
     }
 
     #[test]
@@ -404,7 +418,9 @@ mod tests {
         g.name = Some("Bad_Name".into());
         assert_eq!(g.validate(60).unwrap_err().field, "name");
 
-        let e = group(vec![member("a"), member("a")]).validate(60).unwrap_err();
+        let e = group(vec![member("a"), member("a")])
+            .validate(60)
+            .unwrap_err();
         assert_eq!(e.field, "containers[1].name");
     }
 

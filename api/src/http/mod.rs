@@ -6,6 +6,7 @@
 //! - [`containers`]: the tenant's container routes.
 //! - [`console`]: the web console's embedded assets at `/console`.
 //! - [`jobs`]: a tenant's jobs (create, get, list, tasks, cancel, delete).
+//! - [`groups`]: a tenant's container groups (create, get, list, stop/start/restart, delete).
 //! - [`events`]: the tenant's event log, as pages or a live SSE stream.
 //! - [`tenants`]: admin routes for tenants.
 //! - [`quotas`]: a tenant's quota (admin sets, tenant reads).
@@ -24,6 +25,7 @@ pub mod bounds;
 pub mod console;
 pub mod containers;
 pub mod events;
+pub mod groups;
 pub mod hosts;
 pub mod idempotency;
 pub mod images;
@@ -86,6 +88,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/containers/{id}/deliveries", get(webhooks::deliveries))
         .route("/v1/webhook-secret", post(webhooks::rotate_secret))
         .route("/v1/events", get(events::list))
+        .route("/v1/groups", post(groups::create).get(groups::list))
+        .route("/v1/groups/{id}", get(groups::get).delete(groups::delete))
+        .route("/v1/groups/{id}/stop", post(groups::stop))
+        .route("/v1/groups/{id}/start", post(groups::start))
+        .route("/v1/groups/{id}/restart", post(groups::restart))
         .route("/v1/jobs", post(jobs::create).get(jobs::list))
         .route("/v1/jobs/{id}", get(jobs::get).delete(jobs::delete))
         .route("/v1/jobs/{id}/tasks", get(jobs::tasks))

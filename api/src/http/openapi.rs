@@ -1,8 +1,8 @@
 //! The OpenAPI 3 document, generated from the handlers' annotations.
 
 use super::{
-    containers, events, hosts, images, jobs, join_tokens, quotas, registry_credentials, tenants,
-    usage, webhooks,
+    containers, events, groups, hosts, images, jobs, join_tokens, quotas, registry_credentials,
+    tenants, usage, webhooks,
 };
 use crate::error::Problem;
 use crate::model::*;
@@ -16,14 +16,14 @@ use utoipa::{Modify, OpenApi};
         Containers are billed per second of task run time; image pulls and queueing are free."),
     paths(containers::create, containers::list, containers::get, containers::delete, containers::stop,
         containers::start, containers::restart, containers::logs, containers::exec, containers::attach, containers::events, containers::wait,
-        tenants::create, events::list, jobs::create, jobs::get, jobs::list, jobs::tasks, jobs::cancel, jobs::delete, webhooks::rotate_secret, quotas::get, quotas::set, webhooks::deliveries, webhooks::job_deliveries, hosts::list, hosts::drain, hosts::undrain, hosts::revoke,
+        tenants::create, events::list, groups::create, groups::list, groups::get, groups::stop, groups::start, groups::restart, groups::delete, jobs::create, jobs::get, jobs::list, jobs::tasks, jobs::cancel, jobs::delete, webhooks::rotate_secret, quotas::get, quotas::set, webhooks::deliveries, webhooks::job_deliveries, hosts::list, hosts::drain, hosts::undrain, hosts::revoke,
         join_tokens::create, join_tokens::list, join_tokens::revoke, usage::tenant_report, usage::admin_report, usage::verify, usage::rates,
         usage::add_rate, usage::add_adjustment, registry_credentials::list, registry_credentials::put,
         registry_credentials::delete, images::prewarm, images::list),
     components(schemas(CreateContainer, PlacementRequest, RestartPolicyName, ContainerView, ExecRequest, ExecResult,
         hosts::HostView, hosts::HostNetworkView, hosts::HostList, Timings, PortView, ContainerList,
         EventView, EventList, CreateTenant, TenantCreated, Problem, usage::CreateAdjustment,
-        events::EventItem, events::EventPage, jobs::CreateJob, jobs::JobView, jobs::JobList, jobs::TaskCountsView, crate::jobs::TaskOverride, webhooks::WebhookSecret, webhooks::DeliveryView, webhooks::DeliveryList, join_tokens::CreateJoinToken, join_tokens::JoinTokenView, join_tokens::JoinTokenList,
+        events::EventItem, events::EventPage, crate::groups::CreateGroup, crate::groups::GroupMember, crate::groups::GroupView, crate::groups::MemberView, crate::groups::GroupList, jobs::CreateJob, jobs::JobView, jobs::JobList, jobs::TaskCountsView, crate::jobs::TaskOverride, webhooks::WebhookSecret, webhooks::DeliveryView, webhooks::DeliveryList, join_tokens::CreateJoinToken, join_tokens::JoinTokenView, join_tokens::JoinTokenList,
         registry_credentials::PutRegistryCredential, registry_credentials::RegistryCredentialView,
         registry_credentials::RegistryCredentialList, images::Prewarm, images::PrewarmResult,
         images::PrewarmHost, images::HostImages, images::HostImageList, images::HeldImageView)),

@@ -95,6 +95,31 @@ pub fn labels_map() -> RefOr<Schema> {
         .into()
 }
 
+/// A container group's labels: as [`labels_map`], two fewer (each member
+/// also carries `skiff.group` and `skiff.group-member`).
+pub fn group_labels_map() -> RefOr<Schema> {
+    string_map(LABEL_KEY_PATTERN, Some(256))
+        .max_properties(Some(crate::groups::MAX_GROUP_LABELS))
+        .description(Some(
+            "At most 62 labels (every container of the group also carries `skiff.group` and \
+             `skiff.group-member`, which the request may not set): keys of 1 to 63 letters, \
+             digits and `-_./`, values of at most 256 bytes (UTF-8) without NUL.",
+        ))
+        .into()
+}
+
+/// A container group's `annotations`: free-form strings without NUL, at
+/// most 16, 4 KiB (UTF-8) in all.
+pub fn annotations() -> RefOr<Schema> {
+    string_map(NO_NUL_PATTERN, Some(crate::groups::MAX_ANNOTATION_BYTES))
+        .max_properties(Some(crate::groups::MAX_ANNOTATIONS))
+        .description(Some(
+            "Free-form strings kept and returned unchanged: keys and values without NUL, \
+             at most 16 entries and 4096 bytes (UTF-8) in all.",
+        ))
+        .into()
+}
+
 /// A request's `command`: arguments without NUL, at most 64 KiB in all.
 pub fn command() -> RefOr<Schema> {
     ArrayBuilder::new()

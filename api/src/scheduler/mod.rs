@@ -10,8 +10,10 @@
 //! Layout:
 //! - [`place`]: placement and fair ordering, pure, with table tests.
 //! - [`ports`]: host ports as a resource (assignment, admission), pure, with table tests.
+//! - [`groups`]: a container group's members placed as one request, pure, with table tests.
 //! - [`pace`]: tenants' start rates (token buckets), pure, with table tests.
 
+pub mod groups;
 pub mod pace;
 pub mod place;
 pub mod ports;

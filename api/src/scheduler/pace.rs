@@ -84,6 +84,7 @@ mod tests {
             prefer_host: None,
             network: skiff_core::NetworkMode::None,
             ports: Vec::new(),
+            require_host: None,
         }
     }
 

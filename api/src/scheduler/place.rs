@@ -42,6 +42,8 @@ pub struct PendingRequest {
     pub network: NetworkMode,
     /// Ports to publish (`network: private` only).
     pub ports: Vec<PortRequest>,
+    /// Only this host (the rest of its container group runs there).
+    pub require_host: Option<String>,
 }
 
 /// A placeable host (ready, heartbeating) and what it has left.
@@ -65,7 +67,7 @@ impl HostCapacity {
     /// The host ports `r` gets here if it fits now (room, labels, network,
     /// ports); None: it does not fit.
     pub fn fit(&self, r: &PendingRequest) -> Option<Vec<PublishedPort>> {
-        if !(self.has_room(r) && self.matches(&r.host_labels)) {
+        if !(self.has_room(r) && self.eligible(r)) {
             return None;
         }
         ports::ports_on(self.network, &self.used_ports, r.network, &r.ports)
@@ -78,6 +80,11 @@ impl HostCapacity {
     /// Whether it offers what `network` needs (a private one: a network).
     fn offers(&self, network: NetworkMode) -> bool {
         network == NetworkMode::None || self.network.is_some()
+    }
+
+    /// It carries `r`'s labels and is the host `r` must go to, if any.
+    fn eligible(&self, r: &PendingRequest) -> bool {
+        self.matches(&r.host_labels) && r.require_host.as_ref().is_none_or(|h| *h == self.id)
     }
 
     pub fn matches(&self, wanted: &BTreeMap<String, String>) -> bool {
@@ -195,7 +202,7 @@ pub fn place(
 
 /// Why no host takes `r` now.
 fn why_waiting(r: &PendingRequest, hosts: &[HostCapacity]) -> Wait {
-    let matching: Vec<&HostCapacity> = hosts.iter().filter(|h| h.matches(&r.host_labels)).collect();
+    let matching: Vec<&HostCapacity> = hosts.iter().filter(|h| h.eligible(r)).collect();
     if matching.is_empty() {
         return Wait::NoMatchingHost;
     }
@@ -297,6 +304,7 @@ mod tests {
             prefer_host: None,
             network: NetworkMode::None,
             ports: Vec::new(),
+            require_host: None,
         }
     }
 
@@ -352,6 +360,16 @@ mod tests {
                 PlacementPolicy::Binpack,
                 vec![req(1, A, 500, 256), req(2, A, 500, 256)],
                 vec!["h2", "h2"],
+            ),
+            (
+                "a group's member goes only where the rest of its group runs",
+                vec![host("h1", 4000, 4096), host("h2", 1000, 1024)],
+                PlacementPolicy::Binpack,
+                vec![PendingRequest {
+                    require_host: Some("h1".into()),
+                    ..req(1, A, 500, 256)
+                }],
+                vec!["h1"],
             ),
             (
                 "spread takes the emptiest",
@@ -451,6 +469,35 @@ mod tests {
         let d = place(&[wants_b, wants_c], hosts, PlacementPolicy::Binpack);
         assert_eq!(hosts_of(&d), vec!["h2"]);
         assert_eq!(d.waiting, vec![(Uuid::from_u128(2), Wait::NoMatchingHost)]);
+    }
+
+    #[test]
+    fn a_group_member_waits_for_room_on_its_groups_host_only() {
+        let hosts = vec![host("h1", 1000, 1024), host("h2", 4000, 4096)];
+        let pinned = PendingRequest {
+            require_host: Some("h1".into()),
+            ..req(1, A, 2000, 256)
+        };
+        let d = place(
+            std::slice::from_ref(&pinned),
+            hosts.clone(),
+            PlacementPolicy::Spread,
+        );
+        assert!(
+            d.placements.is_empty(),
+            "h2 has room but is not its group's host"
+        );
+        assert_eq!(d.waiting, vec![(Uuid::from_u128(1), Wait::NoRoom)]);
+        let free = PendingRequest {
+            require_host: None,
+            ..pinned
+        };
+        let d = place(&[free], hosts, PlacementPolicy::Spread);
+        assert_eq!(
+            hosts_of(&d),
+            vec!["h2"],
+            "control: unpinned, it fits elsewhere"
+        );
     }
 
     #[test]

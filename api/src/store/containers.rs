@@ -11,7 +11,7 @@ use super::{
 use crate::lifecycle::{self, Action, NewRunTarget, Request};
 use crate::model::NewContainer;
 use chrono::{DateTime, Utc};
-use skiff_core::ContainerState;
+use skiff_core::{ContainerState, PublishedPort};
 use sqlx::types::Json;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -189,7 +189,8 @@ impl Store {
 
     /// Purges up to `batch` containers deleted longer than `keep` ago and
     /// removed from their host: the row, its events and deliveries (by
-    /// cascade), its closed meter runs and its usage total. A container
+    /// cascade), its closed meter runs and its usage total; and deleted
+    /// container groups with no member left. A container
     /// with a run still open is kept. The usage ledger is untouched. The
     /// count purged.
     pub async fn purge_deleted(&self, keep: Duration, batch: i64) -> Result<u64> {
@@ -221,6 +222,15 @@ impl Store {
             .execute(&mut *tx)
             .await?
             .rows_affected();
+        // A deleted container group goes with its last member.
+        sqlx::query(
+            "DELETE FROM container_groups g \
+              WHERE g.deleted_at < now() - make_interval(secs => $1) \
+                AND NOT EXISTS (SELECT 1 FROM containers c WHERE c.group_id = g.id)",
+        )
+        .bind(keep.as_secs_f64())
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(purged)
     }
@@ -340,25 +350,68 @@ impl Store {
         let Some(row) = lock_container(&mut tx, id, Some(tenant)).await? else {
             return Ok(Acted::Done(None));
         };
-        let decision = lifecycle::request(&row.facts(), action, Utc::now());
-        if matches!(decision, Request::NewRun)
-            && row.state.is_terminal()
-            && row.restart_at.is_none()
-        {
-            // A finished container comes back: it counts again.
-            let ask = Amounts {
-                vcpu_millis: i64::from(row.cpu_millis),
-                memory_mib: i64::from(row.memory_mib),
-                containers: 1,
-                ..Amounts::default()
-            };
-            super::quotas::admit(&mut tx, tenant, quota, &ask).await?;
+        if let Some(group) = row.group_id {
+            // Its group's members are placed and acted on together only.
+            return Err(StoreError::GroupMember(group));
         }
-        match decision {
-            Request::Nothing => {}
-            Request::Update(t) => apply_transition(&mut tx, id, &t).await?,
-            Request::Delete => {
-                sqlx::query(
+        act_locked(
+            &mut tx,
+            tenant,
+            row,
+            action,
+            live_within,
+            quota,
+            &GroupRun::Own,
+        )
+        .await?;
+        let row = lock_container(&mut tx, id, None).await?;
+        tx.commit().await?;
+        Ok(Acted::Done(row.map(Box::new)))
+    }
+}
+
+/// Where a new run of a container group's member goes: the group decides
+/// for all its members at once (see [`super::groups`]), never one member
+/// by its own room.
+#[derive(Debug, Clone)]
+pub(super) enum GroupRun {
+    /// Not a group's member: its own host's room decides.
+    Own,
+    /// Back on the group's host, which has room for every member coming
+    /// back; a finished member claims these host ports (the group's).
+    Home(Vec<PublishedPort>),
+    /// Through the queue, where the members are placed together.
+    Queue,
+}
+
+/// Applies `action` to a container locked in the caller's transaction (the
+/// caller took the admission and placement locks a new run needs).
+pub(super) async fn act_locked(
+    tx: &mut sqlx::PgConnection,
+    tenant: Uuid,
+    row: ContainerRow,
+    action: Action,
+    live_within: Duration,
+    quota: &Amounts,
+    group: &GroupRun,
+) -> Result<()> {
+    let id = row.id;
+    let decision = lifecycle::request(&row.facts(), action, Utc::now());
+    if matches!(decision, Request::NewRun) && row.state.is_terminal() && row.restart_at.is_none() {
+        // A finished container comes back: it counts again.
+        let ask = Amounts {
+            vcpu_millis: i64::from(row.cpu_millis),
+            memory_mib: i64::from(row.memory_mib),
+            containers: 1,
+            ..Amounts::default()
+        };
+        super::quotas::admit(&mut *tx, tenant, quota, &ask).await?;
+    }
+    match decision {
+        Request::Nothing => {}
+        Request::Update(t) => apply_transition(&mut *tx, id, &t).await?,
+        Request::Delete => {
+            sqlx::query(
                     "UPDATE containers SET desired = 'deleted', deleted_at = now(), restart_at = NULL, \
                      removed_at = CASE WHEN host_id IS NULL THEN now() END, \
                      state = CASE WHEN state IN ('succeeded', 'failed', 'stopped') THEN state ELSE 'stopped' END, \
@@ -367,47 +420,54 @@ impl Store {
                 .bind(id)
                 .execute(&mut *tx)
                 .await?;
-            }
-            Request::NewRun => {
-                let host = match row.host_id.as_deref() {
-                    Some(host) => super::placement::host_room(&mut tx, host, live_within).await?,
-                    None => None,
+        }
+        Request::NewRun => {
+            let host = match row.host_id.as_deref() {
+                Some(host) => super::placement::host_room(tx, host, live_within).await?,
+                None => None,
+            };
+            // The host ports a new run would get there (asked only for
+            // a finished container: one that has not finished still
+            // holds its own).
+            let (alive, room) = host.map_or((false, None), |h| {
+                let room = match group {
+                    GroupRun::Own => h.room_for(&row),
+                    GroupRun::Home(ports) => Some(ports.clone()),
+                    GroupRun::Queue => None,
                 };
-                // The host ports a new run would get there (asked only for
-                // a finished container: one that has not finished still
-                // holds its own).
-                let (alive, room) = host.map_or((false, None), |h| (h.alive, h.room_for(&row)));
-                let target = lifecycle::new_run_target(&row.facts(), alive, room.is_some());
-                let (state, requeue) = match target {
-                    NewRunTarget::SameHostAfterStop => (ContainerState::Stopping, false),
-                    NewRunTarget::SameHost => (ContainerState::Scheduled, false),
-                    NewRunTarget::Queue => (ContainerState::Pending, true),
-                };
-                // A finished container claims capacity on its host again:
-                // with the host ports it got there now. Otherwise it keeps
-                // the ones it holds, or, queued, gets new ones when placed.
-                let host_ports = match target {
-                    NewRunTarget::SameHost if row.state.is_terminal() => room,
-                    NewRunTarget::Queue => Some(Vec::new()),
-                    _ => None,
-                };
-                if requeue && !row.state.is_terminal() {
-                    if let Some(host) = row.host_id.as_deref() {
-                        // Its host is not alive: the run there is given up
-                        // (the host fences it, unreported, if it returns),
-                        // billed up to the last checkpoint that saw it.
-                        super::reports::close_at_last_seen(
-                            &mut tx,
-                            &row,
-                            row.generation,
-                            host,
-                            "requeued",
-                            "requeued",
-                        )
-                        .await?;
-                    }
+                (h.alive, room)
+            });
+            let target = lifecycle::new_run_target(&row.facts(), alive, room.is_some());
+            let (state, requeue) = match target {
+                NewRunTarget::SameHostAfterStop => (ContainerState::Stopping, false),
+                NewRunTarget::SameHost => (ContainerState::Scheduled, false),
+                NewRunTarget::Queue => (ContainerState::Pending, true),
+            };
+            // A finished container claims capacity on its host again:
+            // with the host ports it got there now. Otherwise it keeps
+            // the ones it holds, or, queued, gets new ones when placed.
+            let host_ports = match target {
+                NewRunTarget::SameHost if row.state.is_terminal() => room,
+                NewRunTarget::Queue => Some(Vec::new()),
+                _ => None,
+            };
+            if requeue && !row.state.is_terminal() {
+                if let Some(host) = row.host_id.as_deref() {
+                    // Its host is not alive: the run there is given up
+                    // (the host fences it, unreported, if it returns),
+                    // billed up to the last checkpoint that saw it.
+                    super::reports::close_at_last_seen(
+                        &mut *tx,
+                        &row,
+                        row.generation,
+                        host,
+                        "requeued",
+                        "requeued",
+                    )
+                    .await?;
                 }
-                sqlx::query(
+            }
+            sqlx::query(
                     "UPDATE containers SET desired = 'running', generation = generation + 1, \
                      restart_at = NULL, backoff_step = 0, state = $2, \
                      reason = NULL, message = NULL, exit_code = NULL, started_at = NULL, finished_at = NULL, \
@@ -424,21 +484,18 @@ impl Store {
                 .bind(host_ports.map(Json))
                 .execute(&mut *tx)
                 .await?;
-                if action == Action::Restart {
-                    insert_event(
-                        &mut tx,
-                        id,
-                        &format!("restart-{}", row.generation + 1),
-                        "Restarting",
-                        "restart requested",
-                        Utc::now(),
-                    )
-                    .await?;
-                }
+            if action == Action::Restart {
+                insert_event(
+                    &mut *tx,
+                    id,
+                    &format!("restart-{}", row.generation + 1),
+                    "Restarting",
+                    "restart requested",
+                    Utc::now(),
+                )
+                .await?;
             }
         }
-        let row = lock_container(&mut tx, id, None).await?;
-        tx.commit().await?;
-        Ok(Acted::Done(row.map(Box::new)))
     }
+    Ok(())
 }

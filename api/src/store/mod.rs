@@ -11,6 +11,7 @@
 //! Layout, one module per resource:
 //! - [`tenants`]: tenants and their tokens.
 //! - [`containers`]: a tenant's containers: create, read, list, lifecycle requests.
+//! - [`groups`]: container groups: a group and its members, created and acted on together.
 //! - [`hosts`]: registration, heartbeats, drain, loss (fail or re-place, billing).
 //! - [`placement`]: the placement round, queue expiry, restarts after back-off, admission.
 //! - [`reports`]: worker status reports through the lifecycle, and meter checkpoints.
@@ -27,6 +28,7 @@
 pub mod assignments;
 pub mod containers;
 pub mod events;
+pub mod groups;
 pub mod hosts;
 pub mod idempotency;
 pub mod jobs;
@@ -59,6 +61,10 @@ pub use hosts::HostRow;
 pub enum StoreError {
     #[error("a container named {0:?} already exists")]
     NameTaken(String),
+    #[error("a container group named {0:?} already exists in its namespace")]
+    GroupNameTaken(String),
+    #[error("a member of container group {0}: act on the group")]
+    GroupMember(Uuid),
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
     #[error("migrations: {0}")]

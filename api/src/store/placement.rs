@@ -6,6 +6,7 @@
 //! check that refuses requests no host could ever take.
 
 use super::{ContainerRow, Result, Store, ALLOCATION_BY_HOST, HOST_ALIVE, PORTS_BY_HOST};
+use crate::scheduler::groups::{self, GroupHome, PendingMember};
 use crate::scheduler::pace::{self, StartRate};
 use crate::scheduler::place::{self, HostCapacity, PendingRequest, Wait};
 use crate::scheduler::ports::{self, PortRange, UsedPorts};
@@ -59,6 +60,31 @@ impl HostRoom {
             return None;
         }
         ports::ports_on(self.network, &self.used_ports, row.network, &row.ports.0)
+    }
+
+    /// Whether a container group's members coming back (`newcomers`) fit
+    /// here together, and the host ports they get: those `holder` (a
+    /// member running here) holds, else new ones for the group's ports.
+    pub fn room_for_group(
+        &self,
+        newcomers: &[&ContainerRow],
+        holder: Option<&ContainerRow>,
+    ) -> Option<Vec<PublishedPort>> {
+        let cpu: i64 = newcomers.iter().map(|r| i64::from(r.cpu_millis)).sum();
+        let memory: i64 = newcomers.iter().map(|r| i64::from(r.memory_mib)).sum();
+        if !(self.placeable && self.free_cpu_millis >= cpu && self.free_memory_mib >= memory) {
+            return None;
+        }
+        match (holder, newcomers.first()) {
+            (Some(holder), _) => Some(holder.host_ports.0.clone()),
+            (None, Some(first)) => ports::ports_on(
+                self.network,
+                &self.used_ports,
+                first.network,
+                &first.ports.0,
+            ),
+            (None, None) => Some(Vec::new()),
+        }
     }
 }
 
@@ -203,6 +229,37 @@ struct PendingLoad {
     prefer_host_id: Option<String>,
     network: NetworkMode,
     ports: Json<Vec<PortRequest>>,
+    group_id: Option<Uuid>,
+}
+
+/// Where the running part of each of `groups` is (see
+/// [`crate::scheduler::groups`]): a member holding capacity on a host.
+async fn group_homes(conn: &mut PgConnection, groups: &[Uuid]) -> Result<HashMap<Uuid, GroupHome>> {
+    if groups.is_empty() {
+        return Ok(HashMap::new());
+    }
+    // Holding capacity (`holds_capacity!`), and placed.
+    let rows: Vec<(Uuid, String, Json<Vec<PublishedPort>>)> = sqlx::query_as(
+        "SELECT DISTINCT ON (group_id) group_id, host_id, host_ports FROM containers \
+          WHERE group_id = ANY($1) AND state <> 'pending' AND host_id IS NOT NULL \
+            AND removed_at IS NULL AND state NOT IN ('succeeded', 'failed', 'stopped') \
+          ORDER BY group_id, id",
+    )
+    .bind(groups)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(group, host, ports)| {
+            (
+                group,
+                GroupHome {
+                    host,
+                    ports: ports.0,
+                },
+            )
+        })
+        .collect())
 }
 
 /// What a placement round did.
@@ -226,7 +283,7 @@ impl Store {
         // window runs in a subquery because FOR UPDATE refuses window functions.
         let pending: Vec<PendingLoad> = sqlx::query_as(
             "SELECT id, tenant_id, cpu_millis, memory_mib, image, host_labels, prefer_host_id, \
-                    network, ports \
+                    network, ports, group_id \
                FROM containers WHERE id IN ( \
                  SELECT id FROM ( \
                    SELECT id, created_at, \
@@ -276,23 +333,35 @@ impl Store {
                 (p.id, (now, rate))
             })
             .collect();
-        let requests = place::fair_order(
+        let groups: Vec<Uuid> = {
+            let mut g: Vec<Uuid> = pending.iter().filter_map(|p| p.group_id).collect();
+            g.sort();
+            g.dedup();
+            g
+        };
+        let homes = group_homes(&mut tx, &groups).await?;
+        let gathered = groups::gather(
             pending
                 .into_iter()
-                .map(|p| PendingRequest {
-                    id: p.id,
-                    tenant: p.tenant_id,
-                    cpu_millis: i64::from(p.cpu_millis),
-                    memory_mib: i64::from(p.memory_mib),
-                    image: p.image,
-                    host_labels: p.host_labels.0,
-                    prefer_host: p.prefer_host_id,
-                    network: p.network,
-                    ports: p.ports.0,
+                .map(|p| PendingMember {
+                    group: p.group_id,
+                    request: PendingRequest {
+                        id: p.id,
+                        tenant: p.tenant_id,
+                        cpu_millis: i64::from(p.cpu_millis),
+                        memory_mib: i64::from(p.memory_mib),
+                        image: p.image,
+                        host_labels: p.host_labels.0,
+                        prefer_host: p.prefer_host_id,
+                        network: p.network,
+                        ports: p.ports.0,
+                        require_host: None,
+                    },
                 })
                 .collect(),
-            &last_placed,
+            &homes,
         );
+        let requests = place::fair_order(gathered.requests.clone(), &last_placed);
         let mut used = used_ports(&mut tx, None).await?;
         let hosts: Vec<HostCapacity> = load_hosts(&mut tx, live_within, "true")
             .await?
@@ -315,14 +384,34 @@ impl Store {
             .chain(paced_out.iter().map(|(r, _)| r))
             .map(|r| (r.id, r))
             .collect();
-        let ids: Vec<Uuid> = decision.placements.iter().map(|p| p.container).collect();
-        let hosts: Vec<&str> = decision
+        // Each placement spends one of its tenant's start tokens (a group's
+        // members are one placement).
+        let served: Vec<Uuid> = decision
             .placements
             .iter()
-            .map(|p| p.host.as_str())
+            .filter_map(|p| by_id.get(&p.container).map(|r| r.tenant))
             .collect();
+        let waiting: Vec<(Uuid, String)> = decision
+            .waiting
+            .iter()
+            .flat_map(|(id, wait)| {
+                let message = wait_message(by_id[id], wait, any_host);
+                gathered
+                    .members_of(*id)
+                    .into_iter()
+                    .map(move |member| (member, message.clone()))
+            })
+            .collect();
+        let placements = gathered
+            .spread(place::Decision {
+                placements: decision.placements,
+                waiting: Vec::new(),
+            })
+            .placements;
+        let ids: Vec<Uuid> = placements.iter().map(|p| p.container).collect();
+        let hosts: Vec<&str> = placements.iter().map(|p| p.host.as_str()).collect();
         let host_ports: Vec<Json<&Vec<PublishedPort>>> =
-            decision.placements.iter().map(|p| Json(&p.ports)).collect();
+            placements.iter().map(|p| Json(&p.ports)).collect();
         if !ids.is_empty() {
             sqlx::query(
                 "WITH placed AS ( \
@@ -344,12 +433,6 @@ impl Store {
             .bind(&host_ports)
             .execute(&mut *tx)
             .await?;
-            let served: Vec<Uuid> = decision
-                .placements
-                .iter()
-                .filter_map(|p| by_id.get(&p.container).map(|r| r.tenant))
-                .collect();
-            // Each placement spends one of its tenant's start tokens.
             let mut spent: HashMap<Uuid, f64> = HashMap::new();
             for tenant in &served {
                 *spent.entry(*tenant).or_default() += 1.0;
@@ -369,11 +452,7 @@ impl Store {
             .await?;
         }
 
-        let (wait_ids, messages): (Vec<Uuid>, Vec<String>) = decision
-            .waiting
-            .iter()
-            .map(|(id, wait)| (*id, wait_message(by_id[id], wait, any_host)))
-            .unzip();
+        let (wait_ids, messages): (Vec<Uuid>, Vec<String>) = waiting.into_iter().unzip();
         if !wait_ids.is_empty() {
             // Only rows whose reason or message changes are written: a long
             // queue is not rewritten every round.

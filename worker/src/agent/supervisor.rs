@@ -463,6 +463,19 @@ impl<R: Runtime> ContainerSupervisor<R> {
     async fn start(&mut self, a: &pb::Assignment) {
         let generation = a.generation;
         let spec = a.spec.clone().unwrap_or_default();
+        // Checked before anything is pulled: it names namespaces and files.
+        let sandbox = match sandbox_of(&spec) {
+            Ok(sandbox) => sandbox,
+            Err(message) => {
+                let err = crate::runtime::RuntimeError::Spec {
+                    id: self.id.clone(),
+                    message,
+                };
+                tracing::warn!(container = %self.id, error = %err, "refused to start");
+                self.fail(generation, Reason::StartFailed, err.to_string());
+                return;
+            }
+        };
         let mut r = report(&self.id, generation, pb::ObservedState::Pulling);
         r.events.push(event(
             generation,
@@ -548,6 +561,7 @@ impl<R: Runtime> ContainerSupervisor<R> {
                     read_only: m.read_only,
                 })
                 .collect(),
+            sandbox,
         };
         // Held through create and start; released before reporting. Create
         // and start themselves are not interrupted: a request dropped in
@@ -766,6 +780,28 @@ fn volume_of(v: pb::Volume) -> Option<Volume> {
     Some(Volume { name: v.name, kind })
 }
 
+/// The sandbox (container group) of the assignment: None for an ordinary
+/// container; a member's must be a plain id and have a private network
+/// (members share one network namespace).
+pub(crate) fn sandbox_of(spec: &pb::ContainerSpec) -> Result<Option<String>, String> {
+    if spec.sandbox.is_empty() {
+        return Ok(None);
+    }
+    if !crate::runtime::sandbox::valid_key(&spec.sandbox) {
+        return Err(format!(
+            "sandbox {:?} is not a sandbox id (1 to 64 hex digits and dashes)",
+            spec.sandbox.chars().take(72).collect::<String>()
+        ));
+    }
+    if spec.network() != pb::NetworkMode::Private {
+        return Err(format!(
+            "sandbox {}: its members share a private network, and this one has none",
+            spec.sandbox
+        ));
+    }
+    Ok(Some(spec.sandbox.clone()))
+}
+
 /// The run's network from its assignment: a control plane that predates
 /// networks sends none (NONE).
 pub(crate) fn network_of(spec: &pb::ContainerSpec) -> NetworkSpec {
@@ -823,6 +859,22 @@ mod tests {
             network_of(&spec),
             NetworkSpec::Private(crate::net::Request::default())
         );
+    }
+
+    #[test]
+    fn sandbox_of_the_assignment() {
+        let mut spec = pb::ContainerSpec::default();
+        assert_eq!(sandbox_of(&spec), Ok(None), "an ordinary container");
+        spec.sandbox = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0".into();
+        let err = sandbox_of(&spec).unwrap_err();
+        assert!(err.contains("private network"), "{err}");
+        spec.set_network(pb::NetworkMode::Private);
+        assert_eq!(sandbox_of(&spec), Ok(Some(spec.sandbox.clone())));
+        for bad in ["../../etc", "a/b", "-rf", "x y"] {
+            spec.sandbox = bad.into();
+            let err = sandbox_of(&spec).unwrap_err();
+            assert!(err.contains("is not a sandbox id"), "{bad}: {err}");
+        }
     }
 
     #[test]

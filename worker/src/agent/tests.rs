@@ -565,6 +565,49 @@ async fn an_assigned_container_is_started_and_reported_running() {
     );
 }
 
+#[tokio::test]
+async fn a_sandbox_member_is_created_in_its_sandbox() {
+    let h = harness(FakeRuntime::new()).await;
+    let sandbox = "5a4d0000-0000-4000-8000-000000000001";
+    let mut a = running(C, 1);
+    let spec = a.spec.as_mut().unwrap();
+    spec.set_network(pb::NetworkMode::Private);
+    spec.sandbox = sandbox.into();
+
+    h.agent
+        .apply_update(snapshot(1, vec![a, running(B, 1)]))
+        .await
+        .unwrap();
+
+    h.sink.wait_for(C, pb::ObservedState::Running).await;
+    h.sink.wait_for(B, pb::ObservedState::Running).await;
+    assert_eq!(h.runtime.sandbox_of(C).as_deref(), Some(sandbox));
+    assert_eq!(h.runtime.sandbox_of(B), None, "an ordinary container");
+}
+
+#[tokio::test]
+async fn a_member_of_a_malformed_sandbox_fails_to_start_before_its_pull() {
+    let h = harness(FakeRuntime::new()).await;
+    let mut a = running(C, 1);
+    let spec = a.spec.as_mut().unwrap();
+    spec.set_network(pb::NetworkMode::Private);
+    spec.sandbox = "../../run/netns".into();
+
+    h.agent.apply_update(snapshot(1, vec![a])).await.unwrap();
+
+    let failed = h
+        .sink
+        .wait_report(C, |r| r.state == pb::ObservedState::Failed as i32)
+        .await;
+    assert_eq!(failed.reason, "StartFailed");
+    assert!(
+        failed.message.contains("is not a sandbox id"),
+        "{}",
+        failed.message
+    );
+    assert!(h.runtime.calls().is_empty(), "{:?}", h.runtime.calls());
+}
+
 /// A run of `A` (re-adopted, running) with these probes.
 fn probed(liveness: Option<pb::Probe>, readiness: Option<pb::Probe>) -> pb::Assignment {
     let mut a = running(A, 1);

@@ -4,6 +4,14 @@
 //! against other processes, the worker's nftables tables keeping tenants
 //! and groups apart, and generated /etc/hosts and /etc/hostname.
 //!
+//! Everything here is per key: a run's container id, or, for the members
+//! of a sandbox (a container group: its members share one namespace, so
+//! they reach each other on localhost and have one address, the group's
+//! published ports and one hosts file), the sandbox's id. The namespace,
+//! the state file, the port claims and the nft membership are the key's;
+//! which runs use a key, and when it is set up and torn down, is the
+//! runtime's business ([`crate::runtime::sandbox`]), not this module's.
+//!
 //! Set-up per run, CRI-style (the address is known before the process
 //! starts and the namespace is named, so a restarted worker finds it):
 //! claim ports -> `ip netns add` -> loopback ADD -> conflist ADD -> state
@@ -193,7 +201,8 @@ impl Network {
         &self.cfg
     }
 
-    /// The run's network namespace (its path goes into the OCI spec).
+    /// The network namespace of key `id` (a run's, or its sandbox's): its
+    /// path goes into the OCI spec.
     pub fn netns_path(&self, id: &str) -> PathBuf {
         Path::new(NETNS_DIR).join(self.netns_name(id))
     }
@@ -212,7 +221,7 @@ impl Network {
         self.cfg.run_dir.join("state").join(format!("{id}.json"))
     }
 
-    /// The container's address, while its run is attached.
+    /// The address of key `id` (a run's, or its sandbox's), while attached.
     pub async fn ip(&self, id: &str) -> Option<Ipv4Addr> {
         self.attached.lock().await.get(id).map(|a| a.ip)
     }

@@ -11,10 +11,12 @@ use std::time::Duration;
 use tracing::{info, warn};
 
 impl Network {
-    /// Loads the worker's tables with the runs of `live` (ids with a live
-    /// task) in them, in one transaction, and tears down every other run's
-    /// leftovers (state files, namespaces, leases). Called once at start,
-    /// before any run is attached.
+    /// Loads the worker's tables with the networks of `live` (the keys of
+    /// runs with a live task: a sandbox member's is its sandbox's, so a
+    /// sandbox with any live member stays) in them, in one transaction,
+    /// and tears down every other network's leftovers (state files,
+    /// namespaces, leases). Called once at start, before any run is
+    /// attached.
     pub async fn restore(&self, live: &HashSet<String>) -> Result<(), NetError> {
         let mut attached = self.attached.lock().await;
         let state_dir = self.cfg.run_dir.join("state");

@@ -3,20 +3,31 @@
 //!
 //! Every request carries the `containerd-namespace` header, so the worker's
 //! containers live in their own namespace. Bookkeeping (the generation being
-//! run, the last exit) is kept in container labels, never in memory: a
-//! restarted worker finds everything by listing containers and tasks. There
-//! are no per-container loops here; exits and OOM kills arrive over one
-//! event subscription ([`Runtime::events`]).
+//! run, the last exit, the sandbox) is kept in container labels, never only
+//! in memory: a restarted worker finds everything by listing containers and
+//! tasks. There are no per-container loops here; exits and OOM kills arrive
+//! over one event subscription ([`Runtime::events`]).
+//!
+//! A sandbox is a container group's share of this host ([`super::sandbox`]):
+//! its members (`RunSpec::sandbox`, the `skiff.sandbox` label) run in one
+//! network namespace, with one address, the group's published ports and
+//! hosts files, and bind the same volumes, all kept under the sandbox's id
+//! where an ordinary container's are under its own. The first member to
+//! start sets them up; the others join; the network goes when no member has
+//! a task, the volumes with the last member's container. An ordinary
+//! container takes none of these steps: its start sets up its network
+//! beside Tasks.Create, as it always has.
 
 use super::cgroup::{self, CgroupLayout};
 use super::pull::{Puller, SNAPSHOTTER};
+use super::sandbox;
 use super::seccomp::{running_kernel, ArchScope, DockerProfile};
 use super::spec::{self, SpecOptions, DEFAULT_CAPABILITIES};
 use super::volumes;
 use super::{
     CgroupUsage, ContainerInfo, ExitRecord, HeldImage, ImageInfo, NetworkSpec, RunSpec, Runtime,
     RuntimeError, StoredImage, TaskEvent, TaskInfo, TaskStarted, TaskStatus, LABEL_EXIT,
-    LABEL_GENERATION,
+    LABEL_GENERATION, LABEL_SANDBOX,
 };
 use crate::net::{NetError, Network};
 use async_trait::async_trait;
@@ -35,7 +46,7 @@ use containerd_client::services::v1::{
 };
 use containerd_client::types::v1::{Process, Status as ProcessStatus};
 use prost::Message;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -154,7 +165,7 @@ impl Conn {
 pub struct ContainerdRuntime {
     conn: Conn,
     config: ContainerdConfig,
-    spec_options: SpecOptions,
+    pub(super) spec_options: SpecOptions,
     /// The host's cgroup hierarchy, found at connect.
     cgroups: CgroupLayout,
     puller: Puller,
@@ -162,13 +173,16 @@ pub struct ContainerdRuntime {
     /// this worker started), for the image GC's least-recently-used order.
     last_used: std::sync::Mutex<HashMap<String, i64>>,
     /// Private container networks, when the host offers them.
-    net: Option<Network>,
+    pub(super) net: Option<Network>,
+    /// The sandboxes' members with a task (rebuilt from the labels at
+    /// connect), and the lock of each sandbox's set-up and tear-down.
+    pub(super) sandboxes: sandbox::Sandboxes,
     /// Users resolved from images' files, by (manifest digest, USER): an
     /// image's files never change, so each is read once.
     pub(super) users: std::sync::Mutex<HashMap<(String, String), super::spec::user::ProcessUser>>,
 }
 
-fn net_err(id: &str) -> impl FnOnce(NetError) -> RuntimeError + '_ {
+pub(super) fn net_err(id: &str) -> impl FnOnce(NetError) -> RuntimeError + '_ {
     move |source| RuntimeError::Network {
         id: id.to_owned(),
         source,
@@ -223,10 +237,19 @@ impl ContainerdRuntime {
     /// a host with thousands of containers (each record carries its whole
     /// runtime spec) would pass gRPC's 4 MiB message limit in one List.
     async fn list_containers(&self) -> Result<Vec<Container>, RuntimeError> {
+        self.list_containers_where(vec![]).await
+    }
+
+    /// The container records matching any of `filters` (containerd's
+    /// filter syntax; none: every record).
+    pub(super) async fn list_containers_where(
+        &self,
+        filters: Vec<String>,
+    ) -> Result<Vec<Container>, RuntimeError> {
         let err = containerd_err("Containers.ListStream", "*");
         let mut stream = match self
             .containers()
-            .list_stream(self.conn.req(ListContainersRequest { filters: vec![] }))
+            .list_stream(self.conn.req(ListContainersRequest { filters }))
             .await
         {
             Ok(r) => r.into_inner(),
@@ -341,25 +364,28 @@ impl ContainerdRuntime {
             puller,
             last_used: std::sync::Mutex::new(HashMap::new()),
             net: None,
+            sandboxes: sandbox::Sandboxes::default(),
             users: std::sync::Mutex::new(HashMap::new()),
         };
         let mut runtime = runtime;
+        let containers = runtime.list().await?;
         if let Some(cfg) = runtime.config.network.clone() {
             let net = Network::new(cfg).map_err(net_err("the worker"))?;
-            // Runs with a live task keep their network; the rest is torn down.
-            let live: HashSet<String> = runtime
-                .list()
-                .await?
-                .into_iter()
-                .filter(|c| c.task.as_ref().is_some_and(|t| t.status.is_live()))
-                .map(|c| c.id)
-                .collect();
-            net.restore(&live).await.map_err(net_err("the worker"))?;
+            // Runs with a live task keep their network (a sandbox's while
+            // any member's lives); the rest is torn down.
+            net.restore(&sandbox::live_keys(&containers))
+                .await
+                .map_err(net_err("the worker"))?;
             runtime.net = Some(net);
         }
-        // Volumes of containers removed while the worker was down.
-        let known: HashSet<String> = runtime.list().await?.into_iter().map(|c| c.id).collect();
-        volumes::sweep(&runtime.spec_options.volumes_root, &known).await;
+        runtime.sandboxes = sandbox::Sandboxes::new(sandbox::live_members(&containers));
+        // Volumes of containers (and sandboxes) removed while the worker
+        // was down.
+        volumes::sweep(
+            &runtime.spec_options.volumes_root,
+            &sandbox::known_keys(&containers),
+        )
+        .await;
         let version = runtime.version().await?;
         info!(%version, namespace = %runtime.config.namespace, cgroups = %runtime.cgroups,
             swap_accounting = runtime.spec_options.swap_accounting, "connected to containerd");
@@ -375,12 +401,12 @@ impl ContainerdRuntime {
         self.net.as_ref()
     }
 
-    /// Tears a failed start's network down (logged, not returned: the
-    /// start's own error is the one to report).
-    async fn detach(&self, id: &str) {
+    /// Tears a failed start's network (of `key`) down (logged, not
+    /// returned: the start's own error is the one to report).
+    async fn detach(&self, key: &str) {
         if let Some(net) = &self.net {
-            if let Err(e) = net.detach(id).await {
-                warn!(container_id = %id, error = %e, "tearing down the network of a failed start");
+            if let Err(e) = net.detach(key).await {
+                warn!(key, error = %e, "tearing down the network of a failed start");
             }
         }
     }
@@ -507,6 +533,12 @@ impl ContainerdRuntime {
                 .get(LABEL_EXIT)
                 .and_then(|e| serde_json::from_str(e).ok()),
             task: task.map(task_info),
+            // Written checked; a label that is not a key names nothing.
+            sandbox: c
+                .labels
+                .get(LABEL_SANDBOX)
+                .filter(|s| sandbox::valid_key(s))
+                .cloned(),
         }
     }
 }
@@ -550,6 +582,8 @@ impl Runtime for ContainerdRuntime {
     #[instrument(skip_all, fields(container_id = %spec.id, image = %spec.image_ref))]
     async fn create(&self, spec: &RunSpec) -> Result<(), RuntimeError> {
         let id = spec.id.as_str();
+        sandbox::check(spec)?;
+        let key = spec.sandbox_key();
         let exists = match self
             .containers()
             .get(self.conn.req(GetContainerRequest { id: id.to_owned() }))
@@ -563,9 +597,9 @@ impl Runtime for ContainerdRuntime {
             let net = match (&spec.network, &self.net) {
                 (NetworkSpec::None, _) => None,
                 (NetworkSpec::Private(_), Some(net)) => {
-                    let (hosts, hostname) = net.hosts_files(id);
+                    let (hosts, hostname) = net.hosts_files(key);
                     Some(spec::NetPaths {
-                        netns: net.netns_path(id),
+                        netns: net.netns_path(key),
                         hosts,
                         hostname,
                     })
@@ -586,7 +620,12 @@ impl Runtime for ContainerdRuntime {
             })?;
             let container = Container {
                 id: id.to_owned(),
-                labels: HashMap::new(),
+                // Its sandbox, for a restarted worker and the last removal.
+                labels: spec
+                    .sandbox
+                    .iter()
+                    .map(|s| (LABEL_SANDBOX.to_owned(), s.clone()))
+                    .collect(),
                 image: spec.image_ref.clone(),
                 runtime: Some(ContainerRuntimeInfo {
                     name: RUNC_RUNTIME.to_owned(),
@@ -634,6 +673,7 @@ impl Runtime for ContainerdRuntime {
     #[instrument(skip_all, fields(container_id = %run.id))]
     async fn start(&self, run: &RunSpec, generation: u64) -> Result<TaskStarted, RuntimeError> {
         let id = run.id.as_str();
+        sandbox::check(run)?;
         if let Some(old) = self.get_task(id).await? {
             match task_info(&old).status {
                 TaskStatus::Running | TaskStatus::Paused => {
@@ -681,20 +721,24 @@ impl Runtime for ContainerdRuntime {
             log.display(),
             self.config.log_max_bytes
         );
+        // Its sandbox's (or its own) network and volumes: set up by this
+        // start, or, a member joining, already in place.
+        let key = run.sandbox_key();
+        let entry = self.enter_sandbox(run).await;
         let net = match (&run.network, &self.net) {
-            (NetworkSpec::Private(req), Some(net)) => Some((net, req)),
+            (NetworkSpec::Private(req), Some(net)) if !entry.joined => Some((net, req)),
             _ => None,
         };
         if let Some((net, req)) = net {
-            net.prepare(id, &run.hostname, req)
+            net.prepare(key, &run.hostname, req)
                 .await
                 .map_err(net_err(id))?;
         }
-        if !run.volumes.is_empty() {
+        if !entry.joined && !run.volumes.is_empty() {
             let user = self.process_user(run).await?;
             volumes::prepare(
                 &self.spec_options.volumes_root,
-                id,
+                key,
                 &run.volumes,
                 user.uid,
                 user.gid,
@@ -714,14 +758,18 @@ impl Runtime for ContainerdRuntime {
         let (created, connected) = match net {
             Some((net, req)) => {
                 let (created, connected) =
-                    tokio::join!(create, net.connect(id, &run.hostname, req));
+                    tokio::join!(create, net.connect(key, &run.hostname, req));
                 (created, Some(connected))
             }
             None => (create.await, None),
         };
         if let Err(s) = created {
             if let Some(Ok(_)) = connected {
-                self.detach(id).await;
+                // Set up by this start (a sandbox's, held: nobody is in).
+                self.detach(key).await;
+            }
+            if entry.joined {
+                self.end_network_logged(id, run.sandbox.as_deref()).await;
             }
             return Err(containerd_err("Tasks.Create", id)(s));
         }
@@ -733,8 +781,9 @@ impl Runtime for ContainerdRuntime {
                 return Err(net_err(id)(e));
             }
             Some(Ok(ip)) => Some(ip),
-            None => None,
+            None => entry.ip,
         };
+        entry.set_up(id);
         // Stamped before Start: the process begins during that call, so this
         // is never after a fast process's exit time (which containerd stamps),
         // and it over-states a run by at most the call's few milliseconds.
@@ -752,7 +801,7 @@ impl Runtime for ContainerdRuntime {
                 // Leave no half-started task behind: the next start retries cleanly.
                 let _ = self.kill_and_wait(id).await;
                 let _ = self.delete_task(id).await;
-                self.detach(id).await;
+                self.end_network_logged(id, run.sandbox.as_deref()).await;
                 return Err(containerd_err("Tasks.Start", id)(s));
             }
         };
@@ -811,10 +860,8 @@ impl Runtime for ContainerdRuntime {
 
     async fn delete_task(&self, id: &str) -> Result<(), RuntimeError> {
         self.delete_task_inner(id).await?;
-        if let Some(net) = &self.net {
-            net.detach(id).await.map_err(net_err(id))?;
-        }
-        Ok(())
+        let sandbox = self.sandboxes.sandbox_of(id);
+        self.end_network(id, sandbox.as_deref()).await
     }
 
     async fn exec(
@@ -835,19 +882,28 @@ impl Runtime for ContainerdRuntime {
         self.attach_in(id, spec, input, output).await
     }
 
+    /// A sandbox member answers its sandbox's address.
     async fn ip(&self, id: &str) -> Option<std::net::Ipv4Addr> {
-        self.net.as_ref()?.ip(id).await
+        let sandbox = self.sandboxes.sandbox_of(id);
+        self.net
+            .as_ref()?
+            .ip(sandbox.as_deref().unwrap_or(id))
+            .await
     }
 
     #[instrument(skip_all, fields(container_id = %id))]
     async fn remove(&self, id: &str) -> Result<(), RuntimeError> {
+        // Read before the record goes: the sandbox's network and volumes
+        // may go with it.
+        let sandbox = match self.sandbox_label(id).await? {
+            Some(sandbox) => Some(sandbox),
+            None => self.sandboxes.sandbox_of(id),
+        };
         if self.get_task(id).await?.is_some() {
             self.kill_and_wait(id).await?;
             self.delete_task_inner(id).await?;
         }
-        if let Some(net) = &self.net {
-            net.detach(id).await.map_err(net_err(id))?;
-        }
+        self.end_network(id, sandbox.as_deref()).await?;
         match self
             .containers()
             .delete(self.conn.req(DeleteContainerRequest { id: id.to_owned() }))
@@ -871,6 +927,9 @@ impl Runtime for ContainerdRuntime {
             Err(s) => return Err(containerd_err("Snapshots.Remove", id)(s)),
         }
         volumes::remove(&self.spec_options.volumes_root, id).await?;
+        if let Some(sandbox) = &sandbox {
+            self.remove_sandbox_volumes(sandbox).await?;
+        }
         let log = self.log_path(id);
         for path in [crate::logcap::lock_path(&log), log] {
             match tokio::fs::remove_file(path).await {

@@ -29,6 +29,7 @@ struct FakeContainer {
     generation: u64,
     last_exit: Option<ExitRecord>,
     task: Option<TaskInfo>,
+    sandbox: Option<String>,
 }
 
 #[derive(Default)]
@@ -84,6 +85,7 @@ impl FakeRuntime {
                 generation,
                 last_exit: None,
                 task: Some(running_task(pid)),
+                sandbox: None,
             },
         );
         self
@@ -134,6 +136,12 @@ impl FakeRuntime {
 
     pub fn exists(&self, id: &str) -> bool {
         self.state.lock().unwrap().containers.contains_key(id)
+    }
+
+    /// The sandbox `id` was created in (its label, in containerd).
+    pub fn sandbox_of(&self, id: &str) -> Option<String> {
+        let state = self.state.lock().unwrap();
+        state.containers.get(id)?.sandbox.clone()
     }
 
     pub fn task_status(&self, id: &str) -> Option<TaskStatus> {
@@ -199,7 +207,14 @@ impl Runtime for FakeRuntime {
     async fn create(&self, spec: &RunSpec) -> Result<(), RuntimeError> {
         let mut state = self.state.lock().unwrap();
         state.calls.push(Call::Create(spec.id.clone()));
-        state.containers.entry(spec.id.clone()).or_default();
+        // Like containerd's label: set when the record is made.
+        state
+            .containers
+            .entry(spec.id.clone())
+            .or_insert_with(|| FakeContainer {
+                sandbox: spec.sandbox.clone(),
+                ..Default::default()
+            });
         Ok(())
     }
 
@@ -309,6 +324,7 @@ impl Runtime for FakeRuntime {
                 generation: c.generation,
                 last_exit: c.last_exit.clone(),
                 task: c.task.clone(),
+                sandbox: c.sandbox.clone(),
             })
             .collect())
     }

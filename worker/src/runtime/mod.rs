@@ -13,6 +13,8 @@
 //! - [`seccomp`]: resolves the containers/common default profile into OCI form.
 //! - `users`: the user a container runs as, looked up in its image once.
 //! - [`volumes`]: a container's empty_dir and secret volumes on its host.
+//! - [`sandbox`]: container groups: which runs share a network namespace
+//!   and volumes, and when the shared set-up goes.
 //! - [`exec`]: a process run in a running container (containerd Exec), its
 //!   output collected through FIFOs.
 //! - `fake` (tests only): an in-memory `Runtime` for the agent's unit tests.
@@ -27,6 +29,7 @@ pub mod exec;
 #[cfg(test)]
 pub(crate) mod fake;
 pub mod pull;
+pub mod sandbox;
 pub mod seccomp;
 pub mod spec;
 mod users;
@@ -42,6 +45,9 @@ use tokio::sync::mpsc;
 pub const LABEL_GENERATION: &str = "skiff.generation";
 /// Container label holding the JSON [`ExitRecord`] of the last finished run.
 pub const LABEL_EXIT: &str = "skiff.exit";
+/// Container label holding the sandbox (container group) it is a member
+/// of; absent for an ordinary container.
+pub const LABEL_SANDBOX: &str = "skiff.sandbox";
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
@@ -119,6 +125,18 @@ pub struct RunSpec {
     /// Its volumes (kept across runs, removed with it) and where it mounts them.
     pub volumes: Vec<volumes::Volume>,
     pub mounts: Vec<volumes::Mount>,
+    /// The container group it belongs to (a checked [`sandbox::valid_key`]):
+    /// its network namespace and volumes are the sandbox's, shared with
+    /// the group's other members on this host. None: its own.
+    pub sandbox: Option<String>,
+}
+
+impl RunSpec {
+    /// What its network and volumes are kept under: its sandbox, else its
+    /// own id.
+    pub fn sandbox_key(&self) -> &str {
+        self.sandbox.as_deref().unwrap_or(&self.id)
+    }
 }
 
 /// A run's network.
@@ -182,6 +200,8 @@ pub struct ContainerInfo {
     pub generation: u64,
     pub last_exit: Option<ExitRecord>,
     pub task: Option<TaskInfo>,
+    /// The sandbox it is a member of (LABEL_SANDBOX), if any.
+    pub sandbox: Option<String>,
 }
 
 /// An image present in the worker's containerd namespace.
@@ -300,7 +320,8 @@ pub trait Runtime: Send + Sync + 'static {
         })
     }
 
-    /// The container's address while its run has a private network.
+    /// The container's address while its run has a private network (a
+    /// sandbox member's: its sandbox's).
     async fn ip(&self, _id: &str) -> Option<std::net::Ipv4Addr> {
         None
     }
@@ -325,7 +346,8 @@ pub trait Runtime: Send + Sync + 'static {
 
     /// Deletes the container's task (its shim exits; the container, rootfs
     /// and logs stay) and tears down the run's network (its ports are
-    /// free again). NotFound is not an error.
+    /// free again; a sandbox's only once no member has a task). NotFound
+    /// is not an error.
     async fn delete_task(&self, id: &str) -> Result<(), RuntimeError>;
 
     /// Records a finished run, then deletes the task.
@@ -335,7 +357,8 @@ pub trait Runtime: Send + Sync + 'static {
     }
 
     /// Removes everything of the container from the host: task (killed),
-    /// container record, snapshot and log file. NotFound is not an error.
+    /// container record, snapshot and log file (and, the last member of a
+    /// sandbox here, the sandbox's volumes). NotFound is not an error.
     async fn remove(&self, id: &str) -> Result<(), RuntimeError>;
 
     /// All containers in the worker's namespace.

@@ -190,7 +190,7 @@ pub fn build(
         .expect("mounts is an array")
         .extend(super::volumes::oci_mounts(
             &opts.volumes_root,
-            &run.id,
+            run.sandbox_key(),
             &run.volumes,
             &run.mounts,
         ));
@@ -391,6 +391,7 @@ mod tests {
             read_only_rootfs: false,
             volumes: Vec::new(),
             mounts: Vec::new(),
+            sandbox: None,
         }
     }
 
@@ -487,6 +488,40 @@ mod tests {
         // /tmp stays writable: a tmpfs of its own.
         let tmp = mount(&s, "/tmp").unwrap();
         assert_eq!(tmp["type"], "tmpfs");
+    }
+
+    #[test]
+    fn a_sandbox_member_binds_the_sandboxs_volumes_in_a_cgroup_of_its_own() {
+        let run = RunSpec {
+            volumes: vec![super::super::volumes::Volume {
+                name: "data".into(),
+                kind: super::super::volumes::VolumeKind::EmptyDir {
+                    size_mib: 8,
+                    memory: true,
+                },
+            }],
+            mounts: vec![super::super::volumes::Mount {
+                volume: "data".into(),
+                path: "/data".into(),
+                read_only: false,
+            }],
+            ..run_spec()
+        };
+        let own = build(&run, &opts(), &root(), None).unwrap();
+        assert_eq!(
+            mount(&own, "/data").unwrap()["source"],
+            format!("/state/volumes/{}/data", run.id)
+        );
+        let member = RunSpec {
+            sandbox: Some("5a4d".into()),
+            ..run
+        };
+        let s = build(&member, &opts(), &root(), None).unwrap();
+        assert_eq!(
+            mount(&s, "/data").unwrap()["source"],
+            "/state/volumes/5a4d/data"
+        );
+        assert_eq!(s["linux"]["cgroupsPath"], own["linux"]["cgroupsPath"]);
     }
 
     #[test]

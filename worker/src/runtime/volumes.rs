@@ -2,8 +2,10 @@
 //! before a run, the OCI mounts that bind it in, and removing it with the
 //! container.
 //!
-//! Every volume is a directory `<root>/<container id>/<name>` (root:
-//! `<state_dir>/volumes`), kept across the container's runs:
+//! Every volume is a directory `<root>/<key>/<name>` (root:
+//! `<state_dir>/volumes`; key: the container's id, or for a member of a
+//! sandbox the sandbox's id, its volumes being the whole group's), kept
+//! across the container's runs:
 //! - `empty_dir` `memory`: a tmpfs of `size_mib` (its pages are charged to
 //!   the memory cgroup of whoever writes them: the container's);
 //! - `empty_dir` `disk`: an ext4 filesystem of `size_mib` in a sparse file
@@ -13,7 +15,11 @@
 //!   0400 owned by the container's user, rewritten before every run.
 //!
 //! Both empty_dir kinds are mode 1777, so any user of the image can write.
-//! Secret volumes are always mounted read-only. The decisions (which
+//! Secret volumes are always mounted read-only. A sandbox's volumes are
+//! prepared by the member that sets the sandbox up (again when it is set
+//! up anew: [`prepare`] leaves a mounted volume as it is), so its secret
+//! files are owned by that member's user: members running as other
+//! non-root users cannot read them. The decisions (which
 //! mounts, which mount options) are pure functions with tests beside them;
 //! the mounting is done with `mount(2)` and, for the loop device and the
 //! filesystem, util-linux `mount` and e2fsprogs `mkfs.ext4`.
@@ -113,8 +119,9 @@ fn tmpfs_options(kind: &VolumeKind) -> String {
     }
 }
 
-/// Sets up the volumes of container `id` before a run: empty_dirs once
-/// (their data stays across runs), secrets every time (written afresh,
+/// Sets up the volumes of key `id` (a container's, or its sandbox's)
+/// before a run: empty_dirs once (their data stays across runs; one
+/// already mounted is left as it is), secrets every time (written afresh,
 /// owned by `uid`:`gid`, the user its process runs as).
 pub async fn prepare(
     root: &Path,
@@ -279,8 +286,9 @@ async fn run(program: &str, args: &[&std::ffi::OsStr]) -> Result<(), String> {
     }
 }
 
-/// Removes every volume of container `id`: unmounts (lazily, so a mount
-/// still held by an exiting shim does not keep it), then deletes the files.
+/// Removes every volume of key `id` (a container's or a sandbox's): unmounts
+/// (lazily, so a mount still held by an exiting shim does not keep it),
+/// then deletes the files.
 pub async fn remove(root: &Path, id: &str) -> Result<(), RuntimeError> {
     let base = root.join(id);
     let entries = match std::fs::read_dir(&base) {
@@ -311,8 +319,8 @@ pub async fn remove(root: &Path, id: &str) -> Result<(), RuntimeError> {
         })
 }
 
-/// Removes the volumes of containers not in `known` (left by a container
-/// removed while the worker was down).
+/// Removes the volumes of keys not in `known` (left by a container, or a
+/// sandbox's last member, removed while the worker was down).
 pub async fn sweep(root: &Path, known: &std::collections::HashSet<String>) {
     let Ok(entries) = std::fs::read_dir(root) else {
         return;

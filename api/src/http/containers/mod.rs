@@ -320,35 +320,68 @@ pub(crate) async fn check_notify_url(
 /// could ever give it; queues it when there is no such host at all (one
 /// may register).
 async fn admit(state: &AppState, new: &NewContainer) -> Result<(), ApiError> {
+    admit_shape(
+        state,
+        &Shape {
+            host_labels: &new.host_labels,
+            cpu_millis: new.cpu.millis().into(),
+            memory_mib: new.memory.mib().into(),
+            network: new.network,
+            ports: &new.ports,
+            what: "",
+        },
+    )
+    .await
+}
+
+/// What admission looks at: one container's, or a whole group's.
+pub(crate) struct Shape<'a> {
+    pub host_labels: &'a BTreeMap<String, String>,
+    pub cpu_millis: i64,
+    pub memory_mib: i64,
+    pub network: NetworkMode,
+    pub ports: &'a [skiff_core::PortRequest],
+    /// Empty for a container; else how the detail names the asker (e.g.
+    /// "the group's containers in all").
+    pub what: &'a str,
+}
+
+/// See [`admit`]: the check on any [`Shape`].
+pub(crate) async fn admit_shape(state: &AppState, new: &Shape<'_>) -> Result<(), ApiError> {
     let hosts = state
         .store
         .live_hosts(state.config.host_lost_after())
         .await?;
-    let Some((max_cpu, max_memory)) = place::largest_fit(&hosts, &new.host_labels) else {
+    let Some((max_cpu, max_memory)) = place::largest_fit(&hosts, new.host_labels) else {
         return Ok(());
     };
-    if i64::from(new.cpu.millis()) > max_cpu {
+    let asker = if new.what.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", new.what)
+    };
+    if new.cpu_millis > max_cpu {
         let max = max_cpu as f64 / 1000.0;
         return Err(ApiError::NoHostFits {
             field: "cpu".into(),
             max: Some(serde_json::json!(max)),
             detail: format!(
-                "no host offers {} vCPU; the largest offers {max}",
-                new.cpu.as_vcpus()
+                "no host offers {} vCPU{asker}; the largest offers {max}",
+                new.cpu_millis as f64 / 1000.0
             ),
         });
     }
-    if i64::from(new.memory.mib()) > max_memory {
+    if new.memory_mib > max_memory {
         return Err(ApiError::NoHostFits {
             field: "memory_mib".into(),
             max: Some(serde_json::json!(max_memory)),
             detail: format!(
-                "no host offers {} MiB; the largest offers {max_memory} MiB",
-                new.memory.mib()
+                "no host offers {} MiB{asker}; the largest offers {max_memory} MiB",
+                new.memory_mib
             ),
         });
     }
-    match place::network_misfit(&hosts, &new.host_labels, new.network, &new.ports) {
+    match place::network_misfit(&hosts, new.host_labels, new.network, new.ports) {
         None => Ok(()),
         Some(misfit) => Err(network_refusal(misfit)),
     }
