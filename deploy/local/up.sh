@@ -61,6 +61,10 @@
 #   SKIFF_WORKER_METRICS         every worker's /metrics URL, comma-separated
 #   SKIFF_CLI                    the `skiff` CLI binary (absolute path):
 #                                `set -a; . .skiff/local.env; $SKIFF_CLI ps`
+#   SKIFF_ACI_URL                the base URL to hand Azure's ACI clients
+#                                ($SKIFF_API/aci; see docs/aci.md)
+#   SKIFF_ACI_SUBSCRIPTION       the subscription id of SKIFF_TOKEN's tenant
+#                                there (the tenant's id)
 #
 # Supervision (like systemd's Restart=always): when a skiff-api or skiff-worker
 # exits, whatever the reason, it is started again with the same environment
@@ -309,6 +313,7 @@ start_api() {
     SKIFF_CA_CERT="$CA_DIR/ca.crt" SKIFF_CA_KEY="$CA_DIR/ca.key" \
     SKIFF_SECRETS_KEYRING_FILE="$KEYRING" \
     SKIFF_WEBHOOK_ALLOWED_HOSTS="${SKIFF_WEBHOOK_ALLOWED_HOSTS:-127.0.0.1,localhost}" \
+    SKIFF_ACI_CHECK_REGISTRIES="${SKIFF_ACI_CHECK_REGISTRIES:-http://$SKIFF_REGISTRY,http://$SKIFF_AUTH_REGISTRY,http://$SKIFF_TOKEN_REGISTRY}" \
     SKIFF_RATE_LIMIT_REPLICAS="${SKIFF_RATE_LIMIT_REPLICAS:-$REPLICAS}" \
     RUST_LOG="${RUST_LOG:-info}" NO_COLOR=1 \
     "$API_BIN"
@@ -473,6 +478,13 @@ else
   log "created a tenant"
 fi
 
+# The ACI layer's subscription of the tenant: its id, as GET /aci/subscriptions
+# (ARM's list of the token's subscriptions) answers it.
+ACI_SUBSCRIPTION=$(curl -sS -H "Authorization: Bearer $TOKEN" \
+  "$API_URL/aci/subscriptions?api-version=2020-01-01" \
+  | sed -n 's/.*"subscriptionId"[[:space:]]*:[[:space:]]*"\([^"]*\)".*/\1/p')
+[[ -n $ACI_SUBSCRIPTION ]] || die "GET $API_URL/aci/subscriptions named no subscription"
+
 join_by_comma() { local IFS=,; echo "$*"; }
 API_URLS=()
 for ((i = 1; i <= REPLICAS; i++)); do API_URLS+=("$(api_url "$i")"); done
@@ -501,6 +513,8 @@ SKIFF_AUTH_REGISTRY_USER=$SKIFF_AUTH_REGISTRY_USER
 SKIFF_AUTH_REGISTRY_PASSWORD=$SKIFF_AUTH_REGISTRY_PASSWORD
 SKIFF_TOKEN_REGISTRY=$SKIFF_TOKEN_REGISTRY
 SKIFF_CLI=$TARGET_DIR/skiff
+SKIFF_ACI_URL=$API_URL/aci
+SKIFF_ACI_SUBSCRIPTION=$ACI_SUBSCRIPTION
 EOF
 )
 mv "$ENV_FILE.tmp" "$ENV_FILE"
