@@ -86,7 +86,8 @@ def container(name, script, cpu=0.25, memory=0.25, **kw):
 
 def group(*containers, **kw):
     kw.setdefault("restart_policy", "Never")
-    return ContainerGroup(location="skiff-local", os_type="Linux", containers=list(containers), **kw)
+    kw.setdefault("os_type", "Linux")
+    return ContainerGroup(location="skiff-local", containers=list(containers), **kw)
 
 
 def create(c, resource_group, name, g):
@@ -280,13 +281,13 @@ def isolation():
 
 def localhost():
     c, r = client(), rg()
-    server = container("server", "while true; do echo pong | nc -l -p 8080; done",
-                       ports=[ContainerPort(port=8080)])
-    client_ = container("client", "until echo ping | nc 127.0.0.1 8080; do sleep 1; done; exec sleep 3600")
+    server = container("server", "mkdir -p /tmp/www && echo pong-from-server > /tmp/www/index.html"
+                                 " && exec httpd -f -p 8080 -h /tmp/www", ports=[ContainerPort(port=8080)])
+    client_ = container("client", "until wget -qO- http://127.0.0.1:8080/; do sleep 1; done; exec sleep 3600")
     create(c, r, "pair", group(server, client_, ip_address=IpAddress(type="Public", ports=[Port(port=8080)])))
-    wait_state(c, r, "pair", "Running")
-    wait_logs(c, r, "pair", "client", "pong")
-    wait_logs(c, r, "pair", "server", "ping")
+    g = wait_state(c, r, "pair", "Running")
+    assert g.ip_address.ports[0].port == 8080, g.as_dict()
+    wait_logs(c, r, "pair", "client", "pong-from-server")
     c.container_groups.begin_delete(r, "pair", **HTTP).result(timeout=WAIT_S)
     return {}
 

@@ -88,7 +88,10 @@ pub async fn limit_rate(
     next: Next,
 ) -> Response {
     let token = super::bearer(request.headers());
-    let (Some(token), true) = (token, request.uri().path().starts_with("/v1/")) else {
+    // The ACI layer's calls are the tenant's requests too.
+    let path = request.uri().path();
+    let limited = path.starts_with("/v1/") || path.starts_with("/aci/");
+    let (Some(token), true) = (token, limited) else {
         return next.run(request).await;
     };
     let write = !matches!(
