@@ -156,6 +156,9 @@ def group_path(resource_group, name, sub=SUB):
 
 def lifecycle():
     c, r = client(), rg()
+    # The token's one subscription, as up.sh reads it for SKIFF_ACI_SUBSCRIPTION.
+    subs = raw("GET", "/subscriptions", api_version="2020-01-01").json()
+    assert [x["subscriptionId"] for x in subs["value"]] == [SUB], subs
     g = create(c, r, "life", group(container("app", "echo hello-aci; exec sleep 3600"), restart_policy="Always"))
     assert g.provisioning_state == "Succeeded", g.as_dict()
     assert g.id == group_path(r, "life"), g.id
