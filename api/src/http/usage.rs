@@ -21,15 +21,16 @@ pub struct UsageQuery {
     /// End of the window (RFC 3339, exclusive); at most 366 days after `from`.
     pub to: Option<String>,
     /// `container`, `job` (the job a task container belongs to, keyed by
-    /// job id: `label:skiff.job`), `label:<key>`, `hour` or `day` (admins
-    /// also `tenant`).
+    /// job id: `label:skiff.job`), `group` (the container group, keyed by
+    /// group id: `label:skiff.group`), `label:<key>`, `hour` or `day`
+    /// (admins also `tenant`).
     pub group_by: Option<String>,
 }
 
 /// A grouping of a tenant's report (an admin's adds `tenant`).
-const GROUP_BY_PATTERN: &str = r"^(container|job|hour|day|label:[A-Za-z0-9._/-]{1,63})$";
+const GROUP_BY_PATTERN: &str = r"^(container|job|group|hour|day|label:[A-Za-z0-9._/-]{1,63})$";
 const ADMIN_GROUP_BY_PATTERN: &str =
-    r"^(container|job|hour|day|tenant|label:[A-Za-z0-9._/-]{1,63})$";
+    r"^(container|job|group|hour|day|tenant|label:[A-Za-z0-9._/-]{1,63})$";
 
 /// [`UsageQuery`]'s parameters, with `group_by` as `pattern` allows.
 fn usage_params(group_by_pattern: &str) -> Vec<utoipa::openapi::path::Parameter> {
@@ -57,7 +58,8 @@ fn usage_params(group_by_pattern: &str) -> Vec<utoipa::openapi::path::Parameter>
         schemas::query(
             "group_by",
             "`container` (the default), `job` (the job a task container belongs to, \
-             keyed by job id: `label:skiff.job`), `label:<key>`, `hour` or `day` \
+             keyed by job id: `label:skiff.job`), `group` (the container group, keyed \
+             by group id: `label:skiff.group`), `label:<key>`, `hour` or `day` \
              (admins also `tenant`).",
             schemas::string().pattern(Some(group_by_pattern)).build(),
             false,
@@ -104,6 +106,10 @@ async fn usage_report(
     if q.group_by.as_deref() == Some("job") {
         // Task containers carry their job's id as a label.
         q.group_by = Some(format!("label:{}", crate::jobs::JOB_LABEL));
+    }
+    if q.group_by.as_deref() == Some("group") {
+        // A group's members carry its id as a label.
+        q.group_by = Some(format!("label:{}", crate::groups::GROUP_LABEL));
     }
     if let Some(key) = q.group_by.as_deref().and_then(|g| g.strip_prefix("label:")) {
         if !skiff_core::is_label_key(key) {

@@ -189,7 +189,8 @@ impl Store {
 
     /// Purges up to `batch` containers deleted longer than `keep` ago and
     /// removed from their host: the row, its events and deliveries (by
-    /// cascade), its closed meter runs and its usage total. A container
+    /// cascade), its closed meter runs and its usage total; and deleted
+    /// container groups with no member left. A container
     /// with a run still open is kept. The usage ledger is untouched. The
     /// count purged.
     pub async fn purge_deleted(&self, keep: Duration, batch: i64) -> Result<u64> {
@@ -221,6 +222,15 @@ impl Store {
             .execute(&mut *tx)
             .await?
             .rows_affected();
+        // A deleted container group goes with its last member.
+        sqlx::query(
+            "DELETE FROM container_groups g \
+              WHERE g.deleted_at < now() - make_interval(secs => $1) \
+                AND NOT EXISTS (SELECT 1 FROM containers c WHERE c.group_id = g.id)",
+        )
+        .bind(keep.as_secs_f64())
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(purged)
     }
