@@ -50,12 +50,6 @@ async fn create_group(t: &Tenant, body: &Value) -> Value {
     reply.json()
 }
 
-async fn get_group(t: &Tenant, id: &str) -> Value {
-    let reply = t.call(Method::GET, &format!("/v1/groups/{id}"), None).await;
-    assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
-    reply.json()
-}
-
 /// Polls the group until `done` (every 200 ms, up to `timeout_s`).
 async fn poll_group(
     t: &Tenant,
@@ -64,21 +58,15 @@ async fn poll_group(
     what: &str,
     done: impl Fn(&Value) -> bool,
 ) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(timeout_s);
-    loop {
-        let g = get_group(t, id).await;
-        if done(&g) {
-            return g;
+    let path = format!("/v1/groups/{id}");
+    t.poll_path(&path, timeout_s, what, done, |g| async move {
+        let mut diag = format!("{g:#}\n");
+        for id in member_ids(&g) {
+            diag.push_str(&t.diag(&id).await);
         }
-        if Instant::now() > deadline {
-            let mut diag = String::new();
-            for m in g["containers"].as_array().into_iter().flatten() {
-                diag.push_str(&t.diag(m["container"]["id"].as_str().unwrap()).await);
-            }
-            panic!("timed out waiting for {what}: {g:#}\n{diag}");
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        diag
+    })
+    .await
 }
 
 fn member_ids(g: &Value) -> Vec<String> {

@@ -3,9 +3,10 @@
 
 use super::{parse_id, view_one};
 use crate::error::ApiError;
+use crate::http::idempotency::{self, Settled};
 use crate::http::problems::{InvalidRequest, NotFound, QuotaExceeded, Unprocessable};
 use crate::http::schemas::IdempotencyKey;
-use crate::http::{idempotency, Tenant};
+use crate::http::Tenant;
 use crate::lifecycle::Action;
 use crate::model::ContainerView;
 use crate::store::containers::Acted;
@@ -42,15 +43,10 @@ async fn act(
             &state.config.quota_defaults(),
         )
         .await?;
-    let row = match acted {
-        Acted::Done(row) => *row.ok_or(ApiError::NotFound("container"))?,
-        Acted::Replay(response) => return Ok(idempotency::respond(response, true)),
-        Acted::KeyReused => return Err(ApiError::IdempotencyKeyReused),
-        Acted::InFlight => {
-            let key = idem.as_ref().map_or("", |i| i.key.as_str());
-            if let Some(response) = idempotency::wait_recorded(state, tenant, key).await? {
-                return Ok(idempotency::respond(response, true));
-            }
+    let row = match idempotency::settle(state, tenant, idem.as_ref(), acted).await? {
+        Settled::Done(row) => *row.ok_or(ApiError::NotFound("container"))?,
+        Settled::Answer(response) => return Ok(response),
+        Settled::Lost => {
             // Applied, but its answer was lost (the replica went away):
             // answer with the container as it is now.
             let row = state
