@@ -64,7 +64,11 @@ pub async fn get(
 #[into_params(parameter_in = Query)]
 pub struct GroupQuery {
     /// Only this namespace (case-insensitive).
-    #[param(max_length = 90)]
+    #[param(
+        pattern = r"^[-A-Za-z0-9_.()]{0,89}[-A-Za-z0-9_()]$",
+        min_length = 1,
+        max_length = 90
+    )]
     pub namespace: Option<String>,
     /// Most items on the page (default 100).
     #[param(minimum = 1, maximum = 1000)]
@@ -94,6 +98,9 @@ pub async fn list(
         ),
         None => None,
     };
+    if let Some(ns) = &query.namespace {
+        crate::groups::check_namespace(ns)?;
+    }
     let filter = GroupFilter {
         namespace: query.namespace,
         after,
