@@ -19,12 +19,17 @@ fn member(platform: &Platform, name: &str, script: &str) -> Value {
     })
 }
 
-/// busybox httpd on 8080 answering `body`.
+/// busybox httpd on 8080 answering `body` (in the background: the shell
+/// ends on SIGTERM at once, where a process 1 without a handler would wait
+/// for the SIGKILL).
 fn server(platform: &Platform, body: &str) -> Value {
     member(
         platform,
         "server",
-        &format!("mkdir -p /tmp/www && echo {body} > /tmp/www/index.html && exec httpd -f -p 8080 -h /tmp/www"),
+        &format!(
+            "trap 'exit 0' TERM; mkdir -p /tmp/www && echo {body} > /tmp/www/index.html && \
+             httpd -p 8080 -h /tmp/www && while true; do sleep 1; done"
+        ),
     )
 }
 
@@ -35,19 +40,13 @@ fn client(platform: &Platform, name: &str) -> Value {
         platform,
         name,
         "for i in $(seq 1 100); do out=$(timeout 2 wget -q -O- http://127.0.0.1:8080/ 2>&1) && break; \
-         sleep 0.2; done; echo \"got=$out\"; exec sleep 600",
+         sleep 0.2; done; echo \"got=$out\"; trap 'exit 0' TERM; while true; do sleep 1; done",
     )
 }
 
 async fn create_group(t: &Tenant, body: &Value) -> Value {
     let reply = t.call(Method::POST, "/v1/groups", Some(body)).await;
     assert_eq!(reply.status, StatusCode::CREATED, "{body}: {reply:?}");
-    reply.json()
-}
-
-async fn get_group(t: &Tenant, id: &str) -> Value {
-    let reply = t.call(Method::GET, &format!("/v1/groups/{id}"), None).await;
-    assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
     reply.json()
 }
 
@@ -59,21 +58,15 @@ async fn poll_group(
     what: &str,
     done: impl Fn(&Value) -> bool,
 ) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(timeout_s);
-    loop {
-        let g = get_group(t, id).await;
-        if done(&g) {
-            return g;
+    let path = format!("/v1/groups/{id}");
+    t.poll_path(&path, timeout_s, what, done, |g| async move {
+        let mut diag = format!("{g:#}\n");
+        for id in member_ids(&g) {
+            diag.push_str(&t.diag(&id).await);
         }
-        if Instant::now() > deadline {
-            let mut diag = String::new();
-            for m in g["containers"].as_array().into_iter().flatten() {
-                diag.push_str(&t.diag(m["container"]["id"].as_str().unwrap()).await);
-            }
-            panic!("timed out waiting for {what}: {g:#}\n{diag}");
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        diag
+    })
+    .await
 }
 
 fn member_ids(g: &Value) -> Vec<String> {
@@ -309,21 +302,22 @@ async fn a_group_is_stopped_started_and_restarted_as_a_whole() {
             .await;
         assert_eq!(again.status, StatusCode::ACCEPTED, "{again:?}");
         assert_eq!(again.json()["id"], reply.json()["id"], "replayed");
-        poll_group(&t, &id, 90, "restarted", |g| {
-            g["state"] == "running"
-                && g["containers"].as_array().unwrap().iter().all(|m| {
-                    m["container"]["state"] == "running" && m["container"]["restart_count"] == 2
-                })
+        for member in &ids {
+            // One restart asked (the key's second request replayed): one
+            // Restarting event, and a third run's output.
+            assert_eq!(
+                t.count_events(member, "Restarting").await,
+                1,
+                "{}",
+                t.diag(member).await
+            );
+            let logs = wait_logs_count(&t, member, "run-", 3).await;
+            assert_eq!(logs.matches("run-").count(), 3, "{logs}");
+        }
+        poll_group(&t, &id, 90, "running after the restart", |g| {
+            g["state"] == "running" && all_members(g, "state", "running")
         })
         .await;
-        for member in &ids {
-            let logs = wait_logs_count(&t, member, "run-", 3).await;
-            assert_eq!(
-                logs.matches("run-").count(),
-                3,
-                "one restart, not two: {logs}"
-            );
-        }
 
         let reply = t
             .call(Method::DELETE, &format!("/v1/groups/{id}"), None)
@@ -420,6 +414,103 @@ async fn group_requests_are_checked_field_by_field() {
         assert_eq!(reply.status, StatusCode::NOT_FOUND, "{reply:?}");
         let reply = other.call(Method::POST, &format!("/v1/groups/{id}/stop"), None).await;
         assert_eq!(reply.status, StatusCode::NOT_FOUND, "{reply:?}");
+    })
+    .await
+}
+
+/// The network namespaces named after `group` (the group's id), on any host.
+fn sandbox_namespaces(group: &str) -> Vec<String> {
+    std::fs::read_dir("/run/netns")
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.contains(group))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_group_keeps_its_shared_namespace_across_a_sigkilled_worker_and_loses_it_when_stopped() {
+    limit(secs(240), async {
+        let platform = Platform::get().await;
+        // Exclusive: no other test runs while a worker is down.
+        let t = platform.new_exclusive_tenant().await;
+        let body = json!({
+            "containers": [server(platform, "still-here"), client(platform, "client")],
+        });
+        let created = create_group(&t, &body).await;
+        let id = created["id"].as_str().unwrap().to_owned();
+        let ids = member_ids(&created);
+        poll_group(&t, &id, 90, "running", |g| {
+            g["state"] == "running" && g["ip"].is_string()
+        })
+        .await;
+        let logs = wait_logs_count(&t, &ids[1], "got=", 1).await;
+        assert!(logs.contains("got=still-here"), "{logs}");
+        let host = t.host_of(&ids[0]).await;
+        let pids = [host.task_pid(&ids[0]).await, host.task_pid(&ids[1]).await];
+        assert_eq!(
+            sandbox_namespaces(&id).len(),
+            1,
+            "one namespace for the group"
+        );
+
+        let old_pid = host.worker_pid();
+        platform.restart_worker_with_sigkill(host).await;
+        assert_ne!(host.worker_pid(), old_pid, "a new worker process");
+        host.wait_metric_at_least(
+            "skiff_worker_assignments_received_total",
+            1.0,
+            Duration::from_secs(30),
+        )
+        .await;
+
+        // The same runs, still sharing localhost: the client reaches the
+        // server through it again, from inside.
+        assert_eq!(
+            [host.task_pid(&ids[0]).await, host.task_pid(&ids[1]).await],
+            pids,
+            "re-adopted, not restarted"
+        );
+        let (status, out) = t
+            .exec(
+                &ids[1],
+                json!({ "command": ["wget", "-q", "-O-", "http://127.0.0.1:8080/"] }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{out}");
+        assert_eq!(out["exit_code"], 0, "{out}");
+        assert_eq!(
+            out["stdout"].as_str().map(str::trim),
+            Some("still-here"),
+            "{out}"
+        );
+        assert_eq!(
+            sandbox_namespaces(&id).len(),
+            1,
+            "kept: {:?}",
+            sandbox_namespaces(&id)
+        );
+
+        // Stopped: the last member's end takes the namespace with it.
+        let reply = t
+            .call(Method::POST, &format!("/v1/groups/{id}/stop"), None)
+            .await;
+        assert_eq!(reply.status, StatusCode::ACCEPTED, "{reply:?}");
+        poll_group(&t, &id, 60, "stopped", |g| {
+            g["state"] == "stopped" && all_members(g, "state", "stopped")
+        })
+        .await;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !sandbox_namespaces(&id).is_empty() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert_eq!(sandbox_namespaces(&id), Vec::<String>::new(), "torn down");
+        let reply = t
+            .call(Method::DELETE, &format!("/v1/groups/{id}"), None)
+            .await;
+        assert_eq!(reply.status, StatusCode::NO_CONTENT, "{reply:?}");
     })
     .await
 }

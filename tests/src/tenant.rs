@@ -265,17 +265,35 @@ impl Tenant {
         what: &str,
         done: impl Fn(&Value) -> bool,
     ) -> Value {
+        let path = format!("/v1/containers/{id}");
+        self.poll_path(&path, timeout_s, &format!("{what} on {id}"), done, |_| {
+            self.diag(id)
+        })
+        .await
+    }
+
+    /// Polls GET `path` (asserting 200) until `done(object)` holds (every
+    /// 200 ms, up to `timeout_s`); on timeout panics with `diag` of the last
+    /// object.
+    pub async fn poll_path<D: std::future::Future<Output = String>>(
+        &self,
+        path: &str,
+        timeout_s: u64,
+        what: &str,
+        done: impl Fn(&Value) -> bool,
+        diag: impl FnOnce(Value) -> D,
+    ) -> Value {
         let deadline = Instant::now() + Duration::from_secs(timeout_s);
         loop {
-            let object = self.get(id).await;
+            let reply = self.call(Method::GET, path, None).await;
+            assert_eq!(reply.status, StatusCode::OK, "GET {path}: {reply:?}");
+            let object = reply.json();
             if done(&object) {
                 return object;
             }
             if Instant::now() > deadline {
-                panic!(
-                    "timed out waiting for {what} on {id}\n{}",
-                    self.diag(id).await
-                );
+                let diag = diag(object).await;
+                panic!("timed out waiting for {what}\n{diag}");
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }

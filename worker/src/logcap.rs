@@ -132,16 +132,24 @@ pub fn trim(path: &Path, keep: u64) -> std::io::Result<Trimmed> {
         Err(std::fs::TryLockError::WouldBlock) => return Ok(Trimmed::Active),
         Err(std::fs::TryLockError::Error(e)) => return Err(e),
     }
-    let len = match std::fs::metadata(path) {
-        Ok(m) => m.len(),
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Trimmed::Unchanged),
         Err(e) => return Err(e),
     };
+    let len = meta.len();
     let (_, marker_len) = read_marker(path)?;
     if len.saturating_sub(marker_len) <= keep {
         return Ok(Trimmed::Unchanged);
     }
     let dropped = rewrite(path, len, keep)?;
+    // The cut is not a write of the container's: the log keeps its time, so
+    // the budget's order (least recently written first) stays the
+    // containers' own, and a cut log does not pass for the newest one.
+    OpenOptions::new()
+        .write(true)
+        .open(path)?
+        .set_modified(meta.modified()?)?;
     Ok(Trimmed::Cut { dropped })
 }
 
@@ -303,6 +311,13 @@ mod tests {
         let before = std::fs::read(&path).unwrap();
         let (dropped_before, marker_len) = parse_marker(&before).unwrap();
         let kept_before = before.len() as u64 - marker_len;
+        let written = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
+        File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(written)
+            .unwrap();
         assert_eq!(
             trim(&path, 100).unwrap(),
             Trimmed::Cut {
@@ -311,6 +326,11 @@ mod tests {
         );
         let after = std::fs::read(&path).unwrap();
         assert!(after.ends_with(&before[before.len() - 100..]));
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().modified().unwrap(),
+            written,
+            "a cut keeps the time the container last wrote"
+        );
         assert_eq!(trim(&path, 100).unwrap(), Trimmed::Unchanged);
         // ... but never one a writer holds.
         let writer = CappedLog::open(&path, 1000).unwrap();

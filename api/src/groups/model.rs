@@ -40,7 +40,11 @@ pub struct CreateGroup {
     /// A namespace inside the tenant (ACI's resource group): 1 to 90 of
     /// letters, digits, '_', '-', '.', '(' and ')', not ending in '.';
     /// compared case-insensitively. Default `default`.
-    #[schema(pattern = r"^[-A-Za-z0-9_.()]{0,89}[-A-Za-z0-9_()]$", max_length = 90)]
+    #[schema(
+        pattern = r"^[-A-Za-z0-9_.()]{0,89}[-A-Za-z0-9_()]$",
+        min_length = 1,
+        max_length = 90
+    )]
     pub namespace: Option<String>,
     /// 1 to 10 containers, each name once.
     #[schema(min_items = 1, max_items = 10)]
@@ -182,7 +186,9 @@ fn member_field(i: usize, mut e: FieldError) -> FieldError {
     e
 }
 
-fn check_namespace(ns: &str) -> Result<(), FieldError> {
+/// A namespace: 1 to 90 of letters, digits, '_', '-', '.', '(' and ')',
+/// not ending in '.' (ARM's resource group names).
+pub fn check_namespace(ns: &str) -> Result<(), FieldError> {
     let ok = !ns.is_empty()
         && ns.len() <= 90
         && !ns.ends_with('.')

@@ -4,12 +4,12 @@
 //! here are the HTTP shapes. A member's own logs, events, exec and wait
 //! are the container routes' (its id is in the group's `containers`).
 
+use super::idempotency::{self, Settled};
 use super::problems::{Conflict, InvalidRequest, NotFound, QuotaExceeded, Unprocessable};
 use super::schemas::IdempotencyKey;
-use super::{idempotency, json, parse_json, JsonBytes, Tenant};
+use super::{json, parse_json, JsonBytes, Tenant};
 use crate::error::ApiError;
 use crate::groups::{self, CreateGroup, GroupAction, GroupFilter, GroupList, GroupView};
-use crate::store::containers::Acted;
 use crate::AppState;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, Method, StatusCode};
@@ -64,7 +64,11 @@ pub async fn get(
 #[into_params(parameter_in = Query)]
 pub struct GroupQuery {
     /// Only this namespace (case-insensitive).
-    #[param(max_length = 90)]
+    #[param(
+        pattern = r"^[-A-Za-z0-9_.()]{0,89}[-A-Za-z0-9_()]$",
+        min_length = 1,
+        max_length = 90
+    )]
     pub namespace: Option<String>,
     /// Most items on the page (default 100).
     #[param(minimum = 1, maximum = 1000)]
@@ -94,6 +98,9 @@ pub async fn list(
         ),
         None => None,
     };
+    if let Some(ns) = &query.namespace {
+        crate::groups::check_namespace(ns)?;
+    }
     let filter = GroupFilter {
         namespace: query.namespace,
         after,
@@ -117,20 +124,13 @@ async fn act(
     let id = parse_id(raw_id)?;
     let path = format!("/v1/groups/{id}/{verb}");
     let idem = idempotency::from_request(headers, &Method::POST, &path, b"")?;
-    let view = match groups::act_keyed(state, tenant, id, action, idem.as_ref()).await? {
-        Acted::Done(view) => view.ok_or(ApiError::NotFound("container group"))?,
-        Acted::Replay(response) => return Ok(idempotency::respond(response, true)),
-        Acted::KeyReused => return Err(ApiError::IdempotencyKeyReused),
-        Acted::InFlight => {
-            let key = idem.as_ref().map_or("", |i| i.key.as_str());
-            if let Some(response) = idempotency::wait_recorded(state, tenant, key).await? {
-                return Ok(idempotency::respond(response, true));
-            }
-            // Applied; its answer was lost: answer with the group as it is now.
-            groups::get(state, tenant, id)
-                .await?
-                .ok_or(ApiError::NotFound("container group"))?
-        }
+    let acted = groups::act_keyed(state, tenant, id, action, idem.as_ref()).await?;
+    let view = match idempotency::settle(state, tenant, idem.as_ref(), acted).await? {
+        Settled::Done(view) => view.ok_or(ApiError::NotFound("container group"))?,
+        Settled::Answer(response) => return Ok(response),
+        Settled::Lost => groups::get(state, tenant, id)
+            .await?
+            .ok_or(ApiError::NotFound("container group"))?,
     };
     let response = idempotency::stored_json(StatusCode::ACCEPTED, &view);
     if let Some(idem) = &idem {

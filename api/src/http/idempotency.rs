@@ -6,7 +6,7 @@
 //! ([`crate::store::idempotency`]) and kept `SKIFF_IDEMPOTENCY_KEEP_S`.
 
 use crate::error::ApiError;
-use crate::store::containers::Created;
+use crate::store::containers::{Acted, Created};
 use crate::store::idempotency::{Idem, StoredResponse};
 use crate::AppState;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
@@ -121,6 +121,41 @@ pub async fn wait_recorded(
             return Ok(None);
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// What a lifecycle request (stop, start, cancel, ...) that may have been a
+/// retry comes to: see [`settle`].
+pub enum Settled<T> {
+    /// Applied now: answer from this.
+    Done(T),
+    /// The key's earlier request answered: send this.
+    Answer(Response),
+    /// The key's earlier request was applied and its answer is lost (its
+    /// replica went away): answer from the current state.
+    Lost,
+}
+
+/// Settles a lifecycle request's [`Acted`]: its result, the key's earlier
+/// answer (waited for while that request is still answering), or 422 for
+/// a reused key.
+pub async fn settle<T>(
+    state: &AppState,
+    tenant: Uuid,
+    idem: Option<&Idem>,
+    acted: Acted<T>,
+) -> Result<Settled<T>, ApiError> {
+    match acted {
+        Acted::Done(done) => Ok(Settled::Done(done)),
+        Acted::Replay(response) => Ok(Settled::Answer(respond(response, true))),
+        Acted::KeyReused => Err(ApiError::IdempotencyKeyReused),
+        Acted::InFlight => {
+            let key = idem.map_or("", |i| i.key.as_str());
+            Ok(match wait_recorded(state, tenant, key).await? {
+                Some(response) => Settled::Answer(respond(response, true)),
+                None => Settled::Lost,
+            })
+        }
     }
 }
 

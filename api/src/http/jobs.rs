@@ -8,7 +8,7 @@ use super::{idempotency, json, parse_json, JsonBytes, Tenant};
 use crate::error::ApiError;
 use crate::jobs::{task_container, task_name, TaskOverride, JOB_LABEL};
 use crate::model::{ContainerList, CreateContainer, UsageView};
-use crate::store::containers::{Acted, Created};
+use crate::store::containers::Created;
 use crate::store::jobs::JobRow;
 use crate::store::ListFilter;
 use crate::AppState;
@@ -444,21 +444,14 @@ pub async fn cancel(
     let job = load(&state, tenant, &id).await?;
     let path = format!("/v1/jobs/{}/cancel", job.id);
     let idem = idempotency::from_request(&headers, &Method::POST, &path, b"")?;
-    let running = match state
+    let acted = state
         .store
         .cancel_job(tenant, job.id, idem.as_ref())
-        .await?
-    {
-        Acted::Done(running) => running.ok_or(ApiError::NotFound("job"))?,
-        Acted::Replay(response) => return Ok(idempotency::respond(response, true)),
-        Acted::KeyReused => return Err(ApiError::IdempotencyKeyReused),
-        Acted::InFlight => {
-            let key = idem.as_ref().map_or("", |i| i.key.as_str());
-            if let Some(response) = idempotency::wait_recorded(&state, tenant, key).await? {
-                return Ok(idempotency::respond(response, true));
-            }
-            Vec::new() // applied; its answer was lost: answer from now
-        }
+        .await?;
+    let running = match idempotency::settle(&state, tenant, idem.as_ref(), acted).await? {
+        idempotency::Settled::Done(running) => running.ok_or(ApiError::NotFound("job"))?,
+        idempotency::Settled::Answer(response) => return Ok(response),
+        idempotency::Settled::Lost => Vec::new(), // applied; its answer was lost: answer from now
     };
     for container in running {
         state

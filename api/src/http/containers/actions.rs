@@ -3,9 +3,10 @@
 
 use super::{parse_id, view_one};
 use crate::error::ApiError;
-use crate::http::problems::{InvalidRequest, NotFound, QuotaExceeded, Unprocessable};
+use crate::http::idempotency::{self, Settled};
+use crate::http::problems::{Conflict, InvalidRequest, NotFound, QuotaExceeded, Unprocessable};
 use crate::http::schemas::IdempotencyKey;
-use crate::http::{idempotency, Tenant};
+use crate::http::Tenant;
 use crate::lifecycle::Action;
 use crate::model::ContainerView;
 use crate::store::containers::Acted;
@@ -42,15 +43,10 @@ async fn act(
             &state.config.quota_defaults(),
         )
         .await?;
-    let row = match acted {
-        Acted::Done(row) => *row.ok_or(ApiError::NotFound("container"))?,
-        Acted::Replay(response) => return Ok(idempotency::respond(response, true)),
-        Acted::KeyReused => return Err(ApiError::IdempotencyKeyReused),
-        Acted::InFlight => {
-            let key = idem.as_ref().map_or("", |i| i.key.as_str());
-            if let Some(response) = idempotency::wait_recorded(state, tenant, key).await? {
-                return Ok(idempotency::respond(response, true));
-            }
+    let row = match idempotency::settle(state, tenant, idem.as_ref(), acted).await? {
+        Settled::Done(row) => *row.ok_or(ApiError::NotFound("container"))?,
+        Settled::Answer(response) => return Ok(response),
+        Settled::Lost => {
             // Applied, but its answer was lost (the replica went away):
             // answer with the container as it is now.
             let row = state
@@ -83,9 +79,10 @@ async fn answer(
 }
 
 /// Stop: SIGTERM, then SIGKILL after `stop_timeout_s`. Ends `stopped`.
+/// 409 for a container group's member (act on the group).
 #[utoipa::path(post, path = "/v1/containers/{id}/stop", tag = "containers",
     params(("id" = Uuid, Path), IdempotencyKey),
-    responses((status = 202, body = ContainerView), InvalidRequest, NotFound, Unprocessable),
+    responses((status = 202, body = ContainerView), InvalidRequest, NotFound, Conflict, Unprocessable),
     security(("bearer" = [])))]
 pub async fn stop(
     State(state): State<Arc<AppState>>,
@@ -97,9 +94,10 @@ pub async fn stop(
 }
 
 /// Start a new run of a stopped or finished container (no-op if it runs).
+/// 409 for a container group's member (act on the group).
 #[utoipa::path(post, path = "/v1/containers/{id}/start", tag = "containers",
     params(("id" = Uuid, Path), IdempotencyKey),
-    responses((status = 202, body = ContainerView), InvalidRequest, QuotaExceeded, NotFound, Unprocessable),
+    responses((status = 202, body = ContainerView), InvalidRequest, QuotaExceeded, NotFound, Conflict, Unprocessable),
     security(("bearer" = [])))]
 pub async fn start(
     State(state): State<Arc<AppState>>,
@@ -110,10 +108,11 @@ pub async fn start(
     act(&state, tenant, &id, Action::Start, &headers).await
 }
 
-/// Stop the current run (if any) and start a new one.
+/// Stop the current run (if any) and start a new one. 409 for a container
+/// group's member (act on the group).
 #[utoipa::path(post, path = "/v1/containers/{id}/restart", tag = "containers",
     params(("id" = Uuid, Path), IdempotencyKey),
-    responses((status = 202, body = ContainerView), InvalidRequest, QuotaExceeded, NotFound, Unprocessable),
+    responses((status = 202, body = ContainerView), InvalidRequest, QuotaExceeded, NotFound, Conflict, Unprocessable),
     security(("bearer" = [])))]
 pub async fn restart(
     State(state): State<Arc<AppState>>,
@@ -132,7 +131,7 @@ pub async fn restart(
 /// durable either way).
 #[utoipa::path(delete, path = "/v1/containers/{id}", tag = "containers", params(("id" = Uuid, Path)),
     responses((status = 202, body = ContainerView, description = "a live container: stopping, then removed"),
-        (status = 204, description = "a finished container: removed"), NotFound),
+        (status = 204, description = "a finished container: removed"), NotFound, Conflict),
     security(("bearer" = [])))]
 pub async fn delete(
     State(state): State<Arc<AppState>>,
