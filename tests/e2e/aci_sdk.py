@@ -159,7 +159,8 @@ def lifecycle():
     # The token's one subscription, as up.sh reads it for SKIFF_ACI_SUBSCRIPTION.
     subs = raw("GET", "/subscriptions", api_version="2020-01-01").json()
     assert [x["subscriptionId"] for x in subs["value"]] == [SUB], subs
-    g = create(c, r, "life", group(container("app", "echo hello-aci; exec sleep 3600"), restart_policy="Always"))
+    life = lambda: group(container("app", "echo hello-aci; exec sleep 3600"), restart_policy="Always")
+    g = create(c, r, "life", life())
     assert g.provisioning_state == "Succeeded", g.as_dict()
     assert g.id == group_path(r, "life"), g.id
     assert g.location == "skiff-local" and g.os_type == "Linux", g.as_dict()
@@ -167,6 +168,11 @@ def lifecycle():
     assert g.containers[0].instance_view.current_state.state == "Running", g.as_dict()
     assert g.containers[0].instance_view.current_state.start_time is not None, g.as_dict()
     wait_logs(c, r, "life", "app", "hello-aci")
+    # The same PUT again (a client's retry) changes nothing: the same run.
+    started = g.containers[0].instance_view.current_state.start_time
+    again = create(c, r, "life", life())
+    assert again.containers[0].instance_view.current_state.start_time == started, again.as_dict()
+    assert again.containers[0].instance_view.restart_count == 0, again.as_dict()
     tail = c.containers.list_logs(r, "life", "app", tail=1, **HTTP).content
     assert tail == "hello-aci\n", repr(tail)
     # A second group for the lists and their pages.

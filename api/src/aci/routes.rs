@@ -331,10 +331,18 @@ async fn put(call: &Call<'_>, g: &GroupRef, body: &[u8]) -> Result<Response, Arm
         .validate(call.state.config.max_pending_s)
         .map_err(ApiError::from)?;
     check_images(call, &images, &credentials).await?;
-    // A PUT on an existing group replaces it (ACI redeploys a group whose
-    // properties change): its members stop, the new ones start.
+    // A PUT on an existing group that asks for something else replaces it
+    // (ACI redeploys a group whose properties change): its members stop,
+    // the new ones start.
+    // The same request again (a client's retry) changes nothing: 200 with
+    // the group as it is.
     let existing = groups::find(call.state, call.tenant, &g.resource_group, &new.name).await?;
     let status = match existing {
+        Some(old) if groups::is_unchanged(call.state, call.tenant, old.id, &new).await? => {
+            let body = render(call.state, &g.subscription, &old).await?;
+            let op = call.async_operation(&g.subscription, old.id, "create");
+            return Ok(with_async_operation(json(StatusCode::OK, body), &op));
+        }
         Some(old) => {
             groups::delete(call.state, call.tenant, old.id).await?;
             StatusCode::OK

@@ -100,6 +100,50 @@ pub async fn create(
     })
 }
 
+/// Whether `new` asks for exactly what group `id` was created with: the
+/// same stored request (namespaces compared case-insensitively) and the
+/// same secret values (opened from the members' sealed rows and compared
+/// here, never stored in the clear or hashed). Registry passwords are not
+/// compared. False for a group that is gone.
+pub async fn is_unchanged(
+    state: &AppState,
+    tenant: Uuid,
+    id: Uuid,
+    new: &NewGroup,
+) -> Result<bool, ApiError> {
+    let Some(old) = state.store.get_group(tenant, id).await? else {
+        return Ok(false);
+    };
+    let lower_namespace = |mut v: serde_json::Value| {
+        if let Some(ns) = v
+            .get_mut("namespace")
+            .and_then(|n| n.as_str().map(str::to_lowercase))
+        {
+            v["namespace"] = serde_json::Value::String(ns);
+        }
+        v
+    };
+    let asked = serde_json::to_value(&new.spec).map_err(|e| ApiError::Internal(e.to_string()))?;
+    if lower_namespace(asked) != lower_namespace(old.group.spec.0.clone()) {
+        return Ok(false);
+    }
+    if old.members.len() != new.members.len() {
+        return Ok(false);
+    }
+    for (row, member) in old.members.iter().zip(&new.members) {
+        let secrets = row
+            .secrets(state.store.keyring())
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        if row.name != member.name
+            || secrets.env != member.secure_env
+            || secrets.files != member.secret_files
+        {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
 /// The group now (None: no such group for this tenant).
 pub async fn get(state: &AppState, tenant: Uuid, id: Uuid) -> Result<Option<GroupView>, ApiError> {
     match state.store.get_group(tenant, id).await? {
