@@ -200,6 +200,11 @@ def lifecycle():
     # Tags: PATCH.
     patched = c.container_groups.update(r, "life", Resource(tags={"team": "web"}), **HTTP)
     assert patched.tags == {"team": "web"}, patched.tags
+    # ... and the members carry them: skiff's own API finds them by label.
+    native = URL.rsplit("/aci", 1)[0]
+    found = requests.get(f"{native}/v1/containers", params={"label": "team=web"},
+                         headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30).json()
+    assert [x["name"] for x in found["items"]] == ["app"], found
     # Delete: 200 with the group, then it is gone; a second delete is 204.
     c.container_groups.begin_delete(r, "life", polling_interval=1, **HTTP).result(timeout=WAIT_S)
     expect_error(lambda: c.container_groups.get(r, "life", **HTTP), 404, "ResourceNotFound")

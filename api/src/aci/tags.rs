@@ -1,8 +1,7 @@
 //! `PATCH {group}`: ACI's update of a group's tags (the only field its
-//! PATCH takes). The groups service has no update of a group's labels, so
-//! this writes the group's row itself: its labels (tags that fit skiff's
-//! label rules) or its [`Extras`] annotation (tags that do not). The
-//! members keep the labels they were created with.
+//! PATCH takes), through [`crate::groups::relabel`]: tags that fit skiff's
+//! label rules become the group's (and its members') labels, the others go
+//! to its [`Extras`] annotation.
 
 use super::arm::ArmError;
 use super::path::GroupRef;
@@ -55,18 +54,9 @@ pub async fn patch(call: &CallParts<'_>, g: &GroupRef, body: &[u8]) -> Result<Re
         ));
     };
     let (labels, annotations) = retag(&group.annotations, tags);
-    sqlx::query(
-        "UPDATE container_groups SET labels = $3, annotations = $4 \
-         WHERE tenant_id = $1 AND id = $2 AND deleted_at IS NULL",
-    )
-    .bind(call.tenant)
-    .bind(group.id)
-    .bind(sqlx::types::Json(&labels))
-    .bind(sqlx::types::Json(&annotations))
-    .execute(call.state.store.pool())
-    .await
-    .map_err(|e| ApiError::from(crate::store::StoreError::from(e)))?;
-    let group = find(call.state, call.tenant, g).await?;
+    let group = crate::groups::relabel(call.state, call.tenant, group.id, labels, annotations)
+        .await?
+        .ok_or(ApiError::NotFound("container group"))?;
     Ok(json(
         StatusCode::OK,
         render(call.state, &g.subscription, &group).await?,

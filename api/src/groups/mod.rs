@@ -28,6 +28,7 @@ use crate::store::idempotency::{Idem, StoredResponse};
 use crate::store::ContainerRow;
 use crate::AppState;
 use skiff_core::{group_state, MemberFacts, NetworkMode};
+use std::collections::BTreeMap;
 use uuid::Uuid;
 
 /// What can be asked of a whole group.
@@ -187,6 +188,28 @@ pub async fn list(
         out.push(view(state, g).await?);
     }
     Ok(out)
+}
+
+/// Replaces the group's labels (its members' too, beside the server's
+/// two) and annotations, checked as a create checks them (None: no such
+/// group).
+pub async fn relabel(
+    state: &AppState,
+    tenant: Uuid,
+    id: Uuid,
+    labels: BTreeMap<String, String>,
+    annotations: BTreeMap<String, String>,
+) -> Result<Option<GroupView>, ApiError> {
+    model::check_labels(&labels)?;
+    model::check_annotations(&annotations)?;
+    if !state
+        .store
+        .relabel_group(tenant, id, &labels, &annotations)
+        .await?
+    {
+        return Ok(None);
+    }
+    get(state, tenant, id).await
 }
 
 /// Applies `action` to every member together (None: no such group).

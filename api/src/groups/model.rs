@@ -205,7 +205,8 @@ pub fn check_namespace(ns: &str) -> Result<(), FieldError> {
     }
 }
 
-fn check_annotations(a: &BTreeMap<String, String>) -> Result<(), FieldError> {
+/// At most [`MAX_ANNOTATIONS`] entries and [`MAX_ANNOTATION_BYTES`] in all, no NUL.
+pub fn check_annotations(a: &BTreeMap<String, String>) -> Result<(), FieldError> {
     let bytes: usize = a.iter().map(|(k, v)| k.len() + v.len()).sum();
     if a.len() > MAX_ANNOTATIONS || bytes > MAX_ANNOTATION_BYTES {
         return Err(FieldError::new(
@@ -215,6 +216,27 @@ fn check_annotations(a: &BTreeMap<String, String>) -> Result<(), FieldError> {
     }
     if a.iter().any(|(k, v)| k.contains('\0') || v.contains('\0')) {
         return Err(FieldError::new("annotations", "must not contain NUL"));
+    }
+    Ok(())
+}
+
+/// A group's own labels: the label rules, room for the server's two, and
+/// neither of those.
+pub fn check_labels(labels: &BTreeMap<String, String>) -> Result<(), FieldError> {
+    skiff_core::validate_labels("labels", labels)?;
+    if labels.len() > MAX_GROUP_LABELS {
+        return Err(FieldError::new(
+            "labels",
+            format!("at most {MAX_GROUP_LABELS} on a group (its containers carry two more)"),
+        ));
+    }
+    for key in [GROUP_LABEL, MEMBER_LABEL] {
+        if labels.contains_key(key) {
+            return Err(FieldError::new(
+                format!("labels.{key}"),
+                "is set by the server on every member",
+            ));
+        }
     }
     Ok(())
 }
@@ -247,21 +269,7 @@ impl CreateGroup {
         let annotations = self.annotations.clone().unwrap_or_default();
         check_annotations(&annotations)?;
         let mut labels = self.labels.clone().unwrap_or_default();
-        skiff_core::validate_labels("labels", &labels)?;
-        if labels.len() > MAX_GROUP_LABELS {
-            return Err(FieldError::new(
-                "labels",
-                format!("at most {MAX_GROUP_LABELS} on a group (its containers carry two more)"),
-            ));
-        }
-        for key in [GROUP_LABEL, MEMBER_LABEL] {
-            if labels.contains_key(key) {
-                return Err(FieldError::new(
-                    format!("labels.{key}"),
-                    "is set by the server on every member",
-                ));
-            }
-        }
+        check_labels(&labels)?;
         let restart_policy: RestartPolicy = self
             .restart_policy
             .map(Into::into)

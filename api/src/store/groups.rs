@@ -239,6 +239,43 @@ impl Store {
         members_of(&mut conn, &groups).await
     }
 
+    /// Replaces the group's labels and annotations (in its stored request
+    /// too) and its members' labels (keeping the server's two). False: no
+    /// such group.
+    pub async fn relabel_group(
+        &self,
+        tenant: Uuid,
+        id: Uuid,
+        labels: &BTreeMap<String, String>,
+        annotations: &BTreeMap<String, String>,
+    ) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        if lock_group(&mut tx, tenant, id).await?.is_none() {
+            return Ok(false);
+        }
+        sqlx::query(
+            "UPDATE container_groups SET labels = $2, annotations = $3, \
+               spec = jsonb_set(jsonb_set(spec, '{labels}', $2), '{annotations}', $3) \
+             WHERE id = $1",
+        )
+        .bind(id)
+        .bind(Json(labels))
+        .bind(Json(annotations))
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE containers SET labels = $2::jsonb || jsonb_build_object( \
+               'skiff.group', group_id::text, 'skiff.group-member', labels->>'skiff.group-member') \
+             WHERE group_id = $1 AND deleted_at IS NULL",
+        )
+        .bind(id)
+        .bind(Json(labels))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
     /// Applies `action` to every member of the group in one transaction
     /// (a delete removes the group too), or, for an idempotency key already
     /// used, says what that request got. `Done(None)`: no such group.
