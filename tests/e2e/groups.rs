@@ -514,3 +514,49 @@ async fn a_group_keeps_its_shared_namespace_across_a_sigkilled_worker_and_loses_
     })
     .await
 }
+
+#[tokio::test]
+async fn a_group_request_waiting_on_a_members_report_does_not_deadlock_it() {
+    limit(secs(120), async {
+        let platform = Platform::get().await;
+        let t = platform.new_tenant().await;
+        let body = json!({ "containers": [member(platform, "a", "sleep 600"), member(platform, "b", "sleep 600")] });
+        let created = create_group(&t, &body).await;
+        let id = created["id"].as_str().unwrap().to_owned();
+        let ids = member_ids(&created);
+        // What a host's report does to its member's row, held open: lock
+        // it, write it (the row version is now this transaction's), ...
+        let pool = sqlx::PgPool::connect(&platform.database_url).await.unwrap();
+        let mut report = pool.begin().await.unwrap();
+        for sql in [
+            "SELECT id FROM containers WHERE id = $1::uuid FOR UPDATE",
+            "UPDATE containers SET message = 'report 1' WHERE id = $1::uuid",
+        ] {
+            sqlx::query(sql).bind(&ids[1]).execute(&mut *report).await.unwrap();
+        }
+        // ... while a request on the group locks the group and waits for
+        // that member ...
+        let request = {
+            let t = t.via(1);
+            let path = format!("/v1/groups/{id}/stop");
+            tokio::spawn(async move { t.call(Method::POST, &path, None).await })
+        };
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(!request.is_finished(), "the request waits for the member's row");
+        // ... then writes the row again: a second write of a row this
+        // transaction wrote re-checks its foreign keys (the group's row, FOR
+        // KEY SHARE), which the request's lock of the group must not block.
+        sqlx::query("UPDATE containers SET message = 'report 2' WHERE id = $1::uuid")
+            .bind(&ids[1])
+            .execute(&mut *report)
+            .await
+            .expect("the report's second write (a deadlock here is the bug)");
+        report.commit().await.expect("the report commits");
+        let reply = request.await.unwrap();
+        assert_eq!(reply.status, StatusCode::ACCEPTED, "the request goes on: {reply:?}");
+        poll_group(&t, &id, 60, "stopped", |g| g["state"] == "stopped").await;
+        let reply = t.call(Method::DELETE, &format!("/v1/groups/{id}"), None).await;
+        assert_eq!(reply.status, StatusCode::NO_CONTENT, "{reply:?}");
+    })
+    .await
+}

@@ -75,10 +75,15 @@ async fn members_of(conn: &mut PgConnection, groups: &[GroupRow]) -> Result<Vec<
         .collect())
 }
 
+/// Locks the group's row for a change of the group. `FOR NO KEY UPDATE`,
+/// not `FOR UPDATE`: a member's row written twice in one transaction (a
+/// host's report) re-checks its foreign key to the group `FOR KEY SHARE`,
+/// which `FOR UPDATE` blocks; a request holding the group while it waits
+/// for that member's row would deadlock with the report.
 async fn lock_group(conn: &mut PgConnection, tenant: Uuid, id: Uuid) -> Result<Option<GroupRow>> {
     Ok(sqlx::query_as(&format!(
         "SELECT {GROUP_COLUMNS} FROM container_groups \
-         WHERE id = $1 AND tenant_id = $2 AND deleted_at IS NULL FOR UPDATE"
+         WHERE id = $1 AND tenant_id = $2 AND deleted_at IS NULL FOR NO KEY UPDATE"
     ))
     .bind(id)
     .bind(tenant)
