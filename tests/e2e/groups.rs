@@ -69,6 +69,14 @@ async fn poll_group(
     .await
 }
 
+/// DELETE the group, asserting 204.
+async fn delete_group(t: &Tenant, id: &str) {
+    let reply = t
+        .call(Method::DELETE, &format!("/v1/groups/{id}"), None)
+        .await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT, "{reply:?}");
+}
+
 fn member_ids(g: &Value) -> Vec<String> {
     g["containers"]
         .as_array()
@@ -197,8 +205,7 @@ async fn a_groups_containers_share_one_host_localhost_and_its_published_port() {
         let reply = t.call(Method::GET, "/v1/groups?namespace=elsewhere", None).await;
         assert_eq!(reply.json()["items"], json!([]), "{reply:?}");
 
-        let reply = t.call(Method::DELETE, &format!("/v1/groups/{id}"), None).await;
-        assert_eq!(reply.status, StatusCode::NO_CONTENT, "{reply:?}");
+        delete_group(&t, &id).await;
         for member in &ids {
             t.wait_removed(member).await;
         }
@@ -319,10 +326,7 @@ async fn a_group_is_stopped_started_and_restarted_as_a_whole() {
         })
         .await;
 
-        let reply = t
-            .call(Method::DELETE, &format!("/v1/groups/{id}"), None)
-            .await;
-        assert_eq!(reply.status, StatusCode::NO_CONTENT, "{reply:?}");
+        delete_group(&t, &id).await;
         let reply = t
             .call(Method::DELETE, &format!("/v1/groups/{id}"), None)
             .await;
@@ -507,10 +511,7 @@ async fn a_group_keeps_its_shared_namespace_across_a_sigkilled_worker_and_loses_
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         assert_eq!(sandbox_namespaces(&id), Vec::<String>::new(), "torn down");
-        let reply = t
-            .call(Method::DELETE, &format!("/v1/groups/{id}"), None)
-            .await;
-        assert_eq!(reply.status, StatusCode::NO_CONTENT, "{reply:?}");
+        delete_group(&t, &id).await;
     })
     .await
 }
@@ -555,8 +556,7 @@ async fn a_group_request_waiting_on_a_members_report_does_not_deadlock_it() {
         let reply = request.await.unwrap();
         assert_eq!(reply.status, StatusCode::ACCEPTED, "the request goes on: {reply:?}");
         poll_group(&t, &id, 60, "stopped", |g| g["state"] == "stopped").await;
-        let reply = t.call(Method::DELETE, &format!("/v1/groups/{id}"), None).await;
-        assert_eq!(reply.status, StatusCode::NO_CONTENT, "{reply:?}");
+        delete_group(&t, &id).await;
     })
     .await
 }
