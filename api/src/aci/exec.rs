@@ -28,21 +28,8 @@ pub const PASSWORD_TTL: Duration = Duration::from_secs(60);
 /// How long the socket may take to send the password.
 const PASSWORD_WAIT: Duration = Duration::from_secs(30);
 
-/// What a session runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    Exec,
-    Attach,
-}
-
-impl Kind {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Exec => "exec",
-            Self::Attach => "attach",
-        }
-    }
-}
+pub use crate::store::exec_sessions::SessionKind as Kind;
+use crate::store::exec_sessions::{NewSession, Session};
 
 /// The body of `POST .../exec`.
 #[derive(Debug, Default, serde::Deserialize)]
@@ -81,59 +68,34 @@ pub async fn mint(
 ) -> Result<(Uuid, String), ArmError> {
     let id = Uuid::now_v7();
     let password = crate::http::new_token("");
-    let hash = Sha256::digest(password.as_bytes()).to_vec();
-    let pool = state.store.pool();
     let clamp = |n: Option<u32>| n.filter(|n| (1..=10_000).contains(n)).map(|n| n as i32);
-    // Expired sessions go as new ones come.
-    sqlx::query("DELETE FROM aci_exec_sessions WHERE expires_at < now()")
-        .execute(pool)
+    state
+        .store
+        .insert_exec_session(&NewSession {
+            id,
+            tenant,
+            container,
+            kind,
+            command,
+            cols: clamp(size.and_then(|s| s.cols)),
+            rows: clamp(size.and_then(|s| s.rows)),
+            password_sha256: Sha256::digest(password.as_bytes()).to_vec(),
+            ttl: PASSWORD_TTL,
+        })
         .await
-        .map_err(db)?;
-    sqlx::query(
-        "INSERT INTO aci_exec_sessions \
-         (id, tenant_id, container_id, kind, command, cols, rows, password_sha256, expires_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, now() + make_interval(secs => $9))",
-    )
-    .bind(id)
-    .bind(tenant)
-    .bind(container)
-    .bind(kind.as_str())
-    .bind(sqlx::types::Json(command))
-    .bind(clamp(size.and_then(|s| s.cols)))
-    .bind(clamp(size.and_then(|s| s.rows)))
-    .bind(hash)
-    .bind(PASSWORD_TTL.as_secs_f64())
-    .execute(pool)
-    .await
-    .map_err(db)?;
+        .map_err(crate::error::ApiError::from)?;
     Ok((id, password))
-}
-
-fn db(e: sqlx::Error) -> ArmError {
-    crate::error::ApiError::from(crate::store::StoreError::from(e)).into()
-}
-
-#[derive(sqlx::FromRow)]
-struct Session {
-    tenant_id: Uuid,
-    container_id: Uuid,
-    kind: String,
-    command: sqlx::types::Json<Vec<String>>,
-    cols: Option<i32>,
-    rows: Option<i32>,
-    password_sha256: Vec<u8>,
 }
 
 /// Consumes session `id` (single use) and checks `password` against it.
 async fn claim(state: &AppState, id: Uuid, password: &str) -> Option<Session> {
-    let session: Session = sqlx::query_as(
-        "DELETE FROM aci_exec_sessions WHERE id = $1 AND expires_at > now() \
-         RETURNING tenant_id, container_id, kind, command, cols, rows, password_sha256",
-    )
-    .bind(id)
-    .fetch_optional(state.store.pool())
-    .await
-    .ok()??;
+    let session = match state.store.claim_exec_session(id).await {
+        Ok(session) => session?,
+        Err(e) => {
+            tracing::warn!(session = %id, error = %e, "claiming an exec session failed");
+            return None;
+        }
+    };
     // Digests of equal length: the comparison does not depend on where
     // the passwords differ.
     let given = Sha256::digest(password.as_bytes());
@@ -179,7 +141,7 @@ pub async fn serve(state: Arc<AppState>, id: Option<Uuid>, mut socket: WebSocket
         Ok(c) => c,
         Err(e) => return close_with(&mut socket, &e.to_string()).await,
     };
-    if session.kind == "attach" {
+    if session.kind == Kind::Attach {
         let stream = client
             .read_logs(pb::LogsRequest {
                 container_id: container.id.to_string(),

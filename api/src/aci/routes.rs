@@ -13,7 +13,7 @@ use super::translate::{parse_body, to_create_group};
 use super::view::{self, operation_status, OpStatus};
 use crate::error::ApiError;
 use crate::groups::{self, GroupAction, GroupCreated, GroupFilter, GroupView};
-use crate::http::{containers::agent_of, idempotency, json, Tenant};
+use crate::http::{containers::log_stream, idempotency, json, Tenant};
 use crate::AppState;
 use axum::body::Bytes;
 use axum::extract::ws::{rejection::WebSocketUpgradeRejection, WebSocketUpgrade};
@@ -21,7 +21,6 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
-use skiff_proto as pb;
 use std::collections::HashMap;
 use std::sync::Arc;
 use uuid::Uuid;
@@ -242,16 +241,8 @@ async fn member_events(
     state: &AppState,
     g: &GroupView,
 ) -> Result<HashMap<Uuid, Vec<crate::store::containers::EventRow>>, ArmError> {
-    let mut out = HashMap::new();
-    for m in &g.containers {
-        let events = state
-            .store
-            .events(m.container.id)
-            .await
-            .map_err(ApiError::from)?;
-        out.insert(m.container.id, events);
-    }
-    Ok(out)
+    let ids: Vec<Uuid> = g.containers.iter().map(|m| m.container.id).collect();
+    Ok(state.store.events_of(&ids).await.map_err(ApiError::from)?)
 }
 
 pub async fn render(
@@ -510,21 +501,7 @@ async fn logs(call: &Call<'_>, g: &GroupRef, name: &str) -> Result<Response, Arm
     let Some(host_id) = c.host_id.as_deref() else {
         return Ok(json(StatusCode::OK, serde_json::json!({ "content": "" })));
     };
-    let mut client = agent_of(call.state, host_id).await?;
-    let mut stream = client
-        .read_logs(pb::LogsRequest {
-            container_id: c.id.to_string(),
-            tail_lines: tail,
-            follow: false,
-        })
-        .await
-        .map_err(|s| {
-            ApiError::Unavailable(format!(
-                "host {host_id} did not serve the logs: {}",
-                s.message()
-            ))
-        })?
-        .into_inner();
+    let mut stream = log_stream(call.state, host_id, c.id, tail, false).await?;
     let mut content = Vec::new();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk

@@ -183,11 +183,7 @@ pub async fn list(
             },
         )
         .await?;
-    let mut out = Vec::with_capacity(groups.len());
-    for g in groups {
-        out.push(view(state, g).await?);
-    }
-    Ok(out)
+    views(state, groups).await
 }
 
 /// Replaces the group's labels (its members' too, beside the server's
@@ -293,9 +289,33 @@ async fn request(
 
 /// A group as shown now: its members' views with their usage.
 async fn view(state: &AppState, g: GroupWithMembers) -> Result<GroupView, ApiError> {
-    let facts = facts(&g.members);
-    let members = crate::http::containers::views(state, g.members).await?;
-    Ok(assemble(g.group, &facts, members))
+    Ok(views(state, vec![g])
+        .await?
+        .pop()
+        .expect("one group in, one view out"))
+}
+
+/// Groups as shown now, their members' usage read in one go for all.
+async fn views(
+    state: &AppState,
+    groups: Vec<GroupWithMembers>,
+) -> Result<Vec<GroupView>, ApiError> {
+    let mut sizes = Vec::with_capacity(groups.len());
+    let mut heads = Vec::with_capacity(groups.len());
+    let mut rows = Vec::new();
+    for g in groups {
+        sizes.push(g.members.len());
+        heads.push((g.group, facts(&g.members)));
+        rows.extend(g.members);
+    }
+    let mut members = crate::http::containers::views(state, rows)
+        .await?
+        .into_iter();
+    Ok(heads
+        .into_iter()
+        .zip(sizes)
+        .map(|((group, facts), n)| assemble(group, &facts, members.by_ref().take(n).collect()))
+        .collect())
 }
 
 /// A group just created (no usage yet).

@@ -3,7 +3,7 @@
 //! by [`crate::lifecycle`].
 
 use super::idempotency::{self, Early, Idem, StoredResponse};
-use super::quotas::Amounts;
+use super::quotas::{AdmissionTurn, Amounts};
 use super::{
     apply_transition, insert_event, lock_container, ContainerRow, Result, Store, StoreError,
     CONTAINER_COLUMNS,
@@ -291,12 +291,32 @@ impl Store {
     }
 
     pub async fn events(&self, container: Uuid) -> Result<Vec<EventRow>> {
-        Ok(sqlx::query_as::<_, EventRow>(
-            "SELECT kind, message, at FROM container_events WHERE container_id = $1 ORDER BY at, seq",
+        Ok(self
+            .events_of(&[container])
+            .await?
+            .remove(&container)
+            .unwrap_or_default())
+    }
+
+    /// The events of each of `containers` (one query for all), in order.
+    pub async fn events_of(
+        &self,
+        containers: &[Uuid],
+    ) -> Result<std::collections::HashMap<Uuid, Vec<EventRow>>> {
+        let rows: Vec<(Uuid, String, String, DateTime<Utc>)> = sqlx::query_as(
+            "SELECT container_id, kind, message, at FROM container_events \
+             WHERE container_id = ANY($1) ORDER BY container_id, at, seq",
         )
-        .bind(container)
+        .bind(containers)
         .fetch_all(&self.pool)
-        .await?)
+        .await?;
+        let mut out: std::collections::HashMap<Uuid, Vec<EventRow>> = Default::default();
+        for (id, kind, message, at) in rows {
+            out.entry(id)
+                .or_default()
+                .push(EventRow { kind, message, at });
+        }
+        Ok(out)
     }
 
     /// A container of any tenant, deleted ones included (admin corrections).
@@ -320,6 +340,43 @@ impl Store {
         .unwrap_or(true))
     }
 
+    /// Begins a lifecycle request's transaction with what `action` needs
+    /// (for a new run: this replica's admission turn, then the tenant's
+    /// admission lock and the placement lock), or answers early for an
+    /// idempotency key already used.
+    pub(super) async fn begin_request(
+        &self,
+        tenant: Uuid,
+        action: Action,
+        idem: Option<&Idem>,
+    ) -> Result<
+        std::result::Result<
+            (
+                sqlx::Transaction<'static, sqlx::Postgres>,
+                Option<AdmissionTurn>,
+            ),
+            Early,
+        >,
+    > {
+        let new_run = matches!(action, Action::Start | Action::Restart);
+        let turn = match new_run {
+            true => Some(self.admissions.enter(tenant).await),
+            false => None,
+        };
+        let mut tx = self.pool.begin().await?;
+        if let Some(early) = idempotency::claim_for(&mut tx, tenant, idem).await? {
+            return Ok(Err(early));
+        }
+        if new_run {
+            // A new run may count against the quota again: the admission
+            // lock comes first (see quotas::lock_admissions).
+            super::quotas::lock_admissions(&mut tx, tenant).await?;
+            // A new run may claim capacity on its old host: one placer at a time.
+            super::placement::lock_placement(&mut tx).await?;
+        }
+        Ok(Ok((tx, turn)))
+    }
+
     /// Applies a user's lifecycle request. Returns the updated row, or None
     /// when the container does not exist for this tenant. `live_within`: a
     /// host heard from within it is alive.
@@ -332,21 +389,10 @@ impl Store {
         idem: Option<&Idem>,
         quota: &Amounts,
     ) -> Result<Acted> {
-        let _turn = match action {
-            Action::Start | Action::Restart => Some(self.admissions.enter(tenant).await),
-            _ => None,
+        let (mut tx, _turn) = match self.begin_request(tenant, action, idem).await? {
+            Ok(begun) => begun,
+            Err(early) => return Ok(early.into()),
         };
-        let mut tx = self.pool.begin().await?;
-        if let Some(early) = idempotency::claim_for(&mut tx, tenant, idem).await? {
-            return Ok(early.into());
-        }
-        if matches!(action, Action::Start | Action::Restart) {
-            // A new run may count against the quota again: the admission
-            // lock comes first (see quotas::lock_admissions).
-            super::quotas::lock_admissions(&mut tx, tenant).await?;
-            // A new run may claim capacity on its old host: one placer at a time.
-            super::placement::lock_placement(&mut tx).await?;
-        }
         let Some(row) = lock_container(&mut tx, id, Some(tenant)).await? else {
             return Ok(Acted::Done(None));
         };

@@ -7,7 +7,7 @@
 use super::containers::{act_locked, insert_row, Acted, Created, GroupRun};
 use super::idempotency::{self, Idem, StoredResponse};
 use super::quotas::Amounts;
-use super::{lock_container, ContainerRow, Result, Store, StoreError, CONTAINER_COLUMNS};
+use super::{ContainerRow, Result, Store, StoreError, CONTAINER_COLUMNS};
 use crate::groups::NewGroup;
 use crate::lifecycle::Action;
 use chrono::{DateTime, Utc};
@@ -294,33 +294,21 @@ impl Store {
         quota: &Amounts,
     ) -> Result<Acted<Option<GroupWithMembers>>> {
         let new_run = matches!(action, Action::Start | Action::Restart);
-        let _turn = match new_run {
-            true => Some(self.admissions.enter(tenant).await),
-            false => None,
+        let (mut tx, _turn) = match self.begin_request(tenant, action, idem).await? {
+            Ok(begun) => begun,
+            Err(early) => return Ok(early.into()),
         };
-        let mut tx = self.pool.begin().await?;
-        if let Some(early) = idempotency::claim_for(&mut tx, tenant, idem).await? {
-            return Ok(early.into());
-        }
-        if new_run {
-            super::quotas::lock_admissions(&mut tx, tenant).await?;
-            super::placement::lock_placement(&mut tx).await?;
-        }
         let Some(group) = lock_group(&mut tx, tenant, id).await? else {
             return Ok(Acted::Done(None));
         };
-        let ids: Vec<Uuid> = sqlx::query_scalar(
-            "SELECT id FROM containers WHERE group_id = $1 AND deleted_at IS NULL ORDER BY id",
-        )
+        // Every member in one statement, in id order.
+        let rows: Vec<ContainerRow> = sqlx::query_as(&format!(
+            "SELECT {CONTAINER_COLUMNS} FROM containers \
+             WHERE group_id = $1 AND deleted_at IS NULL ORDER BY id FOR UPDATE"
+        ))
         .bind(id)
         .fetch_all(&mut *tx)
         .await?;
-        let mut rows = Vec::with_capacity(ids.len());
-        for member in ids {
-            if let Some(row) = lock_container(&mut tx, member, Some(tenant)).await? {
-                rows.push(row);
-            }
-        }
         let run = if new_run {
             group_run(&mut tx, &rows, live_within).await?
         } else {

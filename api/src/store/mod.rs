@@ -11,6 +11,7 @@
 //! Layout, one module per resource:
 //! - [`tenants`]: tenants and their tokens.
 //! - [`containers`]: a tenant's containers: create, read, list, lifecycle requests.
+//! - [`exec_sessions`]: ACI's exec and attach sessions (single use, hashed passwords).
 //! - [`groups`]: container groups: a group and its members, created and acted on together.
 //! - [`hosts`]: registration, heartbeats, drain, loss (fail or re-place, billing).
 //! - [`placement`]: the placement round, queue expiry, restarts after back-off, admission.
@@ -28,6 +29,7 @@
 pub mod assignments;
 pub mod containers;
 pub mod events;
+pub mod exec_sessions;
 pub mod groups;
 pub mod hosts;
 pub mod idempotency;

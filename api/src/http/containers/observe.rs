@@ -139,6 +139,33 @@ pub(crate) async fn agent_of(
         .map_err(|e| ApiError::Unavailable(e.message().to_owned()))
 }
 
+/// A container's log as its host serves it: the last `tail` lines (0:
+/// all), then what follows when `follow`.
+pub(crate) async fn log_stream(
+    state: &AppState,
+    host_id: &str,
+    container: uuid::Uuid,
+    tail: u32,
+    follow: bool,
+) -> Result<tonic::Streaming<pb::LogChunk>, ApiError> {
+    let mut client = agent_of(state, host_id).await?;
+    Ok(client
+        .read_logs(pb::LogsRequest {
+            container_id: container.to_string(),
+            tail_lines: tail,
+            follow,
+        })
+        .await
+        .map_err(|status| {
+            tracing::warn!(%container, host = host_id, %status, "reading logs failed");
+            ApiError::Unavailable(format!(
+                "host {host_id} did not serve the logs: {}",
+                status.message()
+            ))
+        })?
+        .into_inner())
+}
+
 /// stdout and stderr of every run, kept after exit until the container is deleted.
 #[utoipa::path(get, path = "/v1/containers/{id}/logs", tag = "containers", params(("id" = Uuid, Path), LogsQuery),
     responses((status = 200, content_type = "text/plain", body = String), InvalidRequest, NotFound),
@@ -155,22 +182,14 @@ pub async fn logs(
     let Some(host_id) = row.host_id.as_deref() else {
         return Ok((text_plain, "").into_response());
     };
-    let mut client = agent_of(&state, host_id).await?;
-    let stream = client
-        .read_logs(pb::LogsRequest {
-            container_id: row.id.to_string(),
-            tail_lines: query.tail.unwrap_or(0),
-            follow: query.follow.unwrap_or(false),
-        })
-        .await
-        .map_err(|status| {
-            tracing::warn!(container = %row.id, host = host_id, %status, "reading logs failed");
-            ApiError::Unavailable(format!(
-                "host {host_id} did not serve the logs: {}",
-                status.message()
-            ))
-        })?
-        .into_inner();
+    let stream = log_stream(
+        &state,
+        host_id,
+        row.id,
+        query.tail.unwrap_or(0),
+        query.follow.unwrap_or(false),
+    )
+    .await?;
     let body = Body::from_stream(stream.map(|chunk| chunk.map(|c| c.data)));
     Ok((text_plain, body).into_response())
 }
