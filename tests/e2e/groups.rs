@@ -560,3 +560,41 @@ async fn a_group_request_waiting_on_a_members_report_does_not_deadlock_it() {
     })
     .await
 }
+
+#[tokio::test]
+async fn a_groups_members_share_its_volumes() {
+    limit(secs(120), async {
+        let platform = Platform::get().await;
+        let t = platform.new_tenant().await;
+        let mut writer = member(
+            platform,
+            "writer",
+            "echo from-the-writer > /shared/note; trap 'exit 0' TERM; while true; do sleep 1; done",
+        );
+        writer["mounts"] = json!([{ "volume": "scratch", "path": "/shared" }]);
+        // The reader mounts it elsewhere and sees the writer's file there.
+        let mut reader = member(
+            platform,
+            "reader",
+            "for i in $(seq 1 100); do [ -s /data/note ] && break; sleep 0.2; done; \
+             echo \"read=$(cat /data/note)\"; trap 'exit 0' TERM; while true; do sleep 1; done",
+        );
+        reader["mounts"] = json!([{ "volume": "scratch", "path": "/data" }]);
+        let body = json!({
+            "containers": [writer, reader],
+            "volumes": [{ "name": "scratch", "empty_dir": { "medium": "memory", "size_mib": 8 } }],
+        });
+        let created = create_group(&t, &body).await;
+        let id = created["id"].as_str().unwrap().to_owned();
+        let ids = member_ids(&created);
+        assert_eq!(created["volumes"][0]["name"], "scratch", "{created}");
+        let logs = wait_logs_count(&t, &ids[1], "read=", 1).await;
+        assert!(
+            logs.contains("read=from-the-writer"),
+            "{logs}\n{}",
+            t.diag(&ids[1]).await
+        );
+        delete_group(&t, &id).await;
+    })
+    .await
+}
