@@ -6,6 +6,8 @@
 //! binary gets a placeholder page that says how to build the console, so a
 //! Rust-only build of a fresh checkout still works; under CI (`CI` set) or
 //! with `SKIFF_CONSOLE_REQUIRED=1` a missing console fails the build instead.
+//!
+//! It also has the crate rebuilt when `migrations/` changes (see below).
 
 use std::path::{Path, PathBuf};
 
@@ -15,6 +17,13 @@ fn main() {
     let dist = console.join("dist");
     println!("cargo:rerun-if-env-changed=CI");
     println!("cargo:rerun-if-env-changed=SKIFF_CONSOLE_REQUIRED");
+    // `sqlx::migrate!` embeds migrations/ at compile time, and cargo does
+    // not notice a new file there by itself: a new migration would be
+    // missing from an incremental build.
+    println!(
+        "cargo:rerun-if-changed={}",
+        manifest.join("../migrations").display()
+    );
     if dist.join("index.html").is_file() {
         // A folder is scanned recursively: any rebuilt asset re-embeds.
         println!("cargo:rerun-if-changed={}", dist.display());
