@@ -1,7 +1,8 @@
 //! The job scenario: one `POST /v1/jobs` of `n` short tasks (`true`) with
 //! as many at once as the pool has slots (its honest capacity), timed for
 //! the POST's answer and for tasks/s until the job is done; against raw
-//! `ctr run --rm` of `n` containers at the same concurrency.
+//! `ctr run --rm` of `n` containers at the same concurrency. Each side
+//! starts on a quiet machine (the job's deletion done, say).
 
 use crate::pool::{ctr_rm_rate, pool_slots, SHORT};
 use crate::progress;
@@ -17,6 +18,30 @@ const POLL: Duration = Duration::from_millis(100);
 const WAIT: Duration = Duration::from_secs(1800);
 /// The most tasks a job may have.
 const MAX_TASKS: usize = 10_000;
+/// Each side starts on a quiet machine: at most this share of its CPU
+/// busy over one window (the stack idles well below it) ...
+const QUIET: f64 = 0.15;
+const QUIET_WINDOW: Duration = Duration::from_secs(2);
+/// ... looked for this long at most (then the side starts anyway, and
+/// the details say so).
+const QUIET_GIVE_UP: Duration = Duration::from_secs(180);
+
+/// Waits for a quiet machine before `side`, saying how long it took.
+async fn settle(side: &str) -> serde_json::Value {
+    let t = Instant::now();
+    let (busy, quiet) = crate::machine::settle(QUIET, QUIET_WINDOW, QUIET_GIVE_UP).await;
+    let waited = t.elapsed().as_secs_f64();
+    progress(&format!(
+        "job: before {side}: {}% CPU busy after {waited:.0} s{}",
+        (busy * 100.0).round(),
+        if quiet {
+            ""
+        } else {
+            " (not quiet: started anyway)"
+        }
+    ));
+    json!({ "busy": busy, "quiet": quiet, "waited_s": waited })
+}
 
 pub async fn job_burst(ctx: &Ctx, n: usize, admin_token: &str) -> Result<Outcome> {
     let (capacity, slots) = pool_slots(ctx, admin_token).await?;
@@ -25,6 +50,7 @@ pub async fn job_burst(ctx: &Ctx, n: usize, admin_token: &str) -> Result<Outcome
         capacity.len(),
         capacity.join(", ")
     ));
+    let settled_platform = settle("the platform's job").await;
     let t0 = Instant::now();
     let job = ctx
         .api
@@ -59,6 +85,9 @@ pub async fn job_burst(ctx: &Ctx, n: usize, admin_token: &str) -> Result<Outcome
     }
     let rate = n as f64 / wall;
     progress(&format!("job: {n} tasks done in {wall:.2} s ({rate:.1}/s)"));
+    // The deleted job's containers are removed in the background: not
+    // while ctr runs.
+    let settled_ctr = settle("ctr run --rm").await;
     let raw_rate = ctr_rm_rate(ctx, n, slots).await?;
 
     // The largest job there is: its POST answers as fast (the tasks are
@@ -107,6 +136,7 @@ pub async fn job_burst(ctx: &Ctx, n: usize, admin_token: &str) -> Result<Outcome
             "tasks": n, "parallelism": slots, "hosts": capacity,
             "post_ms": post_ms, "post_ms_max_tasks": big_post_ms, "platform_wall_s": wall, "platform_rate": rate,
             "ctr_rate": raw_rate,
+            "settled": { "platform": settled_platform, "ctr": settled_ctr },
         }),
     })
 }

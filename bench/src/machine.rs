@@ -1,7 +1,9 @@
 //! What the figures were measured on, and the processes' memory.
 
+use procfs::{Current, CurrentSI};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Machine {
@@ -24,11 +26,49 @@ fn read(path: impl AsRef<Path>) -> String {
 }
 
 pub fn loadavg() -> f64 {
-    read("/proc/loadavg")
-        .split_whitespace()
-        .next()
-        .and_then(|v| v.parse().ok())
+    procfs::LoadAverage::current()
+        .map(|l| f64::from(l.one))
         .unwrap_or(f64::NAN)
+}
+
+/// The machine's busy and total CPU time since boot, in ticks.
+fn cpu_ticks() -> Option<(u64, u64)> {
+    let t = procfs::KernelStats::current().ok()?.total;
+    let idle = t.idle + t.iowait.unwrap_or(0);
+    let total = t.user
+        + t.nice
+        + t.system
+        + idle
+        + t.irq.unwrap_or(0)
+        + t.softirq.unwrap_or(0)
+        + t.steal.unwrap_or(0);
+    Some((total - idle, total))
+}
+
+/// Waits until the machine is quiet: at most `max_busy` (0..1) of its CPU
+/// time busy over one `window`, looking for at most `give_up`. What one
+/// side of a comparison leaves behind (a deleted job's containers being
+/// removed, containerd's garbage collection) must not run during the
+/// other side's measurement. Returns the busy share of the last window
+/// and whether it was quiet.
+pub async fn settle(max_busy: f64, window: Duration, give_up: Duration) -> (f64, bool) {
+    let start = std::time::Instant::now();
+    loop {
+        let Some(a) = cpu_ticks() else {
+            return (f64::NAN, false);
+        };
+        tokio::time::sleep(window).await;
+        let Some(b) = cpu_ticks() else {
+            return (f64::NAN, false);
+        };
+        let share = (b.0 - a.0) as f64 / (b.1 - a.1).max(1) as f64;
+        if share <= max_busy {
+            return (share, true);
+        }
+        if start.elapsed() >= give_up {
+            return (share, false);
+        }
+    }
 }
 
 /// A `/proc/meminfo` or `/proc/<pid>/status` field in KiB.
