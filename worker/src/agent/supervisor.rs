@@ -476,13 +476,22 @@ impl<R: Runtime> ContainerSupervisor<R> {
                 return;
             }
         };
-        let mut r = report(&self.id, generation, pb::ObservedState::Pulling);
-        r.events.push(event(
+        let pulling_event = event(
             generation,
             "Pulling",
             format!("pulling image {}", spec.image),
-        ));
-        self.send(r);
+        );
+        // An image known to be here will not be pulled: no report of its
+        // own for that, the next one carries the event (one database
+        // transaction less per start of a cached image).
+        let unreported = if self.runtime.image_known(&spec.image) {
+            Some(pulling_event)
+        } else {
+            let mut r = report(&self.id, generation, pb::ObservedState::Pulling);
+            r.events.push(pulling_event);
+            self.send(r);
+            None
+        };
 
         let pull_started = Instant::now();
         // A pull may take minutes; a fenced container must not wait for it.
@@ -525,6 +534,7 @@ impl<R: Runtime> ContainerSupervisor<R> {
             return;
         }
         let mut r = report(&self.id, generation, pb::ObservedState::Starting);
+        r.events.extend(unreported);
         r.image_digest = image.digest.clone();
         r.timings = Some(pb::Timings {
             pull_ms,

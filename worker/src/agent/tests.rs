@@ -714,3 +714,41 @@ async fn a_pull_under_way_reports_its_progress_as_it_moves() {
         .count();
     assert_eq!(reported, 2);
 }
+
+#[tokio::test]
+async fn a_start_of_a_known_image_reports_no_pulling_of_its_own() {
+    for known in [true, false] {
+        let runtime = FakeRuntime::new();
+        runtime.image_known_is(known);
+        let h = harness(runtime).await;
+        h.agent
+            .apply_update(snapshot(1, vec![running(C, 1)]))
+            .await
+            .unwrap();
+        h.sink.wait_for(C, pb::ObservedState::Running).await;
+        let reports: Vec<_> = h
+            .sink
+            .reports
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.container_id == C)
+            .cloned()
+            .collect();
+        let states: Vec<_> = reports.iter().map(|r| r.state).collect();
+        let pulling = pb::ObservedState::Pulling as i32;
+        assert_eq!(
+            states.contains(&pulling),
+            !known,
+            "known {known}: {states:?}"
+        );
+        // Either way the Pulling event is reported once, before Pulled.
+        let kinds: Vec<_> = reports
+            .iter()
+            .flat_map(|r| r.events.iter().map(|e| e.kind.as_str()))
+            .collect();
+        let at = |k: &str| kinds.iter().position(|x| *x == k);
+        assert!(at("Pulling") < at("Pulled"), "known {known}: {kinds:?}");
+        assert_eq!(kinds.iter().filter(|k| **k == "Pulling").count(), 1);
+    }
+}

@@ -43,6 +43,8 @@ struct State {
     exec_exit: i32,
     /// What pull_progress answers.
     pull_progress: Option<(u64, u64)>,
+    /// What image_known answers.
+    image_known: bool,
 }
 
 #[derive(Default)]
@@ -120,6 +122,12 @@ impl FakeRuntime {
         self
     }
 
+    /// Makes image_known answer `known` (for any image).
+    pub fn image_known_is(&self, known: bool) -> &Self {
+        self.state.lock().unwrap().image_known = known;
+        self
+    }
+
     /// Makes every exec (probes included) exit with `code`.
     pub fn exec_exits_with(&self, code: i32) -> &Self {
         self.state.lock().unwrap().exec_exit = code;
@@ -172,6 +180,10 @@ fn not_found(op: &'static str, id: &str) -> RuntimeError {
 impl Runtime for FakeRuntime {
     fn pull_progress(&self, _reference: &str) -> Option<(u64, u64)> {
         self.state.lock().unwrap().pull_progress
+    }
+
+    fn image_known(&self, _reference: &str) -> bool {
+        self.state.lock().unwrap().image_known
     }
 
     async fn exec(

@@ -269,6 +269,13 @@ pub trait Runtime: Send + Sync + 'static {
         None
     }
 
+    /// Whether `reference` was resolved before and is very likely still
+    /// present (a guess from memory, no containerd call): a start of it
+    /// will not pull. The agent then reports no `pulling` of its own.
+    fn image_known(&self, _reference: &str) -> bool {
+        false
+    }
+
     /// [`Runtime::ensure_image`] with a registry login (None: anonymous);
     /// a cached image that was pulled with credentials is used only once
     /// `login` is shown to read it (see [`auth`]).
@@ -363,6 +370,19 @@ pub trait Runtime: Send + Sync + 'static {
 
     /// All containers in the worker's namespace.
     async fn list(&self) -> Result<Vec<ContainerInfo>, RuntimeError>;
+
+    /// How many tasks hold the host's resources now (running, paused, or
+    /// created and not yet started), for the heartbeat. Cheaper than
+    /// [`Runtime::list`], which carries every container's record: a host
+    /// keeps thousands of finished ones.
+    async fn live_tasks(&self) -> Result<usize, RuntimeError> {
+        Ok(self
+            .list()
+            .await?
+            .iter()
+            .filter(|c| c.task.as_ref().is_some_and(|t| t.status.is_live()))
+            .count())
+    }
 
     /// All images in the worker's namespace, for the control plane's
     /// placement (hosts that hold a container's image start it sooner).

@@ -327,6 +327,17 @@ impl Puller {
         result
     }
 
+    /// Whether `reference` was resolved before (and not forgotten since):
+    /// from memory only, see [`super::Runtime::image_known`].
+    pub fn known(&self, reference: &str) -> bool {
+        reference.parse::<Reference>().is_ok_and(|r| {
+            self.resolved
+                .lock()
+                .expect("resolved images lock")
+                .contains_key(&r.whole())
+        })
+    }
+
     /// An image resolved before whose top snapshot is still there.
     async fn cached(&self, name: &str) -> Result<Option<ImageInfo>, String> {
         let known = self
