@@ -399,7 +399,7 @@ impl<R: Runtime> Agent<R> {
     /// does); a part containerd could not give is `None`.
     async fn inventory(&self) -> (Option<Vec<pb::HeldImage>>, Option<u32>) {
         let runtime = &self.shared.runtime;
-        let (images, containers) = tokio::join!(runtime.images(), runtime.list());
+        let (images, live) = tokio::join!(runtime.images(), runtime.live_tasks());
         let images = images
             .inspect_err(|error| tracing::debug!(%error, "images for the heartbeat"))
             .ok()
@@ -412,16 +412,10 @@ impl<R: Runtime> Agent<R> {
                     })
                     .collect()
             });
-        let running = containers
+        let running = live
             .inspect_err(|error| tracing::debug!(%error, "tasks for the heartbeat"))
             .ok()
-            .map(|containers| {
-                let live = containers
-                    .iter()
-                    .filter(|c| c.task.as_ref().is_some_and(|t| t.status.is_live()))
-                    .count();
-                u32::try_from(live).unwrap_or(u32::MAX)
-            });
+            .map(|live| u32::try_from(live).unwrap_or(u32::MAX));
         (images, running)
     }
 
