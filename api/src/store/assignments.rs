@@ -104,22 +104,28 @@ impl Store {
             return Ok(None);
         }
         let from = from.min(upto);
-        let changed: Vec<Uuid> = sqlx::query_scalar(
-            "SELECT DISTINCT container_id FROM assignment_changes \
-             WHERE host_id = $1 AND xid >= $2::text::xid8 AND xid < $3::text::xid8",
+        // The changes since `from`, and whether any is at or past `upto`
+        // (pending: written by a transaction this snapshot cannot see yet),
+        // in one range scan of the (host_id, xid) index. (A separate
+        // EXISTS for the pending ones got a generic plan that scanned the
+        // whole table: 1.5 ms a call under load.)
+        let rows: Vec<(Uuid, bool)> = sqlx::query_as(
+            "SELECT container_id, xid >= $3::text::xid8 FROM assignment_changes \
+             WHERE host_id = $1 AND xid >= $2::text::xid8 ORDER BY host_id, xid",
         )
         .bind(host_id)
         .bind(from.to_string())
         .bind(upto.to_string())
         .fetch_all(&mut *tx)
         .await?;
-        let pending: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM assignment_changes WHERE host_id = $1 AND xid >= $2::text::xid8)",
-        )
-        .bind(host_id)
-        .bind(upto.to_string())
-        .fetch_one(&mut *tx)
-        .await?;
+        let pending = rows.iter().any(|(_, past)| *past);
+        let changed: Vec<Uuid> = rows
+            .into_iter()
+            .filter(|(_, past)| !past)
+            .map(|(id, _)| id)
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
         let assignments = if changed.is_empty() {
             Vec::new()
         } else {

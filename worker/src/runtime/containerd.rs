@@ -180,6 +180,11 @@ pub struct ContainerdRuntime {
     /// Users resolved from images' files, by (manifest digest, USER): an
     /// image's files never change, so each is read once.
     pub(super) users: std::sync::Mutex<HashMap<(String, String), super::spec::user::ProcessUser>>,
+    /// Containers this worker created and has not started yet, with their
+    /// rootfs mounts (from `Snapshots.Prepare`): their first start needs
+    /// neither a look for an old task (there is none) nor the mounts again.
+    /// Lost at a restart, and then looked up as before.
+    fresh: std::sync::Mutex<HashMap<String, Vec<containerd_client::types::Mount>>>,
 }
 
 pub(super) fn net_err(id: &str) -> impl FnOnce(NetError) -> RuntimeError + '_ {
@@ -363,6 +368,7 @@ impl ContainerdRuntime {
             cgroups,
             puller,
             last_used: std::sync::Mutex::new(HashMap::new()),
+            fresh: std::sync::Mutex::new(HashMap::new()),
             net: None,
             sandboxes: sandbox::Sandboxes::default(),
             users: std::sync::Mutex::new(HashMap::new()),
@@ -562,6 +568,10 @@ impl Runtime for ContainerdRuntime {
         self.puller.progress(reference)
     }
 
+    fn image_known(&self, reference: &str) -> bool {
+        self.puller.known(reference)
+    }
+
     async fn ensure_image(&self, reference: &str) -> Result<ImageInfo, RuntimeError> {
         self.ensure_image_with(reference, None).await
     }
@@ -662,6 +672,12 @@ impl Runtime for ContainerdRuntime {
             }))
             .await
         {
+            Ok(prepared) if !exists => {
+                self.fresh
+                    .lock()
+                    .expect("fresh containers lock")
+                    .insert(id.to_owned(), prepared.into_inner().mounts);
+            }
             Ok(_) => {}
             Err(s) if s.code() == Code::AlreadyExists => {}
             Err(s) => return Err(containerd_err("Snapshots.Prepare", id)(s)),
@@ -674,7 +690,12 @@ impl Runtime for ContainerdRuntime {
     async fn start(&self, run: &RunSpec, generation: u64) -> Result<TaskStarted, RuntimeError> {
         let id = run.id.as_str();
         sandbox::check(run)?;
-        if let Some(old) = self.get_task(id).await? {
+        let fresh = self.fresh.lock().expect("fresh containers lock").remove(id);
+        let old = match fresh {
+            Some(_) => None,
+            None => self.get_task(id).await?,
+        };
+        if let Some(old) = old {
             match task_info(&old).status {
                 TaskStatus::Running | TaskStatus::Paused => {
                     return Err(containerd_err("start", id)(Status::failed_precondition(
@@ -693,16 +714,20 @@ impl Runtime for ContainerdRuntime {
         self.set_label(id, LABEL_GENERATION, generation.to_string())
             .await?;
 
-        let mounts = self
-            .snapshots()
-            .mounts(self.conn.req(MountsRequest {
-                snapshotter: SNAPSHOTTER.to_owned(),
-                key: id.to_owned(),
-            }))
-            .await
-            .map_err(containerd_err("Snapshots.Mounts", id))?
-            .into_inner()
-            .mounts;
+        let mounts = match fresh {
+            Some(mounts) => mounts,
+            None => {
+                self.snapshots()
+                    .mounts(self.conn.req(MountsRequest {
+                        snapshotter: SNAPSHOTTER.to_owned(),
+                        key: id.to_owned(),
+                    }))
+                    .await
+                    .map_err(containerd_err("Snapshots.Mounts", id))?
+                    .into_inner()
+                    .mounts
+            }
+        };
 
         let log = self.log_path(id);
         if let Some(dir) = log.parent() {
@@ -893,6 +918,7 @@ impl Runtime for ContainerdRuntime {
 
     #[instrument(skip_all, fields(container_id = %id))]
     async fn remove(&self, id: &str) -> Result<(), RuntimeError> {
+        self.fresh.lock().expect("fresh containers lock").remove(id);
         // Read before the record goes: the sandbox's network and volumes
         // may go with it.
         let sandbox = match self.sandbox_label(id).await? {
@@ -979,6 +1005,21 @@ impl Runtime for ContainerdRuntime {
             .iter()
             .map(|c| Self::container_info(c, tasks.get(&c.id)))
             .collect())
+    }
+
+    async fn live_tasks(&self) -> Result<usize, RuntimeError> {
+        Ok(self
+            .tasks()
+            .list(self.conn.req(ListTasksRequest {
+                filter: String::new(),
+            }))
+            .await
+            .map_err(containerd_err("Tasks.List", "*"))?
+            .into_inner()
+            .tasks
+            .iter()
+            .filter(|p| task_info(p).status.is_live())
+            .count())
     }
 
     async fn stored_images(&self) -> Result<Vec<StoredImage>, RuntimeError> {
