@@ -4,8 +4,12 @@
 //! passed, and judges silent hosts lost.
 //!
 //! It runs at once when woken (a `NOTIFY` from any replica: a new
-//! container, freed capacity, a new or recovered host) and otherwise every
+//! container, freed capacity, a new or recovered host; not a job's new
+//! task, which the pass that made it places) and otherwise every
 //! `SKIFF_SCHEDULER_TICK_S`, so a lost wake-up costs a tick, never a container.
+//! What only time makes due (a queued container's `max_pending_s`, a run's
+//! `timeout_s`, a silent host) is looked at once a tick, not on every
+//! wake-up: under a stream of exits that would be a pass per exit.
 //!
 //! Layout:
 //! - [`place`]: placement and fair ordering, pure, with table tests.
@@ -32,9 +36,15 @@ const PURGE_BATCH: i64 = 1000;
 pub async fn run(state: Arc<AppState>, shutdown: CancellationToken) {
     let mut hearing = Hearing::new(Instant::now());
     let mut last_prune = Instant::now();
+    let mut last_timed: Option<Instant> = None;
     loop {
-        let judge_hosts = hearing.may_judge(Instant::now(), state.config.host_lost_after());
-        let outcome = pass(&state, judge_hosts).await;
+        let timed = last_timed.is_none_or(|t| t.elapsed() >= state.config.scheduler_tick());
+        if timed {
+            last_timed = Some(Instant::now());
+        }
+        let judge_hosts =
+            timed && hearing.may_judge(Instant::now(), state.config.host_lost_after());
+        let outcome = pass(&state, timed, judge_hosts).await;
         let unavailable = outcome.as_ref().is_err_and(|e| e.is_unavailable());
         hearing.after_pass(Instant::now(), outcome.is_ok(), unavailable);
         if let Err(err) = outcome {
@@ -142,18 +152,25 @@ fn logged(what: &str, outcome: Result<u64, crate::store::StoreError>) {
     }
 }
 
-async fn pass(state: &AppState, judge_hosts: bool) -> Result<(), crate::store::StoreError> {
+/// One pass; `timed`: also what only time makes due (see the module doc).
+async fn pass(
+    state: &AppState,
+    timed: bool,
+    judge_hosts: bool,
+) -> Result<(), crate::store::StoreError> {
     let store = &state.store;
     let live_within = state.config.host_lost_after();
     let mut timer = StepTimer::new(state);
-    for id in store.expire_pending().await? {
-        tracing::info!(container = %id, "container failed: no capacity within max_pending_s");
+    if timed {
+        for id in store.expire_pending().await? {
+            tracing::info!(container = %id, "container failed: no capacity within max_pending_s");
+        }
+        timer.step("expire");
+        for id in store.enforce_deadlines().await? {
+            tracing::info!(container = %id, "run exceeded its timeout_s: stopping it");
+        }
+        timer.step("deadlines");
     }
-    timer.step("expire");
-    for id in store.enforce_deadlines().await? {
-        tracing::info!(container = %id, "run exceeded its timeout_s: stopping it");
-    }
-    timer.step("deadlines");
     crate::jobs::drive(state).await?;
     timer.step("jobs");
     if judge_hosts {

@@ -287,14 +287,18 @@ impl Store {
             });
             free = free.min(super::quotas::task_room(&limits, &use_, cpu, memory));
         }
-        let picks: Vec<(i32, i32)> = sqlx::query_as(
-            "SELECT index, attempts FROM job_tasks WHERE job_id = $1 AND state = 'waiting' \
-             ORDER BY index LIMIT $2",
-        )
-        .bind(id)
-        .bind(free)
-        .fetch_all(&mut *tx)
-        .await?;
+        let picks: Vec<(i32, i32)> = if free > 0 {
+            sqlx::query_as(
+                "SELECT index, attempts FROM job_tasks WHERE job_id = $1 AND state = 'waiting' \
+                 ORDER BY index LIMIT $2",
+            )
+            .bind(id)
+            .bind(free)
+            .fetch_all(&mut *tx)
+            .await?
+        } else {
+            Vec::new()
+        };
         for (index, attempts) in picks {
             let attempt = attempts + 1;
             let container = match build(index, attempt) {
@@ -335,9 +339,13 @@ impl Store {
             (0, _) => JobState::Failed,
             _ => JobState::Running,
         };
+        // Written only when it changes: most passes over a running job
+        // change nothing, and a transaction that writes nothing commits
+        // without waiting for the WAL.
         sqlx::query(
             "UPDATE jobs SET state = $2, started_at = COALESCE(started_at, now()), \
-               finished_at = CASE WHEN $3 THEN now() END WHERE id = $1",
+               finished_at = CASE WHEN $3 THEN now() END \
+             WHERE id = $1 AND (state <> $2 OR started_at IS NULL)",
         )
         .bind(id)
         .bind(state)
