@@ -401,6 +401,40 @@ async fn insert_event(
     Ok(())
 }
 
+/// Inserts a report's events in one statement, in their order (an event
+/// already recorded, by its key, is left as it is).
+async fn insert_events(
+    conn: &mut PgConnection,
+    id: Uuid,
+    events: &[skiff_proto::Event],
+) -> Result<()> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let keys: Vec<&str> = events.iter().map(|e| e.key.as_str()).collect();
+    let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+    let messages: Vec<&str> = events.iter().map(|e| e.message.as_str()).collect();
+    let ats: Vec<DateTime<Utc>> = events
+        .iter()
+        .map(|e| DateTime::from_timestamp_millis(e.at_unix_ms).unwrap_or_else(Utc::now))
+        .collect();
+    sqlx::query(
+        "INSERT INTO container_events (container_id, event_key, kind, message, at) \
+         SELECT $1, e.key, e.kind, e.message, e.at \
+         FROM unnest($2::text[], $3::text[], $4::text[], $5::timestamptz[]) \
+           WITH ORDINALITY AS e(key, kind, message, at, n) ORDER BY e.n \
+         ON CONFLICT (container_id, event_key) DO NOTHING",
+    )
+    .bind(id)
+    .bind(&keys)
+    .bind(&kinds)
+    .bind(&messages)
+    .bind(&ats)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 /// Writes a lifecycle [`Transition`]: each column only where the transition
 /// says so (`started_at` only where none is recorded: the first start wins).
 async fn apply_transition(conn: &mut PgConnection, id: Uuid, t: &Transition) -> Result<()> {

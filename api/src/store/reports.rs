@@ -4,7 +4,7 @@
 //! applying one twice changes nothing.
 
 use super::{
-    apply_transition, insert_event, lock_container, ms_to_time, ContainerRow, Result, Store,
+    apply_transition, insert_events, lock_container, ms_to_time, ContainerRow, Result, Store,
     StoreError,
 };
 use crate::lifecycle::{self, Observation};
@@ -74,10 +74,7 @@ impl Store {
             Utc::now(),
             skew,
         )?;
-        for event in &report.events {
-            let at = DateTime::from_timestamp_millis(event.at_unix_ms).unwrap_or_else(Utc::now);
-            insert_event(&mut tx, id, &event.key, &event.kind, &event.message, at).await?;
-        }
+        insert_events(&mut tx, id, &report.events).await?;
         let observed =
             pb::ObservedState::try_from(report.state).unwrap_or(pb::ObservedState::Unspecified);
         let current_generation = report.generation == row.generation as u64;
