@@ -446,6 +446,19 @@ impl ContainerdRuntime {
         Path::new(self.config.cgroup_parent.trim_start_matches('/')).join(id)
     }
 
+    /// Every task in the namespace.
+    async fn list_tasks(&self) -> Result<Vec<Process>, RuntimeError> {
+        Ok(self
+            .tasks()
+            .list(self.conn.req(ListTasksRequest {
+                filter: String::new(),
+            }))
+            .await
+            .map_err(containerd_err("Tasks.List", "*"))?
+            .into_inner()
+            .tasks)
+    }
+
     async fn get_task(&self, id: &str) -> Result<Option<Process>, RuntimeError> {
         match self
             .tasks()
@@ -983,14 +996,8 @@ impl Runtime for ContainerdRuntime {
         let containers = self.list_containers().await?;
         // One Tasks.List instead of a Get per container.
         let tasks: HashMap<String, Process> = self
-            .tasks()
-            .list(self.conn.req(ListTasksRequest {
-                filter: String::new(),
-            }))
-            .await
-            .map_err(containerd_err("Tasks.List", "*"))?
-            .into_inner()
-            .tasks
+            .list_tasks()
+            .await?
             .into_iter()
             .map(|p| {
                 let id = if p.container_id.is_empty() {
@@ -1009,14 +1016,8 @@ impl Runtime for ContainerdRuntime {
 
     async fn live_tasks(&self) -> Result<usize, RuntimeError> {
         Ok(self
-            .tasks()
-            .list(self.conn.req(ListTasksRequest {
-                filter: String::new(),
-            }))
-            .await
-            .map_err(containerd_err("Tasks.List", "*"))?
-            .into_inner()
-            .tasks
+            .list_tasks()
+            .await?
             .iter()
             .filter(|p| task_info(p).status.is_live())
             .count())
