@@ -26,6 +26,16 @@ const QUIET_WINDOW: Duration = Duration::from_secs(2);
 /// the details say so).
 const QUIET_GIVE_UP: Duration = Duration::from_secs(180);
 
+/// The machine's busy CPU time since `since` (from
+/// [`crate::machine::busy_cpu_s`]) per task, in ms: everything that ran,
+/// the stack's processes, containerd, shims, runc and the kernel alike.
+fn cpu_per_task(since: Option<f64>, n: usize) -> f64 {
+    match (since, crate::machine::busy_cpu_s()) {
+        (Some(a), Some(b)) => (b - a) * 1000.0 / n as f64,
+        _ => f64::NAN,
+    }
+}
+
 /// Waits for a quiet machine before `side`, saying how long it took.
 async fn settle(side: &str) -> serde_json::Value {
     let t = Instant::now();
@@ -51,6 +61,7 @@ pub async fn job_burst(ctx: &Ctx, n: usize, admin_token: &str) -> Result<Outcome
         capacity.join(", ")
     ));
     let settled_platform = settle("the platform's job").await;
+    let cpu0 = crate::machine::busy_cpu_s();
     let t0 = Instant::now();
     let job = ctx
         .api
@@ -70,6 +81,7 @@ pub async fn job_burst(ctx: &Ctx, n: usize, admin_token: &str) -> Result<Outcome
         tokio::time::sleep(POLL).await;
     };
     let wall = t0.elapsed().as_secs_f64();
+    let platform_cpu = cpu_per_task(cpu0, n);
     let status = ctx.api.delete_job(&id).await?;
     if status.as_u16() != 204 {
         progress(&format!("job: DELETE {id} -> {status}"));
@@ -88,7 +100,12 @@ pub async fn job_burst(ctx: &Ctx, n: usize, admin_token: &str) -> Result<Outcome
     // The deleted job's containers are removed in the background: not
     // while ctr runs.
     let settled_ctr = settle("ctr run --rm").await;
+    let cpu0 = crate::machine::busy_cpu_s();
     let raw_rate = ctr_rm_rate(ctx, n, slots).await?;
+    let ctr_cpu = cpu_per_task(cpu0, n);
+    progress(&format!(
+        "job: machine CPU per task: platform {platform_cpu:.1} ms, ctr run --rm {ctr_cpu:.1} ms"
+    ));
 
     // The largest job there is: its POST answers as fast (the tasks are
     // one set-based insert); deleted at once.
@@ -129,6 +146,14 @@ pub async fn job_burst(ctx: &Ctx, n: usize, admin_token: &str) -> Result<Outcome
             raw_rate,
         )
         .ratio_target(1.2, false),
+        // Both sides saturate the CPU: the rate is what a task costs.
+        Row::vs_raw(
+            &format!("job of {n} tasks: machine CPU per task (all processes)"),
+            "ms",
+            platform_cpu,
+            "ctr run --rm",
+            ctr_cpu,
+        ),
     ];
     Ok(Outcome {
         rows,
@@ -137,6 +162,7 @@ pub async fn job_burst(ctx: &Ctx, n: usize, admin_token: &str) -> Result<Outcome
             "post_ms": post_ms, "post_ms_max_tasks": big_post_ms, "platform_wall_s": wall, "platform_rate": rate,
             "ctr_rate": raw_rate,
             "settled": { "platform": settled_platform, "ctr": settled_ctr },
+            "cpu_ms_per_task": { "platform": platform_cpu, "ctr": ctr_cpu },
         }),
     })
 }

@@ -31,6 +31,12 @@ pub fn loadavg() -> f64 {
         .unwrap_or(f64::NAN)
 }
 
+/// The machine's busy CPU time since boot, in seconds (all cores).
+pub fn busy_cpu_s() -> Option<f64> {
+    let (busy, _) = cpu_ticks()?;
+    Some(busy as f64 / procfs::ticks_per_second() as f64)
+}
+
 /// The machine's busy and total CPU time since boot, in ticks.
 fn cpu_ticks() -> Option<(u64, u64)> {
     let t = procfs::KernelStats::current().ok()?.total;
