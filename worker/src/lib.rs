@@ -187,6 +187,7 @@ pub async fn serve(
             control.clone(),
             config.host_log_budget_bytes,
             Duration::from_secs_f64(config.log_gc_interval_s.max(0.1)),
+            metrics.log_budget_passes.clone(),
             cancel.clone(),
         ));
     }

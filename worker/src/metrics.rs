@@ -39,6 +39,8 @@ pub struct WorkerMetrics {
     pub applied_revision: IntGauge,
     /// When the host certificate in use expires (alert well before it).
     pub certificate_expiry: IntGauge,
+    /// Passes of the host's log budget (see [`crate::agent::logbudget`]).
+    pub log_budget_passes: IntCounter,
 }
 
 impl Default for WorkerMetrics {
@@ -72,8 +74,14 @@ impl Default for WorkerMetrics {
             "When the host certificate in use expires (Unix time); renewed at half its lifetime",
         )
         .expect("valid metric");
+        let log_budget_passes = IntCounter::new(
+            "skiff_worker_log_budget_passes_total",
+            "Passes of the host's log budget completed (logs measured, finished ones cut past it)",
+        )
+        .expect("valid metric");
         for collector in [
             Box::new(certificate_expiry.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(log_budget_passes.clone()),
             Box::new(assignments_received.clone()),
             Box::new(assignment_updates.clone()),
             Box::new(fenced.clone()),
@@ -92,6 +100,7 @@ impl Default for WorkerMetrics {
             fenced,
             applied_revision,
             certificate_expiry,
+            log_budget_passes,
         }
     }
 }

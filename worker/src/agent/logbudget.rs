@@ -92,12 +92,13 @@ fn measure(dir: &Path) -> std::io::Result<Vec<LogFile>> {
 }
 
 /// Cuts finished containers' logs past `budget` every `interval` until
-/// `cancel`, reporting each cut to `sink`.
+/// `cancel`, reporting each cut to `sink`; counts its passes in `passes`.
 pub async fn enforce<R: Runtime>(
     runtime: Arc<R>,
     sink: Arc<dyn ReportSink>,
     budget: u64,
     interval: Duration,
+    passes: prometheus::IntCounter,
     cancel: CancellationToken,
 ) {
     tracing::info!(
@@ -114,58 +115,70 @@ pub async fn enforce<R: Runtime>(
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(interval) => {}
         }
-        let scan = dir.clone();
-        let logs = match tokio::task::spawn_blocking(move || measure(&scan)).await {
-            Ok(Ok(logs)) => logs,
+        pass(&*runtime, &reporter, &dir, budget, &cancel).await;
+        passes.inc();
+    }
+}
+
+/// One pass: measures the logs in `dir` and cuts what is past `budget`.
+async fn pass<R: Runtime>(
+    runtime: &R,
+    reporter: &Reporter,
+    dir: &Path,
+    budget: u64,
+    cancel: &CancellationToken,
+) {
+    let scan = dir.to_owned();
+    let logs = match tokio::task::spawn_blocking(move || measure(&scan)).await {
+        Ok(Ok(logs)) => logs,
+        Ok(Err(err)) => {
+            tracing::warn!(error = %err, "log budget: reading the logs failed");
+            return;
+        }
+        Err(_) => return,
+    };
+    let plan = to_trim(&logs, budget, FLOOR_BYTES);
+    if plan.is_empty() {
+        return;
+    }
+    // The run each cut belongs to (the event is about its log).
+    let generations: HashMap<String, u64> = match runtime.list().await {
+        Ok(all) => all.into_iter().map(|c| (c.id, c.generation)).collect(),
+        Err(err) => {
+            tracing::warn!(error = %err, "log budget: listing containers failed");
+            return;
+        }
+    };
+    for (id, keep) in plan {
+        let path = runtime.log_path(&id);
+        let cut = tokio::task::spawn_blocking(move || logcap::trim(&path, keep)).await;
+        let dropped = match cut {
+            Ok(Ok(Trimmed::Cut { dropped })) => dropped,
+            Ok(Ok(_)) => continue,
             Ok(Err(err)) => {
-                tracing::warn!(error = %err, "log budget: reading the logs failed");
+                tracing::warn!(container = %id, error = %err, "log budget: cutting a log failed");
                 continue;
             }
             Err(_) => continue,
         };
-        let plan = to_trim(&logs, budget, FLOOR_BYTES);
-        if plan.is_empty() {
+        tracing::info!(container = %id, keep, dropped, "log budget: cut a finished container's log");
+        let Some(&generation) = generations.get(&id) else {
             continue;
-        }
-        // The run each cut belongs to (the event is about its log).
-        let generations: HashMap<String, u64> = match runtime.list().await {
-            Ok(all) => all.into_iter().map(|c| (c.id, c.generation)).collect(),
-            Err(err) => {
-                tracing::warn!(error = %err, "log budget: listing containers failed");
-                continue;
-            }
         };
-        for (id, keep) in plan {
-            let path = runtime.log_path(&id);
-            let cut = tokio::task::spawn_blocking(move || logcap::trim(&path, keep)).await;
-            let dropped = match cut {
-                Ok(Ok(Trimmed::Cut { dropped })) => dropped,
-                Ok(Ok(_)) => continue,
-                Ok(Err(err)) => {
-                    tracing::warn!(container = %id, error = %err, "log budget: cutting a log failed");
-                    continue;
-                }
-                Err(_) => continue,
-            };
-            tracing::info!(container = %id, keep, dropped, "log budget: cut a finished container's log");
-            let Some(&generation) = generations.get(&id) else {
-                continue;
-            };
-            let mut r = report(&id, generation, pb::ObservedState::Unspecified);
-            let mut e = event(
-                generation,
-                "LogTruncated",
-                format!(
-                    "the host's log budget cut this finished container's log: older \
-                     output was dropped ({dropped} bytes so far), the newest {keep} bytes kept"
-                ),
-            );
-            e.key = format!("{generation}:logbudget:{dropped}");
-            r.events.push(e);
-            let reporter = reporter.clone();
-            let cancel = cancel.clone();
-            tokio::spawn(async move { reporter.send(r, &cancel).await });
-        }
+        let mut r = report(&id, generation, pb::ObservedState::Unspecified);
+        let mut e = event(
+            generation,
+            "LogTruncated",
+            format!(
+                "the host's log budget cut this finished container's log: older \
+                 output was dropped ({dropped} bytes so far), the newest {keep} bytes kept"
+            ),
+        );
+        e.key = format!("{generation}:logbudget:{dropped}");
+        r.events.push(e);
+        let reporter = reporter.clone();
+        let cancel = cancel.clone();
+        tokio::spawn(async move { reporter.send(r, &cancel).await });
     }
 }
 
