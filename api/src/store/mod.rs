@@ -379,6 +379,26 @@ async fn lock_container(
     .await?)
 }
 
+/// An event of a container, as stored.
+pub(super) struct NewEvent<'a> {
+    pub key: &'a str,
+    pub kind: &'a str,
+    pub message: &'a str,
+    pub at: DateTime<Utc>,
+}
+
+impl<'a> NewEvent<'a> {
+    /// A worker's report of an event.
+    pub fn reported(e: &'a skiff_proto::Event) -> Self {
+        Self {
+            key: &e.key,
+            kind: &e.kind,
+            message: &e.message,
+            at: DateTime::from_timestamp_millis(e.at_unix_ms).unwrap_or_else(Utc::now),
+        }
+    }
+}
+
 async fn insert_event(
     conn: &mut PgConnection,
     id: Uuid,
@@ -387,37 +407,25 @@ async fn insert_event(
     message: &str,
     at: DateTime<Utc>,
 ) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO container_events (container_id, event_key, kind, message, at) VALUES ($1, $2, $3, $4, $5) \
-         ON CONFLICT (container_id, event_key) DO NOTHING",
-    )
-    .bind(id)
-    .bind(key)
-    .bind(kind)
-    .bind(message)
-    .bind(at)
-    .execute(conn)
-    .await?;
-    Ok(())
+    let event = NewEvent {
+        key,
+        kind,
+        message,
+        at,
+    };
+    insert_events(conn, id, &[event]).await
 }
 
-/// Inserts a report's events in one statement, in their order (an event
-/// already recorded, by its key, is left as it is).
-async fn insert_events(
-    conn: &mut PgConnection,
-    id: Uuid,
-    events: &[skiff_proto::Event],
-) -> Result<()> {
+/// Inserts events in one statement, in their order (an event already
+/// recorded, by its key, is left as it is).
+async fn insert_events(conn: &mut PgConnection, id: Uuid, events: &[NewEvent<'_>]) -> Result<()> {
     if events.is_empty() {
         return Ok(());
     }
-    let keys: Vec<&str> = events.iter().map(|e| e.key.as_str()).collect();
-    let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
-    let messages: Vec<&str> = events.iter().map(|e| e.message.as_str()).collect();
-    let ats: Vec<DateTime<Utc>> = events
-        .iter()
-        .map(|e| DateTime::from_timestamp_millis(e.at_unix_ms).unwrap_or_else(Utc::now))
-        .collect();
+    let keys: Vec<&str> = events.iter().map(|e| e.key).collect();
+    let kinds: Vec<&str> = events.iter().map(|e| e.kind).collect();
+    let messages: Vec<&str> = events.iter().map(|e| e.message).collect();
+    let ats: Vec<DateTime<Utc>> = events.iter().map(|e| e.at).collect();
     sqlx::query(
         "INSERT INTO container_events (container_id, event_key, kind, message, at) \
          SELECT $1, e.key, e.kind, e.message, e.at \

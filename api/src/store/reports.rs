@@ -4,8 +4,8 @@
 //! applying one twice changes nothing.
 
 use super::{
-    apply_transition, insert_events, lock_container, ms_to_time, ContainerRow, Result, Store,
-    StoreError,
+    apply_transition, insert_events, lock_container, ms_to_time, ContainerRow, NewEvent, Result,
+    Store, StoreError,
 };
 use crate::lifecycle::{self, Observation};
 use crate::report_bounds::{self, Claim};
@@ -74,7 +74,8 @@ impl Store {
             Utc::now(),
             skew,
         )?;
-        insert_events(&mut tx, id, &report.events).await?;
+        let events: Vec<NewEvent> = report.events.iter().map(NewEvent::reported).collect();
+        insert_events(&mut tx, id, &events).await?;
         let observed =
             pb::ObservedState::try_from(report.state).unwrap_or(pb::ObservedState::Unspecified);
         let current_generation = report.generation == row.generation as u64;
