@@ -95,9 +95,62 @@ async fn echo_succeeds_with_output_events_and_timings() {
                 .position(|k| k == kind)
                 .unwrap_or_else(|| panic!("no {kind} event in {kinds:?}\n{diag}"))
         };
+        // A start of an image the host already has reports no `pulling`
+        // of its own; its Pulling event still comes first, with the next report.
         assert!(
-            position("Pulled") < position("Started") && position("Started") < position("Exited"),
-            "events in order Pulled, Started, Exited: {kinds:?}"
+            position("Pulling") < position("Pulled")
+                && position("Pulled") < position("Started")
+                && position("Started") < position("Exited"),
+            "events in order Pulling, Pulled, Started, Exited: {kinds:?}"
+        );
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_start_of_an_image_its_host_has_goes_through_no_pulling_and_keeps_the_event() {
+    limit(secs(90), async {
+        let t = tenant().await;
+        // The first start on a host resolves the image there ...
+        let first = t.create_id(&t.platform.spec(&["true"])).await;
+        let done = t.wait_exited_in(&first, "succeeded").await;
+        let host = t
+            .platform
+            .hosts
+            .iter()
+            .find(|h| done["host_id"] == h.id.as_str())
+            .expect("the first container's host");
+        // ... so a second one there (no worker restarts meanwhile: they
+        // need an exclusive tenant) reports no `pulling` state of its own.
+        let mut spec = t.platform.spec(&["true"]);
+        spec["placement"] = json!({ "host_labels": { skiff_e2e::HOST_LABEL: host.name } });
+        let second = t.create_id(&spec).await;
+        t.wait_exited_in(&second, "succeeded").await;
+        let states = t
+            .call(
+                reqwest::Method::GET,
+                &format!("/v1/events?container={second}&type=state&limit=100"),
+                None,
+            )
+            .await
+            .json();
+        let states: Vec<&str> = states["items"]
+            .as_array()
+            .expect("a page of events")
+            .iter()
+            .filter_map(|e| e["state"].as_str())
+            .collect();
+        assert!(
+            states.contains(&"starting") && states.contains(&"succeeded"),
+            "its states: {states:?}"
+        );
+        assert!(!states.contains(&"pulling"), "no pulling of a cached image: {states:?}");
+        // Its Pulling event still comes first, carried by the next report.
+        let kinds = kinds(&t.events(&second).await);
+        let at = |kind: &str| kinds.iter().position(|k| k == kind);
+        assert!(
+            at("Pulling").is_some() && at("Pulling") < at("Pulled") && at("Pulled") < at("Started"),
+            "events in order Pulling, Pulled, Started: {kinds:?}"
         );
     })
     .await
