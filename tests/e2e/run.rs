@@ -144,7 +144,10 @@ async fn a_start_of_an_image_its_host_has_goes_through_no_pulling_and_keeps_the_
             states.contains(&"starting") && states.contains(&"succeeded"),
             "its states: {states:?}"
         );
-        assert!(!states.contains(&"pulling"), "no pulling of a cached image: {states:?}");
+        assert!(
+            !states.contains(&"pulling"),
+            "no pulling of a cached image: {states:?}"
+        );
         // Its Pulling event still comes first, carried by the next report.
         let kinds = kinds(&t.events(&second).await);
         let at = |kind: &str| kinds.iter().position(|k| k == kind);
