@@ -73,30 +73,37 @@ impl Ctr {
         id: &str,
         command: &[&str],
     ) -> Result<()> {
-        self.run_container(ns, "-d", image, id, command).await
+        self.run_container(ns, &["-d"], image, id, command).await
     }
 
-    /// `ctr run --rm ...`: runs to the exit, then removes the container
-    /// (the raw pool baseline).
+    /// `ctr run --rm <flags...> ...`: runs to the exit, then removes the
+    /// container (the raw pool baseline; `flags` add isolation, as
+    /// [`crate::pool::Baseline`] says).
     pub async fn run_to_exit(
         &self,
         ns: &str,
+        flags: &[&str],
         image: &str,
         id: &str,
         command: &[&str],
     ) -> Result<()> {
-        self.run_container(ns, "--rm", image, id, command).await
+        let mode: Vec<&str> = std::iter::once("--rm")
+            .chain(flags.iter().copied())
+            .collect();
+        self.run_container(ns, &mode, image, id, command).await
     }
 
     async fn run_container(
         &self,
         ns: &str,
-        mode: &str,
+        mode: &[&str],
         image: &str,
         id: &str,
         command: &[&str],
     ) -> Result<()> {
-        let mut args = vec!["run", mode, "--snapshotter", "overlayfs", image, id];
+        let mut args = vec!["run"];
+        args.extend_from_slice(mode);
+        args.extend_from_slice(&["--snapshotter", "overlayfs", image, id]);
         args.extend_from_slice(command);
         self.run(ns, &args).await.map(drop)
     }

@@ -1,10 +1,12 @@
 //! The job scenario: one `POST /v1/jobs` of `n` short tasks (`true`) with
 //! as many at once as the pool has slots (its honest capacity), timed for
 //! the POST's answer and for tasks/s until the job is done; against raw
-//! `ctr run --rm` of `n` containers at the same concurrency. Each side
-//! starts on a quiet machine (the job's deletion done, say).
+//! `ctr run --rm` of `n` containers at the same concurrency, and against
+//! the same `ctr` runs isolated as the platform isolates a task (seccomp,
+//! memory limit, CPU quota). Each side starts on a quiet machine (the
+//! job's deletion done, say).
 
-use crate::pool::{ctr_rm_rate, pool_slots, SHORT};
+use crate::pool::{ctr_rm_rate, pool_slots, Baseline, SHORT};
 use crate::progress;
 use crate::report::Row;
 use crate::scenarios::{Ctx, Outcome};
@@ -101,10 +103,18 @@ pub async fn job_burst(ctx: &Ctx, n: usize, admin_token: &str) -> Result<Outcome
     // while ctr runs.
     let settled_ctr = settle("ctr run --rm").await;
     let cpu0 = crate::machine::busy_cpu_s();
-    let raw_rate = ctr_rm_rate(ctx, n, slots).await?;
+    let raw_rate = ctr_rm_rate(ctx, n, slots, Baseline::Raw).await?;
     let ctr_cpu = cpu_per_task(cpu0, n);
+    // The same runs with what the platform isolates each task with: how
+    // much of a task's cost is that isolation rather than the platform.
+    let isolated = Baseline::Isolated;
+    let settled_isolated = settle(isolated.label()).await;
+    let cpu0 = crate::machine::busy_cpu_s();
+    let isolated_rate = ctr_rm_rate(ctx, n, slots, isolated).await?;
+    let isolated_cpu = cpu_per_task(cpu0, n);
     progress(&format!(
-        "job: machine CPU per task: platform {platform_cpu:.1} ms, ctr run --rm {ctr_cpu:.1} ms"
+        "job: machine CPU per task: platform {platform_cpu:.1} ms, ctr run --rm {ctr_cpu:.1} ms, {} {isolated_cpu:.1} ms",
+        isolated.label()
     ));
 
     // The largest job there is: its POST answers as fast (the tasks are
@@ -154,6 +164,22 @@ pub async fn job_burst(ctx: &Ctx, n: usize, admin_token: &str) -> Result<Outcome
             "ctr run --rm",
             ctr_cpu,
         ),
+        Row::vs_raw(
+            &format!("job of {n} tasks: done, against ctr with the platform's isolation"),
+            "tasks/s",
+            rate,
+            &format!("{}, {slots} at a time", isolated.label()),
+            isolated_rate,
+        ),
+        Row::vs_raw(
+            &format!(
+                "job of {n} tasks: machine CPU per task, against ctr with the platform's isolation"
+            ),
+            "ms",
+            platform_cpu,
+            isolated.label(),
+            isolated_cpu,
+        ),
     ];
     Ok(Outcome {
         rows,
@@ -161,8 +187,9 @@ pub async fn job_burst(ctx: &Ctx, n: usize, admin_token: &str) -> Result<Outcome
             "tasks": n, "parallelism": slots, "hosts": capacity,
             "post_ms": post_ms, "post_ms_max_tasks": big_post_ms, "platform_wall_s": wall, "platform_rate": rate,
             "ctr_rate": raw_rate,
-            "settled": { "platform": settled_platform, "ctr": settled_ctr },
-            "cpu_ms_per_task": { "platform": platform_cpu, "ctr": ctr_cpu },
+            "ctr_isolated": { "flags": isolated.flags(), "rate": isolated_rate },
+            "settled": { "platform": settled_platform, "ctr": settled_ctr, "ctr_isolated": settled_isolated },
+            "cpu_ms_per_task": { "platform": platform_cpu, "ctr": ctr_cpu, "ctr_isolated": isolated_cpu },
         }),
     })
 }

@@ -52,10 +52,44 @@ pub async fn pool_slots(ctx: &Ctx, admin_token: &str) -> Result<(Vec<String>, us
     Ok((capacity, slots))
 }
 
+/// What the `ctr run --rm` baseline isolates its containers with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Baseline {
+    /// `ctr`'s defaults: no seccomp filter, no limits (the baseline).
+    Raw,
+    /// What the platform gives each short container as well: the default
+    /// seccomp filter, its memory limit and its CPU quota.
+    Isolated,
+}
+
+impl Baseline {
+    /// The `ctr run` flags of this baseline.
+    pub fn flags(self) -> Vec<String> {
+        match self {
+            Baseline::Raw => Vec::new(),
+            Baseline::Isolated => vec![
+                "--seccomp".to_owned(),
+                "--memory-limit".to_owned(),
+                (MEMORY_MIB * 1024 * 1024).to_string(),
+                "--cpus".to_owned(),
+                CPU.to_string(),
+            ],
+        }
+    }
+
+    /// How a report names it.
+    pub fn label(self) -> &'static str {
+        match self {
+            Baseline::Raw => "ctr run --rm",
+            Baseline::Isolated => "ctr run --rm --seccomp with the limits",
+        }
+    }
+}
+
 /// Raw: `n` short containers with `ctr run --rm`, `slots` at a time, on
 /// one containerd (the machine is the same; containerd instances share
 /// it), the image in place before the clock starts. Containers/s.
-pub async fn ctr_rm_rate(ctx: &Ctx, n: usize, slots: usize) -> Result<f64> {
+pub async fn ctr_rm_rate(ctx: &Ctx, n: usize, slots: usize, baseline: Baseline) -> Result<f64> {
     let _ = ctx.ctr.clean_namespace(NS_POOL).await;
     ctx.ctr.pull(NS_POOL, &ctx.image).await?;
     let sem = Arc::new(Semaphore::new(slots.max(1)));
@@ -63,10 +97,12 @@ pub async fn ctr_rm_rate(ctx: &Ctx, n: usize, slots: usize) -> Result<f64> {
     let mut set = JoinSet::new();
     for _ in 0..n {
         let (ctr, sem, image) = (ctx.ctr.clone(), sem.clone(), ctx.image.clone());
+        let flags = baseline.flags();
         set.spawn(async move {
             let _permit = sem.acquire_owned().await.expect("semaphore");
             let id = format!("pool-{}", uuid::Uuid::new_v4().simple());
-            ctr.run_to_exit(NS_POOL, &image, &id, SHORT).await
+            let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+            ctr.run_to_exit(NS_POOL, &flags, &image, &id, SHORT).await
         });
     }
     let mut raw_error = None;
@@ -78,11 +114,12 @@ pub async fn ctr_rm_rate(ctx: &Ctx, n: usize, slots: usize) -> Result<f64> {
     let raw_wall = t0.elapsed().as_secs_f64();
     let _ = ctx.ctr.clean_namespace(NS_POOL).await;
     if let Some(e) = raw_error {
-        return Err(e.context("raw baseline (ctr run --rm)"));
+        return Err(e.context(format!("raw baseline ({})", baseline.label())));
     }
     let raw_rate = n as f64 / raw_wall;
     progress(&format!(
-        "ctr run --rm: {n} done in {raw_wall:.2} s ({raw_rate:.1}/s), {slots} at a time"
+        "{}: {n} done in {raw_wall:.2} s ({raw_rate:.1}/s), {slots} at a time",
+        baseline.label()
     ));
     Ok(raw_rate)
 }
@@ -154,7 +191,7 @@ pub async fn pool_burst(ctx: &Ctx, n: usize, admin_token: &str) -> Result<Outcom
         "pool: platform {n} done in {wall:.2} s ({rate:.1}/s), per host {per_host:?}"
     ));
 
-    let raw_rate = ctr_rm_rate(ctx, n, slots).await?;
+    let raw_rate = ctr_rm_rate(ctx, n, slots, Baseline::Raw).await?;
 
     let spread: Vec<String> = per_host.iter().map(|(h, c)| format!("{h} {c}")).collect();
     let rows = vec![
