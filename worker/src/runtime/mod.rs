@@ -51,8 +51,12 @@ pub const LABEL_SANDBOX: &str = "skiff.sandbox";
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
-    #[error("pulling image {image}: {message}")]
-    Pull { image: String, message: String },
+    #[error("pulling image {image}: {source}")]
+    Pull {
+        image: String,
+        #[source]
+        source: pull::PullError,
+    },
     #[error("containerd {op} for {id}: {source}")]
     Containerd {
         op: &'static str,

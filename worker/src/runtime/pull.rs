@@ -51,10 +51,12 @@ use std::time::Instant;
 use tonic::Code;
 use tracing::{debug, info, instrument};
 
+mod error;
 mod login;
 mod manifest;
 mod store;
 mod unpack;
+pub use error::PullError;
 use login::{pull_message, registry_client};
 pub use manifest::chain_ids;
 use manifest::{
@@ -192,10 +194,6 @@ fn registry_message(e: &OciDistributionError) -> String {
     }
 }
 
-fn status_message(op: &str, s: &tonic::Status) -> String {
-    format!("containerd {op}: {}: {}", s.code(), s.message())
-}
-
 impl Puller {
     /// A puller whose registry traffic goes through an egress proxy of its
     /// own, enforcing `egress` on every connection.
@@ -248,7 +246,7 @@ impl Puller {
 
     /// Refuses a pull the egress policy forbids before any connection, with
     /// the policy's words (the proxy enforces the same on every connection).
-    async fn check_egress(&self, registry: &str) -> Result<(), String> {
+    async fn check_egress(&self, registry: &str) -> Result<(), PullError> {
         let (host, port, scheme) = self.registry_target(registry);
         let looked_up = tokio::net::lookup_host((host.as_str(), port)).await;
         match looked_up {
@@ -260,12 +258,15 @@ impl Puller {
             // resolver's own error says more than "no address".
             Err(e) => match self.egress.check(&host, port, scheme, &[]) {
                 Err(crate::egress::Refusal::Unresolved { .. }) | Ok(()) => {
-                    return Err(format!("resolving registry {host}: {e}"))
+                    return Err(PullError::Resolve {
+                        host: host.clone(),
+                        source: e,
+                    })
                 }
                 refused => refused,
             },
         }
-        .map_err(|refusal| refusal.to_string())
+        .map_err(PullError::from)
     }
 
     /// The name an image's record has in containerd for `reference` (its
@@ -300,13 +301,13 @@ impl Puller {
         reference: &str,
         login: Option<&RegistryLogin>,
     ) -> Result<ImageInfo, RuntimeError> {
-        let err = |message: String| RuntimeError::Pull {
+        let err = |source: PullError| RuntimeError::Pull {
             image: reference.to_owned(),
-            message,
+            source,
         };
         let parsed: Reference = reference
             .parse()
-            .map_err(|e| err(format!("invalid image reference: {e}")))?;
+            .map_err(|e| err(PullError::Reference(e)))?;
         // The canonical name (docker.io/library/x:latest for "x") keys the
         // lock and the image record, so spellings of one image share both.
         let name = parsed.whole();
@@ -343,7 +344,7 @@ impl Puller {
     }
 
     /// An image resolved before whose top snapshot is still there.
-    async fn cached(&self, name: &str) -> Result<Option<ImageInfo>, String> {
+    async fn cached(&self, name: &str) -> Result<Option<ImageInfo>, PullError> {
         let known = self
             .resolved
             .lock()
@@ -388,7 +389,7 @@ impl Puller {
         parsed: &Reference,
         name: &str,
         login: Option<&RegistryLogin>,
-    ) -> Result<ImageInfo, String> {
+    ) -> Result<ImageInfo, PullError> {
         let started = Instant::now();
         if let Some(info) = self.cached(name).await? {
             self.authorize(parsed, name, login).await?;
@@ -422,7 +423,7 @@ impl Puller {
 
     /// Resolves the image from containerd alone. `None` when something is
     /// missing that only the registry can provide.
-    async fn resolve_cached(&self, name: &str) -> Result<Option<ImageInfo>, String> {
+    async fn resolve_cached(&self, name: &str) -> Result<Option<ImageInfo>, PullError> {
         let mut images = ImagesClient::new(self.conn.channel.clone());
         let image = match images
             .get(self.conn.req(GetImageRequest {
@@ -432,7 +433,7 @@ impl Puller {
         {
             Ok(r) => r.into_inner().image,
             Err(s) if s.code() == Code::NotFound => return Ok(None),
-            Err(s) => return Err(status_message("Images.Get", &s)),
+            Err(s) => return Err(PullError::containerd("Images.Get", s)),
         };
         // Pulled with credentials (by this worker or one before it).
         if image
@@ -506,7 +507,7 @@ impl Puller {
         parsed: &Reference,
         name: &str,
         login: Option<&RegistryLogin>,
-    ) -> Result<ImageInfo, String> {
+    ) -> Result<ImageInfo, PullError> {
         self.check_egress(parsed.resolve_registry()).await?;
         let own_client;
         let client = match login {
@@ -521,7 +522,7 @@ impl Puller {
         let (mut manifest_bytes, mut manifest_digest) = client
             .pull_manifest_raw(parsed, &auth, ACCEPTED_MANIFESTS)
             .await
-            .map_err(|e| pull_message(&e, login))?;
+            .map_err(|e| PullError::Registry(pull_message(&e, login)))?;
         let mut manifest_bytes_vec = manifest_bytes.to_vec();
         let mut media_type = media_type_of(&manifest_bytes_vec);
         if is_index(&media_type, &manifest_bytes_vec) {
@@ -530,14 +531,14 @@ impl Puller {
             (manifest_bytes, manifest_digest) = client
                 .pull_manifest_raw(&by_digest, &auth, ACCEPTED_MANIFESTS)
                 .await
-                .map_err(|e| pull_message(&e, login))?;
+                .map_err(|e| PullError::Registry(pull_message(&e, login)))?;
             manifest_bytes_vec = manifest_bytes.to_vec();
             media_type = entry.media_type().to_string();
         }
         if sha256_digest(&manifest_bytes_vec) != manifest_digest {
-            return Err(format!(
+            return Err(PullError::Image(format!(
                 "manifest digest mismatch: registry said {manifest_digest}"
-            ));
+            )));
         }
         let manifest = parse_manifest(&manifest_bytes_vec)?;
 
@@ -549,7 +550,9 @@ impl Puller {
                 &mut config_bytes,
             )
             .await
-            .map_err(|e| format!("fetching config: {}", pull_message(&e, login)))?;
+            .map_err(|e| {
+                PullError::Registry(format!("fetching config: {}", pull_message(&e, login)))
+            })?;
         let config = parse_config(&config_bytes, &manifest)?;
         let chain_ids = chain_ids(config.rootfs().diff_ids());
         let resolved = Resolved {

@@ -23,9 +23,9 @@ impl ContainerdRuntime {
                 self.puller
                     .blobs_of(target)
                     .await
-                    .map_err(|message| RuntimeError::Pull {
+                    .map_err(|source| RuntimeError::Pull {
                         image: image.name.clone(),
-                        message,
+                        source,
                     })?;
             let pulled = image
                 .updated_at

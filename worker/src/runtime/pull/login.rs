@@ -3,7 +3,7 @@
 //! private image may be handed to this caller (see [`super::auth`]).
 
 use super::auth::{self, RegistryLogin};
-use super::{registry_message, Puller};
+use super::{registry_message, PullError, Puller};
 use crate::egress::Scheme;
 use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::errors::OciDistributionError;
@@ -53,7 +53,7 @@ impl Puller {
         parsed: &Reference,
         name: &str,
         login: Option<&RegistryLogin>,
-    ) -> Result<(), String> {
+    ) -> Result<(), PullError> {
         if !self
             .private
             .lock()
@@ -71,7 +71,7 @@ impl Puller {
         client
             .fetch_manifest_digest(parsed, &RegistryLogin::registry_auth(login))
             .await
-            .map_err(|e| pull_message(&e, login))?;
+            .map_err(|e| PullError::Registry(pull_message(&e, login)))?;
         self.proofs.record(name, login, now);
         debug!("cached private image: the caller's authorization checked");
         Ok(())

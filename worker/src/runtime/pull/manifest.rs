@@ -4,6 +4,7 @@
 //! digest and lists one diff ID per layer; the defaults a container takes
 //! from its image; layer chain IDs. Pure, with tests beside them.
 
+use super::PullError;
 use crate::runtime::ImageDefaults;
 use containerd_client::types::Descriptor as ContainerdDescriptor;
 use oci_spec::image::{Arch, Descriptor, ImageConfiguration, ImageIndex, ImageManifest, Os};
@@ -70,9 +71,9 @@ pub(super) fn is_index(media_type: &str, bytes: &[u8]) -> bool {
 }
 
 /// The linux/amd64 entry of an image index.
-pub(super) fn pick_platform(bytes: &[u8]) -> Result<Descriptor, String> {
-    let index: ImageIndex =
-        serde_json::from_slice(bytes).map_err(|e| format!("parsing image index: {e}"))?;
+pub(super) fn pick_platform(bytes: &[u8]) -> Result<Descriptor, PullError> {
+    let index: ImageIndex = serde_json::from_slice(bytes)
+        .map_err(|e| PullError::Image(format!("parsing image index: {e}")))?;
     index
         .manifests()
         .iter()
@@ -82,22 +83,24 @@ pub(super) fn pick_platform(bytes: &[u8]) -> Result<Descriptor, String> {
                 .is_some_and(|p| *p.os() == Os::Linux && *p.architecture() == Arch::Amd64)
         })
         .cloned()
-        .ok_or_else(|| "image index has no linux/amd64 manifest".to_owned())
+        .ok_or_else(|| PullError::Image("image index has no linux/amd64 manifest".to_owned()))
 }
 
-pub(super) fn parse_manifest(bytes: &[u8]) -> Result<ImageManifest, String> {
-    let manifest: ImageManifest =
-        serde_json::from_slice(bytes).map_err(|e| format!("parsing manifest: {e}"))?;
+pub(super) fn parse_manifest(bytes: &[u8]) -> Result<ImageManifest, PullError> {
+    let manifest: ImageManifest = serde_json::from_slice(bytes)
+        .map_err(|e| PullError::Image(format!("parsing manifest: {e}")))?;
     if manifest.schema_version() != 2 {
-        return Err(format!(
+        return Err(PullError::Image(format!(
             "unsupported manifest schema version {}",
             manifest.schema_version()
-        ));
+        )));
     }
     if let Some(m) = manifest.media_type() {
         let m = m.to_string();
         if m != MEDIA_OCI_MANIFEST && m != MEDIA_DOCKER_MANIFEST {
-            return Err(format!("unsupported manifest media type {m}"));
+            return Err(PullError::Image(format!(
+                "unsupported manifest media type {m}"
+            )));
         }
     }
     Ok(manifest)
@@ -106,18 +109,20 @@ pub(super) fn parse_manifest(bytes: &[u8]) -> Result<ImageManifest, String> {
 pub(super) fn parse_config(
     bytes: &[u8],
     manifest: &ImageManifest,
-) -> Result<ImageConfiguration, String> {
+) -> Result<ImageConfiguration, PullError> {
     let digest = digest_of(manifest.config());
     if sha256_digest(bytes) != digest {
-        return Err(format!("config does not match its digest {digest}"));
+        return Err(PullError::Image(format!(
+            "config does not match its digest {digest}"
+        )));
     }
-    let config: ImageConfiguration =
-        serde_json::from_slice(bytes).map_err(|e| format!("parsing image config: {e}"))?;
+    let config: ImageConfiguration = serde_json::from_slice(bytes)
+        .map_err(|e| PullError::Image(format!("parsing image config: {e}")))?;
     let (diffs, layers) = (config.rootfs().diff_ids().len(), manifest.layers().len());
     if diffs != layers {
-        return Err(format!(
+        return Err(PullError::Image(format!(
             "image config lists {diffs} layers, the manifest {layers}"
-        ));
+        )));
     }
     Ok(config)
 }
@@ -224,7 +229,9 @@ mod tests {
         // A config that is not the one the manifest names.
         let other = manifest(&hex_of('d'), MEDIA_OCI_MANIFEST);
         let m = parse_manifest(other.as_bytes()).unwrap();
-        assert!(parse_config(config, &m).unwrap_err().contains("digest"));
+        assert!(
+            matches!(parse_config(config, &m), Err(PullError::Image(m)) if m.contains("digest"))
+        );
         // A manifest of a kind not run.
         let odd = manifest(&hex_of('d'), "application/vnd.example+json");
         assert!(parse_manifest(odd.as_bytes()).is_err());

@@ -19,7 +19,7 @@ impl Puller {
             .await;
     }
 
-    pub(super) async fn snapshot_exists(&self, key: &str) -> Result<bool, String> {
+    pub(super) async fn snapshot_exists(&self, key: &str) -> Result<bool, PullError> {
         if key.is_empty() {
             // An image without layers has nothing to unpack.
             return Ok(true);
@@ -34,11 +34,11 @@ impl Puller {
         {
             Ok(_) => Ok(true),
             Err(s) if s.code() == Code::NotFound => Ok(false),
-            Err(s) => Err(status_message("Snapshots.Stat", &s)),
+            Err(s) => Err(PullError::containerd("Snapshots.Stat", s)),
         }
     }
 
-    pub(super) async fn content_exists(&self, digest: &str) -> Result<bool, String> {
+    pub(super) async fn content_exists(&self, digest: &str) -> Result<bool, PullError> {
         let mut content = ContentClient::new(self.conn.channel.clone());
         match content
             .info(self.conn.req(InfoRequest {
@@ -48,7 +48,7 @@ impl Puller {
         {
             Ok(_) => Ok(true),
             Err(s) if s.code() == Code::NotFound => Ok(false),
-            Err(s) => Err(status_message("Content.Info", &s)),
+            Err(s) => Err(PullError::containerd("Content.Info", s)),
         }
     }
 
@@ -57,7 +57,7 @@ impl Puller {
     /// each of its unpacked layer snapshots (keyed by chain id, so layers
     /// shared between images are shared keys). Layer blobs are not kept
     /// once unpacked (the pull's lease ends), so snapshots are the bulk.
-    pub async fn blobs_of(&self, target: &Descriptor) -> Result<Vec<(String, u64)>, String> {
+    pub async fn blobs_of(&self, target: &Descriptor) -> Result<Vec<(String, u64)>, PullError> {
         let mut blobs = vec![(target.digest.clone(), target.size.max(0) as u64)];
         let Some(mut bytes) = self.read_content(&target.digest).await? else {
             return Ok(blobs);
@@ -90,14 +90,14 @@ impl Puller {
             {
                 Ok(usage) => blobs.push((chain_id, usage.into_inner().size.max(0) as u64)),
                 Err(s) if s.code() == Code::NotFound => {}
-                Err(s) => return Err(status_message("Snapshots.Usage", &s)),
+                Err(s) => return Err(PullError::containerd("Snapshots.Usage", s)),
             }
         }
         Ok(blobs)
     }
 
     /// A whole blob from the content store; `None` if it is not there.
-    pub(super) async fn read_content(&self, digest: &str) -> Result<Option<Vec<u8>>, String> {
+    pub(super) async fn read_content(&self, digest: &str) -> Result<Option<Vec<u8>>, PullError> {
         let mut content = ContentClient::new(self.conn.channel.clone());
         let mut stream = match content
             .read(self.conn.req(ReadContentRequest {
@@ -109,7 +109,7 @@ impl Puller {
         {
             Ok(r) => r.into_inner(),
             Err(s) if s.code() == Code::NotFound => return Ok(None),
-            Err(s) => return Err(status_message("Content.Read", &s)),
+            Err(s) => return Err(PullError::containerd("Content.Read", s)),
         };
         let mut out = Vec::new();
         loop {
@@ -117,7 +117,7 @@ impl Puller {
                 Ok(Some(chunk)) => out.extend_from_slice(&chunk.data),
                 Ok(None) => break,
                 Err(s) if s.code() == Code::NotFound => return Ok(None),
-                Err(s) => return Err(status_message("Content.Read", &s)),
+                Err(s) => return Err(PullError::containerd("Content.Read", s)),
             }
         }
         Ok(Some(out))
@@ -129,7 +129,7 @@ impl Puller {
         digest: &str,
         bytes: &[u8],
         labels: HashMap<String, String>,
-    ) -> Result<(), String> {
+    ) -> Result<(), PullError> {
         if self.content_exists(digest).await? {
             return Ok(());
         }
@@ -153,9 +153,9 @@ impl Puller {
         size: i64,
         labels: HashMap<String, String>,
         data: S,
-    ) -> Result<(), String>
+    ) -> Result<(), PullError>
     where
-        S: futures::Stream<Item = Result<bytes::Bytes, String>> + Send,
+        S: futures::Stream<Item = Result<bytes::Bytes, PullError>> + Send,
     {
         // A unique ref per attempt: containerd locks refs, and two pulls
         // sharing a layer would otherwise fail with "ref locked".
@@ -188,9 +188,9 @@ impl Puller {
         size: i64,
         labels: HashMap<String, String>,
         data: S,
-    ) -> Result<(), String>
+    ) -> Result<(), PullError>
     where
-        S: futures::Stream<Item = Result<bytes::Bytes, String>> + Send,
+        S: futures::Stream<Item = Result<bytes::Bytes, PullError>> + Send,
     {
         let (tx, rx) = tokio::sync::mpsc::channel::<WriteContentRequest>(2);
         let message = |action: WriteAction, offset: i64, data: Vec<u8>| WriteContentRequest {
@@ -211,7 +211,7 @@ impl Puller {
         // request before awaiting the call.
         tx.send(message(WriteAction::Stat, 0, Vec::new()))
             .await
-            .map_err(|_| "content writer closed".to_owned())?;
+            .map_err(|_| PullError::Store("content writer closed".to_owned()))?;
         let mut content = ContentClient::new(self.conn.channel.clone());
         let mut responses = match content
             .write(
@@ -222,7 +222,7 @@ impl Puller {
         {
             Ok(r) => r.into_inner(),
             Err(s) if already(&s) => return Ok(()),
-            Err(s) => return Err(status_message("Content.Write", &s)),
+            Err(s) => return Err(PullError::containerd("Content.Write", s)),
         };
         macro_rules! exchange {
             ($msg:expr) => {{
@@ -230,31 +230,35 @@ impl Puller {
                     // The server ended the stream; its status says why.
                     match responses.message().await {
                         Err(s) if already(&s) => return Ok(()),
-                        Err(s) => return Err(status_message("Content.Write", &s)),
-                        Ok(_) => return Err("content write stream closed".to_owned()),
+                        Err(s) => return Err(PullError::containerd("Content.Write", s)),
+                        Ok(_) => {
+                            return Err(PullError::Store("content write stream closed".to_owned()))
+                        }
                     }
                 }
                 match responses.message().await {
                     Ok(Some(r)) => r,
-                    Ok(None) => return Err("content write stream closed".to_owned()),
+                    Ok(None) => {
+                        return Err(PullError::Store("content write stream closed".to_owned()))
+                    }
                     Err(s) if already(&s) => return Ok(()),
-                    Err(s) => return Err(status_message("Content.Write", &s)),
+                    Err(s) => return Err(PullError::containerd("Content.Write", s)),
                 }
             }};
         }
         // The Stat response.
         match responses.message().await {
             Ok(Some(_)) => {}
-            Ok(None) => return Err("content write stream closed".to_owned()),
+            Ok(None) => return Err(PullError::Store("content write stream closed".to_owned())),
             Err(s) if already(&s) => return Ok(()),
-            Err(s) => return Err(status_message("Content.Write", &s)),
+            Err(s) => return Err(PullError::containerd("Content.Write", s)),
         }
 
         let mut offset: i64 = 0;
         let mut buf: Vec<u8> = Vec::with_capacity(WRITE_CHUNK);
         let mut data = std::pin::pin!(data);
         while let Some(chunk) = data.next().await {
-            let chunk = chunk.map_err(|e| format!("fetching {digest}: {e}"))?;
+            let chunk = chunk?;
             buf.extend_from_slice(&chunk);
             if buf.len() >= WRITE_CHUNK {
                 let len = buf.len() as i64;
@@ -269,21 +273,24 @@ impl Puller {
             offset += len;
         }
         if offset != size {
-            return Err(format!(
+            return Err(PullError::Store(format!(
                 "blob {digest}: got {offset} bytes, manifest says {size}"
-            ));
+            )));
         }
         let mut commit = message(WriteAction::Commit, offset, Vec::new());
         commit.labels = labels;
         let done = exchange!(commit);
         drop(tx);
         if !done.digest.is_empty() && done.digest != digest {
-            return Err(format!("blob {digest} committed as {}", done.digest));
+            return Err(PullError::Store(format!(
+                "blob {digest} committed as {}",
+                done.digest
+            )));
         }
         Ok(())
     }
 
-    pub(super) async fn create_lease(&self) -> Result<String, String> {
+    pub(super) async fn create_lease(&self) -> Result<String, PullError> {
         let id = format!("skiff-pull-{}", uuid::Uuid::new_v4());
         // If the worker dies mid-pull, GC may reclaim the partial work after this.
         let expire = (chrono::Utc::now() + chrono::Duration::hours(1))
@@ -295,7 +302,7 @@ impl Puller {
                 labels: HashMap::from([("containerd.io/gc.expire".to_owned(), expire)]),
             }))
             .await
-            .map_err(|s| status_message("Leases.Create", &s))?;
+            .map_err(|s| PullError::containerd("Leases.Create", s))?;
         Ok(id)
     }
 

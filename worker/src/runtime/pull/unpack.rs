@@ -13,7 +13,7 @@ impl Puller {
         lease: &str,
         r: &Resolved,
         private: bool,
-    ) -> Result<(), String> {
+    ) -> Result<(), PullError> {
         let total = r.manifest.layers().iter().map(Desc::size).sum();
         let tracked = Tracked::start(&self.progress, name, total);
         let progress = &*tracked.progress;
@@ -38,7 +38,7 @@ impl Puller {
                     self.fetch_layer(client, parsed, lease, layer, diff_id, progress)
                         .await?;
                     let _ = fetched.send(i);
-                    Ok::<(), String>(())
+                    Ok::<(), PullError>(())
                 }
             })
             .collect();
@@ -51,7 +51,7 @@ impl Puller {
             let mut next = 0;
             while next < layers {
                 let Some(i) = fetched_rx.recv().await else {
-                    return Err("layer download ended early".to_owned());
+                    return Err(PullError::Registry("layer download ended early".to_owned()));
                 };
                 fetched[i] = true;
                 while next < layers && fetched[next] {
@@ -141,8 +141,8 @@ impl Puller {
                 ))
                 .await
                 .map(|_| ())
-                .map_err(|s| status_message("Images.Update", &s)),
-            Err(s) => Err(status_message("Images.Create", &s)),
+                .map_err(|s| PullError::containerd("Images.Update", s)),
+            Err(s) => Err(PullError::containerd("Images.Create", s)),
         }
     }
 
@@ -156,7 +156,7 @@ impl Puller {
         layer: &Desc,
         diff_id: &str,
         progress: &Progress,
-    ) -> Result<(), String> {
+    ) -> Result<(), PullError> {
         let digest = digest_of(layer);
         if self.content_exists(&digest).await? {
             progress.add(layer.size());
@@ -166,7 +166,9 @@ impl Puller {
         let stream = client
             .pull_blob_stream(parsed, digest.as_str())
             .await
-            .map_err(|e| format!("fetching layer {digest}: {}", registry_message(&e)))?;
+            .map_err(|e| {
+                PullError::Registry(format!("fetching layer {digest}: {}", registry_message(&e)))
+            })?;
         let labels = HashMap::from([("containerd.io/uncompressed".to_owned(), diff_id.to_owned())]);
         self.write_content(
             lease,
@@ -175,7 +177,7 @@ impl Puller {
             labels,
             stream
                 .inspect_ok(|chunk| progress.add(chunk.len() as u64))
-                .map_err(|e| e.to_string()),
+                .map_err(|e| PullError::Registry(format!("fetching {digest}: {e}"))),
         )
         .await?;
         debug!(
@@ -188,7 +190,7 @@ impl Puller {
     }
 
     /// Unpacks every layer whose chain ID has no committed snapshot yet.
-    pub(super) async fn unpack(&self, lease: &str, r: &Resolved) -> Result<(), String> {
+    pub(super) async fn unpack(&self, lease: &str, r: &Resolved) -> Result<(), PullError> {
         for i in 0..r.manifest.layers().len() {
             self.unpack_layer(lease, r, i).await?;
         }
@@ -202,7 +204,7 @@ impl Puller {
         lease: &str,
         r: &Resolved,
         i: usize,
-    ) -> Result<(), String> {
+    ) -> Result<(), PullError> {
         let mut snapshots = SnapshotsClient::new(self.conn.channel.clone());
         let mut diff = DiffClient::new(self.conn.channel.clone());
         let layer = &r.manifest.layers()[i];
@@ -229,7 +231,7 @@ impl Puller {
                 lease,
             ))
             .await
-            .map_err(|s| status_message("Snapshots.Prepare", &s))?
+            .map_err(|s| PullError::containerd("Snapshots.Prepare", s))?
             .into_inner()
             .mounts;
 
@@ -244,11 +246,11 @@ impl Puller {
                 lease,
             ))
             .await
-            .map_err(|s| status_message("Diff.Apply", &s))
+            .map_err(|s| PullError::containerd("Diff.Apply", s))
             .and_then(|r| {
                 r.into_inner()
                     .applied
-                    .ok_or_else(|| "Diff.Apply returned no descriptor".to_owned())
+                    .ok_or_else(|| PullError::Store("Diff.Apply returned no descriptor".to_owned()))
             });
         let applied = match applied {
             Ok(a) => a,
@@ -259,12 +261,12 @@ impl Puller {
         };
         if applied.digest != r.config.rootfs().diff_ids()[i] {
             self.remove_snapshot(&key, lease).await;
-            return Err(format!(
+            return Err(PullError::Image(format!(
                 "layer {} unpacked to {}, but the config says {}",
                 digest_of(layer),
                 applied.digest,
                 r.config.rootfs().diff_ids()[i]
-            ));
+            )));
         }
         match snapshots
             .commit(self.conn.leased(
@@ -285,7 +287,7 @@ impl Puller {
             }
             Err(s) => {
                 self.remove_snapshot(&key, lease).await;
-                return Err(status_message("Snapshots.Commit", &s));
+                return Err(PullError::containerd("Snapshots.Commit", s));
             }
         }
         debug!(
