@@ -55,6 +55,9 @@ pub enum Command {
     /// Jobs: many tasks of one template.
     #[command(subcommand)]
     Job(JobCommand),
+    /// Container groups: members placed together, sharing localhost.
+    #[command(subcommand)]
+    Group(GroupCommand),
     /// Usage and cost over a window.
     Usage(UsageArgs),
     /// The pool's hosts (admin token).
@@ -193,6 +196,28 @@ pub enum JobCommand {
     Cancel { job: String },
     /// A job's task containers (every attempt).
     Tasks { job: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GroupCommand {
+    /// Create a group from its JSON request (the body of POST /v1/groups).
+    Create {
+        /// The request's file (`-`: stdin).
+        #[arg(long, short = 'f')]
+        file: String,
+    },
+    /// List groups.
+    Ls,
+    /// Show a group and its members.
+    Get { group: String },
+    /// Stop every member.
+    Stop { group: String },
+    /// Start every member again.
+    Start { group: String },
+    /// Stop and start every member.
+    Restart { group: String },
+    /// Delete a group and its members (running ones are stopped first).
+    Rm { group: String },
 }
 
 #[derive(Debug, Args)]

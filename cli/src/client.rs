@@ -10,6 +10,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
 use skiff_api::error::Problem;
+use skiff_api::groups::{GroupList, GroupView};
 use skiff_api::http::jobs::{JobList, JobView};
 use skiff_api::model::{ContainerList, ContainerView};
 use std::time::Duration;
@@ -30,6 +31,13 @@ pub trait Page: DeserializeOwned {
 impl Page for ContainerList {
     type Item = ContainerView;
     fn split(self) -> (Vec<ContainerView>, Option<String>) {
+        (self.items, self.next)
+    }
+}
+
+impl Page for GroupList {
+    type Item = GroupView;
+    fn split(self) -> (Vec<GroupView>, Option<String>) {
         (self.items, self.next)
     }
 }

@@ -5,7 +5,8 @@
 //! prints its logs; `ps` shows it; `logs -f` follows until the exit; a
 //! refused request exits non-zero naming the field; `login` writes a 0600
 //! token file; the live phases are drawn on a pseudo-terminal (`script`);
-//! exec (one-shot, -i and -it), inspect, events, rm, job run, usage and the
+//! exec (one-shot, -i and -it), inspect, events, rm, job run, the group
+//! commands (create from a file, ls, get, stop, start, rm), usage and the
 //! admin commands answer.
 
 use crate::tenant;
@@ -475,6 +476,94 @@ async fn exec_i_sends_stdin_and_exec_it_gets_a_terminal() {
             .expect("skiff exec -it");
         assert_eq!(out.status.code(), Some(7), "{}", shown(&out));
         assert!(text(&out.stdout).contains("/dev/pts/"), "{}", shown(&out));
+    })
+    .await
+}
+
+#[tokio::test]
+async fn group_commands_create_show_act_on_and_remove_a_group() {
+    limit(secs(120), async {
+        let cli = Cli::new("group").await;
+        let (t, image) = (&cli.t, cli.image());
+        let member = |name: &str| {
+            json!({
+                "name": name,
+                "image": image,
+                "command": ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 1; done"],
+                "cpu": 0.1,
+                "memory_mib": 64,
+            })
+        };
+        let name = unique("cli-pair");
+        let request = json!({ "name": name, "containers": [member("web"), member("side")] });
+        let file = cli.config.join("group.json");
+        std::fs::write(&file, request.to_string()).expect("the request file");
+
+        // A request that is not JSON is refused before any call, naming
+        // the flag; a well-formed but wrong one by the server, naming the
+        // field; the positive control beside them creates the group.
+        let bad = cli.config.join("bad.json");
+        std::fs::write(&bad, "{ not json").expect("the bad file");
+        let (_, stderr) = cli
+            .expect(1, &["group", "create", "-f", bad.to_str().unwrap()])
+            .await;
+        assert!(stderr.contains("--file"), "{stderr}");
+        let wrong = cli.config.join("wrong.json");
+        std::fs::write(&wrong, json!({ "containers": [] }).to_string()).expect("the file");
+        let (_, stderr) = cli
+            .expect(1, &["group", "create", "-f", wrong.to_str().unwrap()])
+            .await;
+        assert!(stderr.contains("containers"), "{stderr}");
+        let (stdout, _) = cli
+            .expect(0, &["group", "create", "-f", file.to_str().unwrap()])
+            .await;
+        let id = stdout.trim().to_owned();
+        let group = t
+            .poll_path(
+                &format!("/v1/groups/{id}"),
+                60,
+                "the group running",
+                |g| g["state"] == "running",
+                |g| async move { format!("{g:#}") },
+            )
+            .await;
+        let members: Vec<String> = group["containers"]
+            .as_array()
+            .expect("members")
+            .iter()
+            .map(|m| m["container"]["id"].as_str().expect("an id").to_owned())
+            .collect();
+
+        // ls shows it running with both members; get adds their rows.
+        let (ls, _) = cli.expect(0, &["group", "ls"]).await;
+        let row = ls.lines().find(|l| l.contains(&id)).unwrap_or_default();
+        assert!(row.contains(&name) && row.contains("running"), "{ls}");
+        assert!(row.contains("web,side"), "{ls}");
+        let (get, _) = cli.expect(0, &["group", "get", &id]).await;
+        for m in &members {
+            assert!(get.contains(m.as_str()), "{get}");
+        }
+        let (json_out, _) = cli.expect(0, &["group", "get", &id, "-o", "json"]).await;
+        let parsed: serde_json::Value = serde_json::from_str(&json_out).expect("json");
+        assert_eq!(parsed["id"], id.as_str(), "{parsed}");
+
+        // stop, start and rm act on every member.
+        let (stopped, _) = cli.expect(0, &["group", "stop", &id]).await;
+        assert_eq!(stopped.trim(), id);
+        for m in &members {
+            t.wait(m, "exited", 60).await;
+        }
+        cli.expect(0, &["group", "start", &id]).await;
+        for m in &members {
+            t.wait(m, "running", 60).await;
+        }
+        let (removed, _) = cli.expect(0, &["group", "rm", &id]).await;
+        assert_eq!(removed.trim(), id);
+        for m in &members {
+            t.wait_removed(m).await;
+        }
+        let (_, stderr) = cli.expect(1, &["group", "get", &id]).await;
+        assert!(stderr.contains("(404"), "{stderr}");
     })
     .await
 }

@@ -9,6 +9,7 @@
 //! - [`attach`]: `skiff exec -i [-t]`, the interactive exec's WebSocket.
 //! - [`events`]: `skiff events [-f]`.
 //! - [`jobs`]: `skiff job run|ls|get|cancel|tasks`.
+//! - [`groups`]: `skiff group create|ls|get|stop|start|restart|rm`.
 //! - [`usage`]: `skiff usage`.
 //! - [`admin`]: `skiff hosts`, `skiff tenants create` (admin token).
 //! - [`login`]: `skiff login`.
@@ -17,12 +18,13 @@ pub mod admin;
 pub mod attach;
 pub mod containers;
 pub mod events;
+pub mod groups;
 pub mod jobs;
 pub mod login;
 pub mod run;
 pub mod usage;
 
-use crate::args::{Cli, Command, JobCommand, TenantsCommand};
+use crate::args::{Cli, Command, GroupCommand, JobCommand, TenantsCommand};
 use crate::client::Client;
 use crate::config::{self, Overrides};
 use crate::output::Format;
@@ -79,6 +81,17 @@ pub async fn run(cli: Cli) -> Result<i32, Error> {
         Command::Job(JobCommand::Get { job }) => jobs::get(&ctx, &job).await,
         Command::Job(JobCommand::Cancel { job }) => jobs::cancel(&ctx, &job).await,
         Command::Job(JobCommand::Tasks { job }) => jobs::tasks(&ctx, &job).await,
+        Command::Group(GroupCommand::Create { file }) => groups::create(&ctx, &file).await,
+        Command::Group(GroupCommand::Ls) => groups::ls(&ctx).await,
+        Command::Group(GroupCommand::Get { group }) => groups::get(&ctx, &group).await,
+        Command::Group(GroupCommand::Stop { group }) => groups::action(&ctx, "stop", &group).await,
+        Command::Group(GroupCommand::Start { group }) => {
+            groups::action(&ctx, "start", &group).await
+        }
+        Command::Group(GroupCommand::Restart { group }) => {
+            groups::action(&ctx, "restart", &group).await
+        }
+        Command::Group(GroupCommand::Rm { group }) => groups::rm(&ctx, &group).await,
         Command::Usage(args) => usage::usage(&ctx, args).await,
         Command::Hosts => admin::hosts(&ctx).await,
         Command::Tenants(TenantsCommand::Create { name }) => {
