@@ -6,12 +6,14 @@ import { Page } from './ui.jsx';
 import { Containers } from './pages/containers.jsx';
 import { ContainerDetail } from './pages/container.jsx';
 import { Jobs } from './pages/jobs.jsx';
+import { Groups } from './pages/groups.jsx';
 import { Usage } from './pages/usage.jsx';
 import { Hosts } from './pages/hosts.jsx';
 
 const TENANT_NAV = [
   ['/containers', 'Containers'],
   ['/jobs', 'Jobs'],
+  ['/groups', 'Groups'],
   ['/usage', 'Usage'],
 ];
 const ADMIN_NAV = [['/hosts', 'Hosts']];
@@ -60,6 +62,7 @@ function route(path, role) {
     if (first === 'containers' && !second) return <Containers />;
     if (first === 'containers' && second && parts.length === 2) return <ContainerDetail id={second} />;
     if (first === 'jobs' && !second) return <Jobs />;
+    if (first === 'groups' && !second) return <Groups />;
     if (first === 'usage' && !second) return <Usage />;
   }
   return (

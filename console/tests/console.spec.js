@@ -267,6 +267,37 @@ test('shows a job’s progress', async ({ page, request }) => {
   await snap(page, '08-jobs');
 });
 
+test('shows a group and its members, each a link to its container', async ({ page, request }) => {
+  test.setTimeout(150_000);
+  const name = `console-group-${RUN}`;
+  const auth = { Authorization: `Bearer ${TENANT}` };
+  const member = (memberName) => ({
+    name: memberName,
+    image: IMAGE,
+    command: ['sh', '-c', "trap 'exit 0' TERM; while true; do sleep 1; done"],
+    cpu: 0.1,
+    memory_mib: 64,
+  });
+  const created = await request.post('/v1/groups', {
+    headers: auth,
+    data: { name, containers: [member('web'), member('side')] },
+  });
+  expect(created.status(), await created.text()).toBe(201);
+  const group = await created.json();
+  await signIn(page, TENANT, 'Containers');
+  await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Groups' }).click();
+  const card = page.locator('li.group').filter({ has: page.getByRole('heading', { name }) });
+  await expect(card.locator('.section-head')).toContainText('running', { timeout: 120_000 });
+  await expect(card).toContainText('on ');
+  const members = card.getByRole('list', { name: `Members of ${name}` });
+  await expect(members.getByRole('link')).toHaveCount(2);
+  await snap(page, '08b-groups');
+  await members.getByRole('link', { name: 'web' }).click();
+  await expect(page).toHaveURL(new RegExp(`/console/containers/${group.containers[0].container.id}$`));
+  const deleted = await request.delete(`/v1/groups/${group.id}`, { headers: auth });
+  expect(deleted.status()).toBe(204);
+});
+
 test('shows the admin each host’s capacity and allocation, and signs out', async ({ page }) => {
   await signIn(page, ADMIN, 'Hosts');
   const hosts = page.locator('li.host');

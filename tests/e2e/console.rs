@@ -7,8 +7,8 @@
 //! followed live (a line written after an exec shows up while the page
 //! watches) and the container reach `succeeded`, sees the API's validation
 //! error for `cpu: 0` at the CPU field, sees the usage chart painted (and
-//! downloads the CSV), a job's progress, and, with the admin token, the
-//! hosts.
+//! downloads the CSV), a job's progress, a group with its members linking
+//! to their containers, and, with the admin token, the hosts.
 //!
 //! Screenshots of every page, at 1280 and 360 px wide, are left in
 //! `<target>/console-screenshots/` for a reviewer; Playwright's traces of a
@@ -30,6 +30,7 @@ const SCREENSHOTS: &[&str] = &[
     "06-usage-per-day",
     "07-usage-per-label",
     "08-jobs",
+    "08b-groups",
     "09-hosts",
 ];
 
@@ -110,8 +111,8 @@ async fn console_runs_a_container_and_shows_logs_usage_and_hosts_in_chromium() {
         );
         println!("{stdout}");
         assert!(
-            stdout.contains("6 passed"),
-            "expected all 6 browser tests to pass:\n{stdout}\n{stderr}"
+            stdout.contains("7 passed"),
+            "expected all 7 browser tests to pass:\n{stdout}\n{stderr}"
         );
         for name in SCREENSHOTS {
             for file in [format!("{name}.png"), format!("{name}-360.png")] {
