@@ -137,12 +137,8 @@ async fn run<R: Runtime>(
     tokio::time::sleep(Duration::from_secs(u64::from(probe.initial_delay_s))).await;
     loop {
         let outcome = attempt(runtime, target, probe).await;
-        let why = match &outcome {
-            Ok(what) => what,
-            Err(why) => why,
-        };
-        if let Some(verdict) = tally.observe(outcome.is_ok(), probe.failure_threshold.max(1)) {
-            if on_change(verdict, why).is_break() {
+        if let Some(verdict) = tally.observe(outcome.passed, probe.failure_threshold.max(1)) {
+            if on_change(verdict, &outcome.detail).is_break() {
                 return;
             }
         }
@@ -150,12 +146,32 @@ async fn run<R: Runtime>(
     }
 }
 
-/// One attempt: Ok(what passed) or Err(why it failed).
-async fn attempt<R: Runtime>(
-    runtime: &R,
-    target: &Target,
-    probe: &pb::Probe,
-) -> Result<String, String> {
+/// What one attempt found: whether it passed, and in words what it saw
+/// (the container's events and readiness say it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Attempt {
+    passed: bool,
+    detail: String,
+}
+
+impl Attempt {
+    fn passed(detail: String) -> Self {
+        Self {
+            passed: true,
+            detail,
+        }
+    }
+
+    fn failed(detail: String) -> Self {
+        Self {
+            passed: false,
+            detail,
+        }
+    }
+}
+
+/// One attempt of the probe's action.
+async fn attempt<R: Runtime>(runtime: &R, target: &Target, probe: &pb::Probe) -> Attempt {
     use pb::probe::Action;
     let timeout = Duration::from_secs(u64::from(probe.timeout_s.max(1)));
     match &probe.action {
@@ -166,61 +182,72 @@ async fn attempt<R: Runtime>(
                 timeout,
                 max_output_bytes: MAX_ANSWER,
             };
-            let out = runtime
-                .exec(&target.container_id, &spec)
-                .await
-                .map_err(|e| format!("exec {:?}: {e}", exec.command))?;
+            let out = match runtime.exec(&target.container_id, &spec).await {
+                Ok(out) => out,
+                Err(e) => return Attempt::failed(format!("exec {:?}: {e}", exec.command)),
+            };
             if out.timed_out {
-                Err(format!(
+                Attempt::failed(format!(
                     "exec {:?} timed out after {timeout:?}",
                     exec.command
                 ))
             } else if out.exit_code != 0 {
                 let stderr = String::from_utf8_lossy(&out.stderr);
-                Err(format!(
+                Attempt::failed(format!(
                     "exec {:?} exited with code {}: {}",
                     exec.command,
                     out.exit_code,
                     stderr.trim()
                 ))
             } else {
-                Ok(format!("exec {:?} exited with code 0", exec.command))
+                Attempt::passed(format!("exec {:?} exited with code 0", exec.command))
             }
         }
         Some(Action::TcpSocket(tcp)) => {
-            let addr = address(target, tcp.port)?;
-            in_netns(target.pid, move || {
+            let Some(addr) = address(target, tcp.port) else {
+                return Attempt::failed(format!("port {} is out of range", tcp.port));
+            };
+            match in_netns(target.pid, move || {
                 TcpStream::connect_timeout(&addr, timeout).map(|_| ())
             })
             .await
-            .map(|()| format!("connected to {addr}"))
-            .map_err(|e| format!("connecting to {addr}: {e}"))
+            {
+                Ok(()) => Attempt::passed(format!("connected to {addr}")),
+                Err(e) => Attempt::failed(format!("connecting to {addr}: {e}")),
+            }
         }
         Some(Action::HttpGet(http)) => {
-            let addr = address(target, http.port)?;
+            let Some(addr) = address(target, http.port) else {
+                return Attempt::failed(format!("port {} is out of range", http.port));
+            };
             let path = http.path.clone();
-            let head = in_netns(target.pid, move || http_get(addr, &path, timeout))
-                .await
-                .map_err(|e| format!("GET http://{addr}{}: {e}", http.path))?;
+            let head = match in_netns(target.pid, move || http_get(addr, &path, timeout)).await {
+                Ok(head) => head,
+                Err(e) => return Attempt::failed(format!("GET http://{addr}{}: {e}", http.path)),
+            };
             match status_of(&head) {
                 Some(code) if (200..400).contains(&code) => {
-                    Ok(format!("GET http://{addr}{} answered {code}", http.path))
+                    Attempt::passed(format!("GET http://{addr}{} answered {code}", http.path))
                 }
-                Some(code) => Err(format!("GET http://{addr}{} answered {code}", http.path)),
-                None => Err(format!(
+                Some(code) => {
+                    Attempt::failed(format!("GET http://{addr}{} answered {code}", http.path))
+                }
+                None => Attempt::failed(format!(
                     "GET http://{addr}{}: not an HTTP answer",
                     http.path
                 )),
             }
         }
-        None => Err("the probe has no action".into()),
+        None => Attempt::failed("the probe has no action".into()),
     }
 }
 
-fn address(target: &Target, port: u32) -> Result<SocketAddr, String> {
-    let port = u16::try_from(port).map_err(|_| format!("port {port} is out of range"))?;
+/// Where the probe connects: the container's address (loopback on the
+/// host network) and `port`, if it is a port.
+fn address(target: &Target, port: u32) -> Option<SocketAddr> {
+    let port = u16::try_from(port).ok()?;
     let ip = target.ip.unwrap_or(Ipv4Addr::LOCALHOST);
-    Ok(SocketAddr::new(IpAddr::V4(ip), port))
+    Some(SocketAddr::new(IpAddr::V4(ip), port))
 }
 
 /// Runs `f` on a thread of its own that has joined the network namespace
@@ -333,13 +360,13 @@ mod tests {
         let tcp = probe(pb::probe::Action::TcpSocket(pb::TcpSocketAction {
             port: port.into(),
         }));
-        assert!(attempt(&*runtime, &target, &tcp).await.is_ok());
+        assert!(attempt(&*runtime, &target, &tcp).await.passed);
         let http = probe(pb::probe::Action::HttpGet(pb::HttpGetAction {
             port: port.into(),
             path: "/healthz".into(),
         }));
         let got = attempt(&*runtime, &target, &http).await;
-        assert!(got.as_ref().is_ok_and(|m| m.contains("204")), "{got:?}");
+        assert!(got.passed && got.detail.contains("204"), "{got:?}");
         // A port nobody listens on fails.
         let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let closed_port = closed.local_addr().unwrap().port();
@@ -347,6 +374,6 @@ mod tests {
         let tcp = probe(pb::probe::Action::TcpSocket(pb::TcpSocketAction {
             port: closed_port.into(),
         }));
-        assert!(attempt(&*runtime, &target, &tcp).await.is_err());
+        assert!(!attempt(&*runtime, &target, &tcp).await.passed);
     }
 }

@@ -156,12 +156,12 @@ pub async fn prepare(
             } => {
                 if !mounted {
                     let image = root.join(id).join(format!("{}.img", v.name));
-                    mount_disk(&image, &target, *size_mib)
-                        .await
-                        .map_err(|message| RuntimeError::Spec {
+                    mount_disk(&image, &target, *size_mib).await.map_err(|e| {
+                        RuntimeError::Spec {
                             id: id.to_owned(),
-                            message: format!("volume {}: {message}", v.name),
-                        })?;
+                            message: format!("volume {}: {e}", v.name),
+                        }
+                    })?;
                 }
             }
         }
@@ -228,13 +228,42 @@ fn mount_tmpfs(target: &Path, data: &str) -> std::io::Result<()> {
     .map_err(std::io::Error::from)
 }
 
+/// Why a sized volume's disk could not be made or mounted.
+#[derive(Debug, thiserror::Error)]
+enum DiskError {
+    #[error("{what} its file: {source}")]
+    File {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("running {program}: {source}")]
+    Spawn {
+        program: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{program} failed ({status}): {stderr}")]
+    Failed {
+        program: &'static str,
+        status: std::process::ExitStatus,
+        stderr: String,
+    },
+}
+
 /// A sparse file of `size_mib` made an ext4 filesystem (no reserved blocks,
 /// no journal, no lost+found in the way) and loop-mounted on `target`.
-async fn mount_disk(image: &Path, target: &Path, size_mib: u32) -> Result<(), String> {
+async fn mount_disk(image: &Path, target: &Path, size_mib: u32) -> Result<(), DiskError> {
     if !image.exists() {
-        let f = std::fs::File::create(image).map_err(|e| format!("creating its file: {e}"))?;
+        let f = std::fs::File::create(image).map_err(|source| DiskError::File {
+            what: "creating",
+            source,
+        })?;
         f.set_len(u64::from(size_mib) << 20)
-            .map_err(|e| format!("sizing its file: {e}"))?;
+            .map_err(|source| DiskError::File {
+                what: "sizing",
+                source,
+            })?;
         run(
             "mkfs.ext4",
             &[
@@ -269,20 +298,20 @@ async fn mount_disk(image: &Path, target: &Path, size_mib: u32) -> Result<(), St
     Ok(())
 }
 
-async fn run(program: &str, args: &[&std::ffi::OsStr]) -> Result<(), String> {
+async fn run(program: &'static str, args: &[&std::ffi::OsStr]) -> Result<(), DiskError> {
     let out = tokio::process::Command::new(program)
         .args(args)
         .output()
         .await
-        .map_err(|e| format!("running {program}: {e}"))?;
+        .map_err(|source| DiskError::Spawn { program, source })?;
     if out.status.success() {
         Ok(())
     } else {
-        Err(format!(
-            "{program} failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
+        Err(DiskError::Failed {
+            program,
+            status: out.status,
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        })
     }
 }
 
