@@ -59,7 +59,7 @@
 # /run/containerd/runc/<namespace> is shared between containerds), then the
 # run's containerds themselves; PostgreSQL clusters under .skiff/test/run;
 # network namespaces named skiff-e2e-* (with whatever still runs in them)
-# and host-side veths named ske2e*/skiff-e2e*; mounts under .skiff/test; a
+# and host-side veths named $SKIFF_TEST_VETH_PREFIX* (ske2e*); mounts under .skiff/test; a
 # stale postmaster.pid; databases of earlier runs; empty cgroups
 # skiff/skiff-e2e-* (the worker's default parent) under /sys/fs/cgroup (v2)
 # or each of its v1 hierarchies.
@@ -79,6 +79,13 @@ RUN_DIR="$STATE/run"
 # reads it too, so a run with an override never touches another's).
 export SKIFF_TEST_NETNS_PREFIX=${SKIFF_TEST_NETNS_PREFIX:-skiff-e2e-}
 NETNS_PREFIX=$SKIFF_TEST_NETNS_PREFIX
+# ... and their host-side veths with this (the harness appends a 6-character
+# run tail and one letter: a Linux interface name has at most 15).
+export SKIFF_TEST_VETH_PREFIX=${SKIFF_TEST_VETH_PREFIX:-ske2e}
+if [[ ! $SKIFF_TEST_VETH_PREFIX =~ ^[a-z0-9]{1,8}$ ]]; then
+  echo "SKIFF_TEST_VETH_PREFIX must be 1 to 8 of a-z and 0-9 (got '$SKIFF_TEST_VETH_PREFIX')" >&2
+  exit 2
+fi
 # The e2e workers' bridges (and their nft tables skiff_<bridge> and
 # container namespaces <bridge>-<id>) start with this.
 export SKIFF_TEST_BRIDGE_PREFIX=${SKIFF_TEST_BRIDGE_PREFIX:-skb}
@@ -115,7 +122,10 @@ kill_test_processes() {
   for d in /proc/[0-9]*; do
     pid=${d#/proc/}
     exe=$(readlink "$d/exe" 2>/dev/null) || continue
-    [[ $exe == "$SKIFF_REPO_ROOT/target/"*/skiff-api || $exe == "$SKIFF_REPO_ROOT/target/"*/skiff-worker ]] || continue
+    exe=${exe% (deleted)} # a binary rebuilt since it started
+    # Any target dir (CARGO_TARGET_DIR may move it): the environment says
+    # whose test started it.
+    [[ $exe == */skiff-api || $exe == */skiff-worker ]] || continue
     if tr '\0' '\n' <"$d/environ" 2>/dev/null | grep -qF "$STATE/"; then
       log "killing leftover $(basename "$exe") (pid $pid)"
       kill -KILL "$pid" 2>/dev/null || true
@@ -214,7 +224,7 @@ stop_run_postgres() {
 
 # delete_test_netns: network namespaces named skiff-e2e-* (killing what still
 # runs in them; deleting one also deletes the veth pairs with an end in it),
-# and host-side veths named ske2e*/skiff-e2e* whose pair never left the host.
+# and host-side veths named $SKIFF_TEST_VETH_PREFIX* whose pair never left the host.
 delete_test_netns() {
   local ns pids link
   for ns in $(ip netns list 2>/dev/null | awk '{print $1}'); do
@@ -230,7 +240,7 @@ delete_test_netns() {
     ip netns del "$ns" 2>/dev/null || log "could not delete network namespace $ns"
   done
   for link in $(ip -o link show type veth 2>/dev/null | awk -F': ' '{print $2}' | cut -d@ -f1); do
-    [[ $link == ske2e* || $link == skiff-e2e* ]] || continue
+    [[ $link == "$SKIFF_TEST_VETH_PREFIX"* ]] || continue
     ip link show "$link" >/dev/null 2>&1 || continue # gone with its peer
     log "deleting leftover veth $link"
     ip link del "$link" 2>/dev/null || true

@@ -288,13 +288,15 @@ async fn start_partition(
     }
     let short = &run.short;
     // (test.sh cleans up namespaces named $SKIFF_TEST_NETNS_PREFIX* and
-    // veths named ske2e* that a killed run leaves)
+    // veths named $SKIFF_TEST_VETH_PREFIX* that a killed run leaves, and
+    // keeps the veth prefix short enough for a 15-character name)
     let netns = std::env::var("SKIFF_TEST_NETNS_PREFIX").unwrap_or_else(|_| "skiff-e2e-".into());
+    let veth = std::env::var("SKIFF_TEST_VETH_PREFIX").unwrap_or_else(|_| "ske2e".into());
     let partition = Partition {
         api_netns: format!("{netns}{short}-api"),
         host_netns: format!("{netns}{short}-h{}", spec.hosts),
-        api_veth: format!("ske2e{short}a"),
-        host_veth: format!("ske2e{short}h"),
+        api_veth: format!("{veth}{short}a"),
+        host_veth: format!("{veth}{short}h"),
     };
     reapers.push(Reaper::spawn(
         format!(
