@@ -17,12 +17,14 @@
 //! - this file: [`Agent`]: session, registration, heartbeats, applying steps, fencing.
 //! - [`updates`]: joins a step's messages; a step counts only when complete.
 //! - [`supervisor`]: one task per container carrying out reconcile steps.
+//! - [`assignment`]: what an assignment asks for, in the runtime's types.
 //! - [`reconcile`]: the pure decision of a container's next step.
 //! - [`probes`]: a run's liveness and readiness probes.
 //! - [`report`]: status reports (ordered, retried) and meter checkpoints.
 //! - [`images`]: removing unused images past the host's disk budget.
 //! - [`logbudget`]: cutting finished containers' logs past the host's log budget.
 
+mod assignment;
 mod control_plane;
 pub mod images;
 pub mod logbudget;

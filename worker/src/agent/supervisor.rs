@@ -9,14 +9,14 @@
 //! worker's shutdown cancels them all. Cancelled, it stops at the next safe
 //! point and touches neither containerd nor the control plane again.
 
+use super::assignment::{network_of, sandbox_of, volume_of};
 use super::probes;
 use super::reconcile::{self, Known, Step};
 use super::report::{event, now_ms, report, Outbox, Reporter};
 use crate::runtime::auth::RegistryLogin;
-use crate::runtime::volumes::{Mount, Volume, VolumeKind};
+use crate::runtime::volumes::Mount;
 use crate::runtime::{
-    ContainerInfo, ExitRecord, NetworkSpec, RunSpec, Runtime, RuntimeError, TaskEvent, TaskInfo,
-    TaskStatus,
+    ContainerInfo, ExitRecord, RunSpec, Runtime, RuntimeError, TaskEvent, TaskInfo, TaskStatus,
 };
 use skiff_core::{CpuMillis, MemoryMib, Reason};
 use skiff_proto as pb;
@@ -466,10 +466,10 @@ impl<R: Runtime> ContainerSupervisor<R> {
         // Checked before anything is pulled: it names namespaces and files.
         let sandbox = match sandbox_of(&spec) {
             Ok(sandbox) => sandbox,
-            Err(message) => {
+            Err(refusal) => {
                 let err = crate::runtime::RuntimeError::Spec {
                     id: self.id.clone(),
-                    message,
+                    message: refusal.to_string(),
                 };
                 tracing::warn!(container = %self.id, error = %err, "refused to start");
                 self.fail(generation, Reason::StartFailed, err.to_string());
@@ -775,117 +775,9 @@ impl<R: Runtime> ContainerSupervisor<R> {
     }
 }
 
-/// One volume of an assignment (one without a source, from a newer control
-/// plane, is left out).
-fn volume_of(v: pb::Volume) -> Option<Volume> {
-    let kind = match v.source? {
-        pb::volume::Source::EmptyDir(d) => VolumeKind::EmptyDir {
-            size_mib: d.size_mib,
-            memory: d.memory,
-        },
-        pb::volume::Source::Secret(s) => VolumeKind::Secret {
-            files: s.files.into_iter().collect(),
-        },
-    };
-    Some(Volume { name: v.name, kind })
-}
-
-/// The sandbox (container group) of the assignment: None for an ordinary
-/// container; a member's must be a plain id and have a private network
-/// (members share one network namespace).
-pub(crate) fn sandbox_of(spec: &pb::ContainerSpec) -> Result<Option<String>, String> {
-    if spec.sandbox.is_empty() {
-        return Ok(None);
-    }
-    if !crate::runtime::sandbox::valid_key(&spec.sandbox) {
-        return Err(format!(
-            "sandbox {:?} is not a sandbox id (1 to 64 hex digits and dashes)",
-            spec.sandbox.chars().take(72).collect::<String>()
-        ));
-    }
-    if spec.network() != pb::NetworkMode::Private {
-        return Err(format!(
-            "sandbox {}: its members share a private network, and this one has none",
-            spec.sandbox
-        ));
-    }
-    Ok(Some(spec.sandbox.clone()))
-}
-
-/// The run's network from its assignment: a control plane that predates
-/// networks sends none (NONE).
-pub(crate) fn network_of(spec: &pb::ContainerSpec) -> NetworkSpec {
-    match spec.network() {
-        pb::NetworkMode::Private => NetworkSpec::Private(crate::net::Request {
-            group: Some(spec.network_key.clone()).filter(|k| !k.is_empty()),
-            ports: spec
-                .ports
-                .iter()
-                .filter_map(|p| {
-                    Some(crate::net::Published {
-                        container_port: u16::try_from(p.container_port).ok()?,
-                        protocol: match p.protocol() {
-                            pb::Protocol::Udp => crate::net::ports::Protocol::Udp,
-                            _ => crate::net::ports::Protocol::Tcp,
-                        },
-                        host_port: u16::try_from(p.host_port).ok()?,
-                    })
-                })
-                .collect(),
-        }),
-        pb::NetworkMode::None | pb::NetworkMode::Unspecified => NetworkSpec::None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn network_of_the_assignment() {
-        let mut spec = pb::ContainerSpec::default();
-        assert_eq!(network_of(&spec), NetworkSpec::None, "older control plane");
-        spec.set_network(pb::NetworkMode::Private);
-        spec.network_key = "ab12".into();
-        spec.ports = vec![pb::PortMapping {
-            container_port: 80,
-            protocol: pb::Protocol::Udp as i32,
-            host_port: 20001,
-        }];
-        assert_eq!(
-            network_of(&spec),
-            NetworkSpec::Private(crate::net::Request {
-                group: Some("ab12".into()),
-                ports: vec![crate::net::Published {
-                    container_port: 80,
-                    protocol: crate::net::ports::Protocol::Udp,
-                    host_port: 20001,
-                }],
-            })
-        );
-        spec.network_key.clear();
-        spec.ports.clear();
-        assert_eq!(
-            network_of(&spec),
-            NetworkSpec::Private(crate::net::Request::default())
-        );
-    }
-
-    #[test]
-    fn sandbox_of_the_assignment() {
-        let mut spec = pb::ContainerSpec::default();
-        assert_eq!(sandbox_of(&spec), Ok(None), "an ordinary container");
-        spec.sandbox = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0".into();
-        let err = sandbox_of(&spec).unwrap_err();
-        assert!(err.contains("private network"), "{err}");
-        spec.set_network(pb::NetworkMode::Private);
-        assert_eq!(sandbox_of(&spec), Ok(Some(spec.sandbox.clone())));
-        for bad in ["../../etc", "a/b", "-rf", "x y"] {
-            spec.sandbox = bad.into();
-            let err = sandbox_of(&spec).unwrap_err();
-            assert!(err.contains("is not a sandbox id"), "{bad}: {err}");
-        }
-    }
 
     #[test]
     fn process_start_time_is_read_from_proc() {
