@@ -22,6 +22,18 @@ pub fn print_value(format: Format, value: &Value) -> Result<(), Error> {
     Ok(())
 }
 
+/// The id for a table, the object for json/yaml: what an action on one
+/// object (create, stop, delete, ...) prints.
+pub fn print_one(format: Format, id: &str, object: &Value) -> Result<(), Error> {
+    match format {
+        Format::Json | Format::Yaml => print_value(format, object),
+        Format::Table | Format::Csv => {
+            crate::outln!("{id}");
+            Ok(())
+        }
+    }
+}
+
 pub fn render_value(format: Format, value: &Value) -> Result<String, Error> {
     match format {
         Format::Yaml => serde_norway::to_string(value)

@@ -7,7 +7,7 @@ use super::run::{stream_logs, wait_exited};
 use super::Ctx;
 use crate::args::{ExecArgs, IdsArgs, LogsArgs, PsArgs};
 use crate::client::Fetched;
-use crate::output::{self, age, or_dash, print_value, state_colour, Format};
+use crate::output::{self, age, or_dash, print_one, print_value, state_colour, Format};
 use crate::{parse, Error};
 use serde_json::{json, Value};
 use skiff_api::model::{ContainerView, ExecRequest, ExecResult};
@@ -135,17 +135,6 @@ pub async fn rm(ctx: &Ctx, args: IdsArgs) -> Result<i32, Error> {
         )?;
     }
     Ok(0)
-}
-
-/// The id for a table, the object for json/yaml.
-fn print_one(format: Format, id: &str, object: &Value) -> Result<(), Error> {
-    match format {
-        Format::Json | Format::Yaml => print_value(format, object),
-        Format::Table | Format::Csv => {
-            crate::outln!("{id}");
-            Ok(())
-        }
-    }
 }
 
 /// Waits for each to exit; prints its exit code (`-` when it has none).

@@ -6,7 +6,7 @@
 use super::containers::print_containers;
 use super::Ctx;
 use crate::client::Fetched;
-use crate::output::{self, age, or_dash, print_value, Format};
+use crate::output::{self, age, or_dash, print_one, print_value, Format};
 use crate::Error;
 use skiff_api::groups::{GroupList, GroupView};
 use skiff_api::model::ContainerView;
@@ -36,7 +36,8 @@ pub async fn create(ctx: &Ctx, file: &str) -> Result<i32, Error> {
         reason: format!("not a JSON group request: {e}"),
     })?;
     let created: Fetched<GroupView> = ctx.client.post("/v1/groups", &body).await?;
-    print_one(ctx.format, &created)
+    print_one(ctx.format, &created.typed.id.to_string(), &created.raw)?;
+    Ok(0)
 }
 
 pub async fn ls(ctx: &Ctx) -> Result<i32, Error> {
@@ -83,22 +84,18 @@ pub async fn action(ctx: &Ctx, action: &str, group: &str) -> Result<i32, Error> 
         .client
         .post_empty(&format!("/v1/groups/{group}/{action}"))
         .await?;
-    print_one(ctx.format, &view)
+    print_one(ctx.format, &view.typed.id.to_string(), &view.raw)?;
+    Ok(0)
 }
 
 /// Deletes the group and its members (running ones are stopped first).
 pub async fn rm(ctx: &Ctx, group: &str) -> Result<i32, Error> {
-    ctx.client.delete(&format!("/v1/groups/{group}")).await?;
-    crate::outln!("{group}");
-    Ok(0)
-}
-
-fn print_one(format: Format, view: &Fetched<GroupView>) -> Result<i32, Error> {
-    if matches!(format, Format::Json | Format::Yaml) {
-        print_value(format, &view.raw)?;
-    } else {
-        crate::outln!("{}", view.typed.id);
-    }
+    let answer = ctx.client.delete(&format!("/v1/groups/{group}")).await?;
+    print_one(
+        ctx.format,
+        group,
+        &answer.unwrap_or_else(|| serde_json::json!({"id": group, "deleted": true})),
+    )?;
     Ok(0)
 }
 

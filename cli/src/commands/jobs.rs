@@ -7,7 +7,7 @@ use super::run::request;
 use super::Ctx;
 use crate::args::JobRunArgs;
 use crate::client::Fetched;
-use crate::output::{self, age, or_dash, print_value, Format};
+use crate::output::{self, age, or_dash, print_one, print_value, Format};
 use crate::Error;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use skiff_api::http::jobs::{CreateJob, JobList, JobView};
@@ -162,11 +162,7 @@ pub async fn cancel(ctx: &Ctx, job: &str) -> Result<i32, Error> {
         .client
         .post_empty(&format!("/v1/jobs/{job}/cancel"))
         .await?;
-    if matches!(ctx.format, Format::Json | Format::Yaml) {
-        print_value(ctx.format, &view.raw)?;
-    } else {
-        crate::outln!("{job}");
-    }
+    print_one(ctx.format, job, &view.raw)?;
     Ok(0)
 }
 
